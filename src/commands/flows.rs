@@ -1,0 +1,361 @@
+//! What the privacy commands do, for any bot type `R`.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dptree::di::DependencyMap;
+use teloxide::RequestError;
+use teloxide::payloads::{AnswerCallbackQuerySetters, SendDocumentSetters, SendMessageSetters};
+use teloxide::prelude::Requester;
+use teloxide::requests::Request;
+use teloxide::types::{
+    CallbackQuery, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Me, Message,
+    Update, UpdateKind, UserId,
+};
+
+use crate::clock::duration_ms;
+use crate::commands::Commands;
+use crate::commands::privacy::human_bytes;
+use crate::layer::is_trackable;
+use crate::retention::{OptOutOutcome, Retention};
+
+/// Callback data of the confirmation buttons: `rtn:rm:<requester>:<nonce>:<y|n>`.
+const CALLBACK_PREFIX: &str = "rtn:rm:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Remove,
+    Export,
+    Privacy,
+}
+
+impl Retention {
+    /// Answers the update if it is one of the privacy commands or their buttons; returns
+    /// `true` if it was (the wrapped handler does not see it then).
+    pub(crate) async fn run_command<R>(&self, update: &Update, deps: &DependencyMap) -> bool
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let Some(commands) = &self.inner.commands else { return false };
+        let (Some(bot), Some(me)) = (deps.try_get::<R>(), deps.try_get::<Me>()) else {
+            return false;
+        };
+        match &update.kind {
+            UpdateKind::Message(msg) => {
+                let Some(command) = parse(commands, msg, &me) else { return false };
+                self.on_command(&*bot, &me, commands, msg, command).await;
+                true
+            }
+            UpdateKind::CallbackQuery(query) => {
+                let Some(data) =
+                    query.data.as_deref().and_then(|d| d.strip_prefix(CALLBACK_PREFIX))
+                else {
+                    return false;
+                };
+                self.on_button(&*bot, commands, query, data).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn on_command<R>(
+        &self,
+        bot: &R,
+        me: &Me,
+        commands: &Commands,
+        msg: &Message,
+        command: Command,
+    ) where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let texts = &commands.texts;
+        let chat = msg.chat.id;
+        let Some(user) = msg.from.as_ref().map(|u| u.id) else { return };
+        let name = match command {
+            Command::Remove => commands.remove.as_deref(),
+            Command::Export => commands.export.as_deref(),
+            Command::Privacy => commands.privacy.as_deref(),
+        }
+        .unwrap_or_default();
+        let slash = format!("/{name}");
+
+        if command == Command::Privacy {
+            self.say(bot, chat, self.privacy_text(), None).await;
+            return;
+        }
+        if !msg.chat.is_private() && !commands.answer_in_groups {
+            // Nothing in the group reveals what the user asked for or holds.
+            let mut url = me.tme_url();
+            url.set_query(Some(&format!("start={name}")));
+            let button = InlineKeyboardButton::url(texts.open_private_chat.clone(), url);
+            let text = texts.use_private_chat.replace("{command}", &slash);
+            self.say(bot, chat, text, Some(InlineKeyboardMarkup::new([[button]]))).await;
+            return;
+        }
+        match self.within_rate_limit(commands, user, command).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.say(bot, chat, texts.rate_limited.replace("{command}", &slash), None).await;
+                return;
+            }
+            Err(()) => {
+                self.say(bot, chat, texts.unavailable.clone(), None).await;
+                return;
+            }
+        }
+        match command {
+            Command::Remove => self.ask_to_confirm(bot, commands, chat, user).await,
+            Command::Export => self.send_export(bot, commands, chat, user).await,
+            Command::Privacy => {}
+        }
+    }
+
+    async fn within_rate_limit(
+        &self,
+        commands: &Commands,
+        user: UserId,
+        command: Command,
+    ) -> Result<bool, ()> {
+        let action = if command == Command::Remove { "erase" } else { "export" };
+        let window_ms = duration_ms(commands.window).max(1);
+        let window = self.inner.clock.now_ms().div_euclid(window_ms);
+        let counted = self.inner.backend.count_use(user.0, action, window, window_ms);
+        match self.store_call(counted).await {
+            Ok(count) => Ok(count <= u64::from(commands.uses_per_window)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the privacy commands' rate limit");
+                Err(())
+            }
+        }
+    }
+
+    async fn ask_to_confirm<R>(&self, bot: &R, commands: &Commands, chat: ChatId, user: UserId)
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let texts = &commands.texts;
+        let nonce = new_nonce();
+        let issued = self.inner.clock.now_ms();
+        let ttl = duration_ms(commands.confirm_within);
+        let stored = self.inner.backend.put_nonce(user.0, format!("{nonce:016x}:{issued}"), ttl);
+        if let Err(e) = self.store_call(stored).await {
+            tracing::warn!(error = %e, "could not store a /removemydata confirmation");
+            self.say(bot, chat, texts.unavailable.clone(), None).await;
+            return;
+        }
+        let mut text = format!("{}\n• the time of your last interaction", texts.remove_prompt);
+        for name in self.eraser_names() {
+            text.push_str("\n• ");
+            text.push_str(name);
+        }
+        let data = |answer: &str| format!("{CALLBACK_PREFIX}{}:{nonce:016x}:{answer}", user.0);
+        let keyboard = InlineKeyboardMarkup::new([
+            [InlineKeyboardButton::callback(texts.confirm_button.clone(), data("y"))],
+            [InlineKeyboardButton::callback(texts.cancel_button.clone(), data("n"))],
+        ]);
+        self.say(bot, chat, text, Some(keyboard)).await;
+    }
+
+    async fn on_button<R>(&self, bot: &R, commands: &Commands, query: &CallbackQuery, data: &str)
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let texts = &commands.texts;
+        let slash = format!("/{}", commands.remove.as_deref().unwrap_or_default());
+        let expired = texts.expired.replace("{command}", &slash);
+        // The erased user is always the presser (`from`); the id in the data only tells
+        // whether the presser is the user who asked.
+        let presser = query.from.id;
+        let parts: Vec<&str> = data.split(':').collect();
+        let [requester, nonce, answer] = parts.as_slice() else {
+            self.answer(bot, query, Some(&expired)).await;
+            return;
+        };
+        if commands.remove.is_none() || !is_trackable(&query.from) {
+            self.answer(bot, query, Some(&expired)).await;
+            return;
+        }
+        if *requester != presser.0.to_string() {
+            self.answer(bot, query, Some(&texts.not_yours)).await;
+            return;
+        }
+        let stored = match self.store_call(self.inner.backend.take_nonce(presser.0)).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read a /removemydata confirmation");
+                self.answer(bot, query, Some(&texts.unavailable)).await;
+                return;
+            }
+        };
+        let now = self.inner.clock.now_ms();
+        let fresh = stored.as_deref().and_then(|s| s.split_once(':')).is_some_and(|(n, issued)| {
+            n == *nonce
+                && issued
+                    .parse::<i64>()
+                    .is_ok_and(|t| now - t <= duration_ms(commands.confirm_within))
+        });
+        if !fresh {
+            self.answer(bot, query, Some(&expired)).await;
+            self.replace_prompt(bot, query, expired.clone()).await;
+            return;
+        }
+        self.answer(bot, query, None).await;
+        if *answer != "y" {
+            self.replace_prompt(bot, query, texts.cancelled.clone()).await;
+            return;
+        }
+        self.replace_prompt(bot, query, texts.removing.clone()).await;
+        let text = match self.erase_user(presser).await {
+            Ok(OptOutOutcome::Erased { .. }) => texts.removed.clone(),
+            Ok(OptOutOutcome::Retrying { failed }) => {
+                texts.removal_pending.replace("{failed}", &failed.len().to_string())
+            }
+            Ok(OptOutOutcome::AlreadyRunning) => texts.removal_running.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, user = presser.0, "opt-out could not start");
+                texts.unavailable.clone()
+            }
+        };
+        self.replace_prompt(bot, query, text).await;
+    }
+
+    async fn send_export<R>(&self, bot: &R, commands: &Commands, chat: ChatId, user: UserId)
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let texts = &commands.texts;
+        let document = match self.export(user).await {
+            Ok(document) => document,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not build a /mydata export");
+                self.say(bot, chat, texts.unavailable.clone(), None).await;
+                return;
+            }
+        };
+        let bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
+        if bytes.len() > commands.max_export_bytes {
+            let text = texts.export_too_large.replace("{size}", &human_bytes(bytes.len()));
+            self.say(bot, chat, text, None).await;
+            return;
+        }
+        // The file always goes to the private chat, also when asked in a group.
+        let private = ChatId(user.0 as i64);
+        let file = InputFile::memory(bytes).file_name(format!("my-data-{}.json", user.0));
+        let sending = bot.send_document(private, file).caption(texts.export_caption.clone()).send();
+        if let Err(e) = sending.await {
+            self.failed_send(private, &e).await;
+            if private != chat {
+                let slash = format!("/{}", commands.export.as_deref().unwrap_or_default());
+                let text = texts.use_private_chat.replace("{command}", &slash);
+                self.say(bot, chat, text, None).await;
+            }
+        }
+    }
+
+    async fn say<R>(
+        &self,
+        bot: &R,
+        chat: ChatId,
+        text: String,
+        keyboard: Option<InlineKeyboardMarkup>,
+    ) where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        // Requests are not `Send`; only their futures are, so build the future in a scope.
+        let sending = {
+            let request = bot.send_message(chat, text);
+            match keyboard {
+                Some(keyboard) => request.reply_markup(keyboard).send(),
+                None => request.send(),
+            }
+        };
+        if let Err(e) = sending.await {
+            self.failed_send(chat, &e).await;
+        }
+    }
+
+    async fn answer<R>(&self, bot: &R, query: &CallbackQuery, text: Option<&str>)
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let answering = {
+            let request = bot.answer_callback_query(query.id.clone());
+            match text {
+                Some(text) => request.text(text).show_alert(true).send(),
+                None => request.send(),
+            }
+        };
+        if let Err(e) = answering.await {
+            tracing::warn!(error = %e, "could not answer a callback query");
+        }
+    }
+
+    /// Replaces the confirmation message (and its buttons) with `text`; sends a new message
+    /// if it cannot be edited.
+    async fn replace_prompt<R>(&self, bot: &R, query: &CallbackQuery, text: String)
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let Some(message) = &query.message else {
+            self.say(bot, ChatId(query.from.id.0 as i64), text, None).await;
+            return;
+        };
+        let chat = message.chat().id;
+        let editing = bot.edit_message_text(chat, message.id(), text.clone()).send();
+        if editing.await.is_err() {
+            self.say(bot, chat, text, None).await;
+        }
+    }
+
+    async fn failed_send(&self, chat: ChatId, err: &RequestError) {
+        tracing::warn!(error = %err, chat = chat.0, "a privacy command could not answer");
+        if let Err(e) = self.note_send_error(chat, err).await {
+            tracing::warn!(error = %e, "could not mark a gone user");
+        }
+    }
+}
+
+/// Which privacy command a message is, if any.
+fn parse(commands: &Commands, msg: &Message, me: &Me) -> Option<Command> {
+    msg.from.as_ref().filter(|u| is_trackable(u))?;
+    let mut words = msg.text()?.split_whitespace();
+    let first = words.next()?.strip_prefix('/')?;
+    let (name, addressee) = match first.split_once('@') {
+        Some((name, bot)) => (name, Some(bot)),
+        None => (first, None),
+    };
+    if let Some(addressee) = addressee
+        && !me.user.username.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(addressee))
+    {
+        return None;
+    }
+    let is = |configured: &Option<String>, word: &str| {
+        configured.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(word))
+    };
+    // The "Open private chat" button of a group answer starts the bot with the command.
+    let name = if name.eq_ignore_ascii_case("start") && msg.chat.is_private() {
+        let payload = words.next()?;
+        if !(is(&commands.remove, payload) || is(&commands.export, payload)) {
+            return None;
+        }
+        payload
+    } else {
+        name
+    };
+    if is(&commands.remove, name) {
+        Some(Command::Remove)
+    } else if is(&commands.export, name) {
+        Some(Command::Export)
+    } else if is(&commands.privacy, name) {
+        Some(Command::Privacy)
+    } else {
+        None
+    }
+}
+
+/// An unpredictable 64-bit nonce (SipHash with a per-process random key over a counter).
+fn new_nonce() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,425 @@
+//! Configuration: [`RetentionBuilder`], validated by [`RetentionBuilder::build`].
+//!
+//! Every setting has a default except the inactivity threshold, which is the bot's
+//! retention policy and must be chosen deliberately.
+//!
+//! ```
+//! use std::time::Duration;
+//! use teloxide_retention::{GonePolicy, MemoryStore, Retention};
+//!
+//! let retention = Retention::builder(MemoryStore::new())
+//!     .namespace("shopbot")
+//!     .inactive_after(Duration::from_secs(180 * 24 * 3600))
+//!     .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(3 * 24 * 3600)))
+//!     .prune_every(Duration::from_secs(15 * 60))
+//!     .build()?;
+//! # let _ = retention;
+//! # Ok::<(), teloxide_retention::Error>(())
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use teloxide::types::{ChatId, UserId};
+
+use crate::clock::{Clock, SystemClock};
+use crate::commands::Commands;
+use crate::erase::{DynEraser, Eraser, ErasureReason};
+use crate::error::{Error, Result};
+use crate::retention::Retention;
+use crate::store::Store;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest lease accepted: a lease must outlive one batch of eraser calls.
+pub const MIN_LEASE: Duration = Duration::from_secs(5);
+
+/// The largest batch accepted; one script call per batch must stay short (see README).
+pub const MAX_BATCH_SIZE: usize = 5000;
+
+/// What happens to a user Telegram reports as gone (blocked the bot, deleted their account,
+/// or unreachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GonePolicy {
+    /// Erase at the next prune pass.
+    EraseNow,
+    /// Erase once the grace period has passed, unless the user unblocks the bot or
+    /// interacts before then. The default, with seven days.
+    EraseAfter(Duration),
+    /// Only mark the user (visible in `/mydata` and the dry run); inactivity erases them
+    /// later like anyone else.
+    MarkOnly,
+}
+
+impl Default for GonePolicy {
+    fn default() -> Self {
+        Self::EraseAfter(7 * DAY)
+    }
+}
+
+/// A user's data was erased; passed to the [`RetentionBuilder::on_erased`] callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ErasedUser {
+    /// The erased user.
+    pub user: UserId,
+    /// Why they were erased.
+    pub reason: ErasureReason,
+}
+
+pub(crate) type ErasedHook = Arc<dyn Fn(ErasedUser) + Send + Sync>;
+pub(crate) type ChatHook = Arc<dyn Fn(ChatId) + Send + Sync>;
+
+/// Validated settings.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) namespace: String,
+    pub(crate) inactive_after: Duration,
+    pub(crate) resolution: Duration,
+    pub(crate) prune_interval: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) lease: Duration,
+    pub(crate) eraser_timeout: Duration,
+    pub(crate) follow_up_delay: Duration,
+    pub(crate) gone_policy: GonePolicy,
+    pub(crate) strict: bool,
+    pub(crate) max_buffered_touches: usize,
+    pub(crate) store_timeout: Duration,
+    pub(crate) detect_blocks: bool,
+    pub(crate) detect_send_errors: bool,
+}
+
+/// Builds a [`Retention`]; created by [`Retention::builder`].
+///
+/// See the [module documentation](self) for an example.
+#[must_use]
+pub struct RetentionBuilder {
+    store: Arc<dyn crate::store::sealed::Bind + Send + Sync>,
+    clock: Arc<dyn Clock>,
+    erasers: Vec<Arc<dyn DynEraser>>,
+    commands: Option<Commands>,
+    on_erased: Option<ErasedHook>,
+    on_removed_from_chat: Option<ChatHook>,
+    config: PartialConfig,
+}
+
+struct PartialConfig {
+    namespace: String,
+    inactive_after: Option<Duration>,
+    resolution: Duration,
+    prune_interval: Duration,
+    batch_size: usize,
+    lease: Duration,
+    eraser_timeout: Duration,
+    follow_up_delay: Duration,
+    gone_policy: GonePolicy,
+    strict: bool,
+    max_buffered_touches: usize,
+    store_timeout: Duration,
+    detect_blocks: bool,
+    detect_send_errors: bool,
+}
+
+impl std::fmt::Debug for RetentionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetentionBuilder")
+            .field("namespace", &self.config.namespace)
+            .field("inactive_after", &self.config.inactive_after)
+            .field("erasers", &self.erasers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetentionBuilder {
+    pub(crate) fn new(store: impl Store) -> Self {
+        Self {
+            store: Arc::new(store),
+            clock: Arc::new(SystemClock),
+            erasers: Vec::new(),
+            commands: Some(Commands::default()),
+            on_erased: None,
+            on_removed_from_chat: None,
+            config: PartialConfig {
+                namespace: "retention".to_owned(),
+                inactive_after: None,
+                resolution: Duration::from_secs(60),
+                prune_interval: Duration::from_secs(10 * 60),
+                batch_size: 500,
+                lease: Duration::from_secs(120),
+                eraser_timeout: Duration::from_secs(30),
+                follow_up_delay: Duration::from_secs(60),
+                gone_policy: GonePolicy::default(),
+                strict: false,
+                max_buffered_touches: 100_000,
+                store_timeout: Duration::from_secs(2),
+                detect_blocks: true,
+                detect_send_errors: true,
+            },
+        }
+    }
+
+    /// Users who have not interacted for this long are erased. Required.
+    ///
+    /// This is the bot's retention period; `/privacy` states it to users.
+    pub fn inactive_after(mut self, threshold: Duration) -> Self {
+        self.config.inactive_after = Some(threshold);
+        self
+    }
+
+    /// Separates the data of several bots sharing one Redis. Default `"retention"`.
+    ///
+    /// Every key is `{namespace}:...`; the braces make the namespace a Redis Cluster hash
+    /// tag, so it must not contain braces itself.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// A user written less than this long ago is not written again by this process.
+    /// Default 60 s.
+    ///
+    /// Active users then cost a hash-map lookup per update instead of a Redis write. The
+    /// stored time of a user's last interaction may lag by up to this much; the pruner
+    /// allows for it, so nobody is erased early.
+    pub fn resolution(mut self, resolution: Duration) -> Self {
+        self.config.resolution = resolution;
+        self
+    }
+
+    /// How often the background pruner runs a pass. Default 10 minutes.
+    pub fn prune_every(mut self, interval: Duration) -> Self {
+        self.config.prune_interval = interval;
+        self
+    }
+
+    /// Users claimed per script call of the pruner. Default 500, at most
+    /// [`MAX_BATCH_SIZE`].
+    pub fn batch_size(mut self, users: usize) -> Self {
+        self.config.batch_size = users;
+        self
+    }
+
+    /// How long a pruner may hold claimed users before another pruner takes them over.
+    /// Default 2 minutes, at least [`MIN_LEASE`], and at least twice the eraser timeout.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// How long one eraser call may take before it counts as failed. Default 30 s.
+    pub fn eraser_timeout(mut self, timeout: Duration) -> Self {
+        self.config.eraser_timeout = timeout;
+        self
+    }
+
+    /// When an update of a user is handled while their opt-out erasure runs, the erasure
+    /// runs once more after this delay, to erase what that update's handler wrote.
+    /// Default 60 s.
+    pub fn follow_up_delay(mut self, delay: Duration) -> Self {
+        self.config.follow_up_delay = delay;
+        self
+    }
+
+    /// What to do with users Telegram reports as gone. Default
+    /// [`GonePolicy::EraseAfter`] seven days.
+    pub fn gone_policy(mut self, policy: GonePolicy) -> Self {
+        self.config.gone_policy = policy;
+        self
+    }
+
+    /// Refuses to run the wrapped handler for an update whose interaction could not be
+    /// written to the store. Default `false`: the update is handled and the write is
+    /// buffered and retried.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.config.strict = strict;
+        self
+    }
+
+    /// How many distinct users' interactions are buffered in memory while the store is
+    /// unreachable. Default 100 000 (a few megabytes).
+    ///
+    /// When the buffer is full, interactions of further users are dropped and counted in
+    /// [`Stats::touches_dropped`](crate::Stats::touches_dropped); each such user is recorded
+    /// again at their next interaction after the store is back.
+    pub fn max_buffered_touches(mut self, users: usize) -> Self {
+        self.config.max_buffered_touches = users;
+        self
+    }
+
+    /// How long an interaction waits for the store before it is buffered instead.
+    /// Default 2 s.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// Treats private `my_chat_member` updates with status `kicked` as the user blocking the
+    /// bot. Default `true`; this asks Telegram for `my_chat_member` updates.
+    pub fn detect_blocks(mut self, on: bool) -> Self {
+        self.config.detect_blocks = on;
+        self
+    }
+
+    /// Treats a wrapped handler's "bot was blocked", "user is deactivated" and "chat not
+    /// found" errors as the update's user being gone (private chats only). Default `true`.
+    pub fn detect_send_errors(mut self, on: bool) -> Self {
+        self.config.detect_send_errors = on;
+        self
+    }
+
+    /// Registers an eraser for the bot's own data; every erasure calls every eraser.
+    pub fn erase_with(mut self, eraser: impl Eraser) -> Self {
+        self.erasers.push(Arc::new(eraser));
+        self
+    }
+
+    /// Configures the privacy commands (`/removemydata`, `/mydata`, `/privacy`).
+    /// They are on by default.
+    pub fn commands(mut self, commands: Commands) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
+    /// Turns all privacy commands off.
+    pub fn without_commands(mut self) -> Self {
+        self.commands = None;
+        self
+    }
+
+    /// Calls `hook` after each user's erasure is complete (every eraser succeeded).
+    pub fn on_erased(mut self, hook: impl Fn(ErasedUser) + Send + Sync + 'static) -> Self {
+        self.on_erased = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` when the bot is removed from a group, supergroup or channel.
+    ///
+    /// The crate does nothing to the users of that chat (leaving a group is not a user
+    /// leaving the bot); this is the place to drop the bot's data about the chat itself.
+    pub fn on_removed_from_chat(mut self, hook: impl Fn(ChatId) + Send + Sync + 'static) -> Self {
+        self.on_removed_from_chat = Some(Arc::new(hook));
+        self
+    }
+
+    /// Uses `clock` instead of the system clock (tests, the demo).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates the configuration and builds the [`Retention`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first invalid setting: a missing or zero inactivity
+    /// threshold, a threshold not longer than twice the resolution, zero durations, an
+    /// empty or malformed namespace, a batch size of 0 or above [`MAX_BATCH_SIZE`], a lease
+    /// shorter than [`MIN_LEASE`] or than twice the eraser timeout, a zero grace period,
+    /// two erasers with one name, or invalid command settings.
+    pub fn build(self) -> Result<Retention> {
+        let c = self.config;
+        let inactive_after = c.inactive_after.ok_or_else(|| {
+            Error::config("inactive_after is required: how long may a user stay inactive?")
+        })?;
+        for (name, value) in [
+            ("inactive_after", inactive_after),
+            ("resolution", c.resolution),
+            ("prune_every", c.prune_interval),
+            ("lease", c.lease),
+            ("eraser_timeout", c.eraser_timeout),
+            ("follow_up_delay", c.follow_up_delay),
+            ("store_timeout", c.store_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(format!("{name} must be longer than zero")));
+            }
+        }
+        validate_namespace(&c.namespace)?;
+        if inactive_after <= 2 * c.resolution {
+            return Err(Error::config(format!(
+                "inactive_after ({inactive_after:?}) must be longer than twice the \
+                 resolution ({:?})",
+                c.resolution
+            )));
+        }
+        if c.batch_size == 0 || c.batch_size > MAX_BATCH_SIZE {
+            return Err(Error::config(format!(
+                "batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                c.batch_size
+            )));
+        }
+        if c.lease < MIN_LEASE {
+            return Err(Error::config(format!(
+                "lease ({:?}) must be at least {MIN_LEASE:?}",
+                c.lease
+            )));
+        }
+        if c.lease < 2 * c.eraser_timeout {
+            return Err(Error::config(format!(
+                "lease ({:?}) must be at least twice eraser_timeout ({:?}), so that a batch \
+                 finishes before its lease ends",
+                c.lease, c.eraser_timeout
+            )));
+        }
+        if c.max_buffered_touches == 0 {
+            return Err(Error::config("max_buffered_touches must be at least 1"));
+        }
+        if c.gone_policy == GonePolicy::EraseAfter(Duration::ZERO) {
+            return Err(Error::config(
+                "the gone grace period must be longer than zero; use GonePolicy::EraseNow",
+            ));
+        }
+        let mut names: Vec<&str> = self.erasers.iter().map(|e| e.name()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::config(format!(
+                "two erasers are named {:?}; give each a distinct name",
+                w[0]
+            )));
+        }
+        if let Some(commands) = &self.commands {
+            commands.validate()?;
+        }
+        let backend = self.store.bind(&c.namespace).0;
+        Ok(Retention::from_parts(
+            Config {
+                namespace: c.namespace,
+                inactive_after,
+                resolution: c.resolution,
+                prune_interval: c.prune_interval,
+                batch_size: c.batch_size,
+                lease: c.lease,
+                eraser_timeout: c.eraser_timeout,
+                follow_up_delay: c.follow_up_delay,
+                gone_policy: c.gone_policy,
+                strict: c.strict,
+                max_buffered_touches: c.max_buffered_touches,
+                store_timeout: c.store_timeout,
+                detect_blocks: c.detect_blocks,
+                detect_send_errors: c.detect_send_errors,
+            },
+            backend,
+            self.clock,
+            self.erasers,
+            self.commands,
+            self.on_erased,
+            self.on_removed_from_chat,
+        ))
+    }
+}
+
+fn validate_namespace(ns: &str) -> Result<()> {
+    if ns.is_empty() {
+        return Err(Error::config("namespace must not be empty"));
+    }
+    if ns.len() > 64 {
+        return Err(Error::config("namespace must be at most 64 bytes"));
+    }
+    if let Some(bad) = ns.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
+        return Err(Error::config(format!(
+            "namespace {ns:?} contains {bad:?}; use letters, digits, '-', '_', '.' and ':'"
+        )));
+    }
+    Ok(())
+}

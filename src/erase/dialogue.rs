@@ -1,0 +1,117 @@
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use teloxide::dispatching::dialogue::Storage;
+use teloxide::types::{ChatId, UserId};
+
+use crate::erase::{Eraser, Erasure, Export};
+use crate::error::BoxError;
+
+/// An [`Eraser`] for any teloxide dialogue [`Storage`] (in-memory, Redis, SQLite, Postgres or
+/// your own).
+///
+/// Dialogues are keyed by chat; in a private chat the chat id is the user id, so this removes
+/// the user's private dialogue. Dialogues of group chats belong to the group and are left
+/// alone. A dialogue that does not exist counts as erased, whatever error the storage uses to
+/// say so.
+///
+/// ```
+/// use std::sync::Arc;
+/// use teloxide::dispatching::dialogue::InMemStorage;
+/// use teloxide_retention::DialogueEraser;
+///
+/// #[derive(Clone, Default, serde::Serialize)]
+/// enum State {
+///     #[default]
+///     Start,
+/// }
+///
+/// let storage = InMemStorage::<State>::new();
+/// let eraser = DialogueEraser::new(Arc::clone(&storage)).with_export();
+/// # let _ = eraser;
+/// ```
+pub struct DialogueEraser<S, D> {
+    storage: Arc<S>,
+    name: String,
+    export: Option<fn(&D) -> serde_json::Value>,
+    _dialogue: PhantomData<fn() -> D>,
+}
+
+impl<S, D> std::fmt::Debug for DialogueEraser<S, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialogueEraser")
+            .field("name", &self.name)
+            .field("exports", &self.export.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, D> DialogueEraser<S, D>
+where
+    S: Storage<D> + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    D: Send + 'static,
+{
+    /// Erases dialogues of `storage`; named `"dialogue"` and without export.
+    #[must_use]
+    pub fn new(storage: Arc<S>) -> Self {
+        Self { storage, name: "dialogue".to_owned(), export: None, _dialogue: PhantomData }
+    }
+
+    /// Renames the eraser (when a bot has several dialogue storages).
+    #[must_use]
+    pub fn named(self, name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..self }
+    }
+
+    /// Includes the user's current dialogue state, serialized as JSON, in `/mydata`.
+    #[must_use]
+    pub fn with_export(self) -> Self
+    where
+        D: Serialize,
+    {
+        Self { export: Some(|d| serde_json::to_value(d).unwrap_or_default()), ..self }
+    }
+}
+
+fn private_chat(user: UserId) -> ChatId {
+    // Telegram user ids fit in 52 bits, so this never wraps.
+    ChatId(user.0 as i64)
+}
+
+impl<S, D> Eraser for DialogueEraser<S, D>
+where
+    S: Storage<D> + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    D: Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn erase(&self, erasure: Erasure) -> Result<(), BoxError> {
+        let chat = private_chat(erasure.user);
+        let removal: BoxError = match Arc::clone(&self.storage).remove_dialogue(chat).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e.into(),
+        };
+        // Storages report a missing dialogue as an error of their own type. Whatever the
+        // error was, the dialogue is erased if it is not there now.
+        match Arc::clone(&self.storage).get_dialogue(chat).await {
+            Ok(None) => Ok(()),
+            _ => Err(removal),
+        }
+    }
+
+    async fn export(&self, user: UserId) -> Result<Export, BoxError> {
+        let Some(to_json) = self.export else {
+            return Ok(Export::Unsupported);
+        };
+        let dialogue = Arc::clone(&self.storage)
+            .get_dialogue(private_chat(user))
+            .await
+            .map_err(Into::<BoxError>::into)?;
+        Ok(Export::Data(dialogue.as_ref().map_or(serde_json::Value::Null, to_json)))
+    }
+}

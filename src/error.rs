@@ -1,0 +1,80 @@
+//! The crate's error type.
+//!
+//! Every fallible public function returns [`Error`]. Configuration mistakes are caught by
+//! [`RetentionBuilder::build`](crate::RetentionBuilder::build) with [`Error::Config`], store
+//! trouble surfaces as [`Error::Redis`] or [`Error::Timeout`], and erasers' failures are
+//! reported per eraser in [`Error::Erasers`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use teloxide_retention::{Error, MemoryStore, Retention};
+//!
+//! let err = Retention::builder(MemoryStore::new())
+//!     .inactive_after(Duration::ZERO)
+//!     .build()
+//!     .unwrap_err();
+//! assert!(err.is_config());
+//! assert!(err.to_string().contains("inactive_after"));
+//! ```
+
+use std::time::Duration;
+
+/// A boxed error, as returned by erasers and accepted from closures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration given to the builder is invalid; the message names the setting.
+    #[error("invalid retention configuration: {0}")]
+    Config(String),
+    /// Redis returned an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The store did not answer within the configured store timeout.
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The store holds a value this version of the crate cannot read.
+    #[error("unexpected data in the store: {0}")]
+    Corrupt(String),
+    /// One or more erasers failed; each entry is the eraser's name and its error text.
+    #[error("{} eraser(s) failed: {}", .0.len(), format_failures(.0))]
+    Erasers(Vec<(String, String)>),
+}
+
+impl Error {
+    /// Returns `true` if this is a configuration error from the builder.
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_))
+    }
+
+    /// Returns `true` if the store could not be reached or did not answer in time.
+    ///
+    /// Such errors are transient: the crate buffers and retries the work they interrupted.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Timeout(_) => true,
+            Self::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Self::Config(msg.into())
+    }
+}
+
+fn format_failures(failures: &[(String, String)]) -> String {
+    failures.iter().map(|(name, err)| format!("{name}: {err}")).collect::<Vec<_>>().join("; ")
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

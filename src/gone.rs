@@ -1,0 +1,241 @@
+//! Users Telegram reports as gone: blocks and failed sends.
+//!
+//! Telegram sends no event when a user deletes a chat, but two real signals exist:
+//!
+//! - a private `my_chat_member` update with status `kicked`: the user blocked the bot (the
+//!   layer handles these; see [`RetentionBuilder::detect_blocks`](crate::RetentionBuilder::detect_blocks));
+//! - a request to the user failing with "bot was blocked by the user", "user is
+//!   deactivated", "chat not found" or another `Forbidden` answer for a private chat.
+//!
+//! The layer catches such errors when a wrapped handler returns them; code outside
+//! handlers, such as a broadcast loop, reports them with [`NoteGone::note_gone`]:
+//!
+//! ```no_run
+//! use teloxide::prelude::*;
+//! use teloxide_retention::{NoteGone, Retention};
+//!
+//! async fn broadcast(bot: Bot, retention: Retention, users: Vec<UserId>) {
+//!     for user in users {
+//!         // Marks the user gone if Telegram says they blocked the bot or left.
+//!         let _ = bot.send_message(user, "News!").await.note_gone(&retention, user).await;
+//!     }
+//! }
+//! ```
+//!
+//! What happens to a gone user is the [`GonePolicy`](crate::GonePolicy): erased at the
+//! next pass, after a grace period (the default: a user who unblocks or interacts within it
+//! is kept), or only marked.
+
+use std::fmt;
+use std::future::Future;
+
+use teloxide::types::{ChatId, Recipient, UserId};
+use teloxide::{ApiError, RequestError};
+
+use crate::clock::duration_ms;
+use crate::config::GonePolicy;
+use crate::erase::ErasureReason;
+use crate::error::Result;
+use crate::retention::Retention;
+use crate::store::{Invalidation, Marked};
+use crate::tracker::Counters;
+
+/// Why Telegram says a user is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GoneReason {
+    /// The user blocked the bot.
+    Blocked,
+    /// The user's account was deleted.
+    Deactivated,
+    /// The bot cannot reach the user any more ("chat not found", other `Forbidden`s).
+    Unreachable,
+}
+
+impl From<GoneReason> for ErasureReason {
+    fn from(reason: GoneReason) -> Self {
+        match reason {
+            GoneReason::Blocked => Self::Blocked,
+            GoneReason::Deactivated => Self::Deactivated,
+            GoneReason::Unreachable => Self::Unreachable,
+        }
+    }
+}
+
+impl fmt::Display for GoneReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ErasureReason::from(*self).fmt(f)
+    }
+}
+
+/// Classifies the failure of a request sent to `chat`: `Some` if it means the user is gone.
+///
+/// Only private chats (positive ids) count; a group's "chat not found" says nothing about
+/// its members. Rate limits (`RetryAfter`), network and server errors never mean gone.
+#[must_use]
+pub fn gone_reason(chat: ChatId, err: &RequestError) -> Option<GoneReason> {
+    if !chat.is_user() {
+        return None;
+    }
+    let RequestError::Api(api) = err else {
+        return None;
+    };
+    match api {
+        ApiError::BotBlocked => Some(GoneReason::Blocked),
+        ApiError::UserDeactivated => Some(GoneReason::Deactivated),
+        ApiError::ChatNotFound | ApiError::CantInitiateConversation => {
+            Some(GoneReason::Unreachable)
+        }
+        // teloxide parses only the descriptions it knows; newer ones arrive as `Unknown`.
+        ApiError::Unknown(text) => classify_description(text),
+        _ => None,
+    }
+}
+
+fn classify_description(text: &str) -> Option<GoneReason> {
+    let rest = text.strip_prefix("Forbidden: ")?;
+    if rest.contains("to bots") {
+        // "bot can't send messages to bots": the chat is a bot, never a tracked user.
+        None
+    } else if rest.contains("blocked") {
+        Some(GoneReason::Blocked)
+    } else if rest.contains("deactivated") {
+        Some(GoneReason::Deactivated)
+    } else {
+        Some(GoneReason::Unreachable)
+    }
+}
+
+impl Retention {
+    /// Marks `user` as gone, as the layer does for a block; what follows is the
+    /// [`GonePolicy`].
+    ///
+    /// Returns `true` if an erasure was newly scheduled (`false`: one was already
+    /// scheduled or running, which is kept).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be written.
+    pub async fn mark_gone(&self, user: UserId, reason: GoneReason) -> Result<bool> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let due = match inner.config.gone_policy {
+            GonePolicy::EraseNow => Some(now),
+            GonePolicy::EraseAfter(grace) => Some(now + duration_ms(grace)),
+            GonePolicy::MarkOnly => None,
+        };
+        let marked =
+            self.store_call(inner.backend.schedule(user.0, reason.into(), now, due)).await?;
+        if marked != Marked::Scheduled {
+            return Ok(false);
+        }
+        Counters::add(&inner.counters.marked_gone, 1);
+        tracing::info!(user = user.0, %reason, "user marked gone");
+        // From now on, any interaction of the user must reach the store: it cancels the mark.
+        inner
+            .tracker
+            .invalidate(Invalidation { user: user.0, since: now, until: now, opt_out: false })
+            .await;
+        Ok(true)
+    }
+
+    /// Cancels a scheduled gone erasure of `user` (they unblocked the bot). Opt-outs stay.
+    pub(crate) async fn user_returned(&self, user: UserId) {
+        match self.store_call(self.inner.backend.unschedule_gone(user.0)).await {
+            Ok(true) => tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, user = user.0, "could not cancel a gone mark"),
+        }
+    }
+
+    /// Reports a failed request to `chat`; marks the user gone if the error says so.
+    ///
+    /// Returns the reason when the user was marked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be written.
+    pub async fn note_send_error(
+        &self,
+        chat: impl Into<Recipient>,
+        err: &RequestError,
+    ) -> Result<Option<GoneReason>> {
+        let Recipient::Id(chat) = chat.into() else {
+            return Ok(None);
+        };
+        let Some(reason) = gone_reason(chat, err) else {
+            return Ok(None);
+        };
+        let Some(user) = chat.as_user() else {
+            return Ok(None);
+        };
+        self.mark_gone(user, reason).await?;
+        Ok(Some(reason))
+    }
+}
+
+/// Lets code outside handlers report failed sends; see the [module documentation](self).
+pub trait NoteGone<T> {
+    /// Marks the user of `chat` gone if this result is a "gone" error, then returns the
+    /// result unchanged. Store failures are logged, not returned.
+    fn note_gone(
+        self,
+        retention: &Retention,
+        chat: impl Into<Recipient> + Send,
+    ) -> impl Future<Output = Result<T, RequestError>> + Send;
+}
+
+impl<T: Send> NoteGone<T> for Result<T, RequestError> {
+    async fn note_gone(
+        self,
+        retention: &Retention,
+        chat: impl Into<Recipient> + Send,
+    ) -> Result<T, RequestError> {
+        if let Err(err) = &self
+            && let Err(store) = retention.note_send_error(chat, err).await
+        {
+            tracing::warn!(error = %store, "could not mark a gone user");
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(e: ApiError) -> RequestError {
+        RequestError::Api(e)
+    }
+
+    #[test]
+    fn classifies_gone_errors_for_user_chats() {
+        let user = ChatId(42);
+        assert_eq!(gone_reason(user, &api(ApiError::BotBlocked)), Some(GoneReason::Blocked));
+        assert_eq!(
+            gone_reason(user, &api(ApiError::UserDeactivated)),
+            Some(GoneReason::Deactivated)
+        );
+        assert_eq!(gone_reason(user, &api(ApiError::ChatNotFound)), Some(GoneReason::Unreachable));
+        let newer = "Forbidden: bot can't initiate conversation with a user".to_owned();
+        assert_eq!(
+            gone_reason(user, &api(ApiError::Unknown(newer))),
+            Some(GoneReason::Unreachable)
+        );
+        let to_bots = "Forbidden: bot can't send messages to bots".to_owned();
+        assert_eq!(gone_reason(user, &api(ApiError::Unknown(to_bots))), None);
+    }
+
+    #[test]
+    fn never_gone_for_groups_rate_limits_or_other_errors() {
+        assert_eq!(gone_reason(ChatId(-100123), &api(ApiError::ChatNotFound)), None);
+        assert_eq!(gone_reason(ChatId(-5), &api(ApiError::BotBlocked)), None);
+        let retry = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(5));
+        assert_eq!(gone_reason(ChatId(42), &retry), None);
+        assert_eq!(gone_reason(ChatId(42), &api(ApiError::MessageNotModified)), None);
+        let other = "Bad Request: message text is empty".to_owned();
+        assert_eq!(gone_reason(ChatId(42), &api(ApiError::Unknown(other))), None);
+    }
+}

@@ -1,0 +1,393 @@
+//! The dptree layer: one call wraps a bot's whole handler tree.
+//!
+//! For every update with a human user, the layer records the interaction *before* the
+//! wrapped handler runs (so no handler writes data about a user the retention policy does
+//! not cover), then runs the wrapped handler unchanged. It also
+//!
+//! - marks users who block the bot (private `my_chat_member`, status `kicked`) as gone and
+//!   cancels that when they unblock; these updates are requested from Telegram even if the
+//!   wrapped tree only handles messages, and still reach the wrapped tree;
+//! - marks the update's user gone when the wrapped handler fails with "bot was blocked" and
+//!   similar errors (see [`gone`](crate::gone));
+//! - answers the privacy commands (see [`commands`](crate::commands)).
+//!
+//! Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
+//! updates without a user are never tracked.
+//!
+//! ```
+//! use std::time::Duration;
+//! use teloxide::prelude::*;
+//! use teloxide_retention::{MemoryStore, Retention, RetentionExt};
+//!
+//! # fn main() -> Result<(), teloxide_retention::Error> {
+//! let retention = Retention::builder(MemoryStore::new())
+//!     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+//!     .build()?;
+//!
+//! let tree = Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+//!     bot.send_message(msg.chat.id, "hi").await?;
+//!     respond(())
+//! });
+//! let handler = retention.wrap(tree);
+//! // Or, in a method chain:
+//! # let tree = Update::filter_message().endpoint(|| async { respond(()) });
+//! let handler2 = tree.with_retention(&retention);
+//! # let _ = (handler, handler2);
+//! # Ok(()) }
+//! ```
+//!
+//! # Dependency requirements
+//!
+//! - `teloxide::types::Update` (the dispatcher provides it);
+//! - with the privacy commands on (the default): the bot (`teloxide::Bot` for
+//!   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
+//!   provided by the dispatcher.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::panic::Location;
+
+use dptree::di::DependencyMap;
+use dptree::{HandlerDescription, HandlerSignature, Type};
+use teloxide::dispatching::{DpHandlerDescription, UpdateFilterExt, UpdateHandler};
+use teloxide::prelude::Requester;
+use teloxide::types::{ChatMemberKind, Me, Update, UpdateKind, User, UserId};
+use teloxide::{Bot, RequestError};
+
+use crate::gone::gone_reason;
+use crate::retention::Retention;
+use crate::tracker::{Counters, Recorded};
+
+impl Retention {
+    /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`].
+    ///
+    /// See the [module documentation](self) for what the layer does and an example.
+    /// For adaptors such as `Throttle<Bot>`, use [`Retention::wrap_for`].
+    ///
+    /// # Panics
+    ///
+    /// Never here; but the dispatcher's `build()` panics, naming this call, if the privacy
+    /// commands are on and the dispatcher's bot is not a `teloxide::Bot`.
+    #[must_use]
+    #[track_caller]
+    pub fn wrap<E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.wrap_for::<Bot, E>(handler)
+    }
+
+    /// Wraps `handler` for a dispatcher whose bot is `R` (an adaptor such as
+    /// `Throttle<Bot>` or `DefaultParseMode<Bot>`).
+    ///
+    /// See the [module documentation](self) for what the layer does.
+    #[must_use]
+    #[track_caller]
+    pub fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        let location = Location::caller();
+        let config = &self.inner.config;
+        let commands = self.inner.commands.is_some();
+
+        let mut interests = Vec::new();
+        if config.detect_blocks || self.inner.on_removed_from_chat.is_some() {
+            interests.push(interest(Update::filter_my_chat_member()));
+        }
+        if commands {
+            interests.push(interest(Update::filter_message()));
+            interests.push(interest(Update::filter_callback_query()));
+        }
+        // Each interest observes one update kind and lets everything through, so chaining
+        // it before the wrapped tree adds that kind and keeps the tree's own set and
+        // filtering.
+        let description = interests
+            .into_iter()
+            .fold(handler.description().clone(), |tree, interest| interest.merge_chain(&tree));
+
+        let mut obligations = vec![Type::of::<Update>()];
+        if commands {
+            obligations.extend([Type::of::<R>(), Type::of::<Me>()]);
+        }
+        let sig = with_obligations(handler.sig(), &obligations, location);
+
+        let layer = self.clone();
+        dptree::from_fn_with_description(
+            description,
+            move |deps: DependencyMap, cont| {
+                let inner = handler.clone();
+                let layer = layer.clone();
+                async move {
+                    let Some(update) = deps.try_get::<Update>() else {
+                        return inner.execute(deps, cont).await;
+                    };
+                    let observed = layer.observe(&update).await;
+                    if observed.refuse {
+                        return ControlFlow::Break(Ok(()));
+                    }
+                    if layer.inner.commands.is_some()
+                        && layer.run_command::<R>(&update, &deps).await
+                    {
+                        return ControlFlow::Break(Ok(()));
+                    }
+                    let result = inner.execute(deps, cont).await;
+                    if let ControlFlow::Break(Err(err)) = &result {
+                        layer.inspect_error(&update, err).await;
+                    }
+                    match result {
+                        // Only the layer acted on this update: mark it handled, so that the
+                        // dispatcher does not log the whole update (a privacy leak).
+                        ControlFlow::Continue(_) if observed.consumed => ControlFlow::Break(Ok(())),
+                        other => other,
+                    }
+                }
+            },
+            sig,
+        )
+    }
+
+    /// Records what an update says about its user.
+    async fn observe(&self, update: &Update) -> Observed {
+        match classify(update, self.inner.config.detect_blocks) {
+            Event::Interaction(user) => self.interaction(user).await,
+            Event::Blocked(user) => {
+                if let Err(e) = self.mark_gone(user, crate::GoneReason::Blocked).await {
+                    tracing::warn!(error = %e, user = user.0, "could not mark a blocking user");
+                }
+                Observed { refuse: false, consumed: true }
+            }
+            Event::Unblocked(user) => {
+                self.user_returned(user).await;
+                Observed { consumed: true, ..self.interaction(user).await }
+            }
+            Event::RemovedFromChat(chat, performer) => {
+                if let Some(hook) = &self.inner.on_removed_from_chat {
+                    hook(chat);
+                }
+                let mut observed = match performer {
+                    Some(user) => self.interaction(user).await,
+                    None => Observed::default(),
+                };
+                observed.consumed = true;
+                observed
+            }
+            Event::Nothing => Observed::default(),
+        }
+    }
+
+    async fn interaction(&self, user: UserId) -> Observed {
+        let strict = self.inner.config.strict;
+        let recorded = self.inner.tracker.touch(user.0, strict).await;
+        let refuse = strict && !recorded.is_stored();
+        if refuse {
+            Counters::add(&self.inner.counters.strict_refusals, 1);
+            tracing::error!(
+                user = user.0,
+                ?recorded,
+                "strict mode: update not handled, its interaction could not be recorded"
+            );
+        } else if recorded == Recorded::Dropped {
+            tracing::error!(
+                user = user.0,
+                "interaction lost: the store is unreachable and the buffer is full"
+            );
+        }
+        Observed { refuse, consumed: false }
+    }
+
+    /// Marks the update's user gone if the wrapped handler failed with a "gone" error.
+    ///
+    /// Only for updates in the user's private chat or without a chat: in a group, the
+    /// failed request could have been for anyone.
+    async fn inspect_error<E: 'static>(&self, update: &Update, err: &E) {
+        if !self.inner.config.detect_send_errors {
+            return;
+        }
+        let Some(request_error) = find_request_error(err) else { return };
+        let Some(user) = update.from().filter(|u| is_trackable(u)) else { return };
+        let private = match update.chat() {
+            Some(chat) => chat.is_private() && chat.id.0 == user.id.0 as i64,
+            None => true,
+        };
+        if !private {
+            return;
+        }
+        if let Some(reason) = gone_reason(teloxide::types::ChatId(user.id.0 as i64), request_error)
+            && let Err(e) = self.mark_gone(user.id, reason).await
+        {
+            tracing::warn!(error = %e, user = user.id.0, "could not mark a gone user");
+        }
+    }
+}
+
+/// Wraps handlers in a method chain; the twin of [`Retention::wrap`].
+pub trait RetentionExt<E> {
+    /// Wraps this handler with `retention`'s layer (for a `teloxide::Bot` dispatcher).
+    #[must_use]
+    fn with_retention(self, retention: &Retention) -> Self;
+}
+
+impl<E: Send + Sync + 'static> RetentionExt<E> for UpdateHandler<E> {
+    #[track_caller]
+    fn with_retention(self, retention: &Retention) -> Self {
+        retention.wrap(self)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Observed {
+    /// Strict mode could not record the interaction: do not run the wrapped handler.
+    refuse: bool,
+    /// The layer acted on this update on its own (a block, an unblock, a removal).
+    consumed: bool,
+}
+
+enum Event {
+    Interaction(UserId),
+    Blocked(UserId),
+    Unblocked(UserId),
+    RemovedFromChat(teloxide::types::ChatId, Option<UserId>),
+    Nothing,
+}
+
+fn classify(update: &Update, detect_blocks: bool) -> Event {
+    if let UpdateKind::MyChatMember(m) = &update.kind {
+        // The affected user is `from`; `new_chat_member.user` is the bot itself.
+        let user = is_trackable(&m.from).then_some(m.from.id);
+        if m.chat.is_private() {
+            let Some(user) = user.filter(|u| m.chat.id.0 == u.0 as i64) else {
+                return Event::Nothing;
+            };
+            if !detect_blocks {
+                return Event::Nothing;
+            }
+            return match (&m.old_chat_member.kind, &m.new_chat_member.kind) {
+                (_, ChatMemberKind::Banned(_)) => Event::Blocked(user),
+                (ChatMemberKind::Banned(_), _) => Event::Unblocked(user),
+                _ => Event::Interaction(user),
+            };
+        }
+        if matches!(m.new_chat_member.kind, ChatMemberKind::Left | ChatMemberKind::Banned(_)) {
+            return Event::RemovedFromChat(m.chat.id, user);
+        }
+    }
+    match update.from() {
+        Some(user) if is_trackable(user) => Event::Interaction(user.id),
+        _ => Event::Nothing,
+    }
+}
+
+/// A human user the crate may track: not a bot and not a Telegram service account.
+pub(crate) fn is_trackable(user: &User) -> bool {
+    !user.is_bot && is_trackable_id(user.id)
+}
+
+/// Telegram's service accounts: 777000 (Telegram), 1087968824 (`GroupAnonymousBot`) and
+/// 136817688 (`Channel_Bot`).
+pub(crate) fn is_trackable_id(id: UserId) -> bool {
+    id.0 != 0 && !id.is_telegram() && !id.is_anonymous() && !id.is_channel()
+}
+
+/// Finds a [`RequestError`] in a handler's error: the error itself, or a boxed error (the
+/// `HandlerResult` of teloxide) or anything in its chain of sources.
+fn find_request_error<E: 'static>(err: &E) -> Option<&RequestError> {
+    let any = err as &dyn Any;
+    if let Some(e) = any.downcast_ref::<RequestError>() {
+        return Some(e);
+    }
+    let mut current: &(dyn std::error::Error + 'static) =
+        any.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>()?.as_ref();
+    loop {
+        if let Some(e) = current.downcast_ref::<RequestError>() {
+            return Some(e);
+        }
+        current = current.source()?;
+    }
+}
+
+/// The description of a handler that observes the updates `filter` lets through and lets
+/// everything continue: (observed = filter's kinds, filtered = all).
+fn interest(filter: dptree::Handler<'static, (), DpHandlerDescription>) -> DpHandlerDescription {
+    let observer = filter.endpoint(|| async {});
+    DpHandlerDescription::entry().merge_branch(observer.description())
+}
+
+/// The wrapped handler's signature plus the layer's own obligations, so that the
+/// dispatcher's start-up type check still covers the wrapped tree.
+fn with_obligations(
+    sig: &HandlerSignature,
+    types: &[Type],
+    location: &'static Location<'static>,
+) -> HandlerSignature {
+    let (mut obligations, guaranteed_outcomes, conditional_outcomes, continues) = match sig {
+        HandlerSignature::Entry => (BTreeMap::new(), BTreeSet::new(), BTreeSet::new(), true),
+        HandlerSignature::Other {
+            obligations,
+            guaranteed_outcomes,
+            conditional_outcomes,
+            continues,
+        } => (
+            obligations.clone(),
+            guaranteed_outcomes.clone(),
+            conditional_outcomes.clone(),
+            *continues,
+        ),
+    };
+    for ty in types {
+        obligations.entry(*ty).or_insert(location);
+    }
+    HandlerSignature::Other { obligations, guaranteed_outcomes, conditional_outcomes, continues }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: u64, is_bot: bool) -> User {
+        User {
+            id: UserId(id),
+            is_bot,
+            first_name: "x".into(),
+            last_name: None,
+            username: None,
+            language_code: None,
+            is_premium: false,
+            added_to_attachment_menu: false,
+        }
+    }
+
+    #[test]
+    fn service_accounts_and_bots_are_not_tracked() {
+        assert!(is_trackable(&user(42, false)));
+        assert!(!is_trackable(&user(42, true)));
+        assert!(!is_trackable(&user(777_000, false)));
+        assert!(!is_trackable(&user(1_087_968_824, true)));
+        assert!(!is_trackable(&user(136_817_688, true)));
+    }
+
+    #[test]
+    fn finds_request_errors_in_boxes_and_chains() {
+        #[derive(Debug)]
+        struct Wrapper(RequestError);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let blocked = || RequestError::Api(teloxide::ApiError::BotBlocked);
+        assert!(find_request_error(&blocked()).is_some());
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(blocked());
+        assert!(find_request_error(&boxed).is_some());
+        let chained: Box<dyn std::error::Error + Send + Sync> = Box::new(Wrapper(blocked()));
+        assert!(find_request_error(&chained).is_some());
+        assert!(find_request_error(&"a string error").is_none());
+    }
+}

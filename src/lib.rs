@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod erase;
+pub mod error;
+pub mod gone;
+pub mod layer;
+pub mod pruner;
+mod retention;
+pub mod store;
+mod tracker;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use commands::{Commands, Texts};
+pub use config::{ErasedUser, GonePolicy, RetentionBuilder};
+pub use erase::{
+    DialogueEraser, Eraser, Erasure, ErasureReason, Export, FnEraser, RedisKeysEraser, erase_fn,
+};
+pub use error::{BoxError, Error, Result};
+pub use gone::{GoneReason, NoteGone, gone_reason};
+pub use layer::RetentionExt;
+pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
+pub use retention::{OptOutOutcome, PendingErasure, Retention, Stats, UserStatus};
+pub use store::{MemoryStore, RedisStore, Store};
+pub use tracker::Recorded;

@@ -1,0 +1,259 @@
+//! The pruner: erases users who are inactive past the threshold, gone, or whose erasure is
+//! being retried.
+//!
+//! One pass ([`Retention::prune_once`]) claims users in batches, runs every eraser for the
+//! batch, then confirms (or gives failed users back for a retry). The background task
+//! ([`Retention::spawn_pruner`]) runs a pass every interval until its handle is shut down.
+//! Passes on several replicas at once are safe: a claim leases each user to one pruner.
+//!
+//! ```
+//! use std::time::Duration;
+//! use teloxide::types::UserId;
+//! use teloxide_retention::{ManualClock, MemoryStore, Retention};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), teloxide_retention::Error> {
+//! let clock = ManualClock::starting_now();
+//! let retention = Retention::builder(MemoryStore::new())
+//!     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+//!     .clock(clock.clone())
+//!     .build()?;
+//! retention.record(UserId(42)).await;
+//!
+//! clock.advance(Duration::from_secs(31 * 24 * 3600));
+//! let preview = retention.preview(10).await?;
+//! assert_eq!(preview.users[0].user, UserId(42));
+//!
+//! let report = retention.prune_once().await?;
+//! assert_eq!(report.erased, 1);
+//! # Ok(()) }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use teloxide::types::UserId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{duration_ms, to_datetime};
+use crate::erase::ErasureReason;
+use crate::error::Result;
+use crate::retention::{EraserFailures, Retention};
+use crate::store::{Claimed, Confirmed};
+use crate::tracker::Counters;
+
+/// What one prune pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PassReport {
+    /// Users claimed for erasure.
+    pub claimed: u64,
+    /// Users erased (every eraser succeeded and the erasure was confirmed).
+    pub erased: u64,
+    /// Users erased, by reason, in the order of [`ErasureReason::ALL`].
+    pub erased_by_reason: [u64; 5],
+    /// Users whose erasers failed; they are retried in a later pass.
+    pub failed: u64,
+    /// Users whose lease expired before confirmation; another pruner finishes them.
+    pub leases_lost: u64,
+    /// Script calls that claimed users (batches).
+    pub batches: u64,
+    /// Wall time of the pass.
+    pub elapsed: Duration,
+}
+
+/// A dry run: what the next pass would erase; see [`Retention::preview`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrunePreview {
+    /// Users inactive past the threshold.
+    pub inactive: u64,
+    /// Scheduled erasures that are due (gone users, opt-outs, retries); users among them
+    /// who came back are dropped by the pass instead.
+    pub scheduled_due: u64,
+    /// Erasures whose pruner died; the pass takes them over.
+    pub expired_leases: u64,
+    /// Up to the requested number of users the pass would erase, scheduled ones first.
+    pub users: Vec<PreviewEntry>,
+}
+
+/// One user in a [`PrunePreview`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PreviewEntry {
+    /// The user.
+    pub user: UserId,
+    /// Why they would be erased.
+    pub reason: ErasureReason,
+    /// Their last recorded interaction.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// When they were marked (gone users, opt-outs).
+    pub marked_at: Option<DateTime<Utc>>,
+}
+
+/// Stops a pruner started with [`Retention::spawn_pruner`].
+#[derive(Debug)]
+#[must_use = "dropping the handle leaves the pruner running until the runtime stops"]
+pub struct PrunerHandle {
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl PrunerHandle {
+    /// Stops the pruner: no new batch is claimed, the running batch finishes, and this
+    /// returns when the task has ended.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: the pruner was already told to stop and finishes on its own.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            tracing::error!("the pruner task panicked: {e}");
+        }
+    }
+
+    /// The token that stops the pruner, for wiring into an application's own shutdown.
+    #[must_use]
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+}
+
+impl Retention {
+    /// Runs one prune pass now and returns what it did.
+    ///
+    /// Claims due users in batches until none are left: expired leases of crashed pruners,
+    /// scheduled erasures (gone users, opt-outs, retries) and users inactive past the
+    /// threshold. A user who interacted after the cutoff is never claimed. Users who came
+    /// back after being marked are dropped, not erased.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store fails; users claimed before the failure are finished by a later pass
+    /// once their lease expires.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Not cancel-safe in the sense that a dropped pass may leave a batch claimed; the
+    /// next pass after the lease finishes it. Use [`PrunerHandle::shutdown`] to stop
+    /// between batches.
+    pub async fn prune_once(&self) -> Result<PassReport> {
+        self.pass(&CancellationToken::new()).await
+    }
+
+    /// Lists up to `limit` users the next pass would erase, with reasons, without erasing
+    /// anyone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be read.
+    pub async fn preview(&self, limit: usize) -> Result<PrunePreview> {
+        let (now, cutoff) = self.cutoff();
+        let raw = self.store_call(self.inner.backend.preview(now, cutoff, limit)).await?;
+        Ok(PrunePreview {
+            inactive: raw.inactive_total,
+            scheduled_due: raw.due_total,
+            expired_leases: raw.expired_leases,
+            users: raw
+                .entries
+                .into_iter()
+                .map(|(user, reason, marked_at, seen)| PreviewEntry {
+                    user: UserId(user),
+                    reason,
+                    last_seen: seen.map(to_datetime),
+                    marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
+                })
+                .collect(),
+        })
+    }
+
+    /// Starts the background pruner on the current Tokio runtime: a pass now, then one
+    /// every interval, until [`PrunerHandle::shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn spawn_pruner(&self) -> PrunerHandle {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(self.clone().run_pruner(token.clone()));
+        PrunerHandle { token, task }
+    }
+
+    /// The pruner loop, for running it on an executor of your choice; it ends when `token`
+    /// is cancelled. [`Retention::spawn_pruner`] spawns this.
+    pub async fn run_pruner(self, token: CancellationToken) {
+        let interval = self.inner.config.prune_interval;
+        loop {
+            match self.pass(&token).await {
+                Ok(report) if report.claimed > 0 => tracing::info!(
+                    erased = report.erased,
+                    failed = report.failed,
+                    leases_lost = report.leases_lost,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "prune pass done"
+                ),
+                Ok(_) => tracing::debug!("prune pass: nothing to erase"),
+                Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// "Now" and the inactivity cutoff. The cutoff also subtracts the resolution: a cached
+    /// user's stored time may lag their real last interaction by up to that much.
+    fn cutoff(&self) -> (i64, i64) {
+        let config = &self.inner.config;
+        let now = self.inner.clock.now_ms();
+        (now, now - duration_ms(config.inactive_after) - duration_ms(config.resolution))
+    }
+
+    async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
+        let started = Instant::now();
+        let config = &self.inner.config;
+        let mut report = PassReport::default();
+        while !token.is_cancelled() {
+            let (now, cutoff) = self.cutoff();
+            let lease_until = now + duration_ms(config.lease);
+            let claim = self.inner.backend.claim(now, cutoff, lease_until, config.batch_size);
+            let claimed = self.store_call(claim).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            report.batches += 1;
+            self.finish_batch(&claimed, &mut report).await?;
+        }
+        report.elapsed = started.elapsed();
+        Counters::add(&self.inner.counters.prune_passes, 1);
+        Ok(report)
+    }
+
+    /// Erases one claimed batch: every eraser, then confirm or release.
+    async fn finish_batch(&self, claimed: &[Claimed], report: &mut PassReport) -> Result<()> {
+        report.claimed += claimed.len() as u64;
+        let failures = self.run_erasers(claimed).await;
+        let mut done = Vec::with_capacity(claimed.len());
+        let mut failed: Vec<(Claimed, EraserFailures)> = Vec::new();
+        for (c, f) in claimed.iter().zip(failures) {
+            if f.is_empty() { done.push(*c) } else { failed.push((*c, f)) }
+        }
+        for (c, outcome) in done.iter().zip(self.confirm(&done).await?) {
+            if outcome == Confirmed::LeaseLost {
+                report.leases_lost += 1;
+            } else {
+                report.erased += 1;
+                report.erased_by_reason[c.reason.index()] += 1;
+            }
+        }
+        report.failed += failed.len() as u64;
+        self.release(&failed).await
+    }
+}

@@ -1,0 +1,513 @@
+//! [`Retention`]: the handle a bot keeps, and what it reports.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use teloxide::types::UserId;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, duration_ms, to_datetime};
+use crate::commands::Commands;
+use crate::config::{ChatHook, Config, ErasedHook, ErasedUser, RetentionBuilder};
+use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
+use crate::error::{Error, Result};
+use crate::store::{Claimed, Confirmed, DynBackend, Invalidation, Store};
+use crate::tracker::{Counters, Recorded, Tracker};
+
+/// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
+///
+/// Cheap to clone; clones share everything. Build one with [`Retention::builder`], wrap the
+/// dispatcher's handler with [`Retention::wrap`], and start the pruner with
+/// [`Retention::spawn_pruner`]. See the [crate documentation](crate) for a complete bot.
+#[derive(Clone)]
+pub struct Retention {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) backend: DynBackend,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
+    pub(crate) commands: Option<Commands>,
+    pub(crate) on_erased: Option<ErasedHook>,
+    pub(crate) on_removed_from_chat: Option<ChatHook>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) counters: Arc<Counters>,
+    /// Cancelled when the last clone is dropped; stops the background writer.
+    cancel: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl std::fmt::Debug for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retention")
+            .field("namespace", &self.inner.config.namespace)
+            .field("inactive_after", &self.inner.config.inactive_after)
+            .field("erasers", &self.eraser_names())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store holds about one user; see [`Retention::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserStatus {
+    /// The user.
+    pub user: UserId,
+    /// The last recorded interaction, if the user is tracked.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// A scheduled or running erasure.
+    pub erasure: Option<PendingErasure>,
+}
+
+/// An erasure that is scheduled or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingErasure {
+    /// Why the user will be erased.
+    pub reason: ErasureReason,
+    /// When the user was marked (for gone users: when Telegram told us).
+    pub marked_at: Option<DateTime<Utc>>,
+    /// When the erasure becomes due; `None` while it runs, or when gone users are only
+    /// marked ([`GonePolicy::MarkOnly`](crate::GonePolicy::MarkOnly)).
+    pub due: Option<DateTime<Utc>>,
+    /// `true` while an erasure of this user is running.
+    pub running: bool,
+    /// Earlier attempts that failed and are being retried.
+    pub failed_attempts: u32,
+}
+
+/// The result of [`Retention::erase_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptOutOutcome {
+    /// Everything is erased: the store's entries and every eraser's data.
+    Erased {
+        /// An update of the user was handled while the erasers ran; the erasure runs once
+        /// more after the follow-up delay to erase what it may have written.
+        follow_up: bool,
+    },
+    /// At least one eraser failed. The erasure is recorded in the store and retried by
+    /// the pruner, with backoff, until it succeeds.
+    Retrying {
+        /// The erasers that failed, with their errors.
+        failed: Vec<(String, String)>,
+    },
+    /// Another erasure of this user is running right now (a pruner, another replica); it
+    /// now counts as an opt-out and is retried as one if it fails.
+    AlreadyRunning,
+}
+
+/// Counters since this [`Retention`] was built; see [`Retention::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Interactions written to the store.
+    pub touches_written: u64,
+    /// Store writes of interactions that failed (each may cover many users).
+    pub touch_write_failures: u64,
+    /// Interactions buffered in memory because the store was failing.
+    pub touches_buffered: u64,
+    /// Interactions lost because the buffer was full.
+    pub touches_dropped: u64,
+    /// Updates not handled in strict mode because their interaction could not be written.
+    pub strict_refusals: u64,
+    /// Users erased, by reason, in the order of [`ErasureReason::ALL`].
+    pub erased: [u64; 5],
+    /// Users whose erasure failed and was scheduled for a retry.
+    pub erasure_failures: u64,
+    /// Users newly marked as gone.
+    pub marked_gone: u64,
+    /// Follow-up erasures scheduled because an update was in flight during an opt-out.
+    pub follow_ups: u64,
+    /// Claimed users whose lease expired before the erasure was confirmed.
+    pub leases_lost: u64,
+    /// Completed prune passes.
+    pub prune_passes: u64,
+    /// Users whose interaction is cached in this process.
+    pub cached_users: u64,
+    /// Users whose interaction is buffered, waiting for the store.
+    pub buffered_users: u64,
+}
+
+impl Stats {
+    /// Users erased for `reason`.
+    #[must_use]
+    pub fn erased_for(&self, reason: ErasureReason) -> u64 {
+        self.erased[reason.index()]
+    }
+
+    /// Users erased for any reason.
+    #[must_use]
+    pub fn erased_total(&self) -> u64 {
+        self.erased.iter().sum()
+    }
+}
+
+/// The per-user outcome of running every eraser.
+pub(crate) type EraserFailures = Vec<(String, String)>;
+
+impl Retention {
+    /// Starts configuring retention on `store`.
+    pub fn builder(store: impl Store) -> RetentionBuilder {
+        RetentionBuilder::new(store)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        config: Config,
+        backend: DynBackend,
+        clock: Arc<dyn Clock>,
+        erasers: Vec<Arc<dyn DynEraser>>,
+        commands: Option<Commands>,
+        on_erased: Option<ErasedHook>,
+        on_removed_from_chat: Option<ChatHook>,
+    ) -> Self {
+        let counters = Arc::new(Counters::default());
+        let cancel = CancellationToken::new();
+        let tracker = Arc::new(Tracker::new(
+            Arc::clone(&backend),
+            Arc::clone(&clock),
+            config.resolution,
+            config.follow_up_delay,
+            config.store_timeout,
+            config.max_buffered_touches,
+            Arc::clone(&counters),
+            cancel.clone(),
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                backend,
+                clock,
+                erasers,
+                commands,
+                on_erased,
+                on_removed_from_chat,
+                tracker,
+                counters,
+                cancel,
+            }),
+        }
+    }
+
+    /// The inactivity threshold.
+    #[must_use]
+    pub fn inactive_after(&self) -> Duration {
+        self.inner.config.inactive_after
+    }
+
+    /// The names of the registered erasers, in registration order.
+    #[must_use]
+    pub fn eraser_names(&self) -> Vec<&str> {
+        self.inner.erasers.iter().map(|e| e.name()).collect()
+    }
+
+    /// Records that `user` interacted now, as the layer does for every update.
+    ///
+    /// For interactions that do not pass through the dispatcher (a web app, a payment
+    /// callback). Telegram's service accounts are ignored.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: a cancelled call's interaction is still written with its batch.
+    pub async fn record(&self, user: UserId) -> Recorded {
+        if !crate::layer::is_trackable_id(user) {
+            return Recorded::Ignored;
+        }
+        self.inner.tracker.touch(user.0, self.inner.config.strict).await
+    }
+
+    /// Writes every buffered interaction now.
+    ///
+    /// # Errors
+    ///
+    /// The store error if it is still unreachable; the interactions stay buffered.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.tracker.flush().await
+    }
+
+    /// What the store holds about `user`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    pub async fn status(&self, user: UserId) -> Result<UserStatus> {
+        let raw = self.store_call(self.inner.backend.record(user.0)).await?;
+        let erasure = raw.job.map(|(reason, marked_at, attempts)| PendingErasure {
+            reason,
+            marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
+            due: raw.queued_due.flatten().map(to_datetime),
+            running: raw.leased_until.is_some(),
+            failed_attempts: attempts,
+        });
+        // A running inactivity erasure has a lease but no job.
+        let erasure = erasure.or_else(|| {
+            raw.leased_until.map(|_| PendingErasure {
+                reason: ErasureReason::Inactive,
+                marked_at: None,
+                due: None,
+                running: true,
+                failed_attempts: 0,
+            })
+        });
+        Ok(UserStatus { user, last_seen: raw.last_seen.map(to_datetime), erasure })
+    }
+
+    /// Number of tracked users.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    pub async fn tracked_users(&self) -> Result<u64> {
+        self.store_call(self.inner.backend.tracked()).await
+    }
+
+    /// Erases `user` now, on their request: the store's entries and every eraser's data.
+    ///
+    /// This is what `/removemydata` runs after the user confirms. It returns only once the
+    /// erasure is complete, or recorded durably for retry if an eraser failed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be reached. If the store
+    /// fails after the erasers succeeded, the claim's lease expires and the pruner finishes
+    /// the erasure.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Not cancel-safe: a cancelled call may leave a claimed user, which the pruner erases
+    /// once the lease expires.
+    pub async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let lease_until = now + duration_ms(inner.config.lease);
+        // Interactions from now on go to the store, so the confirm step sees them.
+        inner.tracker.begin_erasure(user.0);
+        let outcome = self.erase_user_claimed(user, now, lease_until).await;
+        inner.tracker.end_erasure(user.0);
+        outcome
+    }
+
+    async fn erase_user_claimed(
+        &self,
+        user: UserId,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<OptOutOutcome> {
+        let claim = self.inner.backend.claim_user(user.0, ErasureReason::OptOut, now, lease_until);
+        let Some(claimed) = self.store_call(claim).await? else {
+            return Ok(OptOutOutcome::AlreadyRunning);
+        };
+        // From here on the erasure is durable: if anything below fails, the claim's lease
+        // expires and the pruner finishes the erasure.
+        let unfinished = |what: &str, why: String| OptOutOutcome::Retrying {
+            failed: vec![(what.to_owned(), why)],
+        };
+        let mut failures = self.run_erasers(&[claimed]).await;
+        let failed = failures.pop().unwrap_or_default();
+        if failed.is_empty() {
+            return Ok(match self.confirm(&[claimed]).await.as_deref() {
+                Ok([Confirmed::Erased]) => OptOutOutcome::Erased { follow_up: false },
+                Ok([Confirmed::ErasedWithFollowUp]) => OptOutOutcome::Erased { follow_up: true },
+                Ok(_) => unfinished("lease", "the erasers outlasted the lease".to_owned()),
+                Err(e) => unfinished("store", e.to_string()),
+            });
+        }
+        if let Err(e) = self.release(&[(claimed, failed.clone())]).await {
+            tracing::warn!(error = %e, "could not schedule a retry; the lease expiry will");
+        }
+        Ok(OptOutOutcome::Retrying { failed })
+    }
+
+    /// Runs every eraser for `claimed`, concurrently, each bounded by the eraser timeout.
+    /// Returns each user's failures (empty: erased everywhere).
+    pub(crate) async fn run_erasers(&self, claimed: &[Claimed]) -> Vec<EraserFailures> {
+        let batch: Vec<Erasure> =
+            claimed.iter().map(|c| Erasure::new(UserId(c.user), c.reason)).collect();
+        let limit = self.inner.config.eraser_timeout;
+        let runs = self.inner.erasers.iter().map(|eraser| {
+            let batch = &batch;
+            async move {
+                let results = timeout(limit, eraser.erase_batch(batch)).await.unwrap_or_default();
+                (eraser.name(), results)
+            }
+        });
+        let mut failures = vec![EraserFailures::new(); batch.len()];
+        for (name, results) in futures_util::future::join_all(runs).await {
+            let mut results = results.into_iter();
+            for (i, erasure) in batch.iter().enumerate() {
+                let error = match results.next() {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => e.to_string(),
+                    None => format!("no result within {limit:?}"),
+                };
+                tracing::warn!(eraser = name, user = erasure.user.0, error = %error, "eraser failed");
+                failures[i].push((name.to_owned(), error));
+            }
+        }
+        failures
+    }
+
+    /// Confirms erased users and reports each one.
+    pub(crate) async fn confirm(&self, done: &[Claimed]) -> Result<Vec<Confirmed>> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let follow_up_at = now + duration_ms(inner.config.follow_up_delay);
+        let confirmed = self.store_call(inner.backend.confirm(done, now, follow_up_at)).await?;
+        for (claimed, outcome) in done.iter().zip(&confirmed) {
+            if *outcome == Confirmed::LeaseLost {
+                Counters::add(&inner.counters.leases_lost, 1);
+                continue;
+            }
+            if *outcome == Confirmed::ErasedWithFollowUp {
+                Counters::add(&inner.counters.follow_ups, 1);
+            }
+            inner.counters.erased(claimed.reason);
+            tracing::debug!(user = claimed.user, reason = %claimed.reason, "user erased");
+            if claimed.reason != ErasureReason::Inactive {
+                inner
+                    .tracker
+                    .invalidate(Invalidation {
+                        user: claimed.user,
+                        since: claimed.marked_at,
+                        until: now,
+                        opt_out: false,
+                    })
+                    .await;
+            }
+            if let Some(hook) = &inner.on_erased {
+                hook(ErasedUser { user: UserId(claimed.user), reason: claimed.reason });
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// Gives users whose erasers failed back to the store for a retry with backoff.
+    pub(crate) async fn release(&self, failed: &[(Claimed, EraserFailures)]) -> Result<()> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let now = self.inner.clock.now_ms();
+        let retries: Vec<(Claimed, i64)> =
+            failed.iter().map(|(c, _)| (*c, now + retry_delay_ms(c.attempts))).collect();
+        Counters::add(&self.inner.counters.erasure_failures, retries.len() as u64);
+        self.store_call(self.inner.backend.release(&retries)).await
+    }
+
+    /// What this crate and every exporting eraser hold about `user`, as the JSON document
+    /// `/mydata` sends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read. A failing eraser
+    /// does not fail the export; its entry says it failed.
+    pub async fn export(&self, user: UserId) -> Result<serde_json::Value> {
+        use serde_json::json;
+        let status = self.status(user).await?;
+        let generated = to_datetime(self.inner.clock.now_ms());
+        let erasure = status.erasure.as_ref().map(|e| {
+            json!({
+                "reason": e.reason.as_str(),
+                "marked_at": e.marked_at.map(|t| t.to_rfc3339()),
+                "due": e.due.map(|t| t.to_rfc3339()),
+                "running": e.running,
+                "failed_attempts": e.failed_attempts,
+            })
+        });
+        let state = match &status.erasure {
+            Some(e) if e.reason.is_gone() => "gone",
+            Some(e) if e.reason == ErasureReason::OptOut => "erasure_pending",
+            Some(_) => "erasure_pending",
+            None if status.last_seen.is_some() => "active",
+            None => "not_tracked",
+        };
+        let limit = self.inner.config.eraser_timeout;
+        let exports =
+            futures_util::future::join_all(self.inner.erasers.iter().map(|eraser| async move {
+                match timeout(limit, eraser.export(user)).await {
+                    Ok(Ok(Export::Data(data))) => json!({ "name": eraser.name(), "data": data }),
+                    Ok(Ok(Export::Unsupported)) => {
+                        json!({ "name": eraser.name(), "held": "held, no export" })
+                    }
+                    Ok(Err(e)) => json!({ "name": eraser.name(), "error": e.to_string() }),
+                    Err(_) => json!({ "name": eraser.name(), "error": "timed out" }),
+                }
+            }))
+            .await;
+        Ok(json!({
+            "user_id": user.0,
+            "generated_at": generated.to_rfc3339(),
+            "retention": {
+                "status": state,
+                "last_seen": status.last_seen.map(|t| t.to_rfc3339()),
+                "erasure": erasure,
+                "note": "Only the time of your last interaction is kept; \
+                         the first one is not recorded.",
+            },
+            "policy": {
+                "inactive_after_days": self.inner.config.inactive_after.as_secs_f64() / 86_400.0,
+            },
+            "bot_data": exports,
+        }))
+    }
+
+    /// Counters since this instance was built.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            touches_written: get(&c.touches_written),
+            touch_write_failures: get(&c.touch_write_failures),
+            touches_buffered: get(&c.touches_buffered),
+            touches_dropped: get(&c.touches_dropped),
+            strict_refusals: get(&c.strict_refusals),
+            erased: std::array::from_fn(|i| get(&c.erased[i])),
+            erasure_failures: get(&c.erasure_failures),
+            marked_gone: get(&c.marked_gone),
+            follow_ups: get(&c.follow_ups),
+            leases_lost: get(&c.leases_lost),
+            prune_passes: get(&c.prune_passes),
+            cached_users: self.inner.tracker.cached_users() as u64,
+            buffered_users: self.inner.tracker.buffered_users() as u64,
+        }
+    }
+
+    /// Runs a store call under the store timeout.
+    pub(crate) async fn store_call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let limit = self.inner.config.store_timeout;
+        timeout(limit, call).await.unwrap_or(Err(Error::Timeout(limit)))
+    }
+}
+
+/// Backoff for failed erasures: 30 s, doubling, at most six hours.
+fn retry_delay_ms(attempts: u32) -> i64 {
+    const BASE_MS: i64 = 30_000;
+    const MAX_MS: i64 = 6 * 3600 * 1000;
+    BASE_MS.saturating_mul(1_i64 << attempts.min(20)).min(MAX_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_and_caps() {
+        assert_eq!(retry_delay_ms(0), 30_000);
+        assert_eq!(retry_delay_ms(1), 60_000);
+        assert_eq!(retry_delay_ms(40), 6 * 3600 * 1000);
+    }
+}

@@ -1,0 +1,40 @@
+-- Read-only: what a claim at ARGV[1] with cutoff ARGV[2] would take.
+--
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed
+-- ARGV: 1 now (ms), 2 cutoff (ms), 3 limit of listed users
+-- Returns {inactive_total, due_total, expired_leases, user, reason, marked_at, last_seen, ...}
+-- with last_seen '' when the user has no entry. Scheduled users who came back are not
+-- listed (the next claim drops them).
+
+local now, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {
+  redis.call('ZCOUNT', KEYS[1], '-inf', cutoff),
+  redis.call('ZCOUNT', KEYS[3], '-inf', now),
+  redis.call('ZCOUNT', KEYS[2], '-inf', now),
+}
+local listed = 0
+
+local function list(user, r, m, seen)
+  out[#out + 1] = user
+  out[#out + 1] = r
+  out[#out + 1] = m
+  out[#out + 1] = seen or ''
+  listed = listed + 1
+end
+
+for _, user in ipairs(redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local job = redis.call('HGET', KEYS[4], user) or 'i,0,0'
+  local r, m = string.match(job, '^(%a),(%-?%d+),')
+  local seen = redis.call('ZSCORE', KEYS[1], user)
+  if r == 'o' or not seen or (tonumber(m) ~= 0 and tonumber(seen) <= tonumber(m)) then
+    list(user, r, m, seen)
+  end
+end
+
+if listed < limit then
+  local rows = redis.call('ZRANGE', KEYS[1], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit - listed, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    list(rows[i], 'i', 0, rows[i + 1])
+  end
+end
+return out

@@ -1,0 +1,421 @@
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::erase::ErasureReason;
+use crate::error::Result;
+use crate::store::redis::FEED_KEEP_MS;
+use crate::store::{
+    Backend, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, sealed,
+};
+
+/// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
+///
+/// For development, the offline demo and your own tests: no server, nothing persisted.
+/// Clones share their data, so two [`Retention`](crate::Retention) instances built on clones
+/// of one `MemoryStore` behave like two bot replicas sharing one Redis.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    spaces: Arc<Mutex<HashMap<String, Space>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// Creates an empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl sealed::Bind for MemoryStore {
+    fn bind(&self, namespace: &str) -> sealed::Bound {
+        sealed::Bound(Arc::new(Bound {
+            spaces: Arc::clone(&self.spaces),
+            namespace: namespace.to_owned(),
+        }))
+    }
+}
+
+/// A sorted set of users, like a Redis `ZSET` with integer scores.
+#[derive(Default)]
+struct ZSet {
+    scores: HashMap<u64, i64>,
+    order: BTreeSet<(i64, u64)>,
+}
+
+impl ZSet {
+    fn score(&self, user: u64) -> Option<i64> {
+        self.scores.get(&user).copied()
+    }
+
+    fn set(&mut self, user: u64, score: i64) {
+        if let Some(old) = self.scores.insert(user, score) {
+            self.order.remove(&(old, user));
+        }
+        self.order.insert((score, user));
+    }
+
+    /// `ZADD GT`: only moves a score up; adds missing members.
+    fn set_gt(&mut self, user: u64, score: i64) {
+        if self.score(user).is_none_or(|old| score > old) {
+            self.set(user, score);
+        }
+    }
+
+    fn remove(&mut self, user: u64) -> Option<i64> {
+        let old = self.scores.remove(&user)?;
+        self.order.remove(&(old, user));
+        Some(old)
+    }
+
+    /// Members with a score at or below `max`, lowest first.
+    fn up_to(&self, max: i64, limit: usize) -> Vec<(u64, i64)> {
+        self.order.iter().take_while(|(s, _)| *s <= max).take(limit).map(|&(s, u)| (u, s)).collect()
+    }
+
+    fn count_up_to(&self, max: i64) -> u64 {
+        self.order.iter().take_while(|(s, _)| *s <= max).count() as u64
+    }
+}
+
+/// A stored erasure job: reason, marked-at, attempts.
+type Job = (ErasureReason, i64, u32);
+
+/// One namespace.
+#[derive(Default)]
+struct Space {
+    seen: ZSet,
+    lease: ZSet,
+    queue: ZSet,
+    job: HashMap<u64, Job>,
+    feed: VecDeque<(u64, Instant, Invalidation)>,
+    feed_seq: u64,
+    /// Nonces and counters, with their real-time expiry (like Redis TTLs).
+    kv: HashMap<String, (String, Instant)>,
+}
+
+impl Space {
+    /// See `came_back` in `claim.lua`.
+    fn came_back(&self, user: u64, (reason, marked_at, _): Job) -> bool {
+        if reason == ErasureReason::OptOut {
+            return false;
+        }
+        self.seen.score(user).is_some_and(|s| marked_at == 0 || s > marked_at)
+    }
+
+    fn job_of(&self, user: u64) -> Job {
+        self.job.get(&user).copied().unwrap_or((ErasureReason::Inactive, 0, 0))
+    }
+
+    fn lease(&mut self, user: u64, until: i64) {
+        self.lease.set(user, until);
+        self.seen.remove(user);
+    }
+
+    fn announce(&mut self, inv: Invalidation) {
+        let now = Instant::now();
+        let keep = Duration::from_millis(FEED_KEEP_MS.unsigned_abs());
+        while self.feed.front().is_some_and(|(_, at, _)| now.duration_since(*at) > keep) {
+            self.feed.pop_front();
+        }
+        self.feed_seq += 1;
+        self.feed.push_back((self.feed_seq, now, inv));
+    }
+
+    fn kv_get(&mut self, key: &str) -> Option<&mut (String, Instant)> {
+        let now = Instant::now();
+        self.kv.retain(|_, (_, expires)| *expires > now);
+        self.kv.get_mut(key)
+    }
+}
+
+fn ttl(ms: i64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.max(1).unsigned_abs())
+}
+
+struct Bound {
+    spaces: Arc<Mutex<HashMap<String, Space>>>,
+    namespace: String,
+}
+
+impl Bound {
+    /// Runs `f` on this namespace, atomically (like a Lua script).
+    fn with<T>(&self, f: impl FnOnce(&mut Space) -> T) -> Result<T> {
+        let mut spaces: MutexGuard<'_, _> =
+            self.spaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(f(spaces.entry(self.namespace.clone()).or_default()))
+    }
+
+    fn ready<'a, T: Send + 'a>(&self, f: impl FnOnce(&mut Space) -> T) -> BoxFuture<'a, Result<T>> {
+        let result = self.with(f);
+        Box::pin(async move { result })
+    }
+}
+
+impl Backend for Bound {
+    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+        self.ready(|s| {
+            for &(user, ms) in touches {
+                s.seen.set_gt(user, ms);
+            }
+        })
+    }
+
+    fn claim(
+        &self,
+        now: i64,
+        cutoff: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>>> {
+        self.ready(|s| {
+            let mut out = Vec::new();
+            let emit = |out: &mut Vec<Claimed>, user: u64, (reason, marked_at, attempts): Job| {
+                out.push(Claimed { user, reason, marked_at, attempts, deadline: lease_until });
+            };
+            // 1. Expired leases.
+            for (user, _) in s.lease.up_to(now, limit) {
+                let job = s.job_of(user);
+                if s.came_back(user, job) {
+                    s.lease.remove(user);
+                    s.job.remove(&user);
+                } else {
+                    s.lease(user, lease_until);
+                    emit(&mut out, user, job);
+                }
+            }
+            // 2. Due scheduled erasures.
+            let room = limit.saturating_sub(out.len());
+            for (user, _) in s.queue.up_to(now, room) {
+                s.queue.remove(user);
+                let job = s.job_of(user);
+                if s.came_back(user, job) {
+                    s.job.remove(&user);
+                } else {
+                    s.lease(user, lease_until);
+                    emit(&mut out, user, job);
+                }
+            }
+            // 3. Inactive users.
+            let room = limit.saturating_sub(out.len());
+            for (user, _) in s.seen.up_to(cutoff, room) {
+                let job = if s.queue.remove(user).is_some() {
+                    s.job_of(user)
+                } else {
+                    (ErasureReason::Inactive, 0, 0)
+                };
+                s.lease(user, lease_until);
+                emit(&mut out, user, job);
+            }
+            out
+        })
+    }
+
+    fn claim_user(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        now: i64,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Option<Claimed>>> {
+        self.ready(|s| {
+            let attempts = s.job.get(&user).map_or(0, |j| j.2);
+            s.job.insert(user, (reason, now, attempts));
+            if s.lease.score(user).is_some_and(|l| l > now) {
+                return None;
+            }
+            s.queue.remove(user);
+            s.lease(user, lease_until);
+            Some(Claimed { user, reason, marked_at: now, attempts, deadline: lease_until })
+        })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        done: &'a [Claimed],
+        now: i64,
+        follow_up_at: i64,
+    ) -> BoxFuture<'a, Result<Vec<Confirmed>>> {
+        self.ready(|s| {
+            done.iter()
+                .map(|c| {
+                    if s.lease.score(c.user) != Some(c.deadline) {
+                        return Confirmed::LeaseLost;
+                    }
+                    s.lease.remove(c.user);
+                    let reason = s.job.remove(&c.user).map_or(c.reason, |j| j.0);
+                    if reason != ErasureReason::Inactive {
+                        s.announce(Invalidation {
+                            user: c.user,
+                            since: c.marked_at,
+                            until: now,
+                            opt_out: reason == ErasureReason::OptOut,
+                        });
+                    }
+                    if reason == ErasureReason::OptOut && s.seen.score(c.user).is_some() {
+                        s.queue.set(c.user, follow_up_at);
+                        s.job.insert(c.user, (ErasureReason::OptOut, now, 0));
+                        return Confirmed::ErasedWithFollowUp;
+                    }
+                    Confirmed::Erased
+                })
+                .collect()
+        })
+    }
+
+    fn release<'a>(&'a self, failed: &'a [(Claimed, i64)]) -> BoxFuture<'a, Result<()>> {
+        self.ready(|s| {
+            for (c, retry_at) in failed {
+                if s.lease.score(c.user) != Some(c.deadline) {
+                    continue;
+                }
+                let reason = s.job.get(&c.user).map_or(c.reason, |j| j.0);
+                s.lease.remove(c.user);
+                s.queue.set(c.user, *retry_at);
+                s.job.insert(c.user, (reason, c.marked_at, c.attempts.saturating_add(1)));
+            }
+        })
+    }
+
+    fn schedule(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        marked_at: i64,
+        due: Option<i64>,
+    ) -> BoxFuture<'_, Result<Marked>> {
+        self.ready(|s| {
+            if s.lease.score(user).is_some() {
+                if reason == ErasureReason::OptOut {
+                    let job = s.job.entry(user).or_insert((reason, marked_at, 0));
+                    job.0 = ErasureReason::OptOut;
+                }
+                return Marked::InProgress;
+            }
+            if let Some(job) = s.job.get(&user)
+                && s.queue.score(user).is_some()
+                && (reason != ErasureReason::OptOut || job.0 == ErasureReason::OptOut)
+            {
+                return Marked::AlreadyScheduled;
+            }
+            s.queue.set(user, due.unwrap_or(i64::MAX));
+            s.job.insert(user, (reason, marked_at, 0));
+            if reason != ErasureReason::OptOut {
+                s.announce(Invalidation {
+                    user,
+                    since: marked_at,
+                    until: marked_at,
+                    opt_out: false,
+                });
+            }
+            Marked::Scheduled
+        })
+    }
+
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+        self.ready(|s| {
+            let Some(job) = s.job.get(&user) else { return false };
+            if !job.0.is_gone() || s.queue.remove(user).is_none() {
+                return false;
+            }
+            s.job.remove(&user);
+            true
+        })
+    }
+
+    fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
+        self.ready(|s| RawRecord {
+            last_seen: s.seen.score(user),
+            queued_due: s.queue.score(user).map(|d| (d != i64::MAX).then_some(d)),
+            leased_until: s.lease.score(user),
+            job: s.job.get(&user).copied(),
+        })
+    }
+
+    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+        self.ready(|s| {
+            let mut entries = Vec::new();
+            for (user, _) in s.queue.up_to(now, limit) {
+                let job = s.job_of(user);
+                if !s.came_back(user, job) {
+                    entries.push((user, job.0, job.1, s.seen.score(user)));
+                }
+            }
+            let room = limit.saturating_sub(entries.len());
+            for (user, seen) in s.seen.up_to(cutoff, room) {
+                entries.push((user, ErasureReason::Inactive, 0, Some(seen)));
+            }
+            RawPreview {
+                inactive_total: s.seen.count_up_to(cutoff),
+                due_total: s.queue.count_up_to(now),
+                expired_leases: s.lease.count_up_to(now),
+                entries,
+            }
+        })
+    }
+
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
+        self.ready(|s| s.feed_seq.to_string())
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        cursor: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+        self.ready(|s| {
+            let after: u64 = cursor.parse().unwrap_or(0);
+            let items: Vec<Invalidation> =
+                s.feed.iter().filter(|(seq, _, _)| *seq > after).map(|(_, _, inv)| *inv).collect();
+            (items, s.feed_seq.to_string())
+        })
+    }
+
+    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>> {
+        self.ready(|s| {
+            s.kv.insert(format!("confirm:{user}"), (value, ttl(ttl_ms)));
+        })
+    }
+
+    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+        self.ready(|s| {
+            let key = format!("confirm:{user}");
+            s.kv_get(&key)?;
+            s.kv.remove(&key).map(|(v, _)| v)
+        })
+    }
+
+    fn count_use(
+        &self,
+        user: u64,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'_, Result<u64>> {
+        self.ready(|s| {
+            let key = format!("rate:{action}:{user}:{window}");
+            match s.kv_get(&key) {
+                Some((count, _)) => {
+                    let next = count.parse::<u64>().unwrap_or(0) + 1;
+                    *count = next.to_string();
+                    next
+                }
+                None => {
+                    s.kv.insert(key, ("1".to_owned(), ttl(ttl_ms)));
+                    1
+                }
+            }
+        })
+    }
+
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
+        self.ready(|s| s.seen.scores.len() as u64)
+    }
+}

@@ -1,0 +1,243 @@
+//! Where the crate keeps what it knows: [`RedisStore`] in production, [`MemoryStore`] for
+//! development, the offline demo and tests.
+//!
+//! A store holds, per namespace, only this (see the README's key layout):
+//!
+//! - **seen**: each tracked user and the time of their last interaction;
+//! - **queue**: users whose erasure is scheduled (gone users after their grace period,
+//!   opt-outs and retries of failed erasures), with the reason;
+//! - **lease**: users being erased right now, with the lease deadline;
+//! - a short-lived **feed** of erasures, so that replicas sharing one Redis drop their caches;
+//! - short-lived confirmation nonces and rate-limit counters of the privacy commands.
+//!
+//! Both stores behave identically; one behavioural test suite runs against both.
+//!
+//! ```
+//! use std::time::Duration;
+//! use teloxide_retention::{MemoryStore, Retention};
+//!
+//! // The in-memory store needs no server; clones share their data.
+//! let retention = Retention::builder(MemoryStore::new())
+//!     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+//!     .build()?;
+//! # let _ = retention;
+//! # Ok::<(), teloxide_retention::Error>(())
+//! ```
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::erase::ErasureReason;
+use crate::error::Result;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// A backend for [`Retention`](crate::Retention): [`RedisStore`] or [`MemoryStore`].
+///
+/// The trait is sealed: its operations are the crate's claim/confirm protocol and are not
+/// meant to be called or implemented outside it.
+pub trait Store: sealed::Bind + Send + Sync + 'static {}
+
+impl Store for RedisStore {}
+impl Store for MemoryStore {}
+
+pub(crate) mod sealed {
+    use super::{Arc, Backend};
+
+    /// A store bound to one namespace. Public only so that [`Bind`] can name it; it has no
+    /// public API.
+    pub struct Bound(pub(crate) Arc<dyn Backend>);
+
+    /// Binds a store to one namespace.
+    pub trait Bind {
+        /// Returns the backend for `namespace` (validated by the builder).
+        fn bind(&self, namespace: &str) -> Bound;
+    }
+}
+
+/// A user leased for erasure by a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) user: u64,
+    pub(crate) reason: ErasureReason,
+    /// When the user was marked for erasure (0 for an inactivity claim).
+    pub(crate) marked_at: i64,
+    /// Earlier failed attempts.
+    pub(crate) attempts: u32,
+    /// The lease deadline; it identifies this claim in confirm and release.
+    pub(crate) deadline: i64,
+}
+
+/// The result of confirming one claimed user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirmed {
+    /// The lease was ours; the user's entries are gone.
+    Erased,
+    /// Erased, but the user was touched while erasers ran: a follow-up opt-out erasure is
+    /// queued.
+    ErasedWithFollowUp,
+    /// The lease had expired and was taken by another pruner; nothing was changed.
+    LeaseLost,
+}
+
+/// The result of scheduling an erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marked {
+    /// Newly scheduled (or upgraded to an opt-out).
+    Scheduled,
+    /// An erasure was already scheduled and is kept as it was.
+    AlreadyScheduled,
+    /// The user is being erased right now.
+    InProgress,
+}
+
+/// What the store holds about one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RawRecord {
+    pub(crate) last_seen: Option<i64>,
+    /// Scheduled erasure: due time (`None` = never, mark only).
+    pub(crate) queued_due: Option<Option<i64>>,
+    pub(crate) leased_until: Option<i64>,
+    /// Reason, marked-at and attempts of a scheduled or running erasure.
+    pub(crate) job: Option<(ErasureReason, i64, u32)>,
+}
+
+/// A read-only view of what the next pass would claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawPreview {
+    pub(crate) inactive_total: u64,
+    pub(crate) due_total: u64,
+    pub(crate) expired_leases: u64,
+    /// user, reason, marked_at (0 if none), last seen.
+    pub(crate) entries: Vec<(u64, ErasureReason, i64, Option<i64>)>,
+}
+
+/// An erasure (or gone mark) announced to every process sharing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Invalidation {
+    pub(crate) user: u64,
+    /// Interactions at or after this time must be written again.
+    pub(crate) since: i64,
+    /// The end of the erasure window (equal to `since` for a gone mark).
+    pub(crate) until: i64,
+    /// The erasure was an opt-out: interactions inside the window need a follow-up.
+    pub(crate) opt_out: bool,
+}
+
+/// Decodes a stored job.
+pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
+    let bad = || crate::Error::Corrupt(format!("erasure job {raw:?}"));
+    let mut parts = raw.split(',');
+    let reason = parts.next().and_then(ErasureReason::from_code).ok_or_else(bad)?;
+    let marked_at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let attempts = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    Ok((reason, marked_at, attempts))
+}
+
+/// Shared handle type.
+pub(crate) type DynBackend = Arc<dyn Backend>;
+
+/// The protocol every store implements. Times are unix milliseconds of the injected clock.
+///
+/// Invariant kept by every operation: a user is in at most one of queue and lease.
+pub(crate) trait Backend: Send + Sync {
+    /// Records interactions: `seen[user] = max(seen[user], ms)`.
+    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>>;
+
+    /// Claims up to `limit` users whose erasure is due: expired leases, due queue entries,
+    /// then users last seen at or before `cutoff`. Users who came back are dropped.
+    fn claim(
+        &self,
+        now: i64,
+        cutoff: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>>>;
+
+    /// Claims one user for an immediate erasure; `None` if another live lease holds them
+    /// (their running erasure is upgraded to `reason`).
+    fn claim_user(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        now: i64,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Option<Claimed>>>;
+
+    /// Ends the leases of erased users (compare-and-delete on the deadline).
+    fn confirm<'a>(
+        &'a self,
+        done: &'a [Claimed],
+        now: i64,
+        follow_up_at: i64,
+    ) -> BoxFuture<'a, Result<Vec<Confirmed>>>;
+
+    /// Gives failed users back to the queue, due at the paired retry time.
+    fn release<'a>(&'a self, failed: &'a [(Claimed, i64)]) -> BoxFuture<'a, Result<()>>;
+
+    /// Schedules an erasure of `user` for `reason`, due at `due` (`None`: never, mark only).
+    fn schedule(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        marked_at: i64,
+        due: Option<i64>,
+    ) -> BoxFuture<'_, Result<Marked>>;
+
+    /// Cancels a scheduled gone erasure (not an opt-out); `true` if one was cancelled.
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>>;
+
+    /// What the store holds about `user`.
+    fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>>;
+
+    /// What a claim at `now` with `cutoff` would take, listing up to `limit` users.
+    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>>;
+
+    /// The position after the newest invalidation.
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>>;
+
+    /// Invalidations after `cursor`, and the new cursor.
+    fn feed_read<'a>(
+        &'a self,
+        cursor: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>>;
+
+    /// Stores a confirmation nonce for `user`, replacing any earlier one.
+    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>>;
+
+    /// Removes and returns the confirmation nonce of `user`.
+    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>>;
+
+    /// Counts one use of `action` by `user` in the window `window` (an index); returns the
+    /// count so far in that window. The counter expires after `ttl_ms`.
+    fn count_use(
+        &self,
+        user: u64,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'_, Result<u64>>;
+
+    /// Number of tracked users (for stats and tests).
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_decode() {
+        for reason in ErasureReason::ALL {
+            let raw = format!("{},1700000000123,7", reason.code());
+            assert_eq!(decode_job(&raw).unwrap(), (reason, 1_700_000_000_123, 7));
+        }
+        assert!(decode_job("x,1,2").is_err());
+        assert!(decode_job("o,1").is_err());
+    }
+}

@@ -1,0 +1,584 @@
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
+
+use crate::erase::ErasureReason;
+use crate::error::{Error, Result};
+use crate::store::{
+    Backend, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, decode_job, sealed,
+};
+
+/// How long erasure announcements stay in the feed. A process that could not read the
+/// feed for longer than this forgets its whole cache instead.
+pub(crate) const FEED_KEEP_MS: i64 = 10 * 60 * 1000;
+
+/// Members per `ZADD` command when writing touches.
+const TOUCH_CHUNK: usize = 1000;
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+static CLAIM_USER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim_user.lua")));
+static CONFIRM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/confirm.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/schedule.lua")));
+static UNSCHEDULE_GONE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/unschedule_gone.lua")));
+static PREVIEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/preview.lua")));
+static COUNT_USE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/count_use.lua")));
+
+/// The production store: Redis 6.2 or newer, a single server or a Redis Cluster.
+///
+/// All keys of a namespace share one hash tag (`{retention}:seen`, `{retention}:queue`, ...),
+/// so the multi-key scripts of the claim/confirm protocol run on Redis Cluster too. Several
+/// bot replicas may share one store.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), teloxide_retention::Error> {
+/// use std::time::Duration;
+/// use teloxide_retention::{RedisStore, Retention};
+///
+/// let store = RedisStore::open("redis://127.0.0.1/").await?;
+/// let retention = Retention::builder(store)
+///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+///     .build()?;
+/// # let _ = retention;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.conn {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore").field("connection", &kind).finish()
+    }
+}
+
+/// The two connection kinds; both reconnect on their own.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to one Redis server, such as `redis://127.0.0.1/` or
+    /// `redis+unix:///run/redis.sock`.
+    ///
+    /// The connection reconnects by itself after Redis restarts; commands time out after
+    /// five seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] if the URL is invalid or the first connection fails.
+    pub async fn open(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(3);
+        let manager = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self::from_manager(manager))
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] if a URL is invalid or no node answers.
+    pub async fn open_cluster<I, U>(nodes: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = U>,
+        U: redis::IntoConnectionInfo,
+    {
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self::from_cluster(client.get_async_connection().await?))
+    }
+
+    /// Uses a connection manager you configured yourself.
+    #[must_use]
+    pub fn from_manager(manager: ConnectionManager) -> Self {
+        Self { conn: Conn::Single(manager) }
+    }
+
+    /// Uses a cluster connection you configured yourself.
+    #[must_use]
+    pub fn from_cluster(conn: ClusterConnection) -> Self {
+        Self { conn: Conn::Cluster(conn) }
+    }
+}
+
+impl sealed::Bind for RedisStore {
+    fn bind(&self, namespace: &str) -> sealed::Bound {
+        sealed::Bound(Arc::new(Bound { conn: self.conn.clone(), keys: Keys::new(namespace) }))
+    }
+}
+
+/// Every key of one namespace. Keys are built here and nowhere else.
+struct Keys {
+    prefix: String,
+    seen: String,
+    lease: String,
+    queue: String,
+    job: String,
+    feed: String,
+}
+
+impl Keys {
+    fn new(namespace: &str) -> Self {
+        // The braces make the namespace the Redis Cluster hash tag of every key.
+        let prefix = format!("{{{namespace}}}:");
+        Self {
+            seen: format!("{prefix}seen"),
+            lease: format!("{prefix}lease"),
+            queue: format!("{prefix}queue"),
+            job: format!("{prefix}job"),
+            feed: format!("{prefix}feed"),
+            prefix,
+        }
+    }
+
+    fn nonce(&self, user: u64) -> String {
+        format!("{}confirm:{user}", self.prefix)
+    }
+
+    fn counter(&self, action: &str, user: u64, window: i64) -> String {
+        format!("{}rate:{action}:{user}:{window}", self.prefix)
+    }
+}
+
+struct Bound {
+    conn: Conn,
+    keys: Keys,
+}
+
+impl Bound {
+    fn invocation<'s>(&self, script: &'s Script) -> redis::ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(&self.keys.seen)
+            .key(&self.keys.lease)
+            .key(&self.keys.queue)
+            .key(&self.keys.job)
+            .key(&self.keys.feed);
+        inv
+    }
+
+    async fn run<T: FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> Result<T> {
+        Ok(inv.invoke_async(&mut self.conn.clone()).await?)
+    }
+}
+
+/// A score as Redis writes it: integers stay integers, "never" is `+inf`.
+fn due_arg(due: Option<i64>) -> String {
+    due.map_or_else(|| "+inf".to_owned(), |d| d.to_string())
+}
+
+fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => parse_num(&String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => parse_num(s),
+        Value::Double(d) => Ok(*d as i64),
+        other => Err(Error::Corrupt(format!("expected a number, got {other:?}"))),
+    }
+}
+
+/// Parses an integer, or a score Redis printed as a float (`"1.7e+12"`, `"inf"`).
+fn parse_num(s: &str) -> Result<i64> {
+    s.parse::<i64>().or_else(|_| {
+        s.parse::<f64>()
+            .map(|f| if f.is_infinite() { i64::MAX } else { f as i64 })
+            .map_err(|_| Error::Corrupt(format!("expected a number, got {s:?}")))
+    })
+}
+
+fn text(v: &Value) -> Result<String> {
+    match v {
+        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(Error::Corrupt(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn user_of(v: &Value) -> Result<u64> {
+    let s = text(v)?;
+    s.parse().map_err(|_| Error::Corrupt(format!("user id {s:?}")))
+}
+
+fn reason_of(v: &Value) -> Result<ErasureReason> {
+    let s = text(v)?;
+    ErasureReason::from_code(&s).ok_or_else(|| Error::Corrupt(format!("reason {s:?}")))
+}
+
+fn opt_score(v: Option<f64>) -> Option<i64> {
+    v.map(|f| if f.is_infinite() { i64::MAX } else { f as i64 })
+}
+
+impl Backend for Bound {
+    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for chunk in touches.chunks(TOUCH_CHUNK) {
+                let cmd = pipe.cmd("ZADD").arg(&self.keys.seen).arg("GT");
+                for (user, ms) in chunk {
+                    cmd.arg(*ms).arg(*user);
+                }
+                cmd.ignore();
+            }
+            pipe.query_async::<()>(&mut self.conn.clone()).await?;
+            Ok(())
+        })
+    }
+
+    fn claim(
+        &self,
+        now: i64,
+        cutoff: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CLAIM);
+            inv.arg(now).arg(cutoff).arg(lease_until).arg(limit);
+            let flat: Vec<Value> = self.run(&inv).await?;
+            flat.chunks_exact(4)
+                .map(|c| {
+                    Ok(Claimed {
+                        user: user_of(&c[0])?,
+                        reason: reason_of(&c[1])?,
+                        marked_at: int(&c[2])?,
+                        attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
+                        deadline: lease_until,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn claim_user(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        now: i64,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Option<Claimed>>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CLAIM_USER);
+            inv.arg(user).arg(reason.code()).arg(now).arg(lease_until);
+            let reply: Vec<i64> = self.run(&inv).await?;
+            Ok(match reply.as_slice() {
+                [1, attempts] => Some(Claimed {
+                    user,
+                    reason,
+                    marked_at: now,
+                    attempts: u32::try_from(*attempts).unwrap_or(u32::MAX),
+                    deadline: lease_until,
+                }),
+                _ => None,
+            })
+        })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        done: &'a [Claimed],
+        now: i64,
+        follow_up_at: i64,
+    ) -> BoxFuture<'a, Result<Vec<Confirmed>>> {
+        Box::pin(async move {
+            if done.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut inv = self.invocation(&CONFIRM);
+            inv.arg(now).arg(follow_up_at).arg(FEED_KEEP_MS);
+            for c in done {
+                inv.arg(c.user).arg(c.deadline).arg(c.reason.code()).arg(c.marked_at);
+            }
+            let codes: Vec<i64> = self.run(&inv).await?;
+            Ok(codes
+                .into_iter()
+                .map(|c| match c {
+                    1 => Confirmed::Erased,
+                    2 => Confirmed::ErasedWithFollowUp,
+                    _ => Confirmed::LeaseLost,
+                })
+                .collect())
+        })
+    }
+
+    fn release<'a>(&'a self, failed: &'a [(Claimed, i64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let mut inv = self.invocation(&RELEASE);
+            for (c, retry_at) in failed {
+                inv.arg(c.user)
+                    .arg(c.deadline)
+                    .arg(c.reason.code())
+                    .arg(c.marked_at)
+                    .arg(c.attempts.saturating_add(1))
+                    .arg(*retry_at);
+            }
+            let _released: i64 = self.run(&inv).await?;
+            Ok(())
+        })
+    }
+
+    fn schedule(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        marked_at: i64,
+        due: Option<i64>,
+    ) -> BoxFuture<'_, Result<Marked>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&SCHEDULE);
+            inv.arg(user).arg(reason.code()).arg(marked_at).arg(due_arg(due)).arg(FEED_KEEP_MS);
+            let code: i64 = self.run(&inv).await?;
+            Ok(match code {
+                1 => Marked::Scheduled,
+                2 => Marked::InProgress,
+                _ => Marked::AlreadyScheduled,
+            })
+        })
+    }
+
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&UNSCHEDULE_GONE);
+            inv.arg(user);
+            let code: i64 = self.run(&inv).await?;
+            Ok(code == 1)
+        })
+    }
+
+    fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
+        Box::pin(async move {
+            let (seen, queued, leased, job): (
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+                Option<String>,
+            ) = redis::pipe()
+                .atomic()
+                .zscore(&self.keys.seen, user)
+                .zscore(&self.keys.queue, user)
+                .zscore(&self.keys.lease, user)
+                .hget(&self.keys.job, user)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let job = job.as_deref().map(decode_job).transpose()?;
+            Ok(RawRecord {
+                last_seen: opt_score(seen),
+                queued_due: opt_score(queued).map(|d| (d != i64::MAX).then_some(d)),
+                leased_until: opt_score(leased),
+                job,
+            })
+        })
+    }
+
+    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&PREVIEW);
+            inv.arg(now).arg(cutoff).arg(limit);
+            let flat: Vec<Value> = self.run(&inv).await?;
+            let [inactive, due, expired, rest @ ..] = flat.as_slice() else {
+                return Err(Error::Corrupt("short preview reply".into()));
+            };
+            let entries = rest
+                .chunks_exact(4)
+                .map(|c| {
+                    let seen = text(&c[3])?;
+                    Ok((
+                        user_of(&c[0])?,
+                        reason_of(&c[1])?,
+                        int(&c[2])?,
+                        if seen.is_empty() { None } else { Some(parse_num(&seen)?) },
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            Ok(RawPreview {
+                inactive_total: int(inactive)?.unsigned_abs(),
+                due_total: int(due)?.unsigned_abs(),
+                expired_leases: int(expired)?.unsigned_abs(),
+                entries,
+            })
+        })
+    }
+
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let last: Value = redis::cmd("XREVRANGE")
+                .arg(&self.keys.feed)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(match last {
+                Value::Array(entries) => match entries.first() {
+                    Some(Value::Array(entry)) => entry.first().map(text).transpose()?,
+                    _ => None,
+                },
+                _ => None,
+            }
+            .unwrap_or_else(|| "0-0".to_owned()))
+        })
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        cursor: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+        Box::pin(async move {
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(&self.keys.feed)
+                .arg(format!("({cursor}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let mut out = Vec::new();
+            let mut next = cursor.to_owned();
+            let Value::Array(entries) = reply else {
+                return Ok((out, next));
+            };
+            for entry in entries {
+                let Value::Array(parts) = entry else { continue };
+                let [id, fields] = parts.as_slice() else { continue };
+                next = text(id)?;
+                let fields: Vec<Value> = match fields {
+                    Value::Array(f) => f.clone(),
+                    Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+                    _ => continue,
+                };
+                let mut inv = Invalidation { user: 0, since: 0, until: 0, opt_out: false };
+                for kv in fields.chunks_exact(2) {
+                    match text(&kv[0])?.as_str() {
+                        "u" => inv.user = user_of(&kv[1])?,
+                        "s" => inv.since = int(&kv[1])?,
+                        "e" => inv.until = int(&kv[1])?,
+                        "o" => inv.opt_out = int(&kv[1])? == 1,
+                        _ => {}
+                    }
+                }
+                out.push(inv);
+            }
+            Ok((out, next))
+        })
+    }
+
+    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("SET")
+                .arg(self.keys.nonce(user))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(redis::cmd("GETDEL")
+                .arg(self.keys.nonce(user))
+                .query_async(&mut self.conn.clone())
+                .await?)
+        })
+    }
+
+    fn count_use(
+        &self,
+        user: u64,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut inv = COUNT_USE.prepare_invoke();
+            inv.key(self.keys.counter(action, user, window)).arg(ttl_ms.max(1));
+            let count: u64 = self.run(&inv).await?;
+            Ok(count)
+        })
+    }
+
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            Ok(redis::cmd("ZCARD").arg(&self.keys.seen).query_async(&mut self.conn.clone()).await?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_namespace_hash_tag() {
+        let keys = Keys::new("mybot");
+        for key in [&keys.seen, &keys.lease, &keys.queue, &keys.job, &keys.feed] {
+            assert!(key.starts_with("{mybot}:"), "{key}");
+        }
+        assert_eq!(keys.nonce(42), "{mybot}:confirm:42");
+        assert_eq!(keys.counter("export", 42, 7), "{mybot}:rate:export:42:7");
+    }
+
+    #[test]
+    fn scores_parse_from_every_redis_spelling() {
+        assert_eq!(parse_num("1700000000123").unwrap(), 1_700_000_000_123);
+        assert_eq!(parse_num("1.7e+12").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_num("inf").unwrap(), i64::MAX);
+        assert!(parse_num("x").is_err());
+        assert_eq!(due_arg(None), "+inf");
+        assert_eq!(due_arg(Some(5)), "5");
+    }
+}

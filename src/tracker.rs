@@ -1,0 +1,449 @@
+//! Recording interactions cheaply and without losing them.
+//!
+//! - **Cache.** A user written less than the resolution ago is not written again: an active
+//!   user costs one hash-map lookup.
+//! - **Group commit.** Users not in the cache join the pending batch; one background writer
+//!   sends the whole batch as one `ZADD GT` while the next batch fills. Concurrent first
+//!   touches of one user share the same write.
+//! - **Outages.** A failed write moves its users to a bounded backlog that the writer
+//!   retries with backoff; while the store is failing, touches go straight to the backlog
+//!   instead of waiting.
+//! - **Invalidation.** Erasures and gone marks are announced in the store's feed; every
+//!   process drops those users from its cache and writes interactions it skipped since.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, SetOnce};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, duration_ms};
+use crate::erase::ErasureReason;
+use crate::error::{Error, Result};
+use crate::store::redis::FEED_KEEP_MS;
+use crate::store::{DynBackend, Invalidation};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FEED_POLL: Duration = Duration::from_secs(1);
+
+/// How an interaction was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// Written to the store by this call (or by a concurrent call for the same user).
+    Written,
+    /// Written recently enough already; nothing to do.
+    Cached,
+    /// The store is unreachable; buffered in memory and written when it answers again.
+    Buffered,
+    /// The store is unreachable and the buffer is full; the interaction is lost.
+    Dropped,
+    /// Not a user the crate tracks (a bot or one of Telegram's service accounts).
+    Ignored,
+}
+
+impl Recorded {
+    /// Returns `true` if the interaction is in the store now.
+    #[must_use]
+    pub fn is_stored(self) -> bool {
+        matches!(self, Self::Written | Self::Cached)
+    }
+}
+
+/// Counters shared by the whole crate; see [`Stats`](crate::Stats).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) touches_written: AtomicU64,
+    pub(crate) touch_write_failures: AtomicU64,
+    pub(crate) touches_buffered: AtomicU64,
+    pub(crate) touches_dropped: AtomicU64,
+    pub(crate) strict_refusals: AtomicU64,
+    pub(crate) erased: [AtomicU64; 5],
+    pub(crate) erasure_failures: AtomicU64,
+    pub(crate) marked_gone: AtomicU64,
+    pub(crate) follow_ups: AtomicU64,
+    pub(crate) leases_lost: AtomicU64,
+    pub(crate) prune_passes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn erased(&self, reason: ErasureReason) {
+        Self::add(&self.erased[reason.index()], 1);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    /// The newest interaction written to the store by this process.
+    written: i64,
+    /// The newest interaction not written because `written` was recent (0 if none).
+    skipped: i64,
+}
+
+struct State {
+    cache: HashMap<u64, Seen>,
+    pending: HashMap<u64, i64>,
+    /// Completes when `pending` has been written (`true`) or failed (`false`).
+    slot: Arc<SetOnce<bool>>,
+    backlog: HashMap<u64, i64>,
+    healthy: bool,
+    /// Users with an erasure running in this process: never served from the cache.
+    erasing: HashMap<u64, usize>,
+}
+
+pub(crate) struct Tracker {
+    state: Mutex<State>,
+    wake: Notify,
+    backend: DynBackend,
+    clock: Arc<dyn Clock>,
+    resolution_ms: i64,
+    follow_up_ms: i64,
+    store_timeout: Duration,
+    max_buffered: usize,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    writer: OnceLock<()>,
+}
+
+impl Tracker {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        backend: DynBackend,
+        clock: Arc<dyn Clock>,
+        resolution: Duration,
+        follow_up_delay: Duration,
+        store_timeout: Duration,
+        max_buffered: usize,
+        counters: Arc<Counters>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            state: Mutex::new(State {
+                cache: HashMap::new(),
+                pending: HashMap::new(),
+                slot: Arc::new(SetOnce::new()),
+                backlog: HashMap::new(),
+                healthy: true,
+                erasing: HashMap::new(),
+            }),
+            wake: Notify::new(),
+            backend,
+            clock,
+            resolution_ms: duration_ms(resolution),
+            follow_up_ms: duration_ms(follow_up_delay),
+            store_timeout,
+            max_buffered,
+            counters,
+            cancel,
+            writer: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that `user` interacted now.
+    ///
+    /// With `must_store`, waits for the write even while the store is failing (strict mode).
+    pub(crate) async fn touch(self: &Arc<Self>, user: u64, must_store: bool) -> Recorded {
+        let now = self.clock.now_ms();
+        let slot = {
+            let mut st = self.lock();
+            if !st.erasing.contains_key(&user)
+                && let Some(seen) = st.cache.get_mut(&user)
+                && now - seen.written < self.resolution_ms
+            {
+                seen.skipped = seen.skipped.max(now);
+                return Recorded::Cached;
+            }
+            if let Some(score) = st.pending.get_mut(&user) {
+                *score = (*score).max(now);
+                Arc::clone(&st.slot)
+            } else if !st.healthy && !must_store {
+                return self.buffer(&mut st, [(user, now)]);
+            } else {
+                st.pending.insert(user, now);
+                Arc::clone(&st.slot)
+            }
+        };
+        self.ensure_writer();
+        self.wake.notify_one();
+        if *slot.wait().await {
+            Recorded::Written
+        } else if self.lock().backlog.contains_key(&user) {
+            Recorded::Buffered
+        } else {
+            Recorded::Dropped
+        }
+    }
+
+    /// Adds touches to the backlog; returns how the last one fared.
+    fn buffer(&self, st: &mut State, touches: impl IntoIterator<Item = (u64, i64)>) -> Recorded {
+        let mut outcome = Recorded::Buffered;
+        for (user, ms) in touches {
+            let room = st.backlog.len() < self.max_buffered;
+            match st.backlog.get_mut(&user) {
+                Some(score) => *score = (*score).max(ms),
+                None if room => {
+                    st.backlog.insert(user, ms);
+                }
+                None => {
+                    Counters::add(&self.counters.touches_dropped, 1);
+                    outcome = Recorded::Dropped;
+                    continue;
+                }
+            }
+            Counters::add(&self.counters.touches_buffered, 1);
+            outcome = Recorded::Buffered;
+        }
+        outcome
+    }
+
+    /// Marks `user` as being erased by this process: drops them from the cache and sends
+    /// their interactions to the store until [`Tracker::end_erasure`].
+    pub(crate) fn begin_erasure(&self, user: u64) {
+        let mut st = self.lock();
+        st.cache.remove(&user);
+        *st.erasing.entry(user).or_default() += 1;
+    }
+
+    pub(crate) fn end_erasure(&self, user: u64) {
+        let mut st = self.lock();
+        if let Some(n) = st.erasing.get_mut(&user) {
+            *n -= 1;
+            if *n == 0 {
+                st.erasing.remove(&user);
+            }
+        }
+    }
+
+    /// Applies an erasure or gone mark: forgets the user and writes any interaction this
+    /// process skipped since `inv.since`. An interaction inside an opt-out's erasure window
+    /// was in flight while the erasers ran, so it also schedules a follow-up erasure.
+    pub(crate) async fn invalidate(self: &Arc<Self>, inv: Invalidation) {
+        let skipped = {
+            let mut st = self.lock();
+            let Some(seen) = st.cache.remove(&inv.user) else { return };
+            if seen.skipped < inv.since {
+                return;
+            }
+            let score = st.pending.entry(inv.user).or_insert(seen.skipped);
+            *score = (*score).max(seen.skipped);
+            seen.skipped
+        };
+        self.ensure_writer();
+        self.wake.notify_one();
+        if inv.opt_out && skipped <= inv.until {
+            let now = self.clock.now_ms();
+            let scheduled = self
+                .backend
+                .schedule(inv.user, ErasureReason::OptOut, now, Some(now + self.follow_up_ms))
+                .await;
+            match scheduled {
+                Ok(_) => Counters::add(&self.counters.follow_ups, 1),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not schedule a follow-up erasure after an in-flight update"
+                ),
+            }
+        }
+    }
+
+    /// Writes everything pending and buffered now.
+    pub(crate) async fn flush(self: &Arc<Self>) -> Result<()> {
+        self.ensure_writer();
+        self.write_pending().await;
+        self.write_backlog().await
+    }
+
+    /// Number of users in the cache.
+    pub(crate) fn cached_users(&self) -> usize {
+        self.lock().cache.len()
+    }
+
+    /// Number of buffered (unwritten) users.
+    pub(crate) fn buffered_users(&self) -> usize {
+        self.lock().backlog.len()
+    }
+
+    fn ensure_writer(self: &Arc<Self>) {
+        self.writer.get_or_init(|| {
+            tokio::spawn(Arc::clone(self).run());
+        });
+    }
+
+    /// The background writer: flushes batches, retries the backlog, reads the feed and
+    /// keeps the cache small.
+    async fn run(self: Arc<Self>) {
+        let mut backoff = MIN_BACKOFF;
+        let mut retry_at: Option<Instant> = None;
+        let mut feed = FeedReader::default();
+        let mut next_poll = Instant::now();
+        let sweep_every = Duration::from_millis(self.resolution_ms.unsigned_abs());
+        let mut next_sweep = Instant::now() + sweep_every;
+        loop {
+            let mut wake_at = next_poll.min(next_sweep);
+            if let Some(at) = retry_at {
+                wake_at = wake_at.min(at);
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    // Last chance for buffered interactions; bounded by the store timeout.
+                    let _ = self.flush().await;
+                    return;
+                }
+                () = self.wake.notified() => {}
+                () = sleep_until(wake_at) => {}
+            }
+            self.write_pending().await;
+            if retry_at.is_some_and(|at| at <= Instant::now()) {
+                retry_at = None;
+            }
+            let has_backlog = !self.lock().backlog.is_empty();
+            if has_backlog && retry_at.is_none() {
+                if self.write_backlog().await.is_ok() {
+                    backoff = MIN_BACKOFF;
+                } else {
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            if next_poll <= Instant::now() {
+                feed.poll(&self).await;
+                next_poll = Instant::now() + FEED_POLL;
+            }
+            if next_sweep <= Instant::now() {
+                self.sweep();
+                next_sweep = Instant::now() + sweep_every;
+            }
+        }
+    }
+
+    /// Writes the pending batch and completes its waiters.
+    async fn write_pending(&self) {
+        let (batch, slot) = {
+            let mut st = self.lock();
+            if st.pending.is_empty() {
+                return;
+            }
+            let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
+            (std::mem::take(&mut st.pending), slot)
+        };
+        let touches: Vec<(u64, i64)> = batch.into_iter().collect();
+        let result = self.write(&touches).await;
+        {
+            let mut st = self.lock();
+            match &result {
+                Ok(()) => self.written(&mut st, &touches),
+                Err(e) => {
+                    if st.healthy {
+                        tracing::warn!(
+                            error = %e,
+                            users = touches.len(),
+                            "could not record interactions; buffering them until the store \
+                             answers again"
+                        );
+                    }
+                    st.healthy = false;
+                    Counters::add(&self.counters.touch_write_failures, 1);
+                    self.buffer(&mut st, touches.iter().copied());
+                }
+            }
+        }
+        let _ = slot.set(result.is_ok());
+    }
+
+    /// Writes the backlog; on failure, puts it back (merged with newer touches).
+    async fn write_backlog(&self) -> Result<()> {
+        let touches: Vec<(u64, i64)> = {
+            let mut st = self.lock();
+            std::mem::take(&mut st.backlog).into_iter().collect()
+        };
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let result = self.write(&touches).await;
+        let mut st = self.lock();
+        match &result {
+            Ok(()) => {
+                tracing::info!(
+                    users = touches.len(),
+                    "store answers again; wrote buffered interactions"
+                );
+                self.written(&mut st, &touches);
+            }
+            Err(_) => {
+                Counters::add(&self.counters.touch_write_failures, 1);
+                for (user, ms) in touches {
+                    let score = st.backlog.entry(user).or_insert(ms);
+                    *score = (*score).max(ms);
+                }
+            }
+        }
+        result
+    }
+
+    async fn write(&self, touches: &[(u64, i64)]) -> Result<()> {
+        match timeout(self.store_timeout, self.backend.touch(touches)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.store_timeout)),
+        }
+    }
+
+    fn written(&self, st: &mut State, touches: &[(u64, i64)]) {
+        st.healthy = true;
+        Counters::add(&self.counters.touches_written, touches.len() as u64);
+        for &(user, ms) in touches {
+            let seen = st.cache.entry(user).or_insert(Seen { written: ms, skipped: 0 });
+            seen.written = seen.written.max(ms);
+        }
+    }
+
+    /// Drops cache entries that can no longer skip a write nor matter to an invalidation.
+    fn sweep(&self) {
+        let horizon = self.clock.now_ms() - 2 * self.resolution_ms;
+        self.lock().cache.retain(|_, s| s.written.max(s.skipped) >= horizon);
+    }
+}
+
+/// Follows the store's feed of erasures.
+#[derive(Default)]
+struct FeedReader {
+    cursor: Option<String>,
+    last_ok: Option<Instant>,
+}
+
+impl FeedReader {
+    async fn poll(&mut self, tracker: &Arc<Tracker>) {
+        let read = match &self.cursor {
+            None => tracker.backend.feed_head().await.map(|head| (Vec::new(), head)),
+            Some(cursor) => tracker.backend.feed_read(cursor).await,
+        };
+        match read {
+            Ok((invalidations, next)) => {
+                let gap = self.last_ok.is_some_and(|at| {
+                    at.elapsed() > Duration::from_millis(FEED_KEEP_MS.unsigned_abs() / 2)
+                });
+                if gap {
+                    // Announcements may have expired unseen: forget everything instead.
+                    tracker.lock().cache.clear();
+                }
+                self.cursor = Some(next);
+                self.last_ok = Some(Instant::now());
+                for inv in invalidations {
+                    tracker.invalidate(inv).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the erasure feed"),
+        }
+    }
+}
