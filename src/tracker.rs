@@ -93,6 +93,9 @@ struct State {
     pending: HashMap<u64, i64>,
     /// Completes when `pending` has been written (`true`) or failed (`false`).
     slot: Arc<SetOnce<bool>>,
+    /// The batch being written right now, and its completion.
+    in_flight: HashMap<u64, i64>,
+    in_flight_slot: Arc<SetOnce<bool>>,
     backlog: HashMap<u64, i64>,
     healthy: bool,
     /// Users with an erasure running in this process: never served from the cache.
@@ -130,6 +133,8 @@ impl Tracker {
                 cache: HashMap::new(),
                 pending: HashMap::new(),
                 slot: Arc::new(SetOnce::new()),
+                in_flight: HashMap::new(),
+                in_flight_slot: Arc::new(SetOnce::new()),
                 backlog: HashMap::new(),
                 healthy: true,
                 erasing: HashMap::new(),
@@ -168,6 +173,11 @@ impl Tracker {
             if let Some(score) = st.pending.get_mut(&user) {
                 *score = (*score).max(now);
                 Arc::clone(&st.slot)
+            } else if !st.erasing.contains_key(&user)
+                && st.in_flight.get(&user).is_some_and(|s| now - s < self.resolution_ms)
+            {
+                // Being written right now, recently enough: share that write.
+                Arc::clone(&st.in_flight_slot)
             } else if !st.healthy && !must_store {
                 return self.buffer(&mut st, [(user, now)]);
             } else {
@@ -330,18 +340,21 @@ impl Tracker {
 
     /// Writes the pending batch and completes its waiters.
     async fn write_pending(&self) {
-        let (batch, slot) = {
+        let (touches, slot) = {
             let mut st = self.lock();
             if st.pending.is_empty() {
                 return;
             }
             let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
-            (std::mem::take(&mut st.pending), slot)
+            st.in_flight = std::mem::take(&mut st.pending);
+            st.in_flight_slot = Arc::clone(&slot);
+            let touches: Vec<(u64, i64)> = st.in_flight.iter().map(|(u, s)| (*u, *s)).collect();
+            (touches, slot)
         };
-        let touches: Vec<(u64, i64)> = batch.into_iter().collect();
         let result = self.write(&touches).await;
         {
             let mut st = self.lock();
+            st.in_flight.clear();
             match &result {
                 Ok(()) => self.written(&mut st, &touches),
                 Err(e) => {

@@ -1,0 +1,190 @@
+//! Test support: a real redis-server per test, a fake Bot API, real update JSON, and a
+//! real teloxide `Dispatcher` fed with those updates.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod bot_api;
+pub mod redis_server;
+pub mod updates;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream;
+use serde_json::Value;
+use teloxide::dispatching::{Dispatcher, UpdateHandler};
+use teloxide::error_handlers::LoggingErrorHandler;
+use teloxide::stop::{StopToken, mk_stop_token};
+use teloxide::types::{AllowedUpdate, Update, UpdateKind};
+use teloxide::update_listeners::{AsUpdateStream, UpdateListener};
+use teloxide_retention::{ManualClock, MemoryStore, RedisStore, RetentionBuilder};
+
+pub use bot_api::FakeBotApi;
+pub use redis_server::RedisServer;
+
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A fixed start time: 2023-11-14T22:13:20Z.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    Memory,
+    Redis,
+}
+
+/// A store (shared by every `Retention` built from this env, like replicas) and a clock.
+pub struct Env {
+    pub backing: Backing,
+    pub clock: ManualClock,
+    pub memory: MemoryStore,
+    pub redis: Option<RedisServer>,
+}
+
+impl Env {
+    pub fn memory() -> Self {
+        init_tracing();
+        Self {
+            backing: Backing::Memory,
+            clock: ManualClock::at_unix_ms(T0),
+            memory: MemoryStore::new(),
+            redis: None,
+        }
+    }
+
+    pub fn redis() -> Self {
+        init_tracing();
+        Self {
+            backing: Backing::Redis,
+            clock: ManualClock::at_unix_ms(T0),
+            memory: MemoryStore::new(),
+            redis: Some(RedisServer::start()),
+        }
+    }
+
+    /// A builder on this env's store and clock, with a 30-day threshold and no commands.
+    pub async fn builder(&self) -> RetentionBuilder {
+        self.bare_builder().await.inactive_after(30 * DAY).without_commands()
+    }
+
+    /// A builder on this env's store and clock, nothing else set.
+    pub async fn bare_builder(&self) -> RetentionBuilder {
+        match &self.redis {
+            Some(server) => {
+                let store = RedisStore::open(&server.url()).await.expect("connect to redis");
+                teloxide_retention::Retention::builder(store)
+            }
+            None => teloxide_retention::Retention::builder(self.memory.clone()),
+        }
+        .clock(self.clock.clone())
+    }
+
+    pub fn redis_server(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("a redis env")
+    }
+
+    /// Raw access to the test's Redis, for checking keys.
+    pub fn redis_connection(&self) -> redis::Connection {
+        self.redis.as_ref().expect("a redis env").sync_connection()
+    }
+}
+
+/// Runs a test body against both stores: `both_stores! { async fn name(env) { ... } }`
+/// creates `name::memory` and `name::redis`.
+#[macro_export]
+macro_rules! both_stores {
+    ($(async fn $name:ident($env:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn run($env: $crate::common::Env) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    run($crate::common::Env::memory()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    run($crate::common::Env::redis()).await
+                }
+            }
+        )*
+    };
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "teloxide_retention=debug,warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Parses update JSON the way the dispatcher does, failing on anything teloxide would not
+/// understand (it would silently become `UpdateKind::Error`).
+pub fn parse(update: Value) -> Update {
+    let parsed: Update = serde_json::from_value(update.clone()).expect("update JSON");
+    assert!(!matches!(parsed.kind, UpdateKind::Error(_)), "teloxide did not parse {update:#}");
+    parsed
+}
+
+/// Runs a real teloxide `Dispatcher` over `updates` and returns when every update is handled.
+/// Returns the `allowed_updates` the dispatcher asked its listener for.
+pub async fn dispatch<E>(
+    api: &FakeBotApi,
+    handler: UpdateHandler<E>,
+    updates: Vec<Value>,
+) -> HashSet<AllowedUpdate>
+where
+    E: Debug + Send + Sync + 'static,
+{
+    let listener = ScriptedListener {
+        updates: updates.into_iter().map(parse).collect(),
+        hints: Arc::new(Mutex::new(HashSet::new())),
+        stop: mk_stop_token().0,
+    };
+    let hints = Arc::clone(&listener.hints);
+    Dispatcher::builder(api.bot(), handler)
+        .build()
+        .dispatch_with_listener(listener, LoggingErrorHandler::new())
+        .await;
+    let hints = hints.lock().unwrap().clone();
+    hints
+}
+
+/// An update listener that yields a fixed list of updates and then ends, which makes the
+/// dispatcher finish every update and return.
+struct ScriptedListener {
+    updates: Vec<Update>,
+    hints: Arc<Mutex<HashSet<AllowedUpdate>>>,
+    stop: StopToken,
+}
+
+impl UpdateListener for ScriptedListener {
+    type Err = Infallible;
+
+    fn stop_token(&mut self) -> StopToken {
+        self.stop.clone()
+    }
+
+    fn hint_allowed_updates(&mut self, hint: &mut dyn Iterator<Item = AllowedUpdate>) {
+        self.hints.lock().unwrap().extend(hint);
+    }
+}
+
+impl<'a> AsUpdateStream<'a> for ScriptedListener {
+    type StreamErr = Infallible;
+    type Stream = stream::Iter<std::vec::IntoIter<Result<Update, Infallible>>>;
+
+    fn as_stream(&'a mut self) -> Self::Stream {
+        let updates: Vec<_> = std::mem::take(&mut self.updates).into_iter().map(Ok).collect();
+        stream::iter(updates)
+    }
+}

@@ -1,0 +1,169 @@
+//! A real `redis-server` per test: its own temp dir and unix socket (no TCP port, so the
+//! machine's own Redis on 6379 is never touched), ready when it answers PING, killed on
+//! drop. A missing binary fails the test with an install hint; nothing is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct RedisServer {
+    dir: TempDir,
+    child: Option<Child>,
+    /// Set for cluster-mode servers: the TCP port.
+    port: Option<u16>,
+}
+
+fn binary() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+impl RedisServer {
+    /// Starts a server on a unix socket in a fresh temp dir.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("retention-redis-").tempdir().expect("temp dir");
+        let mut server = Self { dir, child: None, port: None };
+        server.spawn();
+        server
+    }
+
+    /// Starts a single-node Redis Cluster (all 16384 slots) on OS-chosen ports.
+    pub fn start_cluster() -> Self {
+        let dir =
+            tempfile::Builder::new().prefix("retention-cluster-").tempdir().expect("temp dir");
+        let port = free_port();
+        let mut server = Self { dir, child: None, port: Some(port) };
+        server.spawn();
+        let mut conn = server.sync_connection();
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query(&mut conn)
+            .expect("CLUSTER ADDSLOTSRANGE");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster never became ok:\n{info}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The URL to connect with.
+    pub fn url(&self) -> String {
+        match self.port {
+            Some(port) => format!("redis://127.0.0.1:{port}/"),
+            None => format!("redis+unix://{}", self.socket().display()),
+        }
+    }
+
+    pub fn sync_connection(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let mut cmd = Command::new(binary());
+        cmd.arg("--dir").arg(dir).arg("--logfile").arg(self.log()).args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]);
+        match self.port {
+            Some(port) => {
+                let bus = free_port();
+                cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+                    .arg("--cluster-config-file")
+                    .arg(dir.join("nodes.conf"));
+            }
+            None => {
+                cmd.args(["--port", "0", "--unixsocketperm", "700"])
+                    .arg("--unixsocket")
+                    .arg(self.socket());
+            }
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!(
+                "could not start `{}`: {e}.\nThe tests need a real Redis server binary: \
+                 install it (Debian/Ubuntu: `apt-get install redis-server`; macOS: \
+                 `brew install redis`), set REDIS_SERVER_BIN, or run scripts/test.sh, which \
+                 installs it.",
+                binary()
+            )
+        });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("redis-server exited with {status}; log:\n{}", read(&self.log()));
+            }
+            if Instant::now() > deadline {
+                panic!("redis-server did not answer PING within 10 s; log:\n{}", read(&self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (like a crash); its data is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Starts the server again on the same socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("<no log: {e}>"))
+}
+
+/// A TCP port the OS reports free (below 55536, so that a cluster bus port fits too).
+fn free_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < 55_536 {
+            return port;
+        }
+    }
+}

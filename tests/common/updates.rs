@@ -1,0 +1,172 @@
+//! Update JSON as Telegram sends it (shapes from the Bot API documentation and real bots).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde_json::{Value, json};
+
+use super::bot_api::{BOT_ID, BOT_USERNAME};
+
+static NEXT_ID: AtomicI64 = AtomicI64::new(1);
+
+fn next() -> i64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+pub const GROUP: i64 = -1_001_234_567_890;
+pub const CHANNEL: i64 = -1_009_876_543_210;
+
+pub fn user(id: u64) -> Value {
+    json!({ "id": id, "is_bot": false, "first_name": format!("User{id}"), "language_code": "en" })
+}
+
+fn bot_user() -> Value {
+    json!({ "id": BOT_ID, "is_bot": true, "first_name": "Retention Test", "username": BOT_USERNAME })
+}
+
+pub fn private_chat(id: u64) -> Value {
+    json!({ "id": id, "first_name": format!("User{id}"), "type": "private" })
+}
+
+pub fn group_chat() -> Value {
+    json!({ "id": GROUP, "title": "Test group", "type": "supergroup" })
+}
+
+fn message_in(from: Option<Value>, chat: Value, text: &str) -> Value {
+    let mut m = json!({ "message_id": next(), "date": 1_700_000_000, "chat": chat, "text": text });
+    if let Some(from) = from {
+        m["from"] = from;
+    }
+    if text.starts_with('/') {
+        let len = text.split_whitespace().next().unwrap().encode_utf16().count();
+        m["entities"] = json!([{ "type": "bot_command", "offset": 0, "length": len }]);
+    }
+    m
+}
+
+/// A text message from `user` in their private chat.
+pub fn message(user_id: u64, text: &str) -> Value {
+    json!({ "update_id": next(), "message": message_in(Some(user(user_id)), private_chat(user_id), text) })
+}
+
+/// A text message from `user` in the test group.
+pub fn group_message(user_id: u64, text: &str) -> Value {
+    json!({ "update_id": next(), "message": message_in(Some(user(user_id)), group_chat(), text) })
+}
+
+pub fn edited_message(user_id: u64, text: &str) -> Value {
+    let mut m = message_in(Some(user(user_id)), private_chat(user_id), text);
+    m["edit_date"] = json!(1_700_000_100);
+    json!({ "update_id": next(), "edited_message": m })
+}
+
+/// A press of an inline button under a message the bot sent to `chat`.
+pub fn callback(user_id: u64, chat: Value, data: &str) -> Value {
+    let mut bot_message = message_in(Some(bot_user()), chat, "prompt");
+    bot_message["message_id"] = json!(1);
+    json!({
+        "update_id": next(),
+        "callback_query": {
+            "id": format!("cbq-{}", next()),
+            "from": user(user_id),
+            "message": bot_message,
+            "chat_instance": "-8123456789",
+            "data": data,
+        }
+    })
+}
+
+pub fn inline_query(user_id: u64, query: &str) -> Value {
+    json!({
+        "update_id": next(),
+        "inline_query": {
+            "id": format!("iq-{}", next()), "from": user(user_id), "query": query,
+            "offset": "", "chat_type": "sender",
+        }
+    })
+}
+
+/// A post in a channel: no `from` at all.
+pub fn channel_post(text: &str) -> Value {
+    let chat = json!({ "id": CHANNEL, "title": "News", "type": "channel" });
+    let mut post = message_in(None, chat.clone(), text);
+    post["sender_chat"] = chat;
+    json!({ "update_id": next(), "channel_post": post })
+}
+
+/// An anonymous group admin's message: `from` is `GroupAnonymousBot`.
+pub fn anonymous_admin_message(text: &str) -> Value {
+    let from = json!({ "id": 1_087_968_824u64, "is_bot": true, "first_name": "Group",
+                       "username": "GroupAnonymousBot" });
+    let mut m = message_in(Some(from), group_chat(), text);
+    m["sender_chat"] = group_chat();
+    json!({ "update_id": next(), "message": m })
+}
+
+/// An automatic forward of a channel post into its discussion group: `from` is 777000.
+pub fn telegram_service_message(text: &str) -> Value {
+    let from = json!({ "id": 777_000, "is_bot": false, "first_name": "Telegram" });
+    let mut m = message_in(Some(from), group_chat(), text);
+    m["is_automatic_forward"] = json!(true);
+    json!({ "update_id": next(), "message": m })
+}
+
+/// A message from another bot in a group.
+pub fn bot_message(bot_id: u64, text: &str) -> Value {
+    let from =
+        json!({ "id": bot_id, "is_bot": true, "first_name": "Other", "username": "other_bot" });
+    json!({ "update_id": next(), "message": message_in(Some(from), group_chat(), text) })
+}
+
+/// A poll update: no user.
+pub fn poll() -> Value {
+    json!({
+        "update_id": next(),
+        "poll": {
+            "id": "5432", "question": "Lunch?",
+            "options": [{ "text": "Pizza", "voter_count": 3 }, { "text": "Salad", "voter_count": 1 }],
+            "total_voter_count": 4, "is_closed": false, "is_anonymous": true,
+            "type": "regular", "allows_multiple_answers": false,
+        }
+    })
+}
+
+fn chat_member_update(chat: Value, from: Value, old: Value, new: Value) -> Value {
+    json!({
+        "update_id": next(),
+        "my_chat_member": {
+            "chat": chat, "from": from, "date": 1_700_000_000,
+            "old_chat_member": old, "new_chat_member": new,
+        }
+    })
+}
+
+/// The user blocked the bot ("Stop bot" / "Delete and block"): `new_chat_member.user` is the
+/// bot itself, the user is `from`.
+pub fn blocked(user_id: u64) -> Value {
+    chat_member_update(
+        private_chat(user_id),
+        user(user_id),
+        json!({ "user": bot_user(), "status": "member" }),
+        json!({ "user": bot_user(), "status": "kicked", "until_date": 0 }),
+    )
+}
+
+/// The user unblocked the bot (restarted it).
+pub fn unblocked(user_id: u64) -> Value {
+    chat_member_update(
+        private_chat(user_id),
+        user(user_id),
+        json!({ "user": bot_user(), "status": "kicked", "until_date": 0 }),
+        json!({ "user": bot_user(), "status": "member" }),
+    )
+}
+
+/// An admin removed the bot from the group.
+pub fn bot_kicked_from_group(admin_id: u64) -> Value {
+    chat_member_update(
+        group_chat(),
+        user(admin_id),
+        json!({ "user": bot_user(), "status": "member" }),
+        json!({ "user": bot_user(), "status": "kicked", "until_date": 0 }),
+    )
+}

@@ -1,0 +1,10 @@
+//! Integration tests: every store behaviour against real Redis and the in-memory store, the
+#![allow(unreachable_pub)]
+//! layer through real teloxide dispatching, and the Bot API through a local fake server.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod support;
+
+mod store;

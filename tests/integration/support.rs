@@ -1,0 +1,116 @@
+//! Erasers and helpers shared by the integration tests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use teloxide::types::UserId;
+use teloxide_retention::{BoxError, Eraser, Erasure, ErasureReason, Export};
+use tokio::sync::Notify;
+
+/// Records every erasure; can fail the first `fail_first` calls, or block until released.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub name: &'static str,
+    calls: Arc<Mutex<Vec<Erasure>>>,
+    fail_first: Arc<AtomicU32>,
+    gate: Option<Arc<Gate>>,
+    yielding: bool,
+}
+
+/// Lets a test hold an eraser mid-erasure and release it.
+#[derive(Default)]
+pub struct Gate {
+    pub entered: Notify,
+    pub release: Notify,
+}
+
+impl Recorder {
+    pub fn new(name: &'static str) -> Self {
+        Self { name, ..Self::default() }
+    }
+
+    /// Fails the first `n` calls with an error.
+    pub fn failing_first(self, n: u32) -> Self {
+        self.fail_first.store(n, Ordering::SeqCst);
+        self
+    }
+
+    /// Blocks every call until `gate.release` is notified.
+    pub fn gated(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Yields to the scheduler in every call, so that concurrent pruners interleave even
+    /// on the in-memory store.
+    pub fn yielding(mut self) -> Self {
+        self.yielding = true;
+        self
+    }
+
+    pub fn calls(&self) -> Vec<Erasure> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// How often each user was erased (successful calls only).
+    pub fn counts(&self) -> HashMap<u64, usize> {
+        let mut counts = HashMap::new();
+        for e in self.calls() {
+            *counts.entry(e.user.0).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn erased(&self, user: u64) -> usize {
+        self.counts().get(&user).copied().unwrap_or(0)
+    }
+
+    pub fn reasons(&self, user: u64) -> Vec<ErasureReason> {
+        self.calls().into_iter().filter(|e| e.user.0 == user).map(|e| e.reason).collect()
+    }
+}
+
+impl Eraser for Recorder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn erase(&self, erasure: Erasure) -> Result<(), BoxError> {
+        if self.yielding {
+            tokio::task::yield_now().await;
+        }
+        if let Some(gate) = &self.gate {
+            gate.entered.notify_one();
+            gate.release.notified().await;
+        }
+        let failing = self
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err("database unavailable".into());
+        }
+        self.calls.lock().unwrap().push(erasure);
+        Ok(())
+    }
+
+    async fn export(&self, user: UserId) -> Result<Export, BoxError> {
+        Ok(Export::Data(serde_json::json!({ "user": user.0, "source": self.name })))
+    }
+}
+
+/// Polls `check` until it holds, for effects of background tasks (never for prunes, which
+/// tests run explicitly). Fails after five seconds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
