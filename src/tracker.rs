@@ -375,12 +375,10 @@ impl Tracker {
         let _ = slot.set(result.is_ok());
     }
 
-    /// Writes the backlog; on failure, puts it back (merged with newer touches).
+    /// Writes a snapshot of the backlog and removes what was written. The backlog stays in
+    /// place meanwhile, so its bound holds and newer touches merge into it.
     async fn write_backlog(&self) -> Result<()> {
-        let touches: Vec<(u64, i64)> = {
-            let mut st = self.lock();
-            std::mem::take(&mut st.backlog).into_iter().collect()
-        };
+        let touches: Vec<(u64, i64)> = self.lock().backlog.iter().map(|(u, s)| (*u, *s)).collect();
         if touches.is_empty() {
             return Ok(());
         }
@@ -392,15 +390,14 @@ impl Tracker {
                     users = touches.len(),
                     "store answers again; wrote buffered interactions"
                 );
+                for (user, ms) in &touches {
+                    if st.backlog.get(user).is_some_and(|s| s <= ms) {
+                        st.backlog.remove(user);
+                    }
+                }
                 self.written(&mut st, &touches);
             }
-            Err(_) => {
-                Counters::add(&self.counters.touch_write_failures, 1);
-                for (user, ms) in touches {
-                    let score = st.backlog.entry(user).or_insert(ms);
-                    *score = (*score).max(ms);
-                }
-            }
+            Err(_) => Counters::add(&self.counters.touch_write_failures, 1),
         }
         result
     }

@@ -127,10 +127,11 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Parses update JSON the way the dispatcher does, failing on anything teloxide would not
-/// understand (it would silently become `UpdateKind::Error`).
+/// Parses update JSON the way the dispatcher does (from text: teloxide's `Update` parser
+/// needs borrowed keys), failing on anything teloxide would not understand (it would
+/// silently become `UpdateKind::Error`).
 pub fn parse(update: Value) -> Update {
-    let parsed: Update = serde_json::from_value(update.clone()).expect("update JSON");
+    let parsed: Update = serde_json::from_str(&update.to_string()).expect("update JSON");
     assert!(!matches!(parsed.kind, UpdateKind::Error(_)), "teloxide did not parse {update:#}");
     parsed
 }

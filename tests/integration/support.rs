@@ -102,13 +102,13 @@ impl Eraser for Recorder {
 }
 
 /// Polls `check` until it holds, for effects of background tasks (never for prunes, which
-/// tests run explicitly). Fails after five seconds.
+/// tests run explicitly). Fails after ten seconds.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

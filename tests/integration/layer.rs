@@ -1,0 +1,224 @@
+//! The layer, driven through a real teloxide `Dispatcher` with real update JSON.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use teloxide::RequestError;
+use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
+use teloxide::prelude::*;
+use teloxide::types::AllowedUpdate;
+use teloxide_retention::{MemoryStore, Retention, RetentionExt};
+
+use crate::both_stores;
+use crate::common::{DAY, FakeBotApi, dispatch, updates as u};
+use crate::support::eventually;
+
+/// A tree that handles the usual update kinds and counts what reaches it.
+fn counting_tree(seen: Arc<AtomicUsize>) -> UpdateHandler<RequestError> {
+    let count = move || {
+        let seen = Arc::clone(&seen);
+        move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    };
+    dptree::entry()
+        .branch(Update::filter_message().endpoint(count()))
+        .branch(Update::filter_edited_message().endpoint(count()))
+        .branch(Update::filter_callback_query().endpoint(count()))
+        .branch(Update::filter_inline_query().endpoint(count()))
+        .branch(Update::filter_channel_post().endpoint(count()))
+        .branch(Update::filter_poll().endpoint(count()))
+}
+
+both_stores! {
+    async fn tracks_the_human_user_of_every_kind_of_update_and_nobody_else(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let updates = vec![
+            u::message(1, "hello"),
+            u::edited_message(2, "hello!"),
+            u::callback(3, u::private_chat(3), "menu:open"),
+            u::inline_query(4, "cats"),
+            u::channel_post("news"),
+            u::anonymous_admin_message("from the admins"),
+            u::telegram_service_message("forwarded from the channel"),
+            u::bot_message(999, "beep"),
+            u::poll(),
+        ];
+        let n = updates.len();
+        dispatch(&api, retention.wrap(counting_tree(Arc::clone(&seen))), updates).await;
+
+        assert_eq!(seen.load(Ordering::SeqCst), n, "every update reaches the wrapped tree");
+        for user in 1..=4 {
+            assert!(retention.status(UserId(user)).await.unwrap().last_seen.is_some(), "user {user}");
+        }
+        for nobody in [999, 777_000, 1_087_968_824, 136_817_688] {
+            assert_eq!(retention.status(UserId(nobody)).await.unwrap().last_seen, None, "{nobody}");
+        }
+        assert_eq!(retention.tracked_users().await.unwrap(), 4);
+    }
+
+    async fn records_the_interaction_before_the_wrapped_handler_runs(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        let checked = Arc::new(AtomicBool::new(false));
+        let tree = Update::filter_message().endpoint({
+            let retention = retention.clone();
+            let checked = Arc::clone(&checked);
+            move |msg: Message| {
+                let retention = retention.clone();
+                let checked = Arc::clone(&checked);
+                async move {
+                    let user = msg.from.unwrap().id;
+                    let status = retention.status(user).await.unwrap();
+                    assert!(status.last_seen.is_some(), "handler ran before the record was stored");
+                    checked.store(true, Ordering::SeqCst);
+                    Ok::<_, RequestError>(())
+                }
+            }
+        });
+        dispatch(&api, retention.wrap(tree), vec![u::message(31, "hi")]).await;
+        assert!(checked.load(Ordering::SeqCst));
+    }
+
+    async fn one_write_per_user_per_resolution_however_many_updates(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let updates = (0..50).map(|i| u::message(40 + i % 5, "spam")).collect();
+        dispatch(&api, retention.wrap(counting_tree(Arc::clone(&seen))), updates).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 50);
+        assert_eq!(retention.stats().touches_written, 5);
+    }
+}
+
+async fn hints_of(handler: UpdateHandler<RequestError>) -> HashSet<AllowedUpdate> {
+    let api = FakeBotApi::start().await;
+    dispatch(&api, handler, Vec::new()).await
+}
+
+fn retention(
+    build: impl FnOnce(teloxide_retention::RetentionBuilder) -> teloxide_retention::RetentionBuilder,
+) -> Retention {
+    build(Retention::builder(MemoryStore::new()).inactive_after(30 * DAY)).build().unwrap()
+}
+
+fn messages_only() -> UpdateHandler<RequestError> {
+    Update::filter_message().endpoint(|| async { Ok(()) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_updates_are_the_trees_own_plus_what_enabled_features_need() {
+    use AllowedUpdate::*;
+    let set = |kinds: &[AllowedUpdate]| kinds.iter().copied().collect::<HashSet<_>>();
+
+    assert_eq!(hints_of(messages_only()).await, set(&[Message]), "the bare tree");
+    let tracking_only = retention(|b| b.without_commands().detect_blocks(false));
+    assert_eq!(
+        hints_of(tracking_only.wrap(messages_only())).await,
+        set(&[Message]),
+        "tracking never widens"
+    );
+
+    let blocks = retention(|b| b.without_commands());
+    assert_eq!(hints_of(blocks.wrap(messages_only())).await, set(&[Message, MyChatMember]));
+
+    let inline_tree: UpdateHandler<RequestError> = dptree::entry()
+        .branch(Update::filter_inline_query().endpoint(|| async { Ok(()) }))
+        .branch(Update::filter_chosen_inline_result().endpoint(|| async { Ok(()) }));
+    let defaults = retention(|b| b);
+    let hints = hints_of(defaults.wrap(inline_tree)).await;
+    assert_eq!(
+        hints,
+        set(&[InlineQuery, ChosenInlineResult, MyChatMember, Message, CallbackQuery])
+    );
+    assert!(!hints.contains(&ChatMember), "never the flood of chat_member updates");
+}
+
+#[tokio::test]
+#[should_panic(expected = "alloc::string::String")]
+async fn the_dispatcher_still_type_checks_the_wrapped_tree() {
+    let tree: UpdateHandler<RequestError> =
+        Update::filter_message().endpoint(|_needs_a_string: String| async { Ok(()) });
+    let wrapped = retention(|b| b).wrap(tree);
+    let _ = Dispatcher::builder(Bot::new("1:x"), wrapped).build();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extension_method_wraps_like_wrap() {
+    let retention = retention(|b| b.without_commands());
+    let wrapped = messages_only().with_retention(&retention);
+    assert_eq!(hints_of(wrapped).await, hints_of(retention.wrap(messages_only())).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_is_down_updates_are_handled_and_recorded_once_it_is_back() {
+    let mut env = crate::common::Env::redis();
+    let api = FakeBotApi::start().await;
+    let retention = env.builder().await.store_timeout(Duration::from_millis(500)).build().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let tree = || retention.wrap(counting_tree(Arc::clone(&seen)));
+    dispatch(&api, tree(), vec![u::message(1, "before")]).await;
+
+    env.redis_server().stop();
+    let during: Vec<_> = (10..20).map(|user| u::message(user, "during the outage")).collect();
+    dispatch(&api, tree(), during).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 11, "every update was handled");
+    let stats = retention.stats();
+    assert!(stats.touch_write_failures >= 1, "{stats:?}");
+    assert_eq!(stats.buffered_users, 10, "{stats:?}");
+    assert_eq!(stats.touches_dropped, 0);
+
+    env.redis_server().restart();
+    eventually("buffered interactions are written", || async {
+        retention.stats().buffered_users == 0
+    })
+    .await;
+    for user in 10..20 {
+        let status = retention.status(UserId(user)).await.unwrap();
+        assert!(status.last_seen.is_some(), "user {user} recorded after the outage");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_and_counts_further_users() {
+    let mut env = crate::common::Env::redis();
+    let retention = env
+        .builder()
+        .await
+        .store_timeout(Duration::from_millis(300))
+        .max_buffered_touches(3)
+        .build()
+        .unwrap();
+    env.redis_server().stop();
+    for user in 1..=5 {
+        retention.record(UserId(user)).await;
+    }
+    let stats = retention.stats();
+    assert_eq!((stats.buffered_users, stats.touches_dropped), (3, 2), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_refuses_to_handle_updates_it_could_not_record() {
+    let mut env = crate::common::Env::redis();
+    let api = FakeBotApi::start().await;
+    let retention =
+        env.builder().await.strict(true).store_timeout(Duration::from_millis(300)).build().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let tree = || retention.wrap(counting_tree(Arc::clone(&seen)));
+
+    env.redis_server().stop();
+    dispatch(&api, tree(), vec![u::message(1, "refused"), u::message(2, "refused")]).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "not handled without a record");
+    assert_eq!(retention.stats().strict_refusals, 2);
+
+    env.redis_server().restart();
+    eventually("the store answers again", || async { retention.flush().await.is_ok() }).await;
+    dispatch(&api, tree(), vec![u::message(3, "handled")]).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert!(retention.status(UserId(3)).await.unwrap().last_seen.is_some());
+}
