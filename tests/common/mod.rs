@@ -146,16 +146,27 @@ pub async fn dispatch<E>(
 where
     E: Debug + Send + Sync + 'static,
 {
+    let mut dispatcher = Dispatcher::builder(api.bot(), handler).build();
+    dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await
+}
+
+/// [`dispatch`] with a dispatcher built by the test.
+pub async fn dispatch_with<E, K>(
+    dispatcher: &mut Dispatcher<teloxide::Bot, E, K>,
+    updates: Vec<Value>,
+    listener_errors: Arc<LoggingErrorHandler>,
+) -> HashSet<AllowedUpdate>
+where
+    E: Debug + Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Clone + Send + 'static,
+{
     let listener = ScriptedListener {
         updates: updates.into_iter().map(parse).collect(),
         hints: Arc::new(Mutex::new(HashSet::new())),
         stop: mk_stop_token().0,
     };
     let hints = Arc::clone(&listener.hints);
-    Dispatcher::builder(api.bot(), handler)
-        .build()
-        .dispatch_with_listener(listener, LoggingErrorHandler::new())
-        .await;
+    dispatcher.dispatch_with_listener(listener, listener_errors).await;
     let hints = hints.lock().unwrap().clone();
     hints
 }

@@ -7,5 +7,6 @@ mod common;
 
 mod support;
 
+mod gone;
 mod layer;
 mod store;
