@@ -67,14 +67,15 @@ pub struct PassReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PrunePreview {
-    /// Users inactive past the threshold.
+    /// Users inactive past the threshold (including any who are also scheduled).
     pub inactive: u64,
     /// Scheduled erasures that are due (gone users, opt-outs, retries); users among them
     /// who came back are dropped by the pass instead.
     pub scheduled_due: u64,
     /// Erasures whose pruner died; the pass takes them over.
     pub expired_leases: u64,
-    /// Up to the requested number of users the pass would erase, scheduled ones first.
+    /// Up to the requested number of users the pass would erase, each once, scheduled ones
+    /// first.
     pub users: Vec<PreviewEntry>,
 }
 

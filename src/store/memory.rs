@@ -351,7 +351,14 @@ impl Backend for Bound {
             }
             let room = limit.saturating_sub(entries.len());
             for (user, seen) in s.seen.up_to(cutoff, room) {
-                entries.push((user, ErasureReason::Inactive, 0, Some(seen)));
+                match s.queue.score(user) {
+                    None => entries.push((user, ErasureReason::Inactive, 0, Some(seen))),
+                    Some(due) if due > now => {
+                        let (reason, marked_at, _) = s.job_of(user);
+                        entries.push((user, reason, marked_at, Some(seen)));
+                    }
+                    Some(_) => {} // due: listed above
+                }
             }
             RawPreview {
                 inactive_total: s.seen.count_up_to(cutoff),

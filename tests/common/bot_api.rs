@@ -201,3 +201,12 @@ pub fn multipart_field(raw: &[u8], name: &str) -> Option<String> {
     let end = value.find("\r\n--").unwrap_or(value.len());
     Some(value[..end].to_owned())
 }
+
+/// The content of an uploaded file field, following teloxide's `attach://<part>` indirection.
+pub fn uploaded_file(raw: &[u8], name: &str) -> Option<String> {
+    let value = multipart_field(raw, name)?;
+    match value.strip_prefix("attach://") {
+        Some(part) => multipart_field(raw, part),
+        None => Some(value),
+    }
+}

@@ -167,8 +167,7 @@ where
     };
     let hints = Arc::clone(&listener.hints);
     dispatcher.dispatch_with_listener(listener, listener_errors).await;
-    let hints = hints.lock().unwrap().clone();
-    hints
+    hints.lock().unwrap().clone()
 }
 
 /// An update listener that yields a fixed list of updates and then ends, which makes the

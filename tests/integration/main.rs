@@ -7,6 +7,8 @@ mod common;
 
 mod support;
 
+mod cluster;
+mod commands;
 mod gone;
 mod layer;
 mod store;

@@ -266,6 +266,22 @@ both_stores! {
         assert_eq!(retention.status(UserId(3)).await.unwrap().erasure, None);
     }
 
+    async fn the_dry_run_lists_each_user_once_with_the_reason_the_pass_uses(env) {
+        let retention = env.builder().await.build().unwrap();
+        retention.record(UserId(1)).await;
+        retention.record(UserId(2)).await;
+        env.clock.advance(29 * DAY);
+        // Gone, but the grace period ends after the inactivity threshold does.
+        retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap();
+        env.clock.advance(2 * DAY);
+        let preview = retention.preview(10).await.unwrap();
+        let listed: Vec<_> = preview.users.iter().map(|e| (e.user.0, e.reason)).collect();
+        assert_eq!(listed, [(1, ErasureReason::Blocked), (2, ErasureReason::Inactive)]);
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!(report.erased_by_reason[ErasureReason::Blocked as usize], 1);
+        assert_eq!(report.erased_by_reason[ErasureReason::Inactive as usize], 1);
+    }
+
     async fn an_interaction_within_the_grace_period_cancels_the_erasure(env) {
         let eraser = Recorder::new("profiles");
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();

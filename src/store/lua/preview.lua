@@ -34,7 +34,17 @@ end
 if listed < limit then
   local rows = redis.call('ZRANGE', KEYS[1], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit - listed, 'WITHSCORES')
   for i = 1, #rows, 2 do
-    list(rows[i], 'i', 0, rows[i + 1])
+    local user, seen = rows[i], rows[i + 1]
+    local due = redis.call('ZSCORE', KEYS[3], user)
+    if not due then
+      list(user, 'i', 0, seen)
+    elseif tonumber(due) > tonumber(now) then
+      -- Scheduled but not due yet (a grace period): the claim takes them now, with the
+      -- scheduled reason. Due scheduled users were listed above.
+      local job = redis.call('HGET', KEYS[4], user) or 'i,0,0'
+      local r, m = string.match(job, '^(%a),(%-?%d+),')
+      list(user, r, m, seen)
+    end
   end
 end
 return out
