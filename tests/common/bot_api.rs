@@ -1,6 +1,7 @@
 //! A local HTTP server that answers like the Telegram Bot API, with a real `teloxide::Bot`
 //! pointed at it. It records every request and can fail requests to chosen chats the way
 //! Telegram does (403 blocked, 403 deactivated, 400 chat not found, 429, 5xx).
+#![allow(dead_code, unreachable_pub)] // Shared with the demo, which uses a part.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -84,6 +85,11 @@ impl FakeBotApi {
     /// Makes every request to `chat` fail with this status and description.
     pub fn fail_chat(&self, chat: i64, status: u16, description: &str) {
         self.state.lock().unwrap().failures.insert(chat, (status, description.to_owned()));
+    }
+
+    /// Lets requests to `chat` succeed again.
+    pub fn heal_chat(&self, chat: i64) {
+        self.state.lock().unwrap().failures.remove(&chat);
     }
 
     pub fn sent(&self) -> Vec<Sent> {

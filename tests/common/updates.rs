@@ -1,4 +1,5 @@
 //! Update JSON as Telegram sends it (shapes from the Bot API documentation and real bots).
+#![allow(dead_code, unreachable_pub)] // Shared with the demo, which uses a part.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
