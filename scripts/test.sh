@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs what the tests need if it is missing, then runs the format check, clippy with
+# warnings denied, every test (unit, integration, doc) and the offline demo.
+# CI runs exactly this script (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+install_redis() {
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    if command -v apt-get >/dev/null 2>&1; then
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+    elif command -v dnf >/dev/null 2>&1; then
+        $sudo dnf install -y redis
+    elif command -v apk >/dev/null 2>&1; then
+        $sudo apk add --no-cache redis
+    elif command -v pacman >/dev/null 2>&1; then
+        $sudo pacman -S --noconfirm redis
+    elif command -v brew >/dev/null 2>&1; then
+        brew install redis
+    else
+        echo "error: redis-server is missing and no known package manager was found." >&2
+        echo "Install Redis 6.2 or newer so that redis-server is on PATH, or set REDIS_SERVER_BIN." >&2
+        exit 1
+    fi
+}
+
+REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-redis-server}"
+if ! command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1; then
+    say "redis-server not found: installing it"
+    install_redis
+fi
+version=$("$REDIS_SERVER_BIN" --version | sed -n 's/.* v=\([0-9]*\.[0-9]*\).*/\1/p')
+major=${version%%.*}
+minor=${version#*.}
+if [ -z "$version" ] || [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 2 ]; }; then
+    echo "error: the tests need Redis 6.2 or newer (GETDEL, ZRANGE BYSCORE); found '${version:-unknown}'." >&2
+    exit 1
+fi
+echo "redis-server $version (each test starts its own; nothing uses port 6379)"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --all-targets --no-fail-fast
+else
+    echo "cargo-nextest not found; running the same tests with cargo test"
+    cargo test --locked --all-targets --no-fail-fast
+fi
+
+say "doc tests (README included)"
+cargo test --locked --doc
+
+say "offline demo"
+cargo run --locked --quiet --example demo >/dev/null
+echo "demo ran"
+
+say "all checks passed"
