@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need if it is missing, then runs the format check, clippy with
-# warnings denied, every test (unit, integration, doc) and the offline demo.
+# warnings denied, every test (unit, integration, doc), rustdoc and the offline demo.
 # CI runs exactly this script (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +58,9 @@ fi
 
 say "doc tests (README included)"
 cargo test --locked --doc
+
+say "cargo doc (broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 
 say "offline demo"
 cargo run --locked --quiet --example demo >/dev/null

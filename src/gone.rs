@@ -22,7 +22,7 @@
 //! }
 //! ```
 //!
-//! What happens to a gone user is the [`GonePolicy`](crate::GonePolicy): erased at the
+//! What happens to a gone user is the [`GonePolicy`]: erased at the
 //! next pass, after a grace period (the default: a user who unblocks or interacts within it
 //! is kept), or only marked.
 
