@@ -39,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{duration_ms, to_datetime};
 use crate::erase::ErasureReason;
 use crate::error::Result;
-use crate::retention::{EraserFailures, Retention};
-use crate::store::{Claimed, Confirmed};
+use crate::retention::Retention;
+use crate::store::random_id;
 use crate::tracker::Counters;
 
 /// What one prune pass did.
@@ -72,7 +72,8 @@ pub struct PrunePreview {
     /// Scheduled erasures that are due (gone users, opt-outs, retries); users among them
     /// who came back are dropped by the pass instead.
     pub scheduled_due: u64,
-    /// Erasures whose pruner died; the pass takes them over.
+    /// Claimed batches whose pruner died before finishing them; the pass takes their users
+    /// over.
     pub expired_leases: u64,
     /// Up to the requested number of users the pass would erase, each once, scheduled ones
     /// first.
@@ -223,38 +224,28 @@ impl Retention {
         let mut report = PassReport::default();
         while !token.is_cancelled() {
             let (now, cutoff) = self.cutoff();
-            let lease_until = now + duration_ms(config.lease);
-            let claim = self.inner.backend.claim(now, cutoff, lease_until, config.batch_size);
-            let claimed = self.store_call(claim).await?;
-            if claimed.is_empty() {
+            let deadline = now + duration_ms(config.lease);
+            let claim =
+                self.inner.backend.claim(now, cutoff, deadline, config.batch_size, random_id());
+            let batch = self.store_call(claim).await?;
+            if batch.users.is_empty() {
                 break;
             }
             report.batches += 1;
-            self.finish_batch(&claimed, &mut report).await?;
+            report.claimed += batch.users.len() as u64;
+            let finished = self.erase_batch(&batch).await?;
+            if finished.lease_lost {
+                report.leases_lost += batch.users.len() as u64;
+                continue;
+            }
+            for (claimed, _) in &finished.erased {
+                report.erased += 1;
+                report.erased_by_reason[claimed.reason.index()] += 1;
+            }
+            report.failed += finished.failed.len() as u64;
         }
         report.elapsed = started.elapsed();
         Counters::add(&self.inner.counters.prune_passes, 1);
         Ok(report)
-    }
-
-    /// Erases one claimed batch: every eraser, then confirm or release.
-    async fn finish_batch(&self, claimed: &[Claimed], report: &mut PassReport) -> Result<()> {
-        report.claimed += claimed.len() as u64;
-        let failures = self.run_erasers(claimed).await;
-        let mut done = Vec::with_capacity(claimed.len());
-        let mut failed: Vec<(Claimed, EraserFailures)> = Vec::new();
-        for (c, f) in claimed.iter().zip(failures) {
-            if f.is_empty() { done.push(*c) } else { failed.push((*c, f)) }
-        }
-        for (c, outcome) in done.iter().zip(self.confirm(&done).await?) {
-            if outcome == Confirmed::LeaseLost {
-                report.leases_lost += 1;
-            } else {
-                report.erased += 1;
-                report.erased_by_reason[c.reason.index()] += 1;
-            }
-        }
-        report.failed += failed.len() as u64;
-        self.release(&failed).await
     }
 }

@@ -14,7 +14,7 @@ use crate::commands::Commands;
 use crate::config::{ChatHook, Config, ErasedHook, ErasedUser, RetentionBuilder};
 use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
 use crate::error::{Error, Result};
-use crate::store::{Claimed, Confirmed, DynBackend, Invalidation, Store};
+use crate::store::{Batch, Claimed, Confirmed, DynBackend, Invalidation, Store, random_id};
 use crate::tracker::{Counters, Recorded, Tracker};
 
 /// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
@@ -153,8 +153,16 @@ impl Stats {
     }
 }
 
-/// The per-user outcome of running every eraser.
+/// The per-user outcome of running every eraser: the failed erasers and their errors.
 pub(crate) type EraserFailures = Vec<(String, String)>;
+
+/// What finishing a batch did.
+pub(crate) struct Finished {
+    pub(crate) erased: Vec<(Claimed, Confirmed)>,
+    pub(crate) failed: Vec<(Claimed, EraserFailures)>,
+    /// The lease expired first; another pruner took the batch over.
+    pub(crate) lease_lost: bool,
+}
 
 impl Retention {
     /// Starts configuring retention on `store`.
@@ -290,10 +298,10 @@ impl Retention {
     pub async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        let lease_until = now + duration_ms(inner.config.lease);
+        let deadline = now + duration_ms(inner.config.lease);
         // Interactions from now on go to the store, so the confirm step sees them.
         inner.tracker.begin_erasure(user.0);
-        let outcome = self.erase_user_claimed(user, now, lease_until).await;
+        let outcome = self.erase_user_claimed(user, now, deadline).await;
         inner.tracker.end_erasure(user.0);
         outcome
     }
@@ -302,36 +310,90 @@ impl Retention {
         &self,
         user: UserId,
         now: i64,
-        lease_until: i64,
+        deadline: i64,
     ) -> Result<OptOutOutcome> {
-        let claim = self.inner.backend.claim_user(user.0, ErasureReason::OptOut, now, lease_until);
-        let Some(claimed) = self.store_call(claim).await? else {
+        let claim = self.inner.backend.claim_user(
+            user.0,
+            ErasureReason::OptOut,
+            now,
+            deadline,
+            random_id(),
+        );
+        let Some(batch) = self.store_call(claim).await? else {
             return Ok(OptOutOutcome::AlreadyRunning);
         };
-        // From here on the erasure is durable: if anything below fails, the claim's lease
+        // From here on the erasure is durable: if anything below fails, the batch's lease
         // expires and the pruner finishes the erasure.
         let unfinished = |what: &str, why: String| OptOutOutcome::Retrying {
             failed: vec![(what.to_owned(), why)],
         };
-        let mut failures = self.run_erasers(&[claimed]).await;
-        let failed = failures.pop().unwrap_or_default();
-        if failed.is_empty() {
-            return Ok(match self.confirm(&[claimed]).await.as_deref() {
-                Ok([Confirmed::Erased]) => OptOutOutcome::Erased { follow_up: false },
-                Ok([Confirmed::ErasedWithFollowUp]) => OptOutOutcome::Erased { follow_up: true },
-                Ok(_) => unfinished("lease", "the erasers outlasted the lease".to_owned()),
-                Err(e) => unfinished("store", e.to_string()),
-            });
+        Ok(match self.erase_batch(&batch).await {
+            Ok(Finished { lease_lost: true, .. }) => {
+                unfinished("lease", "the erasers outlasted the lease".to_owned())
+            }
+            Ok(Finished { mut failed, .. }) if !failed.is_empty() => {
+                OptOutOutcome::Retrying { failed: failed.swap_remove(0).1 }
+            }
+            Ok(Finished { erased, .. }) => OptOutOutcome::Erased {
+                follow_up: erased.iter().any(|(_, c)| *c == Confirmed::ErasedWithFollowUp),
+            },
+            Err(e) => unfinished("store", e.to_string()),
+        })
+    }
+
+    /// Runs every eraser for a claimed batch and finishes it in the store: erased users
+    /// are confirmed, failed ones go back to the queue with backoff.
+    pub(crate) async fn erase_batch(&self, batch: &Batch) -> Result<Finished> {
+        let inner = &self.inner;
+        let failures = self.run_erasers(&batch.users).await;
+        let mut done = Vec::with_capacity(batch.users.len());
+        let mut failed = Vec::new();
+        for (claimed, failure) in batch.users.iter().zip(failures) {
+            if failure.is_empty() {
+                done.push(*claimed);
+            } else {
+                failed.push((*claimed, failure));
+            }
         }
-        if let Err(e) = self.release(&[(claimed, failed.clone())]).await {
-            tracing::warn!(error = %e, "could not schedule a retry; the lease expiry will");
+        let now = inner.clock.now_ms();
+        let follow_up_at = now + duration_ms(inner.config.follow_up_delay);
+        let retries: Vec<(Claimed, i64)> =
+            failed.iter().map(|(c, _)| (*c, now + retry_delay_ms(c.attempts))).collect();
+        let finish = inner.backend.finish(batch, &done, &retries, now, follow_up_at);
+        let Some(confirmed) = self.store_call(finish).await? else {
+            Counters::add(&inner.counters.leases_lost, batch.users.len() as u64);
+            tracing::warn!(
+                users = batch.users.len(),
+                "a batch outlasted its lease; another pruner finishes it"
+            );
+            return Ok(Finished { erased: Vec::new(), failed, lease_lost: true });
+        };
+        Counters::add(&inner.counters.erasure_failures, failed.len() as u64);
+        for (claimed, outcome) in done.iter().zip(&confirmed) {
+            if *outcome == Confirmed::ErasedWithFollowUp {
+                Counters::add(&inner.counters.follow_ups, 1);
+            }
+            inner.counters.erased(claimed.reason);
+            tracing::debug!(user = claimed.user, reason = %claimed.reason, "user erased");
+            if claimed.reason != ErasureReason::Inactive {
+                let since = claimed.marked_at;
+                let inv = Invalidation { user: claimed.user, since, until: now, opt_out: false };
+                inner.tracker.invalidate(inv).await;
+            }
+            if let Some(hook) = &inner.on_erased {
+                hook(ErasedUser { user: UserId(claimed.user), reason: claimed.reason });
+            }
         }
-        Ok(OptOutOutcome::Retrying { failed })
+        Ok(Finished {
+            erased: done.into_iter().zip(confirmed).collect(),
+            failed,
+            lease_lost: false,
+        })
     }
 
     /// Runs every eraser for `claimed`, concurrently, each bounded by the eraser timeout.
     /// Returns each user's failures (empty: erased everywhere).
-    pub(crate) async fn run_erasers(&self, claimed: &[Claimed]) -> Vec<EraserFailures> {
+    async fn run_erasers(&self, claimed: &[Claimed]) -> Vec<EraserFailures> {
         let batch: Vec<Erasure> =
             claimed.iter().map(|c| Erasure::new(UserId(c.user), c.reason)).collect();
         let limit = self.inner.config.eraser_timeout;
@@ -356,52 +418,6 @@ impl Retention {
             }
         }
         failures
-    }
-
-    /// Confirms erased users and reports each one.
-    pub(crate) async fn confirm(&self, done: &[Claimed]) -> Result<Vec<Confirmed>> {
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
-        let follow_up_at = now + duration_ms(inner.config.follow_up_delay);
-        let confirmed = self.store_call(inner.backend.confirm(done, now, follow_up_at)).await?;
-        for (claimed, outcome) in done.iter().zip(&confirmed) {
-            if *outcome == Confirmed::LeaseLost {
-                Counters::add(&inner.counters.leases_lost, 1);
-                continue;
-            }
-            if *outcome == Confirmed::ErasedWithFollowUp {
-                Counters::add(&inner.counters.follow_ups, 1);
-            }
-            inner.counters.erased(claimed.reason);
-            tracing::debug!(user = claimed.user, reason = %claimed.reason, "user erased");
-            if claimed.reason != ErasureReason::Inactive {
-                inner
-                    .tracker
-                    .invalidate(Invalidation {
-                        user: claimed.user,
-                        since: claimed.marked_at,
-                        until: now,
-                        opt_out: false,
-                    })
-                    .await;
-            }
-            if let Some(hook) = &inner.on_erased {
-                hook(ErasedUser { user: UserId(claimed.user), reason: claimed.reason });
-            }
-        }
-        Ok(confirmed)
-    }
-
-    /// Gives users whose erasers failed back to the store for a retry with backoff.
-    pub(crate) async fn release(&self, failed: &[(Claimed, EraserFailures)]) -> Result<()> {
-        if failed.is_empty() {
-            return Ok(());
-        }
-        let now = self.inner.clock.now_ms();
-        let retries: Vec<(Claimed, i64)> =
-            failed.iter().map(|(c, _)| (*c, now + retry_delay_ms(c.attempts))).collect();
-        Counters::add(&self.inner.counters.erasure_failures, retries.len() as u64);
-        self.store_call(self.inner.backend.release(&retries)).await
     }
 
     /// What this crate and every exporting eraser hold about `user`, as the JSON document

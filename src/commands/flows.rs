@@ -1,8 +1,5 @@
 //! What the privacy commands do, for any bot type `R`.
 
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use dptree::di::DependencyMap;
 use teloxide::RequestError;
 use teloxide::payloads::{AnswerCallbackQuerySetters, SendDocumentSetters, SendMessageSetters};
@@ -18,6 +15,7 @@ use crate::commands::Commands;
 use crate::commands::privacy::human_bytes;
 use crate::layer::is_trackable;
 use crate::retention::{OptOutOutcome, Retention};
+use crate::store::random_id;
 
 /// Callback data of the confirmation buttons: `rtn:rm:<requester>:<nonce>:<y|n>`.
 const CALLBACK_PREFIX: &str = "rtn:rm:";
@@ -135,7 +133,7 @@ impl Retention {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         let texts = &commands.texts;
-        let nonce = new_nonce();
+        let nonce = random_id();
         let issued = self.inner.clock.now_ms();
         let ttl = duration_ms(commands.confirm_within);
         let stored = self.inner.backend.put_nonce(user.0, format!("{nonce:016x}:{issued}"), ttl);
@@ -352,10 +350,4 @@ fn parse(commands: &Commands, msg: &Message, me: &Me) -> Option<Command> {
     } else {
         None
     }
-}
-
-/// An unpredictable 64-bit nonce (SipHash with a per-process random key over a counter).
-fn new_nonce() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
 }

@@ -8,7 +8,7 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, sealed,
+    Backend, Batch, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -93,7 +93,10 @@ type Job = (ErasureReason, i64, u32);
 #[derive(Default)]
 struct Space {
     seen: ZSet,
+    /// Batch id → lease deadline.
     lease: ZSet,
+    /// Batch id → its users.
+    batches: HashMap<u64, Vec<u64>>,
     queue: ZSet,
     job: HashMap<u64, Job>,
     feed: VecDeque<(u64, Instant, Invalidation)>,
@@ -115,9 +118,21 @@ impl Space {
         self.job.get(&user).copied().unwrap_or((ErasureReason::Inactive, 0, 0))
     }
 
-    fn lease(&mut self, user: u64, until: i64) {
-        self.lease.set(user, until);
-        self.seen.remove(user);
+    /// The batch holding `user`, and its deadline (see `batches.lua`).
+    fn batch_of(&self, user: u64) -> Option<(u64, i64)> {
+        let (&id, _) = self.batches.iter().find(|(_, users)| users.contains(&user))?;
+        Some((id, self.lease.score(id).unwrap_or(0)))
+    }
+
+    /// Takes a user with a job (or of a dead pruner's batch) unless they came back.
+    fn take_or_drop(&mut self, user: u64, users: &mut Vec<Claimed>) {
+        let job = self.job_of(user);
+        if self.came_back(user, job) {
+            self.job.remove(&user);
+        } else {
+            self.seen.remove(user);
+            users.push(claimed(user, job));
+        }
     }
 
     fn announce(&mut self, inv: Invalidation) {
@@ -135,6 +150,10 @@ impl Space {
         self.kv.retain(|_, (_, expires)| *expires > now);
         self.kv.get_mut(key)
     }
+}
+
+fn claimed(user: u64, (reason, marked_at, attempts): Job) -> Claimed {
+    Claimed { user, reason, marked_at, attempts }
 }
 
 fn ttl(ms: i64) -> Instant {
@@ -173,49 +192,42 @@ impl Backend for Bound {
         &self,
         now: i64,
         cutoff: i64,
-        lease_until: i64,
+        deadline: i64,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Claimed>>> {
+        id: u64,
+    ) -> BoxFuture<'_, Result<Batch>> {
         self.ready(|s| {
-            let mut out = Vec::new();
-            let emit = |out: &mut Vec<Claimed>, user: u64, (reason, marked_at, attempts): Job| {
-                out.push(Claimed { user, reason, marked_at, attempts, deadline: lease_until });
-            };
-            // 1. Expired leases.
-            for (user, _) in s.lease.up_to(now, limit) {
-                let job = s.job_of(user);
-                if s.came_back(user, job) {
-                    s.lease.remove(user);
-                    s.job.remove(&user);
-                } else {
-                    s.lease(user, lease_until);
-                    emit(&mut out, user, job);
+            let mut users = Vec::new();
+            // 1. Batches whose lease expired.
+            for (old, _) in s.lease.up_to(now, 16) {
+                if users.len() >= limit {
+                    break;
+                }
+                s.lease.remove(old);
+                for user in s.batches.remove(&old).unwrap_or_default() {
+                    s.take_or_drop(user, &mut users);
                 }
             }
             // 2. Due scheduled erasures.
-            let room = limit.saturating_sub(out.len());
-            for (user, _) in s.queue.up_to(now, room) {
+            for (user, _) in s.queue.up_to(now, limit.saturating_sub(users.len())) {
                 s.queue.remove(user);
-                let job = s.job_of(user);
-                if s.came_back(user, job) {
-                    s.job.remove(&user);
-                } else {
-                    s.lease(user, lease_until);
-                    emit(&mut out, user, job);
-                }
+                s.take_or_drop(user, &mut users);
             }
             // 3. Inactive users.
-            let room = limit.saturating_sub(out.len());
-            for (user, _) in s.seen.up_to(cutoff, room) {
+            for (user, _) in s.seen.up_to(cutoff, limit.saturating_sub(users.len())) {
                 let job = if s.queue.remove(user).is_some() {
                     s.job_of(user)
                 } else {
                     (ErasureReason::Inactive, 0, 0)
                 };
-                s.lease(user, lease_until);
-                emit(&mut out, user, job);
+                s.seen.remove(user);
+                users.push(claimed(user, job));
             }
-            out
+            if !users.is_empty() {
+                s.batches.insert(id, users.iter().map(|c| c.user).collect());
+                s.lease.set(id, deadline);
+            }
+            Batch { id, deadline, users }
         })
     }
 
@@ -224,38 +236,50 @@ impl Backend for Bound {
         user: u64,
         reason: ErasureReason,
         now: i64,
-        lease_until: i64,
-    ) -> BoxFuture<'_, Result<Option<Claimed>>> {
+        deadline: i64,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Option<Batch>>> {
         self.ready(|s| {
             let attempts = s.job.get(&user).map_or(0, |j| j.2);
             s.job.insert(user, (reason, now, attempts));
-            if s.lease.score(user).is_some_and(|l| l > now) {
-                return None;
+            if let Some((held_by, until)) = s.batch_of(user) {
+                if until > now {
+                    return None;
+                }
+                if let Some(users) = s.batches.get_mut(&held_by) {
+                    users.retain(|u| *u != user);
+                }
             }
             s.queue.remove(user);
-            s.lease(user, lease_until);
-            Some(Claimed { user, reason, marked_at: now, attempts, deadline: lease_until })
+            s.seen.remove(user);
+            s.batches.insert(id, vec![user]);
+            s.lease.set(id, deadline);
+            Some(Batch { id, deadline, users: vec![claimed(user, (reason, now, attempts))] })
         })
     }
 
-    fn confirm<'a>(
+    fn finish<'a>(
         &'a self,
+        batch: &'a Batch,
         done: &'a [Claimed],
+        failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Vec<Confirmed>>> {
+    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
         self.ready(|s| {
-            done.iter()
+            if s.lease.score(batch.id) != Some(batch.deadline) {
+                return None;
+            }
+            let confirmed = done
+                .iter()
                 .map(|c| {
-                    if s.lease.score(c.user) != Some(c.deadline) {
-                        return Confirmed::LeaseLost;
-                    }
-                    s.lease.remove(c.user);
-                    let reason = s.job.remove(&c.user).map_or(c.reason, |j| j.0);
+                    let Some((reason, marked_at, _)) = s.job.get(&c.user).copied() else {
+                        return Confirmed::Erased;
+                    };
                     if reason != ErasureReason::Inactive {
                         s.announce(Invalidation {
                             user: c.user,
-                            since: c.marked_at,
+                            since: marked_at,
                             until: now,
                             opt_out: reason == ErasureReason::OptOut,
                         });
@@ -265,23 +289,18 @@ impl Backend for Bound {
                         s.job.insert(c.user, (ErasureReason::OptOut, now, 0));
                         return Confirmed::ErasedWithFollowUp;
                     }
+                    s.job.remove(&c.user);
                     Confirmed::Erased
                 })
-                .collect()
-        })
-    }
-
-    fn release<'a>(&'a self, failed: &'a [(Claimed, i64)]) -> BoxFuture<'a, Result<()>> {
-        self.ready(|s| {
+                .collect();
             for (c, retry_at) in failed {
-                if s.lease.score(c.user) != Some(c.deadline) {
-                    continue;
-                }
                 let reason = s.job.get(&c.user).map_or(c.reason, |j| j.0);
-                s.lease.remove(c.user);
                 s.queue.set(c.user, *retry_at);
                 s.job.insert(c.user, (reason, c.marked_at, c.attempts.saturating_add(1)));
             }
+            s.batches.remove(&batch.id);
+            s.lease.remove(batch.id);
+            Some(confirmed)
         })
     }
 
@@ -293,7 +312,7 @@ impl Backend for Bound {
         due: Option<i64>,
     ) -> BoxFuture<'_, Result<Marked>> {
         self.ready(|s| {
-            if s.lease.score(user).is_some() {
+            if s.batch_of(user).is_some() {
                 if reason == ErasureReason::OptOut {
                     let job = s.job.entry(user).or_insert((reason, marked_at, 0));
                     job.0 = ErasureReason::OptOut;
@@ -335,7 +354,7 @@ impl Backend for Bound {
         self.ready(|s| RawRecord {
             last_seen: s.seen.score(user),
             queued_due: s.queue.score(user).map(|d| (d != i64::MAX).then_some(d)),
-            leased_until: s.lease.score(user),
+            leased_until: s.batch_of(user).map(|(_, deadline)| deadline),
             job: s.job.get(&user).copied(),
         })
     }

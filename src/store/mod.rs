@@ -6,7 +6,8 @@
 //! - **seen**: each tracked user and the time of their last interaction;
 //! - **queue**: users whose erasure is scheduled (gone users after their grace period,
 //!   opt-outs and retries of failed erasures), with the reason;
-//! - **lease**: users being erased right now, with the lease deadline;
+//! - **lease** and **batch**: users being erased right now, in batches with a lease
+//!   deadline;
 //! - a short-lived **feed** of erasures, so that replicas sharing one Redis drop their caches;
 //! - short-lived confirmation nonces and rate-limit counters of the privacy commands.
 //!
@@ -60,29 +61,35 @@ pub(crate) mod sealed {
     }
 }
 
-/// A user leased for erasure by a claim.
+/// A user claimed for erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Claimed {
     pub(crate) user: u64,
     pub(crate) reason: ErasureReason,
-    /// When the user was marked for erasure (0 for an inactivity claim).
+    /// When the user was marked for erasure (0 for a claim for inactivity).
     pub(crate) marked_at: i64,
     /// Earlier failed attempts.
     pub(crate) attempts: u32,
-    /// The lease deadline; it identifies this claim in confirm and release.
-    pub(crate) deadline: i64,
 }
 
-/// The result of confirming one claimed user.
+/// Users claimed together under one lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// Random; names the batch in the store.
+    pub(crate) id: u64,
+    /// The lease deadline; it identifies this claim when the batch is finished.
+    pub(crate) deadline: i64,
+    pub(crate) users: Vec<Claimed>,
+}
+
+/// The result of finishing one erased user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Confirmed {
-    /// The lease was ours; the user's entries are gone.
+    /// The user's entries are gone.
     Erased,
     /// Erased, but the user was touched while erasers ran: a follow-up opt-out erasure is
     /// queued.
     ErasedWithFollowUp,
-    /// The lease had expired and was taken by another pruner; nothing was changed.
-    LeaseLost,
 }
 
 /// The result of scheduling an erasure.
@@ -139,46 +146,58 @@ pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
     Ok((reason, marked_at, attempts))
 }
 
+/// An unpredictable 64-bit id (SipHash with a per-process random key over a counter), for
+/// batch ids and confirmation nonces.
+pub(crate) fn random_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Shared handle type.
 pub(crate) type DynBackend = Arc<dyn Backend>;
 
 /// The protocol every store implements. Times are unix milliseconds of the injected clock.
 ///
-/// Invariant kept by every operation: a user is in at most one of queue and lease.
+/// Invariant kept by every operation: a user is in at most one of the queue and a batch.
 pub(crate) trait Backend: Send + Sync {
     /// Records interactions: `seen[user] = max(seen[user], ms)`.
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>>;
 
-    /// Claims up to `limit` users whose erasure is due: expired leases, due queue entries,
-    /// then users last seen at or before `cutoff`. Users who came back are dropped.
+    /// Claims up to `limit` users whose erasure is due into batch `id`, leased until
+    /// `deadline`: users of expired batches, due queue entries, then users last seen at or
+    /// before `cutoff`. Users who came back are dropped.
     fn claim(
         &self,
         now: i64,
         cutoff: i64,
-        lease_until: i64,
+        deadline: i64,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Claimed>>>;
+        id: u64,
+    ) -> BoxFuture<'_, Result<Batch>>;
 
-    /// Claims one user for an immediate erasure; `None` if another live lease holds them
-    /// (their running erasure is upgraded to `reason`).
+    /// Claims one user for an immediate erasure as batch `id`; `None` if a live batch of
+    /// another erasure holds them (that erasure is upgraded to `reason`).
     fn claim_user(
         &self,
         user: u64,
         reason: ErasureReason,
         now: i64,
-        lease_until: i64,
-    ) -> BoxFuture<'_, Result<Option<Claimed>>>;
+        deadline: i64,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Option<Batch>>>;
 
-    /// Ends the leases of erased users (compare-and-delete on the deadline).
-    fn confirm<'a>(
+    /// Ends a batch while its lease is ours: confirms `done` users and gives `failed` ones
+    /// back to the queue, due at the paired time. `None` if the lease was lost.
+    fn finish<'a>(
         &'a self,
+        batch: &'a Batch,
         done: &'a [Claimed],
+        failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Vec<Confirmed>>>;
-
-    /// Gives failed users back to the queue, due at the paired retry time.
-    fn release<'a>(&'a self, failed: &'a [(Claimed, i64)]) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>>;
 
     /// Schedules an erasure of `user` for `reason`, due at `due` (`None`: never, mark only).
     fn schedule(

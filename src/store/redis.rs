@@ -9,7 +9,8 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
-    Backend, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, decode_job, sealed,
+    Backend, Batch, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, decode_job,
+    sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -19,12 +20,18 @@ pub(crate) const FEED_KEEP_MS: i64 = 10 * 60 * 1000;
 /// Members per `ZADD` command when writing touches.
 const TOUCH_CHUNK: usize = 1000;
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
-static CLAIM_USER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/claim_user.lua")));
-static CONFIRM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/confirm.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
-static SCHEDULE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/schedule.lua")));
+/// Scripts that ask which batch holds a user get the shared helpers prepended.
+macro_rules! with_batches {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("lua/batches.lua"), include_str!($file))))
+    };
+}
+
+static CLAIM: LazyLock<Script> = with_batches!("lua/claim.lua");
+static CLAIM_USER: LazyLock<Script> = with_batches!("lua/claim_user.lua");
+static SCHEDULE: LazyLock<Script> = with_batches!("lua/schedule.lua");
+static STATUS: LazyLock<Script> = with_batches!("lua/status.lua");
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/finish.lua")));
 static UNSCHEDULE_GONE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/unschedule_gone.lua")));
 static PREVIEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/preview.lua")));
@@ -180,6 +187,10 @@ impl Keys {
         }
     }
 
+    fn batch(&self, id: u64) -> String {
+        format!("{}batch:{id}", self.prefix)
+    }
+
     fn nonce(&self, user: u64) -> String {
         format!("{}confirm:{user}", self.prefix)
     }
@@ -253,10 +264,6 @@ fn reason_of(v: &Value) -> Result<ErasureReason> {
     ErasureReason::from_code(&s).ok_or_else(|| Error::Corrupt(format!("reason {s:?}")))
 }
 
-fn opt_score(v: Option<f64>) -> Option<i64> {
-    v.map(|f| if f.is_infinite() { i64::MAX } else { f as i64 })
-}
-
 impl Backend for Bound {
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
@@ -277,24 +284,32 @@ impl Backend for Bound {
         &self,
         now: i64,
         cutoff: i64,
-        lease_until: i64,
+        deadline: i64,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Claimed>>> {
+        id: u64,
+    ) -> BoxFuture<'_, Result<Batch>> {
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM);
-            inv.arg(now).arg(cutoff).arg(lease_until).arg(limit);
-            let flat: Vec<Value> = self.run(&inv).await?;
-            flat.chunks_exact(4)
-                .map(|c| {
-                    Ok(Claimed {
-                        user: user_of(&c[0])?,
-                        reason: reason_of(&c[1])?,
-                        marked_at: int(&c[2])?,
-                        attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
-                        deadline: lease_until,
-                    })
-                })
-                .collect()
+            inv.key(self.keys.batch(id)).arg(now).arg(cutoff).arg(deadline).arg(limit).arg(id);
+            let (plain, special): (Vec<Value>, Vec<Value>) = self.run(&inv).await?;
+            let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
+            for user in &plain {
+                users.push(Claimed {
+                    user: user_of(user)?,
+                    reason: ErasureReason::Inactive,
+                    marked_at: 0,
+                    attempts: 0,
+                });
+            }
+            for c in special.chunks_exact(4) {
+                users.push(Claimed {
+                    user: user_of(&c[0])?,
+                    reason: reason_of(&c[1])?,
+                    marked_at: int(&c[2])?,
+                    attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
+                });
+            }
+            Ok(Batch { id, deadline, users })
         })
     }
 
@@ -303,68 +318,66 @@ impl Backend for Bound {
         user: u64,
         reason: ErasureReason,
         now: i64,
-        lease_until: i64,
-    ) -> BoxFuture<'_, Result<Option<Claimed>>> {
+        deadline: i64,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Option<Batch>>> {
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM_USER);
-            inv.arg(user).arg(reason.code()).arg(now).arg(lease_until);
+            inv.key(self.keys.batch(id))
+                .arg(user)
+                .arg(reason.code())
+                .arg(now)
+                .arg(deadline)
+                .arg(id);
             let reply: Vec<i64> = self.run(&inv).await?;
             Ok(match reply.as_slice() {
-                [1, attempts] => Some(Claimed {
-                    user,
-                    reason,
-                    marked_at: now,
-                    attempts: u32::try_from(*attempts).unwrap_or(u32::MAX),
-                    deadline: lease_until,
-                }),
+                [1, attempts] => {
+                    let attempts = u32::try_from(*attempts).unwrap_or(u32::MAX);
+                    let users = vec![Claimed { user, reason, marked_at: now, attempts }];
+                    Some(Batch { id, deadline, users })
+                }
                 _ => None,
             })
         })
     }
 
-    fn confirm<'a>(
+    fn finish<'a>(
         &'a self,
+        batch: &'a Batch,
         done: &'a [Claimed],
+        failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Vec<Confirmed>>> {
+    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
         Box::pin(async move {
-            if done.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut inv = self.invocation(&CONFIRM);
-            inv.arg(now).arg(follow_up_at).arg(FEED_KEEP_MS);
+            let mut inv = self.invocation(&FINISH);
+            inv.key(self.keys.batch(batch.id))
+                .arg(now)
+                .arg(follow_up_at)
+                .arg(FEED_KEEP_MS)
+                .arg(batch.id)
+                .arg(batch.deadline)
+                .arg(done.len());
             for c in done {
-                inv.arg(c.user).arg(c.deadline).arg(c.reason.code()).arg(c.marked_at);
+                inv.arg(c.user);
             }
-            let codes: Vec<i64> = self.run(&inv).await?;
-            Ok(codes
-                .into_iter()
-                .map(|c| match c {
-                    1 => Confirmed::Erased,
-                    2 => Confirmed::ErasedWithFollowUp,
-                    _ => Confirmed::LeaseLost,
-                })
-                .collect())
-        })
-    }
-
-    fn release<'a>(&'a self, failed: &'a [(Claimed, i64)]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            if failed.is_empty() {
-                return Ok(());
-            }
-            let mut inv = self.invocation(&RELEASE);
             for (c, retry_at) in failed {
                 inv.arg(c.user)
-                    .arg(c.deadline)
                     .arg(c.reason.code())
                     .arg(c.marked_at)
                     .arg(c.attempts.saturating_add(1))
                     .arg(*retry_at);
             }
-            let _released: i64 = self.run(&inv).await?;
-            Ok(())
+            let codes: Vec<i64> = self.run(&inv).await?;
+            if codes.first() == Some(&-1) {
+                return Ok(None);
+            }
+            Ok(Some(
+                codes
+                    .into_iter()
+                    .map(|c| if c == 2 { Confirmed::ErasedWithFollowUp } else { Confirmed::Erased })
+                    .collect(),
+            ))
         })
     }
 
@@ -398,24 +411,20 @@ impl Backend for Bound {
 
     fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
         Box::pin(async move {
-            let (seen, queued, leased, job): (
-                Option<f64>,
-                Option<f64>,
-                Option<f64>,
+            let mut inv = self.invocation(&STATUS);
+            inv.arg(user);
+            let (seen, queued, job, leased): (
                 Option<String>,
-            ) = redis::pipe()
-                .atomic()
-                .zscore(&self.keys.seen, user)
-                .zscore(&self.keys.queue, user)
-                .zscore(&self.keys.lease, user)
-                .hget(&self.keys.job, user)
-                .query_async(&mut self.conn.clone())
-                .await?;
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = self.run(&inv).await?;
+            let score = |v: Option<String>| v.as_deref().map(parse_num).transpose();
             let job = job.as_deref().map(decode_job).transpose()?;
             Ok(RawRecord {
-                last_seen: opt_score(seen),
-                queued_due: opt_score(queued).map(|d| (d != i64::MAX).then_some(d)),
-                leased_until: opt_score(leased),
+                last_seen: score(seen)?,
+                queued_due: score(queued)?.map(|d| (d != i64::MAX).then_some(d)),
+                leased_until: score(leased)?,
                 job,
             })
         })

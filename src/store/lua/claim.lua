@@ -1,28 +1,32 @@
--- Claims up to ARGV[4] users whose erasure is due and leases them until ARGV[3].
+-- Claims up to ARGV[4] users whose erasure is due into one batch, leased until ARGV[3].
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed (all of one namespace, one hash tag)
--- ARGV: 1 now (ms), 2 cutoff (ms), 3 lease deadline (ms), 4 limit
--- Returns a flat array: user, reason, marked_at, attempts, user, reason, ...
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 the new batch's key
+-- ARGV: 1 now (ms), 2 cutoff (ms), 3 lease deadline (ms), 4 limit, 5 batch id
+-- Returns {plain, special}: plain = ids of users claimed for inactivity alone;
+-- special = user, reason, marked_at, attempts for users with a scheduled job.
 --
 -- The claim/confirm protocol:
---   1. claim (this script) moves a user out of `seen` (and `queue`) into `lease`,
---      scored by the lease deadline; the deadline identifies this claim;
---   2. the pruner runs every eraser for the user;
---   3. confirm deletes the lease only if its score is still our deadline.
--- A pruner that dies between 1 and 3 leaves the lease behind; once it expires, step 1 of
--- a later pass takes the user again. Leases only move forward in time, so two claims of
--- one user never share a deadline.
+--   1. claim (this script) moves users out of `seen` (and `queue`) into a batch, and
+--      scores the batch in `lease` by its deadline;
+--   2. the pruner runs every eraser for the batch's users;
+--   3. finish ends the batch only if its lease still carries that deadline, requeueing
+--      users whose erasers failed.
+-- A pruner that dies between 1 and 3 leaves its batch behind; once the lease expires,
+-- step 1 of a later claim takes its users over. Leasing whole batches keeps a claim to
+-- one sorted-set write and one string, however many users it holds.
 --
--- A user "came back" when they interacted after being marked for erasure; for an
--- inactivity lease (marked_at 0) any `seen` entry counts, because the claim removed the
--- old one. Opt-outs are never cancelled.
+-- A user "came back" when they interacted after being marked for erasure; for a claim
+-- for inactivity (marked_at 0) any `seen` entry counts, because the claim removed the old
+-- one. Opt-outs are never cancelled.
 
 local now = tonumber(ARGV[1])
 local cutoff = ARGV[2]
-local lease_until = ARGV[3]
+local deadline = ARGV[3]
 local limit = tonumber(ARGV[4])
-local out = {}
-local n = 0
+local batch = ARGV[5]
+local members = {}
+local plain = {}
+local special = {}
 
 local function parse(job)
   if not job then
@@ -43,62 +47,70 @@ local function came_back(user, reason, marked_at)
   return marked_at == 0 or tonumber(s) > marked_at
 end
 
-local function emit(user, r, m, a)
-  n = n + 1
-  out[#out + 1] = user
-  out[#out + 1] = r
-  out[#out + 1] = m
-  out[#out + 1] = a
+local function take(user, r, m, a)
+  members[#members + 1] = user
+  if r == 'i' and m == 0 and a == 0 then
+    plain[#plain + 1] = user
+  else
+    special[#special + 1] = user
+    special[#special + 1] = r
+    special[#special + 1] = m
+    special[#special + 1] = a
+  end
 end
 
--- 1. Expired leases: their pruner crashed or stalled.
-for _, user in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
+-- Takes a user with a job (or a lease of a dead pruner) unless they came back.
+local function take_or_drop(user)
   local r, m, a = parse(redis.call('HGET', KEYS[4], user))
   if came_back(user, r, m) then
-    redis.call('ZREM', KEYS[2], user)
     redis.call('HDEL', KEYS[4], user)
   else
-    redis.call('ZADD', KEYS[2], lease_until, user)
     redis.call('ZREM', KEYS[1], user)
-    emit(user, r, m, a)
+    take(user, r, m, a)
   end
+end
+
+-- 1. Batches whose lease expired: their pruner crashed or stalled.
+for _, old in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)) do
+  if #members >= limit then
+    break
+  end
+  local key = batch_key(old)
+  for user in string.gmatch(redis.call('GET', key) or '', '%d+') do
+    take_or_drop(user)
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[2], old)
 end
 
 -- 2. Scheduled erasures that are due: gone users, opt-outs, retries.
-if n < limit then
-  for _, user in ipairs(redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit - n)) do
+if #members < limit then
+  for _, user in ipairs(redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit - #members)) do
     redis.call('ZREM', KEYS[3], user)
-    local r, m, a = parse(redis.call('HGET', KEYS[4], user))
-    if came_back(user, r, m) then
-      redis.call('HDEL', KEYS[4], user)
-    else
-      redis.call('ZADD', KEYS[2], lease_until, user)
-      redis.call('ZREM', KEYS[1], user)
-      emit(user, r, m, a)
-    end
+    take_or_drop(user)
   end
 end
 
--- 3. Users inactive since the cutoff, in one range, one ZREM and one ZADD.
-if n < limit then
-  local users = redis.call('ZRANGE', KEYS[1], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit - n)
+-- 3. Users inactive since the cutoff: the lowest ranks of `seen`, removed by rank.
+if #members < limit then
+  local users = redis.call('ZRANGE', KEYS[1], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit - #members)
   if #users > 0 then
     local queued = redis.call('ZMSCORE', KEYS[3], unpack(users))
-    local leases = {}
     for i, user in ipairs(users) do
-      local r, m, a = 'i', 0, 0
       if queued[i] then
         -- Scheduled but not yet due (a grace period): keep the more specific reason.
         redis.call('ZREM', KEYS[3], user)
-        r, m, a = parse(redis.call('HGET', KEYS[4], user))
+        take(user, parse(redis.call('HGET', KEYS[4], user)))
+      else
+        take(user, 'i', 0, 0)
       end
-      leases[#leases + 1] = lease_until
-      leases[#leases + 1] = user
-      emit(user, r, m, a)
     end
-    redis.call('ZREM', KEYS[1], unpack(users))
-    redis.call('ZADD', KEYS[2], unpack(leases))
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #users - 1)
   end
 end
 
-return out
+if #members > 0 then
+  redis.call('SET', KEYS[6], ',' .. table.concat(members, ',') .. ',')
+  redis.call('ZADD', KEYS[2], deadline, batch)
+end
+return {plain, special}

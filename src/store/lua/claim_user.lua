@@ -1,25 +1,32 @@
--- Claims one user for an immediate erasure (an opt-out).
+-- Claims one user for an immediate erasure (an opt-out), as a batch of one.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed
--- ARGV: 1 user, 2 reason, 3 now (ms), 4 lease deadline (ms)
--- Returns {1, attempts} when claimed. Returns {0} when a live lease of another erasure
--- holds the user; that erasure's job is upgraded to this reason, so that if it fails it is
--- retried as this reason.
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 the new batch's key
+-- ARGV: 1 user, 2 reason, 3 now (ms), 4 lease deadline (ms), 5 batch id
+-- Returns {1, attempts} when claimed. Returns {0} when a live batch of another erasure
+-- holds the user; that erasure's job is upgraded to this reason, so that if it fails it
+-- is retried as this reason. (batches.lua is prepended.)
 
-local user, reason, now, lease_until = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local user, reason, now, deadline, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local job = redis.call('HGET', KEYS[4], user)
 local attempts = 0
 if job then
   attempts = tonumber(string.match(job, ',(%d+)$')) or 0
 end
-redis.call('HSET', KEYS[4], user, reason .. ',' .. now .. ',' .. attempts)
+redis.call('HSET', KEYS[4], user, reason .. ',' .. ARGV[3] .. ',' .. attempts)
 
-local lease = redis.call('ZSCORE', KEYS[2], user)
-if lease and tonumber(lease) > tonumber(now) then
-  return {0}
+local held_by, until_ = batch_of(user)
+if held_by then
+  if until_ > now then
+    return {0}
+  end
+  -- The batch's pruner died: take the user out of it.
+  local key = batch_key(held_by)
+  local members = string.gsub(redis.call('GET', key), ',' .. user .. ',', ',', 1)
+  redis.call('SET', key, members)
 end
 
 redis.call('ZREM', KEYS[3], user)
 redis.call('ZREM', KEYS[1], user)
-redis.call('ZADD', KEYS[2], lease_until, user)
+redis.call('SET', KEYS[6], ',' .. user .. ',')
+redis.call('ZADD', KEYS[2], deadline, batch)
 return {1, attempts}

@@ -5,10 +5,11 @@
 --       5 feed retention (ms)
 -- Returns 1 scheduled, 0 already scheduled (kept), 2 being erased right now.
 -- An opt-out replaces a scheduled gone erasure; nothing replaces an opt-out.
+-- (batches.lua is prepended.)
 
 local user, reason, marked_at, due, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
-if redis.call('ZSCORE', KEYS[2], user) then
+if batch_of(user) then
   if reason == 'o' then
     local job = redis.call('HGET', KEYS[4], user)
     local rest = ',' .. marked_at .. ',0'

@@ -1,0 +1,577 @@
+//! Benchmarks: `cargo run --release --example bench` (add `-- --help` for options).
+//!
+//! Starts its own `redis-server` on a unix socket in a temp dir and measures, side by side in
+//! one run (figures are ratios because shared machines are noisy):
+//!
+//! 1. per-update overhead of the layer versus the bare handler tree (in-process dispatch),
+//!    for active (cached) users and for first-seen users that need a Redis write;
+//! 2. write throughput of distinct users versus a raw pipelined `ZADD` loop and
+//!    `redis-benchmark` on the same server;
+//! 3. prune throughput at 1M users (10% due) versus the naive strategy, with a no-op eraser
+//!    and with an eraser that deletes one Redis key per user, and the slowest script call;
+//! 4. Redis memory per tracked user and process memory per cached user;
+//! 5. prune time as the number of tracked users grows with the same 10% share.
+//!
+//! Prints a table and one JSON line per figure. Nothing here is asserted: read the table.
+
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod redis_server;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::json;
+use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
+use teloxide::prelude::*;
+use teloxide::types::{Me, UserId};
+use teloxide_retention::{
+    BoxError, Erasure, ManualClock, RedisKeysEraser, RedisStore, Retention, RetentionBuilder,
+    erase_fn,
+};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+const NOW: i64 = 1_767_225_600_000; // 2026-01-01
+
+/// Benchmarks of teloxide-retention against a real redis-server.
+#[derive(Parser)]
+struct Args {
+    /// Tracked users for the prune and memory figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
+    /// Updates per round of the overhead figure.
+    #[arg(long, default_value_t = 200_000)]
+    updates: u64,
+    /// Tracked-user counts of the scaling figure.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000, 5_000_000])]
+    scaling: Vec<u64>,
+    /// Small sizes, for a quick look (not for publishing figures).
+    #[arg(long)]
+    quick: bool,
+}
+
+struct Report {
+    rows: Vec<(String, String, String)>,
+    json: Vec<serde_json::Value>,
+}
+
+impl Report {
+    fn add(&mut self, name: &str, value: f64, unit: &str, target: Option<(&str, bool)>) {
+        let shown = if value >= 100.0 { format!("{value:.0}") } else { format!("{value:.2}") };
+        let verdict = match target {
+            Some((t, met)) => format!("{t} {}", if met { "✓" } else { "✗ missed" }),
+            None => String::new(),
+        };
+        self.rows.push((name.to_owned(), format!("{shown} {unit}"), verdict));
+        self.json.push(json!({
+            "figure": name, "value": value, "unit": unit,
+            "target": target.map(|t| t.0), "met": target.map(|t| t.1),
+        }));
+        println!("  {name:<58} {shown:>12} {unit}");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<(), BoxError> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.users = 100_000;
+        args.updates = 50_000;
+        args.scaling = vec![10_000, 100_000];
+    }
+    let server = redis_server::RedisServer::start();
+    let url = server.url();
+    let client = redis::Client::open(url.as_str())?;
+    let mut raw = client.get_multiplexed_async_connection().await?;
+    let version: String = redis::cmd("INFO").arg("server").query_async(&mut raw).await?;
+    let version =
+        version.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").to_owned();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name\t: ").map(str::to_owned)))
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "teloxide-retention benchmark: {cpu}, {} cores, redis {version} on a unix socket\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut report = Report { rows: Vec::new(), json: Vec::new() };
+
+    overhead(&url, &mut raw, &args, &mut report).await?;
+    write_throughput(&server, &url, &mut raw, &args, &mut report).await?;
+    prune(&url, &mut raw, &args, &mut report).await?;
+    memory(&url, &mut raw, &args, &mut report).await?;
+    scaling(&url, &mut raw, &args, &mut report).await?;
+
+    println!("\n| Figure | Value | Target |\n| --- | --- | --- |");
+    for (name, value, target) in &report.rows {
+        println!("| {name} | {value} | {target} |");
+    }
+    println!();
+    for line in &report.json {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn flush(raw: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
+    redis::cmd("FLUSHALL").query_async(raw).await
+}
+
+fn builder(store: RedisStore, clock: &ManualClock) -> RetentionBuilder {
+    Retention::builder(store)
+        .inactive_after(Duration::from_millis(90 * DAY_MS as u64))
+        .clock(clock.clone())
+}
+
+fn message(user: u64, id: u64) -> Update {
+    let json = json!({
+        "update_id": id,
+        "message": {
+            "message_id": id, "date": 1_767_225_600, "text": "hello",
+            "from": { "id": user, "is_bot": false, "first_name": "U" },
+            "chat": { "id": user, "first_name": "U", "type": "private" },
+        }
+    });
+    serde_json::from_str(&json.to_string()).expect("update")
+}
+
+fn me() -> Me {
+    serde_json::from_value(json!({
+        "id": 1, "is_bot": true, "first_name": "B", "username": "bench_bot",
+        "can_join_groups": true, "can_read_all_group_messages": false,
+        "supports_inline_queries": false, "has_main_web_app": false,
+    }))
+    .expect("me")
+}
+
+/// The bot's own tree for the overhead figure: a couple of branches and a cheap endpoint.
+fn tree() -> UpdateHandler<BoxError> {
+    dptree::entry().branch(Update::filter_callback_query().endpoint(|| async { Ok(()) })).branch(
+        Update::filter_message().endpoint(|msg: Message| async move {
+            black_box(msg.id);
+            Ok(())
+        }),
+    )
+}
+
+async fn dispatch_all(
+    handler: &UpdateHandler<BoxError>,
+    updates: &[Update],
+    concurrency: usize,
+) -> Duration {
+    let bot = Bot::new("1:bench");
+    let me = me();
+    let started = Instant::now();
+    futures_util::stream::iter(updates)
+        .map(|u| {
+            let deps = dptree::deps![u.clone(), bot.clone(), me.clone()];
+            async move { black_box(handler.dispatch(deps).await) }
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|_| async {})
+        .await;
+    started.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn zadd_calls(raw: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<u64> {
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
+    Ok(stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_zadd:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// 1. Per-update overhead.
+async fn overhead(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    println!("1. per-update overhead (in-process dispatch, same tree with and without the layer)");
+    flush(raw).await?;
+    let clock = ManualClock::at_unix_ms(NOW);
+    let retention = builder(RedisStore::open(url).await?, &clock).build()?;
+    let bare = tree();
+    let wrapped = retention.wrap(tree());
+
+    // (a) Active users: 1,000 users, already written within the resolution.
+    let active: Vec<Update> = (0..args.updates).map(|i| message(1 + i % 1000, i)).collect();
+    dispatch_all(&wrapped, &active[..1000], 1).await;
+    let (mut ratios, mut bare_rates, mut wrapped_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..7 {
+        let b = dispatch_all(&bare, &active, 1).await;
+        let w = dispatch_all(&wrapped, &active, 1).await;
+        bare_rates.push(args.updates as f64 / b.as_secs_f64());
+        wrapped_rates.push(args.updates as f64 / w.as_secs_f64());
+        ratios.push(w.as_secs_f64() / b.as_secs_f64());
+    }
+    let cost = (median(ratios) - 1.0) * 100.0;
+    report.add("active users: bare tree", median(bare_rates), "updates/s", None);
+    report.add("active users: with the layer", median(wrapped_rates), "updates/s", None);
+    report.add("active users: layer overhead", cost, "%", Some(("≤ 5 %", cost <= 5.0)));
+
+    // (b) First-seen users: every update needs a Redis write; 256 dispatched concurrently.
+    let fresh: Vec<Update> = (0..args.updates).map(|i| message(10_000_000 + i, i)).collect();
+    let b = dispatch_all(&bare, &fresh, 256).await;
+    let before = zadd_calls(raw).await?;
+    let w = dispatch_all(&wrapped, &fresh, 256).await;
+    let writes = zadd_calls(raw).await? - before;
+    report.add(
+        "first-seen users: bare tree",
+        args.updates as f64 / b.as_secs_f64(),
+        "updates/s",
+        None,
+    );
+    report.add(
+        "first-seen users: with the layer",
+        args.updates as f64 / w.as_secs_f64(),
+        "updates/s",
+        None,
+    );
+    report.add(
+        "first-seen users: updates per ZADD round trip",
+        args.updates as f64 / writes.max(1) as f64,
+        "",
+        Some(("> 1 (shared)", writes < args.updates)),
+    );
+    Ok(())
+}
+
+/// 2. Write throughput against the Redis ceiling.
+async fn write_throughput(
+    server: &redis_server::RedisServer,
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    println!("2. write throughput of distinct users");
+    let n = args.users;
+    flush(raw).await?;
+    // The ceiling: single-member ZADDs, pipelined 1,000 per round trip, 4 pipelines in flight.
+    let started = Instant::now();
+    futures_util::stream::iter(
+        (0..n).collect::<Vec<_>>().chunks(1000).map(<[u64]>::to_vec).collect::<Vec<_>>(),
+    )
+    .map(|chunk| {
+        let mut conn = raw.clone();
+        async move {
+            let mut pipe = redis::pipe();
+            for user in chunk {
+                pipe.zadd("ceiling", user, NOW).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await
+        }
+    })
+    .buffer_unordered(4)
+    .for_each(|r| async move { r.expect("pipeline") })
+    .await;
+    let ceiling = n as f64 / started.elapsed().as_secs_f64();
+    report.add("raw pipelined ZADD (same client)", ceiling, "members/s", None);
+    let benchmark = redis_benchmark(server, n);
+    if let Some(rps) = benchmark {
+        report.add("redis-benchmark ZADD -P 64", rps, "members/s", None);
+    }
+    let ceiling = ceiling.max(benchmark.unwrap_or(0.0));
+
+    flush(raw).await?;
+    let clock = ManualClock::at_unix_ms(NOW);
+    let retention = builder(RedisStore::open(url).await?, &clock).build()?;
+    let started = Instant::now();
+    futures_util::stream::iter(0..n)
+        .map(|user| {
+            let retention = retention.clone();
+            async move { retention.record(UserId(1 + user)).await }
+        })
+        .buffer_unordered(1024)
+        .for_each(|_| async {})
+        .await;
+    let ours = n as f64 / started.elapsed().as_secs_f64();
+    let share = ours / ceiling * 100.0;
+    report.add("layer writes of distinct users (1,024 concurrent)", ours, "members/s", None);
+    report.add("layer writes / Redis ceiling", share, "%", Some(("≥ 50 %", share >= 50.0)));
+    Ok(())
+}
+
+fn redis_benchmark(server: &redis_server::RedisServer, n: u64) -> Option<f64> {
+    let out = std::process::Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(server.socket())
+        .args(["-n", &n.to_string(), "-P", "64", "-r", "100000000", "-q"])
+        .args(["ZADD", "benchmark", "__rand_int__", "__rand_int__"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text.rsplit(':').next()?.split_whitespace().next()?.parse().ok();
+    // The last "requests per second" figure on the line.
+    rps.or_else(|| text.split_whitespace().find_map(|w| w.parse().ok()))
+}
+
+/// Fills `seen` with `n` users, `n / 10` of them past the threshold; with `keys`, also one
+/// bot-data key per due user.
+async fn fill(
+    raw: &mut redis::aio::MultiplexedConnection,
+    n: u64,
+    keys: bool,
+) -> Result<(), BoxError> {
+    flush(raw).await?;
+    let chunks: Vec<Vec<u64>> =
+        (1..=n).collect::<Vec<_>>().chunks(5000).map(<[u64]>::to_vec).collect();
+    futures_util::stream::iter(chunks)
+        .map(|chunk| {
+            let mut conn = raw.clone();
+            async move {
+                let mut pipe = redis::pipe();
+                let items: Vec<(i64, u64)> = chunk
+                    .iter()
+                    .map(|&u| (if u % 10 == 0 { NOW - 100 * DAY_MS } else { NOW - DAY_MS }, u))
+                    .collect();
+                pipe.zadd_multiple("{retention}:seen", &items).ignore();
+                if keys {
+                    for &u in chunk.iter().filter(|u| *u % 10 == 0) {
+                        pipe.set(format!("data:{u}"), "x").ignore();
+                    }
+                }
+                pipe.query_async::<()>(&mut conn).await
+            }
+        })
+        .buffer_unordered(4)
+        .for_each(|r| async move { r.expect("fill") })
+        .await;
+    Ok(())
+}
+
+/// One pass: its time, the users erased, the slowest script call and the total time Redis
+/// spent in scripts.
+struct Pass {
+    took: Duration,
+    erased: u64,
+    worst: Duration,
+    in_scripts: Duration,
+}
+
+/// Runs one pass and reads Redis' slow log (which logs every command during the pass).
+async fn timed_pass(
+    retention: &Retention,
+    raw: &mut redis::aio::MultiplexedConnection,
+) -> Result<Pass, BoxError> {
+    redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
+    let report = retention.prune_once().await?;
+    let log: redis::Value = redis::cmd("SLOWLOG").arg("GET").arg(100_000).query_async(raw).await?;
+    let (mut worst, mut total) = (0i64, 0i64);
+    if let redis::Value::Array(entries) = log {
+        for entry in entries {
+            let redis::Value::Array(fields) = entry else { continue };
+            let is_script = matches!(fields.get(3), Some(redis::Value::Array(args))
+                if matches!(args.first(), Some(redis::Value::BulkString(c)) if c.eq_ignore_ascii_case(b"evalsha") || c.eq_ignore_ascii_case(b"eval")));
+            if let (true, Some(redis::Value::Int(us))) = (is_script, fields.get(2)) {
+                worst = worst.max(*us);
+                total += us;
+            }
+        }
+    }
+    Ok(Pass {
+        took: report.elapsed,
+        erased: report.erased,
+        worst: Duration::from_micros(worst.unsigned_abs()),
+        in_scripts: Duration::from_micros(total.unsigned_abs()),
+    })
+}
+
+/// The strategy most bots use: load everyone, compare in the client, delete one by one.
+async fn naive(
+    raw: &mut redis::aio::MultiplexedConnection,
+    keys: bool,
+) -> Result<(Duration, u64), BoxError> {
+    let started = Instant::now();
+    let all: Vec<(String, f64)> = raw.zrange_withscores("{retention}:seen", 0, -1).await?;
+    let cutoff = (NOW - 90 * DAY_MS) as f64;
+    let mut erased = 0;
+    for (user, score) in all {
+        if score < cutoff {
+            if keys {
+                raw.del::<_, ()>(format!("data:{user}")).await?;
+            }
+            raw.zrem::<_, _, ()>("{retention}:seen", &user).await?;
+            erased += 1;
+        }
+    }
+    Ok((started.elapsed(), erased))
+}
+
+/// 3. Prune throughput.
+async fn prune(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let n = args.users;
+    println!("3. prune throughput: {n} tracked users, 10% past the threshold");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .query_async::<()>(raw)
+        .await?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg(100_000)
+        .query_async::<()>(raw)
+        .await?;
+    let clock = ManualClock::at_unix_ms(NOW);
+
+    for keys in [false, true] {
+        let label = if keys { "eraser deleting one key per user" } else { "no-op eraser" };
+        fill(raw, n, keys).await?;
+        let store = RedisStore::open(url).await?;
+        let retention = if keys {
+            let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
+            builder(store, &clock)
+                .erase_with(RedisKeysEraser::new(conn, ["data:{user}"])?)
+                .build()?
+        } else {
+            builder(store, &clock)
+                .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+                .build()?
+        };
+        let Pass { took: ours, erased, worst, in_scripts } = timed_pass(&retention, raw).await?;
+        assert_eq!(erased, n / 10, "the pass erased what was due");
+        fill(raw, n, keys).await?;
+        let (theirs, naive_erased) = naive(raw, keys).await?;
+        assert_eq!(naive_erased, n / 10);
+        let rate = erased as f64 / ours.as_secs_f64();
+        let speedup = theirs.as_secs_f64() / ours.as_secs_f64();
+        report.add(&format!("prune pass, {label}"), ours.as_secs_f64() * 1000.0, "ms", None);
+        report.add(
+            &format!("prune rate, {label}"),
+            rate,
+            "users/s",
+            (!keys).then_some(("≥ 200,000", rate >= 200_000.0)),
+        );
+        report.add(&format!("naive strategy, {label}"), theirs.as_secs_f64() * 1000.0, "ms", None);
+        report.add(
+            &format!("speed-up over naive, {label}"),
+            speedup,
+            "×",
+            Some(("≥ 20 ×", speedup >= 20.0)),
+        );
+        report.add(
+            &format!("Redis time in scripts, {label}"),
+            in_scripts.as_secs_f64() * 1000.0,
+            "ms",
+            None,
+        );
+        let worst_ms = worst.as_secs_f64() * 1000.0;
+        report.add(
+            &format!("slowest script call, {label}"),
+            worst_ms,
+            "ms",
+            Some(("≤ 10 ms", worst_ms <= 10.0)),
+        );
+    }
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(10_000)
+        .query_async::<()>(raw)
+        .await?;
+    Ok(())
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+async fn used_memory(raw: &mut redis::aio::MultiplexedConnection) -> Result<u64, BoxError> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(raw).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// 4. Memory.
+async fn memory(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let n = args.users;
+    println!("4. memory at {n} tracked users");
+    flush(raw).await?;
+    let clock = ManualClock::at_unix_ms(NOW);
+    let retention = builder(RedisStore::open(url).await?, &clock).build()?;
+    let redis_before = used_memory(raw).await?;
+    let rss_before = rss_bytes();
+    futures_util::stream::iter(0..n)
+        .map(|user| {
+            let retention = retention.clone();
+            // Realistic ids: Telegram user ids have 9 to 10 digits.
+            async move { retention.record(UserId(5_000_000_000 + user * 7)).await }
+        })
+        .buffer_unordered(1024)
+        .for_each(|_| async {})
+        .await;
+    let redis_after = used_memory(raw).await?;
+    let rss_after = rss_bytes();
+    assert_eq!(retention.tracked_users().await?, n);
+    let per_user = (redis_after - redis_before) as f64 / n as f64;
+    report.add(
+        "Redis memory per tracked user",
+        per_user,
+        "bytes",
+        Some(("≤ 110", per_user <= 110.0)),
+    );
+    let cached = retention.stats().cached_users;
+    report.add(
+        "process memory per cached user",
+        (rss_after.saturating_sub(rss_before)) as f64 / cached.max(1) as f64,
+        "bytes",
+        None,
+    );
+    Ok(())
+}
+
+/// 5. Scaling.
+async fn scaling(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    println!("5. scaling: prune time as tracked users grow (10% due, no-op eraser)");
+    let clock = ManualClock::at_unix_ms(NOW);
+    for &n in &args.scaling {
+        fill(raw, n, false).await?;
+        let retention = builder(RedisStore::open(url).await?, &clock)
+            .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+            .build()?;
+        let Pass { took, erased, .. } = timed_pass(&retention, raw).await?;
+        report.add(&format!("prune pass at {n} users"), took.as_secs_f64() * 1000.0, "ms", None);
+        report.add(
+            &format!("time per erased user at {n} users"),
+            took.as_secs_f64() * 1e6 / erased.max(1) as f64,
+            "µs",
+            None,
+        );
+    }
+    flush(raw).await?;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+-- Ends a batch: confirms users whose erasers all succeeded and requeues the others
+-- (compare-and-delete: only while the batch's lease still carries our deadline).
+--
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 the batch's key
+-- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
+--       5 lease deadline, 6 number of erased users, then the erased users, then per
+--       failed user: user, reason, marked_at, attempts, retry at (ms)
+-- Returns {-1} when the lease was lost (it expired and another pruner took the batch
+-- over; that pruner finishes the job). Otherwise one code per erased user: 1 erased,
+-- 2 erased and a follow-up queued.
+
+local now, follow_up_at, keep, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local lease = redis.call('ZSCORE', KEYS[2], batch)
+if not lease or tonumber(lease) ~= tonumber(ARGV[5]) then
+  return {-1}
+end
+
+local n = tonumber(ARGV[6])
+local done = {}
+for i = 7, 6 + n do
+  done[#done + 1] = ARGV[i]
+end
+local res = {}
+if n > 0 then
+  local jobs = redis.call('HMGET', KEYS[4], unpack(done))
+  local t = redis.call('TIME')
+  local min_id = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - keep
+  local finished_jobs = {}
+  for i, user in ipairs(done) do
+    local outcome = 1
+    local job = jobs[i]
+    if job then
+      -- The job holds the reason; an opt-out may have taken over a running erasure.
+      local reason, marked_at = string.match(job, '^(%a),(%-?%d+),')
+      if reason ~= 'i' then
+        -- Tell every process sharing this store to drop its cached "seen recently" for
+        -- the user. For an opt-out, `s`..`e` is the erasure window: an interaction inside
+        -- it was in flight while the erasers ran.
+        local opt_out = 0
+        if reason == 'o' then
+          opt_out = 1
+        end
+        redis.call('XADD', KEYS[5], 'MINID', '~', string.format('%d', min_id), '*',
+          'u', user, 's', marked_at, 'e', now, 'o', opt_out)
+      end
+      if reason == 'o' and redis.call('ZSCORE', KEYS[1], user) then
+        -- Touched while the erasers ran: the handler of that update may have written
+        -- data after them. Erase once more when it has finished.
+        redis.call('ZADD', KEYS[3], follow_up_at, user)
+        redis.call('HSET', KEYS[4], user, 'o,' .. now .. ',0')
+        outcome = 2
+      else
+        finished_jobs[#finished_jobs + 1] = user
+      end
+    end
+    res[#res + 1] = outcome
+  end
+  if #finished_jobs > 0 then
+    redis.call('HDEL', KEYS[4], unpack(finished_jobs))
+  end
+end
+
+for i = 7 + n, #ARGV, 5 do
+  local user, reason, marked_at, attempts, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local job = redis.call('HGET', KEYS[4], user)
+  if job then
+    -- Keep an upgrade to opt-out that happened while the erasers ran.
+    reason = string.sub(job, 1, 1)
+  end
+  redis.call('ZADD', KEYS[3], retry_at, user)
+  redis.call('HSET', KEYS[4], user, reason .. ',' .. marked_at .. ',' .. attempts)
+end
+
+redis.call('DEL', KEYS[6])
+redis.call('ZREM', KEYS[2], batch)
+return res

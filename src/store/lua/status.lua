@@ -1,0 +1,15 @@
+-- Read-only: what the store holds about one user.
+--
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed
+-- ARGV: 1 user
+-- Returns {last seen or false, due or false, job or false, lease deadline or false}.
+-- (batches.lua is prepended.)
+
+local user = ARGV[1]
+local _, deadline = batch_of(user)
+return {
+  redis.call('ZSCORE', KEYS[1], user) or false,
+  redis.call('ZSCORE', KEYS[3], user) or false,
+  redis.call('HGET', KEYS[4], user) or false,
+  deadline and tostring(deadline) or false,
+}
