@@ -120,22 +120,31 @@ impl Retention {
             move |deps: DependencyMap, cont| {
                 let inner = handler.clone();
                 let layer = layer.clone();
+                // This future is allocated for every update: the common path (an active
+                // user's cached interaction) stays synchronous, and the rare paths are boxed
+                // so that their large state machines are not part of it.
                 async move {
                     let Some(update) = deps.try_get::<Update>() else {
                         return inner.execute(deps, cont).await;
                     };
-                    let observed = layer.observe(&update).await;
+                    let observed = match classify(&update, layer.inner.config.detect_blocks) {
+                        Event::Nothing => Observed::default(),
+                        Event::Interaction(user) if layer.inner.tracker.touch_cached(user.0) => {
+                            Observed::default()
+                        }
+                        event => Box::pin(layer.observe(event)).await,
+                    };
                     if observed.refuse {
                         return ControlFlow::Break(Ok(()));
                     }
-                    if layer.inner.commands.is_some()
-                        && layer.run_command::<R>(&update, &deps).await
+                    if layer.inner.commands.as_ref().is_some_and(|c| c.may_handle(&update))
+                        && Box::pin(layer.run_command::<R>(&update, &deps)).await
                     {
                         return ControlFlow::Break(Ok(()));
                     }
                     let result = inner.execute(deps, cont).await;
                     if let ControlFlow::Break(Err(err)) = &result {
-                        layer.inspect_error(&update, err).await;
+                        Box::pin(layer.inspect_error(&update, err)).await;
                     }
                     match result {
                         // Only the layer acted on this update: mark it handled, so that the
@@ -150,8 +159,8 @@ impl Retention {
     }
 
     /// Records what an update says about its user.
-    async fn observe(&self, update: &Update) -> Observed {
-        match classify(update, self.inner.config.detect_blocks) {
+    async fn observe(&self, event: Event) -> Observed {
+        match event {
             Event::Interaction(user) => self.interaction(user).await,
             Event::Blocked(user) => {
                 if let Err(e) = self.mark_gone(user, crate::GoneReason::Blocked).await {

@@ -88,18 +88,21 @@ struct Seen {
     skipped: i64,
 }
 
+/// Telegram assigns user ids, so nobody can pick colliding keys: a fast hasher is safe.
+type UserMap<V> = HashMap<u64, V, rustc_hash::FxBuildHasher>;
+
 struct State {
-    cache: HashMap<u64, Seen>,
-    pending: HashMap<u64, i64>,
+    cache: UserMap<Seen>,
+    pending: UserMap<i64>,
     /// Completes when `pending` has been written (`true`) or failed (`false`).
     slot: Arc<SetOnce<bool>>,
     /// The batch being written right now, and its completion.
-    in_flight: HashMap<u64, i64>,
+    in_flight: UserMap<i64>,
     in_flight_slot: Arc<SetOnce<bool>>,
-    backlog: HashMap<u64, i64>,
+    backlog: UserMap<i64>,
     healthy: bool,
     /// Users with an erasure running in this process: never served from the cache.
-    erasing: HashMap<u64, usize>,
+    erasing: UserMap<usize>,
 }
 
 pub(crate) struct Tracker {
@@ -130,14 +133,14 @@ impl Tracker {
     ) -> Self {
         Self {
             state: Mutex::new(State {
-                cache: HashMap::new(),
-                pending: HashMap::new(),
+                cache: UserMap::default(),
+                pending: UserMap::default(),
                 slot: Arc::new(SetOnce::new()),
-                in_flight: HashMap::new(),
+                in_flight: UserMap::default(),
                 in_flight_slot: Arc::new(SetOnce::new()),
-                backlog: HashMap::new(),
+                backlog: UserMap::default(),
                 healthy: true,
-                erasing: HashMap::new(),
+                erasing: UserMap::default(),
             }),
             wake: Notify::new(),
             backend,
@@ -156,6 +159,26 @@ impl Tracker {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Records that `user` interacted now if this process wrote them recently enough;
+    /// returns `false` when a write is needed ([`Tracker::touch`]).
+    pub(crate) fn touch_cached(&self, user: u64) -> bool {
+        let now = self.clock.now_ms();
+        self.cached(&mut self.lock(), user, now)
+    }
+
+    fn cached(&self, st: &mut State, user: u64, now: i64) -> bool {
+        if st.erasing.contains_key(&user) {
+            return false;
+        }
+        match st.cache.get_mut(&user) {
+            Some(seen) if now - seen.written < self.resolution_ms => {
+                seen.skipped = seen.skipped.max(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records that `user` interacted now.
     ///
     /// With `must_store`, waits for the write even while the store is failing (strict mode).
@@ -163,11 +186,7 @@ impl Tracker {
         let now = self.clock.now_ms();
         let slot = {
             let mut st = self.lock();
-            if !st.erasing.contains_key(&user)
-                && let Some(seen) = st.cache.get_mut(&user)
-                && now - seen.written < self.resolution_ms
-            {
-                seen.skipped = seen.skipped.max(now);
+            if self.cached(&mut st, user, now) {
                 return Recorded::Cached;
             }
             if let Some(score) = st.pending.get_mut(&user) {

@@ -27,6 +27,20 @@ enum Command {
     Privacy,
 }
 
+impl Commands {
+    /// A cheap pre-check, run for every update: could this be a privacy command or one of
+    /// its buttons?
+    pub(crate) fn may_handle(&self, update: &Update) -> bool {
+        match &update.kind {
+            UpdateKind::Message(msg) => msg.text().is_some_and(|t| t.starts_with('/')),
+            UpdateKind::CallbackQuery(q) => {
+                q.data.as_deref().is_some_and(|d| d.starts_with(CALLBACK_PREFIX))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Retention {
     /// Answers the update if it is one of the privacy commands or their buttons; returns
     /// `true` if it was (the wrapped handler does not see it then).
