@@ -63,7 +63,13 @@ struct Report {
 
 impl Report {
     fn add(&mut self, name: &str, value: f64, unit: &str, target: Option<(&str, bool)>) {
-        let shown = if value >= 100.0 { format!("{value:.0}") } else { format!("{value:.2}") };
+        let shown = if value >= 1000.0 {
+            format!("{value:.0}")
+        } else if value >= 100.0 {
+            format!("{value:.1}")
+        } else {
+            format!("{value:.2}")
+        };
         let verdict = match target {
             Some((t, met)) => format!("{t} {}", if met { "✓" } else { "✗ missed" }),
             None => String::new(),
@@ -88,7 +94,9 @@ async fn main() -> Result<(), BoxError> {
     let server = redis_server::RedisServer::start();
     let url = server.url();
     let client = redis::Client::open(url.as_str())?;
-    let mut raw = client.get_multiplexed_async_connection().await?;
+    // The naive strategy reads a million members in one reply: no response timeout here.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut raw = client.get_multiplexed_async_connection_with_config(&config).await?;
     let version: String = redis::cmd("INFO").arg("server").query_async(&mut raw).await?;
     let version =
         version.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").to_owned();
