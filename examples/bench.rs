@@ -264,7 +264,7 @@ async fn overhead(
     report.add(
         "first-seen users: updates per ZADD round trip",
         args.updates as f64 / writes.max(1) as f64,
-        "",
+        "updates",
         Some(("> 1 (shared)", writes < args.updates)),
     );
     Ok(())
