@@ -171,6 +171,7 @@ struct Keys {
     queue: String,
     job: String,
     feed: String,
+    batches: String,
 }
 
 impl Keys {
@@ -183,12 +184,9 @@ impl Keys {
             queue: format!("{prefix}queue"),
             job: format!("{prefix}job"),
             feed: format!("{prefix}feed"),
+            batches: format!("{prefix}batches"),
             prefix,
         }
-    }
-
-    fn batch(&self, id: u64) -> String {
-        format!("{}batch:{id}", self.prefix)
     }
 
     fn nonce(&self, user: u64) -> String {
@@ -212,7 +210,8 @@ impl Bound {
             .key(&self.keys.lease)
             .key(&self.keys.queue)
             .key(&self.keys.job)
-            .key(&self.keys.feed);
+            .key(&self.keys.feed)
+            .key(&self.keys.batches);
         inv
     }
 
@@ -290,7 +289,7 @@ impl Backend for Bound {
     ) -> BoxFuture<'_, Result<Batch>> {
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM);
-            inv.key(self.keys.batch(id)).arg(now).arg(cutoff).arg(deadline).arg(limit).arg(id);
+            inv.arg(now).arg(cutoff).arg(deadline).arg(limit).arg(id);
             let (plain, special): (Vec<Value>, Vec<Value>) = self.run(&inv).await?;
             let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
             for user in &plain {
@@ -323,12 +322,7 @@ impl Backend for Bound {
     ) -> BoxFuture<'_, Result<Option<Batch>>> {
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM_USER);
-            inv.key(self.keys.batch(id))
-                .arg(user)
-                .arg(reason.code())
-                .arg(now)
-                .arg(deadline)
-                .arg(id);
+            inv.arg(user).arg(reason.code()).arg(now).arg(deadline).arg(id);
             let reply: Vec<i64> = self.run(&inv).await?;
             Ok(match reply.as_slice() {
                 [1, attempts] => {
@@ -351,8 +345,7 @@ impl Backend for Bound {
     ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
         Box::pin(async move {
             let mut inv = self.invocation(&FINISH);
-            inv.key(self.keys.batch(batch.id))
-                .arg(now)
+            inv.arg(now)
                 .arg(follow_up_at)
                 .arg(FEED_KEEP_MS)
                 .arg(batch.id)
@@ -574,7 +567,7 @@ mod tests {
     #[test]
     fn every_key_carries_the_namespace_hash_tag() {
         let keys = Keys::new("mybot");
-        for key in [&keys.seen, &keys.lease, &keys.queue, &keys.job, &keys.feed] {
+        for key in [&keys.seen, &keys.lease, &keys.queue, &keys.job, &keys.feed, &keys.batches] {
             assert!(key.starts_with("{mybot}:"), "{key}");
         }
         assert_eq!(keys.nonce(42), "{mybot}:confirm:42");

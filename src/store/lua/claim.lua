@@ -1,19 +1,19 @@
 -- Claims up to ARGV[4] users whose erasure is due into one batch, leased until ARGV[3].
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 the new batch's key
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
 -- ARGV: 1 now (ms), 2 cutoff (ms), 3 lease deadline (ms), 4 limit, 5 batch id
 -- Returns {plain, special}: plain = ids of users claimed for inactivity alone;
 -- special = user, reason, marked_at, attempts for users with a scheduled job.
 --
 -- The claim/confirm protocol:
---   1. claim (this script) moves users out of `seen` (and `queue`) into a batch, and
---      scores the batch in `lease` by its deadline;
+--   1. claim (this script) moves users out of `seen` (and `queue`) into a batch (listed
+--      in `batches`), and scores the batch in `lease` by its deadline;
 --   2. the pruner runs every eraser for the batch's users;
 --   3. finish ends the batch only if its lease still carries that deadline, requeueing
 --      users whose erasers failed.
 -- A pruner that dies between 1 and 3 leaves its batch behind; once the lease expires,
 -- step 1 of a later claim takes its users over. Leasing whole batches keeps a claim to
--- one sorted-set write and one string, however many users it holds.
+-- one sorted-set write and one hash field, however many users it holds.
 --
 -- A user "came back" when they interacted after being marked for erasure; for a claim
 -- for inactivity (marked_at 0) any `seen` entry counts, because the claim removed the old
@@ -75,11 +75,10 @@ for _, old in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMI
   if #members >= limit then
     break
   end
-  local key = batch_key(old)
-  for user in string.gmatch(redis.call('GET', key) or '', '%d+') do
+  for user in string.gmatch(redis.call('HGET', KEYS[6], old) or '', '%d+') do
     take_or_drop(user)
   end
-  redis.call('DEL', key)
+  redis.call('HDEL', KEYS[6], old)
   redis.call('ZREM', KEYS[2], old)
 end
 
@@ -110,7 +109,7 @@ if #members < limit then
 end
 
 if #members > 0 then
-  redis.call('SET', KEYS[6], ',' .. table.concat(members, ',') .. ',')
+  redis.call('HSET', KEYS[6], batch, ',' .. table.concat(members, ',') .. ',')
   redis.call('ZADD', KEYS[2], deadline, batch)
 end
 return {plain, special}

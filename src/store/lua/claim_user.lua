@@ -1,6 +1,6 @@
 -- Claims one user for an immediate erasure (an opt-out), as a batch of one.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 the new batch's key
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
 -- ARGV: 1 user, 2 reason, 3 now (ms), 4 lease deadline (ms), 5 batch id
 -- Returns {1, attempts} when claimed. Returns {0} when a live batch of another erasure
 -- holds the user; that erasure's job is upgraded to this reason, so that if it fails it
@@ -20,13 +20,12 @@ if held_by then
     return {0}
   end
   -- The batch's pruner died: take the user out of it.
-  local key = batch_key(held_by)
-  local members = string.gsub(redis.call('GET', key), ',' .. user .. ',', ',', 1)
-  redis.call('SET', key, members)
+  local members = string.gsub(redis.call('HGET', KEYS[6], held_by), ',' .. user .. ',', ',', 1)
+  redis.call('HSET', KEYS[6], held_by, members)
 end
 
 redis.call('ZREM', KEYS[3], user)
 redis.call('ZREM', KEYS[1], user)
-redis.call('SET', KEYS[6], ',' .. user .. ',')
+redis.call('HSET', KEYS[6], batch, ',' .. user .. ',')
 redis.call('ZADD', KEYS[2], deadline, batch)
 return {1, attempts}

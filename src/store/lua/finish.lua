@@ -1,7 +1,7 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 the batch's key
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, then the erased users, then per
 --       failed user: user, reason, marked_at, attempts, retry at (ms)
@@ -71,6 +71,6 @@ for i = 7 + n, #ARGV, 5 do
   redis.call('HSET', KEYS[4], user, reason .. ',' .. marked_at .. ',' .. attempts)
 end
 
-redis.call('DEL', KEYS[6])
+redis.call('HDEL', KEYS[6], batch)
 redis.call('ZREM', KEYS[2], batch)
 return res
