@@ -150,13 +150,14 @@ where
     dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await
 }
 
-/// [`dispatch`] with a dispatcher built by the test.
-pub async fn dispatch_with<E, K>(
-    dispatcher: &mut Dispatcher<teloxide::Bot, E, K>,
+/// [`dispatch`] with a dispatcher built by the test (any bot type, such as an adaptor).
+pub async fn dispatch_with<R, E, K>(
+    dispatcher: &mut Dispatcher<R, E, K>,
     updates: Vec<Value>,
     listener_errors: Arc<LoggingErrorHandler>,
 ) -> HashSet<AllowedUpdate>
 where
+    R: teloxide::requests::Requester + Clone + Send + Sync + 'static,
     E: Debug + Send + Sync + 'static,
     K: std::hash::Hash + Eq + Clone + Send + 'static,
 {

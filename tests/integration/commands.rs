@@ -355,3 +355,28 @@ both_stores! {
         assert_eq!((status.last_seen, status.erasure), (None, None));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_work_with_an_adaptor_bot() {
+    use teloxide::adaptors::DefaultParseMode;
+    use teloxide::dispatching::Dispatcher;
+    use teloxide::error_handlers::LoggingErrorHandler;
+    use teloxide::types::ParseMode;
+
+    let env = Env::memory();
+    let api = FakeBotApi::start().await;
+    let retention = env.bare_builder().await.inactive_after(90 * DAY).build().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let bot = api.bot().parse_mode(ParseMode::Html);
+    let handler = retention.wrap_for::<DefaultParseMode<teloxide::Bot>, _>(tree(&seen));
+    let mut dispatcher = Dispatcher::builder(bot, handler).build();
+    let updates = vec![u::message(16, "/privacy"), u::message(16, "hello")];
+    crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
+
+    let sent = api.sent_to("sendmessage", 16);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].text().unwrap().starts_with("How this bot handles your data"));
+    assert_eq!(sent[0].body["parse_mode"], "HTML", "sent through the adaptor");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert!(retention.status(UserId(16)).await.unwrap().last_seen.is_some());
+}

@@ -11,6 +11,7 @@ use teloxide::RequestError;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
+use teloxide::types::ChatMemberUpdated;
 use teloxide_retention::{ErasureReason, GonePolicy, NoteGone};
 
 use crate::both_stores;
@@ -61,6 +62,24 @@ both_stores! {
         );
         env.clock.advance(8 * DAY);
         assert_eq!(retention.prune_once().await.unwrap().claimed, 0);
+    }
+
+    async fn a_block_still_reaches_a_tree_that_handles_it(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let tree: UpdateHandler<RequestError> = Update::filter_my_chat_member().endpoint({
+            let seen = Arc::clone(&seen);
+            move |update: ChatMemberUpdated| {
+                assert_eq!(update.from.id, UserId(61));
+                seen.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            }
+        });
+        dispatch(&api, retention.wrap(tree), vec![u::blocked(61)]).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the layer does not consume the update");
+        let status = retention.status(UserId(61)).await.unwrap();
+        assert_eq!(reason_of(&status), Some(ErasureReason::Blocked));
     }
 
     async fn a_blocking_user_is_erased_after_the_grace_period_with_the_reason(env) {

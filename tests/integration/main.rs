@@ -9,6 +9,8 @@ mod support;
 
 mod cluster;
 mod commands;
+mod erasers;
 mod gone;
 mod layer;
+mod pruner;
 mod store;

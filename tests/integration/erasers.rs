@@ -1,0 +1,175 @@
+//! The built-in erasers: a teloxide dialogue `Storage` and the bot's own Redis keys.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use teloxide::dispatching::dialogue::{InMemStorage, Storage};
+use teloxide::types::{ChatId, UserId};
+use teloxide_retention::{DialogueEraser, OptOutOutcome, RedisKeysEraser, Retention};
+
+use crate::common::{DAY, Env, RedisServer, updates::GROUP};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+enum State {
+    AskedName,
+    Ordering { item: String },
+}
+
+async fn retention_with(env: &Env, eraser: impl teloxide_retention::Eraser) -> Retention {
+    env.builder().await.erase_with(eraser).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialogue_is_erased_and_a_missing_one_counts_as_erased() {
+    let env = Env::memory();
+    let storage = InMemStorage::<State>::new();
+    let retention = retention_with(&env, DialogueEraser::new(Arc::clone(&storage))).await;
+    Arc::clone(&storage).update_dialogue(ChatId(1), State::AskedName).await.unwrap();
+    Arc::clone(&storage).update_dialogue(ChatId(GROUP), State::AskedName).await.unwrap();
+
+    assert_eq!(
+        retention.erase_user(UserId(1)).await.unwrap(),
+        OptOutOutcome::Erased { follow_up: false }
+    );
+    assert_eq!(Arc::clone(&storage).get_dialogue(ChatId(1)).await.unwrap(), None);
+    assert_eq!(
+        Arc::clone(&storage).get_dialogue(ChatId(GROUP)).await.unwrap(),
+        Some(State::AskedName),
+        "a group's dialogue belongs to the group"
+    );
+    // InMemStorage answers "dialogue not found" with an error; that is not a failure.
+    assert_eq!(
+        retention.erase_user(UserId(2)).await.unwrap(),
+        OptOutOutcome::Erased { follow_up: false }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialogue_is_exported_only_when_asked() {
+    let env = Env::memory();
+    let storage = InMemStorage::<State>::new();
+    let state = State::Ordering { item: "pizza".into() };
+    Arc::clone(&storage).update_dialogue(ChatId(3), state).await.unwrap();
+
+    let exporting =
+        retention_with(&env, DialogueEraser::new(Arc::clone(&storage)).with_export()).await;
+    let document = exporting.export(UserId(3)).await.unwrap();
+    assert_eq!(
+        document["bot_data"][0],
+        json!({ "name": "dialogue", "data": { "Ordering": { "item": "pizza" } } })
+    );
+    assert_eq!(exporting.export(UserId(4)).await.unwrap()["bot_data"][0]["data"], Value::Null);
+
+    let silent =
+        retention_with(&env, DialogueEraser::new(Arc::clone(&storage)).named("orders")).await;
+    let document = silent.export(UserId(3)).await.unwrap();
+    assert_eq!(document["bot_data"][0], json!({ "name": "orders", "held": "held, no export" }));
+}
+
+/// A storage whose database is down: every call fails.
+struct Unreachable;
+
+impl Storage<State> for Unreachable {
+    type Error = std::io::Error;
+
+    fn remove_dialogue(self: Arc<Self>, _: ChatId) -> BoxFuture<'static, Result<(), Self::Error>> {
+        Box::pin(async { Err(std::io::Error::other("connection refused")) })
+    }
+
+    fn update_dialogue(
+        self: Arc<Self>,
+        _: ChatId,
+        _: State,
+    ) -> BoxFuture<'static, Result<(), Self::Error>> {
+        Box::pin(async { Err(std::io::Error::other("connection refused")) })
+    }
+
+    fn get_dialogue(
+        self: Arc<Self>,
+        _: ChatId,
+    ) -> BoxFuture<'static, Result<Option<State>, Self::Error>> {
+        Box::pin(async { Err(std::io::Error::other("connection refused")) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dialogue_storage_fails_the_erasure() {
+    let env = Env::memory();
+    let retention = retention_with(&env, DialogueEraser::new(Arc::new(Unreachable))).await;
+    let OptOutOutcome::Retrying { failed } = retention.erase_user(UserId(5)).await.unwrap() else {
+        panic!("the storage is down");
+    };
+    assert_eq!(failed, [("dialogue".to_owned(), "connection refused".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_are_exported_by_type_and_erased() {
+    let env = Env::redis();
+    let bot_data = RedisServer::start();
+    let client = redis::Client::open(bot_data.url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut raw = bot_data.sync_connection();
+    for user in [7u64, 8] {
+        let _: () = redis::pipe()
+            .hset(format!("profile:{user}"), "name", "Ada")
+            .rpush(format!("cart:{{{user}}}"), &["tea", "milk"])
+            .zadd(format!("scores:{user}"), "quiz", 3)
+            .sadd(format!("tags:{user}"), "vip")
+            .set(format!("lang:{user}"), "en")
+            .query(&mut raw)
+            .unwrap();
+    }
+    let eraser = RedisKeysEraser::new(
+        conn,
+        [
+            "profile:{user}",
+            "cart:{{user}}",
+            "scores:{user}",
+            "tags:{user}",
+            "lang:{user}",
+            "none:{user}",
+        ],
+    )
+    .unwrap();
+    assert_eq!(eraser.keys_for(UserId(7))[1], "cart:{7}", "{{user}} makes a hash tag");
+    let retention = env.builder().await.erase_with(eraser).build().unwrap();
+
+    let document = retention.export(UserId(7)).await.unwrap();
+    assert_eq!(
+        document["bot_data"][0]["data"],
+        json!({
+            "profile:7": { "name": "Ada" },
+            "cart:{7}": ["tea", "milk"],
+            "scores:7": ["quiz", "3"],
+            "tags:7": ["vip"],
+            "lang:7": "en",
+        })
+    );
+
+    retention.record(UserId(7)).await;
+    env.clock.advance(31 * DAY);
+    retention.record(UserId(8)).await;
+    assert_eq!(retention.prune_once().await.unwrap().erased, 1);
+    let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).unwrap();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["cart:{8}", "lang:8", "profile:8", "scores:8", "tags:8"]);
+}
+
+#[tokio::test]
+async fn redis_key_patterns_must_name_the_user() {
+    let server = RedisServer::start();
+    let conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let none = RedisKeysEraser::new(conn.clone(), Vec::<String>::new()).unwrap_err();
+    assert!(none.to_string().contains("at least one key pattern"), "{none}");
+    let shared = RedisKeysEraser::new(conn, ["profile:{user}", "global:settings"]).unwrap_err();
+    assert!(
+        shared.to_string().contains("\"global:settings\" has no {user} placeholder"),
+        "{shared}"
+    );
+}
