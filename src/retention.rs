@@ -299,11 +299,9 @@ impl Retention {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
         let deadline = now + duration_ms(inner.config.lease);
-        // Interactions from now on go to the store, so the confirm step sees them.
-        inner.tracker.begin_erasure(user.0);
-        let outcome = self.erase_user_claimed(user, now, deadline).await;
-        inner.tracker.end_erasure(user.0);
-        outcome
+        // Interactions from now on go to the store, so that finishing the erasure sees them.
+        let _erasing = inner.tracker.begin_erasure(user.0);
+        self.erase_user_claimed(user, now, deadline).await
     }
 
     async fn erase_user_claimed(
@@ -442,7 +440,6 @@ impl Retention {
         });
         let state = match &status.erasure {
             Some(e) if e.reason.is_gone() => "gone",
-            Some(e) if e.reason == ErasureReason::OptOut => "erasure_pending",
             Some(_) => "erasure_pending",
             None if status.last_seen.is_some() => "active",
             None => "not_tracked",

@@ -207,9 +207,15 @@ impl Tracker {
         self.ensure_writer();
         self.wake.notify_one();
         if *slot.wait().await {
-            Recorded::Written
-        } else if self.lock().backlog.contains_key(&user) {
+            return Recorded::Written;
+        }
+        // The write failed and moved to the backlog, unless the backlog was full (or a retry
+        // of the backlog has written it since).
+        let st = self.lock();
+        if st.backlog.contains_key(&user) {
             Recorded::Buffered
+        } else if st.cache.get(&user).is_some_and(|seen| seen.written >= now) {
+            Recorded::Written
         } else {
             Recorded::Dropped
         }
@@ -238,21 +244,13 @@ impl Tracker {
     }
 
     /// Marks `user` as being erased by this process: drops them from the cache and sends
-    /// their interactions to the store until [`Tracker::end_erasure`].
-    pub(crate) fn begin_erasure(&self, user: u64) {
+    /// their interactions to the store until the returned guard is dropped (also when the
+    /// erasure is cancelled).
+    pub(crate) fn begin_erasure(&self, user: u64) -> Erasing<'_> {
         let mut st = self.lock();
         st.cache.remove(&user);
         *st.erasing.entry(user).or_default() += 1;
-    }
-
-    pub(crate) fn end_erasure(&self, user: u64) {
-        let mut st = self.lock();
-        if let Some(n) = st.erasing.get_mut(&user) {
-            *n -= 1;
-            if *n == 0 {
-                st.erasing.remove(&user);
-            }
-        }
+        Erasing { tracker: self, user }
     }
 
     /// Applies an erasure or gone mark: forgets the user and writes any interaction this
@@ -441,6 +439,24 @@ impl Tracker {
     fn sweep(&self) {
         let horizon = self.clock.now_ms() - 2 * self.resolution_ms;
         self.lock().cache.retain(|_, s| s.written.max(s.skipped) >= horizon);
+    }
+}
+
+/// An erasure running in this process; see [`Tracker::begin_erasure`].
+pub(crate) struct Erasing<'a> {
+    tracker: &'a Tracker,
+    user: u64,
+}
+
+impl Drop for Erasing<'_> {
+    fn drop(&mut self) {
+        let mut st = self.tracker.lock();
+        if let Some(n) = st.erasing.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                st.erasing.remove(&self.user);
+            }
+        }
     }
 }
 

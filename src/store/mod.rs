@@ -40,7 +40,7 @@ pub use self::redis::RedisStore;
 
 /// A backend for [`Retention`](crate::Retention): [`RedisStore`] or [`MemoryStore`].
 ///
-/// The trait is sealed: its operations are the crate's claim/confirm protocol and are not
+/// The trait is sealed: its operations are the crate's claim -> erase -> finish protocol and are not
 /// meant to be called or implemented outside it.
 pub trait Store: sealed::Bind + Send + Sync + 'static {}
 

@@ -41,7 +41,7 @@ static COUNT_USE: LazyLock<Script> =
 /// The production store: Redis 6.2 or newer, a single server or a Redis Cluster.
 ///
 /// All keys of a namespace share one hash tag (`{retention}:seen`, `{retention}:queue`, ...),
-/// so the multi-key scripts of the claim/confirm protocol run on Redis Cluster too. Several
+/// so the multi-key scripts of the claim -> erase -> finish protocol run on Redis Cluster too. Several
 /// bot replicas may share one store.
 ///
 /// ```no_run

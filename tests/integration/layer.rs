@@ -148,6 +148,17 @@ async fn the_dispatcher_still_type_checks_the_wrapped_tree() {
     let _ = Dispatcher::builder(Bot::new("1:x"), wrapped).build();
 }
 
+#[tokio::test]
+#[should_panic(expected = "teloxide_core::bot::Bot")]
+async fn wrap_with_an_adaptor_bot_fails_at_start_up_naming_the_missing_bot() {
+    use teloxide::adaptors::DefaultParseMode;
+    use teloxide::types::ParseMode;
+    // `wrap` is for `teloxide::Bot`; with an adaptor the privacy commands need `wrap_for`.
+    let wrapped = retention(|b| b).wrap(messages_only());
+    let bot: DefaultParseMode<Bot> = Bot::new("1:x").parse_mode(ParseMode::Html);
+    let _ = Dispatcher::builder(bot, wrapped).build();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_extension_method_wraps_like_wrap() {
     let retention = retention(|b| b.without_commands());

@@ -5,7 +5,7 @@
 -- Returns {plain, special}: plain = ids of users claimed for inactivity alone;
 -- special = user, reason, marked_at, attempts for users with a scheduled job.
 --
--- The claim/confirm protocol:
+-- The claim -> erase -> finish protocol:
 --   1. claim (this script) moves users out of `seen` (and `queue`) into a batch (listed
 --      in `batches`), and scores the batch in `lease` by its deadline;
 --   2. the pruner runs every eraser for the batch's users;
