@@ -1,9 +1,11 @@
 //! The crate's error type.
 //!
 //! Every fallible public function returns [`Error`]. Configuration mistakes are caught by
-//! [`RetentionBuilder::build`](crate::RetentionBuilder::build) with [`Error::Config`], store
-//! trouble surfaces as [`Error::Redis`] or [`Error::Timeout`], and erasers' failures are
-//! reported per eraser in [`Error::Erasers`].
+//! [`RetentionBuilder::build`](crate::RetentionBuilder::build) with [`Error::Config`], and
+//! store trouble surfaces as [`Error::Redis`] or [`Error::Timeout`]. Erasers' failures are
+//! not errors of the call: they are retried, and reported in
+//! [`OptOutOutcome::Retrying`](crate::OptOutOutcome::Retrying) and
+//! [`PassReport::failed`](crate::PassReport::failed).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,9 +40,6 @@ pub enum Error {
     /// The store holds a value this version of the crate cannot read.
     #[error("unexpected data in the store: {0}")]
     Corrupt(String),
-    /// One or more erasers failed; each entry is the eraser's name and its error text.
-    #[error("{} eraser(s) failed: {}", .0.len(), format_failures(.0))]
-    Erasers(Vec<(String, String)>),
 }
 
 impl Error {
@@ -70,10 +69,6 @@ impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Self::Config(msg.into())
     }
-}
-
-fn format_failures(failures: &[(String, String)]) -> String {
-    failures.iter().map(|(name, err)| format!("{name}: {err}")).collect::<Vec<_>>().join("; ")
 }
 
 /// Shorthand for results of this crate.

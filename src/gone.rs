@@ -117,6 +117,10 @@ impl Retention {
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
     /// if the store cannot be written.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: the mark is written in one script call, or not at all.
     pub async fn mark_gone(&self, user: UserId, reason: GoneReason) -> Result<bool> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
@@ -157,6 +161,10 @@ impl Retention {
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
     /// if the store cannot be written.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe, like [`Retention::mark_gone`].
     pub async fn note_send_error(
         &self,
         chat: impl Into<Recipient>,
@@ -180,6 +188,10 @@ impl Retention {
 pub trait NoteGone<T> {
     /// Marks the user of `chat` gone if this result is a "gone" error, then returns the
     /// result unchanged. Store failures are logged, not returned.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe, like [`Retention::mark_gone`].
     fn note_gone(
         self,
         retention: &Retention,

@@ -155,6 +155,10 @@ impl Retention {
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
     /// if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn preview(&self, limit: usize) -> Result<PrunePreview> {
         let (now, cutoff) = self.cutoff();
         let raw = self.store_call(self.inner.backend.preview(now, cutoff, limit)).await?;
@@ -189,6 +193,12 @@ impl Retention {
 
     /// The pruner loop, for running it on an executor of your choice; it ends when `token`
     /// is cancelled. [`Retention::spawn_pruner`] spawns this.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Prefer cancelling `token`, which lets the running batch finish. Dropping the future
+    /// instead may leave a claimed batch, which a later pass takes over once its lease
+    /// expires.
     pub async fn run_pruner(self, token: CancellationToken) {
         let interval = self.inner.config.prune_interval;
         loop {

@@ -240,6 +240,10 @@ impl Retention {
     /// # Errors
     ///
     /// The store error if it is still unreachable; the interactions stay buffered.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: what was not written stays buffered.
     pub async fn flush(&self) -> Result<()> {
         self.inner.tracker.flush().await
     }
@@ -249,6 +253,10 @@ impl Retention {
     /// # Errors
     ///
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn status(&self, user: UserId) -> Result<UserStatus> {
         let raw = self.store_call(self.inner.backend.record(user.0)).await?;
         let erasure = raw.job.map(|(reason, marked_at, attempts)| PendingErasure {
@@ -276,6 +284,10 @@ impl Retention {
     /// # Errors
     ///
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn tracked_users(&self) -> Result<u64> {
         self.store_call(self.inner.backend.tracked()).await
     }
@@ -425,6 +437,10 @@ impl Retention {
     ///
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read. A failing eraser
     /// does not fail the export; its entry says it failed.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
     pub async fn export(&self, user: UserId) -> Result<serde_json::Value> {
         use serde_json::json;
         let status = self.status(user).await?;
