@@ -38,7 +38,7 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::retention::Retention;
 use crate::store::{Invalidation, Marked};
-use crate::tracker::Counters;
+use crate::tracker::{Counters, PendingMark};
 
 /// Why Telegram says a user is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,26 +111,64 @@ impl Retention {
     /// [`GonePolicy`].
     ///
     /// Returns `true` if an erasure was newly scheduled (`false`: one was already
-    /// scheduled or running, which is kept).
+    /// scheduled or running, which is kept, or `user` is a bot or service account id the
+    /// crate never tracks).
     ///
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
-    /// if the store cannot be written.
+    /// if the store cannot be written. The mark is then not kept: handle the error, or use
+    /// [`NoteGone::note_gone`], which keeps marks in memory while the store is unreachable
+    /// (as the layer does for blocks) and writes them when it answers again.
     ///
     /// # Cancellation safety
     ///
     /// Cancel-safe: the mark is written in one script call, or not at all.
     pub async fn mark_gone(&self, user: UserId, reason: GoneReason) -> Result<bool> {
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
-        let due = match inner.config.gone_policy {
+        let mark = self.gone_mark(reason);
+        self.write_mark(user, mark).await
+    }
+
+    /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory
+    /// (bounded by `max_buffered_touches`) and written once the store answers again.
+    pub(crate) async fn mark_gone_or_keep(&self, user: UserId, reason: GoneReason) {
+        let mark = self.gone_mark(reason);
+        let Err(e) = self.write_mark(user, mark).await else { return };
+        if self.inner.tracker.keep_mark(user.0, mark) {
+            tracing::warn!(
+                error = %e,
+                user = user.0,
+                %reason,
+                "could not mark a gone user; kept in memory until the store answers again"
+            );
+        } else {
+            tracing::error!(
+                error = %e,
+                user = user.0,
+                %reason,
+                "gone mark lost: the store is unreachable and the buffer is full"
+            );
+        }
+    }
+
+    /// A gone mark made now, due as the [`GonePolicy`] says.
+    fn gone_mark(&self, reason: GoneReason) -> PendingMark {
+        let now = self.inner.clock.now_ms();
+        let due = match self.inner.config.gone_policy {
             GonePolicy::EraseNow => Some(now),
             GonePolicy::EraseAfter(grace) => Some(now + duration_ms(grace)),
             GonePolicy::MarkOnly => None,
         };
-        let marked =
-            self.store_call(inner.backend.schedule(user.0, reason.into(), now, due)).await?;
+        PendingMark { reason: reason.into(), marked_at: now, due }
+    }
+
+    async fn write_mark(&self, user: UserId, mark: PendingMark) -> Result<bool> {
+        let inner = &self.inner;
+        if !crate::layer::is_trackable_id(user) {
+            return Ok(false);
+        }
+        let PendingMark { reason, marked_at: now, due } = mark;
+        let marked = self.store_call(inner.backend.schedule(user.0, reason, now, due)).await?;
         if marked != Marked::Scheduled {
             return Ok(false);
         }
@@ -160,7 +198,8 @@ impl Retention {
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
-    /// if the store cannot be written.
+    /// if the store cannot be written; the mark is not kept, as with
+    /// [`Retention::mark_gone`].
     ///
     /// # Cancellation safety
     ///
@@ -170,13 +209,7 @@ impl Retention {
         chat: impl Into<Recipient>,
         err: &RequestError,
     ) -> Result<Option<GoneReason>> {
-        let Recipient::Id(chat) = chat.into() else {
-            return Ok(None);
-        };
-        let Some(reason) = gone_reason(chat, err) else {
-            return Ok(None);
-        };
-        let Some(user) = chat.as_user() else {
+        let Some((user, reason)) = gone_user(chat.into(), err) else {
             return Ok(None);
         };
         self.mark_gone(user, reason).await?;
@@ -184,10 +217,19 @@ impl Retention {
     }
 }
 
+/// The user a failed request to `chat` says is gone, and why.
+fn gone_user(chat: Recipient, err: &RequestError) -> Option<(UserId, GoneReason)> {
+    let Recipient::Id(chat) = chat else { return None };
+    let reason = gone_reason(chat, err)?;
+    Some((chat.as_user()?, reason))
+}
+
 /// Lets code outside handlers report failed sends; see the [module documentation](self).
 pub trait NoteGone<T> {
     /// Marks the user of `chat` gone if this result is a "gone" error, then returns the
-    /// result unchanged. Store failures are logged, not returned.
+    /// result unchanged. Store failures are logged, not returned: while the store is
+    /// unreachable the mark is kept in memory (bounded by `max_buffered_touches`) and
+    /// written when it answers again.
     ///
     /// # Cancellation safety
     ///
@@ -206,9 +248,9 @@ impl<T: Send> NoteGone<T> for Result<T, RequestError> {
         chat: impl Into<Recipient> + Send,
     ) -> Result<T, RequestError> {
         if let Err(err) = &self
-            && let Err(store) = retention.note_send_error(chat, err).await
+            && let Some((user, reason)) = gone_user(chat.into(), err)
         {
-            tracing::warn!(error = %store, "could not mark a gone user");
+            retention.mark_gone_or_keep(user, reason).await;
         }
         self
     }

@@ -163,9 +163,7 @@ impl Retention {
         match event {
             Event::Interaction(user) => self.interaction(user).await,
             Event::Blocked(user) => {
-                if let Err(e) = self.mark_gone(user, crate::GoneReason::Blocked).await {
-                    tracing::warn!(error = %e, user = user.0, "could not mark a blocking user");
-                }
+                self.mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
                 Observed { refuse: false, consumed: true }
             }
             Event::Unblocked(user) => {
@@ -225,9 +223,8 @@ impl Retention {
             return;
         }
         if let Some(reason) = gone_reason(teloxide::types::ChatId(user.id.0 as i64), request_error)
-            && let Err(e) = self.mark_gone(user.id, reason).await
         {
-            tracing::warn!(error = %e, user = user.id.0, "could not mark a gone user");
+            self.mark_gone_or_keep(user.id, reason).await;
         }
     }
 }

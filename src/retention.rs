@@ -119,6 +119,9 @@ pub struct Stats {
     pub touches_buffered: u64,
     /// Interactions lost because the buffer was full.
     pub touches_dropped: u64,
+    /// Gone marks (blocks, failed sends seen by the layer or `note_gone`) lost because the
+    /// store was unreachable and the buffer was full.
+    pub gone_marks_dropped: u64,
     /// Updates not handled in strict mode because their interaction could not be written.
     pub strict_refusals: u64,
     /// Users erased, by reason, in the order of [`ErasureReason::ALL`].
@@ -137,6 +140,8 @@ pub struct Stats {
     pub cached_users: u64,
     /// Users whose interaction is buffered, waiting for the store.
     pub buffered_users: u64,
+    /// Gone marks kept in memory, waiting for the store.
+    pub buffered_gone_marks: u64,
 }
 
 impl Stats {
@@ -500,6 +505,7 @@ impl Retention {
             touch_write_failures: get(&c.touch_write_failures),
             touches_buffered: get(&c.touches_buffered),
             touches_dropped: get(&c.touches_dropped),
+            gone_marks_dropped: get(&c.marks_dropped),
             strict_refusals: get(&c.strict_refusals),
             erased: std::array::from_fn(|i| get(&c.erased[i])),
             erasure_failures: get(&c.erasure_failures),
@@ -509,6 +515,7 @@ impl Retention {
             prune_passes: get(&c.prune_passes),
             cached_users: self.inner.tracker.cached_users() as u64,
             buffered_users: self.inner.tracker.buffered_users() as u64,
+            buffered_gone_marks: self.inner.tracker.buffered_marks() as u64,
         }
     }
 

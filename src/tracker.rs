@@ -7,7 +7,9 @@
 //!   touches of one user share the same write.
 //! - **Outages.** A failed write moves its users to a bounded backlog that the writer
 //!   retries with backoff; while the store is failing, touches go straight to the backlog
-//!   instead of waiting.
+//!   instead of waiting. Gone marks the store could not take (a block, a failed send) wait
+//!   in a second bounded buffer and are written after the backlog, with their original
+//!   time; a later interaction of the user cancels a waiting mark, as it would a stored one.
 //! - **Invalidation.** Erasures and gone marks are announced in the store's feed; every
 //!   process drops those users from its cache and writes interactions it skipped since.
 
@@ -24,7 +26,7 @@ use crate::clock::{Clock, duration_ms};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::redis::FEED_KEEP_MS;
-use crate::store::{DynBackend, Invalidation};
+use crate::store::{DynBackend, Invalidation, Marked};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -61,6 +63,7 @@ pub(crate) struct Counters {
     pub(crate) touch_write_failures: AtomicU64,
     pub(crate) touches_buffered: AtomicU64,
     pub(crate) touches_dropped: AtomicU64,
+    pub(crate) marks_dropped: AtomicU64,
     pub(crate) strict_refusals: AtomicU64,
     pub(crate) erased: [AtomicU64; 5],
     pub(crate) erasure_failures: AtomicU64,
@@ -88,6 +91,14 @@ struct Seen {
     skipped: i64,
 }
 
+/// A gone mark waiting for the store: written as if it had been written at `marked_at`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingMark {
+    pub(crate) reason: ErasureReason,
+    pub(crate) marked_at: i64,
+    pub(crate) due: Option<i64>,
+}
+
 /// Telegram assigns user ids, so nobody can pick colliding keys: a fast hasher is safe.
 type UserMap<V> = HashMap<u64, V, rustc_hash::FxBuildHasher>;
 
@@ -100,6 +111,8 @@ struct State {
     in_flight: UserMap<i64>,
     in_flight_slot: Arc<SetOnce<bool>>,
     backlog: UserMap<i64>,
+    /// Gone marks the store could not take.
+    marks: UserMap<PendingMark>,
     healthy: bool,
     /// Users with an erasure running in this process: never served from the cache.
     erasing: UserMap<usize>,
@@ -139,6 +152,7 @@ impl Tracker {
                 in_flight: UserMap::default(),
                 in_flight_slot: Arc::new(SetOnce::new()),
                 backlog: UserMap::default(),
+                marks: UserMap::default(),
                 healthy: true,
                 erasing: UserMap::default(),
             }),
@@ -167,7 +181,7 @@ impl Tracker {
     }
 
     fn cached(&self, st: &mut State, user: u64, now: i64) -> bool {
-        if st.erasing.contains_key(&user) {
+        if !st.erasing.is_empty() && st.erasing.contains_key(&user) {
             return false;
         }
         match st.cache.get_mut(&user) {
@@ -186,6 +200,10 @@ impl Tracker {
         let now = self.clock.now_ms();
         let slot = {
             let mut st = self.lock();
+            if !st.marks.is_empty() && st.marks.get(&user).is_some_and(|m| m.marked_at < now) {
+                // The user came back after a mark that never reached the store: drop it.
+                st.marks.remove(&user);
+            }
             if self.cached(&mut st, user, now) {
                 return Recorded::Cached;
             }
@@ -241,6 +259,25 @@ impl Tracker {
             outcome = Recorded::Buffered;
         }
         outcome
+    }
+
+    /// Keeps a gone mark the store could not take, to write it when the store answers again.
+    /// Returns `false` if the buffer is full (the mark is lost).
+    pub(crate) fn keep_mark(self: &Arc<Self>, user: u64, mark: PendingMark) -> bool {
+        {
+            let mut st = self.lock();
+            // Later interactions must not be served from the cache: they cancel the mark.
+            st.cache.remove(&user);
+            if st.marks.len() >= self.max_buffered && !st.marks.contains_key(&user) {
+                Counters::add(&self.counters.marks_dropped, 1);
+                return false;
+            }
+            // An earlier mark of the user stays: it started the grace period.
+            st.marks.entry(user).or_insert(mark);
+        }
+        self.ensure_writer();
+        self.wake.notify_one();
+        true
     }
 
     /// Marks `user` as being erased by this process: drops them from the cache and sends
@@ -302,6 +339,11 @@ impl Tracker {
         self.lock().backlog.len()
     }
 
+    /// Number of gone marks waiting for the store.
+    pub(crate) fn buffered_marks(&self) -> usize {
+        self.lock().marks.len()
+    }
+
     fn ensure_writer(self: &Arc<Self>) {
         self.writer.get_or_init(|| {
             tokio::spawn(Arc::clone(self).run());
@@ -335,7 +377,10 @@ impl Tracker {
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
             }
-            let has_backlog = !self.lock().backlog.is_empty();
+            let has_backlog = {
+                let st = self.lock();
+                !st.backlog.is_empty() || !st.marks.is_empty()
+            };
             if has_backlog && retry_at.is_none() {
                 if self.write_backlog().await.is_ok() {
                     backoff = MIN_BACKOFF;
@@ -392,31 +437,60 @@ impl Tracker {
         let _ = slot.set(result.is_ok());
     }
 
-    /// Writes a snapshot of the backlog and removes what was written. The backlog stays in
-    /// place meanwhile, so its bound holds and newer touches merge into it.
-    async fn write_backlog(&self) -> Result<()> {
+    /// Writes a snapshot of the backlog, then the waiting gone marks, and removes what was
+    /// written. The backlog stays in place meanwhile, so its bound holds and newer touches
+    /// merge into it.
+    async fn write_backlog(self: &Arc<Self>) -> Result<()> {
         let touches: Vec<(u64, i64)> = self.lock().backlog.iter().map(|(u, s)| (*u, *s)).collect();
         if touches.is_empty() {
-            return Ok(());
+            return self.write_marks().await;
         }
-        let result = self.write(&touches).await;
-        let mut st = self.lock();
-        match &result {
-            Ok(()) => {
-                tracing::info!(
-                    users = touches.len(),
-                    "store answers again; wrote buffered interactions"
-                );
-                for (user, ms) in &touches {
-                    if st.backlog.get(user).is_some_and(|s| s <= ms) {
-                        st.backlog.remove(user);
-                    }
+        if let Err(e) = self.write(&touches).await {
+            Counters::add(&self.counters.touch_write_failures, 1);
+            return Err(e);
+        }
+        tracing::info!(users = touches.len(), "store answers again; wrote buffered interactions");
+        {
+            let mut st = self.lock();
+            for (user, ms) in &touches {
+                if st.backlog.get(user).is_some_and(|s| s <= ms) {
+                    st.backlog.remove(user);
                 }
-                self.written(&mut st, &touches);
             }
-            Err(_) => Counters::add(&self.counters.touch_write_failures, 1),
+            self.written(&mut st, &touches);
         }
-        result
+        self.write_marks().await
+    }
+
+    /// Writes the gone marks that wait for the store, one script call each, with their
+    /// original times: a user who interacted since (their touch is in the store now) is
+    /// not erased, exactly as if the mark had been stored when it happened.
+    async fn write_marks(self: &Arc<Self>) -> Result<()> {
+        let marks: Vec<(u64, PendingMark)> =
+            self.lock().marks.iter().map(|(u, m)| (*u, *m)).collect();
+        for (user, mark) in marks {
+            let schedule = self.backend.schedule(user, mark.reason, mark.marked_at, mark.due);
+            let marked = match timeout(self.store_timeout, schedule).await {
+                Ok(result) => result?,
+                Err(_) => return Err(Error::Timeout(self.store_timeout)),
+            };
+            {
+                let mut st = self.lock();
+                // Remove it unless the user came back meanwhile (and it is gone already).
+                if st.marks.get(&user).is_some_and(|m| m.marked_at == mark.marked_at) {
+                    st.marks.remove(&user);
+                }
+            }
+            if marked == Marked::Scheduled {
+                Counters::add(&self.counters.marked_gone, 1);
+            }
+            // As for a mark written at once: interactions this process served from its cache
+            // since the mark must reach the store, where they cancel it.
+            let since = mark.marked_at;
+            self.invalidate(Invalidation { user, since, until: since, opt_out: false }).await;
+            tracing::info!(user, reason = %mark.reason, "wrote a gone mark kept during an outage");
+        }
+        Ok(())
     }
 
     async fn write(&self, touches: &[(u64, i64)]) -> Result<()> {

@@ -250,3 +250,71 @@ async fn an_update_only_the_layer_acted_on_is_not_dumped_by_the_default_handler(
     crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
     assert_eq!(unhandled.load(Ordering::SeqCst), 1, "only the poll, which nobody handles");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_signals_during_a_redis_outage_are_marked_once_it_is_back() {
+    let mut env = crate::common::Env::redis();
+    let api = FakeBotApi::start().await;
+    let retention = env.builder().await.store_timeout(Duration::from_millis(300)).build().unwrap();
+    let before: Vec<_> = [5, 8, 9].into_iter().map(|user| u::message(user, "hi")).collect();
+    dispatch(&api, retention.wrap(replying_tree()), before).await;
+    api.fail_chat(7, 403, "Forbidden: bot was blocked by the user");
+    api.fail_chat(9, 403, "Forbidden: user is deactivated");
+    env.clock.advance(DAY);
+    let marked_at = crate::common::T0 + DAY.as_millis() as i64;
+
+    env.redis_server().stop();
+    // A block, a handler's failed reply, a failed broadcast send, and a block undone by an
+    // unblock a minute later: all while Redis is down.
+    let during = vec![u::blocked(5), u::message(7, "hi"), u::blocked(8)];
+    dispatch(&api, retention.wrap(replying_tree()), during).await;
+    let sent = api.bot().send_message(ChatId(9), "news").await;
+    assert!(sent.note_gone(&retention, ChatId(9)).await.is_err());
+    assert_eq!(retention.stats().buffered_gone_marks, 4, "{:?}", retention.stats());
+    env.clock.advance(Duration::from_secs(60));
+    dispatch(&api, retention.wrap(replying_tree()), vec![u::unblocked(8)]).await;
+    assert_eq!(retention.stats().buffered_gone_marks, 3, "the unblock dropped user 8's mark");
+
+    env.redis_server().restart();
+    crate::support::eventually("kept marks and interactions are written", || async {
+        let stats = retention.stats();
+        stats.buffered_gone_marks == 0 && stats.buffered_users == 0
+    })
+    .await;
+    for (user, reason) in
+        [(5, ErasureReason::Blocked), (7, ErasureReason::Blocked), (9, ErasureReason::Deactivated)]
+    {
+        let status = retention.status(UserId(user)).await.unwrap();
+        let erasure = status.erasure.unwrap_or_else(|| panic!("user {user} is marked"));
+        assert_eq!(erasure.reason, reason, "user {user}");
+        assert_eq!(erasure.marked_at.unwrap().timestamp_millis(), marked_at, "original time");
+    }
+    let returned = retention.status(UserId(8)).await.unwrap();
+    assert_eq!(returned.erasure, None, "user 8 unblocked");
+    assert_eq!(retention.stats().marked_gone, 3);
+    assert_eq!(retention.stats().gone_marks_dropped, 0);
+
+    // The grace period runs from the block, not from the end of the outage.
+    env.clock.advance(7 * DAY);
+    let report = retention.prune_once().await.unwrap();
+    assert_eq!(report.erased, 3, "{report:?}");
+    assert!(retention.status(UserId(8)).await.unwrap().last_seen.is_some(), "user 8 is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_marks_beyond_the_buffer_are_dropped_and_counted() {
+    let mut env = crate::common::Env::redis();
+    let api = FakeBotApi::start().await;
+    let retention = env
+        .builder()
+        .await
+        .store_timeout(Duration::from_millis(300))
+        .max_buffered_touches(2)
+        .build()
+        .unwrap();
+    env.redis_server().stop();
+    let blocks = (1..=3).map(u::blocked).collect();
+    dispatch(&api, retention.wrap(replying_tree()), blocks).await;
+    let stats = retention.stats();
+    assert_eq!((stats.buffered_gone_marks, stats.gone_marks_dropped), (2, 1), "{stats:?}");
+}
