@@ -4,7 +4,8 @@
 //! one run (figures are ratios because shared machines are noisy):
 //!
 //! 1. per-update overhead of the layer versus the bare handler tree (in-process dispatch),
-//!    for active (cached) users and for first-seen users that need a Redis write;
+//!    for active (cached) users, next to an empty dptree wrapper (the floor of any layer),
+//!    and for first-seen users that need a Redis write;
 //! 2. write throughput of distinct users versus a raw pipelined `ZADD` loop and
 //!    `redis-benchmark` on the same server;
 //! 3. prune throughput at 1M users (10% due) versus the naive strategy, with a no-op eraser
@@ -56,6 +57,10 @@ struct Args {
     /// Run only these sections (1 to 5); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
+    /// Internal: records USERS users at URL in this fresh process and prints its memory
+    /// growth (section 4 runs it, so that memory freed by other sections cannot hide it).
+    #[arg(long, hide = true, num_args = 2, value_names = ["URL", "USERS"])]
+    memory_probe: Option<Vec<String>>,
 }
 
 struct Report {
@@ -88,6 +93,9 @@ impl Report {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), BoxError> {
     let mut args = Args::parse();
+    if let Some(probe) = &args.memory_probe {
+        return memory_probe(&probe[0], probe[1].parse()?).await;
+    }
     if args.quick {
         args.users = 100_000;
         args.updates = 50_000;
@@ -576,9 +584,41 @@ async fn memory(
     let n = args.users;
     println!("4. memory at {n} tracked users");
     flush(raw).await?;
+    let redis_before = used_memory(raw).await?;
+    let exe = std::env::current_exe()?;
+    let probe_args = ["--memory-probe".to_owned(), url.to_owned(), n.to_string()];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe).args(probe_args).output()
+    })
+    .await??;
+    if !output.status.success() {
+        return Err(
+            format!("memory probe failed: {}", String::from_utf8_lossy(&output.stderr)).into()
+        );
+    }
+    let probe: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let redis_after = used_memory(raw).await?;
+    let tracked: u64 = redis::cmd("ZCARD").arg("{retention}:seen").query_async(raw).await?;
+    assert_eq!(tracked, n, "the probe tracked every user");
+    let per_user = (redis_after - redis_before) as f64 / n as f64;
+    report.add(
+        "Redis memory per tracked user",
+        per_user,
+        "bytes",
+        Some(("≤ 110", per_user <= 110.0)),
+    );
+    let grown = probe["rss_growth"].as_f64().unwrap_or(0.0);
+    let cached = probe["cached"].as_f64().unwrap_or(0.0);
+    report.add("process memory per cached user", grown / cached.max(1.0), "bytes", None);
+    Ok(())
+}
+
+/// The child process of section 4: a fresh process, so its resident memory grows by what
+/// the cache of `n` users takes (plus the runtime's and the connection's buffers).
+async fn memory_probe(url: &str, n: u64) -> Result<(), BoxError> {
     let clock = ManualClock::at_unix_ms(NOW);
     let retention = builder(RedisStore::open(url).await?, &clock).build()?;
-    let redis_before = used_memory(raw).await?;
+    retention.record(UserId(1)).await; // start the writer and the connection first
     let rss_before = rss_bytes();
     futures_util::stream::iter(0..n)
         .map(|user| {
@@ -589,23 +629,12 @@ async fn memory(
         .buffer_unordered(1024)
         .for_each(|_| async {})
         .await;
-    let redis_after = used_memory(raw).await?;
-    let rss_after = rss_bytes();
-    assert_eq!(retention.tracked_users().await?, n);
-    let per_user = (redis_after - redis_before) as f64 / n as f64;
-    report.add(
-        "Redis memory per tracked user",
-        per_user,
-        "bytes",
-        Some(("≤ 110", per_user <= 110.0)),
-    );
-    let cached = retention.stats().cached_users;
-    report.add(
-        "process memory per cached user",
-        (rss_after.saturating_sub(rss_before)) as f64 / cached.max(1) as f64,
-        "bytes",
-        None,
-    );
+    let rss_growth = rss_bytes().saturating_sub(rss_before);
+    // User 1 above is not one of the `n`; remove it so that the parent counts exactly `n`.
+    let mut raw = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let _: u64 = raw.zrem("{retention}:seen", 1).await?;
+    let cached = retention.stats().cached_users - 1;
+    println!("{}", json!({ "rss_growth": rss_growth, "cached": cached }));
     Ok(())
 }
 
@@ -623,11 +652,18 @@ async fn scaling(
         let retention = builder(RedisStore::open(url).await?, &clock)
             .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
             .build()?;
-        let Pass { took, erased, .. } = timed_pass(&retention, raw).await?;
+        let Pass { took, erased, in_scripts, .. } = timed_pass(&retention, raw).await?;
         report.add(&format!("prune pass at {n} users"), took.as_secs_f64() * 1000.0, "ms", None);
         report.add(
             &format!("time per erased user at {n} users"),
             took.as_secs_f64() * 1e6 / erased.max(1) as f64,
+            "µs",
+            None,
+        );
+        // Where the time goes: inside Redis' scripts, or in the client and round trips.
+        report.add(
+            &format!("Redis script time per erased user at {n} users"),
+            in_scripts.as_secs_f64() * 1e6 / erased.max(1) as f64,
             "µs",
             None,
         );

@@ -184,6 +184,7 @@ impl Retention {
 
     /// Cancels a scheduled gone erasure of `user` (they unblocked the bot). Opt-outs stay.
     pub(crate) async fn user_returned(&self, user: UserId) {
+        self.inner.tracker.forget_mark(user.0);
         match self.store_call(self.inner.backend.unschedule_gone(user.0)).await {
             Ok(true) => tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled"),
             Ok(false) => {}

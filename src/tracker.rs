@@ -280,12 +280,22 @@ impl Tracker {
         true
     }
 
+    /// Drops a gone mark of `user` still waiting for the store (they unblocked the bot).
+    pub(crate) fn forget_mark(&self, user: u64) {
+        let mut st = self.lock();
+        if !st.marks.is_empty() {
+            st.marks.remove(&user);
+        }
+    }
+
     /// Marks `user` as being erased by this process: drops them from the cache and sends
     /// their interactions to the store until the returned guard is dropped (also when the
     /// erasure is cancelled).
     pub(crate) fn begin_erasure(&self, user: u64) -> Erasing<'_> {
         let mut st = self.lock();
         st.cache.remove(&user);
+        // The erasure supersedes a gone mark still waiting for the store.
+        st.marks.remove(&user);
         *st.erasing.entry(user).or_default() += 1;
         Erasing { tracker: self, user }
     }
