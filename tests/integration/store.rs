@@ -10,7 +10,7 @@ use teloxide_retention::{
 
 use crate::both_stores;
 use crate::common::{DAY, T0};
-use crate::support::{Gate, Recorder};
+use crate::support::{Gate, Recorder, kill_pass_inside_eraser};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -163,13 +163,7 @@ both_stores! {
         env.clock.advance(31 * DAY);
 
         // The pass claims both users, enters the eraser and is killed there.
-        let pass = tokio::spawn({
-            let doomed = doomed.clone();
-            async move { doomed.prune_once().await }
-        });
-        gate.entered.notified().await;
-        pass.abort();
-        assert!(pass.await.unwrap_err().is_cancelled());
+        kill_pass_inside_eraser(&doomed, &gate).await;
         drop(doomed);
 
         let eraser = Recorder::new("profiles");
@@ -197,13 +191,7 @@ both_stores! {
         let doomed = env.builder().await.erase_with(stuck).build().unwrap();
         doomed.record(UserId(1)).await;
         env.clock.advance(31 * DAY);
-        let pass = tokio::spawn({
-            let doomed = doomed.clone();
-            async move { doomed.prune_once().await }
-        });
-        gate.entered.notified().await;
-        pass.abort();
-        let _ = pass.await;
+        kill_pass_inside_eraser(&doomed, &gate).await;
 
         // The user interacts while their erasure is stuck.
         let eraser = Recorder::new("profiles");

@@ -114,3 +114,15 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs a prune pass of `retention` and kills it once it is inside the eraser gated by
+/// `gate`: a pruner process dying between claim and confirm.
+pub async fn kill_pass_inside_eraser(retention: &teloxide_retention::Retention, gate: &Gate) {
+    let pass = tokio::spawn({
+        let retention = retention.clone();
+        async move { retention.prune_once().await }
+    });
+    gate.entered.notified().await;
+    pass.abort();
+    assert!(pass.await.unwrap_err().is_cancelled(), "the pass was killed, not finished");
+}
