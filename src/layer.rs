@@ -14,6 +14,10 @@
 //! Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
 //! updates without a user are never tracked.
 //!
+//! The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
+//! through goes on to whatever follows the layer (the next branch, say) once the whole tree
+//! has tried it, and only the tree's own errors are inspected for gone users.
+//!
 //! ```
 //! use std::time::Duration;
 //! use teloxide::prelude::*;
@@ -125,7 +129,10 @@ impl Retention {
                 // so that their large state machines are not part of it.
                 async move {
                     let Some(update) = deps.try_get::<Update>() else {
-                        return inner.execute(deps, cont).await;
+                        return match inner.execute(deps, pass_through).await {
+                            ControlFlow::Continue(deps) => cont(deps).await,
+                            done => done,
+                        };
                     };
                     let observed = match classify(&update, layer.inner.config.detect_blocks) {
                         Event::Nothing => Observed::default(),
@@ -142,7 +149,7 @@ impl Retention {
                     {
                         return ControlFlow::Break(Ok(()));
                     }
-                    let result = inner.execute(deps, cont).await;
+                    let result = inner.execute(deps, pass_through).await;
                     if let ControlFlow::Break(Err(err)) = &result {
                         Box::pin(layer.inspect_error(&update, err)).await;
                     }
@@ -150,7 +157,8 @@ impl Retention {
                         // Only the layer acted on this update: mark it handled, so that the
                         // dispatcher does not log the whole update (a privacy leak).
                         ControlFlow::Continue(_) if observed.consumed => ControlFlow::Break(Ok(())),
-                        other => other,
+                        ControlFlow::Continue(deps) => cont(deps).await,
+                        done => done,
                     }
                 }
             },
@@ -227,6 +235,14 @@ impl Retention {
             self.mark_gone_or_keep(user.id, reason).await;
         }
     }
+}
+
+/// The continuation the wrapped tree runs with: it ends the tree's run, as
+/// [`Handler::dispatch`](dptree::Handler::dispatch) does, and the layer passes an update the
+/// tree let through to its own continuation afterwards, as a dptree branch does. Unlike the
+/// boxed continuation the layer receives, this one costs no allocation per update.
+fn pass_through<T>(deps: DependencyMap) -> std::future::Ready<ControlFlow<T, DependencyMap>> {
+    std::future::ready(ControlFlow::Continue(deps))
 }
 
 /// Wraps handlers in a method chain; the twin of [`Retention::wrap`].

@@ -167,6 +167,31 @@ async fn the_extension_method_wraps_like_wrap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_the_wrapped_tree_lets_through_reach_the_next_branch_once() {
+    let api = FakeBotApi::start().await;
+    let retention = retention(|b| b.without_commands());
+    let (handled, after) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counter = |n: &Arc<AtomicUsize>| {
+        let n = Arc::clone(n);
+        move || {
+            n.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, RequestError>(()) }
+        }
+    };
+    let tree = Update::filter_message().endpoint(counter(&handled));
+    let handler = dptree::entry()
+        .branch(retention.wrap(tree))
+        .branch(Update::filter_edited_message().endpoint(counter(&after)));
+    dispatch(&api, handler, vec![u::message(61, "hi"), u::edited_message(62, "hi!")]).await;
+
+    assert_eq!(handled.load(Ordering::SeqCst), 1, "the wrapped tree handled the message");
+    assert_eq!(after.load(Ordering::SeqCst), 1, "the edit it let through went on, once");
+    for user in [61, 62] {
+        assert!(retention.status(UserId(user)).await.unwrap().last_seen.is_some(), "user {user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_is_down_updates_are_handled_and_recorded_once_it_is_back() {
     let mut env = crate::common::Env::redis();
     let api = FakeBotApi::start().await;
