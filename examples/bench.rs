@@ -287,6 +287,7 @@ async fn overhead(
     report.add("active users: with the layer", figure("layered"), "updates/s", None);
     report.add("active users: layer overhead", cost, "%", Some(("≤ 5 %", cost <= 5.0)));
     report.add("active users: of which an empty dptree wrapper", figure("floor"), "%", None);
+    report.add("active users: layer time per update", figure("nanos"), "ns", None);
     report.add("active users: layer overhead, lowest process", lowest, "%", None);
     report.add("active users: layer overhead, highest process", highest, "%", None);
 
@@ -614,8 +615,6 @@ async fn memory(
     Ok(())
 }
 
-/// The child process of section 4: a fresh process, so its resident memory grows by what
-/// the cache of `n` users takes (plus the runtime's and the connection's buffers).
 /// The active-user overhead, measured in this fresh process: 1,000 users, already written
 /// within the resolution, with the system clock, as a bot has them. The bare tree, the
 /// tree under an empty dptree wrapper (the floor any layer pays: one more handler node and
@@ -642,9 +641,15 @@ async fn overhead_probe(url: &str, updates: u64) -> Result<(), BoxError> {
         (median(ratios) - 1.0) * 100.0
     };
     let rate = |v: usize| active.len() as f64 / median(secs[v].clone());
+    // The layer's cost in time per update: what a bot pays whatever its handlers do.
+    let added = secs[2].iter().zip(&secs[0]).map(|(w, b)| (w - b) * 1e9).collect();
+    let nanos = median(added) / active.len() as f64;
     println!(
         "{}",
-        json!({ "bare": rate(0), "layered": rate(2), "floor": overhead(1), "cost": overhead(2) })
+        json!({
+            "bare": rate(0), "layered": rate(2), "floor": overhead(1), "cost": overhead(2),
+            "nanos": nanos,
+        })
     );
     Ok(())
 }
@@ -661,6 +666,8 @@ async fn run_probe(args: Vec<String>) -> Result<serde_json::Value, BoxError> {
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
+/// The child process of section 4: a fresh process, so its resident memory grows by what
+/// the cache of `n` users takes (plus the runtime's and the connection's buffers).
 async fn memory_probe(url: &str, n: u64) -> Result<(), BoxError> {
     let clock = ManualClock::at_unix_ms(NOW);
     let retention = builder(RedisStore::open(url).await?, &clock).build()?;
