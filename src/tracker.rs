@@ -11,7 +11,9 @@
 //!   in a second bounded buffer and are written after the backlog, with their original
 //!   time; a later interaction of the user cancels a waiting mark, as it would a stored one.
 //! - **Invalidation.** Erasures and gone marks are announced in the store's feed; every
-//!   process drops those users from its cache and writes interactions it skipped since.
+//!   process drops those users from its cache and writes interactions it skipped since. A
+//!   process learns where the feed stands before its first write; users it wrote before it
+//!   could (during an outage) leave its cache once it can.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -383,6 +385,14 @@ impl Tracker {
                 () = self.wake.notified() => {}
                 () = sleep_until(wake_at) => {}
             }
+            if feed.cursor.is_none() && self.lock().healthy {
+                // Where the feed stands is read before this process writes anything, so that
+                // an erasure announced after a write comes after the cursor and drops the
+                // cached user. (Users written while it cannot be read are dropped from the
+                // cache once it can: see `FeedReader::poll`.)
+                let _ = timeout(self.store_timeout, feed.poll(&self)).await;
+                next_poll = Instant::now() + FEED_POLL;
+            }
             self.write_pending().await;
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
@@ -562,8 +572,10 @@ impl FeedReader {
                 let gap = self.last_ok.is_some_and(|at| {
                     at.elapsed() > Duration::from_millis(FEED_KEEP_MS.unsigned_abs() / 2)
                 });
-                if gap {
-                    // Announcements may have expired unseen: forget everything instead.
+                if gap || self.cursor.is_none() {
+                    // Announcements may have expired unseen, or users were written before
+                    // the feed's position was known (it could not be read then): forget
+                    // everything instead.
                     tracker.lock().cache.clear();
                 }
                 self.cursor = Some(next);

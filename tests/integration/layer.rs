@@ -221,6 +221,28 @@ async fn when_redis_is_down_updates_are_handled_and_recorded_once_it_is_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_written_before_the_erasure_feed_could_be_read_are_not_served_from_the_cache() {
+    // A replica that starts during an outage writes its buffered users before it knows where
+    // the erasure feed stands; an erasure announced in between would pass it unseen, so
+    // those users must not be served from its cache.
+    let mut env = crate::common::Env::redis();
+    let a = env.builder().await.store_timeout(Duration::from_millis(300)).build().unwrap();
+    env.redis_server().stop();
+    assert_eq!(a.record(UserId(5)).await, teloxide_retention::Recorded::Buffered);
+    env.redis_server().restart();
+    eventually("the buffered user is written", || async { a.stats().buffered_users == 0 }).await;
+    eventually("replica A reads the feed and drops what it cached before", || async {
+        a.stats().cached_users == 0
+    })
+    .await;
+    let b = env.builder().await.build().unwrap();
+    b.erase_user(UserId(5)).await.unwrap();
+    env.clock.advance(Duration::from_secs(5));
+    assert_eq!(a.record(UserId(5)).await, teloxide_retention::Recorded::Written);
+    assert!(a.status(UserId(5)).await.unwrap().last_seen.is_some(), "tracked again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_drops_and_counts_further_users() {
     let mut env = crate::common::Env::redis();
     let retention = env

@@ -410,6 +410,7 @@ both_stores! {
         let a = env.builder().await.build().unwrap();
         let b = env.builder().await.build().unwrap();
         assert_eq!(a.record(UserId(11)).await, Recorded::Written);
+        assert_eq!(a.stats().cached_users, 1);
         assert_eq!(b.erase_user(UserId(11)).await.unwrap(), OptOutOutcome::Erased { follow_up: false });
         // Replica A learns of the erasure from the store's feed and stops trusting its cache.
         crate::support::eventually("replica A drops its cache entry", || async {
