@@ -13,6 +13,9 @@
 //! 4. Redis memory per tracked user and process memory per cached user;
 //! 5. prune time as the number of tracked users grows with the same 10% share.
 //!
+//! The bot adaptor's cost per request is measured by `examples/bench_adaptor.rs`, which
+//! counts allocations with an instrumented allocator that would skew the figures here.
+//!
 //! Prints a table and one JSON line per figure. Nothing here is asserted: read the table.
 
 #[path = "../tests/common/redis_server.rs"]

@@ -8,7 +8,9 @@
 //! data) and keeps a dialogue per chat. teloxide-retention records every user's last
 //! interaction, answers `/privacy`, `/mydata` and `/removemydata`, erases users who block
 //! the bot after a grace period, and erases everyone inactive for 90 days, profile and
-//! dialogue included. For sends outside handlers, see `examples/broadcast.rs`.
+//! dialogue included. The bot talks to Telegram through the `Retained` adaptor, so a send
+//! that fails because its recipient blocked the bot or deleted their account marks that
+//! recipient gone, wherever it is sent from (see also `examples/broadcast.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,9 @@ use teloxide::dispatching::dialogue::{InMemStorage, Storage};
 use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::BotCommand;
-use teloxide_retention::{DialogueEraser, RedisKeysEraser, RedisStore, Retention};
+use teloxide_retention::{
+    DialogueEraser, RedisKeysEraser, RedisStore, Retained, RetainedExt, Retention,
+};
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -34,7 +38,7 @@ fn handler_tree(
     redis: redis::aio::ConnectionManager,
     dialogues: Arc<InMemStorage<State>>,
 ) -> UpdateHandler<HandlerError> {
-    Update::filter_message().endpoint(move |bot: Bot, msg: Message| {
+    Update::filter_message().endpoint(move |bot: Retained<Bot>, msg: Message| {
         let mut redis = redis.clone();
         let dialogues = Arc::clone(&dialogues);
         async move {
@@ -49,7 +53,7 @@ fn handler_tree(
                 Some(previous) => format!("Last time you said: {previous}"),
                 None => "Nice to meet you! Send /privacy to see what I keep.".to_owned(),
             };
-            // A "bot was blocked" error here marks the user gone (the layer sees it).
+            // A "bot was blocked" error here marks this chat's user gone (the adaptor sees it).
             bot.send_message(msg.chat.id, reply).await?;
             Ok(())
         }
@@ -64,7 +68,6 @@ async fn main() -> Result<(), HandlerError> {
                 .unwrap_or_else(|_| "info,teloxide_retention=debug".into()),
         )
         .init();
-    let bot = Bot::from_env();
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".into());
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
@@ -77,17 +80,17 @@ async fn main() -> Result<(), HandlerError> {
         .erase_with(DialogueEraser::new(Arc::clone(&dialogues)).with_export())
         .build()?;
 
+    // Every request goes through the adaptor; wrap the handler for the adapted bot's type.
+    let bot = Bot::from_env().retained(&retention);
+
     // The bot's own commands plus the privacy commands.
     let mut commands = vec![BotCommand::new("start", "Say hello")];
     commands.extend(retention.bot_commands());
     bot.set_my_commands(commands).await?;
 
     let pruner = retention.spawn_pruner();
-    Dispatcher::builder(bot.clone(), retention.wrap(handler_tree(redis, dialogues)))
-        .enable_ctrlc_handler()
-        .build()
-        .dispatch()
-        .await;
+    let handler = retention.wrap_for::<Retained<Bot>, _>(handler_tree(redis, dialogues));
+    Dispatcher::builder(bot, handler).enable_ctrlc_handler().build().dispatch().await;
     pruner.shutdown().await;
     retention.flush().await?;
     Ok(())

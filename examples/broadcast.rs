@@ -5,15 +5,16 @@
 //!     cargo run --example broadcast -- --namespace example-bot "New menu!" 1001 1002 1003
 //! ```
 //!
-//! Users who blocked the bot, deleted their account or are otherwise unreachable are marked
-//! gone with `note_gone`; the bot's pruner erases them under its gone policy. Rate limits
-//! and network errors mark nobody.
+//! The bot is wrapped in the `Retained` adaptor, so users who blocked the bot, deleted their
+//! account or are otherwise unreachable are marked gone by the failed send itself; the
+//! bot's pruner erases them under its gone policy. Rate limits and network errors mark
+//! nobody. (Without the adaptor, report each failure with `NoteGone::note_gone`.)
 
 use std::time::Duration;
 
 use clap::Parser;
 use teloxide::prelude::*;
-use teloxide_retention::{NoteGone, RedisStore, Retention, gone_reason};
+use teloxide_retention::{RedisStore, RetainedExt, Retention, gone_reason};
 
 /// Broadcast a message and mark gone users.
 #[derive(Parser)]
@@ -31,7 +32,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
-    let bot = Bot::from_env();
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".into());
     let retention = Retention::builder(RedisStore::open(&redis_url).await?)
         .namespace(args.namespace)
@@ -39,11 +39,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .without_commands()
         .build()?;
 
+    let bot = Bot::from_env().retained(&retention);
+
     let (mut sent, mut gone, mut failed) = (0, 0, 0);
     for user in args.users {
         let chat = ChatId(user as i64);
-        // `note_gone` marks the user gone if the error says so, and returns the result.
-        match bot.send_message(chat, &args.text).await.note_gone(&retention, chat).await {
+        // A "gone" error marks the user before it is returned.
+        match bot.send_message(chat, &args.text).await {
             Ok(_) => sent += 1,
             Err(err) => match gone_reason(chat, &err) {
                 Some(reason) => {

@@ -4,9 +4,12 @@
 //! fake Telegram on localhost that the real `teloxide::Bot` talks to. Set `REDIS_URL` to run
 //! the same script against your Redis (it uses, then removes, a namespace of its own).
 //!
-//! Six users interact with a small bot that keeps a profile per user. Over six simulated
-//! weeks they ask for the privacy policy, export and delete their data, block the bot, and
-//! go quiet; the pruner erases them, with the bot's own data, as the policy says.
+//! Six users interact with a small bot that keeps a profile per user and relays support
+//! requests to its admin. Over six simulated weeks they ask for the privacy policy, export
+//! and delete their data, block the bot, and go quiet; the pruner erases them, with the
+//! bot's own data, as the policy says. The bot talks to Telegram through the `Retained`
+//! adaptor, so a failed send marks exactly the user it was for: when the admin has blocked
+//! the bot, relaying dave's request marks the admin, not dave.
 
 #[path = "../tests/common/bot_api.rs"]
 mod bot_api;
@@ -24,14 +27,18 @@ use teloxide::prelude::*;
 use teloxide::types::Me;
 use teloxide_retention::{
     BoxError, Clock, DialogueEraser, Eraser, Erasure, ErasureReason, Export, ManualClock,
-    MemoryStore, NoteGone, RedisStore, Retention,
+    MemoryStore, RedisStore, Retained, RetainedExt, Retention,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// 2026-01-05 09:00 UTC, a Monday.
 const START_MS: i64 = 1_767_603_600_000;
 
-const USERS: [(u64, &str); 6] = [
+/// The bot's admin, who receives support requests (and has blocked the bot).
+const ADMIN: u64 = 1000;
+
+const USERS: [(u64, &str); 7] = [
+    (ADMIN, "admin"),
     (1001, "alice"),
     (1002, "bob"),
     (1003, "carol"),
@@ -68,12 +75,20 @@ enum State {
     Chatting,
 }
 
-/// The bot's own handler tree: it remembers who said hello. The layer wraps it unchanged.
+/// The bot's own handler tree: it remembers who said hello and forwards support requests to
+/// the admin. The layer wraps it unchanged.
 fn bot_tree(profiles: Profiles, dialogues: Arc<InMemStorage<State>>) -> UpdateHandler<BoxError> {
-    Update::filter_message().endpoint(move |msg: Message| {
+    Update::filter_message().endpoint(move |bot: Retained<Bot>, msg: Message| {
         let profiles = profiles.clone();
         let dialogues = Arc::clone(&dialogues);
         async move {
+            if msg.text().is_some_and(|t| t.starts_with("support:")) {
+                let admin = ChatId(ADMIN as i64);
+                if bot.forward_message(admin, msg.chat.id, msg.id).await.is_err() {
+                    bot.send_message(msg.chat.id, "Support is unavailable right now.").await?;
+                }
+                return Ok(());
+            }
             if let (Some(user), Some(text)) = (msg.from.as_ref(), msg.text()) {
                 profiles.lock().insert(user.id.0, text.to_owned());
                 use teloxide::dispatching::dialogue::Storage;
@@ -94,7 +109,7 @@ struct Demo {
     retention: Retention,
     handler: UpdateHandler<BoxError>,
     telegram: bot_api::FakeBotApi,
-    bot: Bot,
+    bot: Retained<Bot>,
     me: Me,
     clock: ManualClock,
     profiles: Profiles,
@@ -169,8 +184,7 @@ impl Demo {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let telegram = bot_api::FakeBotApi::start().await;
-    let bot = telegram.bot();
-    let me = bot.get_me().await?;
+    let me = telegram.bot().get_me().await?;
     let clock = ManualClock::at_unix_ms(START_MS);
     let profiles = Profiles::default();
     let dialogues = InMemStorage::<State>::new();
@@ -195,7 +209,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .build()?;
-    let handler = retention.wrap(bot_tree(profiles.clone(), dialogues));
+    // Every request goes through the adaptor; the privacy commands answer through it too.
+    let bot = telegram.bot().retained(&retention);
+    let handler = retention.wrap_for::<Retained<Bot>, _>(bot_tree(profiles.clone(), dialogues));
     println!("teloxide-retention demo");
     println!(
         "store: {}; policy: erase after 30 days without interaction, blocked users after a \
@@ -207,7 +223,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Demo { retention, handler, telegram, bot, me, clock, profiles, printed: 0, erased };
     use updates as u;
 
-    for (id, name) in USERS {
+    for (id, name) in USERS.into_iter().filter(|(id, _)| *id != ADMIN) {
         demo.update(
             id,
             &format!("says \"hi, I'm {name}\""),
@@ -248,13 +264,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     demo.telegram.fail_chat(1002, 403, "Forbidden: bot was blocked by the user");
 
     demo.next_day(1).await;
+    demo.telegram.fail_chat(ADMIN as i64, 403, "Forbidden: bot was blocked by the user");
+    demo.update(
+        1004,
+        "says \"support: my order is late\"",
+        u::message(1004, "support: my order is late"),
+    )
+    .await;
+    demo.note("forwarding to the admin failed: the admin is marked blocked, dave is not");
+    let dave = demo.retention.status(UserId(1004)).await?;
+    assert!(dave.erasure.is_none(), "the sender is never blamed for a failed relay");
+
+    demo.next_day(1).await;
     demo.telegram.fail_chat(1004, 403, "Forbidden: user is deactivated");
     println!("day {:>2} │ bot   │ broadcasts \"New menu!\" to everyone with a profile", demo.day());
     let recipients: Vec<u64> = demo.profiles.lock().keys().copied().collect();
     for user in recipients {
-        let chat = ChatId(user as i64);
-        let sent =
-            demo.bot.send_message(chat, "New menu!").await.note_gone(&demo.retention, chat).await;
+        // The adapted bot marks a recipient whose send fails with a "gone" error.
+        let sent = demo.bot.send_message(ChatId(user as i64), "New menu!").await;
         if let Err(e) = sent {
             demo.note(&format!("to {}: {e} → gone", Demo::name(user)));
         }

@@ -87,7 +87,6 @@ pub(crate) struct Config {
     pub(crate) max_buffered_touches: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) detect_blocks: bool,
-    pub(crate) detect_send_errors: bool,
 }
 
 /// Builds a [`Retention`]; created by [`Retention::builder`].
@@ -118,7 +117,6 @@ struct PartialConfig {
     max_buffered_touches: usize,
     store_timeout: Duration,
     detect_blocks: bool,
-    detect_send_errors: bool,
 }
 
 impl std::fmt::Debug for RetentionBuilder {
@@ -154,7 +152,6 @@ impl RetentionBuilder {
                 max_buffered_touches: 100_000,
                 store_timeout: Duration::from_secs(2),
                 detect_blocks: true,
-                detect_send_errors: true,
             },
         }
     }
@@ -264,13 +261,6 @@ impl RetentionBuilder {
     /// bot. Default `true`; this asks Telegram for `my_chat_member` updates.
     pub fn detect_blocks(mut self, on: bool) -> Self {
         self.config.detect_blocks = on;
-        self
-    }
-
-    /// Treats a wrapped handler's "bot was blocked", "user is deactivated" and "chat not
-    /// found" errors as the update's user being gone (private chats only). Default `true`.
-    pub fn detect_send_errors(mut self, on: bool) -> Self {
-        self.config.detect_send_errors = on;
         self
     }
 
@@ -403,7 +393,6 @@ impl RetentionBuilder {
                 max_buffered_touches: c.max_buffered_touches,
                 store_timeout: c.store_timeout,
                 detect_blocks: c.detect_blocks,
-                detect_send_errors: c.detect_send_errors,
             },
             backend,
             self.clock,

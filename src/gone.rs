@@ -7,8 +7,12 @@
 //! - a request to the user failing with "bot was blocked by the user", "user is
 //!   deactivated", "chat not found" or another `Forbidden` answer for a private chat.
 //!
-//! The layer catches such errors when a wrapped handler returns them; code outside
-//! handlers, such as a broadcast loop, reports them with [`NoteGone::note_gone`]:
+//! Failed requests are caught at the source by the [`Retained`](crate::Retained) bot
+//! adaptor, which knows each request's recipient: wrap the bot once and every handler's and
+//! broadcast's failed send marks exactly the user it was for. Code that calls the Bot API
+//! through a bot without the adaptor reports failures itself, with
+//! [`NoteGone::note_gone`] or [`Retention::note_send_error`], naming the chat the request
+//! was sent to:
 //!
 //! ```no_run
 //! use teloxide::prelude::*;

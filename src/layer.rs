@@ -7,8 +7,6 @@
 //! - marks users who block the bot (private `my_chat_member`, status `kicked`) as gone and
 //!   cancels that when they unblock; these updates are requested from Telegram even if the
 //!   wrapped tree only handles messages, and still reach the wrapped tree;
-//! - marks the update's user gone when the wrapped handler fails with "bot was blocked" and
-//!   similar errors (see [`gone`](crate::gone));
 //! - answers the privacy commands (see [`commands`](crate::commands)).
 //!
 //! Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
@@ -16,7 +14,12 @@
 //!
 //! The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
 //! through goes on to whatever follows the layer (the next branch, say) once the whole tree
-//! has tried it, and only the tree's own errors are inspected for gone users.
+//! has tried it. So does a block the tree does not handle; only if nothing after the layer
+//! handles it either does the layer mark it handled.
+//!
+//! The layer never marks anyone gone because a handler failed: a handler's error does not
+//! say whom the failed request was for. Failed sends are caught at the source by the
+//! [`Retained`](crate::Retained) bot adaptor.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,7 +50,6 @@
 //!   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
 //!   provided by the dispatcher.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::panic::Location;
@@ -59,7 +61,6 @@ use teloxide::prelude::Requester;
 use teloxide::types::{ChatMemberKind, Me, Update, UpdateKind, User, UserId};
 use teloxide::{Bot, RequestError};
 
-use crate::gone::gone_reason;
 use crate::retention::Retention;
 use crate::tracker::{Counters, Recorded};
 
@@ -149,15 +150,17 @@ impl Retention {
                     {
                         return ControlFlow::Break(Ok(()));
                     }
-                    let result = inner.execute(deps, pass_through).await;
-                    if let ControlFlow::Break(Err(err)) = &result {
-                        Box::pin(layer.inspect_error(&update, err)).await;
-                    }
-                    match result {
-                        // Only the layer acted on this update: mark it handled, so that the
-                        // dispatcher does not log the whole update (a privacy leak).
-                        ControlFlow::Continue(_) if observed.consumed => ControlFlow::Break(Ok(())),
-                        ControlFlow::Continue(deps) => cont(deps).await,
+                    match inner.execute(deps, pass_through).await {
+                        // What follows the layer (a sibling branch) gets it next.
+                        ControlFlow::Continue(deps) => match cont(deps).await {
+                            // Nobody handled an update the layer acted on (a block): mark
+                            // it handled, so that the dispatcher's default handler does not
+                            // log the whole update (a privacy leak).
+                            ControlFlow::Continue(_) if observed.consumed => {
+                                ControlFlow::Break(Ok(()))
+                            }
+                            rest => rest,
+                        },
                         done => done,
                     }
                 }
@@ -211,29 +214,6 @@ impl Retention {
             );
         }
         Observed { refuse, consumed: false }
-    }
-
-    /// Marks the update's user gone if the wrapped handler failed with a "gone" error.
-    ///
-    /// Only for updates in the user's private chat or without a chat: in a group, the
-    /// failed request could have been for anyone.
-    async fn inspect_error<E: 'static>(&self, update: &Update, err: &E) {
-        if !self.inner.config.detect_send_errors {
-            return;
-        }
-        let Some(request_error) = find_request_error(err) else { return };
-        let Some(user) = update.from().filter(|u| is_trackable(u)) else { return };
-        let private = match update.chat() {
-            Some(chat) => chat.is_private() && chat.id.0 == user.id.0 as i64,
-            None => true,
-        };
-        if !private {
-            return;
-        }
-        if let Some(reason) = gone_reason(teloxide::types::ChatId(user.id.0 as i64), request_error)
-        {
-            self.mark_gone_or_keep(user.id, reason).await;
-        }
     }
 }
 
@@ -313,23 +293,6 @@ pub(crate) fn is_trackable_id(id: UserId) -> bool {
     id.0 != 0 && !id.is_telegram() && !id.is_anonymous() && !id.is_channel()
 }
 
-/// Finds a [`RequestError`] in a handler's error: the error itself, or a boxed error (the
-/// `HandlerResult` of teloxide) or anything in its chain of sources.
-fn find_request_error<E: 'static>(err: &E) -> Option<&RequestError> {
-    let any = err as &dyn Any;
-    if let Some(e) = any.downcast_ref::<RequestError>() {
-        return Some(e);
-    }
-    let mut current: &(dyn std::error::Error + 'static) =
-        any.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>()?.as_ref();
-    loop {
-        if let Some(e) = current.downcast_ref::<RequestError>() {
-            return Some(e);
-        }
-        current = current.source()?;
-    }
-}
-
 /// The description of a handler that observes the updates `filter` lets through and lets
 /// everything continue: (observed = filter's kinds, filtered = all).
 fn interest(filter: dptree::Handler<'static, (), DpHandlerDescription>) -> DpHandlerDescription {
@@ -388,28 +351,5 @@ mod tests {
         assert!(!is_trackable(&user(777_000, false)));
         assert!(!is_trackable(&user(1_087_968_824, true)));
         assert!(!is_trackable(&user(136_817_688, true)));
-    }
-
-    #[test]
-    fn finds_request_errors_in_boxes_and_chains() {
-        #[derive(Debug)]
-        struct Wrapper(RequestError);
-        impl std::fmt::Display for Wrapper {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("wrapped")
-            }
-        }
-        impl std::error::Error for Wrapper {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let blocked = || RequestError::Api(teloxide::ApiError::BotBlocked);
-        assert!(find_request_error(&blocked()).is_some());
-        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(blocked());
-        assert!(find_request_error(&boxed).is_some());
-        let chained: Box<dyn std::error::Error + Send + Sync> = Box::new(Wrapper(blocked()));
-        assert!(find_request_error(&chained).is_some());
-        assert!(find_request_error(&"a string error").is_none());
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod adaptor;
 pub mod clock;
 pub mod commands;
 pub mod config;
@@ -12,6 +13,7 @@ mod retention;
 pub mod store;
 mod tracker;
 
+pub use adaptor::{Retained, RetainedExt, RetainedRequest, RetainedSend};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Commands, Texts};
 pub use config::{ErasedUser, GonePolicy, RetentionBuilder};

@@ -82,7 +82,8 @@ impl FakeBotApi {
         Bot::new("12345:TEST-TOKEN").set_api_url(self.server.uri().parse().unwrap())
     }
 
-    /// Makes every request to `chat` fail with this status and description.
+    /// Makes every request to `chat` (or forwarding from it) fail with this status and
+    /// description.
     pub fn fail_chat(&self, chat: i64, status: u16, description: &str) {
         self.state.lock().unwrap().failures.insert(chat, (status, description.to_owned()));
     }
@@ -134,8 +135,14 @@ impl Respond for Responder {
             .get("chat_id")
             .and_then(Value::as_i64)
             .or_else(|| multipart_field(&request.body, "chat_id").and_then(|v| v.parse().ok()));
+        // A forward or copy also fails when its source chat does (as Telegram answers when
+        // it cannot read the message to forward).
+        let from_chat_id = body.get("from_chat_id").and_then(Value::as_i64);
         let mut state = self.state.lock().unwrap();
-        let failure = chat_id.and_then(|c| state.failures.get(&c).cloned());
+        let failure = [chat_id, from_chat_id]
+            .into_iter()
+            .flatten()
+            .find_map(|c| state.failures.get(&c).cloned());
         state.sent.push(Sent {
             method: method.clone(),
             chat_id,

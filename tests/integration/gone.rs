@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use teloxide::RequestError;
+use teloxide::adaptors::{CacheMe, DefaultParseMode, Throttle};
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
 use teloxide::types::ChatMemberUpdated;
-use teloxide_retention::{ErasureReason, GonePolicy, NoteGone};
+use teloxide_retention::{ErasureReason, GonePolicy, NoteGone, Retained, RetainedExt, Retention};
 
 use crate::both_stores;
 use crate::common::bot_api::BOT_ID;
@@ -25,6 +26,31 @@ fn replying_tree() -> UpdateHandler<RequestError> {
         bot.send_message(msg.chat.id, "got it").await?;
         Ok(())
     })
+}
+
+/// The same bot, with replies sent through the adaptor.
+fn retained_replying_tree() -> UpdateHandler<RequestError> {
+    Update::filter_message().endpoint(|bot: Retained<Bot>, msg: Message| async move {
+        bot.send_message(msg.chat.id, "got it").await?;
+        Ok(())
+    })
+}
+
+/// An admin who blocked the bot.
+const ADMIN: u64 = 9001;
+
+/// Runs a real dispatcher whose bot is `Retained<Bot>` over `updates`.
+async fn dispatch_retained<E>(
+    api: &FakeBotApi,
+    retention: &Retention,
+    tree: UpdateHandler<E>,
+    updates: Vec<serde_json::Value>,
+) where
+    E: std::fmt::Debug + Send + Sync + 'static,
+{
+    let handler = retention.wrap_for::<Retained<Bot>, _>(tree);
+    let mut dispatcher = Dispatcher::builder(api.bot().retained(retention), handler).build();
+    crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
 }
 
 fn reason_of(status: &teloxide_retention::UserStatus) -> Option<ErasureReason> {
@@ -135,7 +161,7 @@ both_stores! {
         assert_eq!(retention.stats().marked_gone, 0);
     }
 
-    async fn a_handlers_failed_send_marks_its_user_gone(env) {
+    async fn a_failed_reply_through_the_adaptor_marks_its_recipient(env) {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();
         let cases = [
@@ -150,34 +176,130 @@ both_stores! {
             api.fail_chat(user, status, description);
         }
         let updates = cases.iter().map(|(user, ..)| u::message(*user as u64, "hi")).collect();
-        dispatch(&api, retention.wrap(replying_tree()), updates).await;
+        dispatch_retained(&api, &retention, retained_replying_tree(), updates).await;
         for (user, _, description, expected) in cases {
             let status = retention.status(UserId(user as u64)).await.unwrap();
             assert_eq!(reason_of(&status), expected, "{description}");
         }
     }
 
-    async fn boxed_handler_errors_are_recognised_too(env) {
+    async fn a_handler_error_without_the_adaptor_marks_nobody(env) {
+        // The failed request could have been for anyone; only the adaptor knows.
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        api.fail_chat(26, 403, "Forbidden: bot was blocked by the user");
+        dispatch(&api, retention.wrap(replying_tree()), vec![u::message(26, "hi")]).await;
+        assert_eq!(api.sent().iter().filter(|s| s.failed).count(), 1, "the reply really failed");
+        assert_eq!(reason_of(&retention.status(UserId(26)).await.unwrap()), None);
+        assert_eq!(retention.stats().marked_gone, 0);
+    }
+
+    async fn a_relay_to_a_blocked_admin_marks_the_admin_not_the_sender(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        api.fail_chat(ADMIN as i64, 403, "Forbidden: bot was blocked by the user");
+        api.fail_chat(ADMIN as i64 + 1, 403, "Forbidden: user is deactivated");
+        // A support bot: user messages are forwarded to one admin and copied to another; both
+        // admins are gone, so both requests fail.
+        let tree: UpdateHandler<RequestError> = Update::filter_message().endpoint(
+            |bot: Retained<Bot>, msg: Message| async move {
+                let forwarded = bot.forward_message(ChatId(ADMIN as i64), msg.chat.id, msg.id).await;
+                let copied = bot.copy_message(ChatId(ADMIN as i64 + 1), msg.chat.id, msg.id).await;
+                assert!(forwarded.is_err() && copied.is_err());
+                bot.send_message(msg.chat.id, "sent to support").await?;
+                Ok(())
+            },
+        );
+        dispatch_retained(&api, &retention, tree, vec![u::message(71, "help me")]).await;
+
+        let forward_admin = retention.status(UserId(ADMIN)).await.unwrap();
+        assert_eq!(reason_of(&forward_admin), Some(ErasureReason::Blocked));
+        let copy_admin = retention.status(UserId(ADMIN + 1)).await.unwrap();
+        assert_eq!(reason_of(&copy_admin), Some(ErasureReason::Deactivated));
+        let sender = retention.status(UserId(71)).await.unwrap();
+        assert_eq!(reason_of(&sender), None, "the sender is active, never marked");
+        assert!(sender.last_seen.is_some());
+        assert_eq!(retention.stats().marked_gone, 2);
+    }
+
+    async fn failures_for_channels_groups_and_source_chats_mark_nobody(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        const WRONG_GROUP: i64 = -1_005_555_555_555;
+        api.fail_chat(u::CHANNEL, 403, "Forbidden: bot is not a member of the channel chat");
+        api.fail_chat(WRONG_GROUP, 400, "Bad Request: chat not found");
+        api.fail_chat(u::GROUP, 403, "Forbidden: bot was kicked from the supergroup chat");
+        // User 73 is gone, but is only the *source* of a forward and a copy to user 74.
+        api.fail_chat(73, 400, "Bad Request: chat not found");
+        let tree: UpdateHandler<RequestError> = Update::filter_message().endpoint(
+            |bot: Retained<Bot>, msg: Message| async move {
+                let _ = bot.send_message(ChatId(u::CHANNEL), "post").await;
+                let _ = bot.send_message(ChatId(WRONG_GROUP), "hello group").await;
+                let _ = bot.send_message(ChatId(u::GROUP), "hello").await;
+                let _ = bot.forward_message(ChatId(74), ChatId(73), msg.id).await;
+                let _ = bot.copy_message(ChatId(74), ChatId(73), msg.id).await;
+                Ok(())
+            },
+        );
+        let updates = vec![u::message(72, "go"), u::group_message(75, "go")];
+        dispatch_retained(&api, &retention, tree, updates).await;
+        assert_eq!(api.sent().iter().filter(|s| s.failed).count(), 10, "every request failed");
+        for user in [72, 73, 74, 75] {
+            assert_eq!(reason_of(&retention.status(UserId(user)).await.unwrap()), None, "{user}");
+        }
+        assert_eq!(retention.stats().marked_gone, 0);
+    }
+
+    async fn an_anyhow_handler_tree_marks_the_blocked_recipient(env) {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();
         api.fail_chat(31, 403, "Forbidden: bot was blocked by the user");
-        // teloxide's own `HandlerResult` boxes the error.
-        let tree: UpdateHandler<Box<dyn std::error::Error + Send + Sync>> =
-            Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+        let tree: UpdateHandler<anyhow::Error> = Update::filter_message().endpoint(
+            |bot: Retained<Bot>, msg: Message| async move {
                 bot.send_message(msg.chat.id, "got it").await?;
                 Ok(())
-            });
-        dispatch(&api, retention.wrap(tree), vec![u::message(31, "hi")]).await;
+            },
+        );
+        dispatch_retained(&api, &retention, tree, vec![u::message(31, "hi")]).await;
         let status = retention.status(UserId(31)).await.unwrap();
         assert_eq!(reason_of(&status), Some(ErasureReason::Blocked));
     }
 
-    async fn a_failed_send_in_a_group_marks_nobody(env) {
+    async fn a_block_reaches_a_sibling_branch_after_the_layer_once(env) {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();
-        api.fail_chat(u::GROUP, 403, "Forbidden: bot was kicked from the supergroup chat");
-        dispatch(&api, retention.wrap(replying_tree()), vec![u::group_message(41, "hi")]).await;
-        assert_eq!(reason_of(&retention.status(UserId(41)).await.unwrap()), None);
+        let audited = Arc::new(AtomicUsize::new(0));
+        let unhandled = Arc::new(AtomicUsize::new(0));
+        // The audit branch handles user 62's block and leaves user 63's alone.
+        let audit: UpdateHandler<RequestError> = Update::filter_my_chat_member()
+            .filter(|update: ChatMemberUpdated| update.from.id == UserId(62))
+            .endpoint({
+                let audited = Arc::clone(&audited);
+                move || {
+                    audited.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(()) }
+                }
+            });
+        // The sibling follows the layer in its continuation (dptree gives a handler that is
+        // itself the `next` of a branch no way to reach the branches after it).
+        let handler = dptree::entry().branch(retention.wrap(replying_tree()).branch(audit));
+        let mut dispatcher = Dispatcher::builder(api.bot(), handler)
+            .default_handler({
+                let unhandled = Arc::clone(&unhandled);
+                move |_| {
+                    unhandled.fetch_add(1, Ordering::SeqCst);
+                    async {}
+                }
+            })
+            .build();
+        let updates = vec![u::blocked(62), u::blocked(63)];
+        crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
+        assert_eq!(audited.load(Ordering::SeqCst), 1, "the sibling branch saw the block once");
+        assert_eq!(unhandled.load(Ordering::SeqCst), 0, "user 63's block is not dumped either");
+        for user in [62, 63] {
+            let status = retention.status(UserId(user)).await.unwrap();
+            assert_eq!(reason_of(&status), Some(ErasureReason::Blocked), "{user}");
+        }
     }
 
     async fn a_broadcast_marks_exactly_the_users_who_are_gone(env) {
@@ -203,15 +325,12 @@ both_stores! {
                 api.fail_chat(user as i64, 502, "Bad Gateway");
             }
         }
-        let bot = api.bot();
+        // No `note_gone`: the adapted bot knows each request's recipient.
+        let bot = api.bot().retained(&retention);
         let failures = futures_util::stream::iter(1..=1000u64)
             .map(|user| {
                 let bot = bot.clone();
-                let retention = retention.clone();
-                async move {
-                    let chat = ChatId(user as i64);
-                    bot.send_message(chat, "news").await.note_gone(&retention, chat).await.is_err()
-                }
+                async move { bot.send_message(ChatId(user as i64), "news").await.is_err() }
             })
             .buffer_unordered(64)
             .filter(|failed| std::future::ready(*failed))
@@ -267,7 +386,7 @@ async fn gone_signals_during_a_redis_outage_are_marked_once_it_is_back() {
     // A block, a handler's failed reply, a failed broadcast send, and a block undone by an
     // unblock a minute later: all while Redis is down.
     let during = vec![u::blocked(5), u::message(7, "hi"), u::blocked(8)];
-    dispatch(&api, retention.wrap(replying_tree()), during).await;
+    dispatch_retained(&api, &retention, retained_replying_tree(), during).await;
     let sent = api.bot().send_message(ChatId(9), "news").await;
     assert!(sent.note_gone(&retention, ChatId(9)).await.is_err());
     assert_eq!(retention.stats().buffered_gone_marks, 4, "{:?}", retention.stats());
@@ -318,3 +437,51 @@ async fn gone_marks_beyond_the_buffer_are_dropped_and_counted() {
     let stats = retention.stats();
     assert_eq!((stats.buffered_gone_marks, stats.gone_marks_dropped), (2, 1), "{stats:?}");
 }
+
+/// Dispatches, through a dispatcher whose bot is `$ty`, `/privacy` from one user and a
+/// message from a user who blocked the bot; the reply to the second marks them.
+macro_rules! adaptor_stack_case {
+    ($name:ident: $ty:ty = $make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let env = crate::common::Env::memory();
+            let api = FakeBotApi::start().await;
+            let retention = env.bare_builder().await.inactive_after(30 * DAY).build().unwrap();
+            api.fail_chat(82, 403, "Forbidden: bot was blocked by the user");
+            let tree: UpdateHandler<RequestError> =
+                Update::filter_message().endpoint(|bot: $ty, msg: Message| async move {
+                    bot.send_message(msg.chat.id, "got it").await?;
+                    Ok(())
+                });
+            let make: fn(Bot, &Retention) -> $ty = $make;
+            let bot = make(api.bot(), &retention);
+            let handler = retention.wrap_for::<$ty, _>(tree);
+            let mut dispatcher = Dispatcher::builder(bot, handler).build();
+            let updates = vec![u::message(81, "/privacy"), u::message(82, "hi")];
+            crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new())
+                .await;
+
+            let answers = api.sent_to("sendmessage", 81);
+            assert_eq!(answers.len(), 1, "the privacy command answered");
+            assert!(answers[0].text().unwrap().starts_with("How this bot handles your data"));
+            assert_eq!(answers[0].body["parse_mode"], "HTML", "through DefaultParseMode");
+            let status = retention.status(UserId(82)).await.unwrap();
+            assert_eq!(reason_of(&status), Some(ErasureReason::Blocked));
+        }
+    };
+}
+
+adaptor_stack_case!(throttle_over_retained_with_parse_mode:
+DefaultParseMode<Throttle<Retained<Bot>>> = |bot, retention| {
+    bot.retained(retention).throttle(Default::default()).parse_mode(teloxide::types::ParseMode::Html)
+});
+
+adaptor_stack_case!(retained_over_throttle_with_parse_mode:
+Retained<DefaultParseMode<Throttle<Bot>>> = |bot, retention| {
+    bot.throttle(Default::default()).parse_mode(teloxide::types::ParseMode::Html).retained(retention)
+});
+
+adaptor_stack_case!(retained_between_cache_me_and_parse_mode:
+CacheMe<Retained<DefaultParseMode<Bot>>> = |bot, retention| {
+    bot.parse_mode(teloxide::types::ParseMode::Html).retained(retention).cache_me()
+});
