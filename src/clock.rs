@@ -97,6 +97,17 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// `d` after `ms`, saturating: `Duration::MAX` (a natural "never") stays in the future
+/// instead of wrapping into the past.
+pub(crate) fn later(ms: i64, d: Duration) -> i64 {
+    ms.saturating_add(duration_ms(d))
+}
+
+/// `d` before `ms`, saturating (see [`later`]).
+pub(crate) fn earlier(ms: i64, d: Duration) -> i64 {
+    ms.saturating_sub(duration_ms(d))
+}
+
 /// Unix milliseconds as a UTC date-time (clamped to chrono's range).
 pub(crate) fn to_datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)

@@ -45,7 +45,8 @@ pub enum GonePolicy {
     /// Erase at the next prune pass.
     EraseNow,
     /// Erase once the grace period has passed, unless the user unblocks the bot or
-    /// interacts before then. The default, with seven days.
+    /// interacts before then. The default, with seven days. `Duration::MAX` means never
+    /// (the mark stays; inactivity erases the user like anyone else).
     EraseAfter(Duration),
     /// Only mark the user (visible in `/mydata` and the dry run); inactivity erases them
     /// later like anyone else.
@@ -159,6 +160,9 @@ impl RetentionBuilder {
     /// Users who have not interacted for this long are erased. Required.
     ///
     /// This is the bot's retention period; `/privacy` states it to users.
+    /// `Duration::MAX` means never: nobody is erased for inactivity (gone users and
+    /// opt-outs still are). Every time computed from a duration saturates, so no setting
+    /// wraps around into the past.
     pub fn inactive_after(mut self, threshold: Duration) -> Self {
         self.config.inactive_after = Some(threshold);
         self
@@ -332,7 +336,7 @@ impl RetentionBuilder {
             }
         }
         validate_namespace(&c.namespace)?;
-        if inactive_after <= 2 * c.resolution {
+        if inactive_after <= c.resolution.saturating_mul(2) {
             return Err(Error::config(format!(
                 "inactive_after ({inactive_after:?}) must be longer than twice the \
                  resolution ({:?})",
@@ -351,7 +355,7 @@ impl RetentionBuilder {
                 c.lease
             )));
         }
-        if c.lease < 2 * c.eraser_timeout {
+        if c.lease < c.eraser_timeout.saturating_mul(2) {
             return Err(Error::config(format!(
                 "lease ({:?}) must be at least twice eraser_timeout ({:?}), so that a batch \
                  finishes before its lease ends",

@@ -36,7 +36,7 @@ use std::future::Future;
 use teloxide::types::{ChatId, Recipient, UserId};
 use teloxide::{ApiError, RequestError};
 
-use crate::clock::duration_ms;
+use crate::clock::later;
 use crate::config::GonePolicy;
 use crate::erase::ErasureReason;
 use crate::error::Result;
@@ -160,7 +160,7 @@ impl Retention {
         let now = self.inner.clock.now_ms();
         let due = match self.inner.config.gone_policy {
             GonePolicy::EraseNow => Some(now),
-            GonePolicy::EraseAfter(grace) => Some(now + duration_ms(grace)),
+            GonePolicy::EraseAfter(grace) => Some(later(now, grace)),
             GonePolicy::MarkOnly => None,
         };
         PendingMark { reason: reason.into(), marked_at: now, due }

@@ -36,7 +36,7 @@ use teloxide::types::UserId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{duration_ms, to_datetime};
+use crate::clock::{earlier, later, to_datetime};
 use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::retention::Retention;
@@ -225,7 +225,7 @@ impl Retention {
     fn cutoff(&self) -> (i64, i64) {
         let config = &self.inner.config;
         let now = self.inner.clock.now_ms();
-        (now, now - duration_ms(config.inactive_after) - duration_ms(config.resolution))
+        (now, earlier(earlier(now, config.inactive_after), config.resolution))
     }
 
     async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
@@ -234,7 +234,7 @@ impl Retention {
         let mut report = PassReport::default();
         while !token.is_cancelled() {
             let (now, cutoff) = self.cutoff();
-            let deadline = now + duration_ms(config.lease);
+            let deadline = later(now, config.lease);
             let claim =
                 self.inner.backend.claim(now, cutoff, deadline, config.batch_size, random_id());
             let batch = self.store_call(claim).await?;

@@ -9,7 +9,7 @@ use teloxide::types::UserId;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, duration_ms, to_datetime};
+use crate::clock::{Clock, later, to_datetime};
 use crate::commands::Commands;
 use crate::config::{ChatHook, Config, ErasedHook, ErasedUser, RetentionBuilder};
 use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
@@ -315,7 +315,7 @@ impl Retention {
     pub async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        let deadline = now + duration_ms(inner.config.lease);
+        let deadline = later(now, inner.config.lease);
         // Interactions from now on go to the store, so that finishing the erasure sees them.
         let _erasing = inner.tracker.begin_erasure(user.0);
         self.erase_user_claimed(user, now, deadline).await
@@ -371,9 +371,11 @@ impl Retention {
             }
         }
         let now = inner.clock.now_ms();
-        let follow_up_at = now + duration_ms(inner.config.follow_up_delay);
-        let retries: Vec<(Claimed, i64)> =
-            failed.iter().map(|(c, _)| (*c, now + retry_delay_ms(c.attempts))).collect();
+        let follow_up_at = later(now, inner.config.follow_up_delay);
+        let retries: Vec<(Claimed, i64)> = failed
+            .iter()
+            .map(|(c, _)| (*c, now.saturating_add(retry_delay_ms(c.attempts))))
+            .collect();
         let finish = inner.backend.finish(batch, &done, &retries, now, follow_up_at);
         let Some(confirmed) = self.store_call(finish).await? else {
             Counters::add(&inner.counters.leases_lost, batch.users.len() as u64);

@@ -322,7 +322,12 @@ impl Tracker {
             let now = self.clock.now_ms();
             let scheduled = self
                 .backend
-                .schedule(inv.user, ErasureReason::OptOut, now, Some(now + self.follow_up_ms))
+                .schedule(
+                    inv.user,
+                    ErasureReason::OptOut,
+                    now,
+                    Some(now.saturating_add(self.follow_up_ms)),
+                )
                 .await;
             match scheduled {
                 Ok(_) => Counters::add(&self.counters.follow_ups, 1),
@@ -531,7 +536,7 @@ impl Tracker {
 
     /// Drops cache entries that can no longer skip a write nor matter to an invalidation.
     fn sweep(&self) {
-        let horizon = self.clock.now_ms() - 2 * self.resolution_ms;
+        let horizon = self.clock.now_ms().saturating_sub(self.resolution_ms.saturating_mul(2));
         self.lock().cache.retain(|_, s| s.written.max(s.skipped) >= horizon);
     }
 }

@@ -205,7 +205,7 @@ impl Retention {
             n == *nonce
                 && issued
                     .parse::<i64>()
-                    .is_ok_and(|t| now - t <= duration_ms(commands.confirm_within))
+                    .is_ok_and(|t| now.saturating_sub(t) <= duration_ms(commands.confirm_within))
         });
         if !fresh {
             self.answer(bot, query, Some(&expired)).await;

@@ -26,15 +26,24 @@ impl Retention {
             let _ = writeln!(text, ", and the bot's own records: {}.", names.join(", "));
         }
 
-        let _ = writeln!(
-            text,
-            "How long: when you have not used the bot for {}, everything it keeps about you \
-             is deleted automatically.",
-            human(config.inactive_after)
-        );
+        if is_never(config.inactive_after) {
+            text.push_str(
+                "How long: until you delete it; the bot does not delete it for inactivity.\n",
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "How long: when you have not used the bot for {}, everything it keeps about \
+                 you is deleted automatically.",
+                human(config.inactive_after)
+            );
+        }
 
         let blocked = match config.gone_policy {
             GonePolicy::EraseNow => "your data is deleted right away.".to_owned(),
+            GonePolicy::EraseAfter(grace) if is_never(grace) => {
+                "this is noted; your data is kept as the rest of this policy says.".to_owned()
+            }
             GonePolicy::EraseAfter(grace) => format!(
                 "your data is deleted after {}, unless you unblock the bot or use it again \
                  before then.",
@@ -63,6 +72,11 @@ impl Retention {
     }
 }
 
+/// A thousand years or more: a setting that means "never" (such as `Duration::MAX`).
+pub(crate) fn is_never(d: Duration) -> bool {
+    d >= Duration::from_secs(1000 * 365 * 86_400)
+}
+
 /// A duration in words: "90 days", "1 day", "12 hours", "30 minutes", "45 seconds".
 pub(crate) fn human(d: Duration) -> String {
     let secs = d.as_secs();
@@ -74,7 +88,7 @@ pub(crate) fn human(d: Duration) -> String {
         (secs / 60, "minute")
     } else if secs >= 86_400 {
         // Not a whole number of days: round to the nearest day.
-        ((secs + 43_200) / 86_400, "day")
+        (secs.saturating_add(43_200) / 86_400, "day")
     } else {
         (secs.max(1), "second")
     };

@@ -488,3 +488,66 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
     }
     assert!(base().build().is_ok());
 }
+
+both_stores! {
+    async fn duration_max_means_never_and_nothing_overflows(env) {
+        // A grace period of `Duration::MAX` (a natural "never") once wrapped to a due time
+        // in the past: blocked users were erased at the next pass.
+        let eraser = Recorder::new("profiles");
+        let retention = env
+            .builder()
+            .await
+            .gone_policy(GonePolicy::EraseAfter(Duration::MAX))
+            .erase_with(eraser.clone())
+            .build()
+            .unwrap();
+        retention.record(UserId(1)).await;
+        assert!(retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap());
+        env.clock.advance(10 * DAY);
+        assert_eq!(retention.prune_once().await.unwrap().claimed, 0, "never due");
+        let erasure = retention.status(UserId(1)).await.unwrap().erasure.unwrap();
+        assert_eq!(erasure.reason, ErasureReason::Blocked, "the mark stays");
+        // Inactivity still applies to them.
+        env.clock.advance(21 * DAY);
+        assert_eq!(retention.prune_once().await.unwrap().erased, 1);
+        assert_eq!(eraser.erased(1), 1);
+
+        // A threshold of `Duration::MAX`: nobody is ever inactive.
+        let forever = env
+            .bare_builder()
+            .await
+            .namespace("forever")
+            .inactive_after(Duration::MAX)
+            .resolution(Duration::MAX / 4)
+            .lease(Duration::MAX)
+            .follow_up_delay(Duration::MAX)
+            .without_commands()
+            .build()
+            .unwrap();
+        forever.record(UserId(2)).await;
+        env.clock.advance(3650 * DAY);
+        assert_eq!(forever.preview(10).await.unwrap().inactive, 0);
+        assert_eq!(forever.prune_once().await.unwrap().claimed, 0);
+        // An opt-out still runs, with a lease deadline that saturates.
+        assert!(matches!(forever.erase_user(UserId(2)).await.unwrap(), OptOutOutcome::Erased { .. }));
+        assert!(forever.privacy_text().contains("does not delete it for inactivity"), "{}", forever.privacy_text());
+    }
+}
+
+#[test]
+fn durations_too_large_to_double_are_config_errors_not_panics() {
+    use teloxide_retention::MemoryStore;
+    // `2 * eraser_timeout` and `2 * resolution` used to panic on overflow.
+    let err = Retention::builder(MemoryStore::new())
+        .inactive_after(30 * DAY)
+        .eraser_timeout(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert!(err.is_config() && err.to_string().contains("eraser_timeout"), "{err}");
+    let err = Retention::builder(MemoryStore::new())
+        .inactive_after(30 * DAY)
+        .resolution(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert!(err.is_config() && err.to_string().contains("resolution"), "{err}");
+}
