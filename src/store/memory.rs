@@ -203,9 +203,16 @@ impl Backend for Bound {
                 if users.len() >= limit {
                     break;
                 }
-                s.lease.remove(old);
-                for user in s.batches.remove(&old).unwrap_or_default() {
+                let mut members = s.batches.remove(&old).unwrap_or_default();
+                let rest = members.split_off(members.len().min(limit - users.len()));
+                for user in members {
                     s.take_or_drop(user, &mut users);
+                }
+                // What does not fit stays in the old batch, still expired (see claim.lua).
+                if rest.is_empty() {
+                    s.lease.remove(old);
+                } else {
+                    s.batches.insert(old, rest);
                 }
             }
             // 2. Due scheduled erasures.

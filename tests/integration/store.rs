@@ -551,3 +551,35 @@ fn durations_too_large_to_double_are_config_errors_not_panics() {
         .unwrap_err();
     assert!(err.is_config() && err.to_string().contains("resolution"), "{err}");
 }
+
+both_stores! {
+    async fn two_crashed_full_batches_are_taken_over_within_the_batch_limit(env) {
+        // Two pruners crash mid-batch: 3,500 and 5,000 users. The takeover once merged both
+        // into one batch of 8,500, which `finish` could never end on Redis ("too many
+        // results to unpack"): erasers ran again every pass and the lease stuck for good.
+        let users: Vec<UserId> = (1..=8_500).map(UserId).collect();
+        let writer = env.builder().await.build().unwrap();
+        futures_util::future::join_all(users.iter().map(|u| writer.record(*u))).await;
+        env.clock.advance(31 * DAY);
+        for batch in [3_500, 5_000] {
+            let gate = Arc::new(Gate::default());
+            let doomed = env.builder().await.batch_size(batch)
+                .erase_with(Recorder::new("profiles").gated(Arc::clone(&gate)))
+                .build().unwrap();
+            kill_pass_inside_eraser(&doomed, &gate).await;
+        }
+        env.clock.advance(3 * MINUTE);
+
+        let eraser = Recorder::new("profiles");
+        let next = env.builder().await.batch_size(5_000).erase_with(eraser.clone()).build().unwrap();
+        assert_eq!(next.preview(10).await.unwrap().expired_leases, 2);
+        let report = next.prune_once().await.unwrap();
+        assert_eq!((report.erased, report.failed, report.leases_lost), (8_500, 0, 0), "{report:?}");
+        assert!(report.batches >= 2, "no batch above the limit: {report:?}");
+        let counts = eraser.counts();
+        assert_eq!(counts.len(), 8_500);
+        assert!(counts.values().all(|&n| n == 1), "someone was erased twice");
+        assert_eq!(next.prune_once().await.unwrap().claimed, 0);
+        assert_eq!(next.preview(10).await.unwrap().expired_leases, 0);
+    }
+}

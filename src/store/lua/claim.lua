@@ -70,16 +70,27 @@ local function take_or_drop(user)
   end
 end
 
--- 1. Batches whose lease expired: their pruner crashed or stalled.
+-- 1. Batches whose lease expired: their pruner crashed or stalled. The limit counts users,
+-- not batches: what does not fit stays in the old batch, still expired, for the next claim
+-- (two crashed batches merged into one above the limit could never be finished).
 for _, old in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)) do
   if #members >= limit then
     break
   end
+  local left = {}
   for user in string.gmatch(redis.call('HGET', KEYS[6], old) or '', '%d+') do
-    take_or_drop(user)
+    if #members < limit then
+      take_or_drop(user)
+    else
+      left[#left + 1] = user
+    end
   end
-  redis.call('HDEL', KEYS[6], old)
-  redis.call('ZREM', KEYS[2], old)
+  if #left > 0 then
+    redis.call('HSET', KEYS[6], old, ',' .. table.concat(left, ',') .. ',')
+  else
+    redis.call('HDEL', KEYS[6], old)
+    redis.call('ZREM', KEYS[2], old)
+  end
 end
 
 -- 2. Scheduled erasures that are due: gone users, opt-outs, retries.

@@ -15,6 +15,15 @@ if not lease or tonumber(lease) ~= tonumber(ARGV[5]) then
   return {-1}
 end
 
+-- Lua's `unpack` fails past about 8000 values ("too many results to unpack"): long lists
+-- go to Redis in chunks.
+local CHUNK = 1000
+local function each_chunk(list, f)
+  for i = 1, #list, CHUNK do
+    f(unpack(list, i, math.min(i + CHUNK - 1, #list)))
+  end
+end
+
 local n = tonumber(ARGV[6])
 local done = {}
 for i = 7, 6 + n do
@@ -22,7 +31,13 @@ for i = 7, 6 + n do
 end
 local res = {}
 if n > 0 then
-  local jobs = redis.call('HMGET', KEYS[4], unpack(done))
+  local jobs = {}
+  each_chunk(done, function(...)
+    local part = redis.call('HMGET', KEYS[4], ...)
+    for j = 1, #part do
+      jobs[#jobs + 1] = part[j]
+    end
+  end)
   local t = redis.call('TIME')
   local min_id = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - keep
   local finished_jobs = {}
@@ -56,7 +71,9 @@ if n > 0 then
     res[#res + 1] = outcome
   end
   if #finished_jobs > 0 then
-    redis.call('HDEL', KEYS[4], unpack(finished_jobs))
+    each_chunk(finished_jobs, function(...)
+      redis.call('HDEL', KEYS[4], ...)
+    end)
   end
 end
 
