@@ -226,8 +226,13 @@ impl Tracker {
         };
         self.ensure_writer();
         self.wake.notify_one();
-        if *slot.wait().await {
-            return Recorded::Written;
+        // The writer may be busy with a slow store (a hung Redis): never wait longer than
+        // the store timeout. The interaction stays pending and is written, or moved to the
+        // backlog, by the writer.
+        match timeout(self.store_timeout, slot.wait()).await {
+            Ok(true) => return Recorded::Written,
+            Ok(false) => {}
+            Err(_) => return Recorded::Buffered,
         }
         // The write failed and moved to the backlog, unless the backlog was full (or a retry
         // of the backlog has written it since).
@@ -320,18 +325,15 @@ impl Tracker {
         self.wake.notify_one();
         if inv.opt_out && skipped <= inv.until {
             let now = self.clock.now_ms();
-            let scheduled = self
-                .backend
-                .schedule(
-                    inv.user,
-                    ErasureReason::OptOut,
-                    now,
-                    Some(now.saturating_add(self.follow_up_ms)),
-                )
-                .await;
-            match scheduled {
-                Ok(_) => Counters::add(&self.counters.follow_ups, 1),
-                Err(e) => tracing::warn!(
+            let due = Some(now.saturating_add(self.follow_up_ms));
+            let scheduled = self.backend.schedule(inv.user, ErasureReason::OptOut, now, due);
+            match timeout(self.store_timeout, scheduled).await {
+                Ok(Ok(_)) => Counters::add(&self.counters.follow_ups, 1),
+                Err(_) => tracing::warn!(
+                    "could not schedule a follow-up erasure after an in-flight update: the \
+                     store did not answer in time"
+                ),
+                Ok(Err(e)) => tracing::warn!(
                     error = %e,
                     "could not schedule a follow-up erasure after an in-flight update"
                 ),
@@ -415,7 +417,8 @@ impl Tracker {
                 }
             }
             if next_poll <= Instant::now() {
-                feed.poll(&self).await;
+                // Bounded: pending touches wait for this loop.
+                let _ = timeout(self.store_timeout, feed.poll(&self)).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
             if next_sweep <= Instant::now() {

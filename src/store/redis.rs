@@ -107,23 +107,33 @@ impl ConnectionLike for Conn {
 }
 
 impl RedisStore {
-    /// Connects to one Redis server, such as `redis://127.0.0.1/` or
-    /// `redis+unix:///run/redis.sock`.
+    /// Opens a store on one Redis server, such as `redis://127.0.0.1/` or
+    /// `redis+unix:///run/redis.sock`, without waiting for it.
     ///
-    /// The connection reconnects by itself after Redis restarts; commands time out after
-    /// five seconds.
+    /// The connection is made on first use, so a bot starts while Redis is down: its
+    /// interactions are buffered as during any outage and written once Redis answers (see
+    /// the README's Guarantees). The connection reconnects by itself after Redis restarts;
+    /// every call of the crate is bounded by the configured store timeout. Use
+    /// [`RedisStore::connect`] to fail at start instead.
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL is invalid or the first connection fails.
+    /// [`Error::Redis`] if the URL is invalid.
     pub async fn open(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(3);
-        let manager = ConnectionManager::new_with_config(client, config).await?;
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        Ok(Self::from_manager(manager))
+    }
+
+    /// Like [`RedisStore::open`], but connects now and fails if Redis does not answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] if the URL is invalid or the first connection or `PING` fails.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let mut manager = ConnectionManager::new_with_config(client, manager_config()).await?;
+        redis::cmd("PING").query_async::<()>(&mut manager).await?;
         Ok(Self::from_manager(manager))
     }
 
@@ -155,6 +165,16 @@ impl RedisStore {
     pub fn from_cluster(conn: ClusterConnection) -> Self {
         Self { conn: Conn::Cluster(conn) }
     }
+}
+
+/// Reconnects with backoff up to 2 s; a command waits at most 5 s for Redis (the crate's own
+/// store timeout, 2 s by default, is shorter).
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(3)
 }
 
 impl sealed::Bind for RedisStore {

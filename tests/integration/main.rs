@@ -10,6 +10,7 @@ mod support;
 mod cluster;
 mod commands;
 mod erasers;
+mod faults;
 mod gone;
 mod layer;
 mod pruner;

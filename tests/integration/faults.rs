@@ -1,0 +1,77 @@
+//! Real faults against a real `redis-server`: a hung server (SIGSTOP), a server that is down
+//! when the bot starts. Timings are asserted only as wide bounds.
+
+use std::time::{Duration, Instant};
+
+use teloxide::types::UserId;
+use teloxide_retention::{Recorded, RedisStore, Retention};
+
+use crate::common::{DAY, Env};
+use crate::support::eventually;
+
+const STORE_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_never_holds_record_past_twice_the_store_timeout() {
+    // Measured before the fix: with Redis stopped by SIGSTOP for 4 s and 10 s, one
+    // `record()` waited 4.0 s and 10.0 s: the writer polled the erasure feed without a
+    // timeout and the touches queued behind it.
+    let env = Env::redis();
+    let retention = env.builder().await.store_timeout(STORE_TIMEOUT).build().unwrap();
+    assert_eq!(retention.record(UserId(1)).await, Recorded::Written);
+
+    env.redis.as_ref().unwrap().pause();
+    // Let the background writer start its once-a-second read of the erasure feed, which
+    // now hangs; the touches below arrive while it does.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let hung = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut user = 100;
+    while hung.elapsed() < Duration::from_secs(6) {
+        user += 1;
+        let started = Instant::now();
+        let recorded = retention.record(UserId(user)).await;
+        slowest = slowest.max(started.elapsed());
+        assert!(!recorded.is_stored(), "Redis is hung: {recorded:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    env.redis.as_ref().unwrap().resume();
+    assert!(slowest <= 2 * STORE_TIMEOUT, "record() waited {slowest:?}");
+
+    // Nothing was lost: every interaction reaches Redis once it answers.
+    let expected = (user - 100 + 1) as u64;
+    eventually("buffered interactions are written", || async {
+        retention.tracked_users().await.ok() == Some(expected)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_starts_while_redis_is_down_and_catches_up() {
+    // Measured before the fix: `RedisStore::open` failed while Redis was down, so a bot
+    // written like the quick start exited at start.
+    let mut env = Env::redis();
+    let url = env.redis.as_ref().unwrap().url();
+    env.redis_server().stop();
+
+    assert!(RedisStore::connect(&url).await.is_err(), "the eager check fails");
+    let store = RedisStore::open(&url).await.expect("opens while Redis is down");
+    let retention = Retention::builder(store)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(env.clock.clone())
+        .store_timeout(STORE_TIMEOUT)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(retention.record(UserId(7)).await, Recorded::Buffered);
+    assert!(started.elapsed() <= 2 * STORE_TIMEOUT, "waited {:?}", started.elapsed());
+
+    env.redis_server().restart();
+    eventually("the interaction kept at start is written", || async {
+        retention.tracked_users().await.ok() == Some(1)
+    })
+    .await;
+    let status = retention.status(UserId(7)).await.unwrap();
+    assert_eq!(status.last_seen.unwrap().timestamp_millis(), crate::common::T0);
+}
