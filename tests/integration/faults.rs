@@ -75,3 +75,36 @@ async fn a_bot_starts_while_redis_is_down_and_catches_up() {
     let status = retention.status(UserId(7)).await.unwrap();
     assert_eq!(status.last_seen.unwrap().timestamp_millis(), crate::common::T0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_ids_leave_the_feed_within_two_windows() {
+    // Measured before the fix: after a completed opt-out the user's id stayed in
+    // `{ns}:feed` (`XADD … MINID ~` trims nothing while the stream is small, and the key had
+    // no expiry), contradicting "trimmed to 10 minutes".
+    let env = Env::redis();
+    let retention = env.builder().await.build().unwrap();
+    let mut conn = env.redis_connection();
+    // An announcement from long ago, about user 9.
+    let _: String = redis::cmd("XADD")
+        .arg("{retention}:feed")
+        .arg("1-0")
+        .arg("u")
+        .arg(9)
+        .arg("s")
+        .arg(0)
+        .arg("e")
+        .arg(0)
+        .arg("o")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    retention.record(UserId(5)).await;
+    retention.erase_user(UserId(5)).await.unwrap();
+
+    let entries: Vec<(String, Vec<String>)> =
+        redis::cmd("XRANGE").arg("{retention}:feed").arg("-").arg("+").query(&mut conn).unwrap();
+    let users: Vec<&str> = entries.iter().map(|(_, fields)| fields[1].as_str()).collect();
+    assert_eq!(users, ["5"], "the old announcement is trimmed exactly");
+    let ttl: i64 = redis::cmd("PTTL").arg("{retention}:feed").query(&mut conn).unwrap();
+    assert!(ttl > 0 && ttl <= 10 * 60 * 1000, "the feed expires within one window: {ttl}");
+}

@@ -55,8 +55,12 @@ if n > 0 then
         if reason == 'o' then
           opt_out = 1
         end
-        redis.call('XADD', KEYS[5], 'MINID', '~', string.format('%d', min_id), '*',
+        redis.call('XADD', KEYS[5], 'MINID', string.format('%d', min_id), '*',
           'u', user, 's', marked_at, 'e', now, 'o', opt_out)
+        -- Exact trimming drops announcements older than the window at every new one; the
+        -- TTL drops the last ones when no new one comes: an id leaves the feed within two
+        -- windows.
+        redis.call('PEXPIRE', KEYS[5], keep)
       end
       if reason == 'o' and redis.call('ZSCORE', KEYS[1], user) then
         -- Touched while the erasers ran: the handler of that update may have written

@@ -35,7 +35,9 @@ if reason ~= 'o' then
   -- they had written one recently) must write it now: it cancels the mark.
   local t = redis.call('TIME')
   local min_id = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - keep
-  redis.call('XADD', KEYS[5], 'MINID', '~', string.format('%d', min_id), '*',
+  redis.call('XADD', KEYS[5], 'MINID', string.format('%d', min_id), '*',
     'u', user, 's', marked_at, 'e', marked_at, 'o', 0)
+  -- See finish.lua: an id leaves the feed within two windows.
+  redis.call('PEXPIRE', KEYS[5], keep)
 end
 return 1
