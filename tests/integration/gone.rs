@@ -53,6 +53,27 @@ async fn dispatch_retained<E>(
     crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
 }
 
+/// Dispatches `updates` through a dispatcher whose default handler (teloxide's would log each
+/// update in full) only counts; returns how many reached it.
+async fn dispatch_counting_unhandled(
+    api: &FakeBotApi,
+    handler: UpdateHandler<RequestError>,
+    updates: Vec<serde_json::Value>,
+) -> usize {
+    let unhandled = Arc::new(AtomicUsize::new(0));
+    let mut dispatcher = Dispatcher::builder(api.bot(), handler)
+        .default_handler({
+            let unhandled = Arc::clone(&unhandled);
+            move |_| {
+                unhandled.fetch_add(1, Ordering::SeqCst);
+                async {}
+            }
+        })
+        .build();
+    crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
+    unhandled.load(Ordering::SeqCst)
+}
+
 fn reason_of(status: &teloxide_retention::UserStatus) -> Option<ErasureReason> {
     status.erasure.as_ref().map(|e| e.reason)
 }
@@ -269,7 +290,6 @@ both_stores! {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();
         let audited = Arc::new(AtomicUsize::new(0));
-        let unhandled = Arc::new(AtomicUsize::new(0));
         // The audit branch handles user 62's block and leaves user 63's alone.
         let audit: UpdateHandler<RequestError> = Update::filter_my_chat_member()
             .filter(|update: ChatMemberUpdated| update.from.id == UserId(62))
@@ -283,19 +303,10 @@ both_stores! {
         // The sibling follows the layer in its continuation (dptree gives a handler that is
         // itself the `next` of a branch no way to reach the branches after it).
         let handler = dptree::entry().branch(retention.wrap(replying_tree()).branch(audit));
-        let mut dispatcher = Dispatcher::builder(api.bot(), handler)
-            .default_handler({
-                let unhandled = Arc::clone(&unhandled);
-                move |_| {
-                    unhandled.fetch_add(1, Ordering::SeqCst);
-                    async {}
-                }
-            })
-            .build();
-        let updates = vec![u::blocked(62), u::blocked(63)];
-        crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
+        let unhandled =
+            dispatch_counting_unhandled(&api, handler, vec![u::blocked(62), u::blocked(63)]).await;
         assert_eq!(audited.load(Ordering::SeqCst), 1, "the sibling branch saw the block once");
-        assert_eq!(unhandled.load(Ordering::SeqCst), 0, "user 63's block is not dumped either");
+        assert_eq!(unhandled, 0, "user 63's block is not dumped either");
         for user in [62, 63] {
             let status = retention.status(UserId(user)).await.unwrap();
             assert_eq!(reason_of(&status), Some(ErasureReason::Blocked), "{user}");
@@ -355,19 +366,10 @@ async fn an_update_only_the_layer_acted_on_is_not_dumped_by_the_default_handler(
     let env = crate::common::Env::memory();
     let api = FakeBotApi::start().await;
     let retention = env.builder().await.build().unwrap();
-    let unhandled = Arc::new(AtomicUsize::new(0));
     let updates = vec![u::blocked(51), u::message(51, "/start"), u::poll()];
-    let mut dispatcher = Dispatcher::builder(api.bot(), retention.wrap(replying_tree()))
-        .default_handler({
-            let unhandled = Arc::clone(&unhandled);
-            move |_| {
-                unhandled.fetch_add(1, Ordering::SeqCst);
-                async {}
-            }
-        })
-        .build();
-    crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
-    assert_eq!(unhandled.load(Ordering::SeqCst), 1, "only the poll, which nobody handles");
+    let unhandled =
+        dispatch_counting_unhandled(&api, retention.wrap(replying_tree()), updates).await;
+    assert_eq!(unhandled, 1, "only the poll, which nobody handles");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
