@@ -227,9 +227,11 @@ impl Tracker {
         self.ensure_writer();
         self.wake.notify_one();
         // The writer may be busy with a slow store (a hung Redis): never wait longer than
-        // the store timeout. The interaction stays pending and is written, or moved to the
-        // backlog, by the writer.
-        match timeout(self.store_timeout, slot.wait()).await {
+        // twice the store timeout (the writer's first write follows a read of the feed
+        // position, each bounded by the store timeout, so its own switch to buffering
+        // normally comes first). The interaction stays pending and is written, or moved to
+        // the backlog, by the writer.
+        match timeout(self.store_timeout * 2, slot.wait()).await {
             Ok(true) => return Recorded::Written,
             Ok(false) => {}
             Err(_) => return Recorded::Buffered,
