@@ -61,8 +61,12 @@ use teloxide::{ApiError, RequestError};
 use crate::gone::gone_reason;
 use crate::retention::Retention;
 
-/// A bot adaptor that marks the recipient of a failed request gone; see the
-/// [module documentation](self).
+/// A bot adaptor that marks the recipient of a failed request gone.
+///
+/// Only a request knows whom it was for: a request that delivers to a chat and fails with
+/// a "gone" error for a user's private chat marks that chat's user, never the update's
+/// sender, a group, a channel or the source chat of a forward or copy. The README's "Gone
+/// users" section has the whole story and an example.
 ///
 /// Created with [`Retained::new`] or [`RetainedExt::retained`]. Cheap to clone.
 #[derive(Clone, Debug)]
