@@ -312,7 +312,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let seen = status.last_seen.map_or("-".to_owned(), |t| {
             format!("day {}", (t.timestamp_millis() - START_MS) / DAY.as_millis() as i64)
         });
-        let profile = if demo.profiles.lock().contains_key(&id) { "kept" } else { "deleted" };
+        let profile = if demo.profiles.lock().contains_key(&id) {
+            "kept"
+        } else if id == ADMIN {
+            "none" // the admin never wrote to the bot
+        } else {
+            "deleted"
+        };
         let erased = demo.erased.lock().unwrap().get(&id).map_or("-".to_owned(), |(at, reason)| {
             format!("day {} ({reason})", (at - START_MS) / DAY.as_millis() as i64)
         });

@@ -254,8 +254,11 @@ impl RetentionBuilder {
         self
     }
 
-    /// How long an interaction waits for the store before it is buffered instead.
-    /// Default 2 s.
+    /// How long one call to the store may take. Default 2 s.
+    ///
+    /// An interaction whose write has not finished within twice this (the first write of a
+    /// process follows a read of the erasure feed's position, each bounded by this) is kept
+    /// in memory and written later, so a hung Redis never holds an update longer than that.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self

@@ -199,7 +199,7 @@ impl Backend for Bound {
         self.ready(|s| {
             let mut users = Vec::new();
             // 1. Batches whose lease expired.
-            for (old, _) in s.lease.up_to(now, 16) {
+            for (old, old_deadline) in s.lease.up_to(now, 16) {
                 if users.len() >= limit {
                     break;
                 }
@@ -213,6 +213,9 @@ impl Backend for Bound {
                     s.lease.remove(old);
                 } else {
                     s.batches.insert(old, rest);
+                    // A new deadline, still expired, so that the batch's own pruner finds
+                    // its lease lost (see claim.lua).
+                    s.lease.set(old, if old_deadline == now { now - 1 } else { now });
                 }
             }
             // 2. Due scheduled erasures.

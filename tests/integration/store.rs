@@ -583,3 +583,46 @@ both_stores! {
         assert_eq!(next.preview(10).await.unwrap().expired_leases, 0);
     }
 }
+
+/// Releases every call held by `gate` until `task` ends, and returns its result.
+async fn release_until_done<T>(gate: &Gate, task: tokio::task::JoinHandle<T>) -> T {
+    while !task.is_finished() {
+        gate.release.notify_one();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.await.unwrap()
+}
+
+both_stores! {
+    async fn a_stalled_pruner_loses_a_batch_taken_over_in_part(env) {
+        // Pruner A stalls inside its erasers past the lease. Pruner B (batch size 2) takes
+        // over two of A's three users; the third stays in A's expired batch. When A wakes,
+        // its finish must find the lease lost, or it would confirm and requeue users that
+        // now belong to B's batch.
+        for user in 1..=3 {
+            env.builder().await.build().unwrap().record(UserId(user)).await;
+        }
+        env.clock.advance(31 * DAY);
+        let (gate_a, gate_b) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
+        let a = env.builder().await.erase_with(Recorder::new("profiles").gated(Arc::clone(&gate_a)))
+            .build().unwrap();
+        let pass_a = tokio::spawn({ let a = a.clone(); async move { a.prune_once().await } });
+        gate_a.entered.notified().await;
+        env.clock.advance(3 * MINUTE);
+
+        let eraser_b = Recorder::new("profiles").gated(Arc::clone(&gate_b));
+        let b = env.builder().await.batch_size(2).erase_with(eraser_b.clone()).build().unwrap();
+        let pass_b = tokio::spawn({ let b = b.clone(); async move { b.prune_once().await } });
+        gate_b.entered.notified().await;
+
+        let report_a = release_until_done(&gate_a, pass_a).await.unwrap();
+        assert_eq!(report_a.leases_lost, 3, "A's finish finds its lease lost: {report_a:?}");
+        let report_b = release_until_done(&gate_b, pass_b).await.unwrap();
+        // A's pass goes on and may take the user left in its old batch; B erases its two.
+        assert_eq!(report_a.erased + report_b.erased, 3, "{report_a:?} {report_b:?}");
+        assert!(eraser_b.counts().values().all(|&n| n == 1));
+        for user in 1..=3 {
+            assert_eq!(b.status(UserId(user)).await.unwrap().erasure, None, "{user}");
+        }
+    }
+}

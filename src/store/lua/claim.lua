@@ -73,7 +73,9 @@ end
 -- 1. Batches whose lease expired: their pruner crashed or stalled. The limit counts users,
 -- not batches: what does not fit stays in the old batch, still expired, for the next claim
 -- (two crashed batches merged into one above the limit could never be finished).
-for _, old in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)) do
+local expired = redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16, 'WITHSCORES')
+for e = 1, #expired, 2 do
+  local old, old_deadline = expired[e], tonumber(expired[e + 1])
   if #members >= limit then
     break
   end
@@ -87,6 +89,13 @@ for _, old in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMI
   end
   if #left > 0 then
     redis.call('HSET', KEYS[6], old, ',' .. table.concat(left, ',') .. ',')
+    -- A new deadline, still expired: the batch's own pruner, if it only stalled, must
+    -- find its lease lost at finish (compare-and-delete), as after a full takeover.
+    local moved = now
+    if old_deadline == now then
+      moved = now - 1
+    end
+    redis.call('ZADD', KEYS[2], moved, old)
   else
     redis.call('HDEL', KEYS[6], old)
     redis.call('ZREM', KEYS[2], old)
