@@ -23,7 +23,7 @@ install_redis() {
         brew install redis
     else
         echo "error: redis-server is missing and no known package manager was found." >&2
-        echo "Install Redis 6.2 or newer so that redis-server is on PATH, or set REDIS_SERVER_BIN." >&2
+        echo "Install Redis 7.0 or newer so that redis-server is on PATH, or set REDIS_SERVER_BIN." >&2
         exit 1
     fi
 }
@@ -36,8 +36,8 @@ fi
 version=$("$REDIS_SERVER_BIN" --version | sed -n 's/.* v=\([0-9]*\.[0-9]*\).*/\1/p')
 major=${version%%.*}
 minor=${version#*.}
-if [ -z "$version" ] || [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 2 ]; }; then
-    echo "error: the tests need Redis 6.2 or newer (GETDEL, ZRANGE BYSCORE); found '${version:-unknown}'." >&2
+if [ -z "$version" ] || [ "$major" -lt 7 ]; then
+    echo "error: the tests need Redis 7.0 or newer (script flags); found '${version:-unknown}'." >&2
     exit 1
 fi
 echo "redis-server $version (each test starts its own; nothing uses port 6379)"

@@ -4,6 +4,17 @@
 //! Production uses [`SystemClock`] (the default); tests and the offline demo use
 //! [`ManualClock`] and move time forward explicitly instead of sleeping.
 //!
+//! **One clock for every process.** Hosts' clocks drift apart, and a pruner whose clock runs
+//! fast would erase users early and take over leases that are still live. With a
+//! [`RedisStore`](crate::RedisStore), the time that decides is Redis's own (`TIME`): claims
+//! compute "now", the inactivity cutoff and lease deadlines inside their script, and every
+//! time this process writes (interactions, gone marks) is its wall clock corrected by the
+//! offset to Redis `TIME`, measured before the first write and every minute. An offset above
+//! one second is logged as a warning and counted in
+//! [`Stats::clock_skew_warnings`](crate::Stats::clock_skew_warnings). A clock that is not a
+//! [wall clock](Clock::is_wall_clock), such as [`ManualClock`], is taken as it is: it is the
+//! time of every process that shares it.
+//!
 //! ```
 //! use std::time::Duration;
 //! use teloxide_retention::{Clock, ManualClock};
@@ -27,6 +38,13 @@ use chrono::{DateTime, Utc};
 pub trait Clock: Send + Sync + 'static {
     /// The current time as milliseconds since the unix epoch.
     fn now_ms(&self) -> i64;
+
+    /// Whether this clock reads the host's time, which may be off: then a store with a
+    /// clock of its own (Redis `TIME`) corrects it, and claims use the store's clock.
+    /// `true` by default; [`ManualClock`] returns `false`, as its time is the test's.
+    fn is_wall_clock(&self) -> bool {
+        true
+    }
 }
 
 /// The wall clock of the machine. The default.
@@ -89,6 +107,87 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.now.load(Ordering::SeqCst)
+    }
+
+    /// `false`: a manual clock is the one time of every process that uses it; stores take
+    /// it as it is.
+    fn is_wall_clock(&self) -> bool {
+        false
+    }
+}
+
+/// Skew above this is logged and counted.
+pub(crate) const SKEW_WARNING_MS: i64 = 1000;
+
+/// The injected clock corrected by its measured offset to the store's clock.
+pub(crate) struct SyncedClock {
+    local: Arc<dyn Clock>,
+    /// The store's clock minus the local clock, in ms (0 until measured, and for clocks
+    /// that are not wall clocks).
+    offset: AtomicI64,
+    /// Whether claims read the store's clock: a wall clock and a store that has one.
+    store_time: std::sync::atomic::AtomicBool,
+    /// When the offset was last measured (`None`: never), and last tried.
+    synced_at: std::sync::Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
+}
+
+/// A failed measurement is tried again after this long.
+const SYNC_RETRY: Duration = Duration::from_secs(5);
+
+impl SyncedClock {
+    pub(crate) fn new(local: Arc<dyn Clock>) -> Self {
+        Self {
+            local,
+            offset: AtomicI64::new(0),
+            store_time: std::sync::atomic::AtomicBool::new(false),
+            synced_at: std::sync::Mutex::new((None, None)),
+        }
+    }
+
+    /// Whether the offset should be measured (a wall clock).
+    pub(crate) fn is_wall_clock(&self) -> bool {
+        self.local.is_wall_clock()
+    }
+
+    /// The injected clock corrected by the offset.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.local.now_ms().saturating_add(self.offset.load(Ordering::Relaxed))
+    }
+
+    /// The injected clock, uncorrected.
+    pub(crate) fn local_ms(&self) -> i64 {
+        self.local.now_ms()
+    }
+
+    /// Records a measurement; returns the previous offset and whether it was the first.
+    pub(crate) fn set_offset(&self, offset: i64, store_time: bool) -> (i64, bool) {
+        let mut at = self.synced_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = at.0.is_none();
+        at.0 = Some(std::time::Instant::now());
+        self.store_time.store(store_time, Ordering::Relaxed);
+        (self.offset.swap(offset, Ordering::Relaxed), first)
+    }
+
+    /// Whether the offset was measured at least once.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.synced_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.is_some()
+    }
+
+    /// Whether to measure now: the last measurement is older than `max_age` (or there was
+    /// none), and no attempt failed in the last few seconds. Counts as an attempt.
+    pub(crate) fn should_sync(&self, max_age: Duration) -> bool {
+        let mut at = self.synced_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = at.0.is_none_or(|t| t.elapsed() >= max_age);
+        let tried = at.1.is_some_and(|t| t.elapsed() < SYNC_RETRY);
+        if stale && !tried {
+            at.1 = Some(std::time::Instant::now());
+        }
+        stale && !tried
+    }
+
+    /// "Now" for a claim: `None` when the store reads its own clock.
+    pub(crate) fn claim_now(&self) -> Option<i64> {
+        (!self.store_time.load(Ordering::Relaxed)).then(|| self.now_ms())
     }
 }
 

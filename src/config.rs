@@ -88,6 +88,20 @@ pub(crate) struct Config {
     pub(crate) max_buffered_touches: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) detect_blocks: bool,
+    pub(crate) heartbeat: Duration,
+    pub(crate) writer_timeout: Duration,
+    pub(crate) allow_allkeys_eviction: bool,
+}
+
+impl Config {
+    /// How writers' heartbeats hold back inactivity claims: silent after three missed
+    /// heartbeats, dead after the writer timeout.
+    pub(crate) fn writer_window(&self) -> crate::store::WriterWindow {
+        crate::store::WriterWindow {
+            silent_ms: crate::clock::duration_ms(self.heartbeat.saturating_mul(3)),
+            dead_ms: crate::clock::duration_ms(self.writer_timeout),
+        }
+    }
 }
 
 /// Builds a [`Retention`]; created by [`Retention::builder`].
@@ -118,6 +132,9 @@ struct PartialConfig {
     max_buffered_touches: usize,
     store_timeout: Duration,
     detect_blocks: bool,
+    heartbeat: Duration,
+    writer_timeout: Duration,
+    allow_allkeys_eviction: bool,
 }
 
 impl std::fmt::Debug for RetentionBuilder {
@@ -153,6 +170,9 @@ impl RetentionBuilder {
                 max_buffered_touches: 100_000,
                 store_timeout: Duration::from_secs(2),
                 detect_blocks: true,
+                heartbeat: Duration::from_secs(5),
+                writer_timeout: Duration::from_secs(3600),
+                allow_allkeys_eviction: false,
             },
         }
     }
@@ -264,6 +284,40 @@ impl RetentionBuilder {
         self
     }
 
+    /// How often each process that records interactions tells the store it is alive and
+    /// how many interactions it has not written yet. Default 5 s.
+    ///
+    /// Pruners hold back erasures for inactivity while any such process reports unwritten
+    /// interactions, or has missed three heartbeats (it may be cut off from Redis and
+    /// buffering), so that nobody whose interaction waits in a buffer is erased as inactive.
+    /// Gone users, opt-outs and retries are erased meanwhile.
+    pub fn heartbeat_every(mut self, interval: Duration) -> Self {
+        self.config.heartbeat = interval;
+        self
+    }
+
+    /// How long a process that stopped sending heartbeats holds back erasures for
+    /// inactivity before it counts as dead. Default 1 hour.
+    ///
+    /// A process that shuts down cleanly (the last clone of its [`Retention`] dropped
+    /// inside the runtime) removes its heartbeat at once. One that crashed, or is cut off
+    /// from Redis for longer than this, counts as dead: interactions it still buffers may
+    /// then be written after their user was erased for inactivity.
+    pub fn writer_timeout(mut self, timeout: Duration) -> Self {
+        self.config.writer_timeout = timeout;
+        self
+    }
+
+    /// Lets the pruner run although Redis may evict any key (`maxmemory-policy`
+    /// `allkeys-lru`, `allkeys-lfu` or `allkeys-random`). Default `false`: under such a
+    /// policy a prune pass fails with [`Error::Unsafe`], because Redis could drop the set
+    /// of tracked users and their data would never be erased. See the README's "Running
+    /// Redis".
+    pub fn allow_allkeys_eviction(mut self, allow: bool) -> Self {
+        self.config.allow_allkeys_eviction = allow;
+        self
+    }
+
     /// Treats private `my_chat_member` updates with status `kicked` as the user blocking the
     /// bot. Default `true`; this asks Telegram for `my_chat_member` updates.
     pub fn detect_blocks(mut self, on: bool) -> Self {
@@ -318,7 +372,8 @@ impl RetentionBuilder {
     /// [`Error::Config`] naming the first invalid setting: a missing or zero inactivity
     /// threshold, a threshold not longer than twice the resolution, zero durations, an
     /// empty or malformed namespace, a batch size of 0 or above [`MAX_BATCH_SIZE`], a lease
-    /// shorter than [`MIN_LEASE`] or than twice the eraser timeout, a zero grace period,
+    /// shorter than [`MIN_LEASE`] or than twice the eraser timeout, a writer timeout not
+    /// longer than three heartbeats, a zero grace period,
     /// two erasers with one name, or invalid command settings.
     pub fn build(self) -> Result<Retention> {
         let c = self.config;
@@ -333,6 +388,8 @@ impl RetentionBuilder {
             ("eraser_timeout", c.eraser_timeout),
             ("follow_up_delay", c.follow_up_delay),
             ("store_timeout", c.store_timeout),
+            ("heartbeat_every", c.heartbeat),
+            ("writer_timeout", c.writer_timeout),
         ] {
             if value.is_zero() {
                 return Err(Error::config(format!("{name} must be longer than zero")));
@@ -363,6 +420,12 @@ impl RetentionBuilder {
                 "lease ({:?}) must be at least twice eraser_timeout ({:?}), so that a batch \
                  finishes before its lease ends",
                 c.lease, c.eraser_timeout
+            )));
+        }
+        if c.writer_timeout <= c.heartbeat.saturating_mul(3) {
+            return Err(Error::config(format!(
+                "writer_timeout ({:?}) must be longer than three heartbeats ({:?} each)",
+                c.writer_timeout, c.heartbeat
             )));
         }
         if c.max_buffered_touches == 0 {
@@ -400,6 +463,9 @@ impl RetentionBuilder {
                 max_buffered_touches: c.max_buffered_touches,
                 store_timeout: c.store_timeout,
                 detect_blocks: c.detect_blocks,
+                heartbeat: c.heartbeat,
+                writer_timeout: c.writer_timeout,
+                allow_allkeys_eviction: c.allow_allkeys_eviction,
             },
             backend,
             self.clock,

@@ -40,6 +40,11 @@ pub enum Error {
     /// The store holds a value this version of the crate cannot read.
     #[error("unexpected data in the store: {0}")]
     Corrupt(String),
+    /// Erasing now could be wrong, so the pruner refuses: Redis may evict tracking data
+    /// (an `allkeys-*` eviction policy), the set of tracked users vanished, or the server
+    /// is older than Redis 7.0. The message says what and how to fix it.
+    #[error("refusing to erase: {0}")]
+    Unsafe(String),
 }
 
 impl Error {

@@ -36,9 +36,9 @@ use teloxide::types::UserId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{earlier, later, to_datetime};
+use crate::clock::{earlier, to_datetime};
 use crate::erase::ErasureReason;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::retention::Retention;
 use crate::store::random_id;
 use crate::tracker::Counters;
@@ -59,6 +59,14 @@ pub struct PassReport {
     pub leases_lost: u64,
     /// Script calls that claimed users (batches).
     pub batches: u64,
+    /// Why users inactive past the threshold were not erased in this pass, if they were
+    /// not: a process that records interactions reported unwritten ones, or missed its
+    /// heartbeats (see [`RetentionBuilder::heartbeat_every`](crate::RetentionBuilder::heartbeat_every)).
+    /// Gone users, opt-outs and retries were erased all the same.
+    pub inactivity_held: Option<String>,
+    /// Entries the pass could not read (written by another version of the crate, or by
+    /// hand), left in place; each names its key and user. They are logged as errors.
+    pub unreadable: Vec<String>,
     /// Wall time of the pass.
     pub elapsed: Duration,
 }
@@ -78,6 +86,9 @@ pub struct PrunePreview {
     /// Up to the requested number of users the pass would erase, each once, scheduled ones
     /// first.
     pub users: Vec<PreviewEntry>,
+    /// Why a pass now would not erase the inactive users, if it would not (see
+    /// [`PassReport::inactivity_held`]).
+    pub inactivity_held: Option<String>,
 }
 
 /// One user in a [`PrunePreview`].
@@ -160,9 +171,13 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn preview(&self, limit: usize) -> Result<PrunePreview> {
+        self.inner.tracker.sync_clock_if_stale().await;
         let (now, cutoff) = self.cutoff();
         let raw = self.store_call(self.inner.backend.preview(now, cutoff, limit)).await?;
+        let window = self.inner.config.writer_window();
+        let held = self.store_call(self.inner.backend.writers_holding(window)).await?;
         Ok(PrunePreview {
+            inactivity_held: held,
             inactive: raw.inactive_total,
             scheduled_due: raw.due_total,
             expired_leases: raw.expired_leases,
@@ -211,6 +226,9 @@ impl Retention {
                     "prune pass done"
                 ),
                 Ok(_) => tracing::debug!("prune pass: nothing to erase"),
+                Err(e @ Error::Unsafe(_)) => {
+                    tracing::error!(error = %e, "prune pass refused; retrying next interval");
+                }
                 Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),
             }
             tokio::select! {
@@ -228,16 +246,77 @@ impl Retention {
         (now, earlier(earlier(now, config.inactive_after), config.resolution))
     }
 
+    /// Refuses to prune where erasing could be wrong: a Redis older than 7.0, an eviction
+    /// policy that may drop any key, or a `seen` set that vanished.
+    async fn check_store(&self) -> Result<()> {
+        let health = self.store_call(self.inner.backend.health()).await?;
+        if let Some((major, minor)) = health.version {
+            crate::store::redis::check_version(Some(&format!("{major}.{minor}")))?;
+        }
+        if let Some(policy) = &health.eviction_policy
+            && policy.starts_with("allkeys-")
+            && !self.inner.config.allow_allkeys_eviction
+        {
+            return Err(Error::Unsafe(format!(
+                "Redis runs with maxmemory-policy {policy}, so it may evict the set of \
+                 tracked users at any time and their data would never be erased; set \
+                 maxmemory-policy to noeviction (see the README's \"Running Redis\"), or \
+                 accept the risk with RetentionBuilder::allow_allkeys_eviction"
+            )));
+        }
+        if health.seen_vanished {
+            return Err(Error::Unsafe(format!(
+                "the set of tracked users ({{{}}}:seen) was lost (evicted or deleted): users \
+                 tracked before are unknown now, so their data would never be erased for \
+                 inactivity; restore it from a backup, or call \
+                 Retention::accept_lost_tracking to prune with what is left",
+                self.inner.config.namespace
+            )));
+        }
+        Ok(())
+    }
+
+    /// Accepts that the set of tracked users was lost (a prune pass fails with
+    /// [`Error::Unsafe`] saying so) and lets the pruner run again with the users tracked
+    /// since. Users tracked before the loss are not erased for inactivity; erase their data
+    /// by other means.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be written.
+    pub async fn accept_lost_tracking(&self) -> Result<()> {
+        tracing::warn!("accepting the loss of the set of tracked users");
+        self.store_call(self.inner.backend.accept_lost_tracking()).await
+    }
+
     async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
         let started = Instant::now();
         let config = &self.inner.config;
         let mut report = PassReport::default();
+        self.inner.tracker.sync_clock_if_stale().await;
+        self.check_store().await?;
         while !token.is_cancelled() {
-            let (now, cutoff) = self.cutoff();
-            let deadline = later(now, config.lease);
-            let claim =
-                self.inner.backend.claim(now, cutoff, deadline, config.batch_size, random_id());
+            let claim = self.inner.backend.claim(
+                self.claim_times(),
+                config.writer_window(),
+                config.batch_size,
+                random_id(),
+            );
             let batch = self.store_call(claim).await?;
+            for entry in &batch.unreadable {
+                tracing::error!(
+                    entry = %entry,
+                    "left an entry this version cannot read in place; it is not erased"
+                );
+            }
+            report.unreadable.extend(batch.unreadable.iter().cloned());
+            if let Some(why) = &batch.held
+                && report.inactivity_held.is_none()
+            {
+                Counters::add(&self.inner.counters.inactivity_held, 1);
+                tracing::warn!(reason = %why, "holding back erasures for inactivity");
+                report.inactivity_held = Some(why.clone());
+            }
             if batch.users.is_empty() {
                 break;
             }

@@ -9,12 +9,14 @@ use teloxide::types::UserId;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, later, to_datetime};
+use crate::clock::{Clock, SyncedClock, duration_ms, to_datetime};
 use crate::commands::Commands;
 use crate::config::{ChatHook, Config, ErasedHook, ErasedUser, RetentionBuilder};
 use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
 use crate::error::{Error, Result};
-use crate::store::{Batch, Claimed, Confirmed, DynBackend, Invalidation, Store, random_id};
+use crate::store::{
+    Batch, ClaimTimes, Claimed, Confirmed, DynBackend, Invalidation, Store, random_id,
+};
 use crate::tracker::{Counters, Recorded, Tracker};
 
 /// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
@@ -30,7 +32,8 @@ pub struct Retention {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) backend: DynBackend,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// The injected clock, corrected by its offset to the store's clock.
+    pub(crate) clock: Arc<SyncedClock>,
     pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
     pub(crate) commands: Option<Commands>,
     pub(crate) on_erased: Option<ErasedHook>,
@@ -136,6 +139,15 @@ pub struct Stats {
     pub leases_lost: u64,
     /// Completed prune passes.
     pub prune_passes: u64,
+    /// Claims that held back erasures for inactivity because a process may hold
+    /// interactions it has not written (see [`PassReport::inactivity_held`](crate::PassReport::inactivity_held)).
+    pub inactivity_held: u64,
+    /// The offset of this process's clock to the store's (Redis `TIME` minus the local
+    /// clock, in ms), as last measured; 0 with the in-memory store or a manual clock.
+    /// Every time this process writes is corrected by it.
+    pub clock_offset_ms: i64,
+    /// Measurements that found this host's clock more than a second off the store's.
+    pub clock_skew_warnings: u64,
     /// Users whose interaction is cached in this process.
     pub cached_users: u64,
     /// Users whose interaction is buffered, waiting for the store.
@@ -187,9 +199,11 @@ impl Retention {
     ) -> Self {
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
+        let clock = Arc::new(SyncedClock::new(clock));
         let tracker = Arc::new(Tracker::new(
             Arc::clone(&backend),
             Arc::clone(&clock),
+            config.heartbeat,
             config.resolution,
             config.follow_up_delay,
             config.store_timeout,
@@ -314,26 +328,15 @@ impl Retention {
     /// once the lease expires.
     pub async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
         let inner = &self.inner;
-        let now = inner.clock.now_ms();
-        let deadline = later(now, inner.config.lease);
         // Interactions from now on go to the store, so that finishing the erasure sees them.
         let _erasing = inner.tracker.begin_erasure(user.0);
-        self.erase_user_claimed(user, now, deadline).await
+        self.erase_user_claimed(user).await
     }
 
-    async fn erase_user_claimed(
-        &self,
-        user: UserId,
-        now: i64,
-        deadline: i64,
-    ) -> Result<OptOutOutcome> {
-        let claim = self.inner.backend.claim_user(
-            user.0,
-            ErasureReason::OptOut,
-            now,
-            deadline,
-            random_id(),
-        );
+    async fn erase_user_claimed(&self, user: UserId) -> Result<OptOutOutcome> {
+        let times = self.claim_times();
+        let claim =
+            self.inner.backend.claim_user(user.0, ErasureReason::OptOut, times, random_id());
         let Some(batch) = self.store_call(claim).await? else {
             return Ok(OptOutOutcome::AlreadyRunning);
         };
@@ -371,7 +374,7 @@ impl Retention {
             }
         }
         let now = inner.clock.now_ms();
-        let follow_up_at = later(now, inner.config.follow_up_delay);
+        let follow_up_at = crate::clock::later(now, inner.config.follow_up_delay);
         let retries: Vec<(Claimed, i64)> = failed
             .iter()
             .map(|(c, _)| (*c, now.saturating_add(retry_delay_ms(c.attempts))))
@@ -515,9 +518,26 @@ impl Retention {
             follow_ups: get(&c.follow_ups),
             leases_lost: get(&c.leases_lost),
             prune_passes: get(&c.prune_passes),
+            inactivity_held: get(&c.inactivity_held),
+            clock_offset_ms: c.clock_offset.load(Ordering::Relaxed),
+            clock_skew_warnings: get(&c.skew_warnings),
             cached_users: self.inner.tracker.cached_users() as u64,
             buffered_users: self.inner.tracker.buffered_users() as u64,
             buffered_gone_marks: self.inner.tracker.buffered_marks() as u64,
+        }
+    }
+
+    /// "Now" (or the store's clock), the inactivity span and the lease of a claim. The span
+    /// also covers the resolution: a cached user's stored time may lag their real last
+    /// interaction by up to that much.
+    pub(crate) fn claim_times(&self) -> ClaimTimes {
+        let config = &self.inner.config;
+        ClaimTimes {
+            now: self.inner.clock.claim_now(),
+            inactive_ms: duration_ms(config.inactive_after)
+                .saturating_add(duration_ms(config.resolution))
+                .min(MAX_SPAN_MS),
+            lease_ms: duration_ms(config.lease).min(MAX_SPAN_MS),
         }
     }
 
@@ -530,6 +550,10 @@ impl Retention {
         timeout(limit, call).await.unwrap_or(Err(Error::Timeout(limit)))
     }
 }
+
+/// The longest span handed to a script: about 35,000 years, exact in a Lua number, and
+/// far enough that "never" stays never.
+const MAX_SPAN_MS: i64 = 1 << 50;
 
 /// Backoff for failed erasures: 30 s, doubling, at most six hours.
 fn retry_delay_ms(attempts: u32) -> i64 {

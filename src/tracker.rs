@@ -24,15 +24,17 @@ use tokio::sync::{Notify, SetOnce};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, duration_ms};
+use crate::clock::{SKEW_WARNING_MS, SyncedClock, duration_ms};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::redis::FEED_KEEP_MS;
-use crate::store::{DynBackend, Invalidation, Marked};
+use crate::store::{DynBackend, Invalidation, Marked, random_id};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FEED_POLL: Duration = Duration::from_secs(1);
+/// How often the offset between this process's clock and the store's is measured.
+pub(crate) const CLOCK_SYNC: Duration = Duration::from_secs(60);
 
 /// How an interaction was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub(crate) struct Counters {
     pub(crate) follow_ups: AtomicU64,
     pub(crate) leases_lost: AtomicU64,
     pub(crate) prune_passes: AtomicU64,
+    pub(crate) clock_offset: std::sync::atomic::AtomicI64,
+    pub(crate) skew_warnings: AtomicU64,
+    pub(crate) inactivity_held: AtomicU64,
 }
 
 impl Counters {
@@ -124,7 +129,10 @@ pub(crate) struct Tracker {
     state: Mutex<State>,
     wake: Notify,
     backend: DynBackend,
-    clock: Arc<dyn Clock>,
+    clock: Arc<SyncedClock>,
+    /// Names this process's heartbeat in the store.
+    writer_id: u64,
+    heartbeat: Duration,
     resolution_ms: i64,
     follow_up_ms: i64,
     store_timeout: Duration,
@@ -132,13 +140,16 @@ pub(crate) struct Tracker {
     counters: Arc<Counters>,
     cancel: CancellationToken,
     writer: OnceLock<()>,
+    /// Set by the writer after its last flush at shutdown: `true` if nothing was left.
+    flushed: SetOnce<bool>,
 }
 
 impl Tracker {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         backend: DynBackend,
-        clock: Arc<dyn Clock>,
+        clock: Arc<SyncedClock>,
+        heartbeat: Duration,
         resolution: Duration,
         follow_up_delay: Duration,
         store_timeout: Duration,
@@ -161,6 +172,8 @@ impl Tracker {
             wake: Notify::new(),
             backend,
             clock,
+            writer_id: random_id(),
+            heartbeat,
             resolution_ms: duration_ms(resolution),
             follow_up_ms: duration_ms(follow_up_delay),
             store_timeout,
@@ -168,6 +181,7 @@ impl Tracker {
             counters,
             cancel,
             writer: OnceLock::new(),
+            flushed: SetOnce::new(),
         }
     }
 
@@ -178,8 +192,9 @@ impl Tracker {
     /// Records that `user` interacted now if this process wrote them recently enough;
     /// returns `false` when a write is needed ([`Tracker::touch`]).
     pub(crate) fn touch_cached(&self, user: u64) -> bool {
+        let mut st = self.lock();
         let now = self.clock.now_ms();
-        self.cached(&mut self.lock(), user, now)
+        self.cached(&mut st, user, now)
     }
 
     fn cached(&self, st: &mut State, user: u64, now: i64) -> bool {
@@ -199,9 +214,10 @@ impl Tracker {
     ///
     /// With `must_store`, waits for the write even while the store is failing (strict mode).
     pub(crate) async fn touch(self: &Arc<Self>, user: u64, must_store: bool) -> Recorded {
-        let now = self.clock.now_ms();
-        let slot = {
+        let (now, slot) = {
             let mut st = self.lock();
+            // Read under the lock: the first clock measurement shifts stored times with it.
+            let now = self.clock.now_ms();
             if !st.marks.is_empty() && st.marks.get(&user).is_some_and(|m| m.marked_at < now) {
                 // The user came back after a mark that never reached the store: drop it.
                 st.marks.remove(&user);
@@ -209,7 +225,7 @@ impl Tracker {
             if self.cached(&mut st, user, now) {
                 return Recorded::Cached;
             }
-            if let Some(score) = st.pending.get_mut(&user) {
+            let slot = if let Some(score) = st.pending.get_mut(&user) {
                 *score = (*score).max(now);
                 Arc::clone(&st.slot)
             } else if !st.erasing.contains_key(&user)
@@ -222,7 +238,8 @@ impl Tracker {
             } else {
                 st.pending.insert(user, now);
                 Arc::clone(&st.slot)
-            }
+            };
+            (now, slot)
         };
         self.ensure_writer();
         self.wake.notify_one();
@@ -234,7 +251,15 @@ impl Tracker {
         match timeout(self.store_timeout * 2, slot.wait()).await {
             Ok(true) => return Recorded::Written,
             Ok(false) => {}
-            Err(_) => return Recorded::Buffered,
+            Err(_) => {
+                // Still waiting for the writer: move it to the backlog, so that "buffered"
+                // is what the heartbeat reports (a write in flight stays in flight).
+                let mut st = self.lock();
+                return match st.pending.remove(&user) {
+                    Some(ms) => self.buffer(&mut st, [(user, ms)]),
+                    None => Recorded::Buffered,
+                };
+            }
         }
         // The write failed and moved to the backlog, unless the backlog was full (or a retry
         // of the backlog has written it since).
@@ -368,6 +393,7 @@ impl Tracker {
     fn ensure_writer(self: &Arc<Self>) {
         self.writer.get_or_init(|| {
             tokio::spawn(Arc::clone(self).run());
+            tokio::spawn(Arc::clone(self).pulse());
         });
     }
 
@@ -388,11 +414,17 @@ impl Tracker {
             tokio::select! {
                 () = self.cancel.cancelled() => {
                     // Last chance for buffered interactions; bounded by the store timeout.
-                    let _ = self.flush().await;
+                    let flushed = self.flush().await;
+                    let _ = self.flushed.set(flushed.is_ok());
                     return;
                 }
                 () = self.wake.notified() => {}
                 () = sleep_until(wake_at) => {}
+            }
+            // Times are corrected by the offset to the store's clock before the first write
+            // (later measurements are the pulse's).
+            if !self.clock.is_synced() {
+                self.sync_clock_if_stale().await;
             }
             if feed.cursor.is_none() && self.lock().healthy {
                 // Where the feed stands is read before this process writes anything, so that
@@ -426,6 +458,105 @@ impl Tracker {
             if next_sweep <= Instant::now() {
                 self.sweep();
                 next_sweep = Instant::now() + sweep_every;
+            }
+        }
+    }
+
+    /// Beside the writer, so that a slow store never delays writes: sends the heartbeats and
+    /// measures the clock offset. At shutdown it removes the heartbeat once the writer's last
+    /// flush wrote everything (a writer that still holds interactions keeps holding pruners
+    /// back until it counts as dead).
+    async fn pulse(self: Arc<Self>) {
+        loop {
+            self.beat().await;
+            self.sync_clock_if_stale().await;
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(self.heartbeat) => {}
+            }
+        }
+        let wait = self.store_timeout.saturating_mul(4);
+        if let Ok(true) = timeout(wait, self.flushed.wait()).await.copied() {
+            let retire = self.backend.retire(self.writer_id);
+            let _ = timeout(self.store_timeout, retire).await;
+        }
+    }
+
+    /// Tells the store this writer is alive and how many interactions it has not written.
+    async fn beat(&self) {
+        let backlog = {
+            let st = self.lock();
+            let unwritten = if st.healthy { 0 } else { st.pending.len() };
+            (st.backlog.len() + unwritten) as u64
+        };
+        let beat = self.backend.heartbeat(self.writer_id, backlog);
+        match timeout(self.store_timeout, beat).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not send a heartbeat"),
+            Err(_) => tracing::debug!("could not send a heartbeat: the store did not answer"),
+        }
+    }
+
+    /// Measures the offset to the store's clock if the last measurement is older than
+    /// [`CLOCK_SYNC`].
+    pub(crate) async fn sync_clock_if_stale(&self) {
+        if self.clock.is_wall_clock() && self.clock.should_sync(CLOCK_SYNC) {
+            self.sync_clock().await;
+        }
+    }
+
+    /// Measures the offset between this process's clock and the store's (Redis `TIME`),
+    /// from the midpoint of the round trip. The first measurement also corrects the times
+    /// this process took before it.
+    async fn sync_clock(&self) {
+        let before = self.clock.local_ms();
+        let time = match timeout(self.store_timeout, self.backend.server_time()).await {
+            Ok(Ok(time)) => time,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not read the store's clock");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("could not read the store's clock: the store did not answer");
+                return;
+            }
+        };
+        let after = self.clock.local_ms();
+        let Some(server) = time else {
+            // No clock of its own (the in-memory store): this process's clock decides.
+            self.clock.set_offset(0, false);
+            return;
+        };
+        let local = before + (after - before) / 2;
+        let offset = server.saturating_sub(local);
+        self.counters.clock_offset.store(offset, Ordering::Relaxed);
+        if offset.abs() > SKEW_WARNING_MS {
+            Counters::add(&self.counters.skew_warnings, 1);
+            tracing::warn!(
+                offset_ms = offset,
+                "this host's clock is {} s {} Redis's; times are corrected by the offset, \
+                 but fix the host's time synchronisation (NTP)",
+                offset.abs() as f64 / 1000.0,
+                if offset > 0 { "behind" } else { "ahead of" }
+            );
+        }
+        let mut st = self.lock();
+        let (old, first) = self.clock.set_offset(offset, true);
+        let delta = offset - old;
+        if first && delta != 0 {
+            let st = &mut *st;
+            for score in st.pending.values_mut().chain(st.backlog.values_mut()) {
+                *score = score.saturating_add(delta);
+            }
+            for seen in st.cache.values_mut() {
+                seen.written = seen.written.saturating_add(delta);
+                if seen.skipped != 0 {
+                    seen.skipped = seen.skipped.saturating_add(delta);
+                }
+            }
+            for mark in st.marks.values_mut() {
+                mark.marked_at = mark.marked_at.saturating_add(delta);
+                mark.due = mark.due.map(|d| d.saturating_add(delta));
             }
         }
     }

@@ -4,11 +4,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use crate::clock::{Clock, SystemClock};
 use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Batch, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
+    RawRecord, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -103,6 +105,8 @@ struct Space {
     feed_seq: u64,
     /// Nonces and counters, with their real-time expiry (like Redis TTLs).
     kv: HashMap<String, (String, Instant)>,
+    /// Writer id → (last heartbeat, unwritten interactions).
+    writers: HashMap<u64, (Instant, u64)>,
 }
 
 impl Space {
@@ -133,6 +137,24 @@ impl Space {
             self.seen.remove(user);
             users.push(claimed(user, job));
         }
+    }
+
+    /// See `writers_hold` in `writers.lua`; also forgets dead writers.
+    fn writers_hold(&mut self, w: WriterWindow) -> Option<String> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.writers.retain(|_, (at, _)| ms(at.elapsed()) <= w.dead_ms);
+        self.writers.iter().find_map(|(id, (at, backlog))| {
+            if *backlog > 0 {
+                Some(format!("writer {id} holds {backlog} unwritten interactions"))
+            } else if ms(at.elapsed()) > w.silent_ms {
+                Some(format!(
+                    "writer {id} missed its heartbeats for {} s (it may be cut off from Redis)",
+                    at.elapsed().as_secs()
+                ))
+            } else {
+                None
+            }
+        })
     }
 
     fn announce(&mut self, inv: Invalidation) {
@@ -190,13 +212,16 @@ impl Backend for Bound {
 
     fn claim(
         &self,
-        now: i64,
-        cutoff: i64,
-        deadline: i64,
+        times: ClaimTimes,
+        writers: WriterWindow,
         limit: usize,
         id: u64,
     ) -> BoxFuture<'_, Result<Batch>> {
         self.ready(|s| {
+            let now = times.now.unwrap_or_else(|| SystemClock.now_ms());
+            let cutoff = now.saturating_sub(times.inactive_ms);
+            let deadline = now.saturating_add(times.lease_ms);
+            let held = s.writers_hold(writers);
             let mut users = Vec::new();
             // 1. Batches whose lease expired.
             for (old, old_deadline) in s.lease.up_to(now, 16) {
@@ -223,21 +248,23 @@ impl Backend for Bound {
                 s.queue.remove(user);
                 s.take_or_drop(user, &mut users);
             }
-            // 3. Inactive users.
-            for (user, _) in s.seen.up_to(cutoff, limit.saturating_sub(users.len())) {
-                let job = if s.queue.remove(user).is_some() {
-                    s.job_of(user)
-                } else {
-                    (ErasureReason::Inactive, 0, 0)
-                };
-                s.seen.remove(user);
-                users.push(claimed(user, job));
+            // 3. Inactive users, unless a writer may hold unwritten interactions.
+            if held.is_none() {
+                for (user, _) in s.seen.up_to(cutoff, limit.saturating_sub(users.len())) {
+                    let job = if s.queue.remove(user).is_some() {
+                        s.job_of(user)
+                    } else {
+                        (ErasureReason::Inactive, 0, 0)
+                    };
+                    s.seen.remove(user);
+                    users.push(claimed(user, job));
+                }
             }
             if !users.is_empty() {
                 s.batches.insert(id, users.iter().map(|c| c.user).collect());
                 s.lease.set(id, deadline);
             }
-            Batch { id, deadline, users }
+            Batch { id, deadline, users, held, unreadable: Vec::new() }
         })
     }
 
@@ -245,11 +272,12 @@ impl Backend for Bound {
         &self,
         user: u64,
         reason: ErasureReason,
-        now: i64,
-        deadline: i64,
+        times: ClaimTimes,
         id: u64,
     ) -> BoxFuture<'_, Result<Option<Batch>>> {
         self.ready(|s| {
+            let now = times.now.unwrap_or_else(|| SystemClock.now_ms());
+            let deadline = now.saturating_add(times.lease_ms);
             let attempts = s.job.get(&user).map_or(0, |j| j.2);
             s.job.insert(user, (reason, now, attempts));
             if let Some((held_by, until)) = s.batch_of(user) {
@@ -264,8 +292,37 @@ impl Backend for Bound {
             s.seen.remove(user);
             s.batches.insert(id, vec![user]);
             s.lease.set(id, deadline);
-            Some(Batch { id, deadline, users: vec![claimed(user, (reason, now, attempts))] })
+            let users = vec![claimed(user, (reason, now, attempts))];
+            Some(Batch { id, deadline, users, held: None, unreadable: Vec::new() })
         })
+    }
+
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+        self.ready(|s| {
+            s.writers.insert(id, (Instant::now(), backlog));
+        })
+    }
+
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        self.ready(|s| {
+            s.writers.remove(&id);
+        })
+    }
+
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
+        self.ready(|s| s.writers_hold(writers))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<Health>> {
+        Box::pin(async { Ok(Health::default()) })
+    }
+
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn finish<'a>(

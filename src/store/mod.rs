@@ -80,6 +80,42 @@ pub(crate) struct Batch {
     /// The lease deadline; it identifies this claim when the batch is finished.
     pub(crate) deadline: i64,
     pub(crate) users: Vec<Claimed>,
+    /// Why users inactive past the cutoff were not claimed (a writer may hold unwritten
+    /// interactions), if they were not.
+    pub(crate) held: Option<String>,
+    /// Values the claim could not read, left in place (each names its key and user).
+    pub(crate) unreadable: Vec<String>,
+}
+
+/// How a claim finds "now", the cutoff and the lease deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimTimes {
+    /// "Now" in ms; `None`: the store's own clock (Redis `TIME`).
+    pub(crate) now: Option<i64>,
+    /// Users last seen at or before `now - inactive_ms` are inactive.
+    pub(crate) inactive_ms: i64,
+    /// The lease deadline is `now + lease_ms`.
+    pub(crate) lease_ms: i64,
+}
+
+/// How writers' heartbeats hold back inactivity claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriterWindow {
+    /// A writer without a heartbeat for longer than this may be cut off and buffering.
+    pub(crate) silent_ms: i64,
+    /// A writer without a heartbeat for longer than this counts as dead.
+    pub(crate) dead_ms: i64,
+}
+
+/// What a store server says about its own safety; see [`Backend::health`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Health {
+    /// The server's version (major, minor), when known.
+    pub(crate) version: Option<(u32, u32)>,
+    /// `maxmemory-policy`, when it could be read.
+    pub(crate) eviction_policy: Option<String>,
+    /// The `seen` set was lost after its marker was written (evicted or deleted).
+    pub(crate) seen_vanished: bool,
 }
 
 /// The result of finishing one erased user.
@@ -166,27 +202,47 @@ pub(crate) trait Backend: Send + Sync {
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>>;
 
     /// Claims up to `limit` users whose erasure is due into batch `id`, leased until
-    /// `deadline`: users of expired batches, due queue entries, then users last seen at or
-    /// before `cutoff`. Users who came back are dropped.
+    /// `now + lease`: users of expired batches, due queue entries, then users inactive past
+    /// the cutoff (unless a writer may hold unwritten interactions). Users who came back
+    /// are dropped; values the claim cannot read are left in place and reported.
     fn claim(
         &self,
-        now: i64,
-        cutoff: i64,
-        deadline: i64,
+        times: ClaimTimes,
+        writers: WriterWindow,
         limit: usize,
         id: u64,
     ) -> BoxFuture<'_, Result<Batch>>;
 
     /// Claims one user for an immediate erasure as batch `id`; `None` if a live batch of
     /// another erasure holds them (that erasure is upgraded to `reason`).
+    /// (`times.inactive_ms` is unused.)
     fn claim_user(
         &self,
         user: u64,
         reason: ErasureReason,
-        now: i64,
-        deadline: i64,
+        times: ClaimTimes,
         id: u64,
     ) -> BoxFuture<'_, Result<Option<Batch>>>;
+
+    /// The store's own clock in unix ms (Redis `TIME`); `None` if it has none.
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>>;
+
+    /// Records a heartbeat of writer `id` with `backlog` unwritten interactions, stamped
+    /// with the store's clock.
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>>;
+
+    /// Removes the heartbeat of writer `id` (a clean shutdown).
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>>;
+
+    /// Why inactivity claims would be held back by writers right now, if they would.
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>>;
+
+    /// The server's version, eviction policy and whether `seen` vanished (writing its
+    /// marker when the namespace is new).
+    fn health(&self) -> BoxFuture<'_, Result<Health>>;
+
+    /// Writes the marker of `seen` again: the operator accepted that tracking was lost.
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>>;
 
     /// Ends a batch while its lease is ours: confirms `done` users and gives `failed` ones
     /// back to the queue, due at the paired time. `None` if the lease was lost.

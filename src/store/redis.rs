@@ -9,8 +9,8 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
-    Backend, Batch, Claimed, Confirmed, Invalidation, Marked, RawPreview, RawRecord, decode_job,
-    sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
+    RawRecord, WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -20,25 +20,40 @@ pub(crate) const FEED_KEEP_MS: i64 = 10 * 60 * 1000;
 /// Members per `ZADD` command when writing touches.
 const TOUCH_CHUNK: usize = 1000;
 
-/// Scripts that ask which batch holds a user get the shared helpers prepended.
-macro_rules! with_batches {
-    ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("lua/batches.lua"), include_str!($file))))
+/// Loads a script with its Redis 7 flags (`#!lua ...`) and the shared helpers it needs.
+///
+/// Flags make Redis judge a script before it runs: a write script is refused up front under
+/// memory pressure (`maxmemory` with `noeviction` reached) instead of failing halfway, a
+/// read-only one (`no-writes`) runs anyway.
+macro_rules! script {
+    ($flags:literal, $($file:literal),+) => {
+        LazyLock::new(|| {
+            Script::new(concat!($flags, "\n", $(include_str!($file)),+))
+        })
     };
 }
 
-static CLAIM: LazyLock<Script> = with_batches!("lua/claim.lua");
-static CLAIM_USER: LazyLock<Script> = with_batches!("lua/claim_user.lua");
-static SCHEDULE: LazyLock<Script> = with_batches!("lua/schedule.lua");
-static STATUS: LazyLock<Script> = with_batches!("lua/status.lua");
-static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/finish.lua")));
-static UNSCHEDULE_GONE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/unschedule_gone.lua")));
-static PREVIEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/preview.lua")));
-static COUNT_USE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/count_use.lua")));
+static CLAIM: LazyLock<Script> =
+    script!("#!lua", "lua/writers.lua", "lua/batches.lua", "lua/claim.lua");
+static CLAIM_USER: LazyLock<Script> =
+    script!("#!lua", "lua/writers.lua", "lua/batches.lua", "lua/claim_user.lua");
+static SCHEDULE: LazyLock<Script> = script!("#!lua", "lua/batches.lua", "lua/schedule.lua");
+static STATUS: LazyLock<Script> =
+    script!("#!lua flags=no-writes", "lua/batches.lua", "lua/status.lua");
+static FINISH: LazyLock<Script> = script!("#!lua", "lua/finish.lua");
+static UNSCHEDULE_GONE: LazyLock<Script> = script!("#!lua", "lua/unschedule_gone.lua");
+static PREVIEW: LazyLock<Script> = script!("#!lua flags=no-writes", "lua/preview.lua");
+static COUNT_USE: LazyLock<Script> = script!("#!lua", "lua/count_use.lua");
+static HEARTBEAT: LazyLock<Script> =
+    script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");
+static MARKER: LazyLock<Script> = script!("#!lua", "lua/writers.lua", "lua/marker.lua");
+static HOLDING: LazyLock<Script> =
+    script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
 
-/// The production store: Redis 6.2 or newer, a single server or a Redis Cluster.
+/// The oldest Redis the scripts run on (function flags in `#!lua` shebangs).
+pub(crate) const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// The production store: Redis 7.0 or newer, a single server or a Redis Cluster.
 ///
 /// All keys of a namespace share one hash tag (`{retention}:seen`, `{retention}:queue`, ...),
 /// so the multi-key scripts of the claim -> erase -> finish protocol run on Redis Cluster too. Several
@@ -125,15 +140,18 @@ impl RedisStore {
         Ok(Self::from_manager(manager))
     }
 
-    /// Like [`RedisStore::open`], but connects now and fails if Redis does not answer.
+    /// Like [`RedisStore::open`], but connects now and fails if Redis does not answer or
+    /// is older than 7.0.
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL is invalid or the first connection or `PING` fails.
+    /// [`Error::Redis`] if the URL is invalid or the first connection fails;
+    /// [`Error::Unsafe`] if the server is older than Redis 7.0.
     pub async fn connect(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
         let mut manager = ConnectionManager::new_with_config(client, manager_config()).await?;
-        redis::cmd("PING").query_async::<()>(&mut manager).await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut manager).await?;
+        check_version(info_field(&info, "redis_version").as_deref())?;
         Ok(Self::from_manager(manager))
     }
 
@@ -183,6 +201,36 @@ impl sealed::Bind for RedisStore {
     }
 }
 
+/// The value of `field` in an `INFO` reply (`field:value` lines).
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == field).then(|| v.trim().to_owned())
+    })
+}
+
+/// `(major, minor)` of a version such as `7.0.15`.
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Fails with a clear error for a Redis older than [`MIN_REDIS`]; an unknown version passes
+/// (the scripts would then fail with Redis's own error).
+pub(crate) fn check_version(version: Option<&str>) -> Result<()> {
+    match version.and_then(parse_version) {
+        Some(v) if v < MIN_REDIS => Err(Error::Unsafe(format!(
+            "Redis {} is too old: teloxide-retention needs Redis {}.{} or newer (its scripts \
+             declare flags, so that Redis refuses them up front under memory pressure \
+             instead of failing halfway)",
+            version.unwrap_or_default(),
+            MIN_REDIS.0,
+            MIN_REDIS.1
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Every key of one namespace. Keys are built here and nowhere else.
 struct Keys {
     prefix: String,
@@ -192,6 +240,8 @@ struct Keys {
     job: String,
     feed: String,
     batches: String,
+    writers: String,
+    meta: String,
 }
 
 impl Keys {
@@ -205,6 +255,8 @@ impl Keys {
             job: format!("{prefix}job"),
             feed: format!("{prefix}feed"),
             batches: format!("{prefix}batches"),
+            writers: format!("{prefix}writers"),
+            meta: format!("{prefix}meta"),
             prefix,
         }
     }
@@ -231,13 +283,20 @@ impl Bound {
             .key(&self.keys.queue)
             .key(&self.keys.job)
             .key(&self.keys.feed)
-            .key(&self.keys.batches);
+            .key(&self.keys.batches)
+            .key(&self.keys.writers)
+            .key(&self.keys.meta);
         inv
     }
 
     async fn run<T: FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> Result<T> {
         Ok(inv.invoke_async(&mut self.conn.clone()).await?)
     }
+}
+
+/// "Now" for a script: the given time, or empty for Redis's own clock.
+fn now_arg(now: Option<i64>) -> String {
+    now.map(|n| n.to_string()).unwrap_or_default()
 }
 
 /// A score as Redis writes it: integers stay integers, "never" is `+inf`.
@@ -301,16 +360,27 @@ impl Backend for Bound {
 
     fn claim(
         &self,
-        now: i64,
-        cutoff: i64,
-        deadline: i64,
+        times: ClaimTimes,
+        writers: WriterWindow,
         limit: usize,
         id: u64,
     ) -> BoxFuture<'_, Result<Batch>> {
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM);
-            inv.arg(now).arg(cutoff).arg(deadline).arg(limit).arg(id);
-            let (plain, special): (Vec<Value>, Vec<Value>) = self.run(&inv).await?;
+            inv.arg(now_arg(times.now))
+                .arg(times.inactive_ms)
+                .arg(times.lease_ms)
+                .arg(limit)
+                .arg(id)
+                .arg(writers.silent_ms)
+                .arg(writers.dead_ms);
+            let (plain, special, deadline, held, unreadable): (
+                Vec<Value>,
+                Vec<Value>,
+                Value,
+                String,
+                Vec<String>,
+            ) = self.run(&inv).await?;
             let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
             for user in &plain {
                 users.push(Claimed {
@@ -328,7 +398,8 @@ impl Backend for Bound {
                     attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
                 });
             }
-            Ok(Batch { id, deadline, users })
+            let held = (!held.is_empty()).then_some(held);
+            Ok(Batch { id, deadline: int(&deadline)?, users, held, unreadable })
         })
     }
 
@@ -336,22 +407,89 @@ impl Backend for Bound {
         &self,
         user: u64,
         reason: ErasureReason,
-        now: i64,
-        deadline: i64,
+        times: ClaimTimes,
         id: u64,
     ) -> BoxFuture<'_, Result<Option<Batch>>> {
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM_USER);
-            inv.arg(user).arg(reason.code()).arg(now).arg(deadline).arg(id);
+            inv.arg(user).arg(reason.code()).arg(now_arg(times.now)).arg(times.lease_ms).arg(id);
             let reply: Vec<i64> = self.run(&inv).await?;
             Ok(match reply.as_slice() {
-                [1, attempts] => {
+                [1, attempts, now, deadline] => {
                     let attempts = u32::try_from(*attempts).unwrap_or(u32::MAX);
-                    let users = vec![Claimed { user, reason, marked_at: now, attempts }];
-                    Some(Batch { id, deadline, users })
+                    let users = vec![Claimed { user, reason, marked_at: *now, attempts }];
+                    Some(Batch {
+                        id,
+                        deadline: *deadline,
+                        users,
+                        held: None,
+                        unreadable: Vec::new(),
+                    })
                 }
                 _ => None,
             })
+        })
+    }
+
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move {
+            let (secs, micros): (i64, i64) =
+                redis::cmd("TIME").query_async(&mut self.conn.clone()).await?;
+            Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
+        })
+    }
+
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&HEARTBEAT);
+            inv.arg(id).arg(backlog).arg(0);
+            self.run::<()>(&inv).await
+        })
+    }
+
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&HEARTBEAT);
+            inv.arg(id).arg(0).arg(1);
+            self.run::<()>(&inv).await
+        })
+    }
+
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&HOLDING);
+            inv.arg(writers.silent_ms).arg(writers.dead_ms);
+            let held: String = self.run(&inv).await?;
+            Ok((!held.is_empty()).then_some(held))
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<Health>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let info: Option<String> =
+                redis::cmd("INFO").arg("server").arg("memory").query_async(&mut conn).await.ok();
+            let field = |name| info.as_deref().and_then(|i| info_field(i, name));
+            // CONFIG may be disabled (managed Redis); INFO memory says the same.
+            let config: Option<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn)
+                .await
+                .ok();
+            let eviction_policy = config
+                .and_then(|pair| pair.into_iter().nth(1))
+                .or_else(|| field("maxmemory_policy"));
+            let version = field("redis_version").as_deref().and_then(parse_version);
+            // The scripts need Redis 7; do not run one on an older server.
+            let seen_vanished = if version.is_some_and(|v| v < MIN_REDIS) {
+                false
+            } else {
+                let mut inv = self.invocation(&MARKER);
+                inv.arg(0);
+                self.run::<i64>(&inv).await? == 1
+            };
+            Ok(Health { version, eviction_policy, seen_vanished })
         })
     }
 
@@ -575,7 +713,21 @@ impl Backend for Bound {
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
-            Ok(redis::cmd("ZCARD").arg(&self.keys.seen).query_async(&mut self.conn.clone()).await?)
+            // Users only: the marker's score is +inf.
+            Ok(redis::cmd("ZCOUNT")
+                .arg(&self.keys.seen)
+                .arg("-inf")
+                .arg("(+inf")
+                .query_async(&mut self.conn.clone())
+                .await?)
+        })
+    }
+
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&MARKER);
+            inv.arg(1);
+            self.run::<i64>(&inv).await.map(drop)
         })
     }
 }
@@ -587,7 +739,16 @@ mod tests {
     #[test]
     fn every_key_carries_the_namespace_hash_tag() {
         let keys = Keys::new("mybot");
-        for key in [&keys.seen, &keys.lease, &keys.queue, &keys.job, &keys.feed, &keys.batches] {
+        for key in [
+            &keys.seen,
+            &keys.lease,
+            &keys.queue,
+            &keys.job,
+            &keys.feed,
+            &keys.batches,
+            &keys.writers,
+            &keys.meta,
+        ] {
             assert!(key.starts_with("{mybot}:"), "{key}");
         }
         assert_eq!(keys.nonce(42), "{mybot}:confirm:42");
@@ -602,5 +763,19 @@ mod tests {
         assert!(parse_num("x").is_err());
         assert_eq!(due_arg(None), "+inf");
         assert_eq!(due_arg(Some(5)), "5");
+    }
+
+    #[test]
+    fn versions_before_7_0_are_refused_with_a_clear_error() {
+        let err = check_version(Some("6.2.14")).unwrap_err();
+        assert!(err.to_string().contains("Redis 6.2.14 is too old"), "{err}");
+        assert!(err.to_string().contains("7.0 or newer"), "{err}");
+        assert!(check_version(Some("7.0.15")).is_ok());
+        assert!(check_version(Some("8.2.1")).is_ok());
+        assert!(check_version(None).is_ok());
+        assert_eq!(
+            info_field("# Server\r\nredis_version:7.0.15\r\n", "redis_version").unwrap(),
+            "7.0.15"
+        );
     }
 }

@@ -1,9 +1,12 @@
--- Claims up to ARGV[4] users whose erasure is due into one batch, leased until ARGV[3].
+-- Claims up to ARGV[4] users whose erasure is due into one batch.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
--- ARGV: 1 now (ms), 2 cutoff (ms), 3 lease deadline (ms), 4 limit, 5 batch id
--- Returns {plain, special}: plain = ids of users claimed for inactivity alone;
--- special = user, reason, marked_at, attempts for users with a scheduled job.
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta
+-- ARGV: 1 now (ms), or '' for Redis's own clock, 2 inactive after (ms), 3 lease (ms),
+--       4 limit, 5 batch id, 6 a writer is silent after (ms), 7 dead after (ms)
+-- Returns {plain, special, deadline, hold, unreadable}: plain = ids of users claimed for
+-- inactivity alone; special = user, reason, marked_at, attempts for users with a scheduled
+-- job; deadline = the lease deadline; hold = why inactive users were not claimed ('' if
+-- they were); unreadable = values left in place because this version cannot read them.
 --
 -- The claim -> erase -> finish protocol:
 --   1. claim (this script) moves users out of `seen` (and `queue`) into a batch (listed
@@ -15,25 +18,55 @@
 -- step 1 of a later claim takes its users over. Leasing whole batches keeps a claim to
 -- one sorted-set write and one hash field, however many users it holds.
 --
+-- Time: "now", the cutoff and the deadline come from Redis's clock, so that a pruner host
+-- whose clock runs fast neither erases early nor takes over live leases.
+--
+-- All or nothing: the script reads and checks everything first and writes only at the
+-- end. A value it cannot read (a job or member written by another version) is left where
+-- it is and reported, never dropped. (Redis does not roll back a script that fails
+-- halfway; the shebang's flags make Redis refuse it up front under memory pressure.)
+--
 -- A user "came back" when they interacted after being marked for erasure; for a claim
 -- for inactivity (marked_at 0) any `seen` entry counts, because the claim removed the old
--- one. Opt-outs are never cancelled.
+-- one. Opt-outs are never cancelled. (writers.lua and batches.lua are prepended.)
 
-local now = tonumber(ARGV[1])
-local cutoff = ARGV[2]
-local deadline = ARGV[3]
+local now
+if ARGV[1] == '' then
+  now = redis_now()
+else
+  now = tonumber(ARGV[1])
+end
+local cutoff = now - tonumber(ARGV[2])
+local deadline = now + tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local batch = ARGV[5]
-local members = {}
-local plain = {}
-local special = {}
+local hold, dead = writers_hold(tonumber(ARGV[6]), tonumber(ARGV[7]))
 
+local members, plain, special, unreadable = {}, {}, {}, {}
+-- The writes, made once everything has been read.
+local rem_seen, rem_queue, drop_jobs, old_batches = {}, {}, {}, {}
+-- Users steps 1 and 2 looked at (the writes that would hide them from step 3 come last).
+local handled, n_handled = {}, 0
+local REASONS = { i = true, o = true, b = true, d = true, u = true }
+
+local function fmt(ms)
+  return string.format('%d', ms)
+end
+
+-- reason, marked_at, attempts; nil when the job cannot be read.
 local function parse(job)
   if not job then
     return 'i', 0, 0
   end
   local r, m, a = string.match(job, '^(%a),(%-?%d+),(%d+)$')
+  if not r or not REASONS[r] then
+    return nil
+  end
   return r, tonumber(m), tonumber(a)
+end
+
+local function is_user(user)
+  return string.match(user, '^%d+$') ~= nil
 end
 
 local function came_back(user, reason, marked_at)
@@ -59,77 +92,129 @@ local function take(user, r, m, a)
   end
 end
 
--- Takes a user with a job (or a lease of a dead pruner) unless they came back.
+-- Plans taking a user with a job (or of a dead pruner's batch) unless they came back.
+-- Returns false, leaving the user in place, if their job cannot be read.
 local function take_or_drop(user)
-  local r, m, a = parse(redis.call('HGET', KEYS[4], user))
+  handled[user] = true
+  n_handled = n_handled + 1
+  local job = redis.call('HGET', KEYS[4], user)
+  local r, m, a = parse(job)
+  if not r or not is_user(user) then
+    unreadable[#unreadable + 1] = 'user ' .. user .. ' job ' .. tostring(job)
+    return false
+  end
   if came_back(user, r, m) then
-    redis.call('HDEL', KEYS[4], user)
+    drop_jobs[#drop_jobs + 1] = user
   else
-    redis.call('ZREM', KEYS[1], user)
+    rem_seen[#rem_seen + 1] = user
     take(user, r, m, a)
   end
+  return true
 end
 
 -- 1. Batches whose lease expired: their pruner crashed or stalled. The limit counts users,
 -- not batches: what does not fit stays in the old batch, still expired, for the next claim
 -- (two crashed batches merged into one above the limit could never be finished).
-local expired = redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16, 'WITHSCORES')
+local expired = redis.call('ZRANGE', KEYS[2], '-inf', fmt(now), 'BYSCORE', 'LIMIT', 0, 16, 'WITHSCORES')
 for e = 1, #expired, 2 do
   local old, old_deadline = expired[e], tonumber(expired[e + 1])
   if #members >= limit then
     break
   end
   local left = {}
-  for user in string.gmatch(redis.call('HGET', KEYS[6], old) or '', '%d+') do
-    if #members < limit then
-      take_or_drop(user)
-    else
+  for user in string.gmatch(redis.call('HGET', KEYS[6], old) or '', '[^,]+') do
+    if #members >= limit or not take_or_drop(user) then
       left[#left + 1] = user
     end
   end
+  -- A batch left with users gets a new deadline, still expired: the batch's own pruner, if
+  -- it only stalled, must find its lease lost at finish (compare-and-delete), as after a
+  -- full takeover. (Unreadable users stay there and are reported at every claim.)
+  local moved = now
+  if old_deadline == now then
+    moved = now - 1
+  end
+  old_batches[#old_batches + 1] = { old, left, moved }
+end
+
+-- 2. Scheduled erasures that are due: gone users, opt-outs, retries. Unreadable entries
+-- stay queued; a few more are read so that they cannot starve the rest.
+if #members < limit then
+  local due = redis.call('ZRANGE', KEYS[3], '-inf', fmt(now), 'BYSCORE', 'LIMIT', 0, limit - #members + 64)
+  for _, user in ipairs(due) do
+    if #members >= limit then
+      break
+    end
+    if take_or_drop(user) then
+      rem_queue[#rem_queue + 1] = user
+    end
+  end
+end
+
+-- 3. Users inactive since the cutoff, lowest scores first; not while a writer may hold
+-- interactions it has not written.
+if #members < limit and not hold then
+  local users = redis.call('ZRANGE', KEYS[1], '-inf', fmt(cutoff), 'BYSCORE', 'LIMIT', 0,
+    limit - #members + 64 + n_handled)
+  if #users > 0 then
+    local queued = {}
+    for i = 1, #users, 1000 do
+      local part = redis.call('ZMSCORE', KEYS[3], unpack(users, i, math.min(i + 999, #users)))
+      for j = 1, #part do
+        queued[#queued + 1] = part[j]
+      end
+    end
+    for i, user in ipairs(users) do
+      if #members >= limit then
+        break
+      end
+      if handled[user] then
+        -- Taken, dropped or left in place above.
+      elseif not is_user(user) then
+        unreadable[#unreadable + 1] = 'seen member ' .. user
+      elseif queued[i] then
+        -- Scheduled but not yet due (a grace period): keep the more specific reason.
+        local job = redis.call('HGET', KEYS[4], user)
+        local r, m, a = parse(job)
+        if r then
+          rem_queue[#rem_queue + 1] = user
+          rem_seen[#rem_seen + 1] = user
+          take(user, r, m, a)
+        else
+          unreadable[#unreadable + 1] = 'user ' .. user .. ' job ' .. tostring(job)
+        end
+      else
+        rem_seen[#rem_seen + 1] = user
+        take(user, 'i', 0, 0)
+      end
+    end
+  end
+end
+
+-- Every read is done: write.
+local function each_chunk(list, f)
+  for i = 1, #list, 1000 do
+    f(unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[4], ...) end)
+each_chunk(rem_seen, function(...) redis.call('ZREM', KEYS[1], ...) end)
+each_chunk(rem_queue, function(...) redis.call('ZREM', KEYS[3], ...) end)
+for _, b in ipairs(old_batches) do
+  local old, left, moved = b[1], b[2], b[3]
   if #left > 0 then
     redis.call('HSET', KEYS[6], old, ',' .. table.concat(left, ',') .. ',')
-    -- A new deadline, still expired: the batch's own pruner, if it only stalled, must
-    -- find its lease lost at finish (compare-and-delete), as after a full takeover.
-    local moved = now
-    if old_deadline == now then
-      moved = now - 1
-    end
-    redis.call('ZADD', KEYS[2], moved, old)
+    redis.call('ZADD', KEYS[2], fmt(moved), old)
   else
     redis.call('HDEL', KEYS[6], old)
     redis.call('ZREM', KEYS[2], old)
   end
 end
-
--- 2. Scheduled erasures that are due: gone users, opt-outs, retries.
-if #members < limit then
-  for _, user in ipairs(redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit - #members)) do
-    redis.call('ZREM', KEYS[3], user)
-    take_or_drop(user)
-  end
-end
-
--- 3. Users inactive since the cutoff: the lowest ranks of `seen`, removed by rank.
-if #members < limit then
-  local users = redis.call('ZRANGE', KEYS[1], '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit - #members)
-  if #users > 0 then
-    local queued = redis.call('ZMSCORE', KEYS[3], unpack(users))
-    for i, user in ipairs(users) do
-      if queued[i] then
-        -- Scheduled but not yet due (a grace period): keep the more specific reason.
-        redis.call('ZREM', KEYS[3], user)
-        take(user, parse(redis.call('HGET', KEYS[4], user)))
-      else
-        take(user, 'i', 0, 0)
-      end
-    end
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #users - 1)
-  end
-end
-
 if #members > 0 then
   redis.call('HSET', KEYS[6], batch, ',' .. table.concat(members, ',') .. ',')
-  redis.call('ZADD', KEYS[2], deadline, batch)
+  redis.call('ZADD', KEYS[2], fmt(deadline), batch)
 end
-return {plain, special}
+if #dead > 0 then
+  redis.call('HDEL', KEYS[7], unpack(dead))
+end
+return {plain, special, fmt(deadline), hold or '', unreadable}

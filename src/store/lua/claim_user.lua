@@ -1,18 +1,26 @@
 -- Claims one user for an immediate erasure (an opt-out), as a batch of one.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
--- ARGV: 1 user, 2 reason, 3 now (ms), 4 lease deadline (ms), 5 batch id
--- Returns {1, attempts} when claimed. Returns {0} when a live batch of another erasure
--- holds the user; that erasure's job is upgraded to this reason, so that if it fails it
--- is retried as this reason. (batches.lua is prepended.)
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta
+-- ARGV: 1 user, 2 reason, 3 now (ms), or '' for Redis's own clock, 4 lease (ms),
+--       5 batch id
+-- Returns {1, attempts, now, deadline} when claimed. Returns {0} when a live batch of
+-- another erasure holds the user; that erasure's job is upgraded to this reason, so that
+-- if it fails it is retried as this reason. (writers.lua and batches.lua are prepended.)
 
-local user, reason, now, deadline, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local user, reason, batch = ARGV[1], ARGV[2], ARGV[5]
+local now
+if ARGV[3] == '' then
+  now = redis_now()
+else
+  now = tonumber(ARGV[3])
+end
+local deadline = now + tonumber(ARGV[4])
 local job = redis.call('HGET', KEYS[4], user)
 local attempts = 0
 if job then
   attempts = tonumber(string.match(job, ',(%d+)$')) or 0
 end
-redis.call('HSET', KEYS[4], user, reason .. ',' .. ARGV[3] .. ',' .. attempts)
+redis.call('HSET', KEYS[4], user, string.format('%s,%d,%d', reason, now, attempts))
 
 local held_by, until_ = batch_of(user)
 if held_by then
@@ -27,5 +35,5 @@ end
 redis.call('ZREM', KEYS[3], user)
 redis.call('ZREM', KEYS[1], user)
 redis.call('HSET', KEYS[6], batch, ',' .. user .. ',')
-redis.call('ZADD', KEYS[2], deadline, batch)
-return {1, attempts}
+redis.call('ZADD', KEYS[2], string.format('%d', deadline), batch)
+return {1, attempts, string.format('%d', now), string.format('%d', deadline)}
