@@ -302,14 +302,17 @@ impl Retention {
                 config.batch_size,
                 random_id(),
             );
-            let batch = self.store_call(claim).await?;
-            for entry in &batch.unreadable {
-                tracing::error!(
-                    entry = %entry,
-                    "left an entry this version cannot read in place; it is not erased"
-                );
+            let mut batch = self.store_call(claim).await?;
+            for entry in std::mem::take(&mut batch.unreadable) {
+                // Every claim of the pass meets them again: report each once.
+                if !report.unreadable.contains(&entry) {
+                    tracing::error!(
+                        entry = %entry,
+                        "left an entry this version cannot read in place; it is not erased"
+                    );
+                    report.unreadable.push(entry);
+                }
             }
-            report.unreadable.extend(batch.unreadable.iter().cloned());
             if let Some(why) = &batch.held
                 && report.inactivity_held.is_none()
             {

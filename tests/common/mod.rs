@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bot_api;
+pub mod proxy;
 pub mod redis_server;
 pub mod updates;
 

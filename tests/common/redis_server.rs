@@ -13,6 +13,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Set for cluster-mode servers: the TCP port.
     port: Option<u16>,
+    /// Extra command-line settings.
+    extra: Vec<String>,
 }
 
 fn binary() -> String {
@@ -22,8 +24,14 @@ fn binary() -> String {
 impl RedisServer {
     /// Starts a server on a unix socket in a fresh temp dir.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra settings, e.g. `["--maxmemory-policy", "allkeys-lru"]`.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("retention-redis-").tempdir().expect("temp dir");
-        let mut server = Self { dir, child: None, port: None };
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut server = Self { dir, child: None, port: None, extra };
         server.spawn();
         server
     }
@@ -33,7 +41,7 @@ impl RedisServer {
         let dir =
             tempfile::Builder::new().prefix("retention-cluster-").tempdir().expect("temp dir");
         let port = free_port();
-        let mut server = Self { dir, child: None, port: Some(port) };
+        let mut server = Self { dir, child: None, port: Some(port), extra: Vec::new() };
         server.spawn();
         let mut conn = server.sync_connection();
         let _: () = redis::cmd("CLUSTER")
@@ -99,6 +107,7 @@ impl RedisServer {
                     .arg(self.socket());
             }
         }
+        cmd.args(&self.extra);
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
             panic!(
                 "could not start `{}`: {e}.\nThe tests need a real Redis server binary: \

@@ -14,4 +14,5 @@ mod faults;
 mod gone;
 mod layer;
 mod pruner;
+mod safety;
 mod store;

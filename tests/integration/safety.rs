@@ -1,0 +1,343 @@
+//! Issue 11's faults on real `redis-server` processes: clock skew between hosts, a replica
+//! cut off from Redis, memory pressure, an eviction policy that may drop keys, a vanished
+//! `seen` set, and entries this version cannot read. Each test states what happened before
+//! the fix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use teloxide::types::UserId;
+use teloxide_retention::{Clock, Error, ManualClock, RedisStore, Retention, SystemClock};
+
+use crate::common::proxy::Proxy;
+use crate::common::{DAY, Env, RedisServer};
+use crate::support::{Gate, Recorder, eventually};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A host clock that runs `offset_ms` ahead (or behind, if negative).
+struct SkewedClock(i64);
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0
+    }
+}
+
+/// Redis's own clock, in unix ms.
+fn redis_time(server: &RedisServer) -> i64 {
+    let (secs, micros): (i64, i64) =
+        redis::cmd("TIME").query(&mut server.sync_connection()).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+fn raw(server: &RedisServer, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut server.sync_connection()).unwrap()
+}
+
+fn count(server: &RedisServer, args: &[&str]) -> i64 {
+    match raw(server, args) {
+        redis::Value::Int(n) => n,
+        other => panic!("{args:?} answered {other:?}"),
+    }
+}
+
+async fn open(server: &RedisServer) -> RedisStore {
+    RedisStore::open(&server.url()).await.unwrap()
+}
+
+/// Records `users` as last seen at `at` (unix ms), through a retention whose manual clock
+/// shows that time.
+async fn seed(server: &RedisServer, users: impl IntoIterator<Item = u64>, at: i64) {
+    let seeder = Retention::builder(open(server).await)
+        .inactive_after(HOUR)
+        .without_commands()
+        .clock(ManualClock::at_unix_ms(at))
+        .build()
+        .unwrap();
+    for user in users {
+        assert!(seeder.record(UserId(user)).await.is_stored());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruner_whose_clock_runs_fast_neither_erases_early_nor_takes_over_live_leases() {
+    // Measured before the fix: a pruner host 25 min fast erased 200 users idle 40 min under a
+    // 1 h threshold, and took over a live lease (the erasers ran twice): the cutoff and lease
+    // expiry came from its own clock.
+    let server = RedisServer::start();
+    let now = redis_time(&server);
+    seed(&server, 1..=200, now - 40 * 60_000).await;
+    seed(&server, [999], now - 2 * 3_600_000).await;
+
+    // A correct pruner claims user 999 and is busy erasing them (lease 10 min).
+    let gate = Arc::new(Gate::default());
+    let slow = Recorder::new("profiles").gated(Arc::clone(&gate));
+    let holder = Retention::builder(open(&server).await)
+        .inactive_after(HOUR)
+        .lease(10 * MINUTE)
+        .without_commands()
+        .erase_with(slow.clone())
+        .build()
+        .unwrap();
+    let running = tokio::spawn(async move { holder.prune_once().await });
+    gate.entered.notified().await;
+
+    let fast_eraser = Recorder::new("profiles");
+    let fast = Retention::builder(open(&server).await)
+        .inactive_after(HOUR)
+        .lease(10 * MINUTE)
+        .without_commands()
+        .erase_with(fast_eraser.clone())
+        .clock(SkewedClock(25 * 60_000))
+        .build()
+        .unwrap();
+    let report = fast.prune_once().await.unwrap();
+    assert_eq!(report.claimed, 0, "{report:?}");
+    assert!(fast_eraser.calls().is_empty());
+
+    gate.release.notify_one();
+    let held = running.await.unwrap().unwrap();
+    assert_eq!((held.erased, held.leases_lost), (1, 0), "{held:?}");
+    assert_eq!(slow.erased(999), 1);
+    assert_eq!(fast.tracked_users().await.unwrap(), 200);
+
+    // The skew was measured, corrected, logged and counted.
+    let stats = fast.stats();
+    assert!((stats.clock_offset_ms + 25 * 60_000).abs() < 2_000, "{stats:?}");
+    assert!(stats.clock_skew_warnings >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_whose_clock_runs_slow_writes_redis_time() {
+    // Before the fix a bot host 25 min slow wrote scores 25 min old: its users looked
+    // inactive 25 min early.
+    let server = RedisServer::start();
+    let bot = Retention::builder(open(&server).await)
+        .inactive_after(HOUR)
+        .without_commands()
+        .clock(SkewedClock(-25 * 60_000))
+        .build()
+        .unwrap();
+    assert!(bot.record(UserId(7)).await.is_stored());
+    let stored = bot.status(UserId(7)).await.unwrap().last_seen.unwrap().timestamp_millis();
+    let now = redis_time(&server);
+    assert!((now - stored).abs() < 2_000, "stored {stored}, Redis time {now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wrote_its_buffer() {
+    // Measured before the fix: a replica that could not reach Redis buffered the
+    // interactions of 1000 returning users while a pruner elsewhere erased all 1000 as
+    // inactive: no process could see another one's buffer.
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.socket());
+    let clock = ManualClock::at_unix_ms(redis_time(&server));
+    let builder = |store: RedisStore| {
+        Retention::builder(store)
+            .inactive_after(30 * DAY)
+            .without_commands()
+            .clock(clock.clone())
+            .heartbeat_every(Duration::from_millis(100))
+            .store_timeout(Duration::from_millis(300))
+    };
+    let replica = builder(RedisStore::open(&proxy.url()).await.unwrap()).build().unwrap();
+    let eraser = Recorder::new("profiles");
+    let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
+    for user in 1..=1000 {
+        replica.record(UserId(user)).await;
+    }
+    replica.flush().await.unwrap();
+    assert_eq!(pruner.tracked_users().await.unwrap(), 1000);
+
+    // A month later every user comes back, on the replica that is cut off.
+    clock.advance(31 * DAY);
+    proxy.cut();
+    for user in 1..=1000 {
+        assert!(!replica.record(UserId(user)).await.is_stored());
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let preview = pruner.preview(10).await.unwrap();
+    let why = preview.inactivity_held.expect("inactivity is held back");
+    assert!(why.contains("missed its heartbeats"), "{why}");
+    let report = pruner.prune_once().await.unwrap();
+    assert_eq!(report.erased, 0, "{report:?}");
+    assert!(report.inactivity_held.is_some(), "{report:?}");
+    assert!(pruner.stats().inactivity_held >= 1);
+
+    // Opt-outs are not held back.
+    assert!(matches!(
+        pruner.erase_user(UserId(1001)).await.unwrap(),
+        teloxide_retention::OptOutOutcome::Erased { .. }
+    ));
+
+    // Back online, the replica writes what it buffered: nobody who came back is erased.
+    proxy.restore();
+    eventually("the replica wrote its buffer", || async { replica.stats().buffered_users == 0 })
+        .await;
+    eventually("the replica reported it", || async {
+        pruner.preview(1).await.unwrap().inactivity_held.is_none()
+    })
+    .await;
+    let report = pruner.prune_once().await.unwrap();
+    assert_eq!((report.erased, report.inactivity_held.as_deref()), (0, None), "{report:?}");
+    assert_eq!(pruner.tracked_users().await.unwrap(), 1000);
+    assert_eq!(eraser.calls().len(), 1, "only the opt-out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_inactivity() {
+    // Measured before the fix: with `maxmemory` reached under `noeviction`, interactions were
+    // buffered while the pruner kept claiming, and 1000 of 1000 users who interacted during
+    // the OOM were erased as inactive; a claim that failed halfway kept its removals.
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(redis_time(&server));
+    let builder = |store: RedisStore| {
+        Retention::builder(store)
+            .inactive_after(30 * DAY)
+            .without_commands()
+            .clock(clock.clone())
+            .heartbeat_every(Duration::from_millis(100))
+            .store_timeout(Duration::from_millis(500))
+    };
+    let bot = builder(open(&server).await).build().unwrap();
+    let eraser = Recorder::new("profiles");
+    let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
+    for user in 1..=1000 {
+        bot.record(UserId(user)).await;
+    }
+    bot.flush().await.unwrap();
+    pruner.prune_once().await.unwrap();
+
+    clock.advance(31 * DAY);
+    raw(&server, &["CONFIG", "SET", "maxmemory", "1"]);
+    for user in 1..=1000 {
+        assert!(!bot.record(UserId(user)).await.is_stored());
+    }
+    eventually("the bot reports its unwritten interactions", || async {
+        pruner.preview(1).await.unwrap().inactivity_held.is_some_and(|w| w.contains("1000"))
+    })
+    .await;
+    assert!(pruner.prune_once().await.is_err(), "Redis refuses write scripts up front");
+    assert_eq!(count(&server, &["ZCOUNT", "{retention}:seen", "-inf", "(+inf"]), 1000);
+    assert_eq!(count(&server, &["HLEN", "{retention}:batches"]), 0);
+
+    raw(&server, &["CONFIG", "SET", "maxmemory", "0"]);
+    eventually("the bot wrote its buffer", || async { bot.stats().buffered_users == 0 }).await;
+    eventually("and reported it", || async {
+        pruner.preview(1).await.unwrap().inactivity_held.is_none()
+    })
+    .await;
+    let report = pruner.prune_once().await.unwrap();
+    assert_eq!(report.erased, 0, "{report:?}");
+    assert!(eraser.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruner_refuses_to_run_under_an_allkeys_eviction_policy() {
+    // Measured before the fix: under `allkeys-lru` Redis evicted the whole `seen` key and
+    // 464,890 tracked users vanished with no error anywhere.
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let store = open(&server).await;
+    let env_builder = |allow: bool| {
+        Retention::builder(store.clone())
+            .inactive_after(30 * DAY)
+            .without_commands()
+            .allow_allkeys_eviction(allow)
+            .build()
+            .unwrap()
+    };
+    let err = env_builder(false).prune_once().await.unwrap_err();
+    assert!(matches!(err, Error::Unsafe(_)), "{err:?}");
+    assert!(err.to_string().contains("allkeys-lru"), "{err}");
+    assert!(err.to_string().contains("noeviction"), "says how to fix it: {err}");
+    env_builder(true).prune_once().await.unwrap();
+
+    raw(&server, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    env_builder(false).prune_once().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eviction_policy_is_read_from_info_where_config_is_disabled() {
+    // Managed Redis services often disable CONFIG.
+    let server = RedisServer::start_with(&[
+        "--maxmemory-policy",
+        "allkeys-lfu",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ]);
+    let retention = Retention::builder(open(&server).await)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    let err = retention.prune_once().await.unwrap_err();
+    assert!(err.to_string().contains("allkeys-lfu"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_seen_set_pauses_pruning_until_the_loss_is_accepted() {
+    let env = Env::redis();
+    let server = env.redis.as_ref().unwrap();
+    let retention = env.builder().await.build().unwrap();
+    retention.record(UserId(1)).await;
+    retention.prune_once().await.unwrap();
+
+    // Lost (as by eviction, or by hand); new interactions recreate the key.
+    raw(server, &["DEL", "{retention}:seen"]);
+    env.clock.advance(Duration::from_secs(120));
+    retention.record(UserId(2)).await;
+    let err = retention.prune_once().await.unwrap_err();
+    assert!(matches!(err, Error::Unsafe(_)), "{err:?}");
+    assert!(err.to_string().contains("{retention}:seen"), "{err}");
+    assert!(retention.prune_once().await.is_err(), "it stays paused");
+
+    retention.accept_lost_tracking().await.unwrap();
+    retention.prune_once().await.unwrap();
+    assert_eq!(retention.tracked_users().await.unwrap(), 1, "the marker is no user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_claim_cannot_read_are_left_in_place_and_reported() {
+    // Measured before the fix: a job field the script's pattern does not parse (written by a
+    // newer version during a rolling upgrade) made the claim fail after it had deleted
+    // expired batches: those users were in no key any more and never erased.
+    let env = Env::redis();
+    let server = env.redis.as_ref().unwrap();
+    let eraser = Recorder::new("profiles");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    // User 7: queued and due, with a job of an unknown kind.
+    raw(server, &["HSET", "{retention}:job", "7", "z,1700000000000,0"]);
+    raw(server, &["ZADD", "{retention}:queue", "0", "7"]);
+    // User 8: queued and due, a gone user.
+    raw(server, &["HSET", "{retention}:job", "8", "b,1,0"]);
+    raw(server, &["ZADD", "{retention}:queue", "0", "8"]);
+    // Users 9 and 10 in the expired batch of a crashed pruner; 10's job is unreadable.
+    raw(server, &["HSET", "{retention}:batches", "555", ",9,10,"]);
+    raw(server, &["ZADD", "{retention}:lease", "1", "555"]);
+    raw(server, &["HSET", "{retention}:job", "10", "o,soon,0"]);
+
+    let report = retention.prune_once().await.unwrap();
+    assert_eq!(report.erased, 2, "{report:?}");
+    assert_eq!(eraser.erased(8) + eraser.erased(9), 2);
+    assert_eq!(report.unreadable.len(), 2, "{report:?}");
+    assert!(report.unreadable.iter().any(|e| e.contains("user 7")), "{report:?}");
+    assert!(report.unreadable.iter().any(|e| e.contains("user 10")), "{report:?}");
+    // Left exactly where they were.
+    assert_eq!(count(server, &["ZCOUNT", "{retention}:queue", "0", "0"]), 1);
+    assert_eq!(count(server, &["HEXISTS", "{retention}:job", "7"]), 1);
+    assert_eq!(count(server, &["HEXISTS", "{retention}:job", "10"]), 1);
+    let batch: String = redis::cmd("HGET")
+        .arg("{retention}:batches")
+        .arg("555")
+        .query(&mut server.sync_connection())
+        .unwrap();
+    assert_eq!(batch, ",10,");
+}
