@@ -124,10 +124,14 @@ async fn a_bot_whose_clock_runs_slow_writes_redis_time() {
         .clock(SkewedClock(-25 * 60_000))
         .build()
         .unwrap();
-    assert!(bot.record(UserId(7)).await.is_stored());
-    let stored = bot.status(UserId(7)).await.unwrap().last_seen.unwrap().timestamp_millis();
-    let now = redis_time(&server);
-    assert!((now - stored).abs() < 2_000, "stored {stored}, Redis time {now}");
+    // User 7 is the first interaction, taken before the offset was measured; user 8 comes
+    // after.
+    for user in [7, 8] {
+        assert!(bot.record(UserId(user)).await.is_stored());
+        let stored = bot.status(UserId(user)).await.unwrap().last_seen.unwrap().timestamp_millis();
+        let now = redis_time(&server);
+        assert!((now - stored).abs() < 2_000, "user {user}: stored {stored}, Redis time {now}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
