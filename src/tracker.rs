@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{SKEW_WARNING_MS, SyncedClock, duration_ms};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
-use crate::store::redis::FEED_KEEP_MS;
+use crate::store::redis::{FEED_KEEP_MS, FEED_READ};
 use crate::store::{DynBackend, Invalidation, Marked, random_id};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -670,6 +670,23 @@ impl Tracker {
         }
     }
 
+    /// Empties the cache; interactions it skipped writing join the pending batch.
+    fn forget_cache(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut skipped = false;
+        for (user, seen) in st.cache.drain() {
+            if seen.skipped > seen.written {
+                let score = st.pending.entry(user).or_insert(seen.skipped);
+                *score = (*score).max(seen.skipped);
+                skipped = true;
+            }
+        }
+        if skipped {
+            self.wake.notify_one();
+        }
+    }
+
     /// Drops cache entries that can no longer skip a write nor matter to an invalidation.
     fn sweep(&self) {
         let horizon = self.clock.now_ms().saturating_sub(self.resolution_ms.saturating_mul(2));
@@ -703,29 +720,74 @@ struct FeedReader {
 }
 
 impl FeedReader {
+    /// Reads the feed until it is caught up (a burst larger than one read is not left for
+    /// later polls, where it could expire unseen), applying each invalidation.
     async fn poll(&mut self, tracker: &Arc<Tracker>) {
-        let read = match &self.cursor {
-            None => tracker.backend.feed_head().await.map(|head| (Vec::new(), head)),
-            Some(cursor) => tracker.backend.feed_read(cursor).await,
-        };
-        match read {
-            Ok((invalidations, next)) => {
-                let gap = self.last_ok.is_some_and(|at| {
-                    at.elapsed() > Duration::from_millis(FEED_KEEP_MS.unsigned_abs() / 2)
-                });
-                if gap || self.cursor.is_none() {
-                    // Announcements may have expired unseen, or users were written before
-                    // the feed's position was known (it could not be read then): forget
-                    // everything instead.
-                    tracker.lock().cache.clear();
+        loop {
+            let read = match &self.cursor {
+                None => tracker.backend.feed_head().await.map(|head| (Vec::new(), head)),
+                Some(cursor) => tracker.backend.feed_read(cursor).await,
+            };
+            let (invalidations, next) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read the erasure feed");
+                    return;
                 }
-                self.cursor = Some(next);
-                self.last_ok = Some(Instant::now());
-                for inv in invalidations {
-                    tracker.invalidate(inv).await;
-                }
+            };
+            let gap = self.last_ok.is_some_and(|at| {
+                at.elapsed() > Duration::from_millis(FEED_KEEP_MS.unsigned_abs() / 2)
+            });
+            if gap || self.cursor.is_none() {
+                // Announcements may have expired unseen, or users were written before the
+                // feed's position was known (it could not be read then): forget the cache
+                // instead, but first send what it skipped to the store, so that no
+                // interaction served from it is lost.
+                tracker.forget_cache();
             }
-            Err(e) => tracing::debug!(error = %e, "could not read the erasure feed"),
+            let full = invalidations.len() >= FEED_READ;
+            self.cursor = Some(next);
+            self.last_ok = Some(Instant::now());
+            for inv in invalidations {
+                tracker.invalidate(inv).await;
+            }
+            if !full {
+                return;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::MemoryStore;
+    use crate::store::sealed::Bind;
+
+    #[tokio::test]
+    async fn forgetting_the_cache_keeps_the_interactions_it_skipped() {
+        // The feed reader forgets the cache after a gap; before the fix the interactions it
+        // had served from the cache (not written) were forgotten with it.
+        let backend = MemoryStore::new().bind("t").0;
+        let clock = ManualClock::at_unix_ms(1_000);
+        let tracker = Arc::new(Tracker::new(
+            Arc::clone(&backend),
+            Arc::new(SyncedClock::new(Arc::new(clock.clone()))),
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            100,
+            Arc::default(),
+            CancellationToken::new(),
+        ));
+        assert_eq!(tracker.touch(1, false).await, Recorded::Written);
+        clock.advance(Duration::from_secs(10));
+        assert!(tracker.touch_cached(1), "served from the cache");
+        tracker.forget_cache();
+        assert_eq!(tracker.cached_users(), 0);
+        tracker.flush().await.unwrap();
+        assert_eq!(backend.record(1).await.unwrap().last_seen, Some(11_000));
     }
 }

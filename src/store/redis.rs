@@ -17,6 +17,9 @@ use crate::store::{
 /// feed for longer than this forgets its whole cache instead.
 pub(crate) const FEED_KEEP_MS: i64 = 10 * 60 * 1000;
 
+/// Feed entries per read.
+pub(crate) const FEED_READ: usize = 1000;
+
 /// Members per `ZADD` command when writing touches.
 const TOUCH_CHUNK: usize = 1000;
 
@@ -641,7 +644,7 @@ impl Backend for Bound {
                 .arg(format!("({cursor}"))
                 .arg("+")
                 .arg("COUNT")
-                .arg(1000)
+                .arg(FEED_READ)
                 .query_async(&mut self.conn.clone())
                 .await?;
             let mut out = Vec::new();

@@ -345,3 +345,32 @@ async fn entries_a_claim_cannot_read_are_left_in_place_and_reported() {
         .unwrap();
     assert_eq!(batch, ",10,");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_erasures_larger_than_one_feed_read_reaches_every_replica_at_once() {
+    // Before the fix a replica read 1000 announcements per one-second poll: a burst larger
+    // than the feed's window could expire unseen, and a few thousand took seconds.
+    let env = Env::redis();
+    let replica = env.builder().await.build().unwrap();
+    let eraser = env.builder().await.build().unwrap();
+    let users: Vec<u64> = (1..=3500).collect();
+    for &user in &users {
+        replica.record(UserId(user)).await;
+    }
+    replica.flush().await.unwrap();
+    assert_eq!(replica.stats().cached_users, 3500);
+
+    for chunk in users.chunks(50) {
+        let mut opt_outs = tokio::task::JoinSet::new();
+        for &user in chunk {
+            let eraser = eraser.clone();
+            opt_outs.spawn(async move { eraser.erase_user(UserId(user)).await.unwrap() });
+        }
+        while let Some(outcome) = opt_outs.join_next().await {
+            assert!(matches!(outcome.unwrap(), teloxide_retention::OptOutOutcome::Erased { .. }));
+        }
+    }
+    // One poll (every second) reads the whole burst; reading 1000 per poll took four.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(replica.stats().cached_users, 0);
+}
