@@ -92,6 +92,6 @@ async fn main() -> Result<(), HandlerError> {
     let handler = retention.wrap_for::<Retained<Bot>, _>(handler_tree(redis, dialogues));
     Dispatcher::builder(bot, handler).enable_ctrlc_handler().build().dispatch().await;
     pruner.shutdown().await;
-    retention.flush().await?;
+    retention.shutdown().await?;
     Ok(())
 }

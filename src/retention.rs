@@ -267,6 +267,31 @@ impl Retention {
         self.inner.tracker.flush().await
     }
 
+    /// Ends this process's recording: writes every buffered interaction and removes the
+    /// process's heartbeat from the store, so that pruners elsewhere do not hold back
+    /// erasures for inactivity waiting for it (see
+    /// [`RetentionBuilder::writer_timeout`](crate::RetentionBuilder::writer_timeout)).
+    /// Call it once the dispatcher has stopped; interactions recorded afterwards are not
+    /// written. Dropping the last clone does the same in the background, which a runtime
+    /// that shuts down right after may not let finish.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if buffered interactions could not be written within a few store
+    /// timeouts; they are lost, and this process keeps holding pruners back until it counts
+    /// as dead.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: the writer finishes on its own.
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.inner.tracker.shutdown().await {
+            Ok(())
+        } else {
+            Err(Error::Timeout(self.inner.config.store_timeout))
+        }
+    }
+
     /// What the store holds about `user`.
     ///
     /// # Errors

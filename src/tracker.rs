@@ -142,6 +142,8 @@ pub(crate) struct Tracker {
     writer: OnceLock<()>,
     /// Set by the writer after its last flush at shutdown: `true` if nothing was left.
     flushed: SetOnce<bool>,
+    /// Set by the pulse once it has removed (or given up removing) the heartbeat.
+    retired: SetOnce<()>,
 }
 
 impl Tracker {
@@ -182,6 +184,7 @@ impl Tracker {
             cancel,
             writer: OnceLock::new(),
             flushed: SetOnce::new(),
+            retired: SetOnce::new(),
         }
     }
 
@@ -480,6 +483,19 @@ impl Tracker {
             let retire = self.backend.retire(self.writer_id);
             let _ = timeout(self.store_timeout, retire).await;
         }
+        let _ = self.retired.set(());
+    }
+
+    /// Stops the writer: writes what is buffered, removes the heartbeat, and returns once
+    /// done (bounded by a few store timeouts). `false` if interactions were left unwritten.
+    pub(crate) async fn shutdown(&self) -> bool {
+        self.cancel.cancel();
+        if self.writer.get().is_none() {
+            return true;
+        }
+        let wait = self.store_timeout.saturating_mul(6);
+        let _ = timeout(wait, self.retired.wait()).await;
+        self.flushed.get().copied().unwrap_or(false)
     }
 
     /// Tells the store this writer is alive and how many interactions it has not written.

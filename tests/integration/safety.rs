@@ -374,3 +374,38 @@ async fn a_burst_of_erasures_larger_than_one_feed_read_reaches_every_replica_at_
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     assert_eq!(replica.stats().cached_users, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_removes_the_heartbeat_and_a_dead_writer_stops_holding_back() {
+    let env = Env::redis();
+    let server = env.redis.as_ref().unwrap();
+    let bot = env.builder().await.heartbeat_every(Duration::from_millis(100)).build().unwrap();
+    bot.record(UserId(1)).await;
+    eventually("the heartbeat is there", || async {
+        count(server, &["HLEN", "{retention}:writers"]) == 1
+    })
+    .await;
+    bot.shutdown().await.unwrap();
+    assert_eq!(count(server, &["HLEN", "{retention}:writers"]), 0);
+
+    // A writer that crashed (its heartbeat stays) holds back inactivity only until
+    // `writer_timeout`, after which a claim forgets it.
+    let old = redis_time(server) - 2_000;
+    raw(server, &["HSET", "{retention}:writers", "77", &format!("{old},0")]);
+    let pruner = |timeout: Duration| {
+        let store = env.builder();
+        async move {
+            store
+                .await
+                .heartbeat_every(Duration::from_millis(100))
+                .writer_timeout(timeout)
+                .build()
+                .unwrap()
+        }
+    };
+    let report = pruner(Duration::from_secs(60)).await.prune_once().await.unwrap();
+    assert!(report.inactivity_held.unwrap().contains("writer 77"));
+    let report = pruner(Duration::from_secs(1)).await.prune_once().await.unwrap();
+    assert_eq!(report.inactivity_held, None);
+    assert_eq!(count(server, &["HLEN", "{retention}:writers"]), 0, "the dead writer is gone");
+}
