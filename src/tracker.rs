@@ -472,7 +472,10 @@ impl Tracker {
     async fn pulse(self: Arc<Self>) {
         loop {
             self.beat().await;
-            self.sync_clock_if_stale().await;
+            // The first measurement is the writer's, before its first write.
+            if self.clock.is_synced() {
+                self.sync_clock_if_stale().await;
+            }
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 () = tokio::time::sleep(self.heartbeat) => {}
