@@ -159,6 +159,11 @@ impl SyncedClock {
         self.local.now_ms()
     }
 
+    /// The last measured offset (store minus local), in ms.
+    pub(crate) fn offset_ms(&self) -> i64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
     /// Records a measurement; returns the previous offset and whether it was the first.
     pub(crate) fn set_offset(&self, offset: i64, store_time: bool) -> (i64, bool) {
         let mut at = self.synced_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

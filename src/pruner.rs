@@ -250,9 +250,7 @@ impl Retention {
     /// policy that may drop any key, or a `seen` set that vanished.
     async fn check_store(&self) -> Result<()> {
         let health = self.store_call(self.inner.backend.health()).await?;
-        if let Some((major, minor)) = health.version {
-            crate::store::redis::check_version(Some(&format!("{major}.{minor}")))?;
-        }
+        crate::store::redis::check_version(health.version.as_deref())?;
         if let Some(policy) = &health.eviction_policy
             && policy.starts_with("allkeys-")
             && !self.inner.config.allow_allkeys_eviction

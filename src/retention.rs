@@ -544,7 +544,7 @@ impl Retention {
             leases_lost: get(&c.leases_lost),
             prune_passes: get(&c.prune_passes),
             inactivity_held: get(&c.inactivity_held),
-            clock_offset_ms: c.clock_offset.load(Ordering::Relaxed),
+            clock_offset_ms: self.inner.tracker.clock_offset_ms(),
             clock_skew_warnings: get(&c.skew_warnings),
             cached_users: self.inner.tracker.cached_users() as u64,
             buffered_users: self.inner.tracker.buffered_users() as u64,

@@ -75,7 +75,6 @@ pub(crate) struct Counters {
     pub(crate) follow_ups: AtomicU64,
     pub(crate) leases_lost: AtomicU64,
     pub(crate) prune_passes: AtomicU64,
-    pub(crate) clock_offset: std::sync::atomic::AtomicI64,
     pub(crate) skew_warnings: AtomicU64,
     pub(crate) inactivity_held: AtomicU64,
 }
@@ -378,6 +377,11 @@ impl Tracker {
         self.write_backlog().await
     }
 
+    /// The last measured offset to the store's clock, in ms.
+    pub(crate) fn clock_offset_ms(&self) -> i64 {
+        self.clock.offset_ms()
+    }
+
     /// Number of users in the cache.
     pub(crate) fn cached_users(&self) -> usize {
         self.lock().cache.len()
@@ -548,7 +552,6 @@ impl Tracker {
         };
         let local = before + (after - before) / 2;
         let offset = server.saturating_sub(local);
-        self.counters.clock_offset.store(offset, Ordering::Relaxed);
         if offset.abs() > SKEW_WARNING_MS {
             Counters::add(&self.counters.skew_warnings, 1);
             tracing::warn!(

@@ -110,8 +110,8 @@ pub(crate) struct WriterWindow {
 /// What a store server says about its own safety; see [`Backend::health`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Health {
-    /// The server's version (major, minor), when known.
-    pub(crate) version: Option<(u32, u32)>,
+    /// The server's version as it reports it (`7.0.15`), when known.
+    pub(crate) version: Option<String>,
     /// `maxmemory-policy`, when it could be read.
     pub(crate) eviction_policy: Option<String>,
     /// The `seen` set was lost after its marker was written (evicted or deleted).

@@ -483,9 +483,9 @@ impl Backend for Bound {
             let eviction_policy = config
                 .and_then(|pair| pair.into_iter().nth(1))
                 .or_else(|| field("maxmemory_policy"));
-            let version = field("redis_version").as_deref().and_then(parse_version);
+            let version = field("redis_version");
             // The scripts need Redis 7; do not run one on an older server.
-            let seen_vanished = if version.is_some_and(|v| v < MIN_REDIS) {
+            let seen_vanished = if check_version(version.as_deref()).is_err() {
                 false
             } else {
                 let mut inv = self.invocation(&MARKER);

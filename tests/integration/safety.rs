@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use teloxide::types::UserId;
-use teloxide_retention::{Clock, Error, ManualClock, RedisStore, Retention, SystemClock};
+use teloxide_retention::{
+    Clock, Error, ManualClock, RedisStore, Retention, RetentionBuilder, SystemClock,
+};
 
 use crate::common::proxy::Proxy;
 use crate::common::{DAY, Env, RedisServer};
@@ -45,6 +47,16 @@ fn count(server: &RedisServer, args: &[&str]) -> i64 {
         redis::Value::Int(n) => n,
         other => panic!("{args:?} answered {other:?}"),
     }
+}
+
+/// A retention on `store` sharing `clock`, with a 30-day threshold and fast heartbeats.
+fn replica(store: RedisStore, clock: &ManualClock, store_timeout_ms: u64) -> RetentionBuilder {
+    Retention::builder(store)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .heartbeat_every(Duration::from_millis(100))
+        .store_timeout(Duration::from_millis(store_timeout_ms))
 }
 
 async fn open(server: &RedisServer) -> RedisStore {
@@ -142,14 +154,7 @@ async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wr
     let server = RedisServer::start();
     let proxy = Proxy::start(server.socket());
     let clock = ManualClock::at_unix_ms(redis_time(&server));
-    let builder = |store: RedisStore| {
-        Retention::builder(store)
-            .inactive_after(30 * DAY)
-            .without_commands()
-            .clock(clock.clone())
-            .heartbeat_every(Duration::from_millis(100))
-            .store_timeout(Duration::from_millis(300))
-    };
+    let builder = |store: RedisStore| replica(store, &clock, 300);
     let replica = builder(RedisStore::open(&proxy.url()).await.unwrap()).build().unwrap();
     let eraser = Recorder::new("profiles");
     let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
@@ -202,14 +207,7 @@ async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_
     // the OOM were erased as inactive; a claim that failed halfway kept its removals.
     let server = RedisServer::start();
     let clock = ManualClock::at_unix_ms(redis_time(&server));
-    let builder = |store: RedisStore| {
-        Retention::builder(store)
-            .inactive_after(30 * DAY)
-            .without_commands()
-            .clock(clock.clone())
-            .heartbeat_every(Duration::from_millis(100))
-            .store_timeout(Duration::from_millis(500))
-    };
+    let builder = |store: RedisStore| replica(store, &clock, 500);
     let bot = builder(open(&server).await).build().unwrap();
     let eraser = Recorder::new("profiles");
     let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();

@@ -30,12 +30,7 @@
 -- for inactivity (marked_at 0) any `seen` entry counts, because the claim removed the old
 -- one. Opt-outs are never cancelled. (writers.lua and batches.lua are prepended.)
 
-local now
-if ARGV[1] == '' then
-  now = redis_now()
-else
-  now = tonumber(ARGV[1])
-end
+local now = now_or_redis(ARGV[1])
 local cutoff = now - tonumber(ARGV[2])
 local deadline = now + tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])

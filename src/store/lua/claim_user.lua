@@ -8,12 +8,7 @@
 -- if it fails it is retried as this reason. (writers.lua and batches.lua are prepended.)
 
 local user, reason, batch = ARGV[1], ARGV[2], ARGV[5]
-local now
-if ARGV[3] == '' then
-  now = redis_now()
-else
-  now = tonumber(ARGV[3])
-end
+local now = now_or_redis(ARGV[3])
 local deadline = now + tonumber(ARGV[4])
 local job = redis.call('HGET', KEYS[4], user)
 local attempts = 0

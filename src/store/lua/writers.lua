@@ -8,6 +8,14 @@ local function redis_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- "Now" given by the caller (a manual clock), or Redis's clock when the argument is empty.
+local function now_or_redis(arg)
+  if arg == '' then
+    return redis_now()
+  end
+  return tonumber(arg)
+end
+
 -- Why inactivity claims must wait (nil if they need not), and the writers silent for
 -- longer than `dead_ms` (dead: what they buffered is lost). A writer that reports unwritten
 -- interactions, or that missed its heartbeats for longer than `silent_ms` (it may be cut off
