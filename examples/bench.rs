@@ -11,7 +11,9 @@
 //! 3. prune throughput at 1M users (10% due) versus the naive strategy, with a no-op eraser
 //!    and with an eraser that deletes one Redis key per user, and the slowest script call;
 //! 4. Redis memory per tracked user and process memory per cached user;
-//! 5. prune time as the number of tracked users grows with the same 10% share.
+//! 5. prune time as the number of tracked users grows with the same 10% share;
+//! 6. latency: the slowest Redis call of each kind (each script, each command) at 5M tracked
+//!    users, under touches, a pass at the largest batch, opt-outs, gone marks and previews.
 //!
 //! The bot adaptor's cost per request is measured by `examples/bench_adaptor.rs`, which
 //! counts allocations with an instrumented allocator that would skew the figures here.
@@ -21,6 +23,11 @@
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod redis_server;
+
+/// The store's scripts by name, to name the ones in the slow log.
+#[path = "../src/store/scripts.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod scripts;
 
 use std::hint::black_box;
 use std::ops::ControlFlow;
@@ -33,9 +40,10 @@ use serde_json::json;
 use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::{Me, UserId};
+use teloxide_retention::config::MAX_BATCH_SIZE;
 use teloxide_retention::{
-    BoxError, Erasure, ManualClock, RedisKeysEraser, RedisStore, Retention, RetentionBuilder,
-    erase_fn,
+    BoxError, Erasure, GoneReason, ManualClock, RedisKeysEraser, RedisStore, Retention,
+    RetentionBuilder, erase_fn,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -58,10 +66,13 @@ struct Args {
     /// Tracked-user counts of the scaling figure.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 1_000_000, 5_000_000])]
     scaling: Vec<u64>,
+    /// Tracked users of the latency figure.
+    #[arg(long, default_value_t = 5_000_000)]
+    latency_users: u64,
     /// Small sizes, for a quick look (not for publishing figures).
     #[arg(long)]
     quick: bool,
-    /// Run only these sections (1 to 5); all by default.
+    /// Run only these sections (1 to 6); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Internal: records USERS users at URL in this fresh process and prints its memory
@@ -108,6 +119,7 @@ async fn main() -> Result<(), BoxError> {
         args.users = 100_000;
         args.updates = 50_000;
         args.scaling = vec![10_000, 100_000];
+        args.latency_users = 200_000;
     }
     if let Some(probe) = &args.memory_probe {
         return memory_probe(&probe[0], probe[1].parse()?).await;
@@ -149,6 +161,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if run(5) {
         scaling(&url, &mut raw, &args, &mut report).await?;
+    }
+    if run(6) {
+        latency(&url, &mut raw, &args, &mut report).await?;
     }
 
     println!("\n| Figure | Value | Target |\n| --- | --- | --- |");
@@ -724,6 +739,143 @@ async fn scaling(
             None,
         );
     }
+    flush(raw).await?;
+    Ok(())
+}
+
+/// Sets `slowlog-log-slower-than` (µs).
+async fn slowlog_threshold(
+    raw: &mut redis::aio::MultiplexedConnection,
+    micros: i64,
+) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(micros)
+        .query_async(raw)
+        .await
+}
+
+/// 6. Latency: the slowest call of each kind. Redis runs one call at a time, so the slowest
+/// call is how long every other client (other replicas, the bot's own data) may wait.
+///
+/// The slow log keeps calls over 100 µs; a lower threshold would also log every command
+/// inside the scripts and slow them down. Kinds with no call over 100 µs are listed apart.
+async fn latency(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let n = args.latency_users;
+    println!("6. latency: the slowest call of each kind at {n} tracked users");
+    fill(raw, n, false).await?;
+    slowlog_threshold(raw, 100).await?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg(1_000_000)
+        .query_async::<()>(raw)
+        .await?;
+    redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(raw).await?;
+    redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
+
+    let clock = ManualClock::at_unix_ms(NOW);
+    let retention = builder(RedisStore::open(url).await?, &clock)
+        .batch_size(MAX_BATCH_SIZE)
+        .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+        .build()?;
+    // Touches through the group commit: returning users (already in `seen`) and new ones.
+    let touched = (n / 20).max(1000);
+    futures_util::stream::iter((1..=touched).chain(n + 1..=n + touched))
+        .map(|user| {
+            let retention = retention.clone();
+            async move { retention.record(UserId(user)).await }
+        })
+        .buffer_unordered(1024)
+        .for_each(|_| async {})
+        .await;
+    retention.flush().await?;
+    // Gone marks, opt-outs (each a claim of one user and its finish), status reads and a
+    // gone user's return.
+    for user in (10..10_000).step_by(100) {
+        retention.mark_gone(UserId(user + 1), GoneReason::Blocked).await?;
+        retention.erase_user(UserId(user + 2)).await?;
+        retention.status(UserId(user + 3)).await?;
+    }
+    retention.record(UserId(11)).await;
+    retention.flush().await?;
+    // Previews and a whole pass at the largest batch (the 10 % due, claimed 5,000 at a time).
+    retention.preview(1000).await?;
+    let pass = retention.prune_once().await?;
+    retention.preview(1000).await?;
+    retention.tracked_users().await?;
+    retention.shutdown().await?;
+
+    let log: redis::Value = redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(raw).await?;
+    let names: std::collections::HashMap<String, &str> =
+        scripts::ALL.iter().map(|(name, script)| (script.get_hash().to_owned(), *name)).collect();
+    let mut worst: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let redis::Value::Array(entries) = log else { return Err("SLOWLOG GET: not an array".into()) };
+    for entry in entries {
+        let redis::Value::Array(fields) = entry else { continue };
+        let (Some(redis::Value::Int(us)), Some(redis::Value::Array(argv))) =
+            (fields.get(2), fields.get(3))
+        else {
+            continue;
+        };
+        // Commands run inside a script are logged with the pseudo client `?:0`; they are
+        // part of their script's call.
+        if matches!(fields.get(4), Some(redis::Value::BulkString(c)) if c.starts_with(b"?")) {
+            continue;
+        }
+        let word = |i: usize| match argv.get(i) {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).to_lowercase(),
+            _ => String::new(),
+        };
+        let kind = match word(0).as_str() {
+            "evalsha" | "eval" => match names.get(&word(1)) {
+                Some(name) => format!("{name}.lua"),
+                None => continue, // not ours
+            },
+            "script" => format!("SCRIPT {}", word(1).to_uppercase()),
+            "slowlog" | "config" | "info" | "flushall" => continue, // the bench's own
+            command => command.to_uppercase(),
+        };
+        worst.entry(kind).or_default().push(*us);
+    }
+    println!("  (pass erased {} users in batches of {MAX_BATCH_SIZE})", pass.erased);
+    for (kind, calls) in &worst {
+        let ms = calls.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
+        report.add(
+            &format!("slowest {kind} call at {n} users"),
+            ms,
+            "ms",
+            Some(("≤ 5 ms", ms <= 5.0)),
+        );
+        let logged: Vec<f64> = calls.iter().map(|&us| us as f64 / 1000.0).collect();
+        let count = logged.len();
+        println!(
+            "    ({count} calls over 0.1 ms, median of those {:.2} ms)",
+            median(logged.clone())
+        );
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            println!("    in order: {logged:?}");
+        }
+    }
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
+    let quick: Vec<&str> = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split(':').next())
+        .filter(|c| {
+            let command = c.split('|').next().unwrap_or(c);
+            !worst.contains_key(&c.replace('|', " ").to_uppercase())
+                && !["evalsha", "eval", "slowlog", "config", "info", "flushall"].contains(&command)
+        })
+        .collect();
+    println!("  every call of these commands took under 0.1 ms: {}", quick.join(", "));
+    println!("  scripts not listed above took under 0.1 ms per call, or did not run");
+    slowlog_threshold(raw, 10_000).await?;
     flush(raw).await?;
     Ok(())
 }

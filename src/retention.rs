@@ -388,6 +388,14 @@ impl Retention {
     /// are confirmed, failed ones go back to the queue with backoff.
     pub(crate) async fn erase_batch(&self, batch: &Batch) -> Result<Finished> {
         let inner = &self.inner;
+        // Interactions of users opting out go to the store while their erasers run, and are
+        // noticed even if they reach it only after the finish (see below).
+        let erasing: Vec<_> = batch
+            .users
+            .iter()
+            .filter(|c| c.reason == ErasureReason::OptOut)
+            .map(|c| (c.user, inner.tracker.begin_erasure(c.user)))
+            .collect();
         let failures = self.run_erasers(&batch.users).await;
         let mut done = Vec::with_capacity(batch.users.len());
         let mut failed = Vec::new();
@@ -414,8 +422,18 @@ impl Retention {
             return Ok(Finished { erased: Vec::new(), failed, lease_lost: true });
         };
         Counters::add(&inner.counters.erasure_failures, failed.len() as u64);
-        for (claimed, outcome) in done.iter().zip(&confirmed) {
-            if *outcome == Confirmed::ErasedWithFollowUp {
+        let mut confirmed = confirmed;
+        for (claimed, outcome) in done.iter().zip(confirmed.iter_mut()) {
+            let touched = || erasing.iter().any(|(u, e)| *u == claimed.user && e.touched());
+            if *outcome == Confirmed::Erased && claimed.reason == ErasureReason::OptOut && touched()
+            {
+                // This process took an interaction while the erasers ran, and the finish
+                // did not see it in the store: its write was still waiting in the group
+                // commit (or the backlog). Erase once more, as the finish would have.
+                if inner.tracker.schedule_follow_up(claimed.user).await {
+                    *outcome = Confirmed::ErasedWithFollowUp;
+                }
+            } else if *outcome == Confirmed::ErasedWithFollowUp {
                 Counters::add(&inner.counters.follow_ups, 1);
             }
             inner.counters.erased(claimed.reason);
@@ -596,5 +614,217 @@ mod tests {
         assert_eq!(retry_delay_ms(0), 30_000);
         assert_eq!(retry_delay_ms(1), 60_000);
         assert_eq!(retry_delay_ms(40), 6 * 3600 * 1000);
+    }
+
+    mod held_touches {
+        //! A store whose touch writes wait until the test lets them through: the group
+        //! commit's write of an interaction taken during an erasure lands after the finish.
+
+        use std::sync::atomic::AtomicBool;
+
+        use futures_util::future::BoxFuture;
+        use tokio::sync::Notify;
+
+        use crate::store::sealed::{Bind, Bound};
+        use crate::store::{
+            Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked,
+            RawPreview, RawRecord, WriterWindow,
+        };
+        use crate::{ErasureReason, MemoryStore, Result, Store};
+
+        use super::*;
+
+        #[derive(Clone)]
+        pub(super) struct HeldTouches {
+            pub(super) store: MemoryStore,
+            pub(super) hold: Arc<AtomicBool>,
+            pub(super) released: Arc<Notify>,
+        }
+
+        impl Store for HeldTouches {}
+
+        impl Bind for HeldTouches {
+            fn bind(&self, namespace: &str) -> Bound {
+                Bound(Arc::new(Held { inner: self.store.bind(namespace).0, store: self.clone() }))
+            }
+        }
+
+        struct Held {
+            inner: Arc<dyn Backend>,
+            store: HeldTouches,
+        }
+
+        impl Backend for Held {
+            fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
+                    if self.store.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                        self.store.released.notified().await;
+                    }
+                    self.inner.touch(touches).await
+                })
+            }
+            fn claim(
+                &self,
+                t: ClaimTimes,
+                w: WriterWindow,
+                limit: usize,
+                id: u64,
+            ) -> BoxFuture<'_, Result<Batch>> {
+                self.inner.claim(t, w, limit, id)
+            }
+            fn claim_user(
+                &self,
+                user: u64,
+                reason: ErasureReason,
+                t: ClaimTimes,
+                id: u64,
+            ) -> BoxFuture<'_, Result<Option<Batch>>> {
+                self.inner.claim_user(user, reason, t, id)
+            }
+            fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+                self.inner.server_time()
+            }
+            fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+                self.inner.heartbeat(id, backlog)
+            }
+            fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+                self.inner.retire(id)
+            }
+            fn writers_holding(&self, w: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
+                self.inner.writers_holding(w)
+            }
+            fn health(&self) -> BoxFuture<'_, Result<Health>> {
+                self.inner.health()
+            }
+            fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
+                self.inner.accept_lost_tracking()
+            }
+            fn finish<'a>(
+                &'a self,
+                batch: &'a Batch,
+                done: &'a [Claimed],
+                failed: &'a [(Claimed, i64)],
+                now: i64,
+                follow_up_at: i64,
+            ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
+                self.inner.finish(batch, done, failed, now, follow_up_at)
+            }
+            fn schedule(
+                &self,
+                user: u64,
+                reason: ErasureReason,
+                marked_at: i64,
+                due: Option<i64>,
+            ) -> BoxFuture<'_, Result<Marked>> {
+                self.inner.schedule(user, reason, marked_at, due)
+            }
+            fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+                self.inner.unschedule_gone(user)
+            }
+            fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
+                self.inner.record(user)
+            }
+            fn preview(
+                &self,
+                now: i64,
+                cutoff: i64,
+                limit: usize,
+            ) -> BoxFuture<'_, Result<RawPreview>> {
+                self.inner.preview(now, cutoff, limit)
+            }
+            fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
+                self.inner.feed_head()
+            }
+            fn feed_read<'a>(
+                &'a self,
+                cursor: &'a str,
+            ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+                self.inner.feed_read(cursor)
+            }
+            fn put_nonce(
+                &self,
+                user: u64,
+                value: String,
+                ttl_ms: i64,
+            ) -> BoxFuture<'_, Result<()>> {
+                self.inner.put_nonce(user, value, ttl_ms)
+            }
+            fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+                self.inner.take_nonce(user)
+            }
+            fn count_use(
+                &self,
+                user: u64,
+                action: &'static str,
+                window: i64,
+                ttl_ms: i64,
+            ) -> BoxFuture<'_, Result<u64>> {
+                self.inner.count_use(user, action, window, ttl_ms)
+            }
+            fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
+                self.inner.tracked()
+            }
+        }
+
+        /// An eraser that lets the test act while it runs.
+        struct Paused(Arc<Notify>, Arc<Notify>);
+
+        impl crate::Eraser for Paused {
+            fn name(&self) -> &str {
+                "paused"
+            }
+            async fn erase(&self, _: crate::Erasure) -> std::result::Result<(), crate::BoxError> {
+                self.0.notify_one();
+                self.1.notified().await;
+                Ok(())
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn an_interaction_whose_write_lands_after_the_finish_still_gets_a_follow_up() {
+            // Before the fix: the interaction's write waited in the group commit while the
+            // finish ran, so the finish did not see it in `seen` and queued no follow-up;
+            // the write then tracked the opted-out user again, and whatever the update's
+            // handler wrote after the erasers stayed.
+            let store = HeldTouches {
+                store: MemoryStore::new(),
+                hold: Arc::new(AtomicBool::new(false)),
+                released: Arc::new(Notify::new()),
+            };
+            let clock = crate::ManualClock::at_unix_ms(1_000_000);
+            let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+            let retention = Retention::builder(store.clone())
+                .inactive_after(Duration::from_secs(30 * 24 * 3600))
+                .clock(clock.clone())
+                .erase_with(Paused(Arc::clone(&entered), Arc::clone(&release)))
+                .build()
+                .unwrap();
+            assert_eq!(retention.record(UserId(7)).await, crate::Recorded::Written);
+            let opt_out = tokio::spawn({
+                let retention = retention.clone();
+                async move { retention.erase_user(UserId(7)).await }
+            });
+            entered.notified().await;
+            // An update of the user arrives while the eraser runs; its write is held.
+            store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+            clock.advance(Duration::from_secs(1));
+            let touch = tokio::spawn({
+                let retention = retention.clone();
+                async move { retention.record(UserId(7)).await }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            release.notify_one();
+            let outcome = opt_out.await.unwrap().unwrap();
+            // Now the held write lands, after the finish.
+            store.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+            store.released.notify_waiters();
+            assert_eq!(touch.await.unwrap(), crate::Recorded::Written);
+
+            assert_eq!(outcome, OptOutOutcome::Erased { follow_up: true });
+            let status = retention.status(UserId(7)).await.unwrap();
+            let follow_up = status.erasure.expect("a follow-up erasure is scheduled");
+            assert_eq!(follow_up.reason, ErasureReason::OptOut);
+            assert_eq!(retention.stats().follow_ups, 1);
+        }
     }
 }

@@ -121,7 +121,17 @@ struct State {
     marks: UserMap<PendingMark>,
     healthy: bool,
     /// Users with an erasure running in this process: never served from the cache.
-    erasing: UserMap<usize>,
+    erasing: UserMap<Erasure>,
+}
+
+/// An erasure of one user running in this process.
+#[derive(Default)]
+struct Erasure {
+    /// Guards alive ([`Tracker::begin_erasure`]).
+    guards: usize,
+    /// The user interacted meanwhile: that update's handler may write data after the
+    /// erasers ran, even if its touch reaches the store only after the erasure finished.
+    touched: bool,
 }
 
 pub(crate) struct Tracker {
@@ -220,6 +230,9 @@ impl Tracker {
             let mut st = self.lock();
             // Read under the lock: the first clock measurement shifts stored times with it.
             let now = self.clock.now_ms();
+            if let Some(erasure) = st.erasing.get_mut(&user) {
+                erasure.touched = true;
+            }
             if !st.marks.is_empty() && st.marks.get(&user).is_some_and(|m| m.marked_at < now) {
                 // The user came back after a mark that never reached the store: drop it.
                 st.marks.remove(&user);
@@ -332,41 +345,86 @@ impl Tracker {
         st.cache.remove(&user);
         // The erasure supersedes a gone mark still waiting for the store.
         st.marks.remove(&user);
-        *st.erasing.entry(user).or_default() += 1;
+        st.erasing.entry(user).or_default().guards += 1;
         Erasing { tracker: self, user }
     }
 
-    /// Applies an erasure or gone mark: forgets the user and writes any interaction this
-    /// process skipped since `inv.since`. An interaction inside an opt-out's erasure window
-    /// was in flight while the erasers ran, so it also schedules a follow-up erasure.
-    pub(crate) async fn invalidate(self: &Arc<Self>, inv: Invalidation) {
-        let skipped = {
-            let mut st = self.lock();
-            let Some(seen) = st.cache.remove(&inv.user) else { return };
-            if seen.skipped < inv.since {
-                return;
+    /// Schedules an opt-out erasure of `user` after the follow-up delay: they interacted
+    /// while their erasers ran. Returns whether it was scheduled (an erasure already
+    /// scheduled is kept and not counted).
+    pub(crate) async fn schedule_follow_up(&self, user: u64) -> bool {
+        let now = self.clock.now_ms();
+        let due = Some(now.saturating_add(self.follow_up_ms));
+        let scheduled = self.backend.schedule(user, ErasureReason::OptOut, now, due);
+        match timeout(self.store_timeout, scheduled).await {
+            Ok(Ok(marked)) => {
+                if marked == Marked::Scheduled {
+                    Counters::add(&self.counters.follow_ups, 1);
+                }
+                true
             }
-            let score = st.pending.entry(inv.user).or_insert(seen.skipped);
-            *score = (*score).max(seen.skipped);
-            seen.skipped
-        };
-        self.ensure_writer();
-        self.wake.notify_one();
-        if inv.opt_out && skipped <= inv.until {
-            let now = self.clock.now_ms();
-            let due = Some(now.saturating_add(self.follow_up_ms));
-            let scheduled = self.backend.schedule(inv.user, ErasureReason::OptOut, now, due);
-            match timeout(self.store_timeout, scheduled).await {
-                Ok(Ok(_)) => Counters::add(&self.counters.follow_ups, 1),
-                Err(_) => tracing::warn!(
+            Err(_) => {
+                tracing::warn!(
+                    user,
                     "could not schedule a follow-up erasure after an in-flight update: the \
                      store did not answer in time"
-                ),
-                Ok(Err(e)) => tracing::warn!(
+                );
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    user,
                     error = %e,
                     "could not schedule a follow-up erasure after an in-flight update"
-                ),
+                );
+                false
             }
+        }
+    }
+
+    /// Applies an erasure or gone mark: forgets the user and writes any interaction this
+    /// process skipped since `inv.since`.
+    ///
+    /// For an opt-out, `since..=until` is the erasure window: an interaction of this process
+    /// inside it, whether served from the cache, written, or still waiting to be written
+    /// (group commit, outage backlog), was in flight while the erasers ran, so it schedules
+    /// a follow-up erasure. Interactions from before the window that are still unwritten
+    /// are dropped: the user is erased, and writing them would track them again.
+    pub(crate) async fn invalidate(self: &Arc<Self>, inv: Invalidation) {
+        let within = |ms: i64| ms >= inv.since && ms <= inv.until;
+        let (write, in_window) = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let mut write = false;
+            let mut in_window = false;
+            if let Some(seen) = st.cache.remove(&inv.user) {
+                in_window = within(seen.written) || within(seen.skipped);
+                if seen.skipped >= inv.since {
+                    let score = st.pending.entry(inv.user).or_insert(seen.skipped);
+                    *score = (*score).max(seen.skipped);
+                    write = true;
+                }
+            }
+            if inv.opt_out {
+                for unwritten in [&mut st.pending, &mut st.backlog] {
+                    match unwritten.get(&inv.user) {
+                        Some(&ms) if ms < inv.since => {
+                            unwritten.remove(&inv.user);
+                        }
+                        Some(&ms) => in_window |= ms <= inv.until,
+                        None => {}
+                    }
+                }
+                in_window |= st.in_flight.get(&inv.user).is_some_and(|&ms| within(ms));
+            }
+            (write, in_window)
+        };
+        if write {
+            self.ensure_writer();
+            self.wake.notify_one();
+        }
+        if inv.opt_out && in_window {
+            self.schedule_follow_up(inv.user).await;
         }
     }
 
@@ -450,6 +508,13 @@ impl Tracker {
                 !st.backlog.is_empty() || !st.marks.is_empty()
             };
             if has_backlog && retry_at.is_none() {
+                if feed.cursor.is_some() {
+                    // Read the erasures announced meanwhile first: interactions of users
+                    // who opted out since are dropped from the backlog instead of tracking
+                    // them again (see `invalidate`).
+                    let _ = timeout(self.store_timeout, feed.poll(&self)).await;
+                    next_poll = Instant::now() + FEED_POLL;
+                }
                 if self.write_backlog().await.is_ok() {
                     backoff = MIN_BACKOFF;
                 } else {
@@ -722,12 +787,19 @@ pub(crate) struct Erasing<'a> {
     user: u64,
 }
 
+impl Erasing<'_> {
+    /// The user interacted since the first guard of this erasure was taken.
+    pub(crate) fn touched(&self) -> bool {
+        self.tracker.lock().erasing.get(&self.user).is_some_and(|e| e.touched)
+    }
+}
+
 impl Drop for Erasing<'_> {
     fn drop(&mut self) {
         let mut st = self.tracker.lock();
-        if let Some(n) = st.erasing.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(erasure) = st.erasing.get_mut(&self.user) {
+            erasure.guards -= 1;
+            if erasure.guards == 0 {
                 st.erasing.remove(&self.user);
             }
         }

@@ -27,6 +27,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+mod scripts;
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use teloxide::types::UserId;
 use teloxide_retention::{
-    Clock, Error, ManualClock, RedisStore, Retention, RetentionBuilder, SystemClock,
+    Clock, ErasureReason, Error, ManualClock, RedisStore, Retention, RetentionBuilder, SystemClock,
 };
 
 use crate::common::proxy::Proxy;
@@ -406,4 +406,67 @@ async fn a_clean_shutdown_removes_the_heartbeat_and_a_dead_writer_stops_holding_
     let report = pruner(Duration::from_secs(1)).await.prune_once().await.unwrap();
     assert_eq!(report.inactivity_held, None);
     assert_eq!(count(server, &["HLEN", "{retention}:writers"]), 0, "the dead writer is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_replica_follows_up_its_buffered_interactions_and_drops_older_ones() {
+    // Before the fix: a replica cut off from Redis wrote its backlog before reading the
+    // erasures announced meanwhile. An interaction it had buffered during another
+    // replica's opt-out erasure led to no follow-up erasure, and one buffered before the
+    // opt-out tracked the erased user again.
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.socket());
+    let clock = ManualClock::at_unix_ms(redis_time(&server));
+    let builder = |store: RedisStore| replica(store, &clock, 300);
+    let cut_off = builder(RedisStore::open(&proxy.url()).await.unwrap()).build().unwrap();
+    let gate = Arc::new(Gate::default());
+    let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
+    let other = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
+    for user in [20, 21] {
+        assert!(cut_off.record(UserId(user)).await.is_stored());
+    }
+
+    proxy.cut();
+    clock.advance(Duration::from_secs(3600));
+    // User 21 interacts on the cut-off replica, then opts out on the other one.
+    assert!(!cut_off.record(UserId(21)).await.is_stored());
+    clock.advance(Duration::from_secs(1));
+    let opt_out = tokio::spawn({
+        let other = other.clone();
+        async move { other.erase_user(UserId(21)).await }
+    });
+    gate.entered.notified().await;
+    gate.release.notify_one();
+    opt_out.await.unwrap().unwrap();
+    // User 20 opts out, and interacts on the cut-off replica while the eraser runs.
+    let opt_out = tokio::spawn({
+        let other = other.clone();
+        async move { other.erase_user(UserId(20)).await }
+    });
+    gate.entered.notified().await;
+    clock.advance(Duration::from_secs(1));
+    assert!(!cut_off.record(UserId(20)).await.is_stored());
+    clock.advance(Duration::from_secs(1));
+    gate.release.notify_one();
+    assert_eq!(
+        opt_out.await.unwrap().unwrap(),
+        teloxide_retention::OptOutOutcome::Erased { follow_up: false },
+        "the store has not seen the interaction yet"
+    );
+
+    proxy.restore();
+    eventually("the replica wrote its buffer", || async { cut_off.stats().buffered_users == 0 })
+        .await;
+    let erasure = other.status(UserId(20)).await.unwrap().erasure;
+    assert_eq!(
+        erasure.map(|e| e.reason),
+        Some(ErasureReason::OptOut),
+        "the interaction during the erasure leads to a follow-up"
+    );
+    let status = other.status(UserId(21)).await.unwrap();
+    assert_eq!(
+        (status.last_seen, status.erasure),
+        (None, None),
+        "the interaction from before the opt-out does not track the erased user again"
+    );
 }

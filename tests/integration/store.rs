@@ -388,6 +388,46 @@ both_stores! {
         assert_eq!((status.last_seen, status.erasure), (None, None));
     }
 
+    async fn an_interaction_during_a_pruner_run_opt_out_gets_a_follow_up(env) {
+        // Before the fix: the pruner's retry of a failed opt-out served the user's
+        // interactions from the cache while the erasers ran, so the finish saw none and no
+        // follow-up erasure was scheduled for what that update's handler wrote.
+        let gate = Arc::new(Gate::default());
+        let eraser = Recorder::new("profiles").gated(Arc::clone(&gate)).failing_first(1);
+        let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+        retention.record(UserId(9)).await;
+        let opt_out = tokio::spawn({
+            let retention = retention.clone();
+            async move { retention.erase_user(UserId(9)).await }
+        });
+        gate.entered.notified().await;
+        gate.release.notify_one();
+        assert!(matches!(opt_out.await.unwrap().unwrap(), OptOutOutcome::Retrying { .. }));
+
+        // Past the retry delay the user writes again (and is cached from then on).
+        env.clock.advance(MINUTE);
+        assert_eq!(retention.record(UserId(9)).await, Recorded::Written);
+        let pass = tokio::spawn({
+            let retention = retention.clone();
+            async move { retention.prune_once().await }
+        });
+        gate.entered.notified().await;
+        env.clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            retention.record(UserId(9)).await,
+            Recorded::Written,
+            "not served from the cache while the user's erasure runs"
+        );
+        gate.release.notify_one();
+        let report = pass.await.unwrap().unwrap();
+        assert_eq!(report.erased, 1, "{report:?}");
+
+        let status = retention.status(UserId(9)).await.unwrap();
+        let follow_up = status.erasure.expect("a follow-up erasure is scheduled");
+        assert_eq!(follow_up.reason, ErasureReason::OptOut);
+        assert_eq!(retention.stats().follow_ups, 1);
+    }
+
     async fn an_opt_out_during_a_running_erasure_takes_it_over(env) {
         let gate = Arc::new(Gate::default());
         let eraser = Recorder::new("profiles").gated(Arc::clone(&gate)).failing_first(1);
@@ -461,8 +501,8 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
         (base().inactive_after(Duration::from_secs(100)), "twice the resolution"),
         (base().namespace(""), "namespace must not be empty"),
         (base().namespace("a{b}"), "contains '{'"),
-        (base().batch_size(0), "batch_size must be between 1 and 5000, got 0"),
-        (base().batch_size(10_000), "batch_size must be between 1 and 5000"),
+        (base().batch_size(0), "batch_size must be between 1 and 500, got 0"),
+        (base().batch_size(10_000), "batch_size must be between 1 and 500"),
         (base().lease(Duration::from_secs(1)), "lease (1s) must be at least 5s"),
         (base().lease(Duration::from_secs(30)), "at least twice eraser_timeout"),
         (base().prune_every(Duration::ZERO), "prune_every must be longer than zero"),
@@ -554,14 +594,15 @@ fn durations_too_large_to_double_are_config_errors_not_panics() {
 
 both_stores! {
     async fn two_crashed_full_batches_are_taken_over_within_the_batch_limit(env) {
-        // Two pruners crash mid-batch: 3,500 and 5,000 users. The takeover once merged both
-        // into one batch of 8,500, which `finish` could never end on Redis ("too many
-        // results to unpack"): erasers ran again every pass and the lease stuck for good.
-        let users: Vec<UserId> = (1..=8_500).map(UserId).collect();
+        // Two pruners crash mid-batch: 300 and 500 users. The takeover once merged crashed
+        // batches into one above the limit (3,500 + 5,000 into 8,500 when the limit was
+        // 5,000), which `finish` could never end on Redis ("too many results to unpack"):
+        // erasers ran again every pass and the lease stuck for good.
+        let users: Vec<UserId> = (1..=800).map(UserId).collect();
         let writer = env.builder().await.build().unwrap();
         futures_util::future::join_all(users.iter().map(|u| writer.record(*u))).await;
         env.clock.advance(31 * DAY);
-        for batch in [3_500, 5_000] {
+        for batch in [300, 500] {
             let gate = Arc::new(Gate::default());
             let doomed = env.builder().await.batch_size(batch)
                 .erase_with(Recorder::new("profiles").gated(Arc::clone(&gate)))
@@ -571,13 +612,13 @@ both_stores! {
         env.clock.advance(3 * MINUTE);
 
         let eraser = Recorder::new("profiles");
-        let next = env.builder().await.batch_size(5_000).erase_with(eraser.clone()).build().unwrap();
+        let next = env.builder().await.batch_size(500).erase_with(eraser.clone()).build().unwrap();
         assert_eq!(next.preview(10).await.unwrap().expired_leases, 2);
         let report = next.prune_once().await.unwrap();
-        assert_eq!((report.erased, report.failed, report.leases_lost), (8_500, 0, 0), "{report:?}");
+        assert_eq!((report.erased, report.failed, report.leases_lost), (800, 0, 0), "{report:?}");
         assert!(report.batches >= 2, "no batch above the limit: {report:?}");
         let counts = eraser.counts();
-        assert_eq!(counts.len(), 8_500);
+        assert_eq!(counts.len(), 800);
         assert!(counts.values().all(|&n| n == 1), "someone was erased twice");
         assert_eq!(next.prune_once().await.unwrap().claimed, 0);
         assert_eq!(next.preview(10).await.unwrap().expired_leases, 0);
