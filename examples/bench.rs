@@ -756,8 +756,8 @@ async fn slowlog_threshold(
         .await
 }
 
-/// 6. Latency: the slowest call of each kind. Redis runs one call at a time, so the slowest
-/// call is how long every other client (other replicas, the bot's own data) may wait.
+/// Section 6, latency: the slowest call of each kind. Redis runs one call at a time, so the
+/// slowest call is how long every other client (other replicas, the bot's own data) waits.
 ///
 /// The slow log keeps calls over 100 µs; a lower threshold would also log every command
 /// inside the scripts and slow them down. Kinds with no call over 100 µs are listed apart.
