@@ -423,6 +423,7 @@ impl Retention {
         };
         Counters::add(&inner.counters.erasure_failures, failed.len() as u64);
         let mut confirmed = confirmed;
+        let mut wrote = false;
         for (claimed, outcome) in done.iter().zip(confirmed.iter_mut()) {
             let touched = || erasing.iter().any(|(u, e)| *u == claimed.user && e.touched());
             if *outcome == Confirmed::Erased && claimed.reason == ErasureReason::OptOut && touched()
@@ -441,11 +442,17 @@ impl Retention {
             if claimed.reason != ErasureReason::Inactive {
                 let since = claimed.marked_at;
                 let inv = Invalidation { user: claimed.user, since, until: now, opt_out: false };
-                inner.tracker.invalidate(inv).await;
+                wrote |= inner.tracker.invalidate(inv).await;
             }
             if let Some(hook) = &inner.on_erased {
                 hook(ErasedUser { user: UserId(claimed.user), reason: claimed.reason });
             }
+        }
+        if wrote {
+            // Interactions this process had served from its cache after a user's mark: they
+            // track the user again. Written before the pass goes on, so that its next claim
+            // sees them.
+            inner.tracker.settle().await;
         }
         Ok(Finished {
             erased: done.into_iter().zip(confirmed).collect(),

@@ -390,7 +390,9 @@ impl Tracker {
     /// (group commit, outage backlog), was in flight while the erasers ran, so it schedules
     /// a follow-up erasure. Interactions from before the window that are still unwritten
     /// are dropped: the user is erased, and writing them would track them again.
-    pub(crate) async fn invalidate(self: &Arc<Self>, inv: Invalidation) {
+    ///
+    /// Returns whether interactions were sent to the writer.
+    pub(crate) async fn invalidate(self: &Arc<Self>, inv: Invalidation) -> bool {
         let within = |ms: i64| ms >= inv.since && ms <= inv.until;
         let (write, in_window) = {
             let mut st = self.lock();
@@ -425,6 +427,21 @@ impl Tracker {
         }
         if inv.opt_out && in_window {
             self.schedule_follow_up(inv.user).await;
+        }
+        write
+    }
+
+    /// Writes the pending interactions now and waits for a write in flight, so that the
+    /// store holds every interaction taken before the call (or, if it fails, the backlog
+    /// does). Bounded by the store timeout.
+    pub(crate) async fn settle(&self) {
+        self.write_pending().await;
+        let in_flight = {
+            let st = self.lock();
+            (!st.in_flight.is_empty()).then(|| Arc::clone(&st.in_flight_slot))
+        };
+        if let Some(slot) = in_flight {
+            let _ = timeout(self.store_timeout, slot.wait()).await;
         }
     }
 

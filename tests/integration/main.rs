@@ -13,6 +13,7 @@ mod erasers;
 mod faults;
 mod gone;
 mod layer;
+mod model;
 mod pruner;
 mod safety;
 mod store;

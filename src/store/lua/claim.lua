@@ -40,8 +40,10 @@ local hold, dead = writers_hold(tonumber(ARGV[6]), tonumber(ARGV[7]))
 local members, plain, special, unreadable = {}, {}, {}, {}
 -- The writes, made once everything has been read.
 local rem_seen, rem_queue, drop_jobs, old_batches = {}, {}, {}, {}
--- Users steps 1 and 2 looked at (the writes that would hide them from step 3 come last).
-local handled, n_handled = {}, 0
+-- Users steps 1 and 2 took or left in place (the writes that would hide them from step 3
+-- come last), and users whose erasure they dropped because they came back (step 3 may
+-- still find them inactive).
+local handled, n_handled, dropped = {}, 0, {}
 local REASONS = { i = true, o = true, b = true, d = true, u = true }
 
 local function fmt(ms)
@@ -90,17 +92,19 @@ end
 -- Plans taking a user with a job (or of a dead pruner's batch) unless they came back.
 -- Returns false, leaving the user in place, if their job cannot be read.
 local function take_or_drop(user)
-  handled[user] = true
   n_handled = n_handled + 1
   local job = redis.call('HGET', KEYS[4], user)
   local r, m, a = parse(job)
   if not r or not is_user(user) then
+    handled[user] = true
     unreadable[#unreadable + 1] = 'user ' .. user .. ' job ' .. tostring(job)
     return false
   end
   if came_back(user, r, m) then
+    dropped[user] = true
     drop_jobs[#drop_jobs + 1] = user
   else
+    handled[user] = true
     rem_seen[#rem_seen + 1] = user
     take(user, r, m, a)
   end
@@ -164,9 +168,13 @@ if #members < limit and not hold then
         break
       end
       if handled[user] then
-        -- Taken, dropped or left in place above.
+        -- Taken or left in place above.
       elseif not is_user(user) then
         unreadable[#unreadable + 1] = 'seen member ' .. user
+      elseif dropped[user] then
+        -- Came back after a mark, and inactive since: its job and queue entry are dropped.
+        rem_seen[#rem_seen + 1] = user
+        take(user, 'i', 0, 0)
       elseif queued[i] then
         -- Scheduled but not yet due (a grace period): keep the more specific reason.
         local job = redis.call('HGET', KEYS[4], user)

@@ -1,0 +1,289 @@
+//! One protocol, two stores: random sequences of operations run against `MemoryStore` and a
+//! real `redis-server` side by side, and every result and the whole observable state must
+//! match after every step (proptest shrinks a failing sequence to a shortest one).
+//!
+//! Operations: interactions (through `record` and through the layer), gone marks, unblocks
+//! (a `my_chat_member` update through the layer), opt-outs, prune passes with erasers that
+//! fail for chosen users, a pruner that crashes inside its erasers (its lease expires), and
+//! clock moves.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use serde_json::json;
+use teloxide::dispatching::UpdateHandler;
+use teloxide::prelude::*;
+use teloxide::types::{Me, UserId};
+use teloxide_retention::{
+    BoxError, Eraser, Erasure, GonePolicy, GoneReason, ManualClock, MemoryStore, OptOutOutcome,
+    RedisStore, Retention,
+};
+
+use crate::common::{RedisServer, T0, parse, updates};
+
+/// Users 1 to 5 (as ids 101 to 105): few, so that operations meet the same users.
+const USERS: u64 = 5;
+const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `Retention::record`.
+    Record(u64),
+    /// A message through the layer.
+    Message(u64),
+    /// `Retention::mark_gone`.
+    MarkGone(u64, bool),
+    /// The user blocked the bot (`my_chat_member` through the layer).
+    Block(u64),
+    /// The user unblocked the bot.
+    Unblock(u64),
+    /// `Retention::erase_user`.
+    OptOut(u64),
+    /// Erasers fail for this user from now on (`true`) or succeed again.
+    Failing(u64, bool),
+    /// `Retention::prune_once`.
+    Prune,
+    /// A pass whose pruner dies inside its erasers; its lease expires later.
+    Crash,
+    /// The clock moves on (minutes).
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let user = 1..=USERS;
+    prop_oneof![
+        4 => user.clone().prop_map(Op::Record),
+        2 => user.clone().prop_map(Op::Message),
+        1 => (user.clone(), any::<bool>()).prop_map(|(u, d)| Op::MarkGone(u, d)),
+        2 => user.clone().prop_map(Op::Block),
+        1 => user.clone().prop_map(Op::Unblock),
+        2 => user.clone().prop_map(Op::OptOut),
+        1 => (user, any::<bool>()).prop_map(|(u, f)| Op::Failing(u, f)),
+        3 => Just(Op::Prune),
+        1 => Just(Op::Crash),
+        // From seconds (within the cache's resolution) to past the 1-day threshold.
+        3 => prop_oneof![Just(0u64), Just(1), Just(2), Just(30), Just(61), Just(1441)]
+            .prop_map(Op::Advance),
+    ]
+}
+
+/// Erasers fail for the users in `failing`; with `crash`, they hang (the pruner "dies").
+#[derive(Clone, Default)]
+struct ModelEraser {
+    failing: Arc<Mutex<HashSet<u64>>>,
+    crash: Arc<AtomicBool>,
+    /// Calls that hung since the crash began.
+    hung: Arc<AtomicUsize>,
+}
+
+impl Eraser for ModelEraser {
+    fn name(&self) -> &str {
+        "model"
+    }
+
+    async fn erase(&self, erasure: Erasure) -> Result<(), BoxError> {
+        if self.crash.load(Ordering::SeqCst) {
+            self.hung.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+        if self.failing.lock().unwrap().contains(&erasure.user.0) {
+            return Err("database unavailable".into());
+        }
+        Ok(())
+    }
+}
+
+/// One side of the comparison: a store, its clock, its eraser and its handler tree.
+struct Side {
+    retention: Retention,
+    clock: ManualClock,
+    eraser: ModelEraser,
+    handler: UpdateHandler<BoxError>,
+}
+
+impl Side {
+    fn new(builder: teloxide_retention::RetentionBuilder) -> Self {
+        let clock = ManualClock::at_unix_ms(T0);
+        let eraser = ModelEraser::default();
+        let retention = builder
+            .inactive_after(Duration::from_secs(24 * 3600))
+            .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(3600)))
+            .follow_up_delay(Duration::from_secs(60))
+            .lease(LEASE)
+            .without_commands()
+            .clock(clock.clone())
+            .erase_with(eraser.clone())
+            .build()
+            .expect("valid configuration");
+        let tree = dptree::entry().endpoint(|| async { Ok::<_, BoxError>(()) });
+        let handler = retention.wrap(tree);
+        Self { retention, clock, eraser, handler }
+    }
+
+    async fn dispatch(&self, update: serde_json::Value) {
+        let me: Me = serde_json::from_value(json!({
+            "id": 1, "is_bot": true, "first_name": "B", "username": "model_bot",
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "has_main_web_app": false,
+        }))
+        .unwrap();
+        let deps = dptree::deps![parse(update), Bot::new("1:model"), me];
+        let _ = self.handler.dispatch(deps).await;
+    }
+
+    /// Applies `op` and describes its result.
+    async fn apply(&self, op: &Op) -> String {
+        let id = |u: u64| UserId(100 + u);
+        let result = match op {
+            Op::Record(u) => format!("{:?}", self.retention.record(id(*u)).await),
+            Op::Message(u) => {
+                self.dispatch(updates::message(100 + u, "hi")).await;
+                String::new()
+            }
+            Op::MarkGone(u, deleted) => {
+                let reason = if *deleted { GoneReason::Deactivated } else { GoneReason::Blocked };
+                format!("{:?}", self.retention.mark_gone(id(*u), reason).await)
+            }
+            Op::Block(u) => {
+                self.dispatch(updates::blocked(100 + u)).await;
+                String::new()
+            }
+            Op::Unblock(u) => {
+                self.dispatch(updates::unblocked(100 + u)).await;
+                String::new()
+            }
+            Op::OptOut(u) => match self.retention.erase_user(id(*u)).await {
+                Ok(OptOutOutcome::Retrying { failed }) => format!("retrying {failed:?}"),
+                other => format!("{other:?}"),
+            },
+            Op::Failing(u, on) => {
+                let mut failing = self.eraser.failing.lock().unwrap();
+                if *on {
+                    failing.insert(100 + u);
+                } else {
+                    failing.remove(&(100 + u));
+                }
+                String::new()
+            }
+            Op::Prune => match self.retention.prune_once().await {
+                Ok(r) => format!(
+                    "claimed {} erased {} {:?} failed {} lost {} batches {} held {} unreadable {:?}",
+                    r.claimed,
+                    r.erased,
+                    r.erased_by_reason,
+                    r.failed,
+                    r.leases_lost,
+                    r.batches,
+                    r.inactivity_held.is_some(),
+                    r.unreadable
+                ),
+                Err(e) => format!("error {e}"),
+            },
+            Op::Crash => {
+                self.eraser.hung.store(0, Ordering::SeqCst);
+                self.eraser.crash.store(true, Ordering::SeqCst);
+                let mut pass = tokio::spawn({
+                    let retention = self.retention.clone();
+                    async move { retention.prune_once().await.map(|r| r.claimed) }
+                });
+                let outcome = loop {
+                    tokio::select! {
+                        done = &mut pass => {
+                            break format!("nothing to erase {:?}", done.unwrap().ok());
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(2)) => {
+                            if self.eraser.hung.load(Ordering::SeqCst) > 0 {
+                                pass.abort();
+                                break "died inside its erasers".to_owned();
+                            }
+                        }
+                    }
+                };
+                self.eraser.crash.store(false, Ordering::SeqCst);
+                outcome
+            }
+            Op::Advance(minutes) => {
+                self.clock.advance(Duration::from_secs(minutes * 60).max(Duration::from_secs(1)));
+                String::new()
+            }
+        };
+        // Interactions a gone mark or an erasure sent back to the writer are written now.
+        self.retention.flush().await.expect("flush");
+        result
+    }
+
+    /// Everything observable about every user, the tracked count and the dry run.
+    async fn state(&self) -> String {
+        let mut out = String::new();
+        for u in 1..=USERS {
+            let s = self.retention.status(UserId(100 + u)).await.expect("status");
+            out += &format!("{u}: {:?} {:?}\n", s.last_seen, s.erasure);
+        }
+        let preview = self.retention.preview(100).await.expect("preview");
+        out += &format!(
+            "tracked {} | due: {:?} | inactive {} expired leases {}",
+            self.retention.tracked_users().await.expect("tracked"),
+            preview.users.iter().map(|e| (e.user, e.reason)).collect::<Vec<_>>(),
+            preview.inactive,
+            preview.expired_leases
+        );
+        out
+    }
+}
+
+#[test]
+fn memory_and_redis_stores_agree_on_random_operation_sequences() {
+    crate::common::init_tracing();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = RedisServer::start();
+    let cases: u32 = std::env::var("MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
+    // A fixed seed by default, so that CI runs the same sequences; `MODEL_SEED` explores others.
+    let seed: u64 = std::env::var("MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    let case = std::sync::atomic::AtomicU32::new(0);
+    let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
+        let namespace = format!("model{}", case.fetch_add(1, Ordering::SeqCst));
+        rt.block_on(async {
+            let redis = RedisStore::open(&server.url()).await.expect("connect");
+            let memory = Side::new(Retention::builder(MemoryStore::new()));
+            let redis = Side::new(Retention::builder(redis).namespace(namespace));
+            let mut before = memory.state().await;
+            for (step, op) in ops.iter().enumerate() {
+                let (a, b) = (memory.apply(op).await, redis.apply(op).await);
+                prop_assert_eq!(
+                    &a,
+                    &b,
+                    "result of step {} ({:?}), state before:\n{}",
+                    step,
+                    op,
+                    before
+                );
+                let (a, b) = (memory.state().await, redis.state().await);
+                prop_assert_eq!(
+                    &a,
+                    &b,
+                    "state after step {} ({:?}), state before:\n{}",
+                    step,
+                    op,
+                    before
+                );
+                before = a;
+            }
+            memory.retention.shutdown().await.ok();
+            redis.retention.shutdown().await.ok();
+            Ok::<(), TestCaseError>(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("the stores disagree: {e}");
+    }
+}
