@@ -2,13 +2,16 @@
 
 use dptree::di::DependencyMap;
 use teloxide::RequestError;
-use teloxide::payloads::{AnswerCallbackQuerySetters, SendDocumentSetters, SendMessageSetters};
+use teloxide::payloads::{
+    AnswerCallbackQuerySetters, EditMessageTextSetters, SendDocumentSetters, SendMessageSetters,
+};
 use teloxide::prelude::Requester;
 use teloxide::requests::Request;
 use teloxide::types::{
     CallbackQuery, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Me, Message,
-    Update, UpdateKind, UserId,
+    ParseMode, Update, UpdateKind, UserId,
 };
+use teloxide::utils::html;
 
 use crate::clock::duration_ms;
 use crate::commands::Commands;
@@ -254,7 +257,11 @@ impl Retention {
         // The file always goes to the private chat, also when asked in a group.
         let private = ChatId(user.0 as i64);
         let file = InputFile::memory(bytes).file_name(format!("my-data-{}.json", user.0));
-        let sending = bot.send_document(private, file).caption(texts.export_caption.clone()).send();
+        let sending = bot
+            .send_document(private, file)
+            .caption(html::escape(&texts.export_caption))
+            .parse_mode(ParseMode::Html)
+            .send();
         if let Err(e) = sending.await {
             self.failed_send(private, &e).await;
             if private != chat {
@@ -275,8 +282,10 @@ impl Retention {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         // Requests are not `Send`; only their futures are, so build the future in a scope.
+        // Texts are plain text, sent escaped with an explicit parse mode: a bot adaptor's
+        // default parse mode (`DefaultParseMode`) fills in only where none is set.
         let sending = {
-            let request = bot.send_message(chat, text);
+            let request = bot.send_message(chat, html::escape(&text)).parse_mode(ParseMode::Html);
             match keyboard {
                 Some(keyboard) => request.reply_markup(keyboard).send(),
                 None => request.send(),
@@ -314,7 +323,10 @@ impl Retention {
             return;
         };
         let chat = message.chat().id;
-        let editing = bot.edit_message_text(chat, message.id(), text.clone()).send();
+        let editing = bot
+            .edit_message_text(chat, message.id(), html::escape(&text))
+            .parse_mode(ParseMode::Html)
+            .send();
         if editing.await.is_err() {
             self.say(bot, chat, text, None).await;
         }

@@ -143,7 +143,8 @@ impl Commands {
         self
     }
 
-    /// Text appended to the generated `/privacy` answer (contact, legal basis, ...).
+    /// Text appended to the generated `/privacy` answer (contact, legal basis, ...). Plain
+    /// text: it is escaped for the parse mode the answer is sent with.
     pub fn privacy_footer(mut self, text: impl Into<String>) -> Self {
         self.privacy_footer = Some(text.into());
         self
@@ -194,6 +195,10 @@ impl Commands {
 ///
 /// `{command}` is replaced by the command (with its slash), `{size}` by the export's size
 /// and `{failed}` by the number of erasers that failed.
+///
+/// Every text is plain text, whatever parse mode the bot uses: the commands escape it and
+/// send it as HTML with an explicit parse mode, which a `DefaultParseMode` adaptor leaves
+/// alone (eraser names and the privacy footer are escaped the same way).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Texts {

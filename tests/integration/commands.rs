@@ -380,3 +380,53 @@ async fn commands_work_with_an_adaptor_bot() {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert!(retention.status(UserId(16)).await.unwrap().last_seen.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_are_escaped_and_sent_as_html_whatever_the_bots_default_parse_mode() {
+    // Before the fix: with `DefaultParseMode<Bot>` and MarkdownV2 (a common setup) the texts
+    // went out unescaped with that parse mode: `/privacy`, the `/mydata` caption and "Done"
+    // contain a raw `.`, which Telegram rejects in MarkdownV2. An eraser name or a footer
+    // with `<` broke HTML the same way.
+    use teloxide::adaptors::DefaultParseMode;
+    use teloxide::dispatching::Dispatcher;
+    use teloxide::error_handlers::LoggingErrorHandler;
+    use teloxide::types::ParseMode;
+
+    let env = Env::memory();
+    let api = FakeBotApi::start().await;
+    let commands = Commands::default().privacy_footer("Contact: <privacy@example.org> & co.");
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .commands(commands)
+        .erase_with(Recorder::new("notes <v2>"))
+        .build()
+        .unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let bot = api.bot().parse_mode(ParseMode::MarkdownV2);
+    let handler = retention.wrap_for::<DefaultParseMode<teloxide::Bot>, _>(tree(&seen));
+    let mut dispatcher = Dispatcher::builder(bot, handler).build();
+    let updates = vec![
+        u::message(17, "/privacy"),
+        u::message(17, "/removemydata"),
+        u::message(17, "/mydata"),
+    ];
+    crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
+
+    let sent = api.sent_to("sendmessage", 17);
+    assert_eq!(sent.len(), 2);
+    for message in &sent {
+        assert_eq!(message.body["parse_mode"], "HTML", "an explicit parse mode wins");
+    }
+    let privacy = sent[0].text().unwrap();
+    assert!(privacy.ends_with("Contact: &lt;privacy@example.org&gt; &amp; co."), "{privacy}");
+    let prompt = sent[1].text().unwrap();
+    assert!(prompt.contains("notes &lt;v2&gt;"), "{prompt}");
+    let document = &api.sent_to("senddocument", 17)[0];
+    assert_eq!(multipart_field(&document.raw, "parse_mode").unwrap(), "HTML");
+    assert_eq!(
+        multipart_field(&document.raw, "caption").unwrap(),
+        "All data this bot keeps about you."
+    );
+}
