@@ -16,9 +16,17 @@ use crate::error::BoxError;
 /// alone. A dialogue that does not exist counts as erased, whatever error the storage uses to
 /// say so.
 ///
+/// - [`DialogueEraser::new`] takes a storage whose type names the dialogue state:
+///   `Arc<InMemStorage<State>>`, or `Arc<ErasedStorage<State>>` (what
+///   [`Storage::erase`] returns, as many bots keep their storage).
+/// - [`DialogueEraser::for_any_state`] takes a storage that serializes dialogues
+///   (`RedisStorage`, `SqliteStorage`, `PostgresStorage`), whose type does not name the
+///   state: it erases whatever state is stored, and its export reads the stored state as
+///   JSON (with the `Json` and `Cbor` serializers; `Bincode` exports fail).
+///
 /// ```
 /// use std::sync::Arc;
-/// use teloxide::dispatching::dialogue::InMemStorage;
+/// use teloxide::dispatching::dialogue::{ErasedStorage, InMemStorage, Storage};
 /// use teloxide_retention::DialogueEraser;
 ///
 /// #[derive(Clone, Default, serde::Serialize)]
@@ -29,16 +37,30 @@ use crate::error::BoxError;
 ///
 /// let storage = InMemStorage::<State>::new();
 /// let eraser = DialogueEraser::new(Arc::clone(&storage)).with_export();
+///
+/// // A storage kept type-erased, as `Dialogue<State, ErasedStorage<State>>` needs:
+/// let erased: Arc<ErasedStorage<State>> = InMemStorage::<State>::new().erase();
+/// let eraser = DialogueEraser::new(erased).named("wizard");
 /// # let _ = eraser;
 /// ```
-pub struct DialogueEraser<S, D> {
+///
+/// With a serializing storage (here SQLite, with teloxide's `sqlite-storage-rustls`
+/// feature):
+///
+/// ```ignore
+/// use teloxide::dispatching::dialogue::{serializer::Json, SqliteStorage};
+///
+/// let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
+/// let eraser = DialogueEraser::for_any_state(storage).with_export();
+/// ```
+pub struct DialogueEraser<S: ?Sized, D = serde_json::Value> {
     storage: Arc<S>,
     name: String,
     export: Option<fn(&D) -> serde_json::Value>,
     _dialogue: PhantomData<fn() -> D>,
 }
 
-impl<S, D> std::fmt::Debug for DialogueEraser<S, D> {
+impl<S: ?Sized, D> std::fmt::Debug for DialogueEraser<S, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DialogueEraser")
             .field("name", &self.name)
@@ -49,11 +71,12 @@ impl<S, D> std::fmt::Debug for DialogueEraser<S, D> {
 
 impl<S, D> DialogueEraser<S, D>
 where
-    S: Storage<D> + Send + Sync + 'static,
+    S: Storage<D> + Send + Sync + ?Sized + 'static,
     S::Error: Into<BoxError>,
     D: Send + 'static,
 {
-    /// Erases dialogues of `storage`; named `"dialogue"` and without export.
+    /// Erases dialogues of `storage`; named `"dialogue"` and without export. The state type
+    /// comes from the storage's type (see the [type's documentation](DialogueEraser)).
     #[must_use]
     pub fn new(storage: Arc<S>) -> Self {
         Self { storage, name: "dialogue".to_owned(), export: None, _dialogue: PhantomData }
@@ -75,6 +98,20 @@ where
     }
 }
 
+impl<S> DialogueEraser<S, serde_json::Value>
+where
+    S: Storage<serde_json::Value> + Send + Sync + ?Sized + 'static,
+    S::Error: Into<BoxError>,
+{
+    /// Erases dialogues of a storage that serializes them (`RedisStorage`,
+    /// `SqliteStorage`, `PostgresStorage`), whatever the state type; named `"dialogue"` and
+    /// without export. [`with_export`](Self::with_export) reads the stored state as JSON.
+    #[must_use]
+    pub fn for_any_state(storage: Arc<S>) -> Self {
+        Self::new(storage)
+    }
+}
+
 fn private_chat(user: UserId) -> ChatId {
     // Telegram user ids fit in 52 bits, so this never wraps.
     ChatId(user.0 as i64)
@@ -82,7 +119,7 @@ fn private_chat(user: UserId) -> ChatId {
 
 impl<S, D> Eraser for DialogueEraser<S, D>
 where
-    S: Storage<D> + Send + Sync + 'static,
+    S: Storage<D> + Send + Sync + ?Sized + 'static,
     S::Error: Into<BoxError>,
     D: Send + 'static,
 {

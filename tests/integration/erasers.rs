@@ -10,7 +10,7 @@ use teloxide_retention::{DialogueEraser, OptOutOutcome, RedisKeysEraser, Retenti
 
 use crate::common::{DAY, Env, RedisServer, updates::GROUP};
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 enum State {
     AskedName,
     Ordering { item: String },
@@ -65,6 +65,47 @@ async fn a_dialogue_is_exported_only_when_asked() {
         retention_with(&env, DialogueEraser::new(Arc::clone(&storage)).named("orders")).await;
     let document = silent.export(UserId(3)).await.unwrap();
     assert_eq!(document["bot_data"][0], json!({ "name": "orders", "held": "held, no export" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_erased_storage_needs_no_annotations() {
+    // Before the fix: `Arc<ErasedStorage<State>>` was rejected (`ErasedStorage` is unsized).
+    use teloxide::dispatching::dialogue::ErasedStorage;
+    let env = Env::memory();
+    let storage: Arc<ErasedStorage<State>> = InMemStorage::<State>::new().erase();
+    let retention =
+        retention_with(&env, DialogueEraser::new(Arc::clone(&storage)).with_export()).await;
+    Arc::clone(&storage).update_dialogue(ChatId(5), State::AskedName).await.unwrap();
+    assert_eq!(retention.export(UserId(5)).await.unwrap()["bot_data"][0]["data"], "AskedName");
+    assert!(matches!(retention.erase_user(UserId(5)).await.unwrap(), OptOutOutcome::Erased { .. }));
+    assert_eq!(Arc::clone(&storage).get_dialogue(ChatId(5)).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serializing_storage_is_erased_whatever_the_state_type() {
+    // Before the fix: `SqliteStorage` (like `RedisStorage`) implements `Storage<D>` for every
+    // serializable `D`, so `DialogueEraser::new(storage)` needed a turbofish.
+    use teloxide::dispatching::dialogue::SqliteStorage;
+    use teloxide::dispatching::dialogue::serializer::Json;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialogues.sqlite");
+    let storage = SqliteStorage::open(path.to_str().unwrap(), Json).await.unwrap();
+    let state = State::Ordering { item: "pizza".into() };
+    Arc::clone(&storage).update_dialogue(ChatId(6), state).await.unwrap();
+    Arc::clone(&storage).update_dialogue(ChatId(GROUP), State::AskedName).await.unwrap();
+
+    let env = Env::memory();
+    let eraser = DialogueEraser::for_any_state(Arc::clone(&storage)).with_export();
+    let retention = retention_with(&env, eraser).await;
+    let document = retention.export(UserId(6)).await.unwrap();
+    assert_eq!(document["bot_data"][0]["data"], json!({ "Ordering": { "item": "pizza" } }));
+    assert!(matches!(retention.erase_user(UserId(6)).await.unwrap(), OptOutOutcome::Erased { .. }));
+    let left: Option<State> = Arc::clone(&storage).get_dialogue(ChatId(6)).await.unwrap();
+    assert_eq!(left, None);
+    let group: Option<State> = Arc::clone(&storage).get_dialogue(ChatId(GROUP)).await.unwrap();
+    assert_eq!(group, Some(State::AskedName), "group dialogues stay");
+    // A user without a dialogue counts as erased.
+    assert!(matches!(retention.erase_user(UserId(7)).await.unwrap(), OptOutOutcome::Erased { .. }));
 }
 
 /// A storage whose database is down: every call fails.
