@@ -47,11 +47,16 @@ use crate::error::BoxError;
 /// With a serializing storage (here SQLite, with teloxide's `sqlite-storage-rustls`
 /// feature):
 ///
-/// ```ignore
-/// use teloxide::dispatching::dialogue::{serializer::Json, SqliteStorage};
+/// ```no_run
+/// use teloxide::dispatching::dialogue::{SqliteStorage, serializer::Json};
+/// use teloxide_retention::DialogueEraser;
 ///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
 /// let eraser = DialogueEraser::for_any_state(storage).with_export();
+/// # let _ = eraser;
+/// # Ok(())
+/// # }
 /// ```
 pub struct DialogueEraser<S: ?Sized, D = serde_json::Value> {
     storage: Arc<S>,
