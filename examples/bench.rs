@@ -518,18 +518,7 @@ async fn prune(
 ) -> Result<(), BoxError> {
     let n = args.users;
     println!("3. prune throughput: {n} tracked users, 10% past the threshold");
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-log-slower-than")
-        .arg(100)
-        .query_async::<()>(raw)
-        .await?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-max-len")
-        .arg(100_000)
-        .query_async::<()>(raw)
-        .await?;
+    slowlog(raw, 100, 100_000).await?;
     let clock = ManualClock::at_unix_ms(NOW);
 
     for keys in [false, true] {
@@ -581,12 +570,7 @@ async fn prune(
             Some(("≤ 10 ms", worst_ms <= 10.0)),
         );
     }
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-log-slower-than")
-        .arg(10_000)
-        .query_async::<()>(raw)
-        .await?;
+    slowlog(raw, 10_000, 128).await?;
     Ok(())
 }
 
@@ -743,15 +727,18 @@ async fn scaling(
     Ok(())
 }
 
-/// Sets `slowlog-log-slower-than` (µs).
-async fn slowlog_threshold(
+/// Sets what the slow log keeps: calls over `micros` µs, at most `entries` of them.
+async fn slowlog(
     raw: &mut redis::aio::MultiplexedConnection,
     micros: i64,
+    entries: u64,
 ) -> redis::RedisResult<()> {
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("slowlog-log-slower-than")
         .arg(micros)
+        .arg("slowlog-max-len")
+        .arg(entries)
         .query_async(raw)
         .await
 }
@@ -770,13 +757,7 @@ async fn latency(
     let n = args.latency_users;
     println!("6. latency: the slowest call of each kind at {n} tracked users");
     fill(raw, n, false).await?;
-    slowlog_threshold(raw, 100).await?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-max-len")
-        .arg(1_000_000)
-        .query_async::<()>(raw)
-        .await?;
+    slowlog(raw, 100, 1_000_000).await?;
     redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(raw).await?;
     redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
 
@@ -855,13 +836,7 @@ async fn latency(
         );
         let logged: Vec<f64> = calls.iter().map(|&us| us as f64 / 1000.0).collect();
         let count = logged.len();
-        println!(
-            "    ({count} calls over 0.1 ms, median of those {:.2} ms)",
-            median(logged.clone())
-        );
-        if std::env::var_os("BENCH_TRACE").is_some() {
-            println!("    in order: {logged:?}");
-        }
+        println!("    ({count} calls over 0.1 ms, median of those {:.2} ms)", median(logged));
     }
     let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
     let quick: Vec<&str> = stats
@@ -875,7 +850,7 @@ async fn latency(
         .collect();
     println!("  every call of these commands took under 0.1 ms: {}", quick.join(", "));
     println!("  scripts not listed above took under 0.1 ms per call, or did not run");
-    slowlog_threshold(raw, 10_000).await?;
+    slowlog(raw, 10_000, 128).await?;
     flush(raw).await?;
     Ok(())
 }

@@ -230,7 +230,9 @@ impl Tracker {
             let mut st = self.lock();
             // Read under the lock: the first clock measurement shifts stored times with it.
             let now = self.clock.now_ms();
-            if let Some(erasure) = st.erasing.get_mut(&user) {
+            if !st.erasing.is_empty()
+                && let Some(erasure) = st.erasing.get_mut(&user)
+            {
                 erasure.touched = true;
             }
             if !st.marks.is_empty() && st.marks.get(&user).is_some_and(|m| m.marked_at < now) {
