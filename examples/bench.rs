@@ -383,7 +383,7 @@ async fn write_throughput(
     futures_util::stream::iter(0..n)
         .map(|user| {
             let retention = retention.clone();
-            async move { retention.record(UserId(1 + user)).await }
+            async move { retention.note_interaction(UserId(1 + user)).await }
         })
         .buffer_unordered(1024)
         .for_each(|_| async {})
@@ -673,13 +673,13 @@ async fn run_probe(args: Vec<String>) -> Result<serde_json::Value, BoxError> {
 async fn memory_probe(url: &str, n: u64) -> Result<(), BoxError> {
     let clock = ManualClock::at_unix_ms(NOW);
     let retention = builder(RedisStore::open(url).await?, &clock).build()?;
-    retention.record(UserId(1)).await; // start the writer and the connection first
+    retention.note_interaction(UserId(1)).await; // start the writer and the connection first
     let rss_before = rss_bytes();
     futures_util::stream::iter(0..n)
         .map(|user| {
             let retention = retention.clone();
             // Realistic ids: Telegram user ids have 9 to 10 digits.
-            async move { retention.record(UserId(5_000_000_000 + user * 7)).await }
+            async move { retention.note_interaction(UserId(5_000_000_000 + user * 7)).await }
         })
         .buffer_unordered(1024)
         .for_each(|_| async {})
@@ -771,7 +771,7 @@ async fn latency(
     futures_util::stream::iter((1..=touched).chain(n + 1..=n + touched))
         .map(|user| {
             let retention = retention.clone();
-            async move { retention.record(UserId(user)).await }
+            async move { retention.note_interaction(UserId(user)).await }
         })
         .buffer_unordered(1024)
         .for_each(|_| async {})
@@ -784,7 +784,7 @@ async fn latency(
         retention.erase_user(UserId(user + 2)).await?;
         retention.status(UserId(user + 3)).await?;
     }
-    retention.record(UserId(11)).await;
+    retention.note_interaction(UserId(11)).await;
     retention.flush().await?;
     // Previews and a whole pass at the largest batch (the 10 % due, claimed 5,000 at a time).
     retention.preview(1000).await?;

@@ -170,8 +170,8 @@ impl Demo {
             let report = self.retention.prune_once().await.expect("prune pass");
             if report.erased > 0 {
                 let erased: Vec<String> = ErasureReason::ALL
-                    .iter()
-                    .zip(report.erased_by_reason)
+                    .into_iter()
+                    .map(|reason| (reason, report.erased_for(reason)))
                     .filter(|(_, n)| *n > 0)
                     .map(|(reason, n)| format!("{n} {reason}"))
                     .collect();

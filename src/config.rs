@@ -24,8 +24,10 @@ use teloxide::types::{ChatId, UserId};
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::Commands;
-use crate::erase::{DynEraser, Eraser, ErasureReason};
+use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
+use crate::gone::GoneReason;
+use crate::hooks::{ErasedUser, Hooks};
 use crate::retention::Retention;
 use crate::store::Store;
 
@@ -61,19 +63,6 @@ impl Default for GonePolicy {
         Self::EraseAfter(7 * DAY)
     }
 }
-
-/// A user's data was erased; passed to the [`RetentionBuilder::on_erased`] callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ErasedUser {
-    /// The erased user.
-    pub user: UserId,
-    /// Why they were erased.
-    pub reason: ErasureReason,
-}
-
-pub(crate) type ErasedHook = Arc<dyn Fn(ErasedUser) + Send + Sync>;
-pub(crate) type ChatHook = Arc<dyn Fn(ChatId) + Send + Sync>;
 
 /// Validated settings.
 #[derive(Clone)]
@@ -116,8 +105,7 @@ pub struct RetentionBuilder {
     clock: Arc<dyn Clock>,
     erasers: Vec<Arc<dyn DynEraser>>,
     commands: Option<Commands>,
-    on_erased: Option<ErasedHook>,
-    on_removed_from_chat: Option<ChatHook>,
+    hooks: Hooks,
     config: PartialConfig,
 }
 
@@ -140,6 +128,29 @@ struct PartialConfig {
     allow_allkeys_eviction: bool,
 }
 
+impl Default for PartialConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "retention".to_owned(),
+            inactive_after: None,
+            resolution: Duration::from_secs(60),
+            prune_interval: Duration::from_secs(10 * 60),
+            batch_size: 500,
+            lease: Duration::from_secs(120),
+            eraser_timeout: Duration::from_secs(30),
+            follow_up_delay: Duration::from_secs(60),
+            gone_policy: GonePolicy::default(),
+            strict: false,
+            max_buffered_touches: 100_000,
+            store_timeout: Duration::from_secs(2),
+            detect_blocks: true,
+            heartbeat: Duration::from_secs(5),
+            writer_timeout: Duration::from_secs(3600),
+            allow_allkeys_eviction: false,
+        }
+    }
+}
+
 impl std::fmt::Debug for RetentionBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetentionBuilder")
@@ -157,26 +168,8 @@ impl RetentionBuilder {
             clock: Arc::new(SystemClock),
             erasers: Vec::new(),
             commands: Some(Commands::default()),
-            on_erased: None,
-            on_removed_from_chat: None,
-            config: PartialConfig {
-                namespace: "retention".to_owned(),
-                inactive_after: None,
-                resolution: Duration::from_secs(60),
-                prune_interval: Duration::from_secs(10 * 60),
-                batch_size: 500,
-                lease: Duration::from_secs(120),
-                eraser_timeout: Duration::from_secs(30),
-                follow_up_delay: Duration::from_secs(60),
-                gone_policy: GonePolicy::default(),
-                strict: false,
-                max_buffered_touches: 100_000,
-                store_timeout: Duration::from_secs(2),
-                detect_blocks: true,
-                heartbeat: Duration::from_secs(5),
-                writer_timeout: Duration::from_secs(3600),
-                allow_allkeys_eviction: false,
-            },
+            hooks: Hooks::default(),
+            config: PartialConfig::default(),
         }
     }
 
@@ -349,7 +342,43 @@ impl RetentionBuilder {
 
     /// Calls `hook` after each user's erasure is complete (every eraser succeeded).
     pub fn on_erased(mut self, hook: impl Fn(ErasedUser) + Send + Sync + 'static) -> Self {
-        self.on_erased = Some(Arc::new(hook));
+        self.hooks.erased = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` once each time a user is newly marked gone: they blocked the bot (a
+    /// private `my_chat_member` update), or a request to them failed because they blocked
+    /// it, deleted their account or cannot be reached (see [`crate::gone_reason`]).
+    ///
+    /// It runs when the mark is stored (for a mark kept in memory during a store outage:
+    /// when it is written), not again for a user who is marked already, and whatever the
+    /// [`GonePolicy`]. The place to stop broadcasting to the user or flag them in the bot's
+    /// own database.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .on_gone(|user, reason| tracing::info!(user = user.0, %reason, "user left"))
+    ///     .on_returned(|user| tracing::info!(user = user.0, "user came back"))
+    ///     .build()?;
+    /// # let _ = retention;
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    pub fn on_gone(mut self, hook: impl Fn(UserId, GoneReason) + Send + Sync + 'static) -> Self {
+        self.hooks.gone = Some(Arc::new(move |(user, reason)| hook(user, reason)));
+        self
+    }
+
+    /// Calls `hook` once each time a user's stored gone mark is cancelled because they came
+    /// back: when they unblock the bot (as the update arrives), or, for a user who
+    /// interacted after the mark, when the pruner finds the mark due and drops it instead
+    /// of erasing them (the end of the grace period of [`GonePolicy::EraseAfter`]; with
+    /// [`GonePolicy::MarkOnly`] the mark is never due, so only an unblock calls it).
+    /// [`Retention::is_reachable`] answers at once, for any policy.
+    pub fn on_returned(mut self, hook: impl Fn(UserId) + Send + Sync + 'static) -> Self {
+        self.hooks.returned = Some(Arc::new(hook));
         self
     }
 
@@ -358,7 +387,7 @@ impl RetentionBuilder {
     /// The crate does nothing to the users of that chat (leaving a group is not a user
     /// leaving the bot); this is the place to drop the bot's data about the chat itself.
     pub fn on_removed_from_chat(mut self, hook: impl Fn(ChatId) + Send + Sync + 'static) -> Self {
-        self.on_removed_from_chat = Some(Arc::new(hook));
+        self.hooks.removed_from_chat = Some(Arc::new(hook));
         self
     }
 
@@ -379,7 +408,33 @@ impl RetentionBuilder {
     /// longer than three heartbeats, a zero grace period,
     /// two erasers with one name, or invalid command settings.
     pub fn build(self) -> Result<Retention> {
-        let c = self.config;
+        let config = self.config.validate()?;
+        let mut names: Vec<&str> = self.erasers.iter().map(|e| e.name()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::config(format!(
+                "two erasers are named {:?}; give each a distinct name",
+                w[0]
+            )));
+        }
+        if let Some(commands) = &self.commands {
+            commands.validate()?;
+        }
+        let backend = self.store.bind(&config.namespace).0;
+        Ok(Retention::from_parts(
+            config,
+            backend,
+            self.clock,
+            self.erasers,
+            self.commands,
+            self.hooks,
+        ))
+    }
+}
+
+impl PartialConfig {
+    fn validate(self) -> Result<Config> {
+        let c = self;
         let inactive_after = c.inactive_after.ok_or_else(|| {
             Error::config("inactive_after is required: how long may a user stay inactive?")
         })?;
@@ -439,44 +494,33 @@ impl RetentionBuilder {
                 "the gone grace period must be longer than zero; use GonePolicy::EraseNow",
             ));
         }
-        let mut names: Vec<&str> = self.erasers.iter().map(|e| e.name()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::config(format!(
-                "two erasers are named {:?}; give each a distinct name",
-                w[0]
-            )));
-        }
-        if let Some(commands) = &self.commands {
-            commands.validate()?;
-        }
-        let backend = self.store.bind(&c.namespace).0;
-        Ok(Retention::from_parts(
-            Config {
-                namespace: c.namespace,
-                inactive_after,
-                resolution: c.resolution,
-                prune_interval: c.prune_interval,
-                batch_size: c.batch_size,
-                lease: c.lease,
-                eraser_timeout: c.eraser_timeout,
-                follow_up_delay: c.follow_up_delay,
-                gone_policy: c.gone_policy,
-                strict: c.strict,
-                max_buffered_touches: c.max_buffered_touches,
-                store_timeout: c.store_timeout,
-                detect_blocks: c.detect_blocks,
-                heartbeat: c.heartbeat,
-                writer_timeout: c.writer_timeout,
-                allow_allkeys_eviction: c.allow_allkeys_eviction,
-            },
-            backend,
-            self.clock,
-            self.erasers,
-            self.commands,
-            self.on_erased,
-            self.on_removed_from_chat,
-        ))
+        Ok(Config {
+            namespace: c.namespace,
+            inactive_after,
+            resolution: c.resolution,
+            prune_interval: c.prune_interval,
+            batch_size: c.batch_size,
+            lease: c.lease,
+            eraser_timeout: c.eraser_timeout,
+            follow_up_delay: c.follow_up_delay,
+            gone_policy: c.gone_policy,
+            strict: c.strict,
+            max_buffered_touches: c.max_buffered_touches,
+            store_timeout: c.store_timeout,
+            detect_blocks: c.detect_blocks,
+            heartbeat: c.heartbeat,
+            writer_timeout: c.writer_timeout,
+            allow_allkeys_eviction: c.allow_allkeys_eviction,
+        })
+    }
+}
+
+#[cfg(test)]
+impl Config {
+    /// The defaults, with a 90-day threshold.
+    pub(crate) fn for_tests() -> Self {
+        PartialConfig { inactive_after: Some(90 * DAY), ..PartialConfig::default() }
+            .validate().expect("the defaults are valid")
     }
 }
 

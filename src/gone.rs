@@ -41,8 +41,9 @@ use crate::config::GonePolicy;
 use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::retention::Retention;
+use crate::stats::Counters;
 use crate::store::{Invalidation, Marked};
-use crate::tracker::{Counters, PendingMark};
+use crate::tracker::PendingMark;
 
 /// Why Telegram says a user is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +63,18 @@ impl From<GoneReason> for ErasureReason {
             GoneReason::Blocked => Self::Blocked,
             GoneReason::Deactivated => Self::Deactivated,
             GoneReason::Unreachable => Self::Unreachable,
+        }
+    }
+}
+
+impl GoneReason {
+    /// The gone reason behind an erasure reason; `None` for opt-outs and inactivity.
+    pub(crate) fn of(reason: ErasureReason) -> Option<Self> {
+        match reason {
+            ErasureReason::Blocked => Some(Self::Blocked),
+            ErasureReason::Deactivated => Some(Self::Deactivated),
+            ErasureReason::Unreachable => Some(Self::Unreachable),
+            _ => None,
         }
     }
 }
@@ -133,6 +146,51 @@ impl Retention {
         self.write_mark(user, mark).await
     }
 
+    /// Whether `user` can be messaged, as far as Telegram has told the bot: `false` while
+    /// they are marked gone (they blocked the bot, deleted their account, or a request to
+    /// them failed as unreachable) and have not interacted since; `true` otherwise,
+    /// including for users the crate does not track. The check to make before a broadcast.
+    ///
+    /// Cheap: one store read (one script call on Redis), no scan; a mark kept in memory
+    /// during a store outage counts too.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// use teloxide_retention::{GoneReason, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// retention.mark_gone(UserId(42), GoneReason::Blocked).await?;
+    /// assert!(!retention.is_reachable(UserId(42)).await?);
+    /// assert!(retention.is_reachable(UserId(43)).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn is_reachable(&self, user: UserId) -> Result<bool> {
+        if self.inner.tracker.has_mark(user.0) {
+            return Ok(false);
+        }
+        let status = self.store_call(self.inner.backend.status(user.0)).await?;
+        Ok(match status.job {
+            // Came back after the mark (as `claim.lua` decides).
+            Some((reason, marked_at, _)) if reason.is_gone() => {
+                status.last_seen.is_some_and(|seen| seen > marked_at)
+            }
+            _ => true,
+        })
+    }
+
     /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory
     /// (bounded by `max_buffered_touches`) and written once the store answers again.
     pub(crate) async fn mark_gone_or_keep(&self, user: UserId, reason: GoneReason) {
@@ -178,6 +236,7 @@ impl Retention {
         }
         Counters::add(&inner.counters.marked_gone, 1);
         tracing::info!(user = user.0, %reason, "user marked gone");
+        inner.hooks.gone(user.0, reason);
         // From now on, any interaction of the user must reach the store: it cancels the mark.
         inner
             .tracker
@@ -190,7 +249,10 @@ impl Retention {
     pub(crate) async fn user_returned(&self, user: UserId) {
         self.inner.tracker.forget_mark(user.0);
         match self.store_call(self.inner.backend.unschedule_gone(user.0)).await {
-            Ok(true) => tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled"),
+            Ok(true) => {
+                tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled");
+                self.inner.hooks.returned(user.0);
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, user = user.0, "could not cancel a gone mark"),
         }

@@ -62,7 +62,8 @@ use teloxide::types::{ChatMemberKind, Me, Update, UpdateKind, User, UserId};
 use teloxide::{Bot, RequestError};
 
 use crate::retention::Retention;
-use crate::tracker::{Counters, Recorded};
+use crate::stats::Counters;
+use crate::tracker::Noted;
 
 impl Retention {
     /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`].
@@ -99,7 +100,7 @@ impl Retention {
         let commands = self.inner.commands.is_some();
 
         let mut interests = Vec::new();
-        if config.detect_blocks || self.inner.on_removed_from_chat.is_some() {
+        if config.detect_blocks || self.inner.hooks.removed_from_chat.is_some() {
             interests.push(interest(Update::filter_my_chat_member()));
         }
         if commands {
@@ -182,9 +183,7 @@ impl Retention {
                 Observed { consumed: true, ..self.interaction(user).await }
             }
             Event::RemovedFromChat(chat, performer) => {
-                if let Some(hook) = &self.inner.on_removed_from_chat {
-                    hook(chat);
-                }
+                self.inner.hooks.removed_from_chat(chat);
                 let mut observed = match performer {
                     Some(user) => self.interaction(user).await,
                     None => Observed::default(),
@@ -207,7 +206,7 @@ impl Retention {
                 ?recorded,
                 "strict mode: update not handled, its interaction could not be recorded"
             );
-        } else if recorded == Recorded::Dropped {
+        } else if recorded == Noted::Dropped {
             tracing::error!(
                 user = user.0,
                 "interaction lost: the store is unreachable and the buffer is full"

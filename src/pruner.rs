@@ -18,7 +18,7 @@
 //!     .inactive_after(Duration::from_secs(30 * 24 * 3600))
 //!     .clock(clock.clone())
 //!     .build()?;
-//! retention.record(UserId(42)).await;
+//! retention.note_interaction(UserId(42)).await;
 //!
 //! clock.advance(Duration::from_secs(31 * 24 * 3600));
 //! let preview = retention.preview(10).await?;
@@ -40,8 +40,8 @@ use crate::clock::{earlier, to_datetime};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::retention::Retention;
+use crate::stats::{Counters, PerReason};
 use crate::store::random_id;
-use crate::tracker::Counters;
 
 /// What one prune pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,8 +51,12 @@ pub struct PassReport {
     pub claimed: u64,
     /// Users erased (every eraser succeeded and the erasure was confirmed).
     pub erased: u64,
-    /// Users erased, by reason, in the order of [`ErasureReason::ALL`].
-    pub erased_by_reason: [u64; 5],
+    /// Users erased, by reason: [`PassReport::erased_for`].
+    erased_by_reason: PerReason,
+    /// Gone users whose erasure was cancelled because they came back (interacted after
+    /// being marked); each also went to
+    /// [`RetentionBuilder::on_returned`](crate::RetentionBuilder::on_returned).
+    pub returned: u64,
     /// Users whose erasers failed; they are retried in a later pass.
     pub failed: u64,
     /// Users whose lease expired before confirmation; another pruner finishes them.
@@ -69,6 +73,14 @@ pub struct PassReport {
     pub unreadable: Vec<String>,
     /// Wall time of the pass.
     pub elapsed: Duration,
+}
+
+impl PassReport {
+    /// Users erased for `reason` in this pass.
+    #[must_use]
+    pub fn erased_for(&self, reason: ErasureReason) -> u64 {
+        self.erased_by_reason.get(reason)
+    }
 }
 
 /// A dry run: what the next pass would erase; see [`Retention::preview`].
@@ -318,6 +330,11 @@ impl Retention {
                 tracing::warn!(reason = %why, "holding back erasures for inactivity");
                 report.inactivity_held = Some(why.clone());
             }
+            for user in std::mem::take(&mut batch.returned) {
+                tracing::info!(user, "a gone user came back; erasure cancelled");
+                report.returned += 1;
+                self.inner.hooks.returned(user);
+            }
             if batch.users.is_empty() {
                 break;
             }
@@ -330,7 +347,7 @@ impl Retention {
             }
             for (claimed, _) in &finished.erased {
                 report.erased += 1;
-                report.erased_by_reason[claimed.reason.index()] += 1;
+                report.erased_by_reason.add(claimed.reason, 1);
             }
             report.failed += finished.failed.len() as u64;
         }

@@ -1,7 +1,6 @@
 //! [`Retention`]: the handle a bot keeps, and what it reports.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,13 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SyncedClock, duration_ms, to_datetime};
 use crate::commands::Commands;
-use crate::config::{ChatHook, Config, ErasedHook, ErasedUser, RetentionBuilder};
+use crate::config::{Config, RetentionBuilder};
 use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
 use crate::error::{Error, Result};
+use crate::hooks::Hooks;
+use crate::stats::{Counters, Stats};
 use crate::store::{
     Batch, ClaimTimes, Claimed, Confirmed, DynBackend, Invalidation, Store, random_id,
 };
-use crate::tracker::{Counters, Recorded, Tracker};
+use crate::tracker::{Noted, Tracker};
 
 /// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
 ///
@@ -36,8 +37,7 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<SyncedClock>,
     pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
     pub(crate) commands: Option<Commands>,
-    pub(crate) on_erased: Option<ErasedHook>,
-    pub(crate) on_removed_from_chat: Option<ChatHook>,
+    pub(crate) hooks: Arc<Hooks>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) counters: Arc<Counters>,
     /// Cancelled when the last clone is dropped; stops the background writer.
@@ -110,66 +110,6 @@ pub enum OptOutOutcome {
     AlreadyRunning,
 }
 
-/// Counters since this [`Retention`] was built; see [`Retention::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Interactions written to the store.
-    pub touches_written: u64,
-    /// Store writes of interactions that failed (each may cover many users).
-    pub touch_write_failures: u64,
-    /// Interactions buffered in memory because the store was failing.
-    pub touches_buffered: u64,
-    /// Interactions lost because the buffer was full.
-    pub touches_dropped: u64,
-    /// Gone marks (blocks, failed sends seen by the layer or `note_gone`) lost because the
-    /// store was unreachable and the buffer was full.
-    pub gone_marks_dropped: u64,
-    /// Updates not handled in strict mode because their interaction could not be written.
-    pub strict_refusals: u64,
-    /// Users erased, by reason, in the order of [`ErasureReason::ALL`].
-    pub erased: [u64; 5],
-    /// Users whose erasure failed and was scheduled for a retry.
-    pub erasure_failures: u64,
-    /// Users newly marked as gone.
-    pub marked_gone: u64,
-    /// Follow-up erasures scheduled because an update was in flight during an opt-out.
-    pub follow_ups: u64,
-    /// Claimed users whose lease expired before the erasure was confirmed.
-    pub leases_lost: u64,
-    /// Completed prune passes.
-    pub prune_passes: u64,
-    /// Claims that held back erasures for inactivity because a process may hold
-    /// interactions it has not written (see [`PassReport::inactivity_held`](crate::PassReport::inactivity_held)).
-    pub inactivity_held: u64,
-    /// The offset of this process's clock to the store's (Redis `TIME` minus the local
-    /// clock, in ms), as last measured; 0 with the in-memory store or a manual clock.
-    /// Every time this process writes is corrected by it.
-    pub clock_offset_ms: i64,
-    /// Measurements that found this host's clock more than a second off the store's.
-    pub clock_skew_warnings: u64,
-    /// Users whose interaction is cached in this process.
-    pub cached_users: u64,
-    /// Users whose interaction is buffered, waiting for the store.
-    pub buffered_users: u64,
-    /// Gone marks kept in memory, waiting for the store.
-    pub buffered_gone_marks: u64,
-}
-
-impl Stats {
-    /// Users erased for `reason`.
-    #[must_use]
-    pub fn erased_for(&self, reason: ErasureReason) -> u64 {
-        self.erased[reason.index()]
-    }
-
-    /// Users erased for any reason.
-    #[must_use]
-    pub fn erased_total(&self) -> u64 {
-        self.erased.iter().sum()
-    }
-}
-
 /// The per-user outcome of running every eraser: the failed erasers and their errors.
 pub(crate) type EraserFailures = Vec<(String, String)>;
 
@@ -187,28 +127,24 @@ impl Retention {
         RetentionBuilder::new(store)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_parts(
         config: Config,
         backend: DynBackend,
         clock: Arc<dyn Clock>,
         erasers: Vec<Arc<dyn DynEraser>>,
         commands: Option<Commands>,
-        on_erased: Option<ErasedHook>,
-        on_removed_from_chat: Option<ChatHook>,
+        hooks: Hooks,
     ) -> Self {
+        let hooks = Arc::new(hooks);
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let clock = Arc::new(SyncedClock::new(clock));
         let tracker = Arc::new(Tracker::new(
+            &config,
             Arc::clone(&backend),
             Arc::clone(&clock),
-            config.heartbeat,
-            config.resolution,
-            config.follow_up_delay,
-            config.store_timeout,
-            config.max_buffered_touches,
             Arc::clone(&counters),
+            Arc::clone(&hooks),
             cancel.clone(),
         ));
         Self {
@@ -218,8 +154,7 @@ impl Retention {
                 clock,
                 erasers,
                 commands,
-                on_erased,
-                on_removed_from_chat,
+                hooks,
                 tracker,
                 counters,
                 cancel,
@@ -247,9 +182,9 @@ impl Retention {
     /// # Cancellation safety
     ///
     /// Cancel-safe: a cancelled call's interaction is still written with its batch.
-    pub async fn record(&self, user: UserId) -> Recorded {
+    pub async fn note_interaction(&self, user: UserId) -> Noted {
         if !crate::layer::is_trackable_id(user) {
-            return Recorded::Ignored;
+            return Noted::Ignored;
         }
         self.inner.tracker.touch(user.0, self.inner.config.strict).await
     }
@@ -302,7 +237,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn status(&self, user: UserId) -> Result<UserStatus> {
-        let raw = self.store_call(self.inner.backend.record(user.0)).await?;
+        let raw = self.store_call(self.inner.backend.status(user.0)).await?;
         let erasure = raw.job.map(|(reason, marked_at, attempts)| PendingErasure {
             reason,
             marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
@@ -444,9 +379,7 @@ impl Retention {
                 let inv = Invalidation { user: claimed.user, since, until: now, opt_out: false };
                 wrote |= inner.tracker.invalidate(inv).await;
             }
-            if let Some(hook) = &inner.on_erased {
-                hook(ErasedUser { user: UserId(claimed.user), reason: claimed.reason });
-            }
+            inner.hooks.erased(claimed.user, claimed.reason);
         }
         if wrote {
             // Interactions this process had served from its cache after a user's mark: they
@@ -553,28 +486,7 @@ impl Retention {
     /// Counters since this instance was built.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            touches_written: get(&c.touches_written),
-            touch_write_failures: get(&c.touch_write_failures),
-            touches_buffered: get(&c.touches_buffered),
-            touches_dropped: get(&c.touches_dropped),
-            gone_marks_dropped: get(&c.marks_dropped),
-            strict_refusals: get(&c.strict_refusals),
-            erased: std::array::from_fn(|i| get(&c.erased[i])),
-            erasure_failures: get(&c.erasure_failures),
-            marked_gone: get(&c.marked_gone),
-            follow_ups: get(&c.follow_ups),
-            leases_lost: get(&c.leases_lost),
-            prune_passes: get(&c.prune_passes),
-            inactivity_held: get(&c.inactivity_held),
-            clock_offset_ms: self.inner.tracker.clock_offset_ms(),
-            clock_skew_warnings: get(&c.skew_warnings),
-            cached_users: self.inner.tracker.cached_users() as u64,
-            buffered_users: self.inner.tracker.buffered_users() as u64,
-            buffered_gone_marks: self.inner.tracker.buffered_marks() as u64,
-        }
+        self.inner.counters.snapshot(&self.inner.tracker)
     }
 
     /// "Now" (or the store's clock), the inactivity span and the lease of a claim. The span
@@ -635,7 +547,7 @@ mod tests {
         use crate::store::sealed::{Bind, Bound};
         use crate::store::{
             Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked,
-            RawPreview, RawRecord, WriterWindow,
+            RawPreview, RawStatus, WriterWindow,
         };
         use crate::{ErasureReason, MemoryStore, Result, Store};
 
@@ -728,8 +640,8 @@ mod tests {
             fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
                 self.inner.unschedule_gone(user)
             }
-            fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
-                self.inner.record(user)
+            fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
+                self.inner.status(user)
             }
             fn preview(
                 &self,
@@ -806,7 +718,7 @@ mod tests {
                 .erase_with(Paused(Arc::clone(&entered), Arc::clone(&release)))
                 .build()
                 .unwrap();
-            assert_eq!(retention.record(UserId(7)).await, crate::Recorded::Written);
+            assert_eq!(retention.note_interaction(UserId(7)).await, crate::Noted::Written);
             let opt_out = tokio::spawn({
                 let retention = retention.clone();
                 async move { retention.erase_user(UserId(7)).await }
@@ -817,7 +729,7 @@ mod tests {
             clock.advance(Duration::from_secs(1));
             let touch = tokio::spawn({
                 let retention = retention.clone();
-                async move { retention.record(UserId(7)).await }
+                async move { retention.note_interaction(UserId(7)).await }
             });
             tokio::time::sleep(Duration::from_millis(50)).await;
             release.notify_one();
@@ -825,7 +737,7 @@ mod tests {
             // Now the held write lands, after the finish.
             store.hold.store(false, std::sync::atomic::Ordering::SeqCst);
             store.released.notify_waiters();
-            assert_eq!(touch.await.unwrap(), crate::Recorded::Written);
+            assert_eq!(touch.await.unwrap(), crate::Noted::Written);
 
             assert_eq!(outcome, OptOutOutcome::Erased { follow_up: true });
             let status = retention.status(UserId(7)).await.unwrap();

@@ -16,7 +16,6 @@
 //!   could (during an outage) leave its cache once it can.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -25,8 +24,11 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SKEW_WARNING_MS, SyncedClock, duration_ms};
+use crate::config::Config;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
+use crate::hooks::Hooks;
+use crate::stats::Counters;
 use crate::store::redis::{FEED_KEEP_MS, FEED_READ};
 use crate::store::{DynBackend, Invalidation, Marked, random_id};
 
@@ -36,10 +38,11 @@ const FEED_POLL: Duration = Duration::from_secs(1);
 /// How often the offset between this process's clock and the store's is measured.
 pub(crate) const CLOCK_SYNC: Duration = Duration::from_secs(60);
 
-/// How an interaction was recorded.
+/// What [`Retention::note_interaction`](crate::Retention::note_interaction) did with an
+/// interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Recorded {
+pub enum Noted {
     /// Written to the store by this call (or by a concurrent call for the same user).
     Written,
     /// Written recently enough already; nothing to do.
@@ -52,40 +55,11 @@ pub enum Recorded {
     Ignored,
 }
 
-impl Recorded {
+impl Noted {
     /// Returns `true` if the interaction is in the store now.
     #[must_use]
     pub fn is_stored(self) -> bool {
         matches!(self, Self::Written | Self::Cached)
-    }
-}
-
-/// Counters shared by the whole crate; see [`Stats`](crate::Stats).
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) touches_written: AtomicU64,
-    pub(crate) touch_write_failures: AtomicU64,
-    pub(crate) touches_buffered: AtomicU64,
-    pub(crate) touches_dropped: AtomicU64,
-    pub(crate) marks_dropped: AtomicU64,
-    pub(crate) strict_refusals: AtomicU64,
-    pub(crate) erased: [AtomicU64; 5],
-    pub(crate) erasure_failures: AtomicU64,
-    pub(crate) marked_gone: AtomicU64,
-    pub(crate) follow_ups: AtomicU64,
-    pub(crate) leases_lost: AtomicU64,
-    pub(crate) prune_passes: AtomicU64,
-    pub(crate) skew_warnings: AtomicU64,
-    pub(crate) inactivity_held: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn erased(&self, reason: ErasureReason) {
-        Self::add(&self.erased[reason.index()], 1);
     }
 }
 
@@ -147,6 +121,7 @@ pub(crate) struct Tracker {
     store_timeout: Duration,
     max_buffered: usize,
     counters: Arc<Counters>,
+    hooks: Arc<Hooks>,
     cancel: CancellationToken,
     writer: OnceLock<()>,
     /// Set by the writer after its last flush at shutdown: `true` if nothing was left.
@@ -156,16 +131,12 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        config: &Config,
         backend: DynBackend,
         clock: Arc<SyncedClock>,
-        heartbeat: Duration,
-        resolution: Duration,
-        follow_up_delay: Duration,
-        store_timeout: Duration,
-        max_buffered: usize,
         counters: Arc<Counters>,
+        hooks: Arc<Hooks>,
         cancel: CancellationToken,
     ) -> Self {
         Self {
@@ -184,12 +155,13 @@ impl Tracker {
             backend,
             clock,
             writer_id: random_id(),
-            heartbeat,
-            resolution_ms: duration_ms(resolution),
-            follow_up_ms: duration_ms(follow_up_delay),
-            store_timeout,
-            max_buffered,
+            heartbeat: config.heartbeat,
+            resolution_ms: duration_ms(config.resolution),
+            follow_up_ms: duration_ms(config.follow_up_delay),
+            store_timeout: config.store_timeout,
+            max_buffered: config.max_buffered_touches,
             counters,
+            hooks,
             cancel,
             writer: OnceLock::new(),
             flushed: SetOnce::new(),
@@ -225,7 +197,7 @@ impl Tracker {
     /// Records that `user` interacted now.
     ///
     /// With `must_store`, waits for the write even while the store is failing (strict mode).
-    pub(crate) async fn touch(self: &Arc<Self>, user: u64, must_store: bool) -> Recorded {
+    pub(crate) async fn touch(self: &Arc<Self>, user: u64, must_store: bool) -> Noted {
         let (now, slot) = {
             let mut st = self.lock();
             // Read under the lock: the first clock measurement shifts stored times with it.
@@ -240,7 +212,7 @@ impl Tracker {
                 st.marks.remove(&user);
             }
             if self.cached(&mut st, user, now) {
-                return Recorded::Cached;
+                return Noted::Cached;
             }
             let slot = if let Some(score) = st.pending.get_mut(&user) {
                 *score = (*score).max(now);
@@ -266,7 +238,7 @@ impl Tracker {
         // normally comes first). The interaction stays pending and is written, or moved to
         // the backlog, by the writer.
         match timeout(self.store_timeout * 2, slot.wait()).await {
-            Ok(true) => return Recorded::Written,
+            Ok(true) => return Noted::Written,
             Ok(false) => {}
             Err(_) => {
                 // Still waiting for the writer: move it to the backlog, so that "buffered"
@@ -274,7 +246,7 @@ impl Tracker {
                 let mut st = self.lock();
                 return match st.pending.remove(&user) {
                     Some(ms) => self.buffer(&mut st, [(user, ms)]),
-                    None => Recorded::Buffered,
+                    None => Noted::Buffered,
                 };
             }
         }
@@ -282,17 +254,17 @@ impl Tracker {
         // of the backlog has written it since).
         let st = self.lock();
         if st.backlog.contains_key(&user) {
-            Recorded::Buffered
+            Noted::Buffered
         } else if st.cache.get(&user).is_some_and(|seen| seen.written >= now) {
-            Recorded::Written
+            Noted::Written
         } else {
-            Recorded::Dropped
+            Noted::Dropped
         }
     }
 
     /// Adds touches to the backlog; returns how the last one fared.
-    fn buffer(&self, st: &mut State, touches: impl IntoIterator<Item = (u64, i64)>) -> Recorded {
-        let mut outcome = Recorded::Buffered;
+    fn buffer(&self, st: &mut State, touches: impl IntoIterator<Item = (u64, i64)>) -> Noted {
+        let mut outcome = Noted::Buffered;
         for (user, ms) in touches {
             let room = st.backlog.len() < self.max_buffered;
             match st.backlog.get_mut(&user) {
@@ -302,12 +274,12 @@ impl Tracker {
                 }
                 None => {
                     Counters::add(&self.counters.touches_dropped, 1);
-                    outcome = Recorded::Dropped;
+                    outcome = Noted::Dropped;
                     continue;
                 }
             }
             Counters::add(&self.counters.touches_buffered, 1);
-            outcome = Recorded::Buffered;
+            outcome = Noted::Buffered;
         }
         outcome
     }
@@ -467,6 +439,12 @@ impl Tracker {
     /// Number of buffered (unwritten) users.
     pub(crate) fn buffered_users(&self) -> usize {
         self.lock().backlog.len()
+    }
+
+    /// A gone mark of `user` waits for the store.
+    pub(crate) fn has_mark(&self, user: u64) -> bool {
+        let st = self.lock();
+        !st.marks.is_empty() && st.marks.contains_key(&user)
     }
 
     /// Number of gone marks waiting for the store.
@@ -750,6 +728,7 @@ impl Tracker {
             }
             if marked == Marked::Scheduled {
                 Counters::add(&self.counters.marked_gone, 1);
+                self.hooks.gone(user, mark.reason);
             }
             // As for a mark written at once: interactions this process served from its cache
             // since the mark must reach the store, where they cancel it.
@@ -885,22 +864,19 @@ mod tests {
         let backend = MemoryStore::new().bind("t").0;
         let clock = ManualClock::at_unix_ms(1_000);
         let tracker = Arc::new(Tracker::new(
+            &crate::config::Config::for_tests(),
             Arc::clone(&backend),
             Arc::new(SyncedClock::new(Arc::new(clock.clone()))),
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-            Duration::from_secs(2),
-            100,
+            Arc::default(),
             Arc::default(),
             CancellationToken::new(),
         ));
-        assert_eq!(tracker.touch(1, false).await, Recorded::Written);
+        assert_eq!(tracker.touch(1, false).await, Noted::Written);
         clock.advance(Duration::from_secs(10));
         assert!(tracker.touch_cached(1), "served from the cache");
         tracker.forget_cache();
         assert_eq!(tracker.cached_users(), 0);
         tracker.flush().await.unwrap();
-        assert_eq!(backend.record(1).await.unwrap().last_seen, Some(11_000));
+        assert_eq!(backend.status(1).await.unwrap().last_seen, Some(11_000));
     }
 }

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawRecord, WriterWindow, sealed,
+    RawStatus, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -128,11 +128,15 @@ impl Space {
         Some((id, self.lease.score(id).unwrap_or(0)))
     }
 
-    /// Takes a user with a job (or of a dead pruner's batch) unless they came back.
-    fn take_or_drop(&mut self, user: u64, users: &mut Vec<Claimed>) {
+    /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
+    /// user who came back goes to `returned`).
+    fn take_or_drop(&mut self, user: u64, users: &mut Vec<Claimed>, returned: &mut Vec<u64>) {
         let job = self.job_of(user);
         if self.came_back(user, job) {
             self.job.remove(&user);
+            if job.0.is_gone() {
+                returned.push(user);
+            }
         } else {
             self.seen.remove(user);
             users.push(claimed(user, job));
@@ -222,7 +226,7 @@ impl Backend for Bound {
             let cutoff = now.saturating_sub(times.inactive_ms);
             let deadline = now.saturating_add(times.lease_ms);
             let held = s.writers_hold(writers);
-            let mut users = Vec::new();
+            let (mut users, mut returned) = (Vec::new(), Vec::new());
             // 1. Batches whose lease expired.
             for (old, old_deadline) in s.lease.up_to(now, 16) {
                 if users.len() >= limit {
@@ -231,7 +235,7 @@ impl Backend for Bound {
                 let mut members = s.batches.remove(&old).unwrap_or_default();
                 let rest = members.split_off(members.len().min(limit - users.len()));
                 for user in members {
-                    s.take_or_drop(user, &mut users);
+                    s.take_or_drop(user, &mut users, &mut returned);
                 }
                 // What does not fit stays in the old batch, still expired (see claim.lua).
                 if rest.is_empty() {
@@ -246,7 +250,7 @@ impl Backend for Bound {
             // 2. Due scheduled erasures.
             for (user, _) in s.queue.up_to(now, limit.saturating_sub(users.len())) {
                 s.queue.remove(user);
-                s.take_or_drop(user, &mut users);
+                s.take_or_drop(user, &mut users, &mut returned);
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.
             if held.is_none() {
@@ -264,7 +268,7 @@ impl Backend for Bound {
                 s.batches.insert(id, users.iter().map(|c| c.user).collect());
                 s.lease.set(id, deadline);
             }
-            Batch { id, deadline, users, held, unreadable: Vec::new() }
+            Batch { id, deadline, users, held, unreadable: Vec::new(), returned }
         })
     }
 
@@ -293,7 +297,14 @@ impl Backend for Bound {
             s.batches.insert(id, vec![user]);
             s.lease.set(id, deadline);
             let users = vec![claimed(user, (reason, now, attempts))];
-            Some(Batch { id, deadline, users, held: None, unreadable: Vec::new() })
+            Some(Batch {
+                id,
+                deadline,
+                users,
+                held: None,
+                unreadable: Vec::new(),
+                returned: Vec::new(),
+            })
         })
     }
 
@@ -417,8 +428,8 @@ impl Backend for Bound {
         })
     }
 
-    fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
-        self.ready(|s| RawRecord {
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
+        self.ready(|s| RawStatus {
             last_seen: s.seen.score(user),
             queued_due: s.queue.score(user).map(|d| (d != i64::MAX).then_some(d)),
             leased_until: s.batch_of(user).map(|(_, deadline)| deadline),

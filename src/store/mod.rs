@@ -86,6 +86,8 @@ pub(crate) struct Batch {
     pub(crate) held: Option<String>,
     /// Values the claim could not read, left in place (each names its key and user).
     pub(crate) unreadable: Vec<String>,
+    /// Users whose due gone mark the claim dropped because they came back.
+    pub(crate) returned: Vec<u64>,
 }
 
 /// How a claim finds "now", the cutoff and the lease deadline.
@@ -142,7 +144,7 @@ pub(crate) enum Marked {
 
 /// What the store holds about one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct RawRecord {
+pub(crate) struct RawStatus {
     pub(crate) last_seen: Option<i64>,
     /// Scheduled erasure: due time (`None` = never, mark only).
     pub(crate) queued_due: Option<Option<i64>>,
@@ -269,7 +271,7 @@ pub(crate) trait Backend: Send + Sync {
     fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>>;
 
     /// What the store holds about `user`.
-    fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>>;
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>>;
 
     /// What a claim at `now` with `cutoff` would take, listing up to `limit` users.
     fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>>;

@@ -15,7 +15,7 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawRecord, WriterWindow, decode_job, sealed,
+    RawStatus, WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -353,12 +353,13 @@ impl Backend for Bound {
                 .arg(id)
                 .arg(writers.silent_ms)
                 .arg(writers.dead_ms);
-            let (plain, special, deadline, held, unreadable): (
+            let (plain, special, deadline, held, unreadable, returned): (
                 Vec<Value>,
                 Vec<Value>,
                 Value,
                 String,
                 Vec<String>,
+                Vec<Value>,
             ) = self.run(&inv).await?;
             let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
             for user in &plain {
@@ -378,7 +379,8 @@ impl Backend for Bound {
                 });
             }
             let held = (!held.is_empty()).then_some(held);
-            Ok(Batch { id, deadline: int(&deadline)?, users, held, unreadable })
+            let returned = returned.iter().map(user_of).collect::<Result<_>>()?;
+            Ok(Batch { id, deadline: int(&deadline)?, users, held, unreadable, returned })
         })
     }
 
@@ -403,6 +405,7 @@ impl Backend for Bound {
                         users,
                         held: None,
                         unreadable: Vec::new(),
+                        returned: Vec::new(),
                     })
                 }
                 _ => None,
@@ -539,7 +542,7 @@ impl Backend for Bound {
         })
     }
 
-    fn record(&self, user: u64) -> BoxFuture<'_, Result<RawRecord>> {
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
         Box::pin(async move {
             let mut inv = self.invocation(&STATUS);
             inv.arg(user);
@@ -551,7 +554,7 @@ impl Backend for Bound {
             ) = self.run(&inv).await?;
             let score = |v: Option<String>| v.as_deref().map(parse_num).transpose();
             let job = job.as_deref().map(decode_job).transpose()?;
-            Ok(RawRecord {
+            Ok(RawStatus {
                 last_seen: score(seen)?,
                 queued_due: score(queued)?.map(|d| (d != i64::MAX).then_some(d)),
                 leased_until: score(leased)?,

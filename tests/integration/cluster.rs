@@ -39,7 +39,7 @@ async fn the_protocol_runs_on_redis_cluster() {
 
     // Tracking through the layer, with the privacy commands (nonces, rate counters) on.
     for user in 1..=20 {
-        a.record(UserId(user)).await;
+        a.note_interaction(UserId(user)).await;
     }
     let api = FakeBotApi::start().await;
     let updates =

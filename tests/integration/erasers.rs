@@ -188,9 +188,9 @@ async fn redis_keys_are_exported_by_type_and_erased() {
         })
     );
 
-    retention.record(UserId(7)).await;
+    retention.note_interaction(UserId(7)).await;
     env.clock.advance(31 * DAY);
-    retention.record(UserId(8)).await;
+    retention.note_interaction(UserId(8)).await;
     assert_eq!(retention.prune_once().await.unwrap().erased, 1);
     let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).unwrap();
     let mut left = left;

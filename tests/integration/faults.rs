@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use teloxide::types::UserId;
-use teloxide_retention::{Recorded, RedisStore, Retention};
+use teloxide_retention::{Noted, RedisStore, Retention};
 
 use crate::common::{DAY, Env};
 use crate::support::eventually;
@@ -18,7 +18,7 @@ async fn a_hung_redis_never_holds_record_past_twice_the_store_timeout() {
     // timeout and the touches queued behind it.
     let env = Env::redis();
     let retention = env.builder().await.store_timeout(STORE_TIMEOUT).build().unwrap();
-    assert_eq!(retention.record(UserId(1)).await, Recorded::Written);
+    assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Written);
 
     env.redis.as_ref().unwrap().pause();
     // Let the background writer start its once-a-second read of the erasure feed, which
@@ -30,7 +30,7 @@ async fn a_hung_redis_never_holds_record_past_twice_the_store_timeout() {
     while hung.elapsed() < Duration::from_secs(6) {
         user += 1;
         let started = Instant::now();
-        let recorded = retention.record(UserId(user)).await;
+        let recorded = retention.note_interaction(UserId(user)).await;
         slowest = slowest.max(started.elapsed());
         assert!(!recorded.is_stored(), "Redis is hung: {recorded:?}");
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -39,7 +39,7 @@ async fn a_hung_redis_never_holds_record_past_twice_the_store_timeout() {
     // Twice the store timeout, plus a wide margin for scheduling on a busy machine.
     assert!(
         slowest <= 2 * STORE_TIMEOUT + Duration::from_millis(250),
-        "record() waited {slowest:?}"
+        "note_interaction() waited {slowest:?}"
     );
 
     // Nothing was lost: every interaction reaches Redis once it answers.
@@ -68,7 +68,7 @@ async fn a_bot_starts_while_redis_is_down_and_catches_up() {
         .build()
         .unwrap();
     let started = Instant::now();
-    assert_eq!(retention.record(UserId(7)).await, Recorded::Buffered);
+    assert_eq!(retention.note_interaction(UserId(7)).await, Noted::Buffered);
     let bound = 2 * STORE_TIMEOUT + Duration::from_millis(250);
     assert!(started.elapsed() <= bound, "waited {:?}", started.elapsed());
 
@@ -103,7 +103,7 @@ async fn erased_ids_leave_the_feed_within_two_windows() {
         .arg(1)
         .query(&mut conn)
         .unwrap();
-    retention.record(UserId(5)).await;
+    retention.note_interaction(UserId(5)).await;
     retention.erase_user(UserId(5)).await.unwrap();
 
     let entries: Vec<(String, Vec<String>)> =

@@ -13,7 +13,9 @@ use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
 use teloxide::types::ChatMemberUpdated;
-use teloxide_retention::{ErasureReason, GonePolicy, NoteGone, Retained, RetainedExt, Retention};
+use teloxide_retention::{
+    ErasureReason, GonePolicy, GoneReason, NoteGone, Retained, RetainedExt, Retention,
+};
 
 use crate::both_stores;
 use crate::common::bot_api::BOT_ID;
@@ -109,6 +111,63 @@ both_stores! {
         );
         env.clock.advance(8 * DAY);
         assert_eq!(retention.prune_once().await.unwrap().claimed, 0);
+    }
+
+    async fn gone_and_returned_hooks_fire_once_per_event_and_reachability_follows(env) {
+        let api = FakeBotApi::start().await;
+        let gone = Arc::new(Mutex::new(Vec::new()));
+        let returned = Arc::new(Mutex::new(Vec::new()));
+        let retention = env
+            .builder()
+            .await
+            .on_gone({
+                let gone = Arc::clone(&gone);
+                move |user, reason| gone.lock().unwrap().push((user.0, reason))
+            })
+            .on_returned({
+                let returned = Arc::clone(&returned);
+                move |user| returned.lock().unwrap().push(user.0)
+            })
+            .build()
+            .unwrap();
+        let hi = |users: &[u64]| users.iter().map(|user| u::message(*user, "hi")).collect();
+        dispatch(&api, retention.wrap(replying_tree()), hi(&[1, 2, 3, 4])).await;
+        env.clock.advance(DAY);
+
+        // A block seen twice (a redelivered update), a failed send, a direct mark.
+        dispatch(&api, retention.wrap(replying_tree()), vec![u::blocked(1), u::blocked(1)]).await;
+        api.fail_chat(2, 403, "Forbidden: user is deactivated");
+        let sent = api.bot().send_message(ChatId(2), "news").await;
+        assert!(sent.note_gone(&retention, ChatId(2)).await.is_err());
+        assert!(retention.mark_gone(UserId(3), GoneReason::Unreachable).await.unwrap());
+        assert!(!retention.mark_gone(UserId(3), GoneReason::Unreachable).await.unwrap());
+        assert_eq!(
+            *gone.lock().unwrap(),
+            [(1, GoneReason::Blocked), (2, GoneReason::Deactivated), (3, GoneReason::Unreachable)]
+        );
+        for (user, reachable) in [(1, false), (2, false), (3, false), (4, true), (999, true)] {
+            assert_eq!(retention.is_reachable(UserId(user)).await.unwrap(), reachable, "{user}");
+        }
+
+        // User 1 unblocks: returned at once. User 2 writes again: reachable at once, and
+        // returned when the pruner drops the mark instead of erasing them.
+        env.clock.advance(DAY);
+        dispatch(&api, retention.wrap(replying_tree()), vec![u::unblocked(1), u::message(2, "back")])
+            .await;
+        assert_eq!(*returned.lock().unwrap(), [1]);
+        assert!(retention.is_reachable(UserId(1)).await.unwrap());
+        assert!(retention.is_reachable(UserId(2)).await.unwrap());
+        assert!(!retention.is_reachable(UserId(3)).await.unwrap());
+
+        env.clock.advance(7 * DAY);
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!((report.returned, report.erased_for(ErasureReason::Unreachable)), (1, 1), "{report:?}");
+        assert_eq!(*returned.lock().unwrap(), [1, 2]);
+        assert!(retention.status(UserId(2)).await.unwrap().last_seen.is_some(), "user 2 is kept");
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!((report.returned, report.erased), (0, 0), "{report:?}");
+        assert_eq!(gone.lock().unwrap().len(), 3, "each event once");
+        assert_eq!(*returned.lock().unwrap(), [1, 2], "each event once");
     }
 
     async fn a_block_still_reaches_a_tree_that_handles_it(env) {
@@ -324,7 +383,7 @@ both_stores! {
         ];
         let mut expected = BTreeMap::new();
         for user in 1..=1000u64 {
-            retention.record(UserId(user)).await;
+            retention.note_interaction(UserId(user)).await;
             if user % 10 == 0 {
                 let (status, description, reason) = gone_descriptions[(user / 10) as usize % 4];
                 api.fail_chat(user as i64, status, description);
@@ -376,7 +435,17 @@ async fn an_update_only_the_layer_acted_on_is_not_dumped_by_the_default_handler(
 async fn gone_signals_during_a_redis_outage_are_marked_once_it_is_back() {
     let mut env = crate::common::Env::redis();
     let api = FakeBotApi::start().await;
-    let retention = env.builder().await.store_timeout(Duration::from_millis(300)).build().unwrap();
+    let gone = Arc::new(Mutex::new(Vec::new()));
+    let retention = env
+        .builder()
+        .await
+        .store_timeout(Duration::from_millis(300))
+        .on_gone({
+            let gone = Arc::clone(&gone);
+            move |user, _| gone.lock().unwrap().push(user.0)
+        })
+        .build()
+        .unwrap();
     let before: Vec<_> = [5, 8, 9].into_iter().map(|user| u::message(user, "hi")).collect();
     dispatch(&api, retention.wrap(replying_tree()), before).await;
     api.fail_chat(7, 403, "Forbidden: bot was blocked by the user");
@@ -395,6 +464,8 @@ async fn gone_signals_during_a_redis_outage_are_marked_once_it_is_back() {
     env.clock.advance(Duration::from_secs(60));
     dispatch(&api, retention.wrap(replying_tree()), vec![u::unblocked(8)]).await;
     assert_eq!(retention.stats().buffered_gone_marks, 3, "the unblock dropped user 8's mark");
+    assert!(gone.lock().unwrap().is_empty(), "on_gone waits for the store");
+    assert!(!retention.is_reachable(UserId(7)).await.unwrap(), "a kept mark counts");
 
     env.redis_server().restart();
     crate::support::eventually("kept marks and interactions are written", || async {
@@ -412,6 +483,8 @@ async fn gone_signals_during_a_redis_outage_are_marked_once_it_is_back() {
     }
     let returned = retention.status(UserId(8)).await.unwrap();
     assert_eq!(returned.erasure, None, "user 8 unblocked");
+    gone.lock().unwrap().sort_unstable();
+    assert_eq!(*gone.lock().unwrap(), [5, 7, 9], "each written mark once, not user 8's");
     assert_eq!(retention.stats().marked_gone, 3);
     assert_eq!(retention.stats().gone_marks_dropped, 0);
 

@@ -228,7 +228,7 @@ async fn users_written_before_the_erasure_feed_could_be_read_are_not_served_from
     let mut env = crate::common::Env::redis();
     let a = env.builder().await.store_timeout(Duration::from_millis(300)).build().unwrap();
     env.redis_server().stop();
-    assert_eq!(a.record(UserId(5)).await, teloxide_retention::Recorded::Buffered);
+    assert_eq!(a.note_interaction(UserId(5)).await, teloxide_retention::Noted::Buffered);
     env.redis_server().restart();
     eventually("the buffered user is written", || async { a.stats().buffered_users == 0 }).await;
     eventually("replica A reads the feed and drops what it cached before", || async {
@@ -238,7 +238,7 @@ async fn users_written_before_the_erasure_feed_could_be_read_are_not_served_from
     let b = env.builder().await.build().unwrap();
     b.erase_user(UserId(5)).await.unwrap();
     env.clock.advance(Duration::from_secs(5));
-    assert_eq!(a.record(UserId(5)).await, teloxide_retention::Recorded::Written);
+    assert_eq!(a.note_interaction(UserId(5)).await, teloxide_retention::Noted::Written);
     assert!(a.status(UserId(5)).await.unwrap().last_seen.is_some(), "tracked again");
 }
 
@@ -254,7 +254,7 @@ async fn a_full_buffer_drops_and_counts_further_users() {
         .unwrap();
     env.redis_server().stop();
     for user in 1..=5 {
-        retention.record(UserId(user)).await;
+        retention.note_interaction(UserId(user)).await;
     }
     let stats = retention.stats();
     assert_eq!((stats.buffered_users, stats.touches_dropped), (3, 2), "{stats:?}");

@@ -19,8 +19,8 @@ use teloxide::dispatching::UpdateHandler;
 use teloxide::prelude::*;
 use teloxide::types::{Me, UserId};
 use teloxide_retention::{
-    BoxError, Eraser, Erasure, GonePolicy, GoneReason, ManualClock, MemoryStore, OptOutOutcome,
-    RedisStore, Retention,
+    BoxError, Eraser, Erasure, ErasureReason, GonePolicy, GoneReason, ManualClock, MemoryStore,
+    OptOutOutcome, RedisStore, Retention,
 };
 
 use crate::common::{RedisServer, T0, parse, updates};
@@ -139,7 +139,7 @@ impl Side {
     async fn apply(&self, op: &Op) -> String {
         let id = |u: u64| UserId(100 + u);
         let result = match op {
-            Op::Record(u) => format!("{:?}", self.retention.record(id(*u)).await),
+            Op::Record(u) => format!("{:?}", self.retention.note_interaction(id(*u)).await),
             Op::Message(u) => {
                 self.dispatch(updates::message(100 + u, "hi")).await;
                 String::new()
@@ -171,10 +171,12 @@ impl Side {
             }
             Op::Prune => match self.retention.prune_once().await {
                 Ok(r) => format!(
-                    "claimed {} erased {} {:?} failed {} lost {} batches {} held {} unreadable {:?}",
+                    "claimed {} erased {} {:?} returned {} failed {} lost {} batches {} held {} \
+                     unreadable {:?}",
                     r.claimed,
                     r.erased,
-                    r.erased_by_reason,
+                    ErasureReason::ALL.map(|reason| r.erased_for(reason)),
+                    r.returned,
                     r.failed,
                     r.leases_lost,
                     r.batches,

@@ -17,9 +17,9 @@ async fn the_pruner_runs_now_and_every_interval_until_shut_down() {
     let eraser = Recorder::new("profiles");
     let retention =
         env.builder().await.prune_every(INTERVAL).erase_with(eraser.clone()).build().unwrap();
-    retention.record(UserId(1)).await;
+    retention.note_interaction(UserId(1)).await;
     env.clock.advance(20 * DAY);
-    retention.record(UserId(2)).await;
+    retention.note_interaction(UserId(2)).await;
     env.clock.advance(11 * DAY);
 
     let pruner = retention.spawn_pruner();
@@ -34,7 +34,7 @@ async fn the_pruner_runs_now_and_every_interval_until_shut_down() {
     assert_eq!(eraser.erased(2), 1);
 
     pruner.shutdown().await;
-    retention.record(UserId(3)).await;
+    retention.note_interaction(UserId(3)).await;
     env.clock.advance(31 * DAY);
     tokio::time::sleep(10 * INTERVAL).await;
     assert_eq!(retention.stats().prune_passes, 2, "no pass after shutdown");
@@ -47,7 +47,7 @@ async fn shutdown_lets_the_running_batch_finish() {
     let gate = Arc::new(Gate::default());
     let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
     let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-    retention.record(UserId(1)).await;
+    retention.note_interaction(UserId(1)).await;
     env.clock.advance(31 * DAY);
 
     let pruner = retention.spawn_pruner();

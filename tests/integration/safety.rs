@@ -73,7 +73,7 @@ async fn seed(server: &RedisServer, users: impl IntoIterator<Item = u64>, at: i6
         .build()
         .unwrap();
     for user in users {
-        assert!(seeder.record(UserId(user)).await.is_stored());
+        assert!(seeder.note_interaction(UserId(user)).await.is_stored());
     }
 }
 
@@ -139,7 +139,7 @@ async fn a_bot_whose_clock_runs_slow_writes_redis_time() {
     // User 7 is the first interaction, taken before the offset was measured; user 8 comes
     // after.
     for user in [7, 8] {
-        assert!(bot.record(UserId(user)).await.is_stored());
+        assert!(bot.note_interaction(UserId(user)).await.is_stored());
         let stored = bot.status(UserId(user)).await.unwrap().last_seen.unwrap().timestamp_millis();
         let now = redis_time(&server);
         assert!((now - stored).abs() < 2_000, "user {user}: stored {stored}, Redis time {now}");
@@ -159,7 +159,7 @@ async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wr
     let eraser = Recorder::new("profiles");
     let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
     for user in 1..=1000 {
-        replica.record(UserId(user)).await;
+        replica.note_interaction(UserId(user)).await;
     }
     replica.flush().await.unwrap();
     assert_eq!(pruner.tracked_users().await.unwrap(), 1000);
@@ -168,7 +168,7 @@ async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wr
     clock.advance(31 * DAY);
     proxy.cut();
     for user in 1..=1000 {
-        assert!(!replica.record(UserId(user)).await.is_stored());
+        assert!(!replica.note_interaction(UserId(user)).await.is_stored());
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
 
@@ -212,7 +212,7 @@ async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_
     let eraser = Recorder::new("profiles");
     let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
     for user in 1..=1000 {
-        bot.record(UserId(user)).await;
+        bot.note_interaction(UserId(user)).await;
     }
     bot.flush().await.unwrap();
     pruner.prune_once().await.unwrap();
@@ -220,7 +220,7 @@ async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_
     clock.advance(31 * DAY);
     raw(&server, &["CONFIG", "SET", "maxmemory", "1"]);
     for user in 1..=1000 {
-        assert!(!bot.record(UserId(user)).await.is_stored());
+        assert!(!bot.note_interaction(UserId(user)).await.is_stored());
     }
     eventually("the bot reports its unwritten interactions", || async {
         pruner.preview(1).await.unwrap().inactivity_held.is_some_and(|w| w.contains("1000"))
@@ -289,13 +289,13 @@ async fn a_vanished_seen_set_pauses_pruning_until_the_loss_is_accepted() {
     let env = Env::redis();
     let server = env.redis.as_ref().unwrap();
     let retention = env.builder().await.build().unwrap();
-    retention.record(UserId(1)).await;
+    retention.note_interaction(UserId(1)).await;
     retention.prune_once().await.unwrap();
 
     // Lost (as by eviction, or by hand); new interactions recreate the key.
     raw(server, &["DEL", "{retention}:seen"]);
     env.clock.advance(Duration::from_secs(120));
-    retention.record(UserId(2)).await;
+    retention.note_interaction(UserId(2)).await;
     let err = retention.prune_once().await.unwrap_err();
     assert!(matches!(err, Error::Unsafe(_)), "{err:?}");
     assert!(err.to_string().contains("{retention}:seen"), "{err}");
@@ -353,7 +353,7 @@ async fn a_burst_of_erasures_larger_than_one_feed_read_reaches_every_replica_at_
     let eraser = env.builder().await.build().unwrap();
     let users: Vec<u64> = (1..=3500).collect();
     for &user in &users {
-        replica.record(UserId(user)).await;
+        replica.note_interaction(UserId(user)).await;
     }
     replica.flush().await.unwrap();
     assert_eq!(replica.stats().cached_users, 3500);
@@ -378,7 +378,7 @@ async fn a_clean_shutdown_removes_the_heartbeat_and_a_dead_writer_stops_holding_
     let env = Env::redis();
     let server = env.redis.as_ref().unwrap();
     let bot = env.builder().await.heartbeat_every(Duration::from_millis(100)).build().unwrap();
-    bot.record(UserId(1)).await;
+    bot.note_interaction(UserId(1)).await;
     eventually("the heartbeat is there", || async {
         count(server, &["HLEN", "{retention}:writers"]) == 1
     })
@@ -423,13 +423,13 @@ async fn a_cut_off_replica_follows_up_its_buffered_interactions_and_drops_older_
     let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
     let other = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
     for user in [20, 21] {
-        assert!(cut_off.record(UserId(user)).await.is_stored());
+        assert!(cut_off.note_interaction(UserId(user)).await.is_stored());
     }
 
     proxy.cut();
     clock.advance(Duration::from_secs(3600));
     // User 21 interacts on the cut-off replica, then opts out on the other one.
-    assert!(!cut_off.record(UserId(21)).await.is_stored());
+    assert!(!cut_off.note_interaction(UserId(21)).await.is_stored());
     clock.advance(Duration::from_secs(1));
     let opt_out = tokio::spawn({
         let other = other.clone();
@@ -445,7 +445,7 @@ async fn a_cut_off_replica_follows_up_its_buffered_interactions_and_drops_older_
     });
     gate.entered.notified().await;
     clock.advance(Duration::from_secs(1));
-    assert!(!cut_off.record(UserId(20)).await.is_stored());
+    assert!(!cut_off.note_interaction(UserId(20)).await.is_stored());
     clock.advance(Duration::from_secs(1));
     gate.release.notify_one();
     assert_eq!(

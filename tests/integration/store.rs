@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use teloxide::types::UserId;
 use teloxide_retention::{
-    ErasureReason, GonePolicy, GoneReason, ManualClock, OptOutOutcome, Recorded, Retention,
+    ErasureReason, GonePolicy, GoneReason, ManualClock, Noted, OptOutOutcome, Retention,
 };
 
 use crate::both_stores;
@@ -17,42 +17,42 @@ const MINUTE: Duration = Duration::from_secs(60);
 both_stores! {
     async fn records_last_interaction(env) {
         let retention = env.builder().await.build().unwrap();
-        assert_eq!(retention.record(UserId(7)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(7)).await, Noted::Written);
         let status = retention.status(UserId(7)).await.unwrap();
         assert_eq!(status.last_seen.unwrap().timestamp_millis(), T0);
         assert_eq!(status.erasure, None);
         assert_eq!(retention.tracked_users().await.unwrap(), 1);
         // Telegram's service account is never tracked.
-        assert_eq!(retention.record(UserId(777_000)).await, Recorded::Ignored);
+        assert_eq!(retention.note_interaction(UserId(777_000)).await, Noted::Ignored);
         assert_eq!(retention.tracked_users().await.unwrap(), 1);
     }
 
     async fn a_replica_with_a_slow_clock_never_moves_a_user_back(env) {
         let ahead = env.builder().await.build().unwrap();
         let behind = env.builder().await.clock(ManualClock::at_unix_ms(T0 - 3_600_000)).build().unwrap();
-        ahead.record(UserId(1)).await;
-        assert_eq!(behind.record(UserId(1)).await, Recorded::Written);
+        ahead.note_interaction(UserId(1)).await;
+        assert_eq!(behind.note_interaction(UserId(1)).await, Noted::Written);
         let seen = ahead.status(UserId(1)).await.unwrap().last_seen.unwrap();
         assert_eq!(seen.timestamp_millis(), T0);
     }
 
     async fn an_active_user_costs_no_write_within_the_resolution(env) {
         let retention = env.builder().await.build().unwrap();
-        assert_eq!(retention.record(UserId(1)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Written);
         for _ in 0..100 {
             env.clock.advance(Duration::from_millis(500));
-            assert_eq!(retention.record(UserId(1)).await, Recorded::Cached);
+            assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Cached);
         }
         env.clock.advance(MINUTE);
-        assert_eq!(retention.record(UserId(1)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Written);
         assert_eq!(retention.stats().touches_written, 2);
     }
 
     async fn concurrent_first_touches_share_one_write(env) {
         let retention = env.builder().await.build().unwrap();
-        let touches = (0..64).map(|_| retention.record(UserId(5)));
+        let touches = (0..64).map(|_| retention.note_interaction(UserId(5)));
         let outcomes = futures_util::future::join_all(touches).await;
-        assert!(outcomes.iter().all(|o| *o == Recorded::Written || *o == Recorded::Cached));
+        assert!(outcomes.iter().all(|o| *o == Noted::Written || *o == Noted::Cached));
         assert_eq!(retention.stats().touches_written, 1, "one member written, once");
         if env.redis.is_some() {
             let mut conn = env.redis_connection();
@@ -65,9 +65,9 @@ both_stores! {
     async fn users_inactive_past_the_threshold_are_erased_and_no_one_else(env) {
         let eraser = Recorder::new("profiles");
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        retention.record(UserId(1)).await;
+        retention.note_interaction(UserId(1)).await;
         env.clock.advance(25 * DAY);
-        retention.record(UserId(2)).await;
+        retention.note_interaction(UserId(2)).await;
         env.clock.advance(6 * DAY);
 
         let preview = retention.preview(10).await.unwrap();
@@ -92,10 +92,10 @@ both_stores! {
     async fn an_interaction_after_the_cutoff_protects_even_when_it_was_not_written(env) {
         let eraser = Recorder::new("profiles");
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        assert_eq!(retention.record(UserId(1)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Written);
         env.clock.advance(Duration::from_secs(50));
         // Cached: the store still says T0, the user really interacted at T0 + 50 s.
-        assert_eq!(retention.record(UserId(1)).await, Recorded::Cached);
+        assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Cached);
 
         env.clock.set_unix_ms(T0 + (30 * DAY + Duration::from_secs(45)).as_millis() as i64);
         assert_eq!(retention.prune_once().await.unwrap().claimed, 0, "interacted after the cutoff");
@@ -109,7 +109,7 @@ both_stores! {
         let eraser = Recorder::new("profiles");
         let retention = env.builder().await.batch_size(100).erase_with(eraser.clone()).build().unwrap();
         for user in 1..=1234 {
-            retention.record(UserId(user)).await;
+            retention.note_interaction(UserId(user)).await;
         }
         env.clock.advance(31 * DAY);
         let report = retention.prune_once().await.unwrap();
@@ -129,7 +129,7 @@ both_stores! {
             .erase_with(steady.clone())
             .build()
             .unwrap();
-        retention.record(UserId(9)).await;
+        retention.note_interaction(UserId(9)).await;
         env.clock.advance(31 * DAY);
 
         let first = retention.prune_once().await.unwrap();
@@ -158,8 +158,8 @@ both_stores! {
         let stuck = Recorder::new("profiles").gated(Arc::clone(&gate));
         let doomed = env.builder().await.lease(Duration::from_secs(60)).eraser_timeout(Duration::from_secs(30))
             .erase_with(stuck.clone()).build().unwrap();
-        doomed.record(UserId(1)).await;
-        doomed.record(UserId(2)).await;
+        doomed.note_interaction(UserId(1)).await;
+        doomed.note_interaction(UserId(2)).await;
         env.clock.advance(31 * DAY);
 
         // The pass claims both users, enters the eraser and is killed there.
@@ -189,14 +189,14 @@ both_stores! {
         let gate = Arc::new(Gate::default());
         let stuck = Recorder::new("profiles").gated(Arc::clone(&gate));
         let doomed = env.builder().await.erase_with(stuck).build().unwrap();
-        doomed.record(UserId(1)).await;
+        doomed.note_interaction(UserId(1)).await;
         env.clock.advance(31 * DAY);
         kill_pass_inside_eraser(&doomed, &gate).await;
 
         // The user interacts while their erasure is stuck.
         let eraser = Recorder::new("profiles");
         let next = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        assert_eq!(next.record(UserId(1)).await, Recorded::Written);
+        assert_eq!(next.note_interaction(UserId(1)).await, Noted::Written);
         env.clock.advance(3 * MINUTE);
         let report = next.prune_once().await.unwrap();
         assert_eq!(report.claimed, 0, "came back: the expired lease is dropped, not re-run");
@@ -213,7 +213,7 @@ both_stores! {
             pruners.push(env.builder().await.batch_size(50).erase_with(eraser.clone()).build().unwrap());
         }
         for user in 1..=3000 {
-            pruners[user as usize % 3].record(UserId(user)).await;
+            pruners[user as usize % 3].note_interaction(UserId(user)).await;
         }
         env.clock.advance(31 * DAY);
         let passes = pruners.iter().map(|p| {
@@ -234,7 +234,7 @@ both_stores! {
     async fn gone_users_are_erased_after_the_grace_period(env) {
         let eraser = Recorder::new("profiles");
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        retention.record(UserId(3)).await;
+        retention.note_interaction(UserId(3)).await;
         assert!(retention.mark_gone(UserId(3), GoneReason::Blocked).await.unwrap());
         assert!(!retention.mark_gone(UserId(3), GoneReason::Blocked).await.unwrap(), "kept as it was");
 
@@ -249,15 +249,15 @@ both_stores! {
         assert_eq!(preview.users[0].reason, ErasureReason::Blocked);
         assert!(preview.users[0].marked_at.is_some());
         let report = retention.prune_once().await.unwrap();
-        assert_eq!(report.erased_by_reason[ErasureReason::Blocked as usize], 1);
+        assert_eq!(report.erased_for(ErasureReason::Blocked), 1);
         assert_eq!(eraser.reasons(3), [ErasureReason::Blocked]);
         assert_eq!(retention.status(UserId(3)).await.unwrap().erasure, None);
     }
 
     async fn the_dry_run_lists_each_user_once_with_the_reason_the_pass_uses(env) {
         let retention = env.builder().await.build().unwrap();
-        retention.record(UserId(1)).await;
-        retention.record(UserId(2)).await;
+        retention.note_interaction(UserId(1)).await;
+        retention.note_interaction(UserId(2)).await;
         env.clock.advance(29 * DAY);
         // Gone, but the grace period ends after the inactivity threshold does.
         retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap();
@@ -266,19 +266,19 @@ both_stores! {
         let listed: Vec<_> = preview.users.iter().map(|e| (e.user.0, e.reason)).collect();
         assert_eq!(listed, [(1, ErasureReason::Blocked), (2, ErasureReason::Inactive)]);
         let report = retention.prune_once().await.unwrap();
-        assert_eq!(report.erased_by_reason[ErasureReason::Blocked as usize], 1);
-        assert_eq!(report.erased_by_reason[ErasureReason::Inactive as usize], 1);
+        assert_eq!(report.erased_for(ErasureReason::Blocked), 1);
+        assert_eq!(report.erased_for(ErasureReason::Inactive), 1);
     }
 
     async fn an_interaction_within_the_grace_period_cancels_the_erasure(env) {
         let eraser = Recorder::new("profiles");
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        retention.record(UserId(3)).await;
+        retention.note_interaction(UserId(3)).await;
         env.clock.advance(Duration::from_secs(10));
         retention.mark_gone(UserId(3), GoneReason::Unreachable).await.unwrap();
         env.clock.advance(Duration::from_secs(10));
         // Within the resolution of the last write, yet the mark makes it count.
-        assert_eq!(retention.record(UserId(3)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(3)).await, Noted::Written);
         env.clock.advance(8 * DAY);
         let report = retention.prune_once().await.unwrap();
         assert_eq!(report.erased, 0);
@@ -290,13 +290,13 @@ both_stores! {
     async fn gone_policies_erase_now_or_only_mark(env) {
         let eraser = Recorder::new("profiles");
         let now = env.builder().await.gone_policy(GonePolicy::EraseNow).erase_with(eraser.clone()).build().unwrap();
-        now.record(UserId(1)).await;
+        now.note_interaction(UserId(1)).await;
         now.mark_gone(UserId(1), GoneReason::Deactivated).await.unwrap();
         assert_eq!(now.prune_once().await.unwrap().erased, 1);
         assert_eq!(eraser.reasons(1), [ErasureReason::Deactivated]);
 
         let mark = env.builder().await.gone_policy(GonePolicy::MarkOnly).erase_with(eraser.clone()).build().unwrap();
-        mark.record(UserId(2)).await;
+        mark.note_interaction(UserId(2)).await;
         mark.mark_gone(UserId(2), GoneReason::Blocked).await.unwrap();
         let pending = mark.status(UserId(2)).await.unwrap().erasure.unwrap();
         assert_eq!((pending.reason, pending.due), (ErasureReason::Blocked, None));
@@ -322,7 +322,7 @@ both_stores! {
             })
             .build()
             .unwrap();
-        retention.record(UserId(4)).await;
+        retention.note_interaction(UserId(4)).await;
         retention.mark_gone(UserId(4), GoneReason::Blocked).await.unwrap();
         let outcome = retention.erase_user(UserId(4)).await.unwrap();
         assert_eq!(outcome, OptOutOutcome::Erased { follow_up: false });
@@ -337,7 +337,7 @@ both_stores! {
     async fn a_failed_opt_out_is_retried_durably(env) {
         let flaky = Recorder::new("flaky").failing_first(1);
         let retention = env.builder().await.erase_with(flaky.clone()).build().unwrap();
-        retention.record(UserId(4)).await;
+        retention.note_interaction(UserId(4)).await;
         let OptOutOutcome::Retrying { failed } = retention.erase_user(UserId(4)).await.unwrap() else {
             panic!("the eraser failed");
         };
@@ -351,7 +351,7 @@ both_stores! {
         assert_eq!((pending.reason, pending.failed_attempts), (ErasureReason::OptOut, 1));
         env.clock.advance(Duration::from_secs(31));
         let report = restarted.prune_once().await.unwrap();
-        assert_eq!(report.erased_by_reason[ErasureReason::OptOut as usize], 1);
+        assert_eq!(report.erased_for(ErasureReason::OptOut), 1);
         assert_eq!(flaky.reasons(4), [ErasureReason::OptOut]);
         assert_eq!(restarted.status(UserId(4)).await.unwrap().erasure, None);
     }
@@ -360,7 +360,7 @@ both_stores! {
         let gate = Arc::new(Gate::default());
         let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        retention.record(UserId(8)).await;
+        retention.note_interaction(UserId(8)).await;
         let opt_out = tokio::spawn({
             let retention = retention.clone();
             async move { retention.erase_user(UserId(8)).await }
@@ -368,7 +368,7 @@ both_stores! {
         gate.entered.notified().await;
         // Another update of the user arrives while the eraser runs (cached before, but the
         // running erasure makes it go to the store).
-        assert_eq!(retention.record(UserId(8)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(8)).await, Noted::Written);
         gate.release.notify_one();
         assert_eq!(opt_out.await.unwrap().unwrap(), OptOutOutcome::Erased { follow_up: true });
 
@@ -382,7 +382,7 @@ both_stores! {
         env.clock.advance(MINUTE + Duration::from_secs(1));
         gate.release.notify_one(); // lets the follow-up's eraser through
         let report = retention.prune_once().await.unwrap();
-        assert_eq!(report.erased_by_reason[ErasureReason::OptOut as usize], 1);
+        assert_eq!(report.erased_for(ErasureReason::OptOut), 1);
         assert_eq!(eraser.reasons(8), [ErasureReason::OptOut, ErasureReason::OptOut]);
         let status = retention.status(UserId(8)).await.unwrap();
         assert_eq!((status.last_seen, status.erasure), (None, None));
@@ -395,7 +395,7 @@ both_stores! {
         let gate = Arc::new(Gate::default());
         let eraser = Recorder::new("profiles").gated(Arc::clone(&gate)).failing_first(1);
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        retention.record(UserId(9)).await;
+        retention.note_interaction(UserId(9)).await;
         let opt_out = tokio::spawn({
             let retention = retention.clone();
             async move { retention.erase_user(UserId(9)).await }
@@ -406,7 +406,7 @@ both_stores! {
 
         // Past the retry delay the user writes again (and is cached from then on).
         env.clock.advance(MINUTE);
-        assert_eq!(retention.record(UserId(9)).await, Recorded::Written);
+        assert_eq!(retention.note_interaction(UserId(9)).await, Noted::Written);
         let pass = tokio::spawn({
             let retention = retention.clone();
             async move { retention.prune_once().await }
@@ -414,8 +414,8 @@ both_stores! {
         gate.entered.notified().await;
         env.clock.advance(Duration::from_secs(1));
         assert_eq!(
-            retention.record(UserId(9)).await,
-            Recorded::Written,
+            retention.note_interaction(UserId(9)).await,
+            Noted::Written,
             "not served from the cache while the user's erasure runs"
         );
         gate.release.notify_one();
@@ -432,7 +432,7 @@ both_stores! {
         let gate = Arc::new(Gate::default());
         let eraser = Recorder::new("profiles").gated(Arc::clone(&gate)).failing_first(1);
         let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        retention.record(UserId(6)).await;
+        retention.note_interaction(UserId(6)).await;
         env.clock.advance(31 * DAY);
         let pass = tokio::spawn({
             let retention = retention.clone();
@@ -449,7 +449,7 @@ both_stores! {
     async fn replicas_see_each_others_erasures(env) {
         let a = env.builder().await.build().unwrap();
         let b = env.builder().await.build().unwrap();
-        assert_eq!(a.record(UserId(11)).await, Recorded::Written);
+        assert_eq!(a.note_interaction(UserId(11)).await, Noted::Written);
         assert_eq!(a.stats().cached_users, 1);
         assert_eq!(b.erase_user(UserId(11)).await.unwrap(), OptOutOutcome::Erased { follow_up: false });
         // Replica A learns of the erasure from the store's feed and stops trusting its cache.
@@ -458,7 +458,7 @@ both_stores! {
         })
         .await;
         env.clock.advance(Duration::from_secs(5));
-        assert_eq!(a.record(UserId(11)).await, Recorded::Written);
+        assert_eq!(a.note_interaction(UserId(11)).await, Noted::Written);
         assert!(a.status(UserId(11)).await.unwrap().last_seen.is_some());
     }
 
@@ -467,7 +467,7 @@ both_stores! {
         let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
         let a = env.builder().await.build().unwrap();
         let b = env.builder().await.erase_with(eraser.clone()).build().unwrap();
-        assert_eq!(a.record(UserId(12)).await, Recorded::Written);
+        assert_eq!(a.note_interaction(UserId(12)).await, Noted::Written);
         let opt_out = tokio::spawn({
             let b = b.clone();
             async move { b.erase_user(UserId(12)).await }
@@ -475,7 +475,7 @@ both_stores! {
         gate.entered.notified().await;
         env.clock.advance(Duration::from_secs(1));
         // Replica A serves this update from its cache: nothing reaches the store yet.
-        assert_eq!(a.record(UserId(12)).await, Recorded::Cached);
+        assert_eq!(a.note_interaction(UserId(12)).await, Noted::Cached);
         env.clock.advance(Duration::from_secs(1));
         gate.release.notify_one();
         assert_eq!(opt_out.await.unwrap().unwrap(), OptOutOutcome::Erased { follow_up: false });
@@ -541,7 +541,7 @@ both_stores! {
             .erase_with(eraser.clone())
             .build()
             .unwrap();
-        retention.record(UserId(1)).await;
+        retention.note_interaction(UserId(1)).await;
         assert!(retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap());
         env.clock.advance(10 * DAY);
         assert_eq!(retention.prune_once().await.unwrap().claimed, 0, "never due");
@@ -564,7 +564,7 @@ both_stores! {
             .without_commands()
             .build()
             .unwrap();
-        forever.record(UserId(2)).await;
+        forever.note_interaction(UserId(2)).await;
         env.clock.advance(3650 * DAY);
         assert_eq!(forever.preview(10).await.unwrap().inactive, 0);
         assert_eq!(forever.prune_once().await.unwrap().claimed, 0);
@@ -600,7 +600,7 @@ both_stores! {
         // erasers ran again every pass and the lease stuck for good.
         let users: Vec<UserId> = (1..=800).map(UserId).collect();
         let writer = env.builder().await.build().unwrap();
-        futures_util::future::join_all(users.iter().map(|u| writer.record(*u))).await;
+        futures_util::future::join_all(users.iter().map(|u| writer.note_interaction(*u))).await;
         env.clock.advance(31 * DAY);
         for batch in [300, 500] {
             let gate = Arc::new(Gate::default());
@@ -641,7 +641,7 @@ both_stores! {
         // its finish must find the lease lost, or it would confirm and requeue users that
         // now belong to B's batch.
         for user in 1..=3 {
-            env.builder().await.build().unwrap().record(UserId(user)).await;
+            env.builder().await.build().unwrap().note_interaction(UserId(user)).await;
         }
         env.clock.advance(31 * DAY);
         let (gate_a, gate_b) = (Arc::new(Gate::default()), Arc::new(Gate::default()));

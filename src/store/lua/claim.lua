@@ -3,10 +3,11 @@
 -- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta
 -- ARGV: 1 now (ms), or '' for Redis's own clock, 2 inactive after (ms), 3 lease (ms),
 --       4 limit, 5 batch id, 6 a writer is silent after (ms), 7 dead after (ms)
--- Returns {plain, special, deadline, hold, unreadable}: plain = ids of users claimed for
--- inactivity alone; special = user, reason, marked_at, attempts for users with a scheduled
--- job; deadline = the lease deadline; hold = why inactive users were not claimed ('' if
--- they were); unreadable = values left in place because this version cannot read them.
+-- Returns {plain, special, deadline, hold, unreadable, returned}: plain = ids of users
+-- claimed for inactivity alone; special = user, reason, marked_at, attempts for users with a
+-- scheduled job; deadline = the lease deadline; hold = why inactive users were not claimed
+-- ('' if they were); unreadable = values left in place because this version cannot read
+-- them; returned = users whose gone mark was dropped because they came back.
 --
 -- The claim -> erase -> finish protocol:
 --   1. claim (this script) moves users out of `seen` (and `queue`) into a batch (listed
@@ -43,7 +44,7 @@ local rem_seen, rem_queue, drop_jobs, old_batches = {}, {}, {}, {}
 -- Users steps 1 and 2 took or left in place (the writes that would hide them from step 3
 -- come last), and users whose erasure they dropped because they came back (step 3 may
 -- still find them inactive).
-local handled, n_handled, dropped = {}, 0, {}
+local handled, n_handled, dropped, returned = {}, 0, {}, {}
 local REASONS = { i = true, o = true, b = true, d = true, u = true }
 
 local function fmt(ms)
@@ -103,6 +104,9 @@ local function take_or_drop(user)
   if came_back(user, r, m) then
     dropped[user] = true
     drop_jobs[#drop_jobs + 1] = user
+    if r ~= 'i' then
+      returned[#returned + 1] = user
+    end
   else
     handled[user] = true
     rem_seen[#rem_seen + 1] = user
@@ -220,4 +224,4 @@ end
 if #dead > 0 then
   redis.call('HDEL', KEYS[7], unpack(dead))
 end
-return {plain, special, fmt(deadline), hold or '', unreadable}
+return {plain, special, fmt(deadline), hold or '', unreadable, returned}

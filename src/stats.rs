@@ -1,0 +1,139 @@
+//! What a [`Retention`](crate::Retention) counted: [`Stats`], and the counters behind them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::erase::ErasureReason;
+use crate::tracker::Tracker;
+
+/// Counters since this [`Retention`] was built; see [`Retention::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Interactions written to the store.
+    pub touches_written: u64,
+    /// Store writes of interactions that failed (each may cover many users).
+    pub touch_write_failures: u64,
+    /// Interactions buffered in memory because the store was failing.
+    pub touches_buffered: u64,
+    /// Interactions lost because the buffer was full.
+    pub touches_dropped: u64,
+    /// Gone marks (blocks, failed sends seen by the layer or `note_gone`) lost because the
+    /// store was unreachable and the buffer was full.
+    pub gone_marks_dropped: u64,
+    /// Updates not handled in strict mode because their interaction could not be written.
+    pub strict_refusals: u64,
+    /// Users erased, by reason: [`Stats::erased_for`].
+    erased: PerReason,
+    /// Users whose erasure failed and was scheduled for a retry.
+    pub erasure_failures: u64,
+    /// Users newly marked as gone.
+    pub marked_gone: u64,
+    /// Follow-up erasures scheduled because an update was in flight during an opt-out.
+    pub follow_ups: u64,
+    /// Claimed users whose lease expired before the erasure was confirmed.
+    pub leases_lost: u64,
+    /// Completed prune passes.
+    pub prune_passes: u64,
+    /// Claims that held back erasures for inactivity because a process may hold
+    /// interactions it has not written (see [`PassReport::inactivity_held`](crate::PassReport::inactivity_held)).
+    pub inactivity_held: u64,
+    /// The offset of this process's clock to the store's (Redis `TIME` minus the local
+    /// clock, in ms), as last measured; 0 with the in-memory store or a manual clock.
+    /// Every time this process writes is corrected by it.
+    pub clock_offset_ms: i64,
+    /// Measurements that found this host's clock more than a second off the store's.
+    pub clock_skew_warnings: u64,
+    /// Users whose interaction is cached in this process.
+    pub cached_users: u64,
+    /// Users whose interaction is buffered, waiting for the store.
+    pub buffered_users: u64,
+    /// Gone marks kept in memory, waiting for the store.
+    pub buffered_gone_marks: u64,
+}
+
+impl Stats {
+    /// Users erased for `reason`.
+    #[must_use]
+    pub fn erased_for(&self, reason: ErasureReason) -> u64 {
+        self.erased.get(reason)
+    }
+
+    /// Users erased for any reason.
+    #[must_use]
+    pub fn erased_total(&self) -> u64 {
+        self.erased.total()
+    }
+}
+
+/// A count per [`ErasureReason`]; read through methods, so that a new reason is not a
+/// breaking change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PerReason([u64; ErasureReason::ALL.len()]);
+
+impl PerReason {
+    pub(crate) fn get(&self, reason: ErasureReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    pub(crate) fn add(&mut self, reason: ErasureReason, n: u64) {
+        self.0[reason.index()] += n;
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Counters shared by the whole crate; see [`Stats`](crate::Stats).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) touches_written: AtomicU64,
+    pub(crate) touch_write_failures: AtomicU64,
+    pub(crate) touches_buffered: AtomicU64,
+    pub(crate) touches_dropped: AtomicU64,
+    pub(crate) marks_dropped: AtomicU64,
+    pub(crate) strict_refusals: AtomicU64,
+    pub(crate) erased: [AtomicU64; ErasureReason::ALL.len()],
+    pub(crate) erasure_failures: AtomicU64,
+    pub(crate) marked_gone: AtomicU64,
+    pub(crate) follow_ups: AtomicU64,
+    pub(crate) leases_lost: AtomicU64,
+    pub(crate) prune_passes: AtomicU64,
+    pub(crate) skew_warnings: AtomicU64,
+    pub(crate) inactivity_held: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn erased(&self, reason: ErasureReason) {
+        Self::add(&self.erased[reason.index()], 1);
+    }
+
+    /// The counters now, with the tracker's gauges.
+    pub(crate) fn snapshot(&self, tracker: &Tracker) -> Stats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            touches_written: get(&self.touches_written),
+            touch_write_failures: get(&self.touch_write_failures),
+            touches_buffered: get(&self.touches_buffered),
+            touches_dropped: get(&self.touches_dropped),
+            gone_marks_dropped: get(&self.marks_dropped),
+            strict_refusals: get(&self.strict_refusals),
+            erased: PerReason(std::array::from_fn(|i| get(&self.erased[i]))),
+            erasure_failures: get(&self.erasure_failures),
+            marked_gone: get(&self.marked_gone),
+            follow_ups: get(&self.follow_ups),
+            leases_lost: get(&self.leases_lost),
+            prune_passes: get(&self.prune_passes),
+            inactivity_held: get(&self.inactivity_held),
+            clock_offset_ms: tracker.clock_offset_ms(),
+            clock_skew_warnings: get(&self.skew_warnings),
+            cached_users: tracker.cached_users() as u64,
+            buffered_users: tracker.buffered_users() as u64,
+            buffered_gone_marks: tracker.buffered_marks() as u64,
+        }
+    }
+}
