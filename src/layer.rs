@@ -58,7 +58,7 @@ use dptree::di::DependencyMap;
 use dptree::{HandlerDescription, HandlerSignature, Type};
 use teloxide::dispatching::{DpHandlerDescription, UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::Requester;
-use teloxide::types::{ChatMemberKind, Me, Update, UpdateKind, User, UserId};
+use teloxide::types::{AllowedUpdate, ChatMemberKind, Me, Update, UpdateKind, User, UserId};
 use teloxide::{Bot, RequestError};
 
 use crate::retention::Retention;
@@ -96,24 +96,8 @@ impl Retention {
         E: Send + Sync + 'static,
     {
         let location = Location::caller();
-        let config = &self.inner.config;
         let commands = self.inner.commands.is_some();
-
-        let mut interests = Vec::new();
-        if config.detect_blocks || self.inner.hooks.removed_from_chat.is_some() {
-            interests.push(interest(Update::filter_my_chat_member()));
-        }
-        if commands {
-            interests.push(interest(Update::filter_message()));
-            interests.push(interest(Update::filter_callback_query()));
-        }
-        // Each interest observes one update kind and lets everything through, so chaining
-        // it before the wrapped tree adds that kind and keeps the tree's own set and
-        // filtering.
-        let description = interests
-            .into_iter()
-            .fold(handler.description().clone(), |tree, interest| interest.merge_chain(&tree));
-
+        let description = self.description(handler.description());
         let mut obligations = vec![Type::of::<Update>()];
         if commands {
             obligations.extend([Type::of::<R>(), Type::of::<Me>()]);
@@ -168,6 +152,67 @@ impl Retention {
             },
             sig,
         )
+    }
+
+    /// The update kinds a webhook must ask Telegram for: those `handler` handles plus those
+    /// the layer needs (`my_chat_member` for blocks, messages and callback queries for the
+    /// privacy commands). Pass the wrapped or the unwrapped handler; the answer is the same.
+    ///
+    /// Long polling needs none of this: the dispatcher passes these kinds to `getUpdates`
+    /// itself. teloxide 0.17's webhook listeners do not pass them to `setWebhook`, so
+    /// Telegram keeps sending its default set, which leaves out `my_chat_member` unless the
+    /// bot asked for it before: blocks would never be seen. Set them with the webhook (see
+    /// the README's "Webhooks" section and `examples/webhook.rs`):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide::types::AllowedUpdate;
+    /// use teloxide_retention::{MemoryStore, Retention};
+    ///
+    /// # fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// let tree = Update::filter_message().endpoint(|| async { respond(()) });
+    /// let kinds = retention.allowed_updates(&tree);
+    /// assert!(kinds.contains(&AllowedUpdate::Message));
+    /// assert!(kinds.contains(&AllowedUpdate::MyChatMember));
+    /// // bot.set_webhook(url).allowed_updates(kinds).secret_token(secret).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// teloxide keeps a handler's update kinds private; this reads them from the
+    /// description's `Debug` output, which `tests/integration/layer.rs` checks against what
+    /// the dispatcher itself computes. Should a teloxide release change that output, the
+    /// answer is every update kind (more updates than needed, never fewer), with a warning.
+    #[must_use]
+    pub fn allowed_updates<E: 'static>(&self, handler: &UpdateHandler<E>) -> Vec<AllowedUpdate> {
+        let description = self.description(handler.description());
+        allowed_updates_of(&description).unwrap_or_else(|| {
+            tracing::warn!(
+                "could not read the handler's update kinds from this teloxide version; \
+                 asking for every kind"
+            );
+            ALL_UPDATE_KINDS.to_vec()
+        })
+    }
+
+    /// The description of the layer over a tree described by `tree`: the tree's update
+    /// kinds plus those the enabled features need.
+    fn description(&self, tree: &DpHandlerDescription) -> DpHandlerDescription {
+        let mut interests = Vec::new();
+        if self.inner.config.detect_blocks || self.inner.hooks.removed_from_chat.is_some() {
+            interests.push(interest(Update::filter_my_chat_member()));
+        }
+        if self.inner.commands.is_some() {
+            interests.push(interest(Update::filter_message()));
+            interests.push(interest(Update::filter_callback_query()));
+        }
+        // Each interest observes one update kind and lets everything through, so chaining
+        // it before the wrapped tree adds that kind and keeps the tree's own set and
+        // filtering.
+        interests.into_iter().fold(tree.clone(), |tree, interest| interest.merge_chain(&tree))
     }
 
     /// Records what an update says about its user.
@@ -290,6 +335,66 @@ pub(crate) fn is_trackable(user: &User) -> bool {
 /// 136817688 (`Channel_Bot`).
 pub(crate) fn is_trackable_id(id: UserId) -> bool {
     id.0 != 0 && !id.is_telegram() && !id.is_anonymous() && !id.is_channel()
+}
+
+/// Every update kind, in the Bot API's order.
+const ALL_UPDATE_KINDS: [AllowedUpdate; 23] = {
+    use AllowedUpdate::*;
+    [
+        Message,
+        EditedMessage,
+        ChannelPost,
+        EditedChannelPost,
+        BusinessConnection,
+        BusinessMessage,
+        EditedBusinessMessage,
+        DeletedBusinessMessages,
+        MessageReaction,
+        MessageReactionCount,
+        InlineQuery,
+        ChosenInlineResult,
+        CallbackQuery,
+        ShippingQuery,
+        PreCheckoutQuery,
+        PurchasedPaidMedia,
+        Poll,
+        PollAnswer,
+        MyChatMember,
+        ChatMember,
+        ChatJoinRequest,
+        ChatBoost,
+        RemovedChatBoost,
+    ]
+};
+
+/// Fails to compile when teloxide adds an update kind, so that [`ALL_UPDATE_KINDS`] is
+/// extended with it.
+const fn _every_kind_is_listed(kind: AllowedUpdate) {
+    use AllowedUpdate::*;
+    match kind {
+        Message | EditedMessage | ChannelPost | EditedChannelPost | BusinessConnection
+        | BusinessMessage | EditedBusinessMessage | DeletedBusinessMessages | MessageReaction
+        | MessageReactionCount | InlineQuery | ChosenInlineResult | CallbackQuery
+        | ShippingQuery | PreCheckoutQuery | PurchasedPaidMedia | Poll | PollAnswer
+        | MyChatMember | ChatMember | ChatJoinRequest | ChatBoost | RemovedChatBoost => {}
+    }
+}
+
+/// The update kinds a description observes, read from its `Debug` output
+/// (`DpHandlerDescription { allowed: InterestSet { observed: {Kind(Message), ...}, ... } }`);
+/// `None` if that output has another shape.
+fn allowed_updates_of(description: &DpHandlerDescription) -> Option<Vec<AllowedUpdate>> {
+    let debug = format!("{description:?}");
+    let start = debug.find("observed: {")? + "observed: {".len();
+    let set = &debug[start..start + debug[start..].find('}')?];
+    let mut kinds = Vec::new();
+    for item in set.split(", ").filter(|item| !item.is_empty()) {
+        let name = item.strip_prefix("Kind(")?.strip_suffix(')')?;
+        kinds.push(*ALL_UPDATE_KINDS.iter().find(|kind| format!("{kind:?}") == name)?);
+    }
+    // In the Bot API's order, for stable output.
+    kinds.sort_by_key(|kind| ALL_UPDATE_KINDS.iter().position(|k| k == kind));
+    Some(kinds)
 }
 
 /// The description of a handler that observes the updates `filter` lets through and lets

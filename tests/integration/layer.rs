@@ -139,6 +139,37 @@ async fn allowed_updates_are_the_trees_own_plus_what_enabled_features_need() {
     assert!(!hints.contains(&ChatMember), "never the flood of chat_member updates");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_updates_for_a_webhook_are_what_the_dispatcher_asks_polling_for() {
+    use AllowedUpdate::*;
+    let inline_tree = || -> UpdateHandler<RequestError> {
+        dptree::entry()
+            .branch(Update::filter_inline_query().endpoint(|| async { Ok(()) }))
+            .branch(Update::filter_chosen_inline_result().endpoint(|| async { Ok(()) }))
+    };
+    let chat_members = || -> UpdateHandler<RequestError> {
+        Update::filter_chat_member().endpoint(|| async { Ok(()) })
+    };
+    let defaults = retention(|b| b);
+    let kinds = defaults.allowed_updates(&messages_only());
+    assert_eq!(kinds, [Message, CallbackQuery, MyChatMember], "Bot API order, no duplicates");
+
+    let cases: Vec<(Retention, fn() -> UpdateHandler<RequestError>)> = vec![
+        (retention(|b| b), messages_only),
+        (retention(|b| b), inline_tree),
+        (retention(|b| b), chat_members),
+        (retention(|b| b.without_commands()), messages_only),
+        (retention(|b| b.without_commands().detect_blocks(false)), inline_tree),
+    ];
+    for (i, (retention, tree)) in cases.into_iter().enumerate() {
+        let kinds = retention.allowed_updates(&tree());
+        let set: HashSet<_> = kinds.iter().copied().collect();
+        assert_eq!(set.len(), kinds.len(), "case {i}: {kinds:?}");
+        assert_eq!(set, hints_of(retention.wrap(tree())).await, "case {i}");
+        assert_eq!(retention.allowed_updates(&retention.wrap(tree())), kinds, "case {i} wrapped");
+    }
+}
+
 #[tokio::test]
 #[should_panic(expected = "alloc::string::String")]
 async fn the_dispatcher_still_type_checks_the_wrapped_tree() {
