@@ -40,13 +40,14 @@ use serde_json::json;
 use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::{Me, UserId};
-use teloxide_retention::config::MAX_BATCH_SIZE;
 use teloxide_retention::{
     BoxError, Erasure, GoneReason, ManualClock, RedisKeysEraser, RedisStore, Retention,
     RetentionBuilder, erase_fn,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
+/// The largest batch size `RetentionBuilder::batch_size` accepts.
+const MAX_BATCH_SIZE: usize = 500;
 const NOW: i64 = 1_767_225_600_000; // 2026-01-01
 /// Rounds of the active-user overhead figure, in each of its processes.
 const ROUNDS: usize = 21;

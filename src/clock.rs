@@ -1,29 +1,4 @@
 //! Injectable time.
-//!
-//! All code in this crate asks a [`Clock`] for "now"; nothing reads the system time directly.
-//! Production uses [`SystemClock`] (the default); tests and the offline demo use
-//! [`ManualClock`] and move time forward explicitly instead of sleeping.
-//!
-//! **One clock for every process.** Hosts' clocks drift apart, and a pruner whose clock runs
-//! fast would erase users early and take over leases that are still live. With a
-//! [`RedisStore`](crate::RedisStore), the time that decides is Redis's own (`TIME`): claims
-//! compute "now", the inactivity cutoff and lease deadlines inside their script, and every
-//! time this process writes (interactions, gone marks) is its wall clock corrected by the
-//! offset to Redis `TIME`, measured before the first write and every minute. An offset above
-//! one second is logged as a warning and counted in
-//! [`Stats::clock_skew_warnings`](crate::Stats::clock_skew_warnings). A clock that is not a
-//! [wall clock](Clock::is_wall_clock), such as [`ManualClock`], is taken as it is: it is the
-//! time of every process that shares it.
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide_retention::{Clock, ManualClock};
-//!
-//! let clock = ManualClock::at_unix_ms(1_700_000_000_000);
-//! clock.advance(Duration::from_secs(90 * 24 * 3600));
-//! assert_eq!(clock.now_ms(), 1_700_000_000_000 + 90 * 24 * 3600 * 1000);
-//! ```
-
 use std::sync::{
     Arc,
     atomic::{AtomicI64, Ordering},
@@ -35,6 +10,31 @@ use chrono::{DateTime, Utc};
 /// A source of the current time, in unix milliseconds.
 ///
 /// Scores in the store are unix milliseconds, which an `f64` holds exactly.
+///
+///
+/// All code in this crate asks a [`Clock`] for "now"; nothing reads the system time directly.
+/// Production uses [`SystemClock`] (the default); tests and the offline demo use
+/// [`ManualClock`] and move time forward explicitly instead of sleeping.
+///
+/// **One clock for every process.** Hosts' clocks drift apart, and a pruner whose clock runs
+/// fast would erase users early and take over leases that are still live. With a
+/// [`RedisStore`](crate::RedisStore), the time that decides is Redis's own (`TIME`): claims
+/// compute "now", the inactivity cutoff and lease deadlines inside their script, and every
+/// time this process writes (interactions, gone marks) is its wall clock corrected by the
+/// offset to Redis `TIME`, measured before the first write and every minute. An offset above
+/// one second is logged as a warning and counted in
+/// [`Stats::clock_skew_warnings`](crate::Stats::clock_skew_warnings). A clock that is not a
+/// [wall clock](Clock::is_wall_clock), such as [`ManualClock`], is taken as it is: it is the
+/// time of every process that shares it.
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide_retention::{Clock, ManualClock};
+///
+/// let clock = ManualClock::at_unix_ms(1_700_000_000_000);
+/// clock.advance(Duration::from_secs(90 * 24 * 3600));
+/// assert_eq!(clock.now_ms(), 1_700_000_000_000 + 90 * 24 * 3600 * 1000);
+/// ```
 pub trait Clock: Send + Sync + 'static {
     /// The current time as milliseconds since the unix epoch.
     fn now_ms(&self) -> i64;
@@ -74,7 +74,7 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to. Clones share the same time.
 ///
-/// See the [module documentation](self) for an example.
+/// See [`Clock`] for an example.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     now: Arc<AtomicI64>,

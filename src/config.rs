@@ -1,22 +1,4 @@
 //! Configuration: [`RetentionBuilder`], validated by [`RetentionBuilder::build`].
-//!
-//! Every setting has a default except the inactivity threshold, which is the bot's
-//! retention policy and must be chosen deliberately.
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide_retention::{GonePolicy, MemoryStore, Retention};
-//!
-//! let retention = Retention::builder(MemoryStore::new())
-//!     .namespace("shopbot")
-//!     .inactive_after(Duration::from_secs(180 * 24 * 3600))
-//!     .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(3 * 24 * 3600)))
-//!     .prune_every(Duration::from_secs(15 * 60))
-//!     .build()?;
-//! # let _ = retention;
-//! # Ok::<(), teloxide_retention::Error>(())
-//! ```
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +16,13 @@ use crate::store::Store;
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The shortest lease accepted: a lease must outlive one batch of eraser calls.
-pub const MIN_LEASE: Duration = Duration::from_secs(5);
+pub(crate) const MIN_LEASE: Duration = Duration::from_secs(5);
 
 /// The largest batch accepted (also the default). Redis runs one script at a time, so a claim
 /// blocks every other client while it runs: at 5M tracked users a claim of 500 users took
 /// 0.9 to 1.3 ms (slowest 4.4 ms), one of 1,000 up to 5.5 ms and one of 5,000 up to 14 ms
 /// (`examples/bench.rs`, section 6; the README's Performance section).
-pub const MAX_BATCH_SIZE: usize = 500;
+pub(crate) const MAX_BATCH_SIZE: usize = 500;
 
 /// What happens to a user Telegram reports as gone (blocked the bot, deleted their account,
 /// or unreachable).
@@ -98,10 +80,26 @@ impl Config {
 
 /// Builds a [`Retention`]; created by [`Retention::builder`].
 ///
-/// See the [module documentation](self) for an example.
+///
+/// Every setting has a default except the inactivity threshold, which is the bot's
+/// retention policy and must be chosen deliberately.
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide_retention::{GonePolicy, MemoryStore, Retention};
+///
+/// let retention = Retention::builder(MemoryStore::new())
+///     .namespace("shopbot")
+///     .inactive_after(Duration::from_secs(180 * 24 * 3600))
+///     .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(3 * 24 * 3600)))
+///     .prune_every(Duration::from_secs(15 * 60))
+///     .build()?;
+/// # let _ = retention;
+/// # Ok::<(), teloxide_retention::Error>(())
+/// ```
 #[must_use]
 pub struct RetentionBuilder {
-    store: Arc<dyn crate::store::sealed::Bind + Send + Sync>,
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     erasers: Vec<Arc<dyn DynEraser>>,
     commands: Option<Commands>,
@@ -210,15 +208,18 @@ impl RetentionBuilder {
         self
     }
 
-    /// Users claimed per script call of the pruner: 1 to [`MAX_BATCH_SIZE`] (500, also the
-    /// default). Smaller batches make each call shorter; see [`MAX_BATCH_SIZE`].
+    /// Users claimed per script call of the pruner: 1 to 500 (also the default). Redis runs
+    /// one script at a time, so a claim blocks every other client while it runs: at 5M
+    /// tracked users a claim of 500 users took 0.9 to 1.3 ms (slowest 4.4 ms), one of 1,000
+    /// up to 5.5 ms (the README's Performance section). Smaller batches make each call
+    /// shorter.
     pub fn batch_size(mut self, users: usize) -> Self {
         self.config.batch_size = users;
         self
     }
 
     /// How long a pruner may hold claimed users before another pruner takes them over.
-    /// Default 2 minutes, at least [`MIN_LEASE`], and at least twice the eraser timeout.
+    /// Default 2 minutes, at least 5 seconds, and at least twice the eraser timeout.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
         self
@@ -403,8 +404,8 @@ impl RetentionBuilder {
     ///
     /// [`Error::Config`] naming the first invalid setting: a missing or zero inactivity
     /// threshold, a threshold not longer than twice the resolution, zero durations, an
-    /// empty or malformed namespace, a batch size of 0 or above [`MAX_BATCH_SIZE`], a lease
-    /// shorter than [`MIN_LEASE`] or than twice the eraser timeout, a writer timeout not
+    /// empty or malformed namespace, a batch size of 0 or above 500, a lease
+    /// shorter than 5 seconds or than twice the eraser timeout, a writer timeout not
     /// longer than three heartbeats, a zero grace period,
     /// two erasers with one name, or invalid command settings.
     pub fn build(self) -> Result<Retention> {
@@ -420,7 +421,7 @@ impl RetentionBuilder {
         if let Some(commands) = &self.commands {
             commands.validate()?;
         }
-        let backend = self.store.bind(&config.namespace).0;
+        let backend = self.store.bind(&config.namespace, crate::store::sealed::Token).0;
         Ok(Retention::from_parts(
             config,
             backend,
@@ -520,7 +521,8 @@ impl Config {
     /// The defaults, with a 90-day threshold.
     pub(crate) fn for_tests() -> Self {
         PartialConfig { inactive_after: Some(90 * DAY), ..PartialConfig::default() }
-            .validate().expect("the defaults are valid")
+            .validate()
+            .expect("the defaults are valid")
     }
 }
 

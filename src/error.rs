@@ -1,30 +1,30 @@
 //! The crate's error type.
-//!
-//! Every fallible public function returns [`Error`]. Configuration mistakes are caught by
-//! [`RetentionBuilder::build`](crate::RetentionBuilder::build) with [`Error::Config`], and
-//! store trouble surfaces as [`Error::Redis`] or [`Error::Timeout`]. Erasers' failures are
-//! not errors of the call: they are retried, and reported in
-//! [`OptOutOutcome::Retrying`](crate::OptOutOutcome::Retrying) and
-//! [`PassReport::failed`](crate::PassReport::failed).
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide_retention::{Error, MemoryStore, Retention};
-//!
-//! let err = Retention::builder(MemoryStore::new())
-//!     .inactive_after(Duration::ZERO)
-//!     .build()
-//!     .unwrap_err();
-//! assert!(err.is_config());
-//! assert!(err.to_string().contains("inactive_after"));
-//! ```
-
 use std::time::Duration;
 
 /// A boxed error, as returned by erasers and accepted from closures.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in this crate.
+///
+///
+/// Every fallible public function returns [`Error`]. Configuration mistakes are caught by
+/// [`RetentionBuilder::build`](crate::RetentionBuilder::build) with [`Error::Config`], and
+/// store trouble surfaces as [`Error::Redis`] or [`Error::Timeout`]. Erasers' failures are
+/// not errors of the call: they are retried, and reported in
+/// [`OptOutOutcome::Retrying`](crate::OptOutOutcome::Retrying) and
+/// [`PassReport::failed`](crate::PassReport::failed).
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide_retention::{Error, MemoryStore, Retention};
+///
+/// let err = Retention::builder(MemoryStore::new())
+///     .inactive_after(Duration::ZERO)
+///     .build()
+///     .unwrap_err();
+/// assert!(err.is_config());
+/// assert!(err.to_string().contains("inactive_after"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

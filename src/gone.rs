@@ -1,35 +1,4 @@
 //! Users Telegram reports as gone: blocks and failed sends.
-//!
-//! Telegram sends no event when a user deletes a chat, but two real signals exist:
-//!
-//! - a private `my_chat_member` update with status `kicked`: the user blocked the bot (the
-//!   layer handles these; see [`RetentionBuilder::detect_blocks`](crate::RetentionBuilder::detect_blocks));
-//! - a request to the user failing with "bot was blocked by the user", "user is
-//!   deactivated", "chat not found" or another `Forbidden` answer for a private chat.
-//!
-//! Failed requests are caught at the source by the [`Retained`](crate::Retained) bot
-//! adaptor, which knows each request's recipient: wrap the bot once and every handler's and
-//! broadcast's failed send marks exactly the user it was for. Code that calls the Bot API
-//! through a bot without the adaptor reports failures itself, with
-//! [`NoteGone::note_gone`] or [`Retention::note_send_error`], naming the chat the request
-//! was sent to:
-//!
-//! ```no_run
-//! use teloxide::prelude::*;
-//! use teloxide_retention::{NoteGone, Retention};
-//!
-//! async fn broadcast(bot: Bot, retention: Retention, users: Vec<UserId>) {
-//!     for user in users {
-//!         // Marks the user gone if Telegram says they blocked the bot or left.
-//!         let _ = bot.send_message(user, "News!").await.note_gone(&retention, user).await;
-//!     }
-//! }
-//! ```
-//!
-//! What happens to a gone user is the [`GonePolicy`]: erased at the
-//! next pass, after a grace period (the default: a user who unblocks or interacts within it
-//! is kept), or only marked.
-
 use std::fmt;
 use std::future::Future;
 
@@ -291,7 +260,37 @@ fn gone_user(chat: Recipient, err: &RequestError) -> Option<(UserId, GoneReason)
     Some((chat.as_user()?, reason))
 }
 
-/// Lets code outside handlers report failed sends; see the [module documentation](self).
+/// Users Telegram reports as gone: blocks and failed sends.
+///
+/// Telegram sends no event when a user deletes a chat, but two real signals exist:
+///
+/// - a private `my_chat_member` update with status `kicked`: the user blocked the bot (the
+///   layer handles these; see [`RetentionBuilder::detect_blocks`](crate::RetentionBuilder::detect_blocks));
+/// - a request to the user failing with "bot was blocked by the user", "user is
+///   deactivated", "chat not found" or another `Forbidden` answer for a private chat.
+///
+/// Failed requests are caught at the source by the [`Retained`](crate::Retained) bot
+/// adaptor, which knows each request's recipient: wrap the bot once and every handler's and
+/// broadcast's failed send marks exactly the user it was for. Code that calls the Bot API
+/// through a bot without the adaptor reports failures itself, with
+/// [`NoteGone::note_gone`] or [`Retention::note_send_error`], naming the chat the request
+/// was sent to:
+///
+/// ```no_run
+/// use teloxide::prelude::*;
+/// use teloxide_retention::{NoteGone, Retention};
+///
+/// async fn broadcast(bot: Bot, retention: Retention, users: Vec<UserId>) {
+///     for user in users {
+///         // Marks the user gone if Telegram says they blocked the bot or left.
+///         let _ = bot.send_message(user, "News!").await.note_gone(&retention, user).await;
+///     }
+/// }
+/// ```
+///
+/// What happens to a gone user is the [`GonePolicy`]: erased at the
+/// next pass, after a grace period (the default: a user who unblocks or interacts within it
+/// is kept), or only marked.
 pub trait NoteGone<T> {
     /// Marks the user of `chat` gone if this result is a "gone" error, then returns the
     /// result unchanged. Store failures are logged, not returned: while the store is

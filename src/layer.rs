@@ -1,55 +1,4 @@
 //! The dptree layer: one call wraps a bot's whole handler tree.
-//!
-//! For every update with a human user, the layer records the interaction *before* the
-//! wrapped handler runs (so no handler writes data about a user the retention policy does
-//! not cover), then runs the wrapped handler unchanged. It also
-//!
-//! - marks users who block the bot (private `my_chat_member`, status `kicked`) as gone and
-//!   cancels that when they unblock; these updates are requested from Telegram even if the
-//!   wrapped tree only handles messages, and still reach the wrapped tree;
-//! - answers the privacy commands (see [`commands`](crate::commands)).
-//!
-//! Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
-//! updates without a user are never tracked.
-//!
-//! The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
-//! through goes on to whatever follows the layer (the next branch, say) once the whole tree
-//! has tried it. So does a block the tree does not handle; only if nothing after the layer
-//! handles it either does the layer mark it handled.
-//!
-//! The layer never marks anyone gone because a handler failed: a handler's error does not
-//! say whom the failed request was for. Failed sends are caught at the source by the
-//! [`Retained`](crate::Retained) bot adaptor.
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide::prelude::*;
-//! use teloxide_retention::{MemoryStore, Retention, RetentionExt};
-//!
-//! # fn main() -> Result<(), teloxide_retention::Error> {
-//! let retention = Retention::builder(MemoryStore::new())
-//!     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-//!     .build()?;
-//!
-//! let tree = Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
-//!     bot.send_message(msg.chat.id, "hi").await?;
-//!     respond(())
-//! });
-//! let handler = retention.wrap(tree);
-//! // Or, in a method chain:
-//! # let tree = Update::filter_message().endpoint(|| async { respond(()) });
-//! let handler2 = tree.with_retention(&retention);
-//! # let _ = (handler, handler2);
-//! # Ok(()) }
-//! ```
-//!
-//! # Dependency requirements
-//!
-//! - `teloxide::types::Update` (the dispatcher provides it);
-//! - with the privacy commands on (the default): the bot (`teloxide::Bot` for
-//!   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
-//!   provided by the dispatcher.
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::panic::Location;
@@ -68,7 +17,57 @@ use crate::tracker::Noted;
 impl Retention {
     /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`].
     ///
-    /// See the [module documentation](self) for what the layer does and an example.
+    /// The dptree layer: one call wraps a bot's whole handler tree.
+    ///
+    /// For every update with a human user, the layer records the interaction *before* the
+    /// wrapped handler runs (so no handler writes data about a user the retention policy does
+    /// not cover), then runs the wrapped handler unchanged. It also
+    ///
+    /// - marks users who block the bot (private `my_chat_member`, status `kicked`) as gone and
+    ///   cancels that when they unblock; these updates are requested from Telegram even if the
+    ///   wrapped tree only handles messages, and still reach the wrapped tree;
+    /// - answers the privacy commands (see [`Commands`](crate::Commands)).
+    ///
+    /// Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
+    /// updates without a user are never tracked.
+    ///
+    /// The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
+    /// through goes on to whatever follows the layer (the next branch, say) once the whole tree
+    /// has tried it. So does a block the tree does not handle; only if nothing after the layer
+    /// handles it either does the layer mark it handled.
+    ///
+    /// The layer never marks anyone gone because a handler failed: a handler's error does not
+    /// say whom the failed request was for. Failed sends are caught at the source by the
+    /// [`Retained`](crate::Retained) bot adaptor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide_retention::{MemoryStore, Retention, RetentionExt};
+    ///
+    /// # fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    ///
+    /// let tree = Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+    ///     bot.send_message(msg.chat.id, "hi").await?;
+    ///     respond(())
+    /// });
+    /// let handler = retention.wrap(tree);
+    /// // Or, in a method chain:
+    /// # let tree = Update::filter_message().endpoint(|| async { respond(()) });
+    /// let handler2 = tree.with_retention(&retention);
+    /// # let _ = (handler, handler2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Dependency requirements
+    ///
+    /// - `teloxide::types::Update` (the dispatcher provides it);
+    /// - with the privacy commands on (the default): the bot (`teloxide::Bot` for
+    ///   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
+    ///   provided by the dispatcher.
     /// For adaptors such as `Throttle<Bot>`, use [`Retention::wrap_for`].
     ///
     /// # Panics
@@ -87,7 +86,7 @@ impl Retention {
     /// Wraps `handler` for a dispatcher whose bot is `R` (an adaptor such as
     /// `Throttle<Bot>` or `DefaultParseMode<Bot>`).
     ///
-    /// See the [module documentation](self) for what the layer does.
+    /// See [`Retention::wrap`] for what the layer does.
     #[must_use]
     #[track_caller]
     pub fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
@@ -372,11 +371,29 @@ const ALL_UPDATE_KINDS: [AllowedUpdate; 23] = {
 const fn _every_kind_is_listed(kind: AllowedUpdate) {
     use AllowedUpdate::*;
     match kind {
-        Message | EditedMessage | ChannelPost | EditedChannelPost | BusinessConnection
-        | BusinessMessage | EditedBusinessMessage | DeletedBusinessMessages | MessageReaction
-        | MessageReactionCount | InlineQuery | ChosenInlineResult | CallbackQuery
-        | ShippingQuery | PreCheckoutQuery | PurchasedPaidMedia | Poll | PollAnswer
-        | MyChatMember | ChatMember | ChatJoinRequest | ChatBoost | RemovedChatBoost => {}
+        Message
+        | EditedMessage
+        | ChannelPost
+        | EditedChannelPost
+        | BusinessConnection
+        | BusinessMessage
+        | EditedBusinessMessage
+        | DeletedBusinessMessages
+        | MessageReaction
+        | MessageReactionCount
+        | InlineQuery
+        | ChosenInlineResult
+        | CallbackQuery
+        | ShippingQuery
+        | PreCheckoutQuery
+        | PurchasedPaidMedia
+        | Poll
+        | PollAnswer
+        | MyChatMember
+        | ChatMember
+        | ChatJoinRequest
+        | ChatBoost
+        | RemovedChatBoost => {}
     }
 }
 

@@ -1,18 +1,18 @@
 #![doc = include_str!("../README.md")]
 
 mod adaptor;
-pub mod clock;
-pub mod commands;
-pub mod config;
-pub mod erase;
-pub mod error;
-pub mod gone;
+mod clock;
+mod commands;
+mod config;
+mod erase;
+mod error;
+mod gone;
 mod hooks;
-pub mod layer;
-pub mod pruner;
+mod layer;
+mod pruner;
 mod retention;
 mod stats;
-pub mod store;
+mod store;
 mod tracker;
 
 pub use adaptor::{Retained, RetainedExt, RetainedRequest, RetainedSend};

@@ -1,34 +1,4 @@
 //! The pruner: erases users who are inactive past the threshold, gone, or whose erasure is
-//! being retried.
-//!
-//! One pass ([`Retention::prune_once`]) claims users in batches, runs every eraser for the
-//! batch, then confirms (or gives failed users back for a retry). The background task
-//! ([`Retention::spawn_pruner`]) runs a pass every interval until its handle is shut down.
-//! Passes on several replicas at once are safe: a claim leases each user to one pruner.
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide::types::UserId;
-//! use teloxide_retention::{ManualClock, MemoryStore, Retention};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), teloxide_retention::Error> {
-//! let clock = ManualClock::starting_now();
-//! let retention = Retention::builder(MemoryStore::new())
-//!     .inactive_after(Duration::from_secs(30 * 24 * 3600))
-//!     .clock(clock.clone())
-//!     .build()?;
-//! retention.note_interaction(UserId(42)).await;
-//!
-//! clock.advance(Duration::from_secs(31 * 24 * 3600));
-//! let preview = retention.preview(10).await?;
-//! assert_eq!(preview.users[0].user, UserId(42));
-//!
-//! let report = retention.prune_once().await?;
-//! assert_eq!(report.erased, 1);
-//! # Ok(()) }
-//! ```
-
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -118,6 +88,37 @@ pub struct PreviewEntry {
 }
 
 /// Stops a pruner started with [`Retention::spawn_pruner`].
+///
+/// The pruner: erases users who are inactive past the threshold, gone, or whose erasure is
+/// being retried.
+///
+/// One pass ([`Retention::prune_once`]) claims users in batches, runs every eraser for the
+/// batch, then confirms (or gives failed users back for a retry). The background task
+/// ([`Retention::spawn_pruner`]) runs a pass every interval until its handle is shut down.
+/// Passes on several replicas at once are safe: a claim leases each user to one pruner.
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide::types::UserId;
+/// use teloxide_retention::{ManualClock, MemoryStore, Retention};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), teloxide_retention::Error> {
+/// let clock = ManualClock::starting_now();
+/// let retention = Retention::builder(MemoryStore::new())
+///     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+///     .clock(clock.clone())
+///     .build()?;
+/// retention.note_interaction(UserId(42)).await;
+///
+/// clock.advance(Duration::from_secs(31 * 24 * 3600));
+/// let preview = retention.preview(10).await?;
+/// assert_eq!(preview.users[0].user, UserId(42));
+///
+/// let report = retention.prune_once().await?;
+/// assert_eq!(report.erased, 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the handle leaves the pruner running until the runtime stops"]
 pub struct PrunerHandle {
@@ -141,10 +142,16 @@ impl PrunerHandle {
         }
     }
 
-    /// The token that stops the pruner, for wiring into an application's own shutdown.
+    /// Tells the pruner to stop, without waiting: no new batch is claimed, and the running
+    /// batch finishes. For a signal handler; [`PrunerHandle::shutdown`] also waits.
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+
+    /// `true` once the pruner task has ended.
     #[must_use]
-    pub fn cancellation_token(&self) -> CancellationToken {
-        self.token.clone()
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
@@ -218,15 +225,8 @@ impl Retention {
         PrunerHandle { token, task }
     }
 
-    /// The pruner loop, for running it on an executor of your choice; it ends when `token`
-    /// is cancelled. [`Retention::spawn_pruner`] spawns this.
-    ///
-    /// # Cancellation safety
-    ///
-    /// Prefer cancelling `token`, which lets the running batch finish. Dropping the future
-    /// instead may leave a claimed batch, which a later pass takes over once its lease
-    /// expires.
-    pub async fn run_pruner(self, token: CancellationToken) {
+    /// The pruner loop; it ends when `token` is cancelled.
+    async fn run_pruner(self, token: CancellationToken) {
         let interval = self.inner.config.prune_interval;
         loop {
             match self.pass(&token).await {

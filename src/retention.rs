@@ -544,7 +544,7 @@ mod tests {
         use futures_util::future::BoxFuture;
         use tokio::sync::Notify;
 
-        use crate::store::sealed::{Bind, Bound};
+        use crate::store::sealed::{Bound, Token};
         use crate::store::{
             Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked,
             RawPreview, RawStatus, WriterWindow,
@@ -560,11 +560,10 @@ mod tests {
             pub(super) released: Arc<Notify>,
         }
 
-        impl Store for HeldTouches {}
-
-        impl Bind for HeldTouches {
-            fn bind(&self, namespace: &str) -> Bound {
-                Bound(Arc::new(Held { inner: self.store.bind(namespace).0, store: self.clone() }))
+        impl Store for HeldTouches {
+            fn bind(&self, namespace: &str, token: Token) -> Bound {
+                let inner = self.store.bind(namespace, token).0;
+                Bound(Arc::new(Held { inner, store: self.clone() }))
             }
         }
 

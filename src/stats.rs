@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::erase::ErasureReason;
 use crate::tracker::Tracker;
 
-/// Counters since this [`Retention`] was built; see [`Retention::stats`].
+/// Counters since this [`Retention`](crate::Retention) was built; see
+/// [`Retention::stats`](crate::Retention::stats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

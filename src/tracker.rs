@@ -855,13 +855,13 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::store::MemoryStore;
-    use crate::store::sealed::Bind;
+    use crate::store::Store;
 
     #[tokio::test]
     async fn forgetting_the_cache_keeps_the_interactions_it_skipped() {
         // The feed reader forgets the cache after a gap; before the fix the interactions it
         // had served from the cache (not written) were forgotten with it.
-        let backend = MemoryStore::new().bind("t").0;
+        let backend = MemoryStore::new().bind("t", crate::store::sealed::Token).0;
         let clock = ManualClock::at_unix_ms(1_000);
         let tracker = Arc::new(Tracker::new(
             &crate::config::Config::for_tests(),

@@ -1,40 +1,4 @@
 //! Ready-made privacy commands: `/removemydata`, `/mydata` and `/privacy`.
-//!
-//! The layer answers them before the wrapped handler sees the update:
-//!
-//! - **`/removemydata`** replies with what will be deleted and a confirm/cancel keyboard.
-//!   Confirm erases the user (the store's entries and every eraser) and the reply says
-//!   "done" only after every eraser succeeded; otherwise it says the truth and the erasure
-//!   is retried durably by the pruner. The user erased is always the one who pressed the
-//!   button (the update's `from`), and only if they are the one who asked; a confirmation
-//!   expires and works once.
-//! - **`/mydata`** sends a JSON file with what the crate holds (last interaction, status)
-//!   and what every exporting eraser returns.
-//! - **`/privacy`** states the retention policy, generated from the configuration.
-//!
-//! In groups, `/removemydata` and `/mydata` answer with a pointer to the private chat, so
-//! that nobody's request is exposed. `/removemydata@otherbot` is left alone, arguments are
-//! ignored, and each user may use `/removemydata` and `/mydata` a few times per hour.
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide_retention::{Commands, MemoryStore, Retention};
-//!
-//! let commands = Commands::default()
-//!     .remove_command("forgetme")
-//!     .without_export_command()
-//!     .privacy_footer("Questions? Write to privacy@example.org.")
-//!     .rate_limit(2, Duration::from_secs(3600));
-//! let retention = Retention::builder(MemoryStore::new())
-//!     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-//!     .commands(commands)
-//!     .build()?;
-//! // Merge these into your own `set_my_commands` call:
-//! let names: Vec<String> = retention.bot_commands().into_iter().map(|c| c.command).collect();
-//! assert_eq!(names, ["forgetme", "privacy"]);
-//! # Ok::<(), teloxide_retention::Error>(())
-//! ```
-
 mod flows;
 mod privacy;
 
@@ -45,7 +9,42 @@ use teloxide::types::BotCommand;
 use crate::error::{Error, Result};
 use crate::retention::Retention;
 
-/// The settings of the privacy commands; see the [module documentation](self).
+/// Ready-made privacy commands: `/removemydata`, `/mydata` and `/privacy`.
+///
+/// The layer answers them before the wrapped handler sees the update:
+///
+/// - **`/removemydata`** replies with what will be deleted and a confirm/cancel keyboard.
+///   Confirm erases the user (the store's entries and every eraser) and the reply says
+///   "done" only after every eraser succeeded; otherwise it says the truth and the erasure
+///   is retried durably by the pruner. The user erased is always the one who pressed the
+///   button (the update's `from`), and only if they are the one who asked; a confirmation
+///   expires and works once.
+/// - **`/mydata`** sends a JSON file with what the crate holds (last interaction, status)
+///   and what every exporting eraser returns.
+/// - **`/privacy`** states the retention policy, generated from the configuration.
+///
+/// In groups, `/removemydata` and `/mydata` answer with a pointer to the private chat, so
+/// that nobody's request is exposed. `/removemydata@otherbot` is left alone, arguments are
+/// ignored, and each user may use `/removemydata` and `/mydata` a few times per hour.
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide_retention::{Commands, MemoryStore, Retention};
+///
+/// let commands = Commands::default()
+///     .remove_command("forgetme")
+///     .without_export_command()
+///     .privacy_footer("Questions? Write to privacy@example.org.")
+///     .rate_limit(2, Duration::from_secs(3600));
+/// let retention = Retention::builder(MemoryStore::new())
+///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+///     .commands(commands)
+///     .build()?;
+/// // Merge these into your own `set_my_commands` call:
+/// let names: Vec<String> = retention.bot_commands().into_iter().map(|c| c.command).collect();
+/// assert_eq!(names, ["forgetme", "privacy"]);
+/// # Ok::<(), teloxide_retention::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Commands {

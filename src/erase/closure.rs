@@ -19,7 +19,7 @@ impl<F> std::fmt::Debug for FnEraser<F> {
 ///
 /// The closure must be idempotent, like every eraser. It has no export, so `/mydata` lists
 /// it as "held, no export"; implement [`Eraser`] directly to export.
-/// See the [module documentation](crate::erase) for an example.
+/// See [`Eraser`](crate::Eraser) for an example.
 pub fn erase_fn<F, Fut, E>(name: impl Into<String>, f: F) -> FnEraser<F>
 where
     F: Fn(Erasure) -> Fut + Send + Sync + 'static,

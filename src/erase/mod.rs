@@ -1,51 +1,4 @@
 //! Erasing the bot's own data: the [`Eraser`] trait and built-in erasers.
-//!
-//! The crate knows when a user must be erased; only the bot knows where it keeps their data.
-//! A bot registers one eraser per place (a database table, Redis keys, a dialogue storage)
-//! with [`RetentionBuilder::erase_with`](crate::RetentionBuilder::erase_with), and every
-//! erasure, whatever its [`ErasureReason`], calls every registered eraser.
-//!
-//! # Contract
-//!
-//! - **Idempotent.** An eraser may be called again for a user it already erased (a retry
-//!   after another eraser failed, or a pruner that crashed before confirming). Deleting
-//!   something that is already gone must succeed.
-//! - **Fail loudly.** Return an error if the data may still be there; the erasure is then
-//!   retried durably (with backoff) until every eraser succeeds.
-//! - **Bounded.** Each call runs under the configured eraser timeout and counts as failed when
-//!   it takes longer.
-//!
-//! ```
-//! use teloxide_retention::{BoxError, Erasure, Eraser, Export, erase_fn};
-//! use teloxide::types::UserId;
-//!
-//! /// The bot's own table of user profiles.
-//! struct Profiles;
-//!
-//! impl Eraser for Profiles {
-//!     fn name(&self) -> &str {
-//!         "profiles"
-//!     }
-//!
-//!     async fn erase(&self, erasure: Erasure) -> Result<(), BoxError> {
-//!         // DELETE FROM profiles WHERE user_id = $1  (deleting nothing is fine)
-//!         let _ = erasure.user;
-//!         Ok(())
-//!     }
-//!
-//!     async fn export(&self, user: UserId) -> Result<Export, BoxError> {
-//!         Ok(Export::Data(serde_json::json!({ "user_id": user.0, "nickname": "ada" })))
-//!     }
-//! }
-//!
-//! // Or, for erase-only data, a closure:
-//! let carts = erase_fn("carts", |erasure: Erasure| async move {
-//!     let _ = erasure.user; // DELETE FROM carts WHERE user_id = $1
-//!     Ok::<_, BoxError>(())
-//! });
-//! # let _ = (Profiles, carts);
-//! ```
-
 mod closure;
 mod dialogue;
 mod redis_keys;
@@ -63,7 +16,7 @@ pub use redis_keys::RedisKeysEraser;
 use crate::error::BoxError;
 
 /// How many users the default [`Eraser::erase_batch`] erases concurrently.
-pub const DEFAULT_ERASE_CONCURRENCY: usize = 32;
+pub(crate) const DEFAULT_ERASE_CONCURRENCY: usize = 32;
 
 /// Why a user's data is erased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -170,8 +123,52 @@ pub enum Export {
 
 /// Erases (and optionally exports) one kind of the bot's own data about a user.
 ///
-/// See the [module documentation](self) for the contract (idempotent, fail loudly, bounded)
-/// and an example.
+///
+/// The crate knows when a user must be erased; only the bot knows where it keeps their data.
+/// A bot registers one eraser per place (a database table, Redis keys, a dialogue storage)
+/// with [`RetentionBuilder::erase_with`](crate::RetentionBuilder::erase_with), and every
+/// erasure, whatever its [`ErasureReason`], calls every registered eraser.
+///
+/// # Contract
+///
+/// - **Idempotent.** An eraser may be called again for a user it already erased (a retry
+///   after another eraser failed, or a pruner that crashed before confirming). Deleting
+///   something that is already gone must succeed.
+/// - **Fail loudly.** Return an error if the data may still be there; the erasure is then
+///   retried durably (with backoff) until every eraser succeeds.
+/// - **Bounded.** Each call runs under the configured eraser timeout and counts as failed when
+///   it takes longer.
+///
+/// ```
+/// use teloxide_retention::{BoxError, Erasure, Eraser, Export, erase_fn};
+/// use teloxide::types::UserId;
+///
+/// /// The bot's own table of user profiles.
+/// struct Profiles;
+///
+/// impl Eraser for Profiles {
+///     fn name(&self) -> &str {
+///         "profiles"
+///     }
+///
+///     async fn erase(&self, erasure: Erasure) -> Result<(), BoxError> {
+///         // DELETE FROM profiles WHERE user_id = $1  (deleting nothing is fine)
+///         let _ = erasure.user;
+///         Ok(())
+///     }
+///
+///     async fn export(&self, user: UserId) -> Result<Export, BoxError> {
+///         Ok(Export::Data(serde_json::json!({ "user_id": user.0, "nickname": "ada" })))
+///     }
+/// }
+///
+/// // Or, for erase-only data, a closure:
+/// let carts = erase_fn("carts", |erasure: Erasure| async move {
+///     let _ = erasure.user; // DELETE FROM carts WHERE user_id = $1
+///     Ok::<_, BoxError>(())
+/// });
+/// # let _ = (Profiles, carts);
+/// ```
 pub trait Eraser: Send + Sync + 'static {
     /// A short, stable name for logs and the `/mydata` export, such as `"profiles"`.
     fn name(&self) -> &str;
@@ -188,7 +185,7 @@ pub trait Eraser: Send + Sync + 'static {
     /// Erases many users at once; returns one result per input, in order.
     ///
     /// The pruner calls this with a whole batch. The default calls [`Eraser::erase`] for up
-    /// to [`DEFAULT_ERASE_CONCURRENCY`] users at a time; override it when the backend can
+    /// to 32 users at a time; override it when the backend can
     /// delete many users in one round trip.
     fn erase_batch(
         &self,

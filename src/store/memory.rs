@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawStatus, WriterWindow, sealed,
+    RawStatus, Store, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -37,8 +37,8 @@ impl MemoryStore {
     }
 }
 
-impl sealed::Bind for MemoryStore {
-    fn bind(&self, namespace: &str) -> sealed::Bound {
+impl Store for MemoryStore {
+    fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
         sealed::Bound(Arc::new(Bound {
             spaces: Arc::clone(&self.spaces),
             namespace: namespace.to_owned(),

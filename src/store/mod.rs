@@ -39,27 +39,27 @@ use crate::error::Result;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-/// A backend for [`Retention`](crate::Retention): [`RedisStore`] or [`MemoryStore`].
+/// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`] or
+/// [`MemoryStore`].
 ///
-/// The trait is sealed: its operations are the crate's claim -> erase -> finish protocol and are not
-/// meant to be called or implemented outside it.
-pub trait Store: sealed::Bind + Send + Sync + 'static {}
-
-impl Store for RedisStore {}
-impl Store for MemoryStore {}
+/// The trait is sealed: the crate's claim -> erase -> finish protocol is implemented by
+/// these two stores only, and one behavioural test suite runs against both.
+pub trait Store: Send + Sync + 'static {
+    /// Returns the backend for `namespace` (validated by the builder). Not part of the
+    /// API: [`sealed::Token`] cannot be named outside this crate.
+    #[doc(hidden)]
+    fn bind(&self, namespace: &str, token: sealed::Token) -> sealed::Bound;
+}
 
 pub(crate) mod sealed {
     use super::{Arc, Backend};
 
-    /// A store bound to one namespace. Public only so that [`Bind`] can name it; it has no
-    /// public API.
+    /// A store bound to one namespace.
     pub struct Bound(pub(crate) Arc<dyn Backend>);
 
-    /// Binds a store to one namespace.
-    pub trait Bind {
-        /// Returns the backend for `namespace` (validated by the builder).
-        fn bind(&self, namespace: &str) -> Bound;
-    }
+    /// Proof that a caller is this crate.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Token;
 }
 
 /// A user claimed for erasure.

@@ -15,7 +15,7 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawStatus, WriterWindow, decode_job, sealed,
+    RawStatus, Store, WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -174,8 +174,8 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(3)
 }
 
-impl sealed::Bind for RedisStore {
-    fn bind(&self, namespace: &str) -> sealed::Bound {
+impl Store for RedisStore {
+    fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
         sealed::Bound(Arc::new(Bound { conn: self.conn.clone(), keys: Keys::new(namespace) }))
     }
 }
