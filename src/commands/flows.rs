@@ -14,8 +14,8 @@ use teloxide::types::{
 use teloxide::utils::html;
 
 use crate::clock::duration_ms;
-use crate::commands::Commands;
 use crate::commands::privacy::human_bytes;
+use crate::commands::{Commands, Texts};
 use crate::layer::is_trackable;
 use crate::retention::{OptOutOutcome, Retention};
 use crate::store::random_id;
@@ -84,9 +84,10 @@ impl Retention {
     ) where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
-        let texts = &commands.texts;
+        let Some(from) = msg.from.as_ref() else { return };
+        let (user, language) = (from.id, from.language_code.as_deref());
+        let texts = commands.texts_for(language);
         let chat = msg.chat.id;
-        let Some(user) = msg.from.as_ref().map(|u| u.id) else { return };
         let name = match command {
             Command::Remove => commands.remove.as_deref(),
             Command::Export => commands.export.as_deref(),
@@ -96,7 +97,7 @@ impl Retention {
         let slash = format!("/{name}");
 
         if command == Command::Privacy {
-            self.say(bot, chat, self.privacy_text(), None).await;
+            self.say(bot, chat, self.privacy_text(language), None).await;
             return;
         }
         if !msg.chat.is_private() && !commands.answer_in_groups {
@@ -120,8 +121,8 @@ impl Retention {
             }
         }
         match command {
-            Command::Remove => self.ask_to_confirm(bot, commands, chat, user).await,
-            Command::Export => self.send_export(bot, commands, chat, user).await,
+            Command::Remove => self.ask_to_confirm(bot, commands, texts, chat, user).await,
+            Command::Export => self.send_export(bot, commands, texts, chat, user).await,
             Command::Privacy => {}
         }
     }
@@ -145,11 +146,16 @@ impl Retention {
         }
     }
 
-    async fn ask_to_confirm<R>(&self, bot: &R, commands: &Commands, chat: ChatId, user: UserId)
-    where
+    async fn ask_to_confirm<R>(
+        &self,
+        bot: &R,
+        commands: &Commands,
+        texts: &Texts,
+        chat: ChatId,
+        user: UserId,
+    ) where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
-        let texts = &commands.texts;
         let nonce = random_id();
         let issued = self.inner.clock.now_ms();
         let ttl = duration_ms(commands.confirm_within);
@@ -159,10 +165,10 @@ impl Retention {
             self.say(bot, chat, texts.unavailable.clone(), None).await;
             return;
         }
-        let mut text = format!("{}\n• the time of your last interaction", texts.remove_prompt);
-        for name in self.eraser_names() {
+        let mut text = texts.remove_prompt.clone();
+        for item in texts.stored_items(self.eraser_names()) {
             text.push_str("\n• ");
-            text.push_str(name);
+            text.push_str(&item);
         }
         let data = |answer: &str| format!("{CALLBACK_PREFIX}{}:{nonce:016x}:{answer}", user.0);
         let keyboard = InlineKeyboardMarkup::new([
@@ -176,7 +182,7 @@ impl Retention {
     where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
-        let texts = &commands.texts;
+        let texts = commands.texts_for(query.from.language_code.as_deref());
         let slash = format!("/{}", commands.remove.as_deref().unwrap_or_default());
         let expired = texts.expired.replace("{command}", &slash);
         // The erased user is always the presser (`from`); the id in the data only tells
@@ -235,11 +241,16 @@ impl Retention {
         self.replace_prompt(bot, query, text).await;
     }
 
-    async fn send_export<R>(&self, bot: &R, commands: &Commands, chat: ChatId, user: UserId)
-    where
+    async fn send_export<R>(
+        &self,
+        bot: &R,
+        commands: &Commands,
+        texts: &Texts,
+        chat: ChatId,
+        user: UserId,
+    ) where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
-        let texts = &commands.texts;
         let document = match self.export(user).await {
             Ok(document) => document,
             Err(e) => {

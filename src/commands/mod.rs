@@ -1,6 +1,9 @@
 //! Ready-made privacy commands: `/removemydata`, `/mydata` and `/privacy`.
 mod flows;
 mod privacy;
+mod texts;
+
+pub use texts::Texts;
 
 use std::time::Duration;
 
@@ -52,6 +55,8 @@ pub struct Commands {
     pub(crate) export: Option<String>,
     pub(crate) privacy: Option<String>,
     pub(crate) texts: Texts,
+    /// Texts by lowercase language code.
+    pub(crate) languages: Vec<(String, Texts)>,
     pub(crate) confirm_within: Duration,
     pub(crate) uses_per_window: u32,
     pub(crate) window: Duration,
@@ -67,6 +72,7 @@ impl Default for Commands {
             export: Some("mydata".to_owned()),
             privacy: Some("privacy".to_owned()),
             texts: Texts::default(),
+            languages: Vec::new(),
             confirm_within: Duration::from_secs(5 * 60),
             uses_per_window: 5,
             window: Duration::from_secs(3600),
@@ -115,10 +121,40 @@ impl Commands {
         self
     }
 
-    /// Replaces the texts the commands send.
+    /// Replaces the fallback texts: those of users whose language has no texts of its own
+    /// (see [`Commands::language`]). Default [`Texts::english`].
     pub fn texts(mut self, texts: Texts) -> Self {
         self.texts = texts;
         self
+    }
+
+    /// Answers users whose Telegram `language_code` is `code` with `texts`.
+    ///
+    /// `code` is an IETF language tag as Telegram sends it (`"de"`, `"pt-br"`), matched
+    /// without regard to case. A user whose code has no texts of its own gets those of its
+    /// primary language (`"de-at"` gets `"de"`), then the fallback ([`Commands::texts`]).
+    /// Registering a code again replaces its texts.
+    ///
+    /// ```
+    /// use teloxide_retention::{Commands, Texts};
+    ///
+    /// let commands = Commands::default().language("de", Texts::german());
+    /// # let _ = commands;
+    /// ```
+    pub fn language(mut self, code: impl Into<String>, texts: Texts) -> Self {
+        let code = code.into().to_ascii_lowercase();
+        self.languages.retain(|(c, _)| *c != code);
+        self.languages.push((code, texts));
+        self
+    }
+
+    /// The texts for a user whose `language_code` is `code`.
+    pub(crate) fn texts_for(&self, code: Option<&str>) -> &Texts {
+        let Some(code) = code.map(str::to_ascii_lowercase) else { return &self.texts };
+        let find = |code: &str| self.languages.iter().find(|(c, _)| c == code).map(|(_, t)| t);
+        find(&code)
+            .or_else(|| code.split_once('-').and_then(|(primary, _)| find(primary)))
+            .unwrap_or(&self.texts)
     }
 
     /// How long a `/removemydata` confirmation button works. Default 5 minutes.
@@ -183,6 +219,18 @@ impl Commands {
         if self.uses_per_window == 0 || self.window.is_zero() {
             return Err(Error::config("rate_limit needs at least one use per non-zero window"));
         }
+        for (code, _) in &self.languages {
+            let valid = !code.is_empty()
+                && code.len() <= 35
+                && code.split('-').all(|part| {
+                    !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric())
+                });
+            if !valid {
+                return Err(Error::config(format!(
+                    "language code {code:?} is invalid: use an IETF tag such as \"de\" or \"pt-br\""
+                )));
+            }
+        }
         if self.max_export_bytes < 1024 {
             return Err(Error::config("max_export_bytes must be at least 1024"));
         }
@@ -190,103 +238,65 @@ impl Commands {
     }
 }
 
-/// The texts the privacy commands send. English by default; every field may be replaced.
-///
-/// `{command}` is replaced by the command (with its slash), `{size}` by the export's size
-/// and `{failed}` by the number of erasers that failed.
-///
-/// Every text is plain text, whatever parse mode the bot uses: the commands escape it and
-/// send it as HTML with an explicit parse mode, which a `DefaultParseMode` adaptor leaves
-/// alone (eraser names and the privacy footer are escaped the same way).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Texts {
-    /// `/removemydata`'s question; followed by the list of what will be deleted.
-    pub remove_prompt: String,
-    /// The confirm button.
-    pub confirm_button: String,
-    /// The cancel button.
-    pub cancel_button: String,
-    /// Shown while the erasure runs.
-    pub removing: String,
-    /// Every eraser succeeded.
-    pub removed: String,
-    /// Some eraser failed; the erasure is retried.
-    pub removal_pending: String,
-    /// Another erasure of the user is already running.
-    pub removal_running: String,
-    /// The user pressed cancel.
-    pub cancelled: String,
-    /// The confirmation expired or was used already.
-    pub expired: String,
-    /// Someone else pressed the button.
-    pub not_yours: String,
-    /// `/removemydata` or `/mydata` was sent in a group.
-    pub use_private_chat: String,
-    /// The button that opens the private chat.
-    pub open_private_chat: String,
-    /// Too many uses in the rate-limit window.
-    pub rate_limited: String,
-    /// The caption of the `/mydata` file.
-    pub export_caption: String,
-    /// The export is larger than the configured maximum.
-    pub export_too_large: String,
-    /// The store is unreachable.
-    pub unavailable: String,
-    /// The descriptions for `set_my_commands`: remove, export, privacy.
-    pub descriptions: [String; 3],
-}
-
-impl Default for Texts {
-    fn default() -> Self {
-        Self {
-            remove_prompt: "Delete all data this bot keeps about you? This deletes:".into(),
-            confirm_button: "Yes, delete my data".into(),
-            cancel_button: "Cancel".into(),
-            removing: "Deleting your data…".into(),
-            removed: "Done: all data this bot kept about you has been deleted.".into(),
-            removal_pending: "Deletion is not finished yet: {failed} part(s) could not be \
-                              deleted right now. We keep trying until everything is deleted."
-                .into(),
-            removal_running: "Your data is being deleted right now. If anything fails, we keep \
-                              trying until everything is deleted."
-                .into(),
-            cancelled: "Cancelled. Nothing was deleted.".into(),
-            expired: "This confirmation has expired or was already used. Send {command} again."
-                .into(),
-            not_yours: "This button is for someone else.".into(),
-            use_private_chat: "For your privacy, please send {command} to me in a private chat."
-                .into(),
-            open_private_chat: "Open private chat".into(),
-            rate_limited: "You have used {command} too often. Please try again later.".into(),
-            export_caption: "All data this bot keeps about you.".into(),
-            export_too_large: "Your data export is too large to send here ({size}). Please \
-                               contact the operator of this bot."
-                .into(),
-            unavailable: "Sorry, this is not possible right now. Please try again in a few \
-                          minutes."
-                .into(),
-            descriptions: [
-                "Delete all data this bot keeps about you".into(),
-                "Get a copy of your data".into(),
-                "How this bot handles your data".into(),
-            ],
-        }
-    }
-}
-
 impl Retention {
-    /// The enabled privacy commands with their descriptions, to merge into the bot's
-    /// `set_my_commands` call.
+    /// The enabled privacy commands with their descriptions in the fallback language, to
+    /// merge into the bot's `set_my_commands` call; see [`Retention::bot_commands_in`] for
+    /// the other languages.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// let names: Vec<String> = retention.bot_commands().into_iter().map(|c| c.command).collect();
+    /// assert_eq!(names, ["removemydata", "mydata", "privacy"]);
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
     #[must_use]
     pub fn bot_commands(&self) -> Vec<BotCommand> {
+        self.commands_in(None)
+    }
+
+    /// The enabled privacy commands with their descriptions for users whose language is
+    /// `code`, for `set_my_commands(...).language_code(code)`; one call per language of
+    /// [`Retention::command_languages`].
+    ///
+    /// ```no_run
+    /// # async fn run(bot: teloxide::Bot, retention: teloxide_retention::Retention)
+    /// # -> Result<(), teloxide::RequestError> {
+    /// use teloxide::prelude::*;
+    ///
+    /// bot.set_my_commands(retention.bot_commands()).await?;
+    /// for code in retention.command_languages() {
+    ///     bot.set_my_commands(retention.bot_commands_in(code)).language_code(code).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn bot_commands_in(&self, code: &str) -> Vec<BotCommand> {
+        self.commands_in(Some(code))
+    }
+
+    /// The language codes registered with [`Commands::language`].
+    #[must_use]
+    pub fn command_languages(&self) -> Vec<&str> {
         let Some(c) = &self.inner.commands else { return Vec::new() };
-        [&c.remove, &c.export, &c.privacy]
-            .into_iter()
-            .zip(&c.texts.descriptions)
-            .filter_map(|(name, description)| {
-                name.as_ref().map(|n| BotCommand::new(n.clone(), description.clone()))
-            })
-            .collect()
+        c.languages.iter().map(|(code, _)| code.as_str()).collect()
+    }
+
+    fn commands_in(&self, code: Option<&str>) -> Vec<BotCommand> {
+        let Some(c) = &self.inner.commands else { return Vec::new() };
+        let texts = c.texts_for(code);
+        [
+            (&c.remove, &texts.remove_description),
+            (&c.export, &texts.export_description),
+            (&c.privacy, &texts.privacy_description),
+        ]
+        .into_iter()
+        .filter_map(|(name, description)| {
+            name.as_ref().map(|n| BotCommand::new(n.clone(), description.clone()))
+        })
+        .collect()
     }
 }

@@ -49,6 +49,16 @@ pub fn message(user_id: u64, text: &str) -> Value {
     json!({ "update_id": next(), "message": message_in(Some(user(user_id)), private_chat(user_id), text) })
 }
 
+/// `update` (a message or a callback query) from a user whose Telegram app speaks `code`.
+pub fn in_language(mut update: Value, code: &str) -> Value {
+    for kind in ["message", "callback_query"] {
+        if let Some(from) = update.get_mut(kind).and_then(|m| m.get_mut("from")) {
+            from["language_code"] = json!(code);
+        }
+    }
+    update
+}
+
 /// A text message from `user` in the test group.
 pub fn group_message(user_id: u64, text: &str) -> Value {
     json!({ "update_id": next(), "message": message_in(Some(user(user_id)), group_chat(), text) })

@@ -9,7 +9,7 @@ use serde_json::Value;
 use teloxide::RequestError;
 use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
-use teloxide_retention::{BoxError, Commands, Erasure, ErasureReason, Retention, erase_fn};
+use teloxide_retention::{BoxError, Commands, Erasure, ErasureReason, Retention, Texts, erase_fn};
 
 use crate::both_stores;
 use crate::common::bot_api::{BOT_USERNAME, multipart_field, uploaded_file};
@@ -103,7 +103,13 @@ both_stores! {
         let (confirm, cancel) = bot.prompt(1).await;
         let prompt = bot.last_text(1);
         assert!(prompt.starts_with("Delete all data this bot keeps about you?"), "{prompt}");
-        assert!(prompt.contains("• the time of your last interaction\n• profiles\n• sessions"), "{prompt}");
+        assert!(
+            prompt.ends_with(
+                "• the time of your last interaction with this bot\n\
+                 • the other records this bot keeps about you"
+            ),
+            "two undescribed erasers are one item, without their internal names: {prompt}"
+        );
         assert_eq!(bot.buttons(1)[0].0, "Yes, delete my data");
         assert!(confirm.starts_with("rtn:rm:1:") && confirm.ends_with(":y"), "{confirm}");
         assert!(cancel.ends_with(":n"));
@@ -315,8 +321,8 @@ both_stores! {
         bot.send(vec![u::group_message(14, "/privacy")]).await;
         let text = bot.last_text(u::GROUP);
         for expected in [
-            "your Telegram user id and the time of your last interaction",
-            "the bot's own records: profiles.",
+            "What is stored: your Telegram user id; the time of your last interaction with this \
+             bot; the other records this bot keeps about you.",
             "when you have not used the bot for 90 days",
             "deleted after 7 days, unless you unblock the bot",
             "Send /removemydata to delete all your data now.",
@@ -325,7 +331,51 @@ both_stores! {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(text, bot.retention.privacy_text());
+        assert_eq!(text, bot.retention.privacy_text(None));
+        assert!(!text.contains("profiles"), "internal eraser names stay internal:\n{text}");
+    }
+
+    async fn the_commands_speak_the_users_language(env) {
+        let mut english = Texts::english();
+        english.eraser_descriptions.insert("profiles".into(), "your profile".into());
+        let mut german = Texts::german();
+        german.eraser_descriptions.insert("profiles".into(), "Ihr Profil".into());
+        let commands = Commands::default().texts(english).language("de", german);
+        let bot = Bot::new(&env, commands, Recorder::new("profiles")).await;
+        let privacy = |user: u64, code: &str| u::in_language(u::message(user, "/privacy"), code);
+        bot.send(vec![privacy(14, "en"), privacy(15, "de"), privacy(16, "DE-at"), privacy(17, "fr")])
+            .await;
+
+        let english = bot.last_text(14);
+        assert!(english.contains("your Telegram user id; the time of your last interaction with \
+                                  this bot; your profile."), "{english}");
+        let german = bot.last_text(15);
+        for expected in [
+            "Wie dieser Bot mit Ihren Daten umgeht",
+            "Ihre Telegram-Nutzer-ID; der Zeitpunkt Ihrer letzten Nutzung dieses Bots; Ihr Profil.",
+            "Wenn Sie den Bot 90 Tage lang nicht genutzt haben",
+            "nach einer Wartezeit (7 Tage) gelöscht",
+            "Senden Sie /removemydata, um jetzt alle Ihre Daten zu löschen.",
+        ] {
+            assert!(german.contains(expected), "missing {expected:?} in:\n{german}");
+        }
+        assert_eq!(german, bot.retention.privacy_text(Some("de")));
+        assert_eq!(bot.last_text(16), german, "a regional code falls back to its language");
+        assert_eq!(bot.last_text(17), english, "an unknown language gets the fallback");
+
+        bot.send(vec![u::in_language(u::message(15, "/removemydata"), "de")]).await;
+        let prompt = bot.last_text(15);
+        assert!(prompt.starts_with("Alle Daten löschen"), "{prompt}");
+        assert!(prompt.ends_with("• der Zeitpunkt Ihrer letzten Nutzung dieses Bots\n• Ihr Profil"), "{prompt}");
+        let buttons = bot.buttons(15);
+        assert_eq!((buttons[0].0.as_str(), buttons[1].0.as_str()), ("Ja, meine Daten löschen", "Abbrechen"));
+
+        let described = |commands: Vec<teloxide::types::BotCommand>| -> Vec<String> {
+            commands.into_iter().map(|c| c.description).collect()
+        };
+        assert_eq!(bot.retention.command_languages(), ["de"]);
+        assert_eq!(described(bot.retention.bot_commands_in("de"))[2], "Wie dieser Bot mit Ihren Daten umgeht");
+        assert_eq!(described(bot.retention.bot_commands())[2], "How this bot handles your data");
     }
 
     async fn an_update_handled_during_the_erasure_triggers_a_follow_up(env) {
@@ -392,41 +442,86 @@ async fn texts_are_escaped_and_sent_as_html_whatever_the_bots_default_parse_mode
     use teloxide::error_handlers::LoggingErrorHandler;
     use teloxide::types::ParseMode;
 
+    const RESERVED: &str = "_*[]()~>#+-=|{}.!<&";
     let env = Env::memory();
-    let api = FakeBotApi::start().await;
-    let commands = Commands::default().privacy_footer("Contact: <privacy@example.org> & co.");
+    let mut texts = Texts::english();
+    texts.eraser_descriptions.insert("notes".into(), format!("your notes {RESERVED}"));
+    let footer = format!("Contact: <privacy@example.org> & co. {RESERVED}");
+    let commands = Commands::default().texts(texts).privacy_footer(footer);
     let retention = env
         .bare_builder()
         .await
         .inactive_after(90 * DAY)
         .commands(commands)
-        .erase_with(Recorder::new("notes <v2>"))
+        .erase_with(Recorder::new("notes"))
         .build()
         .unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let bot = api.bot().parse_mode(ParseMode::MarkdownV2);
-    let handler = retention.wrap_for::<DefaultParseMode<teloxide::Bot>, _>(tree(&seen));
-    let mut dispatcher = Dispatcher::builder(bot, handler).build();
-    let updates = vec![
-        u::message(17, "/privacy"),
-        u::message(17, "/removemydata"),
-        u::message(17, "/mydata"),
-    ];
-    crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await;
+    let modes = [None, Some(ParseMode::Html), Some(ParseMode::MarkdownV2)];
+    #[allow(deprecated)] // Legacy Markdown is deprecated, and still what some bots use.
+    let modes = modes.into_iter().chain([Some(ParseMode::Markdown)]);
+    for (i, mode) in modes.enumerate() {
+        let user = 17 + i as u64;
+        let api = FakeBotApi::start().await;
+        let seen = Arc::new(AtomicUsize::new(0));
+        let updates = vec![
+            u::message(user, "/privacy"),
+            u::message(user, "/removemydata"),
+            u::message(user, "/mydata"),
+        ];
+        match mode {
+            None => {
+                let handler = retention.wrap(tree(&seen));
+                let mut dispatcher = Dispatcher::builder(api.bot(), handler).build();
+                crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new())
+                    .await;
+            }
+            Some(mode) => {
+                let handler = retention.wrap_for::<DefaultParseMode<teloxide::Bot>, _>(tree(&seen));
+                let mut dispatcher =
+                    Dispatcher::builder(api.bot().parse_mode(mode), handler).build();
+                crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new())
+                    .await;
+            }
+        }
+        let confirm = api.sent_to("sendmessage", user as i64)[1].buttons()[0].1.clone();
+        let press = u::callback(user, u::private_chat(user), &confirm);
+        dispatch(&api, retention.wrap(tree(&seen)), vec![press]).await;
 
-    let sent = api.sent_to("sendmessage", 17);
-    assert_eq!(sent.len(), 2);
-    for message in &sent {
-        assert_eq!(message.body["parse_mode"], "HTML", "an explicit parse mode wins");
+        let mut texts: Vec<(String, serde_json::Value)> = Vec::new();
+        for method in ["sendmessage", "editmessagetext"] {
+            for request in api.sent_to(method, user as i64) {
+                texts
+                    .push((request.text().unwrap().to_owned(), request.body["parse_mode"].clone()));
+            }
+        }
+        let document = &api.sent_to("senddocument", user as i64)[0];
+        texts.push((
+            multipart_field(&document.raw, "caption").unwrap(),
+            multipart_field(&document.raw, "parse_mode").unwrap().into(),
+        ));
+        assert_eq!(texts.len(), 5, "privacy, prompt, removing, done, caption: {texts:?}");
+        for (text, parse_mode) in &texts {
+            assert_eq!(parse_mode, "HTML", "{mode:?}: an explicit parse mode wins: {text}");
+            assert_valid_html(text);
+        }
+        let privacy = &texts[0].0;
+        assert!(
+            privacy.contains(
+                "Contact: &lt;privacy@example.org&gt; &amp; co. _*[]()~&gt;#+-=|{}.!&lt;&amp;"
+            ),
+            "{privacy}"
+        );
+        let prompt = &texts[1].0;
+        assert!(prompt.contains("your notes _*[]()~&gt;#+-=|{}.!&lt;&amp;"), "{prompt}");
     }
-    let privacy = sent[0].text().unwrap();
-    assert!(privacy.ends_with("Contact: &lt;privacy@example.org&gt; &amp; co."), "{privacy}");
-    let prompt = sent[1].text().unwrap();
-    assert!(prompt.contains("notes &lt;v2&gt;"), "{prompt}");
-    let document = &api.sent_to("senddocument", 17)[0];
-    assert_eq!(multipart_field(&document.raw, "parse_mode").unwrap(), "HTML");
-    assert_eq!(
-        multipart_field(&document.raw, "caption").unwrap(),
-        "All data this bot keeps about you."
-    );
+}
+
+/// Telegram's HTML parse mode: `<`, `>` and `&` only as tags and entities (the texts have
+/// no tags), every other character literal.
+fn assert_valid_html(text: &str) {
+    assert!(!text.contains(['<', '>']), "a raw tag character in {text:?}");
+    for (i, _) in text.match_indices('&') {
+        let entity = ["&lt;", "&gt;", "&amp;", "&quot;"].iter().any(|e| text[i..].starts_with(e));
+        assert!(entity, "a raw & in {text:?}");
+    }
 }

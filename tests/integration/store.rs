@@ -570,7 +570,7 @@ both_stores! {
         assert_eq!(forever.prune_once().await.unwrap().claimed, 0);
         // An opt-out still runs, with a lease deadline that saturates.
         assert!(matches!(forever.erase_user(UserId(2)).await.unwrap(), OptOutOutcome::Erased { .. }));
-        assert!(forever.privacy_text().contains("does not delete it for inactivity"), "{}", forever.privacy_text());
+        assert!(forever.privacy_text(None).contains("does not delete it for inactivity"), "{}", forever.privacy_text(None));
     }
 }
 
