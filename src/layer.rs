@@ -68,6 +68,7 @@ impl Retention {
     /// - with the privacy commands on (the default): the bot (`teloxide::Bot` for
     ///   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
     ///   provided by the dispatcher.
+    ///
     /// For adaptors such as `Throttle<Bot>`, use [`Retention::wrap_for`].
     ///
     /// # Panics
