@@ -154,7 +154,8 @@ async fn allowed_updates_for_a_webhook_are_what_the_dispatcher_asks_polling_for(
     let kinds = defaults.allowed_updates(&messages_only());
     assert_eq!(kinds, [Message, CallbackQuery, MyChatMember], "Bot API order, no duplicates");
 
-    let cases: Vec<(Retention, fn() -> UpdateHandler<RequestError>)> = vec![
+    type Tree = fn() -> UpdateHandler<RequestError>;
+    let cases: Vec<(Retention, Tree)> = vec![
         (retention(|b| b), messages_only),
         (retention(|b| b), inline_tree),
         (retention(|b| b), chat_members),
