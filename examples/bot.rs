@@ -21,7 +21,7 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::BotCommand;
 use teloxide_retention::{
-    DialogueEraser, RedisKeysEraser, RedisStore, Retained, RetainedExt, Retention,
+    Commands, DialogueEraser, RedisKeysEraser, RedisStore, Retained, RetainedExt, Retention, Texts,
 };
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,9 +73,18 @@ async fn main() -> Result<(), HandlerError> {
         redis::aio::ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
     let dialogues = InMemStorage::<State>::new();
 
+    // What each eraser deletes, as users read it, in English and German; each user gets
+    // the texts of their Telegram app's language.
+    let mut english = Texts::english();
+    english.eraser_descriptions.insert("profile".into(), "your last message".into());
+    let mut german = Texts::german();
+    german.eraser_descriptions.insert("profile".into(), "Ihre letzte Nachricht".into());
+    let commands = Commands::default().texts(english).language("de", german);
+
     let retention = Retention::builder(RedisStore::open(&redis_url).await?)
         .namespace("example-bot")
         .inactive_after(Duration::from_secs(90 * 24 * 3600))
+        .commands(commands)
         .erase_with(RedisKeysEraser::new(redis.clone(), ["profile:{user}"])?.named("profile"))
         .erase_with(DialogueEraser::new(Arc::clone(&dialogues)).with_export())
         .build()?;
@@ -83,14 +92,39 @@ async fn main() -> Result<(), HandlerError> {
     // Every request goes through the adaptor; wrap the handler for the adapted bot's type.
     let bot = Bot::from_env().retained(&retention);
 
-    // The bot's own commands plus the privacy commands.
+    // The bot's own commands plus the privacy commands, in each language.
     let mut commands = vec![BotCommand::new("start", "Say hello")];
     commands.extend(retention.bot_commands());
     bot.set_my_commands(commands).await?;
+    for code in retention.command_languages() {
+        let mut commands = vec![BotCommand::new("start", "Hallo sagen")];
+        commands.extend(retention.bot_commands_in(code));
+        bot.set_my_commands(commands).language_code(code).await?;
+    }
 
     let pruner = retention.spawn_pruner();
     let handler = retention.wrap_for::<Retained<Bot>, _>(handler_tree(redis, dialogues));
-    Dispatcher::builder(bot, handler).enable_ctrlc_handler().build().dispatch().await;
+    let mut dispatcher = Dispatcher::builder(bot, handler)
+        .dependencies(dptree::deps![retention.clone()])
+        // Ctrl-C stops the dispatcher.
+        .enable_ctrlc_handler()
+        .build();
+    // So does SIGTERM, which Docker, Kubernetes and systemd send.
+    #[cfg(unix)]
+    {
+        let token = dispatcher.shutdown_token();
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            sigterm.recv().await;
+            if let Ok(stopping) = token.shutdown() {
+                stopping.await;
+            }
+        });
+    }
+    dispatcher.dispatch().await;
+    // The dispatcher has stopped: let the pruner finish its batch, then write buffered
+    // interactions and retire this process's heartbeat.
     pruner.shutdown().await;
     retention.shutdown().await?;
     Ok(())

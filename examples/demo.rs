@@ -26,8 +26,8 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::Me;
 use teloxide_retention::{
-    BoxError, Clock, DialogueEraser, Eraser, Erasure, ErasureReason, Export, ManualClock,
-    MemoryStore, RedisStore, Retained, RetainedExt, Retention,
+    BoxError, Clock, Commands, DialogueEraser, Eraser, Erasure, ErasureReason, Export, ManualClock,
+    MemoryStore, RedisStore, Retained, RetainedExt, Retention, Texts,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -196,9 +196,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(url) => Retention::builder(RedisStore::open(url).await?).namespace(&namespace),
         None => Retention::builder(MemoryStore::new()),
     };
+    // What each eraser deletes, as users should read it (they never see internal names).
+    let mut texts = Texts::english();
+    texts.eraser_descriptions.insert("profiles".into(), "your profile and settings".into());
     let retention = builder
         .inactive_after(30 * DAY)
         .clock(clock.clone())
+        .commands(Commands::default().texts(texts))
         .erase_with(profiles.clone())
         .erase_with(DialogueEraser::new(Arc::clone(&dialogues)).with_export())
         .on_erased({

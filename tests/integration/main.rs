@@ -9,6 +9,7 @@ mod support;
 
 mod cluster;
 mod commands;
+mod docs;
 mod erasers;
 mod faults;
 mod gone;
