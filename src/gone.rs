@@ -100,6 +100,25 @@ impl Retention {
     /// scheduled or running, which is kept, or `user` is a bot or service account id the
     /// crate never tracks).
     ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::GoneReason;
+    ///
+    /// // A user the bot's own code found gone (a failed call to another API, say):
+    /// assert!(retention.mark_gone(UserId(42), GoneReason::Unreachable).await?);
+    /// assert!(!retention.is_reachable(UserId(42)).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)

@@ -163,6 +163,24 @@ impl Retention {
     /// threshold. A user who interacted after the cutoff is never claimed. Users who came
     /// back after being marked are dropped, not erased.
     ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// retention.note_interaction(UserId(42)).await;
+    /// clock.advance(Duration::from_secs(31 * 24 * 3600));
+    /// let report = retention.prune_once().await?;
+    /// assert_eq!(report.erased, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
@@ -180,6 +198,27 @@ impl Retention {
 
     /// Lists up to `limit` users the next pass would erase, with reasons, without erasing
     /// anyone.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::ErasureReason;
+    ///
+    /// retention.note_interaction(UserId(42)).await;
+    /// clock.advance(Duration::from_secs(31 * 24 * 3600));
+    /// let preview = retention.preview(10).await?;
+    /// assert_eq!((preview.users[0].user, preview.users[0].reason), (UserId(42), ErasureReason::Inactive));
+    /// assert_eq!(retention.tracked_users().await?, 1, "a dry run erases nothing");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -215,6 +254,23 @@ impl Retention {
 
     /// Starts the background pruner on the current Tokio runtime: a pass now, then one
     /// every interval, until [`PrunerHandle::shutdown`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// let pruner = retention.spawn_pruner();
+    /// // ... the bot runs ...
+    /// pruner.shutdown().await; // the running batch finishes first
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Panics
     ///

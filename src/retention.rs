@@ -123,6 +123,19 @@ pub(crate) struct Finished {
 
 impl Retention {
     /// Starts configuring retention on `store`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// assert_eq!(retention.inactive_after(), Duration::from_secs(90 * 24 * 3600));
+    /// # Ok(()) }
+    /// ```
     pub fn builder(store: impl Store) -> RetentionBuilder {
         RetentionBuilder::new(store)
     }
@@ -169,6 +182,23 @@ impl Retention {
     }
 
     /// The names of the registered erasers, in registration order.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .erase_with(teloxide_retention::erase_fn("orders", |_| async {
+    /// #         Ok::<_, teloxide_retention::BoxError>(())
+    /// #     }))
+    /// #     .build()?;
+    /// assert_eq!(retention.eraser_names(), ["orders"]);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn eraser_names(&self) -> Vec<&str> {
         self.inner.erasers.iter().map(|e| e.name()).collect()
@@ -178,6 +208,24 @@ impl Retention {
     ///
     /// For interactions that do not pass through the dispatcher (a web app, a payment
     /// callback). Telegram's service accounts are ignored.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// // A payment confirmed through a web app, outside the dispatcher:
+    /// let noted = retention.note_interaction(UserId(42)).await;
+    /// assert!(noted.is_stored());
+    /// assert!(retention.status(UserId(42)).await?.last_seen.is_some());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Cancellation safety
     ///
@@ -190,6 +238,23 @@ impl Retention {
     }
 
     /// Writes every buffered interaction now.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// retention.note_interaction(UserId(42)).await;
+    /// retention.flush().await?; // nothing is left in memory
+    /// assert_eq!(retention.stats().buffered_users, 0);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -210,6 +275,24 @@ impl Retention {
     /// written. Dropping the last clone does the same in the background, which a runtime
     /// that shuts down right after may not let finish.
     ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// let pruner = retention.spawn_pruner();
+    /// // ... the dispatcher runs, then stops ...
+    /// pruner.shutdown().await;
+    /// retention.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Timeout`] if buffered interactions could not be written within a few store
@@ -228,6 +311,27 @@ impl Retention {
     }
 
     /// What the store holds about `user`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::{ErasureReason, GoneReason};
+    ///
+    /// retention.note_interaction(UserId(42)).await;
+    /// retention.mark_gone(UserId(42), GoneReason::Blocked).await?;
+    /// let status = retention.status(UserId(42)).await?;
+    /// assert!(status.last_seen.is_some());
+    /// assert_eq!(status.erasure.unwrap().reason, ErasureReason::Blocked);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -260,6 +364,23 @@ impl Retention {
 
     /// Number of tracked users.
     ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// retention.note_interaction(UserId(1)).await;
+    /// retention.note_interaction(UserId(2)).await;
+    /// assert_eq!(retention.tracked_users().await?, 2);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
@@ -275,6 +396,27 @@ impl Retention {
     ///
     /// This is what `/removemydata` runs after the user confirms. It returns only once the
     /// erasure is complete, or recorded durably for retry if an eraser failed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::OptOutOutcome;
+    ///
+    /// retention.note_interaction(UserId(42)).await;
+    /// // A request by e-mail, handled by the bot's operator:
+    /// let outcome = retention.erase_user(UserId(42)).await?;
+    /// assert_eq!(outcome, OptOutOutcome::Erased { follow_up: false });
+    /// assert_eq!(retention.status(UserId(42)).await?.last_seen, None);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -426,6 +568,24 @@ impl Retention {
     /// What this crate and every exporting eraser hold about `user`, as the JSON document
     /// `/mydata` sends.
     ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// retention.note_interaction(UserId(42)).await;
+    /// let document = retention.export(UserId(42)).await?;
+    /// assert_eq!(document["user_id"], 42);
+    /// assert_eq!(document["retention"]["status"], "active");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read. A failing eraser
@@ -484,6 +644,27 @@ impl Retention {
     }
 
     /// Counters since this instance was built.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::ErasureReason;
+    ///
+    /// retention.note_interaction(UserId(42)).await;
+    /// retention.erase_user(UserId(42)).await?;
+    /// let stats = retention.stats();
+    /// assert_eq!(stats.erased_for(ErasureReason::OptOut), 1);
+    /// assert_eq!(stats.erased_total(), 1);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot(&self.inner.tracker)
