@@ -214,7 +214,7 @@ impl Retention {
 
     async fn write_mark(&self, user: UserId, mark: PendingMark) -> Result<bool> {
         let inner = &self.inner;
-        if !crate::layer::is_trackable_id(user) {
+        if !crate::humans::is_trackable_id(user) {
             return Ok(false);
         }
         let PendingMark { reason, marked_at: now, due } = mark;

@@ -8,6 +8,7 @@ mod erase;
 mod error;
 mod gone;
 mod hooks;
+mod humans;
 mod layer;
 mod pruner;
 mod retention;

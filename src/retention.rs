@@ -231,7 +231,7 @@ impl Retention {
     ///
     /// Cancel-safe: a cancelled call's interaction is still written with its batch.
     pub async fn note_interaction(&self, user: UserId) -> Noted {
-        if !crate::layer::is_trackable_id(user) {
+        if !crate::humans::is_trackable_id(user) {
             return Noted::Ignored;
         }
         self.inner.tracker.touch(user.0, self.inner.config.strict).await

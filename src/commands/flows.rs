@@ -16,7 +16,7 @@ use teloxide::utils::html;
 use crate::clock::duration_ms;
 use crate::commands::privacy::human_bytes;
 use crate::commands::{Commands, Texts};
-use crate::layer::is_trackable;
+use crate::humans::is_trackable;
 use crate::retention::{OptOutOutcome, Retention};
 use crate::store::random_id;
 
