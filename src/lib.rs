@@ -4,6 +4,7 @@ mod adaptor;
 mod clock;
 mod commands;
 mod config;
+mod engine;
 mod erase;
 mod error;
 mod gone;
