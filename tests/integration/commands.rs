@@ -432,6 +432,51 @@ async fn commands_work_with_an_adaptor_bot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_opt_out_works_with_throttle_over_cache_me() {
+    use teloxide::adaptors::throttle::Limits;
+    use teloxide::adaptors::{CacheMe, Throttle};
+    use teloxide::dispatching::Dispatcher;
+    use teloxide::error_handlers::LoggingErrorHandler;
+
+    let env = Env::memory();
+    let eraser = Recorder::new("profiles");
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .erase_with(eraser.clone())
+        .build()
+        .unwrap();
+    let api = FakeBotApi::start().await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    type Stack = Throttle<CacheMe<teloxide::Bot>>;
+    let run = |updates: Vec<Value>| {
+        let (api, retention, seen) = (&api, &retention, &seen);
+        async move {
+            let bot: Stack = api.bot().cache_me().throttle(Limits::default());
+            let handler = retention.wrap_for::<Stack, _>(tree(seen));
+            let mut dispatcher = Dispatcher::builder(bot, handler).build();
+            crate::common::dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new())
+                .await;
+        }
+    };
+    run(vec![u::message(18, "hello"), u::message(18, "/removemydata")]).await;
+    let confirm = api.sent_to("sendmessage", 18).last().expect("the prompt").buttons()[0].1.clone();
+    run(vec![u::callback(18, u::private_chat(18), &confirm)]).await;
+
+    assert_eq!(
+        bot_texts_last(&api, 18),
+        "Done: all data this bot kept about you has been deleted."
+    );
+    assert_eq!(eraser.erased(18), 1);
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "only the plain message reached the tree");
+}
+
+fn bot_texts_last(api: &FakeBotApi, chat: i64) -> String {
+    api.texts_to(chat).pop().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn texts_are_escaped_and_sent_as_html_whatever_the_bots_default_parse_mode() {
     // Before the fix: with `DefaultParseMode<Bot>` and MarkdownV2 (a common setup) the texts
     // went out unescaped with that parse mode: `/privacy`, the `/mydata` caption and "Done"
