@@ -14,8 +14,8 @@ fn handler_tree() -> UpdateHandler<BoxError> {
     Update::filter_message().endpoint(
         |bot: Retained<Bot>, msg: Message, retention: Retention| async move {
             // The `Retention` is a dependency like any other (see `dependencies` below).
-            let tracked = retention.tracked_users().await?;
-            let text = format!("Hi! I know {tracked} users. /privacy says what I keep.");
+            let days = retention.inactive_after().as_secs() / 86_400;
+            let text = format!("Hi! I forget users after {days} idle days; see /privacy.");
             bot.send_message(msg.chat.id, text).await?;
             Ok(())
         },

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ours=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-cp -r Cargo.toml src examples tests benches README.md "$scratch" 2>/dev/null || true
+cp -r Cargo.toml src examples tests README.md "$scratch"
 (
     cd "$scratch"
     cargo generate-lockfile -q

@@ -10,7 +10,6 @@ use crate::config::GonePolicy;
 use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::retention::Retention;
-use crate::stats::Counters;
 use crate::store::{Invalidation, Marked};
 use crate::tracker::PendingMark;
 
@@ -222,9 +221,8 @@ impl Retention {
         if marked != Marked::Scheduled {
             return Ok(false);
         }
-        Counters::add(&inner.counters.marked_gone, 1);
         tracing::info!(user = user.0, %reason, "user marked gone");
-        inner.hooks.gone(user.0, reason);
+        inner.tracker.newly_marked(user.0, reason);
         // From now on, any interaction of the user must reach the store: it cancels the mark.
         inner
             .tracker

@@ -441,6 +441,13 @@ impl Tracker {
         self.lock().backlog.len()
     }
 
+    /// Counts and announces (the `on_gone` hook) a gone mark the store newly took, however
+    /// it was written.
+    pub(crate) fn newly_marked(&self, user: u64, reason: ErasureReason) {
+        Counters::add(&self.counters.marked_gone, 1);
+        self.hooks.gone(user, reason);
+    }
+
     /// A gone mark of `user` waits for the store.
     pub(crate) fn has_mark(&self, user: u64) -> bool {
         let st = self.lock();
@@ -727,8 +734,7 @@ impl Tracker {
                 }
             }
             if marked == Marked::Scheduled {
-                Counters::add(&self.counters.marked_gone, 1);
-                self.hooks.gone(user, mark.reason);
+                self.newly_marked(user, mark.reason);
             }
             // As for a mark written at once: interactions this process served from its cache
             // since the mark must reach the store, where they cancel it.

@@ -465,15 +465,11 @@ async fn the_whole_opt_out_works_with_throttle_over_cache_me() {
     run(vec![u::callback(18, u::private_chat(18), &confirm)]).await;
 
     assert_eq!(
-        bot_texts_last(&api, 18),
-        "Done: all data this bot kept about you has been deleted."
+        api.texts_to(18).pop().as_deref(),
+        Some("Done: all data this bot kept about you has been deleted.")
     );
     assert_eq!(eraser.erased(18), 1);
     assert_eq!(seen.load(Ordering::SeqCst), 1, "only the plain message reached the tree");
-}
-
-fn bot_texts_last(api: &FakeBotApi, chat: i64) -> String {
-    api.texts_to(chat).pop().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
