@@ -1,17 +1,8 @@
-//! Configuration: [`RetentionBuilder`], validated by [`RetentionBuilder::build`].
-use std::sync::Arc;
+//! Plain settings: what [`RetentionBuilder`](crate::RetentionBuilder) collects, validated
+//! into the [`Config`] every part reads.
 use std::time::Duration;
 
-use teloxide::types::{ChatId, UserId};
-
-use crate::clock::{Clock, SystemClock};
-use crate::commands::Commands;
-use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
-use crate::gone::GoneReason;
-use crate::hooks::{ErasedUser, Hooks};
-use crate::retention::Retention;
-use crate::store::Store;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -78,52 +69,23 @@ impl Config {
     }
 }
 
-/// Builds a [`Retention`]; created by [`Retention::builder`].
-///
-///
-/// Every setting has a default except the inactivity threshold, which is the bot's
-/// retention policy and must be chosen deliberately.
-///
-/// ```
-/// use std::time::Duration;
-/// use teloxide_retention::{GonePolicy, MemoryStore, Retention};
-///
-/// let retention = Retention::builder(MemoryStore::new())
-///     .namespace("shopbot")
-///     .inactive_after(Duration::from_secs(180 * 24 * 3600))
-///     .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(3 * 24 * 3600)))
-///     .prune_every(Duration::from_secs(15 * 60))
-///     .build()?;
-/// # let _ = retention;
-/// # Ok::<(), teloxide_retention::Error>(())
-/// ```
-#[must_use]
-pub struct RetentionBuilder {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    erasers: Vec<Arc<dyn DynEraser>>,
-    commands: Option<Commands>,
-    hooks: Hooks,
-    config: PartialConfig,
-}
-
-struct PartialConfig {
-    namespace: String,
-    inactive_after: Option<Duration>,
-    resolution: Duration,
-    prune_interval: Duration,
-    batch_size: usize,
-    lease: Duration,
-    eraser_timeout: Duration,
-    follow_up_delay: Duration,
-    gone_policy: GonePolicy,
-    strict: bool,
-    max_buffered_touches: usize,
-    store_timeout: Duration,
-    detect_blocks: bool,
-    heartbeat: Duration,
-    writer_timeout: Duration,
-    allow_allkeys_eviction: bool,
+pub(crate) struct PartialConfig {
+    pub(crate) namespace: String,
+    pub(crate) inactive_after: Option<Duration>,
+    pub(crate) resolution: Duration,
+    pub(crate) prune_interval: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) lease: Duration,
+    pub(crate) eraser_timeout: Duration,
+    pub(crate) follow_up_delay: Duration,
+    pub(crate) gone_policy: GonePolicy,
+    pub(crate) strict: bool,
+    pub(crate) max_buffered_touches: usize,
+    pub(crate) store_timeout: Duration,
+    pub(crate) detect_blocks: bool,
+    pub(crate) heartbeat: Duration,
+    pub(crate) writer_timeout: Duration,
+    pub(crate) allow_allkeys_eviction: bool,
 }
 
 impl Default for PartialConfig {
@@ -149,292 +111,8 @@ impl Default for PartialConfig {
     }
 }
 
-impl std::fmt::Debug for RetentionBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetentionBuilder")
-            .field("namespace", &self.config.namespace)
-            .field("inactive_after", &self.config.inactive_after)
-            .field("erasers", &self.erasers.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RetentionBuilder {
-    pub(crate) fn new(store: impl Store) -> Self {
-        Self {
-            store: Arc::new(store),
-            clock: Arc::new(SystemClock),
-            erasers: Vec::new(),
-            commands: Some(Commands::default()),
-            hooks: Hooks::default(),
-            config: PartialConfig::default(),
-        }
-    }
-
-    /// Users who have not interacted for this long are erased. Required.
-    ///
-    /// This is the bot's retention period; `/privacy` states it to users.
-    /// `Duration::MAX` means never: nobody is erased for inactivity (gone users and
-    /// opt-outs still are). Every time computed from a duration saturates, so no setting
-    /// wraps around into the past.
-    pub fn inactive_after(mut self, threshold: Duration) -> Self {
-        self.config.inactive_after = Some(threshold);
-        self
-    }
-
-    /// Separates the data of several bots sharing one Redis. Default `"retention"`.
-    ///
-    /// Every key is `{namespace}:...`; the braces make the namespace a Redis Cluster hash
-    /// tag, so it must not contain braces itself.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.config.namespace = namespace.into();
-        self
-    }
-
-    /// A user written less than this long ago is not written again by this process.
-    /// Default 60 s.
-    ///
-    /// Active users then cost a hash-map lookup per update instead of a Redis write. The
-    /// stored time of a user's last interaction may lag by up to this much; the pruner
-    /// allows for it, so nobody is erased early.
-    pub fn resolution(mut self, resolution: Duration) -> Self {
-        self.config.resolution = resolution;
-        self
-    }
-
-    /// How often the background pruner runs a pass. Default 10 minutes.
-    pub fn prune_every(mut self, interval: Duration) -> Self {
-        self.config.prune_interval = interval;
-        self
-    }
-
-    /// Users claimed per script call of the pruner: 1 to 500 (also the default). Redis runs
-    /// one script at a time, so a claim blocks every other client while it runs: at 5M
-    /// tracked users a claim of 500 users took 0.9 to 1.3 ms (slowest 4.4 ms), one of 1,000
-    /// up to 5.5 ms (the README's Performance section). Smaller batches make each call
-    /// shorter.
-    pub fn batch_size(mut self, users: usize) -> Self {
-        self.config.batch_size = users;
-        self
-    }
-
-    /// How long a pruner may hold claimed users before another pruner takes them over.
-    /// Default 2 minutes, at least 5 seconds, and at least twice the eraser timeout.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.config.lease = lease;
-        self
-    }
-
-    /// How long one eraser call may take before it counts as failed. Default 30 s.
-    pub fn eraser_timeout(mut self, timeout: Duration) -> Self {
-        self.config.eraser_timeout = timeout;
-        self
-    }
-
-    /// When an update of a user is handled while their opt-out erasure runs, the erasure
-    /// runs once more after this delay, to erase what that update's handler wrote.
-    /// Default 60 s.
-    pub fn follow_up_delay(mut self, delay: Duration) -> Self {
-        self.config.follow_up_delay = delay;
-        self
-    }
-
-    /// What to do with users Telegram reports as gone. Default
-    /// [`GonePolicy::EraseAfter`] seven days.
-    pub fn gone_policy(mut self, policy: GonePolicy) -> Self {
-        self.config.gone_policy = policy;
-        self
-    }
-
-    /// Refuses to run the wrapped handler for an update whose interaction could not be
-    /// written to the store. Default `false`: the update is handled and the write is
-    /// buffered and retried.
-    pub fn strict(mut self, strict: bool) -> Self {
-        self.config.strict = strict;
-        self
-    }
-
-    /// How many distinct users' interactions are buffered in memory while the store is
-    /// unreachable. Default 100 000 (a few megabytes).
-    ///
-    /// When the buffer is full, interactions of further users are dropped and counted in
-    /// [`Stats::touches_dropped`](crate::Stats::touches_dropped); each such user is recorded
-    /// again at their next interaction after the store is back.
-    ///
-    /// Gone marks (blocks, and failed sends seen by the layer or
-    /// [`NoteGone::note_gone`](crate::NoteGone::note_gone)) wait in a second buffer of the
-    /// same size; marks beyond it are counted in
-    /// [`Stats::gone_marks_dropped`](crate::Stats::gone_marks_dropped), and those users are
-    /// left to the inactivity threshold.
-    pub fn max_buffered_touches(mut self, users: usize) -> Self {
-        self.config.max_buffered_touches = users;
-        self
-    }
-
-    /// How long one call to the store may take. Default 2 s.
-    ///
-    /// An interaction whose write has not finished within twice this (the first write of a
-    /// process follows a read of the erasure feed's position, each bounded by this) is kept
-    /// in memory and written later, so a hung Redis never holds an update longer than that.
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.config.store_timeout = timeout;
-        self
-    }
-
-    /// How often each process that records interactions tells the store it is alive and
-    /// how many interactions it has not written yet. Default 5 s.
-    ///
-    /// Pruners hold back erasures for inactivity while any such process reports unwritten
-    /// interactions, or has missed three heartbeats (it may be cut off from Redis and
-    /// buffering), so that nobody whose interaction waits in a buffer is erased as inactive.
-    /// Gone users, opt-outs and retries are erased meanwhile.
-    pub fn heartbeat_every(mut self, interval: Duration) -> Self {
-        self.config.heartbeat = interval;
-        self
-    }
-
-    /// How long a process that stopped sending heartbeats holds back erasures for
-    /// inactivity before it counts as dead. Default 1 hour.
-    ///
-    /// A process that shuts down cleanly (the last clone of its [`Retention`] dropped
-    /// inside the runtime) removes its heartbeat at once. One that crashed, or is cut off
-    /// from Redis for longer than this, counts as dead: interactions it still buffers may
-    /// then be written after their user was erased for inactivity.
-    pub fn writer_timeout(mut self, timeout: Duration) -> Self {
-        self.config.writer_timeout = timeout;
-        self
-    }
-
-    /// Lets the pruner run although Redis may evict any key (`maxmemory-policy`
-    /// `allkeys-lru`, `allkeys-lfu` or `allkeys-random`). Default `false`: under such a
-    /// policy a prune pass fails with [`Error::Unsafe`], because Redis could drop the set
-    /// of tracked users and their data would never be erased. See the README's "Running
-    /// Redis".
-    pub fn allow_allkeys_eviction(mut self, allow: bool) -> Self {
-        self.config.allow_allkeys_eviction = allow;
-        self
-    }
-
-    /// Treats private `my_chat_member` updates with status `kicked` as the user blocking the
-    /// bot. Default `true`; this asks Telegram for `my_chat_member` updates.
-    pub fn detect_blocks(mut self, on: bool) -> Self {
-        self.config.detect_blocks = on;
-        self
-    }
-
-    /// Registers an eraser for the bot's own data; every erasure calls every eraser.
-    pub fn erase_with(mut self, eraser: impl Eraser) -> Self {
-        self.erasers.push(Arc::new(eraser));
-        self
-    }
-
-    /// Configures the privacy commands (`/removemydata`, `/mydata`, `/privacy`).
-    /// They are on by default.
-    pub fn commands(mut self, commands: Commands) -> Self {
-        self.commands = Some(commands);
-        self
-    }
-
-    /// Turns all privacy commands off.
-    pub fn without_commands(mut self) -> Self {
-        self.commands = None;
-        self
-    }
-
-    /// Calls `hook` after each user's erasure is complete (every eraser succeeded).
-    pub fn on_erased(mut self, hook: impl Fn(ErasedUser) + Send + Sync + 'static) -> Self {
-        self.hooks.erased = Some(Arc::new(hook));
-        self
-    }
-
-    /// Calls `hook` once each time a user is newly marked gone: they blocked the bot (a
-    /// private `my_chat_member` update), or a request to them failed because they blocked
-    /// it, deleted their account or cannot be reached (see [`crate::gone_reason`]).
-    ///
-    /// It runs when the mark is stored (for a mark kept in memory during a store outage:
-    /// when it is written), not again for a user who is marked already, and whatever the
-    /// [`GonePolicy`]. The place to stop broadcasting to the user or flag them in the bot's
-    /// own database.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use teloxide_retention::{MemoryStore, Retention};
-    /// let retention = Retention::builder(MemoryStore::new())
-    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .on_gone(|user, reason| tracing::info!(user = user.0, %reason, "user left"))
-    ///     .on_returned(|user| tracing::info!(user = user.0, "user came back"))
-    ///     .build()?;
-    /// # let _ = retention;
-    /// # Ok::<(), teloxide_retention::Error>(())
-    /// ```
-    pub fn on_gone(mut self, hook: impl Fn(UserId, GoneReason) + Send + Sync + 'static) -> Self {
-        self.hooks.gone = Some(Arc::new(move |(user, reason)| hook(user, reason)));
-        self
-    }
-
-    /// Calls `hook` once each time a user's stored gone mark is cancelled because they came
-    /// back: when they unblock the bot (as the update arrives), or, for a user who
-    /// interacted after the mark, when the pruner finds the mark due and drops it instead
-    /// of erasing them (the end of the grace period of [`GonePolicy::EraseAfter`]; with
-    /// [`GonePolicy::MarkOnly`] the mark is never due, so only an unblock calls it).
-    /// [`Retention::is_reachable`] answers at once, for any policy.
-    pub fn on_returned(mut self, hook: impl Fn(UserId) + Send + Sync + 'static) -> Self {
-        self.hooks.returned = Some(Arc::new(hook));
-        self
-    }
-
-    /// Calls `hook` when the bot is removed from a group, supergroup or channel.
-    ///
-    /// The crate does nothing to the users of that chat (leaving a group is not a user
-    /// leaving the bot); this is the place to drop the bot's data about the chat itself.
-    pub fn on_removed_from_chat(mut self, hook: impl Fn(ChatId) + Send + Sync + 'static) -> Self {
-        self.hooks.removed_from_chat = Some(Arc::new(hook));
-        self
-    }
-
-    /// Uses `clock` instead of the system clock (tests, the demo).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Validates the configuration and builds the [`Retention`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] naming the first invalid setting: a missing or zero inactivity
-    /// threshold, a threshold not longer than twice the resolution, zero durations, an
-    /// empty or malformed namespace, a batch size of 0 or above 500, a lease
-    /// shorter than 5 seconds or than twice the eraser timeout, a writer timeout not
-    /// longer than three heartbeats, a zero grace period,
-    /// two erasers with one name, or invalid command settings.
-    pub fn build(self) -> Result<Retention> {
-        let config = self.config.validate()?;
-        let mut names: Vec<&str> = self.erasers.iter().map(|e| e.name()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::config(format!(
-                "two erasers are named {:?}; give each a distinct name",
-                w[0]
-            )));
-        }
-        if let Some(commands) = &self.commands {
-            commands.validate()?;
-        }
-        let backend = self.store.bind(&config.namespace, crate::store::sealed::Token).0;
-        Ok(Retention::from_parts(
-            config,
-            backend,
-            self.clock,
-            self.erasers,
-            self.commands,
-            self.hooks,
-        ))
-    }
-}
-
 impl PartialConfig {
-    fn validate(self) -> Result<Config> {
+    pub(crate) fn validate(self) -> Result<Config> {
         let c = self;
         let inactive_after = c.inactive_after.ok_or_else(|| {
             Error::config("inactive_after is required: how long may a user stay inactive?")

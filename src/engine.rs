@@ -1,15 +1,95 @@
 //! The erasure engine, shared by the pruner and the privacy commands: runs every eraser for
 //! a claimed batch, then finishes the batch in the store (confirming erased users, giving
-//! failed ones back for a retry with backoff) and announces what it erased.
+//! failed ones back for a retry with backoff) and announces what it erased. It also answers
+//! what is held about one user (status and export), which asks the same store and erasers.
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use teloxide::types::UserId;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
-use crate::erase::{Erasure, ErasureReason};
+use crate::clock::{SyncedClock, duration_ms, to_datetime};
+use crate::config::Config;
+use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
 use crate::error::Result;
-use crate::retention::{OptOutOutcome, Retention};
+use crate::hooks::Hooks;
 use crate::stats::Counters;
-use crate::store::{Batch, Claimed, Confirmed, Invalidation, random_id};
+use crate::store::{Batch, ClaimTimes, Claimed, Confirmed, DynBackend, Invalidation, random_id};
+use crate::tracker::Tracker;
+
+/// What the store holds about one user; see [`Retention::status`](crate::Retention::status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserStatus {
+    /// The user.
+    pub user: UserId,
+    /// The last recorded interaction, if the user is tracked.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// A scheduled or running erasure.
+    pub erasure: Option<PendingErasure>,
+}
+
+/// An erasure that is scheduled or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingErasure {
+    /// Why the user will be erased.
+    pub reason: ErasureReason,
+    /// When the user was marked (for gone users: when Telegram told us).
+    pub marked_at: Option<DateTime<Utc>>,
+    /// When the erasure becomes due; `None` while it runs, or when gone users are only
+    /// marked ([`GonePolicy::MarkOnly`](crate::GonePolicy::MarkOnly)).
+    pub due: Option<DateTime<Utc>>,
+    /// `true` while an erasure of this user is running.
+    pub running: bool,
+    /// Earlier attempts that failed and are being retried.
+    pub failed_attempts: u32,
+}
+
+/// The result of [`Retention::erase_user`](crate::Retention::erase_user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptOutOutcome {
+    /// Everything is erased: the store's entries and every eraser's data.
+    Erased {
+        /// An update of the user was handled while the erasers ran; the erasure runs once
+        /// more after the follow-up delay to erase what it may have written.
+        follow_up: bool,
+    },
+    /// At least one eraser failed. The erasure is recorded in the store and retried by
+    /// the pruner, with backoff, until it succeeds.
+    Retrying {
+        /// The erasers that failed, with their errors.
+        failed: Vec<(String, String)>,
+    },
+    /// Another erasure of this user is running right now (a pruner, another replica); it
+    /// now counts as an opt-out and is retried as one if it fails.
+    AlreadyRunning,
+}
+
+/// The erasure engine and the parts it works with; the pruner, the privacy commands and
+/// the layer share one through an `Arc`.
+pub(crate) struct Engine {
+    pub(crate) config: Config,
+    pub(crate) backend: DynBackend,
+    /// The injected clock, corrected by its offset to the store's clock.
+    pub(crate) clock: Arc<SyncedClock>,
+    pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
+    pub(crate) hooks: Arc<Hooks>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) counters: Arc<Counters>,
+    /// Cancelled when the last holder (a `Retention` clone, a running pruner, a wrapped
+    /// handler) lets go; stops the tracker's background writer.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
 
 /// The per-user outcome of running every eraser: the failed erasers and their errors.
 pub(crate) type EraserFailures = Vec<(String, String)>;
@@ -22,12 +102,118 @@ pub(crate) struct Finished {
     pub(crate) lease_lost: bool,
 }
 
-impl Retention {
+impl Engine {
+    /// The names of the registered erasers, in registration order.
+    pub(crate) fn eraser_names(&self) -> Vec<&str> {
+        self.erasers.iter().map(|e| e.name()).collect()
+    }
+
+    /// Runs a store call under the store timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        crate::store::bounded(self.config.store_timeout, call).await
+    }
+
+    /// "Now" (or the store's clock), the inactivity span and the lease of a claim. The span
+    /// also covers the resolution: a cached user's stored time may lag their real last
+    /// interaction by up to that much.
+    pub(crate) fn claim_times(&self) -> ClaimTimes {
+        let config = &self.config;
+        ClaimTimes {
+            now: self.clock.claim_now(),
+            inactive_ms: duration_ms(config.inactive_after)
+                .saturating_add(duration_ms(config.resolution))
+                .min(MAX_SPAN_MS),
+            lease_ms: duration_ms(config.lease).min(MAX_SPAN_MS),
+        }
+    }
+
+    /// What the store holds about `user`; see `Retention::status`.
+    pub(crate) async fn status(&self, user: UserId) -> Result<UserStatus> {
+        let raw = self.call(self.backend.status(user.0)).await?;
+        let erasure = raw.job.map(|(reason, marked_at, attempts)| PendingErasure {
+            reason,
+            marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
+            due: raw.queued_due.flatten().map(to_datetime),
+            running: raw.leased_until.is_some(),
+            failed_attempts: attempts,
+        });
+        // A running inactivity erasure has a lease but no job.
+        let erasure = erasure.or_else(|| {
+            raw.leased_until.map(|_| PendingErasure {
+                reason: ErasureReason::Inactive,
+                marked_at: None,
+                due: None,
+                running: true,
+                failed_attempts: 0,
+            })
+        });
+        Ok(UserStatus { user, last_seen: raw.last_seen.map(to_datetime), erasure })
+    }
+
+    /// Erases `user` now as an opt-out; see `Retention::erase_user`.
+    pub(crate) async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
+        // Interactions from now on go to the store, so that finishing the erasure sees them.
+        let _erasing = self.tracker.begin_erasure(user.0);
+        self.erase_user_claimed(user).await
+    }
+
+    /// The `/mydata` document of `user`; see `Retention::export`.
+    pub(crate) async fn export(&self, user: UserId) -> Result<serde_json::Value> {
+        use serde_json::json;
+        let status = self.status(user).await?;
+        let generated = to_datetime(self.clock.now_ms());
+        let erasure = status.erasure.as_ref().map(|e| {
+            json!({
+                "reason": e.reason.as_str(),
+                "marked_at": e.marked_at.map(|t| t.to_rfc3339()),
+                "due": e.due.map(|t| t.to_rfc3339()),
+                "running": e.running,
+                "failed_attempts": e.failed_attempts,
+            })
+        });
+        let state = match &status.erasure {
+            Some(e) if e.reason.is_gone() => "gone",
+            Some(_) => "erasure_pending",
+            None if status.last_seen.is_some() => "active",
+            None => "not_tracked",
+        };
+        let limit = self.config.eraser_timeout;
+        let exports =
+            futures_util::future::join_all(self.erasers.iter().map(|eraser| async move {
+                match timeout(limit, eraser.export(user)).await {
+                    Ok(Ok(Export::Data(data))) => json!({ "name": eraser.name(), "data": data }),
+                    Ok(Ok(Export::Unsupported)) => {
+                        json!({ "name": eraser.name(), "held": "held, no export" })
+                    }
+                    Ok(Err(e)) => json!({ "name": eraser.name(), "error": e.to_string() }),
+                    Err(_) => json!({ "name": eraser.name(), "error": "timed out" }),
+                }
+            }))
+            .await;
+        Ok(json!({
+            "user_id": user.0,
+            "generated_at": generated.to_rfc3339(),
+            "retention": {
+                "status": state,
+                "last_seen": status.last_seen.map(|t| t.to_rfc3339()),
+                "erasure": erasure,
+                "note": "Only the time of your last interaction is kept; \
+                         the first one is not recorded.",
+            },
+            "policy": {
+                "inactive_after_days": self.config.inactive_after.as_secs_f64() / 86_400.0,
+            },
+            "bot_data": exports,
+        }))
+    }
+
     pub(crate) async fn erase_user_claimed(&self, user: UserId) -> Result<OptOutOutcome> {
         let times = self.claim_times();
-        let claim =
-            self.inner.backend.claim_user(user.0, ErasureReason::OptOut, times, random_id());
-        let Some(batch) = self.store_call(claim).await? else {
+        let claim = self.backend.claim_user(user.0, ErasureReason::OptOut, times, random_id());
+        let Some(batch) = self.call(claim).await? else {
             return Ok(OptOutOutcome::AlreadyRunning);
         };
         // From here on the erasure is durable: if anything below fails, the batch's lease
@@ -52,14 +238,13 @@ impl Retention {
     /// Runs every eraser for a claimed batch and finishes it in the store: erased users
     /// are confirmed, failed ones go back to the queue with backoff.
     pub(crate) async fn erase_batch(&self, batch: &Batch) -> Result<Finished> {
-        let inner = &self.inner;
         // Interactions of users opting out go to the store while their erasers run, and are
         // noticed even if they reach it only after the finish (see below).
         let erasing: Vec<_> = batch
             .users
             .iter()
             .filter(|c| c.reason == ErasureReason::OptOut)
-            .map(|c| (c.user, inner.tracker.begin_erasure(c.user)))
+            .map(|c| (c.user, self.tracker.begin_erasure(c.user)))
             .collect();
         let failures = self.run_erasers(&batch.users).await;
         let mut done = Vec::with_capacity(batch.users.len());
@@ -71,22 +256,22 @@ impl Retention {
                 failed.push((*claimed, failure));
             }
         }
-        let now = inner.clock.now_ms();
-        let follow_up_at = crate::clock::later(now, inner.config.follow_up_delay);
+        let now = self.clock.now_ms();
+        let follow_up_at = crate::clock::later(now, self.config.follow_up_delay);
         let retries: Vec<(Claimed, i64)> = failed
             .iter()
             .map(|(c, _)| (*c, now.saturating_add(retry_delay_ms(c.attempts))))
             .collect();
-        let finish = inner.backend.finish(batch, &done, &retries, now, follow_up_at);
-        let Some(confirmed) = self.store_call(finish).await? else {
-            Counters::add(&inner.counters.leases_lost, batch.users.len() as u64);
+        let finish = self.backend.finish(batch, &done, &retries, now, follow_up_at);
+        let Some(confirmed) = self.call(finish).await? else {
+            Counters::add(&self.counters.leases_lost, batch.users.len() as u64);
             tracing::warn!(
                 users = batch.users.len(),
                 "a batch outlasted its lease; another pruner finishes it"
             );
             return Ok(Finished { erased: Vec::new(), failed, lease_lost: true });
         };
-        Counters::add(&inner.counters.erasure_failures, failed.len() as u64);
+        Counters::add(&self.counters.erasure_failures, failed.len() as u64);
         let mut confirmed = confirmed;
         let mut wrote = false;
         for (claimed, outcome) in done.iter().zip(confirmed.iter_mut()) {
@@ -96,26 +281,26 @@ impl Retention {
                 // This process took an interaction while the erasers ran, and the finish
                 // did not see it in the store: its write was still waiting in the group
                 // commit (or the backlog). Erase once more, as the finish would have.
-                if inner.tracker.schedule_follow_up(claimed.user).await {
+                if self.tracker.schedule_follow_up(claimed.user).await {
                     *outcome = Confirmed::ErasedWithFollowUp;
                 }
             } else if *outcome == Confirmed::ErasedWithFollowUp {
-                Counters::add(&inner.counters.follow_ups, 1);
+                Counters::add(&self.counters.follow_ups, 1);
             }
-            inner.counters.erased(claimed.reason);
+            self.counters.erased(claimed.reason);
             tracing::debug!(user = claimed.user, reason = %claimed.reason, "user erased");
             if claimed.reason != ErasureReason::Inactive {
                 let since = claimed.marked_at;
                 let inv = Invalidation { user: claimed.user, since, until: now, opt_out: false };
-                wrote |= inner.tracker.invalidate(inv).await;
+                wrote |= self.tracker.invalidate(inv).await;
             }
-            inner.hooks.erased(claimed.user, claimed.reason);
+            self.hooks.erased(claimed.user, claimed.reason);
         }
         if wrote {
             // Interactions this process had served from its cache after a user's mark: they
             // track the user again. Written before the pass goes on, so that its next claim
             // sees them.
-            inner.tracker.settle().await;
+            self.tracker.settle().await;
         }
         Ok(Finished {
             erased: done.into_iter().zip(confirmed).collect(),
@@ -129,8 +314,8 @@ impl Retention {
     async fn run_erasers(&self, claimed: &[Claimed]) -> Vec<EraserFailures> {
         let batch: Vec<Erasure> =
             claimed.iter().map(|c| Erasure::new(UserId(c.user), c.reason)).collect();
-        let limit = self.inner.config.eraser_timeout;
-        let runs = self.inner.erasers.iter().map(|eraser| {
+        let limit = self.config.eraser_timeout;
+        let runs = self.erasers.iter().map(|eraser| {
             let batch = &batch;
             async move {
                 let results = timeout(limit, eraser.erase_batch(batch)).await.unwrap_or_default();
@@ -153,6 +338,10 @@ impl Retention {
         failures
     }
 }
+
+/// The longest span handed to a script: about 35,000 years, exact in a Lua number, and
+/// far enough that "never" stays never.
+const MAX_SPAN_MS: i64 = 1 << 50;
 
 /// Backoff for failed erasures: 30 s, doubling, at most six hours.
 fn retry_delay_ms(attempts: u32) -> i64 {

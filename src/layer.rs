@@ -2,102 +2,43 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::panic::Location;
+use std::sync::Arc;
 
 use dptree::di::DependencyMap;
 use dptree::{HandlerDescription, HandlerSignature, Type};
+use teloxide::RequestError;
 use teloxide::dispatching::{DpHandlerDescription, UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::Requester;
 use teloxide::types::{AllowedUpdate, ChatMemberKind, Me, Update, UpdateKind, UserId};
-use teloxide::{Bot, RequestError};
 
+use crate::commands::{Commands, Flows};
+use crate::engine::Engine;
 use crate::humans::is_trackable;
-use crate::retention::Retention;
 use crate::stats::Counters;
 use crate::tracker::Noted;
 
-impl Retention {
-    /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`].
-    ///
-    /// The dptree layer: one call wraps a bot's whole handler tree.
-    ///
-    /// For every update with a human user, the layer records the interaction *before* the
-    /// wrapped handler runs (so no handler writes data about a user the retention policy does
-    /// not cover), then runs the wrapped handler unchanged. It also
-    ///
-    /// - marks users who block the bot (private `my_chat_member`, status `kicked`) as gone and
-    ///   cancels that when they unblock; these updates are requested from Telegram even if the
-    ///   wrapped tree only handles messages, and still reach the wrapped tree;
-    /// - answers the privacy commands (see [`Commands`](crate::Commands)).
-    ///
-    /// Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
-    /// updates without a user are never tracked.
-    ///
-    /// The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
-    /// through goes on to whatever follows the layer (the next branch, say) once the whole tree
-    /// has tried it. So does a block the tree does not handle; only if nothing after the layer
-    /// handles it either does the layer mark it handled.
-    ///
-    /// The layer never marks anyone gone because a handler failed: a handler's error does not
-    /// say whom the failed request was for. Failed sends are caught at the source by the
-    /// [`Retained`](crate::Retained) bot adaptor.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use teloxide::prelude::*;
-    /// use teloxide_retention::{MemoryStore, Retention, RetentionExt};
-    ///
-    /// # fn main() -> Result<(), teloxide_retention::Error> {
-    /// let retention = Retention::builder(MemoryStore::new())
-    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .build()?;
-    ///
-    /// let tree = Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
-    ///     bot.send_message(msg.chat.id, "hi").await?;
-    ///     respond(())
-    /// });
-    /// let handler = retention.wrap(tree);
-    /// // Or, in a method chain:
-    /// # let tree = Update::filter_message().endpoint(|| async { respond(()) });
-    /// let handler2 = tree.with_retention(&retention);
-    /// # let _ = (handler, handler2);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Dependency requirements
-    ///
-    /// - `teloxide::types::Update` (the dispatcher provides it);
-    /// - with the privacy commands on (the default): the bot (`teloxide::Bot` for
-    ///   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
-    ///   provided by the dispatcher.
-    ///
-    /// For adaptors such as `Throttle<Bot>`, use [`Retention::wrap_for`].
-    ///
-    /// # Panics
-    ///
-    /// Never here; but the dispatcher's `build()` panics, naming this call, if the privacy
-    /// commands are on and the dispatcher's bot is not a `teloxide::Bot`.
-    #[must_use]
-    #[track_caller]
-    pub fn wrap<E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
-    where
-        E: Send + Sync + 'static,
-    {
-        self.wrap_for::<Bot, E>(handler)
+/// The layer: what it needs from the engine (the tracker, configuration, hooks) and the
+/// privacy commands, shared by every update's run.
+#[derive(Clone)]
+pub(crate) struct Layer {
+    engine: Arc<Engine>,
+    commands: Option<Arc<Commands>>,
+}
+
+impl Layer {
+    pub(crate) fn new(engine: Arc<Engine>, commands: Option<Arc<Commands>>) -> Self {
+        Self { engine, commands }
     }
 
-    /// Wraps `handler` for a dispatcher whose bot is `R` (an adaptor such as
-    /// `Throttle<Bot>` or `DefaultParseMode<Bot>`).
-    ///
-    /// See [`Retention::wrap`] for what the layer does.
-    #[must_use]
+    /// Wraps `handler`; see `Retention::wrap` and `Retention::wrap_for`.
     #[track_caller]
-    pub fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    pub(crate) fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
     where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
         E: Send + Sync + 'static,
     {
         let location = Location::caller();
-        let commands = self.inner.commands.is_some();
+        let commands = self.commands.is_some();
         let description = self.description(handler.description());
         let mut obligations = vec![Type::of::<Update>()];
         if commands {
@@ -121,9 +62,9 @@ impl Retention {
                             done => done,
                         };
                     };
-                    let observed = match classify(&update, layer.inner.config.detect_blocks) {
+                    let observed = match classify(&update, layer.engine.config.detect_blocks) {
                         Event::Nothing => Observed::default(),
-                        Event::Interaction(user) if layer.inner.tracker.touch_cached(user.0) => {
+                        Event::Interaction(user) if layer.engine.tracker.touch_cached(user.0) => {
                             Observed::default()
                         }
                         event => Box::pin(layer.observe(event)).await,
@@ -131,7 +72,7 @@ impl Retention {
                     if observed.refuse {
                         return ControlFlow::Break(Ok(()));
                     }
-                    if layer.inner.commands.as_ref().is_some_and(|c| c.may_handle(&update))
+                    if layer.commands.as_ref().is_some_and(|c| c.may_handle(&update))
                         && Box::pin(layer.run_command::<R>(&update, &deps)).await
                     {
                         return ControlFlow::Break(Ok(()));
@@ -155,40 +96,11 @@ impl Retention {
         )
     }
 
-    /// The update kinds a webhook must ask Telegram for: those `handler` handles plus those
-    /// the layer needs (`my_chat_member` for blocks, messages and callback queries for the
-    /// privacy commands). Pass the wrapped or the unwrapped handler; the answer is the same.
-    ///
-    /// Long polling needs none of this: the dispatcher passes these kinds to `getUpdates`
-    /// itself. teloxide 0.17's webhook listeners do not pass them to `setWebhook`, so
-    /// Telegram keeps sending its default set, which leaves out `my_chat_member` unless the
-    /// bot asked for it before: blocks would never be seen. Set them with the webhook (see
-    /// the README's "Webhooks" section and `examples/webhook.rs`):
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use teloxide::prelude::*;
-    /// use teloxide::types::AllowedUpdate;
-    /// use teloxide_retention::{MemoryStore, Retention};
-    ///
-    /// # fn main() -> Result<(), teloxide_retention::Error> {
-    /// let retention = Retention::builder(MemoryStore::new())
-    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .build()?;
-    /// let tree = Update::filter_message().endpoint(|| async { respond(()) });
-    /// let kinds = retention.allowed_updates(&tree);
-    /// assert!(kinds.contains(&AllowedUpdate::Message));
-    /// assert!(kinds.contains(&AllowedUpdate::MyChatMember));
-    /// // bot.set_webhook(url).allowed_updates(kinds).secret_token(secret).await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// teloxide keeps a handler's update kinds private; this reads them from the
-    /// description's `Debug` output, which `tests/integration/layer.rs` checks against what
-    /// the dispatcher itself computes. Should a teloxide release change that output, the
-    /// answer is every update kind (more updates than needed, never fewer), with a warning.
-    #[must_use]
-    pub fn allowed_updates<E: 'static>(&self, handler: &UpdateHandler<E>) -> Vec<AllowedUpdate> {
+    /// See `Retention::allowed_updates`.
+    pub(crate) fn allowed_updates<E: 'static>(
+        &self,
+        handler: &UpdateHandler<E>,
+    ) -> Vec<AllowedUpdate> {
         let description = self.description(handler.description());
         allowed_updates_of(&description).unwrap_or_else(|| {
             tracing::warn!(
@@ -203,10 +115,10 @@ impl Retention {
     /// kinds plus those the enabled features need.
     fn description(&self, tree: &DpHandlerDescription) -> DpHandlerDescription {
         let mut interests = Vec::new();
-        if self.inner.config.detect_blocks || self.inner.hooks.removed_from_chat.is_some() {
+        if self.engine.config.detect_blocks || self.engine.hooks.removed_from_chat.is_some() {
             interests.push(interest(Update::filter_my_chat_member()));
         }
-        if self.inner.commands.is_some() {
+        if self.commands.is_some() {
             interests.push(interest(Update::filter_message()));
             interests.push(interest(Update::filter_callback_query()));
         }
@@ -216,20 +128,29 @@ impl Retention {
         interests.into_iter().fold(tree.clone(), |tree, interest| interest.merge_chain(&tree))
     }
 
+    /// Answers the update if it is a privacy command or one of its buttons.
+    async fn run_command<R>(&self, update: &Update, deps: &DependencyMap) -> bool
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+    {
+        let Some(commands) = &self.commands else { return false };
+        Flows { engine: &self.engine, commands }.run::<R>(update, deps).await
+    }
+
     /// Records what an update says about its user.
     async fn observe(&self, event: Event) -> Observed {
         match event {
             Event::Interaction(user) => self.interaction(user).await,
             Event::Blocked(user) => {
-                self.mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
+                self.engine.tracker.mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
                 Observed { refuse: false, consumed: true }
             }
             Event::Unblocked(user) => {
-                self.user_returned(user).await;
+                self.engine.tracker.user_returned(user).await;
                 Observed { consumed: true, ..self.interaction(user).await }
             }
             Event::RemovedFromChat(chat, performer) => {
-                self.inner.hooks.removed_from_chat(chat);
+                self.engine.hooks.removed_from_chat(chat);
                 let mut observed = match performer {
                     Some(user) => self.interaction(user).await,
                     None => Observed::default(),
@@ -242,11 +163,11 @@ impl Retention {
     }
 
     async fn interaction(&self, user: UserId) -> Observed {
-        let strict = self.inner.config.strict;
-        let recorded = self.inner.tracker.touch(user.0, strict).await;
+        let strict = self.engine.config.strict;
+        let recorded = self.engine.tracker.touch(user.0, strict).await;
         let refuse = strict && !recorded.is_stored();
         if refuse {
-            Counters::add(&self.inner.counters.strict_refusals, 1);
+            Counters::add(&self.engine.counters.strict_refusals, 1);
             tracing::error!(
                 user = user.0,
                 ?recorded,
@@ -268,20 +189,6 @@ impl Retention {
 /// boxed continuation the layer receives, this one costs no allocation per update.
 fn pass_through<T>(deps: DependencyMap) -> std::future::Ready<ControlFlow<T, DependencyMap>> {
     std::future::ready(ControlFlow::Continue(deps))
-}
-
-/// Wraps handlers in a method chain; the twin of [`Retention::wrap`].
-pub trait RetentionExt<E> {
-    /// Wraps this handler with `retention`'s layer (for a `teloxide::Bot` dispatcher).
-    #[must_use]
-    fn with_retention(self, retention: &Retention) -> Self;
-}
-
-impl<E: Send + Sync + 'static> RetentionExt<E> for UpdateHandler<E> {
-    #[track_caller]
-    fn with_retention(self, retention: &Retention) -> Self {
-        retention.wrap(self)
-    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]

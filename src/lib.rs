@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod adaptor;
+mod builder;
 mod clock;
 mod commands;
 mod config;
@@ -17,19 +18,20 @@ mod stats;
 mod store;
 mod tracker;
 
-pub use adaptor::{Retained, RetainedExt, RetainedRequest, RetainedSend};
+pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};
+pub use builder::RetentionBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Commands, Texts};
-pub use config::{GonePolicy, RetentionBuilder};
+pub use config::GonePolicy;
+pub use engine::{OptOutOutcome, PendingErasure, UserStatus};
 pub use erase::{
     DialogueEraser, Eraser, Erasure, ErasureReason, Export, FnEraser, RedisKeysEraser, erase_fn,
 };
 pub use error::{BoxError, Error, Result};
-pub use gone::{GoneReason, NoteGone, gone_reason};
+pub use gone::{GoneReason, gone_reason};
 pub use hooks::ErasedUser;
-pub use layer::RetentionExt;
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
-pub use retention::{OptOutOutcome, PendingErasure, Retention, UserStatus};
+pub use retention::{Retention, RetentionExt};
 pub use stats::Stats;
 pub use store::{MemoryStore, RedisStore, Store};
 pub use tracker::Noted;

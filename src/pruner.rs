@@ -1,4 +1,5 @@
 //! The pruner: erases users who are inactive past the threshold, gone, or whose erasure is
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -7,9 +8,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{earlier, to_datetime};
+use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
-use crate::retention::Retention;
 use crate::stats::{Counters, PerReason};
 use crate::store::random_id;
 
@@ -53,7 +54,7 @@ impl PassReport {
     }
 }
 
-/// A dry run: what the next pass would erase; see [`Retention::preview`].
+/// A dry run: what the next pass would erase; see [`Retention::preview`](crate::Retention::preview).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PrunePreview {
@@ -87,14 +88,14 @@ pub struct PreviewEntry {
     pub marked_at: Option<DateTime<Utc>>,
 }
 
-/// Stops a pruner started with [`Retention::spawn_pruner`].
+/// Stops a pruner started with [`Retention::spawn_pruner`](crate::Retention::spawn_pruner).
 ///
 /// The pruner: erases users who are inactive past the threshold, gone, or whose erasure is
 /// being retried.
 ///
-/// One pass ([`Retention::prune_once`]) claims users in batches, runs every eraser for the
+/// One pass ([`Retention::prune_once`](crate::Retention::prune_once)) claims users in batches, runs every eraser for the
 /// batch, then confirms (or gives failed users back for a retry). The background task
-/// ([`Retention::spawn_pruner`]) runs a pass every interval until its handle is shut down.
+/// ([`Retention::spawn_pruner`](crate::Retention::spawn_pruner)) runs a pass every interval until its handle is shut down.
 /// Passes on several replicas at once are safe: a claim leases each user to one pruner.
 ///
 /// ```
@@ -155,85 +156,29 @@ impl PrunerHandle {
     }
 }
 
-impl Retention {
-    /// Runs one prune pass now and returns what it did.
-    ///
-    /// Claims due users in batches until none are left: expired leases of crashed pruners,
-    /// scheduled erasures (gone users, opt-outs, retries) and users inactive past the
-    /// threshold. A user who interacted after the cutoff is never claimed. Users who came
-    /// back after being marked are dropped, not erased.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use teloxide::types::UserId;
-    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), teloxide_retention::Error> {
-    /// # let clock = ManualClock::starting_now();
-    /// # let retention = Retention::builder(MemoryStore::new())
-    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
-    /// #     .clock(clock.clone())
-    /// #     .build()?;
-    /// retention.note_interaction(UserId(42)).await;
-    /// clock.advance(Duration::from_secs(31 * 24 * 3600));
-    /// let report = retention.prune_once().await?;
-    /// assert_eq!(report.erased, 1);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
-    /// if the store fails; users claimed before the failure are finished by a later pass
-    /// once their lease expires.
-    ///
-    /// # Cancellation safety
-    ///
-    /// Not cancel-safe in the sense that a dropped pass may leave a batch claimed; the
-    /// next pass after the lease finishes it. Use [`PrunerHandle::shutdown`] to stop
-    /// between batches.
-    pub async fn prune_once(&self) -> Result<PassReport> {
+/// The pruner: passes over the store's due users, through the erasure engine.
+#[derive(Clone)]
+pub(crate) struct Pruner {
+    engine: Arc<Engine>,
+}
+
+impl Pruner {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// One pass now; see `Retention::prune_once`.
+    pub(crate) async fn prune_once(&self) -> Result<PassReport> {
         self.pass(&CancellationToken::new()).await
     }
 
-    /// Lists up to `limit` users the next pass would erase, with reasons, without erasing
-    /// anyone.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use teloxide::types::UserId;
-    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), teloxide_retention::Error> {
-    /// # let clock = ManualClock::starting_now();
-    /// # let retention = Retention::builder(MemoryStore::new())
-    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
-    /// #     .clock(clock.clone())
-    /// #     .build()?;
-    /// use teloxide_retention::ErasureReason;
-    ///
-    /// retention.note_interaction(UserId(42)).await;
-    /// clock.advance(Duration::from_secs(31 * 24 * 3600));
-    /// let preview = retention.preview(10).await?;
-    /// assert_eq!((preview.users[0].user, preview.users[0].reason), (UserId(42), ErasureReason::Inactive));
-    /// assert_eq!(retention.tracked_users().await?, 1, "a dry run erases nothing");
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
-    /// if the store cannot be read.
-    ///
-    /// # Cancellation safety
-    ///
-    /// Cancel-safe: it only reads.
-    pub async fn preview(&self, limit: usize) -> Result<PrunePreview> {
-        self.inner.tracker.sync_clock_if_stale().await;
+    /// The dry run; see `Retention::preview`.
+    pub(crate) async fn preview(&self, limit: usize) -> Result<PrunePreview> {
+        self.engine.tracker.sync_clock_if_stale().await;
         let (now, cutoff) = self.cutoff();
-        let raw = self.store_call(self.inner.backend.preview(now, cutoff, limit)).await?;
-        let window = self.inner.config.writer_window();
-        let held = self.store_call(self.inner.backend.writers_holding(window)).await?;
+        let raw = self.engine.call(self.engine.backend.preview(now, cutoff, limit)).await?;
+        let window = self.engine.config.writer_window();
+        let held = self.engine.call(self.engine.backend.writers_holding(window)).await?;
         Ok(PrunePreview {
             inactivity_held: held,
             inactive: raw.inactive_total,
@@ -252,38 +197,16 @@ impl Retention {
         })
     }
 
-    /// Starts the background pruner on the current Tokio runtime: a pass now, then one
-    /// every interval, until [`PrunerHandle::shutdown`].
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use teloxide::types::UserId;
-    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), teloxide_retention::Error> {
-    /// # let clock = ManualClock::starting_now();
-    /// # let retention = Retention::builder(MemoryStore::new())
-    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
-    /// #     .clock(clock.clone())
-    /// #     .build()?;
-    /// let pruner = retention.spawn_pruner();
-    /// // ... the bot runs ...
-    /// pruner.shutdown().await; // the running batch finishes first
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// Outside a Tokio runtime.
-    pub fn spawn_pruner(&self) -> PrunerHandle {
+    /// Starts the background task; see `Retention::spawn_pruner`.
+    pub(crate) fn spawn(self) -> PrunerHandle {
         let token = CancellationToken::new();
-        let task = tokio::spawn(self.clone().run_pruner(token.clone()));
+        let task = tokio::spawn(self.run(token.clone()));
         PrunerHandle { token, task }
     }
 
     /// The pruner loop; it ends when `token` is cancelled.
-    async fn run_pruner(self, token: CancellationToken) {
-        let interval = self.inner.config.prune_interval;
+    async fn run(self, token: CancellationToken) {
+        let interval = self.engine.config.prune_interval;
         loop {
             match self.pass(&token).await {
                 Ok(report) if report.claimed > 0 => tracing::info!(
@@ -309,19 +232,19 @@ impl Retention {
     /// "Now" and the inactivity cutoff. The cutoff also subtracts the resolution: a cached
     /// user's stored time may lag their real last interaction by up to that much.
     fn cutoff(&self) -> (i64, i64) {
-        let config = &self.inner.config;
-        let now = self.inner.clock.now_ms();
+        let config = &self.engine.config;
+        let now = self.engine.clock.now_ms();
         (now, earlier(earlier(now, config.inactive_after), config.resolution))
     }
 
     /// Refuses to prune where erasing could be wrong: a Redis older than 7.0, an eviction
     /// policy that may drop any key, or a `seen` set that vanished.
     async fn check_store(&self) -> Result<()> {
-        let health = self.store_call(self.inner.backend.health()).await?;
+        let health = self.engine.call(self.engine.backend.health()).await?;
         crate::store::redis::check_version(health.version.as_deref())?;
         if let Some(policy) = &health.eviction_policy
             && policy.starts_with("allkeys-")
-            && !self.inner.config.allow_allkeys_eviction
+            && !self.engine.config.allow_allkeys_eviction
         {
             return Err(Error::Unsafe(format!(
                 "Redis runs with maxmemory-policy {policy}, so it may evict the set of \
@@ -336,39 +259,32 @@ impl Retention {
                  tracked before are unknown now, so their data would never be erased for \
                  inactivity; restore it from a backup, or call \
                  Retention::accept_lost_tracking to prune with what is left",
-                self.inner.config.namespace
+                self.engine.config.namespace
             )));
         }
         Ok(())
     }
 
-    /// Accepts that the set of tracked users was lost (a prune pass fails with
-    /// [`Error::Unsafe`] saying so) and lets the pruner run again with the users tracked
-    /// since. Users tracked before the loss are not erased for inactivity; erase their data
-    /// by other means.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be written.
-    pub async fn accept_lost_tracking(&self) -> Result<()> {
+    /// See `Retention::accept_lost_tracking`.
+    pub(crate) async fn accept_lost_tracking(&self) -> Result<()> {
         tracing::warn!("accepting the loss of the set of tracked users");
-        self.store_call(self.inner.backend.accept_lost_tracking()).await
+        self.engine.call(self.engine.backend.accept_lost_tracking()).await
     }
 
     async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
         let started = Instant::now();
-        let config = &self.inner.config;
+        let config = &self.engine.config;
         let mut report = PassReport::default();
-        self.inner.tracker.sync_clock_if_stale().await;
+        self.engine.tracker.sync_clock_if_stale().await;
         self.check_store().await?;
         while !token.is_cancelled() {
-            let claim = self.inner.backend.claim(
-                self.claim_times(),
+            let claim = self.engine.backend.claim(
+                self.engine.claim_times(),
                 config.writer_window(),
                 config.batch_size,
                 random_id(),
             );
-            let mut batch = self.store_call(claim).await?;
+            let mut batch = self.engine.call(claim).await?;
             for entry in std::mem::take(&mut batch.unreadable) {
                 // Every claim of the pass meets them again: report each once.
                 if !report.unreadable.contains(&entry) {
@@ -382,21 +298,21 @@ impl Retention {
             if let Some(why) = &batch.held
                 && report.inactivity_held.is_none()
             {
-                Counters::add(&self.inner.counters.inactivity_held, 1);
+                Counters::add(&self.engine.counters.inactivity_held, 1);
                 tracing::warn!(reason = %why, "holding back erasures for inactivity");
                 report.inactivity_held = Some(why.clone());
             }
             for user in std::mem::take(&mut batch.returned) {
                 tracing::info!(user, "a gone user came back; erasure cancelled");
                 report.returned += 1;
-                self.inner.hooks.returned(user);
+                self.engine.hooks.returned(user);
             }
             if batch.users.is_empty() {
                 break;
             }
             report.batches += 1;
             report.claimed += batch.users.len() as u64;
-            let finished = self.erase_batch(&batch).await?;
+            let finished = self.engine.erase_batch(&batch).await?;
             if finished.lease_lost {
                 report.leases_lost += batch.users.len() as u64;
                 continue;
@@ -408,7 +324,7 @@ impl Retention {
             report.failed += finished.failed.len() as u64;
         }
         report.elapsed = started.elapsed();
-        Counters::add(&self.inner.counters.prune_passes, 1);
+        Counters::add(&self.engine.counters.prune_passes, 1);
         Ok(report)
     }
 }

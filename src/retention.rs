@@ -3,19 +3,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use teloxide::types::UserId;
-use tokio::time::timeout;
+use teloxide::dispatching::UpdateHandler;
+use teloxide::prelude::Requester;
+use teloxide::types::{AllowedUpdate, BotCommand, Recipient, UserId};
+use teloxide::{Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, SyncedClock, duration_ms, to_datetime};
+use crate::clock::{Clock, SyncedClock};
 use crate::commands::Commands;
-use crate::config::{Config, RetentionBuilder};
-use crate::erase::{DynEraser, ErasureReason, Export};
+use crate::config::Config;
+use crate::engine::{Engine, OptOutOutcome, UserStatus};
+use crate::erase::DynEraser;
 use crate::error::{Error, Result};
+use crate::gone::GoneReason;
 use crate::hooks::Hooks;
+use crate::layer::Layer;
+use crate::pruner::{PassReport, PrunePreview, Pruner, PrunerHandle};
 use crate::stats::{Counters, Stats};
-use crate::store::{ClaimTimes, DynBackend, Store};
+use crate::store::DynBackend;
 use crate::tracker::{Noted, Tracker};
 
 /// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
@@ -28,105 +33,24 @@ pub struct Retention {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// What the clones share: the engine (tracker, store, erasers) and the privacy commands.
+/// The handle only delegates; the work is done in the modules below it.
 pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) backend: DynBackend,
-    /// The injected clock, corrected by its offset to the store's clock.
-    pub(crate) clock: Arc<SyncedClock>,
-    pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
-    pub(crate) commands: Option<Commands>,
-    pub(crate) hooks: Arc<Hooks>,
-    pub(crate) tracker: Arc<Tracker>,
-    pub(crate) counters: Arc<Counters>,
-    /// Cancelled when the last clone is dropped; stops the background writer.
-    cancel: CancellationToken,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) commands: Option<Arc<Commands>>,
 }
 
 impl std::fmt::Debug for Retention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retention")
-            .field("namespace", &self.inner.config.namespace)
-            .field("inactive_after", &self.inner.config.inactive_after)
+            .field("namespace", &self.inner.engine.config.namespace)
+            .field("inactive_after", &self.inner.engine.config.inactive_after)
             .field("erasers", &self.eraser_names())
             .finish_non_exhaustive()
     }
 }
 
-/// What the store holds about one user; see [`Retention::status`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UserStatus {
-    /// The user.
-    pub user: UserId,
-    /// The last recorded interaction, if the user is tracked.
-    pub last_seen: Option<DateTime<Utc>>,
-    /// A scheduled or running erasure.
-    pub erasure: Option<PendingErasure>,
-}
-
-/// An erasure that is scheduled or running.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PendingErasure {
-    /// Why the user will be erased.
-    pub reason: ErasureReason,
-    /// When the user was marked (for gone users: when Telegram told us).
-    pub marked_at: Option<DateTime<Utc>>,
-    /// When the erasure becomes due; `None` while it runs, or when gone users are only
-    /// marked ([`GonePolicy::MarkOnly`](crate::GonePolicy::MarkOnly)).
-    pub due: Option<DateTime<Utc>>,
-    /// `true` while an erasure of this user is running.
-    pub running: bool,
-    /// Earlier attempts that failed and are being retried.
-    pub failed_attempts: u32,
-}
-
-/// The result of [`Retention::erase_user`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OptOutOutcome {
-    /// Everything is erased: the store's entries and every eraser's data.
-    Erased {
-        /// An update of the user was handled while the erasers ran; the erasure runs once
-        /// more after the follow-up delay to erase what it may have written.
-        follow_up: bool,
-    },
-    /// At least one eraser failed. The erasure is recorded in the store and retried by
-    /// the pruner, with backoff, until it succeeds.
-    Retrying {
-        /// The erasers that failed, with their errors.
-        failed: Vec<(String, String)>,
-    },
-    /// Another erasure of this user is running right now (a pruner, another replica); it
-    /// now counts as an opt-out and is retried as one if it fails.
-    AlreadyRunning,
-}
-
 impl Retention {
-    /// Starts configuring retention on `store`.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use teloxide::types::UserId;
-    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), teloxide_retention::Error> {
-    /// let retention = Retention::builder(MemoryStore::new())
-    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .build()?;
-    /// assert_eq!(retention.inactive_after(), Duration::from_secs(90 * 24 * 3600));
-    /// # Ok(()) }
-    /// ```
-    pub fn builder(store: impl Store) -> RetentionBuilder {
-        RetentionBuilder::new(store)
-    }
-
     pub(crate) fn from_parts(
         config: Config,
         backend: DynBackend,
@@ -147,25 +71,21 @@ impl Retention {
             Arc::clone(&hooks),
             cancel.clone(),
         ));
+        let engine = Engine { config, backend, clock, erasers, hooks, tracker, counters, cancel };
         Self {
-            inner: Arc::new(Inner {
-                config,
-                backend,
-                clock,
-                erasers,
-                commands,
-                hooks,
-                tracker,
-                counters,
-                cancel,
-            }),
+            inner: Arc::new(Inner { engine: Arc::new(engine), commands: commands.map(Arc::new) }),
         }
+    }
+
+    /// The layer over this retention's engine and commands.
+    fn layer(&self) -> Layer {
+        Layer::new(Arc::clone(&self.inner.engine), self.inner.commands.clone())
     }
 
     /// The inactivity threshold.
     #[must_use]
     pub fn inactive_after(&self) -> Duration {
-        self.inner.config.inactive_after
+        self.inner.engine.config.inactive_after
     }
 
     /// The names of the registered erasers, in registration order.
@@ -188,7 +108,7 @@ impl Retention {
     /// ```
     #[must_use]
     pub fn eraser_names(&self) -> Vec<&str> {
-        self.inner.erasers.iter().map(|e| e.name()).collect()
+        self.inner.engine.eraser_names()
     }
 
     /// Records that `user` interacted now, as the layer does for every update.
@@ -221,7 +141,7 @@ impl Retention {
         if !crate::humans::is_trackable_id(user) {
             return Noted::Ignored;
         }
-        self.inner.tracker.touch(user.0, self.inner.config.strict).await
+        self.inner.engine.tracker.touch(user.0, self.inner.engine.config.strict).await
     }
 
     /// Writes every buffered interaction now.
@@ -251,7 +171,7 @@ impl Retention {
     ///
     /// Cancel-safe: what was not written stays buffered.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.tracker.flush().await
+        self.inner.engine.tracker.flush().await
     }
 
     /// Ends this process's recording: writes every buffered interaction and removes the
@@ -290,10 +210,10 @@ impl Retention {
     ///
     /// Cancel-safe: the writer finishes on its own.
     pub async fn shutdown(&self) -> Result<()> {
-        if self.inner.tracker.shutdown().await {
+        if self.inner.engine.tracker.shutdown().await {
             Ok(())
         } else {
-            Err(Error::Timeout(self.inner.config.store_timeout))
+            Err(Error::Timeout(self.inner.engine.config.store_timeout))
         }
     }
 
@@ -328,25 +248,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn status(&self, user: UserId) -> Result<UserStatus> {
-        let raw = self.store_call(self.inner.backend.status(user.0)).await?;
-        let erasure = raw.job.map(|(reason, marked_at, attempts)| PendingErasure {
-            reason,
-            marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
-            due: raw.queued_due.flatten().map(to_datetime),
-            running: raw.leased_until.is_some(),
-            failed_attempts: attempts,
-        });
-        // A running inactivity erasure has a lease but no job.
-        let erasure = erasure.or_else(|| {
-            raw.leased_until.map(|_| PendingErasure {
-                reason: ErasureReason::Inactive,
-                marked_at: None,
-                due: None,
-                running: true,
-                failed_attempts: 0,
-            })
-        });
-        Ok(UserStatus { user, last_seen: raw.last_seen.map(to_datetime), erasure })
+        self.inner.engine.status(user).await
     }
 
     /// Number of tracked users.
@@ -376,7 +278,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn tracked_users(&self) -> Result<u64> {
-        self.store_call(self.inner.backend.tracked()).await
+        self.inner.engine.call(self.inner.engine.backend.tracked()).await
     }
 
     /// Erases `user` now, on their request: the store's entries and every eraser's data.
@@ -416,10 +318,7 @@ impl Retention {
     /// Not cancel-safe: a cancelled call may leave a claimed user, which the pruner erases
     /// once the lease expires.
     pub async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
-        let inner = &self.inner;
-        // Interactions from now on go to the store, so that finishing the erasure sees them.
-        let _erasing = inner.tracker.begin_erasure(user.0);
-        self.erase_user_claimed(user).await
+        self.inner.engine.erase_user(user).await
     }
 
     /// What this crate and every exporting eraser hold about `user`, as the JSON document
@@ -452,52 +351,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn export(&self, user: UserId) -> Result<serde_json::Value> {
-        use serde_json::json;
-        let status = self.status(user).await?;
-        let generated = to_datetime(self.inner.clock.now_ms());
-        let erasure = status.erasure.as_ref().map(|e| {
-            json!({
-                "reason": e.reason.as_str(),
-                "marked_at": e.marked_at.map(|t| t.to_rfc3339()),
-                "due": e.due.map(|t| t.to_rfc3339()),
-                "running": e.running,
-                "failed_attempts": e.failed_attempts,
-            })
-        });
-        let state = match &status.erasure {
-            Some(e) if e.reason.is_gone() => "gone",
-            Some(_) => "erasure_pending",
-            None if status.last_seen.is_some() => "active",
-            None => "not_tracked",
-        };
-        let limit = self.inner.config.eraser_timeout;
-        let exports =
-            futures_util::future::join_all(self.inner.erasers.iter().map(|eraser| async move {
-                match timeout(limit, eraser.export(user)).await {
-                    Ok(Ok(Export::Data(data))) => json!({ "name": eraser.name(), "data": data }),
-                    Ok(Ok(Export::Unsupported)) => {
-                        json!({ "name": eraser.name(), "held": "held, no export" })
-                    }
-                    Ok(Err(e)) => json!({ "name": eraser.name(), "error": e.to_string() }),
-                    Err(_) => json!({ "name": eraser.name(), "error": "timed out" }),
-                }
-            }))
-            .await;
-        Ok(json!({
-            "user_id": user.0,
-            "generated_at": generated.to_rfc3339(),
-            "retention": {
-                "status": state,
-                "last_seen": status.last_seen.map(|t| t.to_rfc3339()),
-                "erasure": erasure,
-                "note": "Only the time of your last interaction is kept; \
-                         the first one is not recorded.",
-            },
-            "policy": {
-                "inactive_after_days": self.inner.config.inactive_after.as_secs_f64() / 86_400.0,
-            },
-            "bot_data": exports,
-        }))
+        self.inner.engine.export(user).await
     }
 
     /// Counters since this instance was built.
@@ -524,36 +378,427 @@ impl Retention {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot(&self.inner.tracker)
+        self.inner.engine.counters.snapshot(self.inner.engine.tracker.gauges())
     }
 
-    /// "Now" (or the store's clock), the inactivity span and the lease of a claim. The span
-    /// also covers the resolution: a cached user's stored time may lag their real last
-    /// interaction by up to that much.
-    pub(crate) fn claim_times(&self) -> ClaimTimes {
-        let config = &self.inner.config;
-        ClaimTimes {
-            now: self.inner.clock.claim_now(),
-            inactive_ms: duration_ms(config.inactive_after)
-                .saturating_add(duration_ms(config.resolution))
-                .min(MAX_SPAN_MS),
-            lease_ms: duration_ms(config.lease).min(MAX_SPAN_MS),
-        }
+    /// Marks `user` as gone, as the layer does for a block; what follows is the
+    /// [`GonePolicy`](crate::GonePolicy).
+    ///
+    /// Returns `true` if an erasure was newly scheduled (`false`: one was already
+    /// scheduled or running, which is kept, or `user` is a bot or service account id the
+    /// crate never tracks).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::GoneReason;
+    ///
+    /// // A user the bot's own code found gone (a failed call to another API, say):
+    /// assert!(retention.mark_gone(UserId(42), GoneReason::Unreachable).await?);
+    /// assert!(!retention.is_reachable(UserId(42)).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be written. The mark is then not kept: handle the error, or use
+    /// [`NoteGone::note_gone`](crate::NoteGone::note_gone), which keeps marks in memory while the store is unreachable
+    /// (as the layer does for blocks) and writes them when it answers again.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: the mark is written in one script call, or not at all.
+    pub async fn mark_gone(&self, user: UserId, reason: GoneReason) -> Result<bool> {
+        self.inner.engine.tracker.mark_gone(user, reason).await
     }
 
-    /// Runs a store call under the store timeout.
-    pub(crate) async fn store_call<T>(
+    /// Whether `user` can be messaged, as far as Telegram has told the bot: `false` while
+    /// they are marked gone (they blocked the bot, deleted their account, or a request to
+    /// them failed as unreachable) and have not interacted since; `true` otherwise,
+    /// including for users the crate does not track. The check to make before a broadcast.
+    ///
+    /// Cheap: one store read (one script call on Redis), no scan; a mark kept in memory
+    /// during a store outage counts too.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// use teloxide_retention::{GoneReason, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// retention.mark_gone(UserId(42), GoneReason::Blocked).await?;
+    /// assert!(!retention.is_reachable(UserId(42)).await?);
+    /// assert!(retention.is_reachable(UserId(43)).await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn is_reachable(&self, user: UserId) -> Result<bool> {
+        self.inner.engine.tracker.is_reachable(user).await
+    }
+
+    /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory
+    /// (bounded by `max_buffered_touches`) and written once the store answers again.
+    pub(crate) async fn mark_gone_or_keep(&self, user: UserId, reason: GoneReason) {
+        self.inner.engine.tracker.mark_gone_or_keep(user, reason).await;
+    }
+
+    /// Reports a failed request to `chat`; marks the user gone if the error says so.
+    ///
+    /// Returns the reason when the user was marked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be written; the mark is not kept, as with
+    /// [`Retention::mark_gone`].
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe, like [`Retention::mark_gone`].
+    pub async fn note_send_error(
         &self,
-        call: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let limit = self.inner.config.store_timeout;
-        timeout(limit, call).await.unwrap_or(Err(Error::Timeout(limit)))
+        chat: impl Into<Recipient>,
+        err: &RequestError,
+    ) -> Result<Option<GoneReason>> {
+        self.inner.engine.tracker.note_send_error(chat, err).await
+    }
+
+    /// Runs one prune pass now and returns what it did.
+    ///
+    /// Claims due users in batches until none are left: expired leases of crashed pruners,
+    /// scheduled erasures (gone users, opt-outs, retries) and users inactive past the
+    /// threshold. A user who interacted after the cutoff is never claimed. Users who came
+    /// back after being marked are dropped, not erased.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// retention.note_interaction(UserId(42)).await;
+    /// clock.advance(Duration::from_secs(31 * 24 * 3600));
+    /// let report = retention.prune_once().await?;
+    /// assert_eq!(report.erased, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store fails; users claimed before the failure are finished by a later pass
+    /// once their lease expires.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Not cancel-safe in the sense that a dropped pass may leave a batch claimed; the
+    /// next pass after the lease finishes it. Use [`PrunerHandle::shutdown`](crate::PrunerHandle::shutdown) to stop
+    /// between batches.
+    pub async fn prune_once(&self) -> Result<PassReport> {
+        Pruner::new(Arc::clone(&self.inner.engine)).prune_once().await
+    }
+
+    /// Lists up to `limit` users the next pass would erase, with reasons, without erasing
+    /// anyone.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// use teloxide_retention::ErasureReason;
+    ///
+    /// retention.note_interaction(UserId(42)).await;
+    /// clock.advance(Duration::from_secs(31 * 24 * 3600));
+    /// let preview = retention.preview(10).await?;
+    /// assert_eq!((preview.users[0].user, preview.users[0].reason), (UserId(42), ErasureReason::Inactive));
+    /// assert_eq!(retention.tracked_users().await?, 1, "a dry run erases nothing");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn preview(&self, limit: usize) -> Result<PrunePreview> {
+        Pruner::new(Arc::clone(&self.inner.engine)).preview(limit).await
+    }
+
+    /// Starts the background pruner on the current Tokio runtime: a pass now, then one
+    /// every interval, until [`PrunerHandle::shutdown`](crate::PrunerHandle::shutdown).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let clock = ManualClock::starting_now();
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    /// #     .clock(clock.clone())
+    /// #     .build()?;
+    /// let pruner = retention.spawn_pruner();
+    /// // ... the bot runs ...
+    /// pruner.shutdown().await; // the running batch finishes first
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn spawn_pruner(&self) -> PrunerHandle {
+        Pruner::new(Arc::clone(&self.inner.engine)).spawn()
+    }
+
+    /// Accepts that the set of tracked users was lost (a prune pass fails with
+    /// [`Error::Unsafe`] saying so) and lets the pruner run again with the users tracked
+    /// since. Users tracked before the loss are not erased for inactivity; erase their data
+    /// by other means.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be written.
+    pub async fn accept_lost_tracking(&self) -> Result<()> {
+        Pruner::new(Arc::clone(&self.inner.engine)).accept_lost_tracking().await
+    }
+
+    /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`].
+    ///
+    /// The dptree layer: one call wraps a bot's whole handler tree.
+    ///
+    /// For every update with a human user, the layer records the interaction *before* the
+    /// wrapped handler runs (so no handler writes data about a user the retention policy does
+    /// not cover), then runs the wrapped handler unchanged. It also
+    ///
+    /// - marks users who block the bot (private `my_chat_member`, status `kicked`) as gone and
+    ///   cancels that when they unblock; these updates are requested from Telegram even if the
+    ///   wrapped tree only handles messages, and still reach the wrapped tree;
+    /// - answers the privacy commands (see [`Commands`](crate::Commands)).
+    ///
+    /// Bots, Telegram's service accounts (777000, `GroupAnonymousBot`, `Channel_Bot`) and
+    /// updates without a user are never tracked.
+    ///
+    /// The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
+    /// through goes on to whatever follows the layer (the next branch, say) once the whole tree
+    /// has tried it. So does a block the tree does not handle; only if nothing after the layer
+    /// handles it either does the layer mark it handled.
+    ///
+    /// The layer never marks anyone gone because a handler failed: a handler's error does not
+    /// say whom the failed request was for. Failed sends are caught at the source by the
+    /// [`Retained`](crate::Retained) bot adaptor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide_retention::{MemoryStore, Retention, RetentionExt};
+    ///
+    /// # fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    ///
+    /// let tree = Update::filter_message().endpoint(|bot: Bot, msg: Message| async move {
+    ///     bot.send_message(msg.chat.id, "hi").await?;
+    ///     respond(())
+    /// });
+    /// let handler = retention.wrap(tree);
+    /// // Or, in a method chain:
+    /// # let tree = Update::filter_message().endpoint(|| async { respond(()) });
+    /// let handler2 = tree.with_retention(&retention);
+    /// # let _ = (handler, handler2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Dependency requirements
+    ///
+    /// - `teloxide::types::Update` (the dispatcher provides it);
+    /// - with the privacy commands on (the default): the bot (`teloxide::Bot` for
+    ///   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
+    ///   provided by the dispatcher.
+    ///
+    /// For adaptors such as `Throttle<Bot>`, use [`Retention::wrap_for`].
+    ///
+    /// # Panics
+    ///
+    /// Never here; but the dispatcher's `build()` panics, naming this call, if the privacy
+    /// commands are on and the dispatcher's bot is not a `teloxide::Bot`.
+    #[must_use]
+    #[track_caller]
+    pub fn wrap<E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.wrap_for::<Bot, E>(handler)
+    }
+
+    /// Wraps `handler` for a dispatcher whose bot is `R` (an adaptor such as
+    /// `Throttle<Bot>` or `DefaultParseMode<Bot>`).
+    ///
+    /// See [`Retention::wrap`] for what the layer does.
+    #[must_use]
+    #[track_caller]
+    pub fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    where
+        R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        self.layer().wrap_for::<R, E>(handler)
+    }
+
+    /// The update kinds a webhook must ask Telegram for: those `handler` handles plus those
+    /// the layer needs (`my_chat_member` for blocks, messages and callback queries for the
+    /// privacy commands). Pass the wrapped or the unwrapped handler; the answer is the same.
+    ///
+    /// Long polling needs none of this: the dispatcher passes these kinds to `getUpdates`
+    /// itself. teloxide 0.17's webhook listeners do not pass them to `setWebhook`, so
+    /// Telegram keeps sending its default set, which leaves out `my_chat_member` unless the
+    /// bot asked for it before: blocks would never be seen. Set them with the webhook (see
+    /// the README's "Webhooks" section and `examples/webhook.rs`):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide::types::AllowedUpdate;
+    /// use teloxide_retention::{MemoryStore, Retention};
+    ///
+    /// # fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// let tree = Update::filter_message().endpoint(|| async { respond(()) });
+    /// let kinds = retention.allowed_updates(&tree);
+    /// assert!(kinds.contains(&AllowedUpdate::Message));
+    /// assert!(kinds.contains(&AllowedUpdate::MyChatMember));
+    /// // bot.set_webhook(url).allowed_updates(kinds).secret_token(secret).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// teloxide keeps a handler's update kinds private; this reads them from the
+    /// description's `Debug` output, which `tests/integration/layer.rs` checks against what
+    /// the dispatcher itself computes. Should a teloxide release change that output, the
+    /// answer is every update kind (more updates than needed, never fewer), with a warning.
+    #[must_use]
+    pub fn allowed_updates<E: 'static>(&self, handler: &UpdateHandler<E>) -> Vec<AllowedUpdate> {
+        self.layer().allowed_updates(handler)
+    }
+
+    /// The enabled privacy commands with their descriptions in the fallback language, to
+    /// merge into the bot's `set_my_commands` call; see [`Retention::bot_commands_in`] for
+    /// the other languages.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// let names: Vec<String> = retention.bot_commands().into_iter().map(|c| c.command).collect();
+    /// assert_eq!(names, ["removemydata", "mydata", "privacy"]);
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    #[must_use]
+    pub fn bot_commands(&self) -> Vec<BotCommand> {
+        self.inner.commands.as_ref().map_or_else(Vec::new, |c| c.bot_commands(None))
+    }
+
+    /// The enabled privacy commands with their descriptions for users whose language is
+    /// `code`, for `set_my_commands(...).language_code(code)`; one call per language of
+    /// [`Retention::command_languages`].
+    ///
+    /// ```no_run
+    /// # async fn run(bot: teloxide::Bot, retention: teloxide_retention::Retention)
+    /// # -> Result<(), teloxide::RequestError> {
+    /// use teloxide::prelude::*;
+    ///
+    /// bot.set_my_commands(retention.bot_commands()).await?;
+    /// for code in retention.command_languages() {
+    ///     bot.set_my_commands(retention.bot_commands_in(code)).language_code(code).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn bot_commands_in(&self, code: &str) -> Vec<BotCommand> {
+        self.inner.commands.as_ref().map_or_else(Vec::new, |c| c.bot_commands(Some(code)))
+    }
+
+    /// The language codes registered with [`Commands::language`].
+    #[must_use]
+    pub fn command_languages(&self) -> Vec<&str> {
+        self.inner.commands.as_ref().map_or_else(Vec::new, |c| c.language_codes())
+    }
+
+    /// The retention policy in words, as `/privacy` answers a user whose Telegram
+    /// `language_code` is `language` (`None`: the fallback language): what is stored, for
+    /// how long, what happens when the user blocks the bot, and how to delete or export
+    /// data. Built from the templates of [`Texts`](crate::Texts) and the configuration.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use teloxide_retention::{Commands, MemoryStore, Retention, Texts};
+    ///
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .commands(Commands::default().language("de", Texts::german()))
+    ///     .build()?;
+    /// assert!(retention.privacy_text(None).contains("for 90 days"));
+    /// assert!(retention.privacy_text(Some("de-AT")).contains("90 Tage lang"));
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    #[must_use]
+    pub fn privacy_text(&self, language: Option<&str>) -> String {
+        crate::commands::privacy_text(self.inner.commands.as_deref(), &self.inner.engine, language)
     }
 }
 
-/// The longest span handed to a script: about 35,000 years, exact in a Lua number, and
-/// far enough that "never" stays never.
-const MAX_SPAN_MS: i64 = 1 << 50;
+/// Wraps handlers in a method chain; the twin of [`Retention::wrap`].
+pub trait RetentionExt<E> {
+    /// Wraps this handler with `retention`'s layer (for a `teloxide::Bot` dispatcher).
+    #[must_use]
+    fn with_retention(self, retention: &Retention) -> Self;
+}
+
+impl<E: Send + Sync + 'static> RetentionExt<E> for UpdateHandler<E> {
+    #[track_caller]
+    fn with_retention(self, retention: &Retention) -> Self {
+        retention.wrap(self)
+    }
+}
 
 #[cfg(test)]
 mod tests {

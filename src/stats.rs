@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::erase::ErasureReason;
-use crate::tracker::Tracker;
 
 /// Counters since this [`Retention`](crate::Retention) was built; see
 /// [`Retention::stats`](crate::Retention::stats).
@@ -85,6 +84,14 @@ impl PerReason {
     }
 }
 
+/// What the tracker reports for [`Stats`] beside the counters: values of this moment.
+pub(crate) struct Gauges {
+    pub(crate) clock_offset_ms: i64,
+    pub(crate) cached_users: u64,
+    pub(crate) buffered_users: u64,
+    pub(crate) buffered_gone_marks: u64,
+}
+
 /// Counters shared by the whole crate; see [`Stats`](crate::Stats).
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -114,7 +121,7 @@ impl Counters {
     }
 
     /// The counters now, with the tracker's gauges.
-    pub(crate) fn snapshot(&self, tracker: &Tracker) -> Stats {
+    pub(crate) fn snapshot(&self, gauges: Gauges) -> Stats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             touches_written: get(&self.touches_written),
@@ -130,11 +137,11 @@ impl Counters {
             leases_lost: get(&self.leases_lost),
             prune_passes: get(&self.prune_passes),
             inactivity_held: get(&self.inactivity_held),
-            clock_offset_ms: tracker.clock_offset_ms(),
+            clock_offset_ms: gauges.clock_offset_ms,
             clock_skew_warnings: get(&self.skew_warnings),
-            cached_users: tracker.cached_users() as u64,
-            buffered_users: tracker.buffered_users() as u64,
-            buffered_gone_marks: tracker.buffered_marks() as u64,
+            cached_users: gauges.cached_users,
+            buffered_users: gauges.buffered_users,
+            buffered_gone_marks: gauges.buffered_gone_marks,
         }
     }
 }

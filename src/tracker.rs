@@ -23,14 +23,18 @@ use tokio::sync::{Notify, SetOnce};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::later;
 use crate::clock::{SKEW_WARNING_MS, SyncedClock, duration_ms};
-use crate::config::Config;
+use crate::config::{Config, GonePolicy};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
+use crate::gone::{GoneReason, gone_user};
 use crate::hooks::Hooks;
-use crate::stats::Counters;
+use crate::stats::{Counters, Gauges};
 use crate::store::redis::{FEED_KEEP_MS, FEED_READ};
 use crate::store::{DynBackend, Invalidation, Marked, random_id};
+use teloxide::RequestError;
+use teloxide::types::{Recipient, UserId};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -119,6 +123,7 @@ pub(crate) struct Tracker {
     resolution_ms: i64,
     follow_up_ms: i64,
     store_timeout: Duration,
+    gone_policy: GonePolicy,
     max_buffered: usize,
     counters: Arc<Counters>,
     hooks: Arc<Hooks>,
@@ -159,6 +164,7 @@ impl Tracker {
             resolution_ms: duration_ms(config.resolution),
             follow_up_ms: duration_ms(config.follow_up_delay),
             store_timeout: config.store_timeout,
+            gone_policy: config.gone_policy,
             max_buffered: config.max_buffered_touches,
             counters,
             hooks,
@@ -171,6 +177,112 @@ impl Tracker {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `user` gone now; see `Retention::mark_gone`.
+    pub(crate) async fn mark_gone(
+        self: &Arc<Self>,
+        user: UserId,
+        reason: GoneReason,
+    ) -> Result<bool> {
+        let mark = self.gone_mark(reason);
+        self.write_mark(user, mark).await
+    }
+
+    /// See `Retention::is_reachable`.
+    pub(crate) async fn is_reachable(&self, user: UserId) -> Result<bool> {
+        if self.has_mark(user.0) {
+            return Ok(false);
+        }
+        let status = crate::store::bounded(self.store_timeout, self.backend.status(user.0)).await?;
+        Ok(match status.job {
+            // Came back after the mark (as `claim.lua` decides).
+            Some((reason, marked_at, _)) if reason.is_gone() => {
+                status.last_seen.is_some_and(|seen| seen > marked_at)
+            }
+            _ => true,
+        })
+    }
+
+    /// Like `Retention::mark_gone`, but a mark the store cannot take is kept in memory
+    /// (bounded by `max_buffered_touches`) and written once the store answers again.
+    pub(crate) async fn mark_gone_or_keep(self: &Arc<Self>, user: UserId, reason: GoneReason) {
+        let mark = self.gone_mark(reason);
+        let Err(e) = self.write_mark(user, mark).await else { return };
+        if self.keep_mark(user.0, mark) {
+            tracing::warn!(
+                error = %e,
+                user = user.0,
+                %reason,
+                "could not mark a gone user; kept in memory until the store answers again"
+            );
+        } else {
+            tracing::error!(
+                error = %e,
+                user = user.0,
+                %reason,
+                "gone mark lost: the store is unreachable and the buffer is full"
+            );
+        }
+    }
+
+    /// A gone mark made now, due as the `GonePolicy` says.
+    fn gone_mark(&self, reason: GoneReason) -> PendingMark {
+        let now = self.clock.now_ms();
+        let due = match self.gone_policy {
+            GonePolicy::EraseNow => Some(now),
+            GonePolicy::EraseAfter(grace) => Some(later(now, grace)),
+            GonePolicy::MarkOnly => None,
+        };
+        PendingMark { reason: reason.into(), marked_at: now, due }
+    }
+
+    async fn write_mark(self: &Arc<Self>, user: UserId, mark: PendingMark) -> Result<bool> {
+        if !crate::humans::is_trackable_id(user) {
+            return Ok(false);
+        }
+        let PendingMark { reason, marked_at: now, due } = mark;
+        let marked = crate::store::bounded(
+            self.store_timeout,
+            self.backend.schedule(user.0, reason, now, due),
+        )
+        .await?;
+        if marked != Marked::Scheduled {
+            return Ok(false);
+        }
+        tracing::info!(user = user.0, %reason, "user marked gone");
+        self.newly_marked(user.0, reason);
+        // From now on, any interaction of the user must reach the store: it cancels the mark.
+        self.invalidate(Invalidation { user: user.0, since: now, until: now, opt_out: false })
+            .await;
+        Ok(true)
+    }
+
+    /// Cancels a scheduled gone erasure of `user` (they unblocked the bot). Opt-outs stay.
+    pub(crate) async fn user_returned(&self, user: UserId) {
+        self.forget_mark(user.0);
+        match crate::store::bounded(self.store_timeout, self.backend.unschedule_gone(user.0)).await
+        {
+            Ok(true) => {
+                tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled");
+                self.hooks.returned(user.0);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, user = user.0, "could not cancel a gone mark"),
+        }
+    }
+
+    /// Marks the user of `chat` gone if `err` says so; see `Retention::note_send_error`.
+    pub(crate) async fn note_send_error(
+        self: &Arc<Self>,
+        chat: impl Into<Recipient>,
+        err: &RequestError,
+    ) -> Result<Option<GoneReason>> {
+        let Some((user, reason)) = gone_user(chat.into(), err) else {
+            return Ok(None);
+        };
+        self.mark_gone(user, reason).await?;
+        Ok(Some(reason))
     }
 
     /// Records that `user` interacted now if this process wrote them recently enough;
@@ -449,6 +561,16 @@ impl Tracker {
     }
 
     /// A gone mark of `user` waits for the store.
+    /// The gauges [`Stats`](crate::Stats) reports beside the counters.
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            clock_offset_ms: self.clock_offset_ms(),
+            cached_users: self.cached_users() as u64,
+            buffered_users: self.buffered_users() as u64,
+            buffered_gone_marks: self.buffered_marks() as u64,
+        }
+    }
+
     pub(crate) fn has_mark(&self, user: u64) -> bool {
         let st = self.lock();
         !st.marks.is_empty() && st.marks.contains_key(&user)

@@ -42,7 +42,7 @@
 //! ```
 //!
 //! Code that talks to the Bot API without the adaptor reports failed sends itself with
-//! [`Retention::note_send_error`] or [`NoteGone::note_gone`](crate::NoteGone::note_gone).
+//! [`Retention::note_send_error`](crate::Retention::note_send_error) or [`NoteGone::note_gone`](crate::NoteGone::note_gone).
 //!
 //! What happens to a marked user is the [`GonePolicy`](crate::GonePolicy). While the store
 //! is unreachable, marks wait in memory (bounded) and are written with their original time
@@ -58,7 +58,7 @@ use teloxide::requests::{HasPayload, Output, Request, Requester};
 use teloxide::types::{ChatId, Recipient};
 use teloxide::{ApiError, RequestError};
 
-use crate::gone::gone_reason;
+use crate::gone::{gone_reason, gone_user};
 use crate::retention::Retention;
 
 /// A bot adaptor that marks the recipient of a failed request gone.
@@ -336,4 +336,65 @@ mod requester {
     use teloxide::requests::Requester;
 
     include!("methods.rs");
+}
+/// Users Telegram reports as gone: blocks and failed sends.
+///
+/// Telegram sends no event when a user deletes a chat, but two real signals exist:
+///
+/// - a private `my_chat_member` update with status `kicked`: the user blocked the bot (the
+///   layer handles these; see [`RetentionBuilder::detect_blocks`](crate::RetentionBuilder::detect_blocks));
+/// - a request to the user failing with "bot was blocked by the user", "user is
+///   deactivated", "chat not found" or another `Forbidden` answer for a private chat.
+///
+/// Failed requests are caught at the source by the [`Retained`](crate::Retained) bot
+/// adaptor, which knows each request's recipient: wrap the bot once and every handler's and
+/// broadcast's failed send marks exactly the user it was for. Code that calls the Bot API
+/// through a bot without the adaptor reports failures itself, with
+/// [`NoteGone::note_gone`] or [`Retention::note_send_error`](crate::Retention::note_send_error), naming the chat the request
+/// was sent to:
+///
+/// ```no_run
+/// use teloxide::prelude::*;
+/// use teloxide_retention::{NoteGone, Retention};
+///
+/// async fn broadcast(bot: Bot, retention: Retention, users: Vec<UserId>) {
+///     for user in users {
+///         // Marks the user gone if Telegram says they blocked the bot or left.
+///         let _ = bot.send_message(user, "News!").await.note_gone(&retention, user).await;
+///     }
+/// }
+/// ```
+///
+/// What happens to a gone user is the [`GonePolicy`](crate::GonePolicy): erased at the
+/// next pass, after a grace period (the default: a user who unblocks or interacts within it
+/// is kept), or only marked.
+pub trait NoteGone<T> {
+    /// Marks the user of `chat` gone if this result is a "gone" error, then returns the
+    /// result unchanged. Store failures are logged, not returned: while the store is
+    /// unreachable the mark is kept in memory (bounded by `max_buffered_touches`) and
+    /// written when it answers again.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe, like [`Retention::mark_gone`](crate::Retention::mark_gone).
+    fn note_gone(
+        self,
+        retention: &Retention,
+        chat: impl Into<Recipient> + Send,
+    ) -> impl Future<Output = Result<T, RequestError>> + Send;
+}
+
+impl<T: Send> NoteGone<T> for Result<T, RequestError> {
+    async fn note_gone(
+        self,
+        retention: &Retention,
+        chat: impl Into<Recipient> + Send,
+    ) -> Result<T, RequestError> {
+        if let Err(err) = &self
+            && let Some((user, reason)) = gone_user(chat.into(), err)
+        {
+            retention.mark_gone_or_keep(user, reason).await;
+        }
+        self
+    }
 }

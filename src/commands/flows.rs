@@ -14,10 +14,10 @@ use teloxide::types::{
 use teloxide::utils::html;
 
 use crate::clock::duration_ms;
-use crate::commands::privacy::human_bytes;
+use crate::commands::privacy::{human_bytes, privacy_text};
 use crate::commands::{Commands, Texts};
+use crate::engine::{Engine, OptOutOutcome};
 use crate::humans::is_trackable;
-use crate::retention::{OptOutOutcome, Retention};
 use crate::store::random_id;
 
 /// Callback data of the confirmation buttons: `rtn:rm:<requester>:<nonce>:<y|n>`.
@@ -44,14 +44,21 @@ impl Commands {
     }
 }
 
-impl Retention {
+/// The privacy commands at work on one update: their configuration and the engine they
+/// export and erase with.
+pub(crate) struct Flows<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) commands: &'a Commands,
+}
+
+impl Flows<'_> {
     /// Answers the update if it is one of the privacy commands or their buttons; returns
     /// `true` if it was (the wrapped handler does not see it then).
-    pub(crate) async fn run_command<R>(&self, update: &Update, deps: &DependencyMap) -> bool
+    pub(crate) async fn run<R>(&self, update: &Update, deps: &DependencyMap) -> bool
     where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
-        let Some(commands) = &self.inner.commands else { return false };
+        let commands = self.commands;
         let (Some(bot), Some(me)) = (deps.try_get::<R>(), deps.try_get::<Me>()) else {
             return false;
         };
@@ -97,7 +104,7 @@ impl Retention {
         let slash = format!("/{name}");
 
         if command == Command::Privacy {
-            self.say(bot, chat, self.privacy_text(language), None).await;
+            self.say(bot, chat, privacy_text(Some(commands), self.engine, language), None).await;
             return;
         }
         if !msg.chat.is_private() && !commands.answer_in_groups {
@@ -135,9 +142,9 @@ impl Retention {
     ) -> Result<bool, ()> {
         let action = if command == Command::Remove { "erase" } else { "export" };
         let window_ms = duration_ms(commands.window).max(1);
-        let window = self.inner.clock.now_ms().div_euclid(window_ms);
-        let counted = self.inner.backend.count_use(user.0, action, window, window_ms);
-        match self.store_call(counted).await {
+        let window = self.engine.clock.now_ms().div_euclid(window_ms);
+        let counted = self.engine.backend.count_use(user.0, action, window, window_ms);
+        match self.engine.call(counted).await {
             Ok(count) => Ok(count <= u64::from(commands.uses_per_window)),
             Err(e) => {
                 tracing::warn!(error = %e, "could not check the privacy commands' rate limit");
@@ -157,16 +164,16 @@ impl Retention {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         let nonce = random_id();
-        let issued = self.inner.clock.now_ms();
+        let issued = self.engine.clock.now_ms();
         let ttl = duration_ms(commands.confirm_within);
-        let stored = self.inner.backend.put_nonce(user.0, format!("{nonce:016x}:{issued}"), ttl);
-        if let Err(e) = self.store_call(stored).await {
+        let stored = self.engine.backend.put_nonce(user.0, format!("{nonce:016x}:{issued}"), ttl);
+        if let Err(e) = self.engine.call(stored).await {
             tracing::warn!(error = %e, "could not store a /removemydata confirmation");
             self.say(bot, chat, texts.unavailable.clone(), None).await;
             return;
         }
         let mut text = texts.remove_prompt.clone();
-        for item in texts.stored_items(self.eraser_names()) {
+        for item in texts.stored_items(self.engine.eraser_names()) {
             text.push_str("\n• ");
             text.push_str(&item);
         }
@@ -201,7 +208,7 @@ impl Retention {
             self.answer(bot, query, Some(&texts.not_yours)).await;
             return;
         }
-        let stored = match self.store_call(self.inner.backend.take_nonce(presser.0)).await {
+        let stored = match self.engine.call(self.engine.backend.take_nonce(presser.0)).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read a /removemydata confirmation");
@@ -209,7 +216,7 @@ impl Retention {
                 return;
             }
         };
-        let now = self.inner.clock.now_ms();
+        let now = self.engine.clock.now_ms();
         let fresh = stored.as_deref().and_then(|s| s.split_once(':')).is_some_and(|(n, issued)| {
             n == *nonce
                 && issued
@@ -227,7 +234,7 @@ impl Retention {
             return;
         }
         self.replace_prompt(bot, query, texts.removing.clone()).await;
-        let text = match self.erase_user(presser).await {
+        let text = match self.engine.erase_user(presser).await {
             Ok(OptOutOutcome::Erased { .. }) => texts.removed.clone(),
             Ok(OptOutOutcome::Retrying { failed }) => {
                 texts.removal_pending.replace("{failed}", &failed.len().to_string())
@@ -251,7 +258,7 @@ impl Retention {
     ) where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
-        let document = match self.export(user).await {
+        let document = match self.engine.export(user).await {
             Ok(document) => document,
             Err(e) => {
                 tracing::warn!(error = %e, "could not build a /mydata export");
@@ -345,7 +352,7 @@ impl Retention {
 
     async fn failed_send(&self, chat: ChatId, err: &RequestError) {
         tracing::warn!(error = %err, chat = chat.0, "a privacy command could not answer");
-        if let Err(e) = self.note_send_error(chat, err).await {
+        if let Err(e) = self.engine.tracker.note_send_error(chat, err).await {
             tracing::warn!(error = %e, "could not mark a gone user");
         }
     }

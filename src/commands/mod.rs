@@ -3,6 +3,8 @@ mod flows;
 mod privacy;
 mod texts;
 
+pub(crate) use flows::Flows;
+pub(crate) use privacy::privacy_text;
 pub use texts::Texts;
 
 use std::time::Duration;
@@ -10,7 +12,6 @@ use std::time::Duration;
 use teloxide::types::BotCommand;
 
 use crate::error::{Error, Result};
-use crate::retention::Retention;
 
 /// Ready-made privacy commands: `/removemydata`, `/mydata` and `/privacy`.
 ///
@@ -238,65 +239,25 @@ impl Commands {
     }
 }
 
-impl Retention {
-    /// The enabled privacy commands with their descriptions in the fallback language, to
-    /// merge into the bot's `set_my_commands` call; see [`Retention::bot_commands_in`] for
-    /// the other languages.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use teloxide_retention::{MemoryStore, Retention};
-    /// let retention = Retention::builder(MemoryStore::new())
-    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .build()?;
-    /// let names: Vec<String> = retention.bot_commands().into_iter().map(|c| c.command).collect();
-    /// assert_eq!(names, ["removemydata", "mydata", "privacy"]);
-    /// # Ok::<(), teloxide_retention::Error>(())
-    /// ```
-    #[must_use]
-    pub fn bot_commands(&self) -> Vec<BotCommand> {
-        self.commands_in(None)
-    }
-
-    /// The enabled privacy commands with their descriptions for users whose language is
-    /// `code`, for `set_my_commands(...).language_code(code)`; one call per language of
-    /// [`Retention::command_languages`].
-    ///
-    /// ```no_run
-    /// # async fn run(bot: teloxide::Bot, retention: teloxide_retention::Retention)
-    /// # -> Result<(), teloxide::RequestError> {
-    /// use teloxide::prelude::*;
-    ///
-    /// bot.set_my_commands(retention.bot_commands()).await?;
-    /// for code in retention.command_languages() {
-    ///     bot.set_my_commands(retention.bot_commands_in(code)).language_code(code).await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn bot_commands_in(&self, code: &str) -> Vec<BotCommand> {
-        self.commands_in(Some(code))
-    }
-
-    /// The language codes registered with [`Commands::language`].
-    #[must_use]
-    pub fn command_languages(&self) -> Vec<&str> {
-        let Some(c) = &self.inner.commands else { return Vec::new() };
-        c.languages.iter().map(|(code, _)| code.as_str()).collect()
-    }
-
-    fn commands_in(&self, code: Option<&str>) -> Vec<BotCommand> {
-        let Some(c) = &self.inner.commands else { return Vec::new() };
-        let texts = c.texts_for(code);
+impl Commands {
+    /// The enabled commands with their descriptions for `code` (`None`: the fallback
+    /// language).
+    pub(crate) fn bot_commands(&self, code: Option<&str>) -> Vec<BotCommand> {
+        let texts = self.texts_for(code);
         [
-            (&c.remove, &texts.remove_description),
-            (&c.export, &texts.export_description),
-            (&c.privacy, &texts.privacy_description),
+            (&self.remove, &texts.remove_description),
+            (&self.export, &texts.export_description),
+            (&self.privacy, &texts.privacy_description),
         ]
         .into_iter()
         .filter_map(|(name, description)| {
             name.as_ref().map(|n| BotCommand::new(n.clone(), description.clone()))
         })
         .collect()
+    }
+
+    /// The language codes registered with [`Commands::language`].
+    pub(crate) fn language_codes(&self) -> Vec<&str> {
+        self.languages.iter().map(|(code, _)| code.as_str()).collect()
     }
 }

@@ -2,68 +2,53 @@
 
 use std::time::Duration;
 
-use crate::commands::Texts;
+use crate::commands::{Commands, Texts};
 use crate::config::GonePolicy;
-use crate::retention::Retention;
+use crate::engine::Engine;
 
-impl Retention {
-    /// The retention policy in words, as `/privacy` answers a user whose Telegram
-    /// `language_code` is `language` (`None`: the fallback language): what is stored, for
-    /// how long, what happens when the user blocks the bot, and how to delete or export
-    /// data. Built from the templates of [`Texts`](crate::Texts) and the configuration.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// use teloxide_retention::{Commands, MemoryStore, Retention, Texts};
-    ///
-    /// let retention = Retention::builder(MemoryStore::new())
-    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .commands(Commands::default().language("de", Texts::german()))
-    ///     .build()?;
-    /// assert!(retention.privacy_text(None).contains("for 90 days"));
-    /// assert!(retention.privacy_text(Some("de-AT")).contains("90 Tage lang"));
-    /// # Ok::<(), teloxide_retention::Error>(())
-    /// ```
-    #[must_use]
-    pub fn privacy_text(&self, language: Option<&str>) -> String {
-        let inner = &self.inner;
-        let config = &inner.config;
-        let default = Texts::default();
-        let texts = inner.commands.as_ref().map_or(&default, |c| c.texts_for(language));
-        let duration = |d: Duration| (texts.duration)(d);
-        let mut lines = vec![texts.privacy_title.clone(), String::new()];
+/// The `/privacy` answer for a user whose language is `language`; see
+/// `Retention::privacy_text`.
+pub(crate) fn privacy_text(
+    commands: Option<&Commands>,
+    engine: &Engine,
+    language: Option<&str>,
+) -> String {
+    let config = &engine.config;
+    let default = Texts::default();
+    let texts = commands.map_or(&default, |c| c.texts_for(language));
+    let duration = |d: Duration| (texts.duration)(d);
+    let mut lines = vec![texts.privacy_title.clone(), String::new()];
 
-        let items = texts.stored_items(self.eraser_names());
-        lines.push(texts.privacy_stored.replace("{items}", &items.join("; ")));
-        lines.push(if is_never(config.inactive_after) {
-            texts.privacy_kept_until_deleted.clone()
-        } else {
-            texts.privacy_kept_for.replace("{duration}", &duration(config.inactive_after))
-        });
-        lines.push(match config.gone_policy {
-            GonePolicy::EraseNow => texts.privacy_gone_now.clone(),
-            GonePolicy::EraseAfter(grace) if is_never(grace) => texts.privacy_gone_kept.clone(),
-            GonePolicy::EraseAfter(grace) => {
-                texts.privacy_gone_after.replace("{duration}", &duration(grace))
-            }
-            GonePolicy::MarkOnly => {
-                texts.privacy_gone_marked.replace("{duration}", &duration(config.inactive_after))
-            }
-        });
-        if let Some(commands) = &inner.commands {
-            if let Some(remove) = &commands.remove {
-                lines.push(texts.privacy_remove_hint.replace("{command}", &format!("/{remove}")));
-            }
-            if let Some(export) = &commands.export {
-                lines.push(texts.privacy_export_hint.replace("{command}", &format!("/{export}")));
-            }
-            if let Some(footer) = &commands.privacy_footer {
-                lines.push(String::new());
-                lines.push(footer.clone());
-            }
+    let items = texts.stored_items(engine.eraser_names());
+    lines.push(texts.privacy_stored.replace("{items}", &items.join("; ")));
+    lines.push(if is_never(config.inactive_after) {
+        texts.privacy_kept_until_deleted.clone()
+    } else {
+        texts.privacy_kept_for.replace("{duration}", &duration(config.inactive_after))
+    });
+    lines.push(match config.gone_policy {
+        GonePolicy::EraseNow => texts.privacy_gone_now.clone(),
+        GonePolicy::EraseAfter(grace) if is_never(grace) => texts.privacy_gone_kept.clone(),
+        GonePolicy::EraseAfter(grace) => {
+            texts.privacy_gone_after.replace("{duration}", &duration(grace))
         }
-        lines.join("\n").trim_end().to_owned()
+        GonePolicy::MarkOnly => {
+            texts.privacy_gone_marked.replace("{duration}", &duration(config.inactive_after))
+        }
+    });
+    if let Some(commands) = commands {
+        if let Some(remove) = &commands.remove {
+            lines.push(texts.privacy_remove_hint.replace("{command}", &format!("/{remove}")));
+        }
+        if let Some(export) = &commands.export {
+            lines.push(texts.privacy_export_hint.replace("{command}", &format!("/{export}")));
+        }
+        if let Some(footer) = &commands.privacy_footer {
+            lines.push(String::new());
+            lines.push(footer.clone());
+        }
     }
+    lines.join("\n").trim_end().to_owned()
 }
 
 /// A thousand years or more: a setting that means "never" (such as `Duration::MAX`).

@@ -185,6 +185,14 @@ pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
     Ok((reason, marked_at, attempts))
 }
 
+/// Runs a store call under the store timeout `limit`.
+pub(crate) async fn bounded<T>(
+    limit: std::time::Duration,
+    call: impl std::future::Future<Output = crate::Result<T>>,
+) -> crate::Result<T> {
+    tokio::time::timeout(limit, call).await.unwrap_or(Err(crate::Error::Timeout(limit)))
+}
+
 /// An unpredictable 64-bit id (SipHash with a per-process random key over a counter), for
 /// batch ids and confirmation nonces.
 pub(crate) fn random_id() -> u64 {

@@ -1,0 +1,170 @@
+//! The module map holds: imports between the crate's modules point one way (no cycles), and
+//! `Retention`'s methods live in the handle's own file (plus its entry point beside the
+//! builder), not spread over the modules that do the work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `src/`, with the top-level module it belongs to (`store` for
+/// `src/store/redis.rs`).
+fn sources() -> Vec<(String, PathBuf)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let relative = path.strip_prefix(&src).unwrap();
+            let first = relative.components().next().unwrap().as_os_str().to_str().unwrap();
+            (first.trim_end_matches(".rs").to_owned(), path)
+        })
+        .collect()
+}
+
+/// The code of a file without comments (doc links name modules too) and without its
+/// `#[cfg(test)]` tail (unit tests may reach anywhere).
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+    text.lines().filter(|line| !line.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
+}
+
+/// The crate modules a piece of code refers to: `crate::x` paths, including those inside
+/// `use crate::{x, y::z}` groups.
+fn referenced(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+    };
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a, b::c, d::{e, f}}`: the first identifier of each top-level item.
+            let mut depth = 0;
+            let mut item_start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && (c.is_ascii_alphanumeric() || c == '_') => {
+                        found.insert(ident(&group[i..]));
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.insert(ident(rest));
+        }
+    }
+    found
+}
+
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let files = sources();
+    let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, path) in &files {
+        if module == "lib" {
+            continue;
+        }
+        let edges = graph.entry(module.clone()).or_default();
+        for target in referenced(&code(path)) {
+            // Root re-exports (`crate::Retention`) are names, not modules; only module
+            // paths are edges.
+            if modules.contains(&target) && &target != module {
+                edges.insert(target);
+            }
+        }
+    }
+    graph
+}
+
+/// A cycle in `graph`, if there is one, as the path of modules around it.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_scanner_sees_imports_and_cycles() {
+    let refs = referenced(
+        "use crate::clock::Clock;\nuse crate::{error::{Error, Result}, store, tracker::X};\n\
+         let x = crate::humans::is_trackable(1);",
+    );
+    assert_eq!(
+        refs.into_iter().collect::<Vec<_>>(),
+        ["clock", "error", "humans", "store", "tracker"]
+    );
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a".to_owned(), BTreeSet::from(["b".to_owned()])),
+        ("b".to_owned(), BTreeSet::from(["c".to_owned()])),
+        ("c".to_owned(), BTreeSet::from(["a".to_owned()])),
+    ]
+    .into();
+    assert_eq!(find_cycle(&graph).unwrap(), ["a", "b", "c", "a"]);
+}
+
+#[test]
+fn imports_between_modules_have_no_cycles() {
+    let graph = module_graph();
+    assert!(graph.len() > 10, "the scan found too few modules: {graph:?}");
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import cycle between modules: {}\nall imports: {graph:#?}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn retention_methods_live_in_the_handle_and_its_builder() {
+    let mut files_with_impls = BTreeSet::new();
+    for (_, path) in sources() {
+        let code = code(&path);
+        if code.lines().any(|l| l.trim_start().starts_with("impl Retention {")) {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            files_with_impls.insert(name);
+        }
+    }
+    assert_eq!(
+        files_with_impls.into_iter().collect::<Vec<_>>(),
+        ["builder.rs", "retention.rs"],
+        "inherent `impl Retention` blocks belong in retention.rs (and the entry point in \
+         builder.rs); the work lives in the modules below it"
+    );
+}
