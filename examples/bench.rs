@@ -24,6 +24,11 @@
 #[allow(dead_code, unreachable_pub)]
 mod redis_server;
 
+// The test servers' helper also starts TLS servers, with certificates from here.
+#[path = "../tests/common/certs.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod certs;
+
 /// The store's scripts by name, to name the ones in the slow log.
 #[path = "../src/store/scripts.rs"]
 #[allow(dead_code, unreachable_pub)]

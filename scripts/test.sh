@@ -47,6 +47,8 @@ cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+say "the library without default features (no TLS) builds cleanly"
+cargo clippy --locked --lib --no-default-features -- -D warnings
 
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then

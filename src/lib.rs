@@ -33,5 +33,7 @@ pub use hooks::ErasedUser;
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
 pub use retention::{Retention, RetentionExt};
 pub use stats::Stats;
-pub use store::{MemoryStore, RedisStore, Store};
+#[cfg(feature = "tls")]
+pub use store::RedisTls;
+pub use store::{MemoryStore, RedisSentinel, RedisStore, Store};
 pub use tracker::Noted;

@@ -25,6 +25,7 @@
 //! # Ok::<(), teloxide_retention::Error>(())
 //! ```
 
+mod connect;
 pub(crate) mod memory;
 pub(crate) mod redis;
 mod scripts;
@@ -36,6 +37,9 @@ use futures_util::future::BoxFuture;
 use crate::erase::ErasureReason;
 use crate::error::Result;
 
+pub use self::connect::RedisSentinel;
+#[cfg(feature = "tls")]
+pub use self::connect::RedisTls;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 

@@ -11,6 +11,8 @@ use super::scripts::{
     UNSCHEDULE_GONE,
 };
 
+use super::connect::{RedisSentinel, RedisTls};
+use super::connect::{SentinelConn, SentinelHandle, check_scheme, ensure_crypto_provider};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
@@ -32,7 +34,8 @@ const TOUCH_CHUNK: usize = 500;
 /// The oldest Redis the scripts run on (function flags in `#!lua` shebangs).
 pub(crate) const MIN_REDIS: (u32, u32) = (7, 0);
 
-/// The production store: Redis 7.0 or newer, a single server or a Redis Cluster.
+/// The production store: Redis 7.0 or newer, a single server (plain or `rediss://`), a
+/// Sentinel-managed master ([`RedisStore::open_sentinel`]) or a Redis Cluster.
 ///
 /// All keys of a namespace share one hash tag (`{retention}:seen`, `{retention}:queue`, ...),
 /// so the multi-key scripts of the claim -> erase -> finish protocol run on Redis Cluster too. Several
@@ -60,16 +63,18 @@ impl std::fmt::Debug for RedisStore {
         let kind = match self.conn {
             Conn::Single(_) => "single",
             Conn::Cluster(_) => "cluster",
+            Conn::Sentinel(_) => "sentinel",
         };
         f.debug_struct("RedisStore").field("connection", &kind).finish()
     }
 }
 
-/// The two connection kinds; both reconnect on their own.
+/// The connection kinds; each reconnects on its own.
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelHandle),
 }
 
 impl ConnectionLike for Conn {
@@ -77,6 +82,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -89,6 +95,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_commands(cmd, offset, count),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -96,13 +103,15 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
 
 impl RedisStore {
-    /// Opens a store on one Redis server, such as `redis://127.0.0.1/` or
-    /// `redis+unix:///run/redis.sock`, without waiting for it.
+    /// Opens a store on one Redis server, such as `redis://127.0.0.1/`,
+    /// `redis+unix:///run/redis.sock` or, over TLS, `rediss://user:password@host:6380/`,
+    /// without waiting for it.
     ///
     /// The connection is made on first use, so a bot starts while Redis is down: its
     /// interactions are buffered as during any outage and written once Redis answers (see
@@ -110,11 +119,15 @@ impl RedisStore {
     /// every call of the crate is bounded by the configured store timeout. Use
     /// [`RedisStore::connect`] to fail at start instead.
     ///
+    /// A `rediss://` URL trusts the webpki roots; for a private CA or a client certificate
+    /// use [`RedisStore::open_with_tls`].
+    ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL is invalid.
+    /// [`Error::Redis`] if the URL is invalid; [`Error::Config`] for a `rediss://` URL in a
+    /// build without the `tls` feature.
     pub async fn open(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+        let client = client(url, None)?;
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config())?;
         Ok(Self::from_manager(manager))
     }
@@ -124,17 +137,58 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL is invalid or the first connection fails;
-    /// [`Error::Unsafe`] if the server is older than Redis 7.0.
+    /// [`Error::Redis`] if the URL is invalid or the first connection fails (over TLS: also
+    /// if the server's certificate is not trusted); [`Error::Unsafe`] if the server is older
+    /// than Redis 7.0.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let mut manager = ConnectionManager::new_with_config(client, manager_config()).await?;
+        Self::connect_client(client(url, None)?).await
+    }
+
+    /// Like [`RedisStore::open`], for a `rediss://` URL with a CA or client certificate of
+    /// your own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] if the URL or a certificate is invalid.
+    #[cfg(feature = "tls")]
+    pub async fn open_with_tls(url: &str, tls: &RedisTls) -> Result<Self> {
+        let client = client(url, Some(tls))?;
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        Ok(Self::from_manager(manager))
+    }
+
+    /// Like [`RedisStore::connect`], for a `rediss://` URL with a CA or client certificate
+    /// of your own.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::connect`]; a server whose certificate the CA did not sign fails
+    /// here, naming the certificate problem.
+    #[cfg(feature = "tls")]
+    pub async fn connect_with_tls(url: &str, tls: &RedisTls) -> Result<Self> {
+        Self::connect_client(client(url, Some(tls))?).await
+    }
+
+    async fn connect_client(client: redis::Client) -> Result<Self> {
+        let mut manager =
+            ConnectionManager::new_with_config(client, manager_config()).await.map_err(tls_hint)?;
         let info: String = redis::cmd("INFO").arg("server").query_async(&mut manager).await?;
         check_version(info_field(&info, "redis_version").as_deref())?;
         Ok(Self::from_manager(manager))
     }
 
-    /// Connects to a Redis Cluster through any of its nodes.
+    /// Opens a store on the master that Redis Sentinel names, following it across
+    /// failovers; see [`RedisSentinel`]. Like [`RedisStore::open`], it connects on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] or [`Error::Redis`] if a sentinel address or setting is invalid.
+    pub fn open_sentinel(sentinel: &RedisSentinel) -> Result<Self> {
+        let conn = SentinelConn::new(sentinel)?;
+        Ok(Self { conn: Conn::Sentinel(SentinelHandle(Arc::new(conn))) })
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://` or `rediss://`).
     ///
     /// # Errors
     ///
@@ -144,11 +198,33 @@ impl RedisStore {
         I: IntoIterator<Item = U>,
         U: redis::IntoConnectionInfo,
     {
+        ensure_crypto_provider();
         let client = redis::cluster::ClusterClient::builder(nodes)
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Self::from_cluster(client.get_async_connection().await?))
+        Ok(Self::from_cluster(client.get_async_connection().await.map_err(tls_hint)?))
+    }
+
+    /// Like [`RedisStore::open_cluster`], for `rediss://` nodes with a CA or client
+    /// certificate of your own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] if a URL or certificate is invalid or no node answers.
+    #[cfg(feature = "tls")]
+    pub async fn open_cluster_with_tls<I, U>(nodes: I, tls: &RedisTls) -> Result<Self>
+    where
+        I: IntoIterator<Item = U>,
+        U: redis::IntoConnectionInfo,
+    {
+        ensure_crypto_provider();
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(5))
+            .certs(tls.certificates())
+            .build()?;
+        Ok(Self::from_cluster(client.get_async_connection().await.map_err(tls_hint)?))
     }
 
     /// Uses a connection manager you configured yourself.
@@ -162,6 +238,31 @@ impl RedisStore {
     pub fn from_cluster(conn: ClusterConnection) -> Self {
         Self { conn: Conn::Cluster(conn) }
     }
+}
+
+/// A client for `url`, with `tls` settings if given.
+fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client> {
+    check_scheme(url)?;
+    ensure_crypto_provider();
+    match tls {
+        #[cfg(feature = "tls")]
+        Some(tls) => Ok(redis::Client::build_with_tls(url, tls.certificates())?),
+        _ => Ok(redis::Client::open(url)?),
+    }
+}
+
+/// Says what a failed TLS handshake means: rustls names the problem ("invalid peer
+/// certificate: UnknownIssuer"), not what to do about it.
+fn tls_hint(e: redis::RedisError) -> Error {
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("InvalidCertificate") {
+        return Error::config(format!(
+            "TLS handshake with Redis failed: {text}; the server's certificate is not \
+             trusted: give its CA with RedisTls::ca_pem (the default trusts the webpki \
+             roots), or check the host name in the URL against the certificate"
+        ));
+    }
+    Error::Redis(e)
 }
 
 /// Reconnects with backoff up to 2 s; a command waits at most 5 s for Redis (the crate's own

@@ -3,8 +3,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bot_api;
+pub mod certs;
 pub mod proxy;
 pub mod redis_server;
+pub mod sentinel;
 pub mod updates;
 
 use std::collections::HashSet;
@@ -42,6 +44,8 @@ pub struct Env {
     pub clock: ManualClock,
     pub memory: MemoryStore,
     pub redis: Option<RedisServer>,
+    /// Set for a Redis reached over TLS (with a client certificate).
+    pub tls: Option<std::sync::Arc<certs::TestCerts>>,
 }
 
 impl Env {
@@ -52,6 +56,7 @@ impl Env {
             clock: ManualClock::at_unix_ms(T0),
             memory: MemoryStore::new(),
             redis: None,
+            tls: None,
         }
     }
 
@@ -62,6 +67,21 @@ impl Env {
             clock: ManualClock::at_unix_ms(T0),
             memory: MemoryStore::new(),
             redis: Some(RedisServer::start()),
+            tls: None,
+        }
+    }
+
+    /// A Redis that speaks only TLS and requires a client certificate, reached through
+    /// `rediss://` with the test's CA.
+    pub fn redis_tls() -> Self {
+        init_tracing();
+        let certs = std::sync::Arc::new(certs::TestCerts::generate());
+        Self {
+            backing: Backing::Redis,
+            clock: ManualClock::at_unix_ms(T0),
+            memory: MemoryStore::new(),
+            redis: Some(RedisServer::start_tls(std::sync::Arc::clone(&certs), true)),
+            tls: Some(certs),
         }
     }
 
@@ -74,7 +94,13 @@ impl Env {
     pub async fn bare_builder(&self) -> RetentionBuilder {
         match &self.redis {
             Some(server) => {
-                let store = RedisStore::open(&server.url()).await.expect("connect to redis");
+                let store = match &self.tls {
+                    Some(certs) => {
+                        RedisStore::open_with_tls(&server.url(), &certs.client_tls()).await
+                    }
+                    None => RedisStore::open(&server.url()).await,
+                }
+                .expect("connect to redis");
                 teloxide_retention::Retention::builder(store)
             }
             None => teloxide_retention::Retention::builder(self.memory.clone()),
@@ -112,6 +138,37 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
                     run($crate::common::Env::redis()).await
+                }
+            }
+        )*
+    };
+}
+
+/// Like [`both_stores!`], plus a third run on Redis over TLS (`name::redis_tls`): for the
+/// store suite's core cases.
+#[macro_export]
+macro_rules! every_store {
+    ($(async fn $name:ident($env:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn run($env: $crate::common::Env) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    run($crate::common::Env::memory()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    run($crate::common::Env::redis()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_tls() {
+                    run($crate::common::Env::redis_tls()).await
                 }
             }
         )*

@@ -8,13 +8,28 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::certs::{TestCerts, install_crypto_provider};
+
 pub struct RedisServer {
     dir: TempDir,
     child: Option<Child>,
-    /// Set for cluster-mode servers: the TCP port.
-    port: Option<u16>,
+    mode: Mode,
     /// Extra command-line settings.
     extra: Vec<String>,
+}
+
+/// How a server listens.
+#[derive(Clone)]
+enum Mode {
+    /// A unix socket in its temp dir (the default).
+    Unix,
+    /// A TCP port on 127.0.0.1 (Sentinel topologies).
+    Tcp(u16),
+    /// A cluster node on a TCP port.
+    Cluster(u16),
+    /// TLS only, on a TCP port, with certificates signed by the test's CA; clients must
+    /// present a certificate if `client_auth`.
+    Tls { port: u16, certs: std::sync::Arc<TestCerts>, client_auth: bool },
 }
 
 fn binary() -> String {
@@ -31,9 +46,41 @@ impl RedisServer {
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("retention-redis-").tempdir().expect("temp dir");
         let extra = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut server = Self { dir, child: None, port: None, extra };
+        let mut server = Self { dir, child: None, mode: Mode::Unix, extra };
         server.spawn();
         server
+    }
+
+    /// Starts a server on a TCP port of 127.0.0.1 (OS-chosen), with extra settings.
+    pub fn start_tcp(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("retention-tcp-").tempdir().expect("temp dir");
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut server = Self { dir, child: None, mode: Mode::Tcp(free_port()), extra };
+        server.spawn();
+        server
+    }
+
+    /// Starts a TLS-only server whose certificate `certs`' CA signed.
+    pub fn start_tls(certs: std::sync::Arc<TestCerts>, client_auth: bool) -> Self {
+        install_crypto_provider();
+        let dir = tempfile::Builder::new().prefix("retention-tls-").tempdir().expect("temp dir");
+        let port = free_port();
+        let mut server = Self {
+            dir,
+            child: None,
+            mode: Mode::Tls { port, certs, client_auth },
+            extra: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// The TCP port, for TCP, cluster and TLS servers.
+    pub fn port(&self) -> u16 {
+        match &self.mode {
+            Mode::Tcp(port) | Mode::Cluster(port) | Mode::Tls { port, .. } => *port,
+            Mode::Unix => panic!("a unix-socket server has no port"),
+        }
     }
 
     /// Starts a single-node Redis Cluster (all 16384 slots) on OS-chosen ports.
@@ -41,7 +88,7 @@ impl RedisServer {
         let dir =
             tempfile::Builder::new().prefix("retention-cluster-").tempdir().expect("temp dir");
         let port = free_port();
-        let mut server = Self { dir, child: None, port: Some(port), extra: Vec::new() };
+        let mut server = Self { dir, child: None, mode: Mode::Cluster(port), extra: Vec::new() };
         server.spawn();
         let mut conn = server.sync_connection();
         let _: () = redis::cmd("CLUSTER")
@@ -68,14 +115,24 @@ impl RedisServer {
 
     /// The URL to connect with.
     pub fn url(&self) -> String {
-        match self.port {
-            Some(port) => format!("redis://127.0.0.1:{port}/"),
-            None => format!("redis+unix://{}", self.socket().display()),
+        match &self.mode {
+            Mode::Tcp(port) | Mode::Cluster(port) => format!("redis://127.0.0.1:{port}/"),
+            Mode::Tls { port, .. } => format!("rediss://localhost:{port}/"),
+            Mode::Unix => format!("redis+unix://{}", self.socket().display()),
+        }
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.mode {
+            Mode::Tls { certs, .. } => {
+                redis::Client::build_with_tls(self.url(), certs.redis_certificates())
+            }
+            _ => redis::Client::open(self.url()),
         }
     }
 
     pub fn sync_connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        self.client().unwrap().get_connection().unwrap()
     }
 
     fn log(&self) -> PathBuf {
@@ -93,15 +150,33 @@ impl RedisServer {
             "--daemonize",
             "no",
         ]);
-        match self.port {
-            Some(port) => {
+        match self.mode.clone() {
+            Mode::Tcp(port) => {
+                cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+            }
+            Mode::Tls { port, certs, client_auth } => {
+                let write = |name: &str, pem: &str| {
+                    let path = dir.join(name);
+                    std::fs::write(&path, pem).unwrap();
+                    path
+                };
+                cmd.args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .arg("--tls-cert-file")
+                    .arg(write("server.crt", &certs.server_cert_pem))
+                    .arg("--tls-key-file")
+                    .arg(write("server.key", &certs.server_key_pem))
+                    .arg("--tls-ca-cert-file")
+                    .arg(write("ca.crt", &certs.ca_pem))
+                    .args(["--tls-auth-clients", if client_auth { "yes" } else { "no" }]);
+            }
+            Mode::Cluster(port) => {
                 let bus = free_port();
                 cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                     .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
                     .arg("--cluster-config-file")
                     .arg(dir.join("nodes.conf"));
             }
-            None => {
+            Mode::Unix => {
                 cmd.args(["--port", "0", "--unixsocketperm", "700"])
                     .arg("--unixsocket")
                     .arg(self.socket());
@@ -124,7 +199,7 @@ impl RedisServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(client) = redis::Client::open(self.url())
+            if let Ok(client) = self.client()
                 && let Ok(mut conn) = client.get_connection()
                 && redis::cmd("PING").query::<String>(&mut conn).is_ok()
             {
@@ -184,7 +259,7 @@ fn read(path: &Path) -> String {
 }
 
 /// A TCP port the OS reports free (below 55536, so that a cluster bus port fits too).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -18,4 +18,6 @@ mod layer;
 mod model;
 mod pruner;
 mod safety;
+mod sentinel;
 mod store;
+mod tls;

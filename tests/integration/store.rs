@@ -1,4 +1,5 @@
-//! The behavioural suite: every test runs against real Redis and the in-memory store.
+//! The behavioural suite: every test runs against real Redis and the in-memory store; the
+//! core cases (the first block) also against Redis over TLS with a client certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,13 @@ use teloxide_retention::{
     ErasureReason, GonePolicy, GoneReason, ManualClock, Noted, OptOutOutcome, Retention,
 };
 
-use crate::both_stores;
 use crate::common::{DAY, T0};
 use crate::support::{Gate, Recorder, kill_pass_inside_eraser};
+use crate::{both_stores, every_store};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-both_stores! {
+every_store! {
     async fn records_last_interaction(env) {
         let retention = env.builder().await.build().unwrap();
         assert_eq!(retention.note_interaction(UserId(7)).await, Noted::Written);

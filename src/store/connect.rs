@@ -1,0 +1,382 @@
+//! How [`RedisStore`](crate::RedisStore) reaches Redis beyond a plain URL: TLS with a CA or
+//! client certificate of your own, and Sentinel, whose master it follows across failovers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture};
+use redis::{ServerErrorKind, Value};
+
+use crate::error::{Error, Result};
+
+/// TLS settings for Redis beyond what a `rediss://` URL says (needs the `tls` feature, on
+/// by default).
+///
+/// A `rediss://` URL alone trusts the webpki roots (Mozilla's CA list, built into the
+/// binary), which covers managed services with public certificates (Upstash, Redis Cloud,
+/// ElastiCache with in-transit encryption). Use this for a private CA or a self-signed
+/// server, and for a client certificate when the server requires one (mutual TLS,
+/// `tls-auth-clients yes`).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), teloxide_retention::Error> {
+/// use teloxide_retention::{RedisStore, RedisTls};
+///
+/// let tls = RedisTls::new()
+///     .ca_pem(std::fs::read("/etc/redis/ca.crt").expect("CA file"))
+///     .client_cert_pem(
+///         std::fs::read("/etc/redis/client.crt").expect("certificate"),
+///         std::fs::read("/etc/redis/client.key").expect("key"),
+///     );
+/// let store = RedisStore::connect_with_tls("rediss://:password@redis.internal:6380/", &tls).await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tls")]
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    ca: Option<Vec<u8>>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.as_ref().map(|_| "PEM"))
+            .field("client_cert", &self.client.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl RedisTls {
+    /// The defaults: trust the webpki roots, no client certificate.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts only this CA (one or more PEM certificates) instead of the webpki roots.
+    #[must_use]
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and key (PEM) to the server.
+    #[must_use]
+    pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client = Some((cert.into(), key.into()));
+        self
+    }
+
+    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
+/// Without the `tls` feature there are no TLS settings to give.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RedisTls {}
+
+/// Makes sure rustls has a crypto provider: ring, unless the bot installed one itself. A
+/// build with two providers compiled in (ring through teloxide, aws-lc-rs through another
+/// crate) would otherwise panic at the first `rediss://` connection.
+pub(crate) fn ensure_crypto_provider() {
+    #[cfg(feature = "tls")]
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: a provider is installed either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// A clear error for `rediss://` in a build without the `tls` feature, instead of the
+/// client's "feature is not enabled".
+pub(crate) fn check_scheme(url: &str) -> Result<()> {
+    if cfg!(not(feature = "tls")) && url.trim_start().to_ascii_lowercase().starts_with("rediss") {
+        return Err(Error::config(
+            "a rediss:// (TLS) URL needs teloxide-retention's `tls` feature, which is on by \
+             default; enable it (or keep default features) to connect over TLS",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a Sentinel-managed Redis is: the master's name and the sentinels' addresses, with
+/// the credentials and TLS settings for the master and for the sentinels.
+///
+/// The store asks the sentinels for the current master, and asks again whenever a call
+/// fails in a way a failover causes (the connection drops or times out, or the old master,
+/// now a replica, answers `READONLY`). Interactions that could not be written meanwhile are
+/// buffered and written to the new master, as during any outage.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), teloxide_retention::Error> {
+/// use teloxide_retention::{RedisSentinel, RedisStore};
+///
+/// let sentinel = RedisSentinel::new(
+///     "mymaster",
+///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+/// )
+/// .master_password("s3cret");
+/// let store = RedisStore::open_sentinel(&sentinel)?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisSentinel {
+    master: String,
+    sentinels: Vec<String>,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    #[cfg(feature = "tls")]
+    master_tls: Option<RedisTls>,
+    #[cfg(feature = "tls")]
+    sentinel_tls: Option<RedisTls>,
+}
+
+impl std::fmt::Debug for RedisSentinel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSentinel")
+            .field("master", &self.master)
+            .field("sentinels", &self.sentinels.len())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSentinel {
+    /// The master named `master` (the name in the sentinels' `sentinel monitor` line), found
+    /// through these sentinels. Each sentinel is a URL such as `redis://10.0.0.1:26379`,
+    /// `redis://:sentinel-password@host:26379` (a sentinel `requirepass`), or `rediss://...`
+    /// for sentinels that speak TLS.
+    #[must_use]
+    pub fn new(
+        master: impl Into<String>,
+        sentinels: impl IntoIterator<Item: Into<String>>,
+    ) -> Self {
+        Self {
+            master: master.into(),
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            username: None,
+            password: None,
+            db: 0,
+            #[cfg(feature = "tls")]
+            master_tls: None,
+            #[cfg(feature = "tls")]
+            sentinel_tls: None,
+        }
+    }
+
+    /// The ACL user to log in to the master (and its replicas) with.
+    #[must_use]
+    pub fn master_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password of the master (its `requirepass`, or the ACL user's password).
+    #[must_use]
+    pub fn master_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The database number on the master (default 0).
+    #[must_use]
+    pub fn db(mut self, db: i64) -> Self {
+        self.db = db;
+        self
+    }
+
+    /// Talks TLS to the master, with these settings (`RedisTls::new()` for the webpki roots).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn master_tls(mut self, tls: RedisTls) -> Self {
+        self.master_tls = Some(tls);
+        self
+    }
+
+    /// The CA or client certificate for sentinels given as `rediss://` URLs.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn sentinel_tls(mut self, tls: RedisTls) -> Self {
+        self.sentinel_tls = Some(tls);
+        self
+    }
+
+    fn client(&self) -> Result<SentinelClient> {
+        if self.sentinels.is_empty() {
+            return Err(Error::config("RedisSentinel needs at least one sentinel address"));
+        }
+        if self.master.is_empty() {
+            return Err(Error::config("RedisSentinel needs the master's name"));
+        }
+        let mut addrs = Vec::with_capacity(self.sentinels.len());
+        let mut sentinel_auth: Option<(Option<String>, String)> = None;
+        for url in &self.sentinels {
+            check_scheme(url)?;
+            let info = url.as_str().into_connection_info().map_err(|e| {
+                Error::config(format!("sentinel address {url:?} is not a Redis URL: {e}"))
+            })?;
+            let settings = info.redis_settings();
+            if let Some(password) = settings.password() {
+                sentinel_auth = Some((settings.username().map(str::to_owned), password.to_owned()));
+            }
+            addrs.push(info.addr().clone());
+        }
+        let mut builder =
+            SentinelClientBuilder::new(addrs, &self.master, SentinelServerType::Master)?
+                .set_client_to_redis_db(self.db);
+        if let Some(username) = &self.username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some((username, password)) = sentinel_auth {
+            if let Some(username) = username {
+                builder = builder.set_client_to_sentinel_username(username);
+            }
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        #[cfg(feature = "tls")]
+        {
+            if let Some(tls) = &self.master_tls {
+                builder = builder
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_redis_certificates(tls.certificates());
+            }
+            if let Some(tls) = &self.sentinel_tls {
+                builder = builder.set_client_to_sentinel_certificates(tls.certificates());
+            }
+        }
+        Ok(builder.build()?)
+    }
+}
+
+/// A connection to the master a set of sentinels names, found again after a failover.
+pub(crate) struct SentinelConn {
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The connection in use and its generation; `None` until the first call and after a
+    /// call failed as a failover makes calls fail.
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The generation of the next connection.
+    generations: AtomicU64,
+    config: AsyncConnectionConfig,
+    db: i64,
+}
+
+impl SentinelConn {
+    pub(crate) fn new(sentinel: &RedisSentinel) -> Result<Self> {
+        ensure_crypto_provider();
+        Ok(Self {
+            client: tokio::sync::Mutex::new(sentinel.client()?),
+            current: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5))),
+            db: sentinel.db,
+        })
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The connection to the current master, asking the sentinels if there is none.
+    async fn connection(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let mut client = self.client.lock().await;
+        // Another call may have connected while this one waited.
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let master = client.async_get_client().await?;
+        let conn = master.get_multiplexed_async_connection_with_config(&self.config).await?;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((generation, conn.clone()));
+        tracing::info!(master = ?master.get_connection_info().addr(), "connected to the master Sentinel names");
+        Ok((generation, conn))
+    }
+
+    /// Forgets the connection of `generation` if `err` is how a failover looks, so that the
+    /// next call asks the sentinels again.
+    fn failed(&self, generation: u64, err: &RedisError) {
+        let failover = err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+            || matches!(
+                err.kind(),
+                redis::ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+            );
+        if !failover {
+            return;
+        }
+        let mut slot = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+            tracing::warn!(error = %err, "the Redis master failed; asking the sentinels again");
+            *slot = None;
+        }
+    }
+
+    pub(crate) fn db(&self) -> i64 {
+        self.db
+    }
+}
+
+/// A handle on a [`SentinelConn`] that sends commands as any connection does.
+#[derive(Clone)]
+pub(crate) struct SentinelHandle(pub(crate) Arc<SentinelConn>);
+
+impl ConnectionLike for SentinelHandle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.0.connection().await?;
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.0.failed(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.0.connection().await?;
+            let reply = conn.req_packed_commands(cmd, offset, count).await;
+            if let Err(e) = &reply {
+                self.0.failed(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.db()
+    }
+}

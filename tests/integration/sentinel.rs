@@ -1,0 +1,114 @@
+//! Redis Sentinel: the store follows the master across `SENTINEL FAILOVER`. A prune pass cut
+//! off by the failover, touches made while it happens and the passes after it: nobody is
+//! erased early, every due user is erased, and touches buffered during the switch reach
+//! the new master.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use teloxide::types::UserId;
+use teloxide_retention::{
+    GonePolicy, GoneReason, ManualClock, Noted, RedisSentinel, RedisStore, Retention,
+};
+
+use crate::common::sentinel::{MASTER_NAME, SentinelTopology};
+use crate::common::{DAY, T0};
+use crate::support::{Gate, Recorder, eventually};
+
+fn retention(topology: &SentinelTopology, clock: &ManualClock, eraser: Recorder) -> Retention {
+    let sentinel = RedisSentinel::new(MASTER_NAME, topology.sentinel_urls());
+    let store = RedisStore::open_sentinel(&sentinel).unwrap();
+    Retention::builder(store)
+        .inactive_after(30 * DAY)
+        .gone_policy(GonePolicy::EraseNow)
+        .lease(Duration::from_secs(60))
+        .without_commands()
+        .clock(clock.clone())
+        .erase_with(eraser)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touches_and_prunes_carry_on_across_a_sentinel_failover() {
+    crate::common::init_tracing();
+    let topology = Arc::new(SentinelTopology::start());
+    let old_master = topology.master_port();
+    let clock = ManualClock::at_unix_ms(T0);
+    let eraser = Recorder::new("profiles");
+    let bot = retention(&topology, &clock, eraser.clone());
+
+    // 40 users go inactive, one blocks the bot; ten stay active.
+    for user in 1..=41 {
+        assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
+    }
+    clock.advance(31 * DAY);
+    assert!(bot.mark_gone(UserId(41), GoneReason::Blocked).await.unwrap());
+    for user in 51..=60 {
+        assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
+    }
+
+    // A pruner claims the due users and is inside its eraser when the master fails over;
+    // it never finishes (its process is cut off).
+    let gate = Arc::new(Gate::default());
+    let stuck = retention(&topology, &clock, Recorder::new("profiles").gated(Arc::clone(&gate)));
+    let pass = tokio::spawn(async move { stuck.prune_once().await });
+    gate.entered.notified().await;
+    let new_master = tokio::task::spawn_blocking({
+        let topology = Arc::clone(&topology);
+        move || {
+            topology.sync_replica();
+            topology.failover()
+        }
+    })
+    .await
+    .unwrap();
+    assert_ne!(new_master, old_master);
+    pass.abort();
+
+    // Touches right after the switch: the first write meets the old master (now a replica,
+    // READONLY) or a dropped connection; whatever is not written is buffered.
+    let mut noted = Vec::new();
+    for user in 61..=70 {
+        noted.push(bot.note_interaction(UserId(user)).await);
+    }
+    assert!(noted.iter().all(|n| matches!(n, Noted::Written | Noted::Buffered)), "{noted:?}");
+    eventually("the buffered touches to reach the new master", || async {
+        bot.flush().await.is_ok() && bot.stats().buffered_users == 0
+    })
+    .await;
+    let mut master = redis::Client::open(format!("redis://127.0.0.1:{new_master}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for user in 61..=70 {
+        let score: Option<f64> =
+            redis::cmd("ZSCORE").arg("{retention}:seen").arg(user).query(&mut master).unwrap();
+        assert!(score.is_some(), "user {user}'s touch is on the new master");
+    }
+
+    // Within the cut-off pass's lease nobody is erased twice at once; after it, the next pass
+    // erases every due user and nobody else.
+    clock.advance(Duration::from_secs(61));
+    let erased = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    eventually("a pass on the new master", || async {
+        match bot.prune_once().await {
+            Ok(report) => {
+                erased.fetch_add(report.erased, std::sync::atomic::Ordering::SeqCst);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    let erased = erased.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(erased, 41, "40 inactive users and the one who blocked the bot");
+    for user in 1..=41 {
+        assert!(eraser.erased(user) >= 1, "user {user} erased");
+    }
+    for user in 51..=70 {
+        assert_eq!(eraser.erased(user), 0, "user {user} is active and kept");
+    }
+    assert_eq!(bot.tracked_users().await.unwrap(), 20);
+    assert_eq!(bot.prune_once().await.unwrap().claimed, 0);
+}
