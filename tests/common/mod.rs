@@ -4,6 +4,7 @@
 
 pub mod bot_api;
 pub mod certs;
+pub mod cluster;
 pub mod proxy;
 pub mod redis_server;
 pub mod sentinel;

@@ -83,6 +83,21 @@ impl RedisServer {
         }
     }
 
+    /// Starts a cluster-mode node with no slots (for `redis-cli --cluster create`), with extra
+    /// settings.
+    pub fn start_cluster_node(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("retention-node-").tempdir().expect("temp dir");
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut server = Self { dir, child: None, mode: Mode::Cluster(free_port()), extra };
+        server.spawn();
+        server
+    }
+
+    /// `true` while the server process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts a single-node Redis Cluster (all 16384 slots) on OS-chosen ports.
     pub fn start_cluster() -> Self {
         let dir =

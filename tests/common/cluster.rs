@@ -1,0 +1,161 @@
+//! A Redis Cluster of three masters with one replica each, made by
+//! `redis-cli --cluster create`, on OS-chosen ports of 127.0.0.1; killed on drop.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::redis_server::RedisServer;
+
+pub struct ClusterTopology {
+    pub nodes: Vec<RedisServer>,
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn redis_cli() -> Command {
+    let mut cmd =
+        Command::new(std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".into()));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+impl ClusterTopology {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| RedisServer::start_cluster_node(&["--cluster-node-timeout", "1000"]))
+            .collect();
+        let out = redis_cli()
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (install redis-tools / redis-server)");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let topology = Self { nodes };
+        topology.wait_ok();
+        topology
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.is_running()).map(|n| n.url()).collect()
+    }
+
+    /// Waits until every running node says the cluster is ok and agrees on who serves
+    /// `slot`-holding masters.
+    pub fn wait_ok(&self) {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let mut conn = node.sync_connection();
+            wait_for("cluster_state:ok", || {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+                info.contains("cluster_state:ok")
+            });
+        }
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot(&self, key: &str) -> u16 {
+        let mut conn = self.any().sync_connection();
+        redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut conn).unwrap()
+    }
+
+    fn any(&self) -> &RedisServer {
+        self.nodes.iter().find(|n| n.is_running()).expect("a running node")
+    }
+
+    /// `(node id, port)` of every master, from `CLUSTER NODES`.
+    fn masters(&self) -> Vec<(String, u16, Vec<(u16, u16)>)> {
+        let mut conn = self.any().sync_connection();
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).unwrap();
+        nodes
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port = f[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+                let ranges = f[8..]
+                    .iter()
+                    .filter(|r| !r.starts_with('['))
+                    .map(|r| match r.split_once('-') {
+                        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                        None => (r.parse().unwrap(), r.parse().unwrap()),
+                    })
+                    .collect();
+                (f[0].to_owned(), port, ranges)
+            })
+            .collect()
+    }
+
+    /// The node id and port of the master serving `slot`.
+    pub fn master_of(&self, slot: u16) -> (String, u16) {
+        self.try_master_of(slot).expect("a master serves the slot")
+    }
+
+    fn try_master_of(&self, slot: u16) -> Option<(String, u16)> {
+        self.masters()
+            .into_iter()
+            .find(|(_, _, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|(id, port, _)| (id, port))
+    }
+
+    /// Another master than the one serving `slot`.
+    pub fn other_master(&self, slot: u16) -> (String, u16) {
+        let (owner, _) = self.master_of(slot);
+        self.masters()
+            .into_iter()
+            .find(|(id, _, _)| *id != owner)
+            .map(|(id, p, _)| (id, p))
+            .unwrap()
+    }
+
+    /// The number of slots `node` serves.
+    pub fn slots_of(&self, node: &str) -> u32 {
+        let masters = self.masters();
+        let (_, _, ranges) = masters.iter().find(|(id, _, _)| id == node).unwrap();
+        ranges.iter().map(|(a, b)| u32::from(b - a + 1)).sum()
+    }
+
+    /// Waits until the replica has every write of the master on `port`.
+    pub fn sync_replica_of(&self, port: u16) {
+        let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
+        let mut conn = node.sync_connection();
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut conn).unwrap();
+        assert_eq!(acked, 1, "the replica acknowledged the writes");
+    }
+
+    /// Kills the master serving `slot` and waits until its replica serves it.
+    pub fn kill_master_of(&mut self, slot: u16) -> u16 {
+        let (_, port) = self.master_of(slot);
+        self.nodes.iter_mut().find(|n| n.port() == port).unwrap().stop();
+        wait_for("the replica to take the slot over", || {
+            self.try_master_of(slot).is_some_and(|(_, now)| now != port)
+        });
+        self.wait_ok();
+        self.master_of(slot).1
+    }
+
+    /// Starts `redis-cli --cluster reshard` moving every slot of `from` to `to`; returns the
+    /// running process, whose output goes to `log` (a pipe nobody reads would fill up and
+    /// stall it).
+    pub fn reshard(&self, from: &str, to: &str, log: &std::path::Path) -> std::process::Child {
+        let out = std::fs::File::create(log).unwrap();
+        redis_cli()
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", self.any().port())])
+            .args(["--cluster-from", from, "--cluster-to", to])
+            .args(["--cluster-slots", &self.slots_of(from).to_string(), "--cluster-yes"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("redis-cli")
+    }
+}
