@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::redis_server::RedisServer;
 
+/// A master's node id, port and slot ranges.
+type Master = (String, u16, Vec<(u16, u16)>);
+
 pub struct ClusterTopology {
     pub nodes: Vec<RedisServer>,
 }
@@ -73,8 +76,8 @@ impl ClusterTopology {
         self.nodes.iter().find(|n| n.is_running()).expect("a running node")
     }
 
-    /// `(node id, port)` of every master, from `CLUSTER NODES`.
-    fn masters(&self) -> Vec<(String, u16, Vec<(u16, u16)>)> {
+    /// `(node id, port, slot ranges)` of every healthy master, from `CLUSTER NODES`.
+    fn masters(&self) -> Vec<Master> {
         let mut conn = self.any().sync_connection();
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).unwrap();
         nodes
