@@ -65,7 +65,7 @@ impl Flows<'_> {
         match &update.kind {
             UpdateKind::Message(msg) => {
                 let Some(command) = parse(commands, msg, &me) else { return false };
-                self.on_command(&*bot, &me, commands, msg, command).await;
+                self.on_command(&*bot, &me, msg, command).await;
                 true
             }
             UpdateKind::CallbackQuery(query) => {
@@ -74,23 +74,18 @@ impl Flows<'_> {
                 else {
                     return false;
                 };
-                self.on_button(&*bot, commands, query, data).await;
+                self.on_button(&*bot, query, data).await;
                 true
             }
             _ => false,
         }
     }
 
-    async fn on_command<R>(
-        &self,
-        bot: &R,
-        me: &Me,
-        commands: &Commands,
-        msg: &Message,
-        command: Command,
-    ) where
+    async fn on_command<R>(&self, bot: &R, me: &Me, msg: &Message, command: Command)
+    where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
+        let commands = self.commands;
         let Some(from) = msg.from.as_ref() else { return };
         let (user, language) = (from.id, from.language_code.as_deref());
         let texts = commands.texts_for(language);
@@ -116,7 +111,7 @@ impl Flows<'_> {
             self.say(bot, chat, text, Some(InlineKeyboardMarkup::new([[button]]))).await;
             return;
         }
-        match self.within_rate_limit(commands, user, command).await {
+        match self.within_rate_limit(user, command).await {
             Ok(true) => {}
             Ok(false) => {
                 self.say(bot, chat, texts.rate_limited.replace("{command}", &slash), None).await;
@@ -128,18 +123,14 @@ impl Flows<'_> {
             }
         }
         match command {
-            Command::Remove => self.ask_to_confirm(bot, commands, texts, chat, user).await,
-            Command::Export => self.send_export(bot, commands, texts, chat, user).await,
+            Command::Remove => self.ask_to_confirm(bot, texts, chat, user).await,
+            Command::Export => self.send_export(bot, texts, chat, user).await,
             Command::Privacy => {}
         }
     }
 
-    async fn within_rate_limit(
-        &self,
-        commands: &Commands,
-        user: UserId,
-        command: Command,
-    ) -> Result<bool, ()> {
+    async fn within_rate_limit(&self, user: UserId, command: Command) -> Result<bool, ()> {
+        let commands = self.commands;
         let action = if command == Command::Remove { "erase" } else { "export" };
         let window_ms = duration_ms(commands.window).max(1);
         let window = self.engine.clock.now_ms().div_euclid(window_ms);
@@ -153,16 +144,11 @@ impl Flows<'_> {
         }
     }
 
-    async fn ask_to_confirm<R>(
-        &self,
-        bot: &R,
-        commands: &Commands,
-        texts: &Texts,
-        chat: ChatId,
-        user: UserId,
-    ) where
+    async fn ask_to_confirm<R>(&self, bot: &R, texts: &Texts, chat: ChatId, user: UserId)
+    where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
+        let commands = self.commands;
         let nonce = random_id();
         let issued = self.engine.clock.now_ms();
         let ttl = duration_ms(commands.confirm_within);
@@ -185,10 +171,11 @@ impl Flows<'_> {
         self.say(bot, chat, text, Some(keyboard)).await;
     }
 
-    async fn on_button<R>(&self, bot: &R, commands: &Commands, query: &CallbackQuery, data: &str)
+    async fn on_button<R>(&self, bot: &R, query: &CallbackQuery, data: &str)
     where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
+        let commands = self.commands;
         let texts = commands.texts_for(query.from.language_code.as_deref());
         let slash = format!("/{}", commands.remove.as_deref().unwrap_or_default());
         let expired = texts.expired.replace("{command}", &slash);
@@ -248,16 +235,11 @@ impl Flows<'_> {
         self.replace_prompt(bot, query, text).await;
     }
 
-    async fn send_export<R>(
-        &self,
-        bot: &R,
-        commands: &Commands,
-        texts: &Texts,
-        chat: ChatId,
-        user: UserId,
-    ) where
+    async fn send_export<R>(&self, bot: &R, texts: &Texts, chat: ChatId, user: UserId)
+    where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
+        let commands = self.commands;
         let document = match self.engine.export(user).await {
             Ok(document) => document,
             Err(e) => {

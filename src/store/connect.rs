@@ -348,16 +348,25 @@ impl SentinelConn {
 #[derive(Clone)]
 pub(crate) struct SentinelHandle(pub(crate) Arc<SentinelConn>);
 
+impl SentinelHandle {
+    /// Runs `send` on the current master's connection; a failure that looks like a
+    /// failover makes the next call ask the sentinels again.
+    async fn on_master<T>(
+        &self,
+        send: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let (generation, mut conn) = self.0.connection().await?;
+        let reply = send(&mut conn).await;
+        if let Err(e) = &reply {
+            self.0.failed(generation, e);
+        }
+        reply
+    }
+}
+
 impl ConnectionLike for SentinelHandle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let (generation, mut conn) = self.0.connection().await?;
-            let reply = conn.req_packed_command(cmd).await;
-            if let Err(e) = &reply {
-                self.0.failed(generation, e);
-            }
-            reply
-        })
+        Box::pin(self.on_master(async |conn| conn.req_packed_command(cmd).await))
     }
 
     fn req_packed_commands<'a>(
@@ -366,14 +375,9 @@ impl ConnectionLike for SentinelHandle {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let (generation, mut conn) = self.0.connection().await?;
-            let reply = conn.req_packed_commands(cmd, offset, count).await;
-            if let Err(e) = &reply {
-                self.0.failed(generation, e);
-            }
-            reply
-        })
+        Box::pin(
+            self.on_master(async move |conn| conn.req_packed_commands(cmd, offset, count).await),
+        )
     }
 
     fn get_db(&self) -> i64 {

@@ -14,7 +14,9 @@ use teloxide_retention::{
 
 use crate::common::cluster::ClusterTopology;
 use crate::common::{DAY, FakeBotApi, RedisServer, T0, dispatch, updates as u};
-use crate::support::{Gate, Recorder, eventually};
+use crate::support::{
+    Gate, Recorder, eventually, prune_once_settled, touches_reach_the_new_master,
+};
 
 fn message_tree() -> UpdateHandler<RequestError> {
     Update::filter_message().endpoint(|| async { Ok(()) })
@@ -137,38 +139,10 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
     .unwrap();
     pass.abort();
 
-    let mut noted = Vec::new();
-    for user in 61..=70 {
-        noted.push(bot.note_interaction(UserId(user)).await);
-    }
-    assert!(noted.iter().all(|n| matches!(n, Noted::Written | Noted::Buffered)), "{noted:?}");
-    eventually("the buffered touches to reach the promoted replica", || async {
-        bot.flush().await.is_ok() && bot.stats().buffered_users == 0
-    })
-    .await;
-    let mut master = redis::Client::open(format!("redis://127.0.0.1:{new_master}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    for user in 61..=70 {
-        let score: Option<f64> =
-            redis::cmd("ZSCORE").arg("{retention}:seen").arg(user).query(&mut master).unwrap();
-        assert!(score.is_some(), "user {user}'s touch is on the promoted replica");
-    }
+    touches_reach_the_new_master(&bot, 61..=70, new_master).await;
 
     clock.advance(std::time::Duration::from_secs(61));
-    let erased = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    eventually("a pass after the failover", || async {
-        match bot.prune_once().await {
-            Ok(report) => {
-                erased.fetch_add(report.erased, std::sync::atomic::Ordering::SeqCst);
-                true
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
-    assert_eq!(erased.load(std::sync::atomic::Ordering::SeqCst), 40);
+    assert_eq!(prune_once_settled(&bot).await, 40);
     for user in 1..=40 {
         assert!(eraser.erased(user) >= 1, "user {user} erased");
     }

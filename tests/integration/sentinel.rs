@@ -13,7 +13,7 @@ use teloxide_retention::{
 
 use crate::common::sentinel::{MASTER_NAME, SentinelTopology};
 use crate::common::{DAY, T0};
-use crate::support::{Gate, Recorder, eventually};
+use crate::support::{Gate, Recorder, prune_once_settled, touches_reach_the_new_master};
 
 fn retention(topology: &SentinelTopology, clock: &ManualClock, eraser: Recorder) -> Retention {
     let sentinel = RedisSentinel::new(MASTER_NAME, topology.sentinel_urls());
@@ -68,40 +68,12 @@ async fn touches_and_prunes_carry_on_across_a_sentinel_failover() {
 
     // Touches right after the switch: the first write meets the old master (now a replica,
     // READONLY) or a dropped connection; whatever is not written is buffered.
-    let mut noted = Vec::new();
-    for user in 61..=70 {
-        noted.push(bot.note_interaction(UserId(user)).await);
-    }
-    assert!(noted.iter().all(|n| matches!(n, Noted::Written | Noted::Buffered)), "{noted:?}");
-    eventually("the buffered touches to reach the new master", || async {
-        bot.flush().await.is_ok() && bot.stats().buffered_users == 0
-    })
-    .await;
-    let mut master = redis::Client::open(format!("redis://127.0.0.1:{new_master}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    for user in 61..=70 {
-        let score: Option<f64> =
-            redis::cmd("ZSCORE").arg("{retention}:seen").arg(user).query(&mut master).unwrap();
-        assert!(score.is_some(), "user {user}'s touch is on the new master");
-    }
+    touches_reach_the_new_master(&bot, 61..=70, new_master).await;
 
     // Within the cut-off pass's lease nobody is erased twice at once; after it, the next pass
     // erases every due user and nobody else.
     clock.advance(Duration::from_secs(61));
-    let erased = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    eventually("a pass on the new master", || async {
-        match bot.prune_once().await {
-            Ok(report) => {
-                erased.fetch_add(report.erased, std::sync::atomic::Ordering::SeqCst);
-                true
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
-    let erased = erased.load(std::sync::atomic::Ordering::SeqCst);
+    let erased = prune_once_settled(&bot).await;
     assert_eq!(erased, 41, "40 inactive users and the one who blocked the bot");
     for user in 1..=41 {
         assert!(eraser.erased(user) >= 1, "user {user} erased");

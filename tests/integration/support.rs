@@ -126,3 +126,48 @@ pub async fn kill_pass_inside_eraser(retention: &teloxide_retention::Retention, 
     pass.abort();
     assert!(pass.await.unwrap_err().is_cancelled(), "the pass was killed, not finished");
 }
+
+/// After a switch of master: touches of `users` are written or buffered (never dropped),
+/// and all of them reach the Redis on `port` (the new master).
+pub async fn touches_reach_the_new_master(
+    bot: &teloxide_retention::Retention,
+    users: std::ops::RangeInclusive<u64>,
+    port: u16,
+) {
+    use teloxide_retention::Noted;
+    let mut noted = Vec::new();
+    for user in users.clone() {
+        noted.push(bot.note_interaction(teloxide::types::UserId(user)).await);
+    }
+    assert!(noted.iter().all(|n| matches!(n, Noted::Written | Noted::Buffered)), "{noted:?}");
+    eventually("the buffered touches to reach the new master", || async {
+        bot.flush().await.is_ok() && bot.stats().buffered_users == 0
+    })
+    .await;
+    let mut master = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for user in users {
+        let score: Option<f64> =
+            redis::cmd("ZSCORE").arg("{retention}:seen").arg(user).query(&mut master).unwrap();
+        assert!(score.is_some(), "user {user}'s touch is on the new master");
+    }
+}
+
+/// Runs prune passes until one succeeds (the first ones may meet a topology still
+/// settling); returns how many users it erased.
+pub async fn prune_once_settled(bot: &teloxide_retention::Retention) -> u64 {
+    let erased = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    eventually("a prune pass after the switch", || async {
+        match bot.prune_once().await {
+            Ok(report) => {
+                erased.store(report.erased, std::sync::atomic::Ordering::SeqCst);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    erased.load(std::sync::atomic::Ordering::SeqCst)
+}
