@@ -116,6 +116,15 @@ impl RetentionBuilder {
         self
     }
 
+    /// How many shards a pass erases from at once, on a store split into shards
+    /// ([`RedisStore::with_shards`](crate::RedisStore::with_shards)): at least 1, default 4.
+    /// Each runs its batches through the erasers, so the bot's own stores see up to this
+    /// many batches at a time. Without shards a pass runs one batch at a time.
+    pub fn prune_concurrency(mut self, shards: usize) -> Self {
+        self.config.prune_concurrency = shards;
+        self
+    }
+
     /// How long a pruner may hold claimed users before another pruner takes them over.
     /// Default 2 minutes, at least 5 seconds, and at least twice the eraser timeout.
     pub fn lease(mut self, lease: Duration) -> Self {

@@ -45,6 +45,7 @@ pub(crate) struct Config {
     pub(crate) resolution: Duration,
     pub(crate) prune_interval: Duration,
     pub(crate) batch_size: usize,
+    pub(crate) prune_concurrency: usize,
     pub(crate) lease: Duration,
     pub(crate) eraser_timeout: Duration,
     pub(crate) follow_up_delay: Duration,
@@ -75,6 +76,7 @@ pub(crate) struct PartialConfig {
     pub(crate) resolution: Duration,
     pub(crate) prune_interval: Duration,
     pub(crate) batch_size: usize,
+    pub(crate) prune_concurrency: usize,
     pub(crate) lease: Duration,
     pub(crate) eraser_timeout: Duration,
     pub(crate) follow_up_delay: Duration,
@@ -96,6 +98,7 @@ impl Default for PartialConfig {
             resolution: Duration::from_secs(60),
             prune_interval: Duration::from_secs(10 * 60),
             batch_size: 500,
+            prune_concurrency: 4,
             lease: Duration::from_secs(120),
             eraser_timeout: Duration::from_secs(30),
             follow_up_delay: Duration::from_secs(60),
@@ -132,7 +135,7 @@ impl PartialConfig {
                 return Err(Error::config(format!("{name} must be longer than zero")));
             }
         }
-        validate_namespace(&c.namespace)?;
+        crate::store::validate_namespace(&c.namespace)?;
         if inactive_after <= c.resolution.saturating_mul(2) {
             return Err(Error::config(format!(
                 "inactive_after ({inactive_after:?}) must be longer than twice the \
@@ -145,6 +148,9 @@ impl PartialConfig {
                 "batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}",
                 c.batch_size
             )));
+        }
+        if c.prune_concurrency == 0 {
+            return Err(Error::config("prune_concurrency must be at least 1"));
         }
         if c.lease < MIN_LEASE {
             return Err(Error::config(format!(
@@ -179,6 +185,7 @@ impl PartialConfig {
             resolution: c.resolution,
             prune_interval: c.prune_interval,
             batch_size: c.batch_size,
+            prune_concurrency: c.prune_concurrency,
             lease: c.lease,
             eraser_timeout: c.eraser_timeout,
             follow_up_delay: c.follow_up_delay,
@@ -202,19 +209,4 @@ impl Config {
             .validate()
             .expect("the defaults are valid")
     }
-}
-
-fn validate_namespace(ns: &str) -> Result<()> {
-    if ns.is_empty() {
-        return Err(Error::config("namespace must not be empty"));
-    }
-    if ns.len() > 64 {
-        return Err(Error::config("namespace must be at most 64 bytes"));
-    }
-    if let Some(bad) = ns.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
-        return Err(Error::config(format!(
-            "namespace {ns:?} contains {bad:?}; use letters, digits, '-', '_', '.' and ':'"
-        )));
-    }
-    Ok(())
 }

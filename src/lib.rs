@@ -35,5 +35,5 @@ pub use retention::{Retention, RetentionExt};
 pub use stats::Stats;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;
-pub use store::{MemoryStore, RedisSentinel, RedisStore, Store};
+pub use store::{MemoryStore, RedisSentinel, RedisStore, Resharded, Store};
 pub use tracker::Noted;

@@ -12,7 +12,8 @@ use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::stats::{Counters, PerReason};
-use crate::store::random_id;
+use crate::store::{Backend, random_id};
+use futures_util::stream::{self, StreamExt};
 
 /// What one prune pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +52,25 @@ impl PassReport {
     #[must_use]
     pub fn erased_for(&self, reason: ErasureReason) -> u64 {
         self.erased_by_reason.get(reason)
+    }
+
+    /// Adds the report of one part (shard) of a pass.
+    fn absorb(&mut self, part: Self) {
+        self.claimed += part.claimed;
+        self.erased += part.erased;
+        for reason in ErasureReason::ALL {
+            self.erased_by_reason.add(reason, part.erased_by_reason.get(reason));
+        }
+        self.returned += part.returned;
+        self.failed += part.failed;
+        self.leases_lost += part.leases_lost;
+        self.batches += part.batches;
+        self.inactivity_held = self.inactivity_held.take().or(part.inactivity_held);
+        for entry in part.unreadable {
+            if !self.unreadable.contains(&entry) {
+                self.unreadable.push(entry);
+            }
+        }
     }
 }
 
@@ -217,7 +237,7 @@ impl Pruner {
                     "prune pass done"
                 ),
                 Ok(_) => tracing::debug!("prune pass: nothing to erase"),
-                Err(e @ Error::Unsafe(_)) => {
+                Err(e @ (Error::Unsafe(_) | Error::Config(_))) => {
                     tracing::error!(error = %e, "prune pass refused; retrying next interval");
                 }
                 Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),
@@ -271,14 +291,55 @@ impl Pruner {
         self.engine.call(self.engine.backend.accept_lost_tracking()).await
     }
 
+    /// One pass: claims from every part of the store (each shard of a sharded namespace),
+    /// at most `prune_concurrency` at a time, until none has due users left.
     async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
         let started = Instant::now();
-        let config = &self.engine.config;
-        let mut report = PassReport::default();
         self.engine.tracker.sync_clock_if_stale().await;
         self.check_store().await?;
+        let parts = self.engine.backend.parts();
+        let concurrency = self.engine.config.prune_concurrency.clamp(1, parts.len().max(1));
+        // Indices, not the parts themselves: a closure over borrowed parts is not `Send`
+        // for every lifetime, which `tokio::spawn` needs.
+        let passes: Vec<Result<PassReport>> = stream::iter(0..parts.len())
+            .map(|i| self.pass_over(parts[i], token))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut report = PassReport::default();
+        let mut failure = None;
+        for pass in passes {
+            match pass {
+                Ok(part) => report.absorb(part),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        for entry in &report.unreadable {
+            tracing::error!(
+                entry = %entry,
+                "left an entry this version cannot read in place; it is not erased"
+            );
+        }
+        if let Some(why) = &report.inactivity_held {
+            Counters::add(&self.engine.counters.inactivity_held, 1);
+            tracing::warn!(reason = %why, "holding back erasures for inactivity");
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        report.elapsed = started.elapsed();
+        Counters::add(&self.engine.counters.prune_passes, 1);
+        Ok(report)
+    }
+
+    /// Claims from one part of the store until it has no due users left.
+    async fn pass_over(&self, part: &dyn Backend, token: &CancellationToken) -> Result<PassReport> {
+        let config = &self.engine.config;
+        let mut report = PassReport::default();
         while !token.is_cancelled() {
-            let claim = self.engine.backend.claim(
+            let claim = part.claim(
                 self.engine.claim_times(),
                 config.writer_window(),
                 config.batch_size,
@@ -288,19 +349,11 @@ impl Pruner {
             for entry in std::mem::take(&mut batch.unreadable) {
                 // Every claim of the pass meets them again: report each once.
                 if !report.unreadable.contains(&entry) {
-                    tracing::error!(
-                        entry = %entry,
-                        "left an entry this version cannot read in place; it is not erased"
-                    );
                     report.unreadable.push(entry);
                 }
             }
-            if let Some(why) = &batch.held
-                && report.inactivity_held.is_none()
-            {
-                Counters::add(&self.engine.counters.inactivity_held, 1);
-                tracing::warn!(reason = %why, "holding back erasures for inactivity");
-                report.inactivity_held = Some(why.clone());
+            if report.inactivity_held.is_none() {
+                report.inactivity_held = batch.held.take();
             }
             for user in std::mem::take(&mut batch.returned) {
                 tracing::info!(user, "a gone user came back; erasure cancelled");
@@ -323,8 +376,6 @@ impl Pruner {
             }
             report.failed += finished.failed.len() as u64;
         }
-        report.elapsed = started.elapsed();
-        Counters::add(&self.engine.counters.prune_passes, 1);
         Ok(report)
     }
 }

@@ -842,6 +842,9 @@ mod tests {
         }
 
         impl Backend for Held {
+            fn parts(&self) -> Vec<&dyn Backend> {
+                vec![self]
+            }
             fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
                 Box::pin(async move {
                     if self.store.hold.load(std::sync::atomic::Ordering::SeqCst) {

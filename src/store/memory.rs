@@ -206,6 +206,10 @@ impl Bound {
 }
 
 impl Backend for Bound {
+    fn parts(&self) -> Vec<&dyn Backend> {
+        vec![self]
+    }
+
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
         self.ready(|s| {
             for &(user, ms) in touches {

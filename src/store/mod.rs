@@ -29,19 +29,20 @@ mod connect;
 pub(crate) mod memory;
 pub(crate) mod redis;
 mod scripts;
+mod sharded;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
 use crate::erase::ErasureReason;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub use self::connect::RedisSentinel;
 #[cfg(feature = "tls")]
 pub use self::connect::RedisTls;
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, Resharded};
 
 /// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`] or
 /// [`MemoryStore`].
@@ -189,6 +190,22 @@ pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
     Ok((reason, marked_at, attempts))
 }
 
+/// A namespace names every key's hash tag: short, and without braces or spaces.
+pub(crate) fn validate_namespace(ns: &str) -> Result<()> {
+    if ns.is_empty() {
+        return Err(Error::config("namespace must not be empty"));
+    }
+    if ns.len() > 64 {
+        return Err(Error::config("namespace must be at most 64 bytes"));
+    }
+    if let Some(bad) = ns.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c))) {
+        return Err(Error::config(format!(
+            "namespace {ns:?} contains {bad:?}; use letters, digits, '-', '_', '.' and ':'"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a store call under the store timeout `limit`.
 pub(crate) async fn bounded<T>(
     limit: std::time::Duration,
@@ -213,6 +230,11 @@ pub(crate) type DynBackend = Arc<dyn Backend>;
 ///
 /// Invariant kept by every operation: a user is in at most one of the queue and a batch.
 pub(crate) trait Backend: Send + Sync {
+    /// The parts a pass claims from, each on its own: the shards of a sharded namespace,
+    /// otherwise the backend itself. A batch claimed from a part is finished through the
+    /// whole backend, which sends it back to that part.
+    fn parts(&self) -> Vec<&dyn Backend>;
+
     /// Records interactions: `seen[user] = max(seen[user], ms)`.
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>>;
 

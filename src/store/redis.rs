@@ -7,9 +7,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::scripts::{
-    CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, MARKER, PREVIEW, SCHEDULE, STATUS,
-    UNSCHEDULE_GONE,
+    CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, LAYOUT, MARKER, PREVIEW, SCHEDULE,
+    STATUS, UNSCHEDULE_GONE,
 };
+use super::sharded::{DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, Sharded, shard_tag};
 
 use super::connect::{RedisSentinel, RedisTls};
 use super::connect::{SentinelConn, SentinelHandle, check_scheme, ensure_crypto_provider};
@@ -38,8 +39,10 @@ pub(crate) const MIN_REDIS: (u32, u32) = (7, 0);
 /// Sentinel-managed master ([`RedisStore::open_sentinel`]) or a Redis Cluster.
 ///
 /// All keys of a namespace share one hash tag (`{retention}:seen`, `{retention}:queue`, ...),
-/// so the multi-key scripts of the claim -> erase -> finish protocol run on Redis Cluster too. Several
-/// bot replicas may share one store.
+/// so the multi-key scripts of the claim -> erase -> finish protocol run on Redis Cluster too.
+/// On a cluster the namespace is split into shards, each with a hash tag of its own, so that
+/// its users are spread over every master ([`RedisStore::with_shards`]). Several bot replicas
+/// may share one store.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), teloxide_retention::Error> {
@@ -56,6 +59,8 @@ pub(crate) const MIN_REDIS: (u32, u32) = (7, 0);
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
+    /// Shards per namespace; `None`: the default for the connection kind.
+    shards: Option<usize>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -65,7 +70,10 @@ impl std::fmt::Debug for RedisStore {
             Conn::Cluster(_) => "cluster",
             Conn::Sentinel(_) => "sentinel",
         };
-        f.debug_struct("RedisStore").field("connection", &kind).finish()
+        f.debug_struct("RedisStore")
+            .field("connection", &kind)
+            .field("shards", &self.shards())
+            .finish()
     }
 }
 
@@ -185,10 +193,13 @@ impl RedisStore {
     /// [`Error::Config`] or [`Error::Redis`] if a sentinel address or setting is invalid.
     pub fn open_sentinel(sentinel: &RedisSentinel) -> Result<Self> {
         let conn = SentinelConn::new(sentinel)?;
-        Ok(Self { conn: Conn::Sentinel(SentinelHandle(Arc::new(conn))) })
+        Ok(Self { conn: Conn::Sentinel(SentinelHandle(Arc::new(conn))), shards: None })
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://` or `rediss://`).
+    ///
+    /// Each namespace is split into 24 shards unless [`RedisStore::with_shards`] says
+    /// otherwise: 24 spreads users evenly over 1, 2, 3, 4, 6, 8, 12 or 24 masters.
     ///
     /// # Errors
     ///
@@ -230,15 +241,152 @@ impl RedisStore {
     /// Uses a connection manager you configured yourself.
     #[must_use]
     pub fn from_manager(manager: ConnectionManager) -> Self {
-        Self { conn: Conn::Single(manager) }
+        Self { conn: Conn::Single(manager), shards: None }
     }
 
     /// Uses a cluster connection you configured yourself.
     #[must_use]
     pub fn from_cluster(conn: ClusterConnection) -> Self {
-        Self { conn: Conn::Cluster(conn) }
+        Self { conn: Conn::Cluster(conn), shards: None }
+    }
+
+    /// Splits each namespace into `count` shards, each with a Redis Cluster hash tag of its
+    /// own, so that its users, queues and batches are spread over the cluster's masters (a
+    /// user's keys all stay in the user's shard). The default is 1 on a single server or
+    /// Sentinel (the layout of one hash tag, `{retention}:seen`) and 24 on a cluster.
+    ///
+    /// A namespace records its shard count when first used; opening it with another count
+    /// fails with [`Error::Config`] on every call (nothing is written to the wrong shard)
+    /// until the count matches or the users are moved with [`RedisStore::reshard`].
+    /// Choose a multiple of the number of masters, with room to grow: shards are the unit
+    /// that `redis-cli --cluster reshard` can move, and each costs one script call per pass.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), teloxide_retention::Error> {
+    /// use teloxide_retention::RedisStore;
+    ///
+    /// let store = RedisStore::open_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .await?
+    ///     .with_shards(12)?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `count` is 0 or above 1024.
+    pub fn with_shards(mut self, count: usize) -> Result<Self> {
+        check_shard_count(count)?;
+        self.shards = Some(count);
+        Ok(self)
+    }
+
+    /// The number of shards each namespace is split into (see [`RedisStore::with_shards`]).
+    #[must_use]
+    pub fn shards(&self) -> usize {
+        self.shards.unwrap_or(match self.conn {
+            Conn::Cluster(_) => DEFAULT_CLUSTER_SHARDS,
+            Conn::Single(_) | Conn::Sentinel(_) => 1,
+        })
+    }
+
+    /// Moves every user of `namespace` to a layout of `count` shards and records the new
+    /// count: the operation to run when the shard count changes (also to shard a namespace
+    /// written by a version that did not shard, whose count is 1).
+    ///
+    /// Stop every bot of the namespace first (a bot removes its heartbeat when it shuts
+    /// down cleanly); open them again with [`RedisStore::with_shards`]`(count)` afterwards.
+    /// While the move runs, bots that start refuse to touch the namespace. It is
+    /// resumable: if it is interrupted, run it again with the same count. Confirmation
+    /// nonces and rate-limit counters are not moved (they expire within minutes).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), teloxide_retention::Error> {
+    /// use teloxide_retention::RedisStore;
+    ///
+    /// let store = RedisStore::open_cluster(["redis://10.0.0.1:7000"]).await?;
+    /// let moved = store.reshard("retention", 48).await?;
+    /// println!("{} users moved from {} to {} shards", moved.users, moved.from, moved.to);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace or count, or if an unfinished resharding
+    /// of this namespace goes to another count; [`Error::Unsafe`] if a bot still sends
+    /// heartbeats or a prune batch is unfinished; [`Error::Redis`] if Redis fails (run it
+    /// again).
+    pub async fn reshard(&self, namespace: &str, count: usize) -> Result<Resharded> {
+        crate::store::validate_namespace(namespace)?;
+        check_shard_count(count)?;
+        let home = Bound::new(self.conn.clone(), namespace);
+        let layout = |n: usize| -> Vec<Bound> {
+            (0..n).map(|i| Bound::new(self.conn.clone(), &shard_tag(namespace, i, n))).collect()
+        };
+        let (from, unfinished) = home.stored_layout().await?;
+        if let Some(to) = unfinished
+            && to != count
+        {
+            return Err(Error::config(format!(
+                "namespace {namespace:?} is being resharded from {from} to {to} shards; finish \
+                 that first with RedisStore::reshard({namespace:?}, {to})"
+            )));
+        }
+        let mut moved = Resharded { from, to: count, users: 0, scheduled: 0 };
+        if from == count {
+            return Ok(moved);
+        }
+        let old = layout(from);
+        let new = layout(count);
+        if unfinished.is_none() {
+            for shard in &old {
+                shard.check_quiet().await?;
+            }
+            home.set_resharding(from, count).await?;
+        }
+        for shard in &new {
+            // The marker that tells a lost `seen` from a new one.
+            shard.accept_lost_tracking().await?;
+        }
+        for (index, shard) in old.iter().enumerate() {
+            let (users, scheduled) = shard.move_users(&new).await?;
+            moved.users += users;
+            moved.scheduled += scheduled;
+            tracing::info!(shard = index, of = from, users, scheduled, "shard moved");
+        }
+        home.finish_resharding(count).await?;
+        Ok(moved)
     }
 }
+
+/// What [`RedisStore::reshard`] moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Resharded {
+    /// The shard count before.
+    pub from: usize,
+    /// The shard count now.
+    pub to: usize,
+    /// Tracked users moved.
+    pub users: u64,
+    /// Scheduled erasures moved.
+    pub scheduled: u64,
+}
+
+/// A shard count must be between 1 and [`MAX_SHARDS`].
+fn check_shard_count(count: usize) -> Result<()> {
+    if (1..=MAX_SHARDS).contains(&count) {
+        Ok(())
+    } else {
+        Err(Error::config(format!("shard count must be between 1 and {MAX_SHARDS}, not {count}")))
+    }
+}
+
+/// Members per `ZSCAN`/`HSCAN` step and per write while resharding.
+const MOVE_CHUNK: usize = 500;
+
+/// A heartbeat younger than this means a bot still runs: resharding refuses.
+const QUIET_MS: i64 = 2 * 60 * 1000;
 
 /// A client for `url`, with `tls` settings if given.
 fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client> {
@@ -277,7 +425,16 @@ fn manager_config() -> ConnectionManagerConfig {
 
 impl Store for RedisStore {
     fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
-        sealed::Bound(Arc::new(Bound { conn: self.conn.clone(), keys: Keys::new(namespace) }))
+        let count = self.shards();
+        let home = Arc::new(Bound::new(self.conn.clone(), namespace));
+        let shards = if count == 1 {
+            vec![Arc::clone(&home)]
+        } else {
+            (0..count)
+                .map(|i| Arc::new(Bound::new(self.conn.clone(), &shard_tag(namespace, i, count))))
+                .collect()
+        };
+        sealed::Bound(Arc::new(Sharded::new(home, shards)))
     }
 }
 
@@ -290,7 +447,7 @@ fn info_field(info: &str, field: &str) -> Option<String> {
 }
 
 /// `(major, minor)` of a version such as `7.0.15`.
-fn parse_version(v: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
@@ -311,8 +468,11 @@ pub(crate) fn check_version(version: Option<&str>) -> Result<()> {
     }
 }
 
-/// Every key of one namespace. Keys are built here and nowhere else.
+/// Every key of one shard of a namespace (of the namespace itself when it has one shard).
+/// Keys are built here and nowhere else.
 struct Keys {
+    /// The hash tag: the namespace, or a shard's tag.
+    tag: String,
     prefix: String,
     seen: String,
     lease: String,
@@ -325,9 +485,9 @@ struct Keys {
 }
 
 impl Keys {
-    fn new(namespace: &str) -> Self {
-        // The braces make the namespace the Redis Cluster hash tag of every key.
-        let prefix = format!("{{{namespace}}}:");
+    fn new(tag: &str) -> Self {
+        // The braces make `tag` the Redis Cluster hash tag of every key.
+        let prefix = format!("{{{tag}}}:");
         Self {
             seen: format!("{prefix}seen"),
             lease: format!("{prefix}lease"),
@@ -337,6 +497,7 @@ impl Keys {
             batches: format!("{prefix}batches"),
             writers: format!("{prefix}writers"),
             meta: format!("{prefix}meta"),
+            tag: tag.to_owned(),
             prefix,
         }
     }
@@ -350,12 +511,196 @@ impl Keys {
     }
 }
 
-struct Bound {
+/// One hash tag of a namespace: a shard, or the home that records the shard count.
+pub(crate) struct Bound {
     conn: Conn,
     keys: Keys,
 }
 
 impl Bound {
+    fn new(conn: Conn, tag: &str) -> Self {
+        Self { conn, keys: Keys::new(tag) }
+    }
+
+    /// Checks the namespace's recorded shard count against `count`, recording it if the
+    /// namespace is new (on the home only).
+    pub(crate) async fn check_layout(&self, count: usize) -> Result<()> {
+        let mut inv = self.invocation(&LAYOUT);
+        inv.arg(count);
+        let verdict: String = self.run(&inv).await?;
+        let ns = &self.keys.tag;
+        let mut words = verdict.split(' ');
+        let problem = match (words.next(), words.next(), words.next()) {
+            (Some(""), None, None) => return Ok(()),
+            (Some("stored"), Some(stored), None) => format!(
+                "namespace {ns:?} has {stored} shards, but the store was opened with {count}: \
+                 open it with RedisStore::with_shards({stored}), or move its users with \
+                 RedisStore::reshard({ns:?}, {count}) while no bot runs"
+            ),
+            (Some("moving"), Some(from), Some(to)) => format!(
+                "namespace {ns:?} is being resharded from {from} to {to} shards; finish with \
+                 RedisStore::reshard({ns:?}, {to}), then open it with \
+                 RedisStore::with_shards({to})"
+            ),
+            (Some("unsharded"), None, None) => format!(
+                "namespace {ns:?} holds users in the one-shard layout, but the store was \
+                 opened with {count} shards: move them with RedisStore::reshard({ns:?}, \
+                 {count}) while no bot runs, or open it with RedisStore::with_shards(1)"
+            ),
+            _ => return Err(Error::Corrupt(format!("layout check answered {verdict:?}"))),
+        };
+        Err(Error::config(problem))
+    }
+
+    /// The recorded shard count (1 if none: a namespace from before counts were recorded,
+    /// or a new one), and the target of an unfinished resharding.
+    async fn stored_layout(&self) -> Result<(usize, Option<usize>)> {
+        let (stored, moving): (Option<usize>, Option<String>) = redis::cmd("HMGET")
+            .arg(&self.keys.meta)
+            .arg("shards")
+            .arg("resharding")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        match moving {
+            None => Ok((stored.unwrap_or(1), None)),
+            Some(moving) => {
+                let mut parts = moving.split(' ').map(str::parse::<usize>);
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(from)), Some(Ok(to))) => Ok((from, Some(to))),
+                    _ => Err(Error::Corrupt(format!("resharding record {moving:?}"))),
+                }
+            }
+        }
+    }
+
+    async fn set_resharding(&self, from: usize, to: usize) -> Result<()> {
+        redis::cmd("HSET")
+            .arg(&self.keys.meta)
+            .arg("resharding")
+            .arg(format!("{from} {to}"))
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_resharding(&self, count: usize) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&self.keys.meta)
+            .arg("shards")
+            .arg(count)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.keys.meta)
+            .arg("resharding")
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Refuses to reshard while a bot may still write to this shard or a batch of it is
+    /// being erased.
+    async fn check_quiet(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let batches: u64 = redis::cmd("ZCARD").arg(&self.keys.lease).query_async(&mut conn).await?;
+        if batches > 0 {
+            return Err(Error::Unsafe(format!(
+                "{} holds {batches} unfinished prune batches; let a bot with the current shard \
+                 count finish them (Retention::prune_once, after the lease) before resharding",
+                self.keys.prefix.trim_end_matches(':')
+            )));
+        }
+        let now = self.server_time().await?.unwrap_or_default();
+        let writers: Vec<(String, String)> =
+            redis::cmd("HGETALL").arg(&self.keys.writers).query_async(&mut conn).await?;
+        for (id, beat) in writers {
+            let at: i64 = beat.split(',').next().and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
+            if now.saturating_sub(at) < QUIET_MS {
+                return Err(Error::Unsafe(format!(
+                    "writer {id} sent a heartbeat {} s ago: a bot still runs on this namespace; \
+                     stop every bot before resharding",
+                    now.saturating_sub(at).max(0) / 1000
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies this shard's users, scheduled erasures and jobs into the shards of `new`
+    /// (each to its user's shard), then deletes this shard's keys. Copies are idempotent,
+    /// so an interrupted move is finished by running it again. Returns the users and
+    /// scheduled erasures moved.
+    async fn move_users(&self, new: &[Bound]) -> Result<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        let count = new.len();
+        let to = |user: &str| -> Result<&Bound> {
+            let user: u64 =
+                user.parse().map_err(|_| Error::Corrupt(format!("user id {user:?}")))?;
+            Ok(&new[super::sharded::shard_of(user, count)])
+        };
+        let (mut users, mut scheduled) = (0, 0);
+        for (key, kind) in
+            [(&self.keys.seen, "ZSCAN"), (&self.keys.queue, "ZSCAN"), (&self.keys.job, "HSCAN")]
+        {
+            let mut cursor = 0u64;
+            loop {
+                let (next, flat): (u64, Vec<String>) = redis::cmd(kind)
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(MOVE_CHUNK)
+                    .query_async(&mut conn)
+                    .await?;
+                let mut pipe = redis::pipe();
+                let mut writes = 0;
+                for pair in flat.chunks_exact(2) {
+                    let (member, value) = (&pair[0], &pair[1]);
+                    if key == &self.keys.seen && member == "marker" {
+                        continue;
+                    }
+                    let target = to(member)?;
+                    writes += 1;
+                    if key == &self.keys.seen {
+                        users += 1;
+                        pipe.cmd("ZADD").arg(&target.keys.seen).arg("GT").arg(value).arg(member);
+                    } else if key == &self.keys.queue {
+                        scheduled += 1;
+                        pipe.cmd("ZADD").arg(&target.keys.queue).arg(value).arg(member);
+                    } else {
+                        pipe.cmd("HSET").arg(&target.keys.job).arg(member).arg(value);
+                    }
+                    pipe.ignore();
+                }
+                if writes > 0 {
+                    pipe.query_async::<()>(&mut conn).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        let k = &self.keys;
+        let same: Vec<&str> = new.iter().map(|b| b.keys.tag.as_str()).collect();
+        if same.contains(&k.tag.as_str()) {
+            // Cannot happen (tags name their count), but never delete a target shard.
+            return Err(Error::Corrupt(format!("shard {} is both source and target", k.tag)));
+        }
+        redis::cmd("DEL")
+            .arg(&k.seen)
+            .arg(&k.queue)
+            .arg(&k.job)
+            .arg(&k.lease)
+            .arg(&k.batches)
+            .arg(&k.feed)
+            .arg(&k.writers)
+            .query_async::<()>(&mut conn)
+            .await?;
+        // The home keeps its `meta` (the shard count); a shard's goes with it.
+        redis::cmd("HDEL").arg(&k.meta).arg("created").query_async::<()>(&mut conn).await?;
+        Ok((users, scheduled))
+    }
     fn invocation<'s>(&self, script: &'s Script) -> redis::ScriptInvocation<'s> {
         let mut inv = script.prepare_invoke();
         inv.key(&self.keys.seen)
@@ -423,6 +768,10 @@ fn reason_of(v: &Value) -> Result<ErasureReason> {
 }
 
 impl Backend for Bound {
+    fn parts(&self) -> Vec<&dyn Backend> {
+        vec![self]
+    }
+
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut pipe = redis::pipe();

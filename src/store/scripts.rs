@@ -36,10 +36,11 @@ pub(crate) static HEARTBEAT: LazyLock<Script> =
 pub(crate) static MARKER: LazyLock<Script> = script!("#!lua", "lua/writers.lua", "lua/marker.lua");
 pub(crate) static HOLDING: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
+pub(crate) static LAYOUT: LazyLock<Script> = script!("#!lua flags=allow-oom", "lua/layout.lua");
 
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
-pub(crate) static ALL: [(&str, &LazyLock<Script>); 11] = [
+pub(crate) static ALL: [(&str, &LazyLock<Script>); 12] = [
     ("claim", &CLAIM),
     ("claim_user", &CLAIM_USER),
     ("schedule", &SCHEDULE),
@@ -51,4 +52,5 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 11] = [
     ("heartbeat", &HEARTBEAT),
     ("marker", &MARKER),
     ("holding", &HOLDING),
+    ("layout", &LAYOUT),
 ];

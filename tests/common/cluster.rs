@@ -128,6 +128,22 @@ impl ClusterTopology {
         ranges.iter().map(|(a, b)| u32::from(b - a + 1)).sum()
     }
 
+    /// The ports of the healthy masters.
+    pub fn master_ports(&self) -> Vec<u16> {
+        self.masters().into_iter().map(|(_, port, _)| port).collect()
+    }
+
+    /// Tracked users (members of every `*:seen` set but the marker) on each master.
+    pub fn seen_per_master(&self) -> Vec<(u16, u64)> {
+        self.master_ports()
+            .into_iter()
+            .map(|port| {
+                let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
+                (port, super::seen_members(&mut node.sync_connection()).len() as u64)
+            })
+            .collect()
+    }
+
     /// Waits until the replica has every write of the master on `port`.
     pub fn sync_replica_of(&self, port: u16) {
         let node = self.nodes.iter().find(|n| n.port() == port).unwrap();

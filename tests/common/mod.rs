@@ -47,6 +47,11 @@ pub struct Env {
     pub redis: Option<RedisServer>,
     /// Set for a Redis reached over TLS (with a client certificate).
     pub tls: Option<std::sync::Arc<certs::TestCerts>>,
+    /// Shards per namespace, when not the store's default.
+    pub shards: Option<usize>,
+    /// Set for a Redis Cluster shared with other tests of one process: its node URLs and
+    /// the namespace that keeps this env's keys apart.
+    pub cluster: Option<(Vec<String>, String)>,
 }
 
 impl Env {
@@ -58,6 +63,8 @@ impl Env {
             memory: MemoryStore::new(),
             redis: None,
             tls: None,
+            shards: None,
+            cluster: None,
         }
     }
 
@@ -69,6 +76,8 @@ impl Env {
             memory: MemoryStore::new(),
             redis: Some(RedisServer::start()),
             tls: None,
+            shards: None,
+            cluster: None,
         }
     }
 
@@ -83,6 +92,37 @@ impl Env {
             memory: MemoryStore::new(),
             redis: Some(RedisServer::start_tls(std::sync::Arc::clone(&certs), true)),
             tls: Some(certs),
+            shards: None,
+            cluster: None,
+        }
+    }
+
+    /// A single Redis, with each namespace split into three shards.
+    pub fn redis_sharded() -> Self {
+        Self { shards: Some(3), ..Self::redis() }
+    }
+
+    /// A Redis Cluster (started by the caller), with the clusters' default shard count and
+    /// `namespace` for this env's keys.
+    pub fn cluster(urls: Vec<String>, namespace: &str) -> Self {
+        init_tracing();
+        Self {
+            backing: Backing::Redis,
+            clock: ManualClock::at_unix_ms(T0),
+            memory: MemoryStore::new(),
+            redis: None,
+            tls: None,
+            shards: None,
+            cluster: Some((urls, namespace.to_owned())),
+        }
+    }
+
+    /// Shards per namespace of this env's store (1 without shards).
+    pub fn shard_count(&self) -> u64 {
+        match (&self.shards, &self.cluster) {
+            (Some(n), _) => *n as u64,
+            (None, Some(_)) => 24,
+            (None, None) => 1,
         }
     }
 
@@ -93,20 +133,29 @@ impl Env {
 
     /// A builder on this env's store and clock, nothing else set.
     pub async fn bare_builder(&self) -> RetentionBuilder {
-        match &self.redis {
-            Some(server) => {
-                let store = match &self.tls {
-                    Some(certs) => {
-                        RedisStore::open_with_tls(&server.url(), &certs.client_tls()).await
-                    }
-                    None => RedisStore::open(&server.url()).await,
-                }
-                .expect("connect to redis");
-                teloxide_retention::Retention::builder(store)
+        let store = match (&self.redis, &self.cluster) {
+            (Some(server), _) => match &self.tls {
+                Some(certs) => RedisStore::open_with_tls(&server.url(), &certs.client_tls()).await,
+                None => RedisStore::open(&server.url()).await,
+            },
+            (None, Some((urls, _))) => {
+                RedisStore::open_cluster(urls.iter().map(String::as_str)).await
             }
-            None => teloxide_retention::Retention::builder(self.memory.clone()),
+            (None, None) => {
+                return teloxide_retention::Retention::builder(self.memory.clone())
+                    .clock(self.clock.clone());
+            }
         }
-        .clock(self.clock.clone())
+        .expect("connect to redis");
+        let store = match self.shards {
+            Some(count) => store.with_shards(count).unwrap(),
+            None => store,
+        };
+        let builder = teloxide_retention::Retention::builder(store).clock(self.clock.clone());
+        match &self.cluster {
+            Some((_, namespace)) => builder.namespace(namespace.as_str()),
+            None => builder,
+        }
     }
 
     pub fn redis_server(&mut self) -> &mut RedisServer {
@@ -145,8 +194,12 @@ macro_rules! both_stores {
     };
 }
 
-/// Like [`both_stores!`], plus a third run on Redis over TLS (`name::redis_tls`): for the
-/// store suite's core cases.
+/// One case of a store suite, run on an env it is given.
+pub type Case = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Like [`both_stores!`], plus runs on Redis over TLS (`name::redis_tls`) and on Redis with
+/// three shards per namespace (`name::redis_sharded`), and `every_case()` listing the cases
+/// for a run on a shared cluster: for the store suite's core cases.
 #[macro_export]
 macro_rules! every_store {
     ($(async fn $name:ident($env:ident) $body:block)*) => {
@@ -171,9 +224,38 @@ macro_rules! every_store {
                 async fn redis_tls() {
                     run($crate::common::Env::redis_tls()).await
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_sharded() {
+                    run($crate::common::Env::redis_sharded()).await
+                }
+
+                /// This case as a future, for suites that run every case on one server.
+                pub(crate) fn boxed(
+                    env: $crate::common::Env,
+                ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+                    Box::pin(run(env))
+                }
             }
         )*
+
+        /// Every case of this suite, by name, for one shared server (a cluster).
+        pub(crate) fn every_case() -> Vec<(&'static str, $crate::common::Case)> {
+            vec![$((stringify!($name), $name::boxed as $crate::common::Case)),*]
+        }
     };
+}
+
+/// The users in every `*:seen` set of one Redis node (the markers left out).
+pub fn seen_members(conn: &mut redis::Connection) -> HashSet<u64> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*:seen").query(conn).unwrap();
+    let mut users = HashSet::new();
+    for key in keys {
+        let members: Vec<String> =
+            redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(conn).unwrap();
+        users.extend(members.iter().filter_map(|m| m.parse::<u64>().ok()));
+    }
+    users
 }
 
 pub fn init_tracing() {

@@ -1,7 +1,8 @@
 //! The whole protocol on a real Redis Cluster (one node, all slots): every multi-key script
 //! must keep its keys in one hash slot, or Redis refuses it with CROSSSLOT. Then three
-//! masters with a replica each: a master failover during a prune pass, and a migration of
-//! the namespace's slot (MOVED/ASK) during touches.
+//! masters with a replica each and the default 24 shards per namespace: the store suite,
+//! the spread of users over the masters, a master failover during a prune pass, and a slot
+//! migration (MOVED/ASK) during touches.
 
 use std::collections::HashSet;
 
@@ -70,15 +71,61 @@ async fn the_protocol_runs_on_redis_cluster() {
     assert_eq!(eraser.reasons(2), [ErasureReason::OptOut]);
     assert_eq!(a.tracked_users().await.unwrap(), 0);
 
-    // Every key of the namespace lives in one slot.
+    // The namespace is split into 24 shards, each in a slot of its own, and the home that
+    // records the count; no key is outside them.
     let mut conn = server.sync_connection();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    assert!(keys.iter().any(|k| k == "{clusterbot}:feed"), "{keys:?}");
-    let slots: HashSet<i64> = keys
+    let tags: HashSet<&str> = keys
         .iter()
-        .map(|k| redis::cmd("CLUSTER").arg("KEYSLOT").arg(k).query(&mut conn).unwrap())
+        .map(|k| k.strip_prefix('{').and_then(|k| k.split_once('}')).expect("a hash tag").0)
         .collect();
-    assert_eq!(slots.len(), 1, "keys {keys:?} span slots {slots:?}");
+    assert!(tags.contains("clusterbot"), "{tags:?}");
+    assert_eq!(tags.len(), 25, "{tags:?}");
+    let slots: HashSet<i64> = tags
+        .iter()
+        .map(|t| redis::cmd("CLUSTER").arg("KEYSLOT").arg(*t).query(&mut conn).unwrap())
+        .collect();
+    assert_eq!(slots.len(), 25, "every shard in a slot of its own: {slots:?}");
+    let shards: usize =
+        redis::cmd("HGET").arg("{clusterbot}:meta").arg("shards").query(&mut conn).unwrap();
+    assert_eq!(shards, 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_suite_runs_on_a_sharded_three_master_cluster() {
+    let topology = ClusterTopology::start();
+    for (i, (name, case)) in crate::store::every_case().into_iter().enumerate() {
+        let env = crate::common::Env::cluster(topology.urls(), &format!("case{i}"));
+        // A panic names its case; the other cases still run on a clean namespace.
+        if let Err(e) = tokio::spawn(case(env)).await {
+            panic!("store case {name} failed on the cluster: {e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_spread_evenly_over_every_master() {
+    crate::common::init_tracing();
+    let topology = ClusterTopology::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let bot = cluster_bot(topology.urls(), &clock, Recorder::new("profiles")).await;
+    // Telegram user ids: large and dense in places.
+    let users = 6_000u64;
+    for user in 0..users {
+        bot.note_interaction(UserId(5_000_000_000 + user * 37)).await;
+    }
+    bot.flush().await.unwrap();
+    assert_eq!(bot.tracked_users().await.unwrap(), users);
+    let spread = topology.seen_per_master();
+    assert_eq!(spread.len(), 3, "{spread:?}");
+    assert_eq!(spread.iter().map(|(_, n)| n).sum::<u64>(), users, "{spread:?}");
+    for (port, n) in &spread {
+        let share = *n as f64 / users as f64;
+        assert!(
+            (share - 1.0 / 3.0).abs() <= 0.1 / 3.0,
+            "master {port} holds {n} of {users} users (within 10 % of a third expected): {spread:?}"
+        );
+    }
 }
 
 /// A bot on a cluster of three masters with one replica each.
@@ -105,10 +152,9 @@ fn cluster_bot(
 async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
     crate::common::init_tracing();
     let topology = std::sync::Arc::new(std::sync::Mutex::new(ClusterTopology::start()));
-    let (urls, slot) = {
-        let t = topology.lock().unwrap();
-        (t.urls(), t.slot("{retention}:seen"))
-    };
+    // Slot 0's master holds a third of the 24 shards.
+    let slot = 0;
+    let urls = topology.lock().unwrap().urls();
     let clock = ManualClock::at_unix_ms(T0);
     let eraser = Recorder::new("profiles");
     let bot = cluster_bot(urls.clone(), &clock, eraser.clone()).await;
@@ -120,51 +166,56 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
         assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
     }
 
-    // A pass is inside its eraser when the master of the namespace's slot dies; its
+    // A pass is inside its eraser when the master of a third of the shards dies; its
     // replica takes over and the pass never finishes.
     let gate = std::sync::Arc::new(Gate::default());
     let stuck = cluster_bot(urls, &clock, Recorder::new("profiles").gated(gate.clone())).await;
     let pass = tokio::spawn(async move { stuck.prune_once().await });
     gate.entered.notified().await;
-    let new_master = tokio::task::spawn_blocking({
+    let masters = tokio::task::spawn_blocking({
         let topology = std::sync::Arc::clone(&topology);
         move || {
             let mut t = topology.lock().unwrap();
             let (_, port) = t.master_of(slot);
             t.sync_replica_of(port);
-            t.kill_master_of(slot)
+            let new_master = t.kill_master_of(slot);
+            let mut ports = t.master_ports();
+            ports.sort_by_key(|p| *p != new_master);
+            ports
         }
     })
     .await
     .unwrap();
     pass.abort();
 
-    touches_reach_the_new_master(&bot, 61..=70, new_master).await;
+    // 30 users: some of them are in the new master's shards.
+    touches_reach_the_new_master(&bot, 61..=90, &masters).await;
 
     clock.advance(std::time::Duration::from_secs(61));
     assert_eq!(prune_once_settled(&bot).await, 40);
     for user in 1..=40 {
         assert!(eraser.erased(user) >= 1, "user {user} erased");
     }
-    for user in 51..=70 {
+    for user in 51..=90 {
         assert_eq!(eraser.erased(user), 0, "user {user} is active and kept");
     }
-    assert_eq!(bot.tracked_users().await.unwrap(), 20);
+    assert_eq!(bot.tracked_users().await.unwrap(), 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn touches_carry_on_while_the_namespace_slot_migrates() {
+async fn touches_carry_on_while_slots_migrate() {
     crate::common::init_tracing();
     let topology = ClusterTopology::start();
-    let slot = topology.slot("{retention}:seen");
+    // Slot 0's master holds a third of the 24 shards.
+    let slot = 0;
     let clock = ManualClock::at_unix_ms(T0);
     let bot = cluster_bot(topology.urls(), &clock, Recorder::new("profiles")).await;
     for user in 1..=100 {
         assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
     }
 
-    // Every slot of the namespace's master moves to another master (MOVED and ASK
-    // redirections) while new users keep arriving.
+    // Every slot of one master moves to another master (MOVED and ASK redirections)
+    // while new users keep arriving.
     let (from, _) = topology.master_of(slot);
     let (to, _) = topology.other_master(slot);
     let log = tempfile::NamedTempFile::new().unwrap();

@@ -19,5 +19,6 @@ mod model;
 mod pruner;
 mod safety;
 mod sentinel;
+mod shards;
 mod store;
 mod tls;

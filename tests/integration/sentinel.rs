@@ -68,7 +68,7 @@ async fn touches_and_prunes_carry_on_across_a_sentinel_failover() {
 
     // Touches right after the switch: the first write meets the old master (now a replica,
     // READONLY) or a dropped connection; whatever is not written is buffered.
-    touches_reach_the_new_master(&bot, 61..=70, new_master).await;
+    touches_reach_the_new_master(&bot, 61..=70, &[new_master]).await;
 
     // Within the cut-off pass's lease nobody is erased twice at once; after it, the next pass
     // erases every due user and nobody else.

@@ -1,0 +1,396 @@
+//! Sharded tracking: one namespace spread over several hash tags, so that on Redis Cluster
+//! its users land on every master instead of the one that owns the namespace's slot.
+//!
+//! Each shard is a complete copy of the one-namespace layout (`seen`, `queue`, `job`,
+//! `lease`, `batches`, `feed`, `writers`, `meta`) under a hash tag of its own; a user's keys
+//! all live in the user's shard, so every script stays single-slot. The namespace's own tag
+//! (`{retention}`) is the *home*: its `meta` records the shard count. With one shard the
+//! home is the only shard, and the layout is the one-namespace layout unchanged.
+
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, try_join_all};
+
+use super::redis::Bound;
+use crate::erase::ErasureReason;
+use crate::error::{Error, Result};
+use crate::store::{
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
+    RawStatus, WriterWindow,
+};
+
+/// Redis Cluster's number of hash slots.
+const SLOTS: usize = 16_384;
+
+/// The largest shard count a namespace may have.
+pub(crate) const MAX_SHARDS: usize = 1024;
+
+/// The shard count of a namespace opened through [`RedisStore::open_cluster`]
+/// (crate::RedisStore::open_cluster) unless set: a multiple of 1, 2, 3, 4, 6, 8, 12 and 24
+/// masters, so each of them holds an equal part.
+pub(crate) const DEFAULT_CLUSTER_SHARDS: usize = 24;
+
+/// The shard of `user` among `count`: splitmix64's finalizer over the id, modulo the count.
+/// It is part of the key layout: the same in every version and process.
+pub(crate) fn shard_of(user: u64, count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let mut z = user.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // `count` is at most MAX_SHARDS: the remainder fits any usize.
+    (z % count as u64) as usize
+}
+
+/// The Redis Cluster slot of a key whose hash tag is `tag` (CRC16/XMODEM modulo 16384).
+pub(crate) fn slot_of(tag: &str) -> usize {
+    usize::from(crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes())) % SLOTS
+}
+
+/// The hash tag (without braces) of shard `index` of `count` in `namespace`.
+///
+/// One shard: the namespace itself. More: `namespace:<index>of<count>.<n>`, with the
+/// smallest `n` whose slot lies in the `index`-th of `count` equal slot ranges. Masters that
+/// own equal contiguous ranges (as `redis-cli --cluster create` assigns them) therefore
+/// hold equal numbers of shards when `count` is a multiple of the number of masters.
+pub(crate) fn shard_tag(namespace: &str, index: usize, count: usize) -> String {
+    if count <= 1 {
+        return namespace.to_owned();
+    }
+    (0u32..)
+        .map(|n| format!("{namespace}:{index}of{count}.{n}"))
+        .find(|tag| slot_of(tag) * count / SLOTS == index)
+        .expect("every slot range of at most MAX_SHARDS is hit by some suffix")
+}
+
+/// A namespace's shards behind one [`Backend`]: per-user calls go to the user's shard,
+/// whole-namespace calls to every shard (concurrently), with results combined.
+///
+/// The first call checks the shard count recorded in the namespace (recording it if the
+/// namespace is new); until that check passes every call fails with its error, so a
+/// process opened with the wrong count never writes a user into the wrong shard.
+pub(crate) struct Sharded {
+    home: Arc<Bound>,
+    shards: Vec<Arc<Bound>>,
+    checked: tokio::sync::OnceCell<()>,
+}
+
+impl Sharded {
+    /// `shards` in index order; `home` is the namespace's own tag (the only shard when
+    /// there is one).
+    pub(crate) fn new(home: Arc<Bound>, shards: Vec<Arc<Bound>>) -> Self {
+        Self { home, shards, checked: tokio::sync::OnceCell::new() }
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let count = self.shards.len();
+        self.checked.get_or_try_init(|| self.home.check_layout(count)).await.map(drop)
+    }
+
+    fn shard(&self, user: u64) -> &Bound {
+        &self.shards[shard_of(user, self.shards.len())]
+    }
+
+    /// Runs `call` on every shard concurrently; all results, or the first error.
+    async fn every<'a, T, F>(&'a self, call: F) -> Result<Vec<T>>
+    where
+        F: Fn(&'a Bound) -> BoxFuture<'a, Result<T>>,
+    {
+        self.ready().await?;
+        try_join_all(self.shards.iter().map(|s| call(s))).await
+    }
+}
+
+/// The feed position of several shards: theirs, joined by commas (stream ids have none).
+fn split_cursor(cursor: &str, count: usize) -> Result<Vec<&str>> {
+    let parts: Vec<&str> = cursor.split(',').collect();
+    if parts.len() == count {
+        Ok(parts)
+    } else {
+        Err(Error::Corrupt(format!("feed cursor {cursor:?} does not name {count} shards")))
+    }
+}
+
+impl Backend for Sharded {
+    fn parts(&self) -> Vec<&dyn Backend> {
+        self.shards.iter().map(|s| &**s as &dyn Backend).collect()
+    }
+
+    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.ready().await?;
+            if self.shards.len() == 1 {
+                return self.shards[0].touch(touches).await;
+            }
+            let mut split = vec![Vec::new(); self.shards.len()];
+            for &(user, ms) in touches {
+                split[shard_of(user, self.shards.len())].push((user, ms));
+            }
+            let writes = split
+                .iter()
+                .zip(&self.shards)
+                .filter(|(part, _)| !part.is_empty())
+                .map(|(part, shard)| shard.touch(part));
+            try_join_all(writes).await.map(drop)
+        })
+    }
+
+    fn claim(
+        &self,
+        times: ClaimTimes,
+        writers: WriterWindow,
+        limit: usize,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Batch>> {
+        // The pruner claims from each of `parts()`; this whole-namespace claim takes the
+        // first shard with work, so that a batch never spans shards.
+        Box::pin(async move {
+            self.ready().await?;
+            let mut empty = Batch {
+                id,
+                deadline: 0,
+                users: Vec::new(),
+                held: None,
+                unreadable: Vec::new(),
+                returned: Vec::new(),
+            };
+            for shard in &self.shards {
+                let mut batch = shard.claim(times, writers, limit, id).await?;
+                if !batch.users.is_empty() {
+                    batch.returned.append(&mut empty.returned);
+                    batch.unreadable.append(&mut empty.unreadable);
+                    batch.held = batch.held.or(empty.held);
+                    return Ok(batch);
+                }
+                empty.deadline = batch.deadline;
+                empty.held = empty.held.or(batch.held);
+                empty.unreadable.append(&mut batch.unreadable);
+                empty.returned.append(&mut batch.returned);
+            }
+            Ok(empty)
+        })
+    }
+
+    fn claim_user(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        times: ClaimTimes,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Option<Batch>>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).claim_user(user, reason, times, id).await
+        })
+    }
+
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        self.home.server_time()
+    }
+
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+        // Every shard's claims judge writers by their own heartbeats.
+        Box::pin(async move { self.every(|s| s.heartbeat(id, backlog)).await.map(drop) })
+    }
+
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.every(|s| s.retire(id)).await.map(drop) })
+    }
+
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            let held = self.every(|s| s.writers_holding(writers)).await?;
+            Ok(held.into_iter().flatten().next())
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<Health>> {
+        Box::pin(async move {
+            let all = self.every(Backend::health).await?;
+            // The most worrying of the masters': an eviction policy that may drop keys wins.
+            let eviction_policy = all
+                .iter()
+                .filter_map(|h| h.eviction_policy.clone())
+                .max_by_key(|p| p.starts_with("allkeys-"));
+            let version = all
+                .iter()
+                .filter_map(|h| h.version.clone())
+                .min_by_key(|v| super::redis::parse_version(v).unwrap_or((0, 0)));
+            Ok(Health {
+                version,
+                eviction_policy,
+                seen_vanished: all.iter().any(|h| h.seen_vanished),
+            })
+        })
+    }
+
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.every(Backend::accept_lost_tracking).await.map(drop) })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        batch: &'a Batch,
+        done: &'a [Claimed],
+        failed: &'a [(Claimed, i64)],
+        now: i64,
+        follow_up_at: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
+        Box::pin(async move {
+            self.ready().await?;
+            // A batch is claimed from one shard: its first user names it.
+            let Some(first) = batch.users.first() else {
+                return Ok(Some(Vec::new()));
+            };
+            self.shard(first.user).finish(batch, done, failed, now, follow_up_at).await
+        })
+    }
+
+    fn schedule(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        marked_at: i64,
+        due: Option<i64>,
+    ) -> BoxFuture<'_, Result<Marked>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).schedule(user, reason, marked_at, due).await
+        })
+    }
+
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).unschedule_gone(user).await
+        })
+    }
+
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).status(user).await
+        })
+    }
+
+    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+        Box::pin(async move {
+            let all = self.every(|s| s.preview(now, cutoff, limit)).await?;
+            let mut out = RawPreview::default();
+            let mut lists = Vec::with_capacity(all.len());
+            for part in all {
+                out.inactive_total += part.inactive_total;
+                out.due_total += part.due_total;
+                out.expired_leases += part.expired_leases;
+                lists.push(part.entries.into_iter());
+            }
+            // Take from the shards in turn, so that the listed users are a fair sample.
+            while out.entries.len() < limit {
+                let before = out.entries.len();
+                for list in &mut lists {
+                    if out.entries.len() < limit
+                        && let Some(entry) = list.next()
+                    {
+                        out.entries.push(entry);
+                    }
+                }
+                if out.entries.len() == before {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move { Ok(self.every(Backend::feed_head).await?.join(",")) })
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        cursor: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+        Box::pin(async move {
+            self.ready().await?;
+            let cursors = split_cursor(cursor, self.shards.len())?;
+            let reads = self.shards.iter().zip(cursors).map(|(s, c)| s.feed_read(c));
+            let mut all = Vec::new();
+            let mut next = Vec::with_capacity(self.shards.len());
+            for (invalidations, cursor) in try_join_all(reads).await? {
+                all.extend(invalidations);
+                next.push(cursor);
+            }
+            Ok((all, next.join(",")))
+        })
+    }
+
+    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).put_nonce(user, value, ttl_ms).await
+        })
+    }
+
+    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).take_nonce(user).await
+        })
+    }
+
+    fn count_use(
+        &self,
+        user: u64,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            self.ready().await?;
+            self.shard(user).count_use(user, action, window, ttl_ms).await
+        })
+    }
+
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move { Ok(self.every(Backend::tracked).await?.into_iter().sum()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shard_keeps_the_namespace_tag() {
+        assert_eq!(shard_tag("retention", 0, 1), "retention");
+        assert_eq!(shard_of(42, 1), 0);
+    }
+
+    #[test]
+    fn shard_tags_fall_in_equal_slot_ranges() {
+        for count in [2, 3, 24, 60, MAX_SHARDS] {
+            for index in 0..count {
+                let tag = shard_tag("retention", index, count);
+                assert_eq!(slot_of(&tag) * count / SLOTS, index, "{tag}");
+            }
+        }
+        // Known values of Redis's CLUSTER KEYSLOT.
+        assert_eq!(slot_of("foo"), 12_182);
+        assert_eq!(slot_of("123456789"), 12_739);
+    }
+
+    #[test]
+    fn users_spread_evenly_and_stably() {
+        // Part of the key layout: these must never change.
+        assert_eq!(shard_of(1, 24), shard_of(1, 24));
+        let mut per_shard = [0u32; 24];
+        for user in 0..240_000u64 {
+            per_shard[shard_of(user * 7 + 100_000_000, 24)] += 1;
+        }
+        for n in per_shard {
+            assert!((9_500..10_500).contains(&n), "{per_shard:?}");
+        }
+    }
+}

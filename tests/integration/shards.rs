@@ -1,0 +1,203 @@
+//! Shard counts on one Redis server: the count recorded with the namespace, the clear error
+//! for a store opened with another, and `RedisStore::reshard` moving every user (also from
+//! the one-shard layout of earlier versions), refusing while bots run, and resumable.
+
+use std::time::Duration;
+
+use teloxide::types::UserId;
+use teloxide_retention::{
+    ErasureReason, GonePolicy, GoneReason, ManualClock, Noted, RedisStore, Retention, UserStatus,
+};
+
+use crate::common::{DAY, RedisServer, T0};
+use crate::support::Recorder;
+
+async fn bot(server: &RedisServer, shards: usize, clock: &ManualClock) -> Retention {
+    bot_erasing(server, shards, clock, Recorder::new("profiles")).await
+}
+
+async fn bot_erasing(
+    server: &RedisServer,
+    shards: usize,
+    clock: &ManualClock,
+    eraser: Recorder,
+) -> Retention {
+    let store = RedisStore::open(&server.url()).await.unwrap().with_shards(shards).unwrap();
+    Retention::builder(store)
+        .namespace("shop")
+        .inactive_after(30 * DAY)
+        .gone_policy(GonePolicy::EraseAfter(7 * DAY))
+        .without_commands()
+        .clock(clock.clone())
+        .erase_with(eraser)
+        .build()
+        .unwrap()
+}
+
+fn keys(server: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> =
+        redis::cmd("KEYS").arg("*").query(&mut server.sync_connection()).unwrap();
+    keys.sort();
+    keys
+}
+
+/// Users 1..=100 seen at different times, 7 marked gone (a scheduled erasure), 8 opted out
+/// with a failing eraser (a retry with a failed attempt), on a namespace of `shards`.
+async fn seed(server: &RedisServer, shards: usize, clock: &ManualClock) -> Vec<UserStatus> {
+    let failing = Recorder::new("profiles").failing_first(1);
+    let bot = bot_erasing(server, shards, clock, failing).await;
+    for user in 1..=100 {
+        assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
+        clock.advance(Duration::from_secs(3600));
+    }
+    assert!(bot.mark_gone(UserId(7), GoneReason::Blocked).await.unwrap());
+    bot.erase_user(UserId(8)).await.unwrap();
+    let statuses = statuses(&bot).await;
+    assert_eq!(statuses[7].erasure.as_ref().unwrap().reason, ErasureReason::OptOut);
+    assert_eq!(statuses[7].erasure.as_ref().unwrap().failed_attempts, 1);
+    bot.shutdown().await.unwrap();
+    statuses
+}
+
+async fn statuses(bot: &Retention) -> Vec<UserStatus> {
+    let mut all = Vec::new();
+    for user in 1..=100 {
+        all.push(bot.status(UserId(user)).await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opened_with_another_shard_count_refuses_and_writes_nothing() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let one = bot(&server, 1, &clock).await;
+    one.note_interaction(UserId(1)).await;
+    let before = keys(&server);
+
+    let four = bot(&server, 4, &clock).await;
+    let err = four.status(UserId(1)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_config(), "{err:?}");
+    assert!(text.contains("namespace \"shop\" has 1 shards"), "{text}");
+    assert!(text.contains("RedisStore::with_shards(1)"), "{text}");
+    assert!(text.contains("RedisStore::reshard(\"shop\", 4)"), "{text}");
+    assert!(four.prune_once().await.unwrap_err().is_config());
+    assert!(four.preview(10).await.unwrap_err().is_config());
+    // An interaction is held back (buffered), never written into a shard of the wrong layout.
+    assert_eq!(four.note_interaction(UserId(2)).await, Noted::Buffered);
+    assert!(four.flush().await.is_err());
+    assert_eq!(keys(&server), before);
+    assert_eq!(one.tracked_users().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_moves_every_user_and_scheduled_erasure() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let seeded = seed(&server, 1, &clock).await;
+    let store = RedisStore::open(&server.url()).await.unwrap();
+
+    // 1 -> 4 -> 3 shards; after each move every status is as it was.
+    for (from, to) in [(1, 4), (4, 3)] {
+        let moved = store.reshard("shop", to).await.unwrap();
+        assert_eq!((moved.from, moved.to), (from, to));
+        assert_eq!(moved.users, 99, "the opted-out user was erased from `seen`");
+        assert_eq!(moved.scheduled, 2, "the gone mark and the opt-out retry");
+        let bot = bot(&server, to, &clock).await;
+        assert_eq!(statuses(&bot).await, seeded, "after {from} -> {to}");
+        assert_eq!(bot.tracked_users().await.unwrap(), 99);
+        bot.shutdown().await.unwrap();
+    }
+    // The old layout's keys are gone: the namespace's home keeps only its `meta`.
+    let left = keys(&server);
+    assert!(!left.contains(&"{shop}:seen".to_owned()), "{left:?}");
+    assert!(!left.iter().any(|k| k.contains("of4.")), "{left:?}");
+    assert_eq!(left.iter().filter(|k| k.ends_with(":seen")).count(), 3, "{left:?}");
+    assert!(bot(&server, 1, &clock).await.status(UserId(1)).await.unwrap_err().is_config());
+
+    // Running it again with the same count does nothing.
+    let again = store.reshard("shop", 3).await.unwrap();
+    assert_eq!((again.from, again.to, again.users), (3, 3, 0));
+
+    // The pruner erases on the new layout: the retry now, the gone mark after its grace,
+    // the inactive users once due.
+    let eraser = Recorder::new("profiles");
+    let bot = bot_erasing(&server, 3, &clock, eraser.clone()).await;
+    clock.advance(DAY);
+    assert_eq!(bot.prune_once().await.unwrap().erased, 1);
+    assert_eq!(eraser.reasons(8), [ErasureReason::OptOut]);
+    clock.advance(31 * DAY);
+    let report = bot.prune_once().await.unwrap();
+    assert_eq!(report.erased, 99, "{report:?}");
+    assert_eq!(eraser.reasons(7), [ErasureReason::Blocked]);
+    assert_eq!(bot.tracked_users().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_of_an_earlier_version_is_sharded_by_reshard() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let seeded = seed(&server, 1, &clock).await;
+    // Versions before shard counts were recorded left no count.
+    let mut conn = server.sync_connection();
+    redis::cmd("HDEL").arg("{shop}:meta").arg("shards").query::<()>(&mut conn).unwrap();
+
+    let err = bot(&server, 4, &clock).await.status(UserId(1)).await.unwrap_err();
+    assert!(err.to_string().contains("holds users in the one-shard layout"), "{err}");
+    // With one shard, as before, it opens (and records the count).
+    assert_eq!(statuses(&bot(&server, 1, &clock).await).await, seeded);
+
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    assert_eq!(store.reshard("shop", 4).await.unwrap().users, 99);
+    assert_eq!(statuses(&bot(&server, 4, &clock).await).await, seeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_refuses_while_a_bot_runs_and_an_interrupted_one_is_finished_by_rerunning() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let seeded = seed(&server, 1, &clock).await;
+    let store = RedisStore::open(&server.url()).await.unwrap();
+
+    // A running bot sends heartbeats: resharding under it could lose its writes.
+    let running = bot(&server, 1, &clock).await;
+    running.note_interaction(UserId(500)).await;
+    crate::support::eventually("a heartbeat", || async {
+        let beats: usize =
+            redis::cmd("HLEN").arg("{shop}:writers").query(&mut server.sync_connection()).unwrap();
+        beats > 0
+    })
+    .await;
+    let err = store.reshard("shop", 4).await.unwrap_err();
+    assert!(err.to_string().contains("stop every bot before resharding"), "{err}");
+    running.shutdown().await.unwrap();
+
+    // Invalid counts and namespaces.
+    assert!(store.reshard("shop", 0).await.unwrap_err().is_config());
+    assert!(store.reshard("shop", 5000).await.unwrap_err().is_config());
+    assert!(store.reshard("sh{op}", 4).await.unwrap_err().is_config());
+    assert!(RedisStore::open(&server.url()).await.unwrap().with_shards(0).is_err());
+
+    // A move cut off after it began: bots refuse the namespace, another target count is
+    // refused, and running it again finishes it.
+    let mut conn = server.sync_connection();
+    redis::cmd("HSET")
+        .arg("{shop}:meta")
+        .arg("resharding")
+        .arg("1 4")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let err = bot(&server, 1, &clock).await.status(UserId(1)).await.unwrap_err();
+    assert!(err.to_string().contains("is being resharded from 1 to 4 shards"), "{err}");
+    let err = store.reshard("shop", 6).await.unwrap_err();
+    assert!(err.to_string().contains("RedisStore::reshard(\"shop\", 4)"), "{err}");
+    let moved = store.reshard("shop", 4).await.unwrap();
+    assert_eq!(moved.users, 100, "99 seeded and the running bot's user");
+    let bot = bot(&server, 4, &clock).await;
+    assert_eq!(statuses(&bot).await, seeded);
+}
