@@ -13,7 +13,10 @@
 //! 4. Redis memory per tracked user and process memory per cached user;
 //! 5. prune time as the number of tracked users grows with the same 10% share;
 //! 6. latency: the slowest Redis call of each kind (each script, each command) at 5M tracked
-//!    users, under touches, a pass at the largest batch, opt-outs, gone marks and previews.
+//!    users, under touches, a pass at the largest batch, opt-outs, gone marks and previews;
+//! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
+//!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
+//!    server in the same run, both over TCP, and the spread of users over the masters.
 //!
 //! The bot adaptor's cost per request is measured by `examples/bench_adaptor.rs`, which
 //! counts allocations with an instrumented allocator that would skew the figures here.
@@ -28,6 +31,10 @@ mod redis_server;
 #[path = "../tests/common/certs.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod certs;
+
+#[path = "../tests/common/cluster.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod cluster;
 
 /// The store's scripts by name, to name the ones in the slow log.
 #[path = "../src/store/scripts.rs"]
@@ -78,6 +85,12 @@ struct Args {
     /// Small sizes, for a quick look (not for publishing figures).
     #[arg(long)]
     quick: bool,
+    /// Also run section 7 on a Redis Cluster of three masters with a replica each.
+    #[arg(long)]
+    cluster: bool,
+    /// Users written and pruned in section 7.
+    #[arg(long, default_value_t = 300_000)]
+    cluster_users: u64,
     /// Run only these sections (1 to 6); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
@@ -126,6 +139,7 @@ async fn main() -> Result<(), BoxError> {
         args.updates = 50_000;
         args.scaling = vec![10_000, 100_000];
         args.latency_users = 200_000;
+        args.cluster_users = 50_000;
     }
     if let Some(probe) = &args.memory_probe {
         return memory_probe(&probe[0], probe[1].parse()?).await;
@@ -170,6 +184,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if run(6) {
         latency(&url, &mut raw, &args, &mut report).await?;
+    }
+    if args.cluster && run(7) {
+        on_cluster(&args, &mut report).await?;
     }
 
     println!("\n| Figure | Value | Target |\n| --- | --- | --- |");
@@ -858,5 +875,53 @@ async fn latency(
     println!("  scripts not listed above took under 0.1 ms per call, or did not run");
     slowlog(raw, 10_000, 128).await?;
     flush(raw).await?;
+    Ok(())
+}
+
+/// Section 7: one server and a three-master cluster, each written and pruned the same way
+/// through the crate.
+async fn on_cluster(args: &Args, report: &mut Report) -> Result<(), BoxError> {
+    let n = args.cluster_users;
+    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    println!(
+        "7. one server vs a Redis Cluster of 3 masters (+3 replicas, 24 shards), {n} users, \
+         {cores} cores for the bench and every server"
+    );
+    let single = redis_server::RedisServer::start_tcp(&[]);
+    let topology = cluster::ClusterTopology::start();
+    let stores = [
+        ("one server", RedisStore::open(&single.url()).await?),
+        ("3-master cluster", RedisStore::open_cluster(topology.urls()).await?),
+    ];
+    for (label, store) in stores {
+        let clock = ManualClock::at_unix_ms(NOW);
+        let retention = builder(store, &clock)
+            .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+            .build()?;
+        let started = Instant::now();
+        futures_util::stream::iter(0..n)
+            .map(|user| {
+                let retention = retention.clone();
+                async move { retention.note_interaction(UserId(5_000_000_000 + user * 7)).await }
+            })
+            .buffer_unordered(1024)
+            .for_each(|_| async {})
+            .await;
+        retention.flush().await?;
+        let writes = n as f64 / started.elapsed().as_secs_f64();
+        report.add(&format!("layer writes of distinct users, {label}"), writes, "members/s", None);
+        if label != "one server" {
+            for (port, members) in topology.seen_per_master() {
+                let share = members as f64 * 100.0 / n as f64;
+                report.add(&format!("users on the master at port {port}"), share, "%", None);
+            }
+        }
+        clock.advance(Duration::from_millis(91 * DAY_MS as u64));
+        let pass = retention.prune_once().await?;
+        assert_eq!(pass.erased, n, "the pass erased every user");
+        let rate = n as f64 / pass.elapsed.as_secs_f64();
+        report.add(&format!("prune rate, no-op eraser, {label}"), rate, "users/s", None);
+        retention.shutdown().await?;
+    }
     Ok(())
 }

@@ -9,6 +9,18 @@ use super::redis_server::RedisServer;
 /// A master's node id, port and slot ranges.
 type Master = (String, u16, Vec<(u16, u16)>);
 
+/// The users in every `*:seen` set of one Redis node (the markers left out).
+pub fn seen_members(conn: &mut redis::Connection) -> std::collections::HashSet<u64> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*:seen").query(conn).unwrap();
+    let mut users = std::collections::HashSet::new();
+    for key in keys {
+        let members: Vec<String> =
+            redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(conn).unwrap();
+        users.extend(members.iter().filter_map(|m| m.parse::<u64>().ok()));
+    }
+    users
+}
+
 pub struct ClusterTopology {
     pub nodes: Vec<RedisServer>,
 }
@@ -139,7 +151,7 @@ impl ClusterTopology {
             .into_iter()
             .map(|port| {
                 let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
-                (port, super::seen_members(&mut node.sync_connection()).len() as u64)
+                (port, seen_members(&mut node.sync_connection()).len() as u64)
             })
             .collect()
     }

@@ -246,18 +246,6 @@ macro_rules! every_store {
     };
 }
 
-/// The users in every `*:seen` set of one Redis node (the markers left out).
-pub fn seen_members(conn: &mut redis::Connection) -> HashSet<u64> {
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*:seen").query(conn).unwrap();
-    let mut users = HashSet::new();
-    for key in keys {
-        let members: Vec<String> =
-            redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(conn).unwrap();
-        users.extend(members.iter().filter_map(|m| m.parse::<u64>().ok()));
-    }
-    users
-}
-
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

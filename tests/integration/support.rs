@@ -150,7 +150,7 @@ pub async fn touches_reach_the_new_master(
             .unwrap()
             .get_connection()
             .unwrap();
-        crate::common::seen_members(&mut conn)
+        crate::common::cluster::seen_members(&mut conn)
     };
     let on_new = on(ports[0]);
     let everywhere: HashSet<u64> = ports.iter().flat_map(|p| on(*p)).collect();
