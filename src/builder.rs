@@ -14,7 +14,7 @@ use crate::config::{GonePolicy, PartialConfig};
 use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
 use crate::gone::GoneReason;
-use crate::hooks::{ErasedUser, Hooks};
+use crate::hooks::{ErasedUser, Hooks, StuckErasure};
 use crate::retention::Retention;
 use crate::store::Store;
 
@@ -287,6 +287,37 @@ impl RetentionBuilder {
     /// [`Retention::is_reachable`] answers at once, for any policy.
     pub fn on_returned(mut self, hook: impl Fn(UserId) + Send + Sync + 'static) -> Self {
         self.hooks.returned = Some(Arc::new(hook));
+        self
+    }
+
+    /// How long an erasure may keep failing before it is **stuck**: then it is logged at
+    /// error level, counted in [`Stats::stuck_erasures`](crate::Stats::stuck_erasures) and
+    /// passed to [`RetentionBuilder::on_stuck`], once a day (by one process among replicas)
+    /// while it keeps failing. Retrying goes on all the same. Default 3 days.
+    pub fn stuck_after(mut self, after: Duration) -> Self {
+        self.config.stuck_after = after;
+        self
+    }
+
+    /// Calls `hook` for each stuck erasure (see [`RetentionBuilder::stuck_after`]), once a
+    /// day while it keeps failing: the place to page someone, since an eraser that fails
+    /// for days keeps data the bot promised to delete.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .stuck_after(Duration::from_secs(24 * 3600))
+    ///     .on_stuck(|stuck| {
+    ///         tracing::error!(user = stuck.user.0, failures = ?stuck.failures, "erasure stuck")
+    ///     })
+    ///     .build()?;
+    /// # let _ = retention;
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    pub fn on_stuck(mut self, hook: impl Fn(StuckErasure) + Send + Sync + 'static) -> Self {
+        self.hooks.stuck = Some(Arc::new(hook));
         self
     }
 

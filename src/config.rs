@@ -57,6 +57,7 @@ pub(crate) struct Config {
     pub(crate) heartbeat: Duration,
     pub(crate) writer_timeout: Duration,
     pub(crate) allow_allkeys_eviction: bool,
+    pub(crate) stuck_after: Duration,
 }
 
 impl Config {
@@ -68,7 +69,18 @@ impl Config {
             dead_ms: crate::clock::duration_ms(self.writer_timeout),
         }
     }
+
+    /// When a failing erasure is stuck; a stuck one is reported once a day.
+    pub(crate) fn stuck_window(&self) -> crate::store::StuckWindow {
+        crate::store::StuckWindow {
+            after_ms: crate::clock::duration_ms(self.stuck_after),
+            every_ms: crate::clock::duration_ms(STUCK_REPORT_EVERY),
+        }
+    }
 }
+
+/// How often a stuck erasure is reported (logged, counted, passed to `on_stuck`).
+pub(crate) const STUCK_REPORT_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) struct PartialConfig {
     pub(crate) namespace: String,
@@ -88,6 +100,7 @@ pub(crate) struct PartialConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) writer_timeout: Duration,
     pub(crate) allow_allkeys_eviction: bool,
+    pub(crate) stuck_after: Duration,
 }
 
 impl Default for PartialConfig {
@@ -110,6 +123,7 @@ impl Default for PartialConfig {
             heartbeat: Duration::from_secs(5),
             writer_timeout: Duration::from_secs(3600),
             allow_allkeys_eviction: false,
+            stuck_after: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -130,6 +144,7 @@ impl PartialConfig {
             ("store_timeout", c.store_timeout),
             ("heartbeat_every", c.heartbeat),
             ("writer_timeout", c.writer_timeout),
+            ("stuck_after", c.stuck_after),
         ] {
             if value.is_zero() {
                 return Err(Error::config(format!("{name} must be longer than zero")));
@@ -197,6 +212,7 @@ impl PartialConfig {
             heartbeat: c.heartbeat,
             writer_timeout: c.writer_timeout,
             allow_allkeys_eviction: c.allow_allkeys_eviction,
+            stuck_after: c.stuck_after,
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::clock::{SyncedClock, duration_ms, to_datetime};
 use crate::config::Config;
 use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
 use crate::error::Result;
-use crate::hooks::Hooks;
+use crate::hooks::{Hooks, StuckErasure};
 use crate::stats::Counters;
 use crate::store::{Batch, ClaimTimes, Claimed, Confirmed, DynBackend, Invalidation, random_id};
 use crate::tracker::Tracker;
@@ -262,8 +262,9 @@ impl Engine {
             .iter()
             .map(|(c, _)| (*c, now.saturating_add(retry_delay_ms(c.attempts))))
             .collect();
-        let finish = self.backend.finish(batch, &done, &retries, now, follow_up_at);
-        let Some(confirmed) = self.call(finish).await? else {
+        let stuck = self.config.stuck_window();
+        let finish = self.backend.finish(batch, &done, &retries, now, follow_up_at, stuck);
+        let Some(finish) = self.call(finish).await? else {
             Counters::add(&self.counters.leases_lost, batch.users.len() as u64);
             tracing::warn!(
                 users = batch.users.len(),
@@ -272,7 +273,12 @@ impl Engine {
             return Ok(Finished { erased: Vec::new(), failed, lease_lost: true });
         };
         Counters::add(&self.counters.erasure_failures, failed.len() as u64);
-        let mut confirmed = confirmed;
+        for ((claimed, failures), (since, report)) in failed.iter().zip(&finish.failing) {
+            if *report {
+                self.report_stuck(claimed, *since, failures);
+            }
+        }
+        let mut confirmed = finish.confirmed;
         let mut wrote = false;
         for (claimed, outcome) in done.iter().zip(confirmed.iter_mut()) {
             let touched = || erasing.iter().any(|(u, e)| *u == claimed.user && e.touched());
@@ -307,6 +313,30 @@ impl Engine {
             failed,
             lease_lost: false,
         })
+    }
+
+    /// Reports an erasure failing since `since` (ms): logged, counted, and passed to the
+    /// bot's `on_stuck` hook. The store decided that it is due (once a day).
+    fn report_stuck(&self, claimed: &Claimed, since: i64, failures: &EraserFailures) {
+        let attempts = claimed.attempts.saturating_add(1);
+        let failing_since = crate::clock::to_datetime(since);
+        tracing::error!(
+            user = claimed.user,
+            reason = %claimed.reason,
+            %failing_since,
+            attempts,
+            failures = ?failures,
+            "an erasure has been failing for longer than stuck_after; the user's data is \
+             not erased yet (retrying goes on)"
+        );
+        Counters::add(&self.counters.stuck_erasures, 1);
+        self.hooks.stuck(StuckErasure {
+            user: UserId(claimed.user),
+            reason: claimed.reason,
+            failing_since,
+            attempts,
+            failures: failures.clone(),
+        });
     }
 
     /// Runs every eraser for `claimed`, concurrently, each bounded by the eraser timeout.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use teloxide::types::{ChatId, UserId};
 
 use crate::erase::ErasureReason;
@@ -22,6 +23,25 @@ pub struct ErasedUser {
     pub reason: ErasureReason,
 }
 
+/// An erasure that has been failing for longer than
+/// [`RetentionBuilder::stuck_after`](crate::RetentionBuilder::stuck_after); passed to the
+/// [`RetentionBuilder::on_stuck`](crate::RetentionBuilder::on_stuck) callback once a day
+/// while it keeps failing. Retrying goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StuckErasure {
+    /// The user whose data is not erased yet.
+    pub user: UserId,
+    /// Why they are being erased.
+    pub reason: ErasureReason,
+    /// When the first attempt failed.
+    pub failing_since: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The erasers that failed this time, with their errors.
+    pub failures: Vec<(String, String)>,
+}
+
 type Hook<T> = Option<Arc<dyn Fn(T) + Send + Sync>>;
 
 /// Every callback the bot registered.
@@ -31,6 +51,7 @@ pub(crate) struct Hooks {
     pub(crate) removed_from_chat: Hook<ChatId>,
     pub(crate) gone: Hook<(UserId, GoneReason)>,
     pub(crate) returned: Hook<UserId>,
+    pub(crate) stuck: Hook<StuckErasure>,
 }
 
 impl Hooks {
@@ -50,6 +71,13 @@ impl Hooks {
     pub(crate) fn gone(&self, user: u64, reason: ErasureReason) {
         if let (Some(hook), Some(reason)) = (&self.gone, GoneReason::of(reason)) {
             hook((UserId(user), reason));
+        }
+    }
+
+    /// An erasure is stuck (reported once a day).
+    pub(crate) fn stuck(&self, stuck: StuckErasure) {
+        if let Some(hook) = &self.stuck {
+            hook(stuck);
         }
     }
 

@@ -29,7 +29,7 @@ pub use erase::{
 };
 pub use error::{BoxError, Error, Result};
 pub use gone::{GoneReason, gone_reason};
-pub use hooks::ErasedUser;
+pub use hooks::{ErasedUser, StuckErasure};
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
 pub use retention::{Retention, RetentionExt};
 pub use stats::Stats;

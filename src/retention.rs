@@ -815,8 +815,8 @@ mod tests {
 
         use crate::store::sealed::{Bound, Token};
         use crate::store::{
-            Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked,
-            RawPreview, RawStatus, WriterWindow,
+            Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, RawPreview,
+            RawStatus, StuckWindow, WriterWindow,
         };
         use crate::{ErasureReason, MemoryStore, Result, Store};
 
@@ -896,8 +896,9 @@ mod tests {
                 failed: &'a [(Claimed, i64)],
                 now: i64,
                 follow_up_at: i64,
-            ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
-                self.inner.finish(batch, done, failed, now, follow_up_at)
+                stuck: StuckWindow,
+            ) -> BoxFuture<'a, Result<Option<Finish>>> {
+                self.inner.finish(batch, done, failed, now, follow_up_at, stuck)
             }
             fn schedule(
                 &self,

@@ -26,6 +26,10 @@ pub struct Stats {
     erased: PerReason,
     /// Users whose erasure failed and was scheduled for a retry.
     pub erasure_failures: u64,
+    /// Reports of stuck erasures (failing for longer than
+    /// [`RetentionBuilder::stuck_after`](crate::RetentionBuilder::stuck_after)); each stuck
+    /// erasure is reported once a day, by one process, while it keeps failing.
+    pub stuck_erasures: u64,
     /// Users newly marked as gone.
     pub marked_gone: u64,
     /// Follow-up erasures scheduled because an update was in flight during an opt-out.
@@ -103,6 +107,7 @@ pub(crate) struct Counters {
     pub(crate) strict_refusals: AtomicU64,
     pub(crate) erased: [AtomicU64; ErasureReason::ALL.len()],
     pub(crate) erasure_failures: AtomicU64,
+    pub(crate) stuck_erasures: AtomicU64,
     pub(crate) marked_gone: AtomicU64,
     pub(crate) follow_ups: AtomicU64,
     pub(crate) leases_lost: AtomicU64,
@@ -132,6 +137,7 @@ impl Counters {
             strict_refusals: get(&self.strict_refusals),
             erased: PerReason(std::array::from_fn(|i| get(&self.erased[i]))),
             erasure_failures: get(&self.erasure_failures),
+            stuck_erasures: get(&self.stuck_erasures),
             marked_gone: get(&self.marked_gone),
             follow_ups: get(&self.follow_ups),
             leases_lost: get(&self.leases_lost),

@@ -9,8 +9,8 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawStatus, Store, WriterWindow, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked,
+    RawPreview, RawStatus, Store, StuckWindow, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -101,6 +101,8 @@ struct Space {
     batches: HashMap<u64, Vec<u64>>,
     queue: ZSet,
     job: HashMap<u64, Job>,
+    /// User → (first failure, last report as stuck) of a failing erasure.
+    failing: HashMap<u64, (i64, i64)>,
     feed: VecDeque<(u64, Instant, Invalidation)>,
     feed_seq: u64,
     /// Nonces and counters, with their real-time expiry (like Redis TTLs).
@@ -134,6 +136,7 @@ impl Space {
         let job = self.job_of(user);
         if self.came_back(user, job) {
             self.job.remove(&user);
+            self.failing.remove(&user);
             if job.0.is_gone() {
                 returned.push(user);
             }
@@ -347,12 +350,13 @@ impl Backend for Bound {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
+        stuck: StuckWindow,
+    ) -> BoxFuture<'a, Result<Option<Finish>>> {
         self.ready(|s| {
             if s.lease.score(batch.id) != Some(batch.deadline) {
                 return None;
             }
-            let confirmed = done
+            let confirmed: Vec<Confirmed> = done
                 .iter()
                 .map(|c| {
                     let Some((reason, marked_at, _)) = s.job.get(&c.user).copied() else {
@@ -375,14 +379,24 @@ impl Backend for Bound {
                     Confirmed::Erased
                 })
                 .collect();
+            for c in done {
+                s.failing.remove(&c.user);
+            }
+            let mut failing = Vec::with_capacity(failed.len());
             for (c, retry_at) in failed {
                 let reason = s.job.get(&c.user).map_or(c.reason, |j| j.0);
                 s.queue.set(c.user, *retry_at);
                 s.job.insert(c.user, (reason, c.marked_at, c.attempts.saturating_add(1)));
+                let (since, reported) = s.failing.entry(c.user).or_insert((now, 0));
+                let report = now - *since >= stuck.after_ms && now - *reported >= stuck.every_ms;
+                if report {
+                    *reported = now;
+                }
+                failing.push((*since, report));
             }
             s.batches.remove(&batch.id);
             s.lease.remove(batch.id);
-            Some(confirmed)
+            Some(Finish { confirmed, failing })
         })
     }
 
@@ -428,6 +442,7 @@ impl Backend for Bound {
                 return false;
             }
             s.job.remove(&user);
+            s.failing.remove(&user);
             true
         })
     }

@@ -136,6 +136,25 @@ pub(crate) enum Confirmed {
     ErasedWithFollowUp,
 }
 
+/// When a failing erasure counts as stuck, and how often a stuck one is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StuckWindow {
+    /// Failing for this long (ms) makes an erasure stuck.
+    pub(crate) after_ms: i64,
+    /// A stuck erasure is reported at most once per this (ms).
+    pub(crate) every_ms: i64,
+}
+
+/// What finishing a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finish {
+    /// One per confirmed user.
+    pub(crate) confirmed: Vec<Confirmed>,
+    /// One per failed user: since when (ms) their erasure has been failing, and whether it
+    /// is stuck and to be reported now.
+    pub(crate) failing: Vec<(i64, bool)>,
+}
+
 /// The result of scheduling an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Marked {
@@ -282,7 +301,9 @@ pub(crate) trait Backend: Send + Sync {
     fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>>;
 
     /// Ends a batch while its lease is ours: confirms `done` users and gives `failed` ones
-    /// back to the queue, due at the paired time. `None` if the lease was lost.
+    /// back to the queue, due at the paired time, noting since when each has been failing
+    /// (and reporting those stuck by `stuck`, each once per period across every process).
+    /// `None` if the lease was lost.
     fn finish<'a>(
         &'a self,
         batch: &'a Batch,
@@ -290,7 +311,8 @@ pub(crate) trait Backend: Send + Sync {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>>;
+        stuck: StuckWindow,
+    ) -> BoxFuture<'a, Result<Option<Finish>>>;
 
     /// Schedules an erasure of `user` for `reason`, due at `due` (`None`: never, mark only).
     fn schedule(

@@ -17,8 +17,8 @@ use super::connect::{SentinelConn, SentinelHandle, check_scheme, ensure_crypto_p
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawStatus, Store, WriterWindow, decode_job, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked,
+    RawPreview, RawStatus, Store, StuckWindow, WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -482,6 +482,7 @@ struct Keys {
     batches: String,
     writers: String,
     meta: String,
+    failing: String,
 }
 
 impl Keys {
@@ -497,6 +498,7 @@ impl Keys {
             batches: format!("{prefix}batches"),
             writers: format!("{prefix}writers"),
             meta: format!("{prefix}meta"),
+            failing: format!("{prefix}failing"),
             tag: tag.to_owned(),
             prefix,
         }
@@ -640,9 +642,12 @@ impl Bound {
             Ok(&new[super::sharded::shard_of(user, count)])
         };
         let (mut users, mut scheduled) = (0, 0);
-        for (key, kind) in
-            [(&self.keys.seen, "ZSCAN"), (&self.keys.queue, "ZSCAN"), (&self.keys.job, "HSCAN")]
-        {
+        for (key, kind) in [
+            (&self.keys.seen, "ZSCAN"),
+            (&self.keys.queue, "ZSCAN"),
+            (&self.keys.job, "HSCAN"),
+            (&self.keys.failing, "HSCAN"),
+        ] {
             let mut cursor = 0u64;
             loop {
                 let (next, flat): (u64, Vec<String>) = redis::cmd(kind)
@@ -667,8 +672,10 @@ impl Bound {
                     } else if key == &self.keys.queue {
                         scheduled += 1;
                         pipe.cmd("ZADD").arg(&target.keys.queue).arg(value).arg(member);
-                    } else {
+                    } else if key == &self.keys.job {
                         pipe.cmd("HSET").arg(&target.keys.job).arg(member).arg(value);
+                    } else {
+                        pipe.cmd("HSET").arg(&target.keys.failing).arg(member).arg(value);
                     }
                     pipe.ignore();
                 }
@@ -695,6 +702,7 @@ impl Bound {
             .arg(&k.batches)
             .arg(&k.feed)
             .arg(&k.writers)
+            .arg(&k.failing)
             .query_async::<()>(&mut conn)
             .await?;
         // The home keeps its `meta` (the shard count); a shard's goes with it.
@@ -710,7 +718,8 @@ impl Bound {
             .key(&self.keys.feed)
             .key(&self.keys.batches)
             .key(&self.keys.writers)
-            .key(&self.keys.meta);
+            .key(&self.keys.meta)
+            .key(&self.keys.failing);
         inv
     }
 
@@ -932,7 +941,8 @@ impl Backend for Bound {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
+        stuck: StuckWindow,
+    ) -> BoxFuture<'a, Result<Option<Finish>>> {
         Box::pin(async move {
             let mut inv = self.invocation(&FINISH);
             inv.arg(now)
@@ -940,7 +950,9 @@ impl Backend for Bound {
                 .arg(FEED_KEEP_MS)
                 .arg(batch.id)
                 .arg(batch.deadline)
-                .arg(done.len());
+                .arg(done.len())
+                .arg(stuck.after_ms)
+                .arg(stuck.every_ms);
             for c in done {
                 inv.arg(c.user);
             }
@@ -951,16 +963,22 @@ impl Backend for Bound {
                     .arg(c.attempts.saturating_add(1))
                     .arg(*retry_at);
             }
-            let codes: Vec<i64> = self.run(&inv).await?;
-            if codes.first() == Some(&-1) {
+            let reply: Vec<Value> = self.run(&inv).await?;
+            if reply.first().map(int).transpose()? == Some(-1) {
                 return Ok(None);
             }
-            Ok(Some(
-                codes
-                    .into_iter()
-                    .map(|c| if c == 2 { Confirmed::ErasedWithFollowUp } else { Confirmed::Erased })
-                    .collect(),
-            ))
+            let (codes, failing) = reply.split_at(done.len().min(reply.len()));
+            let confirmed = codes
+                .iter()
+                .map(|c| {
+                    Ok(if int(c)? == 2 { Confirmed::ErasedWithFollowUp } else { Confirmed::Erased })
+                })
+                .collect::<Result<_>>()?;
+            let failing = failing
+                .chunks_exact(2)
+                .map(|pair| Ok((int(&pair[0])?, int(&pair[1])? == 1)))
+                .collect::<Result<_>>()?;
+            Ok(Some(Finish { confirmed, failing }))
         })
     }
 

@@ -15,8 +15,8 @@ use super::redis::Bound;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Health, Invalidation, Marked, RawPreview,
-    RawStatus, WriterWindow,
+    Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, RawPreview,
+    RawStatus, StuckWindow, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -237,14 +237,15 @@ impl Backend for Sharded {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-    ) -> BoxFuture<'a, Result<Option<Vec<Confirmed>>>> {
+        stuck: StuckWindow,
+    ) -> BoxFuture<'a, Result<Option<Finish>>> {
         Box::pin(async move {
             self.ready().await?;
             // A batch is claimed from one shard: its first user names it.
             let Some(first) = batch.users.first() else {
-                return Ok(Some(Vec::new()));
+                return Ok(Some(Finish { confirmed: Vec::new(), failing: Vec::new() }));
             };
-            self.shard(first.user).finish(batch, done, failed, now, follow_up_at).await
+            self.shard(first.user).finish(batch, done, failed, now, follow_up_at, stuck).await
         })
     }
 

@@ -1,14 +1,19 @@
 //! The built-in erasers: a teloxide dialogue `Storage` and the bot's own Redis keys.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use teloxide::dispatching::dialogue::{InMemStorage, Storage};
 use teloxide::types::{ChatId, UserId};
-use teloxide_retention::{DialogueEraser, OptOutOutcome, RedisKeysEraser, Retention};
+use teloxide_retention::{
+    Clock, DialogueEraser, ErasureReason, OptOutOutcome, RedisKeysEraser, Retention,
+};
 
-use crate::common::{DAY, Env, RedisServer, updates::GROUP};
+use crate::both_stores;
+use crate::common::{DAY, Env, RedisServer, T0, updates::GROUP};
+use crate::support::Recorder;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 enum State {
@@ -213,4 +218,50 @@ async fn redis_key_patterns_must_name_the_user() {
         shared.to_string().contains("\"global:settings\" has no {user} placeholder"),
         "{shared}"
     );
+}
+
+both_stores! {
+    async fn a_stuck_erasure_is_reported_once_a_day_by_one_replica_and_retried(env) {
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Two replicas share the store and the eraser, which fails 21 times.
+        let eraser = Recorder::new("profiles").failing_first(21);
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let reports = Arc::clone(&reports);
+            let clock = env.clock.clone();
+            let replica = env
+                .builder()
+                .await
+                .erase_with(eraser.clone())
+                .on_stuck(move |stuck| reports.lock().unwrap().push((clock.now_ms(), stuck)))
+                .build()
+                .unwrap();
+            replicas.push(replica);
+        }
+        assert!(matches!(
+            replicas[0].erase_user(UserId(1)).await.unwrap(),
+            OptOutOutcome::Retrying { .. }
+        ));
+        // A pass every 6 hours (the longest retry delay), alternating replicas, for 5 days.
+        for pass in 1..=20 {
+            env.clock.advance(Duration::from_secs(6 * 3600));
+            replicas[pass % 2].prune_once().await.unwrap();
+        }
+        let reports = reports.lock().unwrap().clone();
+        let hours: Vec<i64> = reports.iter().map(|(at, _)| (at - T0) / 3_600_000).collect();
+        assert_eq!(hours, [72, 96, 120], "after 3 days, then once a day: {reports:?}");
+        let (_, first) = &reports[0];
+        assert_eq!((first.user, first.reason), (UserId(1), ErasureReason::OptOut));
+        assert_eq!(first.failing_since.timestamp_millis(), T0);
+        assert_eq!(first.attempts, 13, "the opt-out's own attempt and 12 retries");
+        assert_eq!(first.failures, [("profiles".to_owned(), "database unavailable".to_owned())]);
+        let counted: u64 = replicas.iter().map(|r| r.stats().stuck_erasures).sum();
+        assert_eq!(counted, 3, "each report counted once, by the replica that made it");
+
+        // It was retried all along: the 22nd attempt succeeds, and nothing more is reported.
+        env.clock.advance(Duration::from_secs(6 * 3600));
+        assert_eq!(replicas[0].prune_once().await.unwrap().erased, 1);
+        assert_eq!(eraser.erased(1), 1);
+        assert_eq!(replicas[0].status(UserId(1)).await.unwrap().erasure, None);
+    }
 }

@@ -205,6 +205,7 @@ local function each_chunk(list, f)
   end
 end
 each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[4], ...) end)
+each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[9], ...) end)
 each_chunk(rem_seen, function(...) redis.call('ZREM', KEYS[1], ...) end)
 each_chunk(rem_queue, function(...) redis.call('ZREM', KEYS[3], ...) end)
 for _, b in ipairs(old_batches) do

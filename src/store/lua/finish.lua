@@ -1,13 +1,19 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 9 failing
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
---       5 lease deadline, 6 number of erased users, then the erased users, then per
---       failed user: user, reason, marked_at, attempts, retry at (ms)
+--       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
+--       erasure at most once per (ms), then the erased users, then per failed user: user,
+--       reason, marked_at, attempts, retry at (ms)
 -- Returns {-1} when the lease was lost (it expired and another pruner took the batch
 -- over; that pruner finishes the job). Otherwise one code per erased user: 1 erased,
--- 2 erased and a follow-up queued.
+-- 2 erased and a follow-up queued; then per failed user: since when their erasure has
+-- been failing (ms), and 1 if it is stuck and due to be reported now (0 otherwise).
+--
+-- `failing` (KEYS[9]) keeps, per user whose erasure is failing, "<first failure>,<last
+-- report as stuck>" (ms); it goes when the erasure succeeds or is cancelled. Reports
+-- are decided here, so that replicas sharing the store report each one once.
 
 local now, follow_up_at, keep, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local lease = redis.call('ZSCORE', KEYS[2], batch)
@@ -25,8 +31,9 @@ local function each_chunk(list, f)
 end
 
 local n = tonumber(ARGV[6])
+local stuck_after, report_every = tonumber(ARGV[7]), tonumber(ARGV[8])
 local done = {}
-for i = 7, 6 + n do
+for i = 9, 8 + n do
   done[#done + 1] = ARGV[i]
 end
 local res = {}
@@ -79,9 +86,13 @@ if n > 0 then
       redis.call('HDEL', KEYS[4], ...)
     end)
   end
+  each_chunk(done, function(...)
+    redis.call('HDEL', KEYS[9], ...)
+  end)
 end
 
-for i = 7 + n, #ARGV, 5 do
+local now_ms = tonumber(now)
+for i = 9 + n, #ARGV, 5 do
   local user, reason, marked_at, attempts, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local job = redis.call('HGET', KEYS[4], user)
   if job then
@@ -90,6 +101,21 @@ for i = 7 + n, #ARGV, 5 do
   end
   redis.call('ZADD', KEYS[3], retry_at, user)
   redis.call('HSET', KEYS[4], user, reason .. ',' .. marked_at .. ',' .. attempts)
+  local since, reported = now_ms, 0
+  local failing = redis.call('HGET', KEYS[9], user)
+  if failing then
+    local s, r = string.match(failing, '^(%d+),(%d+)$')
+    if s then
+      since, reported = tonumber(s), tonumber(r)
+    end
+  end
+  local stuck = 0
+  if now_ms - since >= stuck_after and now_ms - reported >= report_every then
+    stuck, reported = 1, now_ms
+  end
+  redis.call('HSET', KEYS[9], user, string.format('%d,%d', since, reported))
+  res[#res + 1] = string.format('%d', since)
+  res[#res + 1] = stuck
 end
 
 redis.call('HDEL', KEYS[6], batch)

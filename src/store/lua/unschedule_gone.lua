@@ -1,7 +1,7 @@
 -- Cancels a scheduled gone erasure (the user unblocked the bot). Opt-outs and retries of
 -- inactivity erasures stay.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 9 failing
 -- ARGV: 1 user
 -- Returns 1 if an erasure was cancelled.
 
@@ -16,6 +16,7 @@ if r == 'o' or r == 'i' then
 end
 if redis.call('ZREM', KEYS[3], user) == 1 then
   redis.call('HDEL', KEYS[4], user)
+  redis.call('HDEL', KEYS[9], user)
   return 1
 end
 return 0
