@@ -11,6 +11,9 @@
 //! dialogue included. The bot talks to Telegram through the `Retained` adaptor, so a send
 //! that fails because its recipient blocked the bot or deleted their account marks that
 //! recipient gone, wherever it is sent from (see also `examples/broadcast.rs`).
+//!
+//! It serves the crate's metrics for Prometheus at `http://127.0.0.1:9184/metrics` (set
+//! `METRICS_ADDR` to change it), through `metrics-exporter-prometheus`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +71,12 @@ async fn main() -> Result<(), HandlerError> {
                 .unwrap_or_else(|_| "info,teloxide_retention=debug".into()),
         )
         .init();
+    // The crate emits through the `metrics` facade; this exporter serves it to Prometheus.
+    let metrics_addr: std::net::SocketAddr =
+        std::env::var("METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9184".into()).parse()?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(metrics_addr)
+        .install()?;
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".into());
     let redis =
         redis::aio::ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;

@@ -348,7 +348,11 @@ impl Engine {
         let runs = self.erasers.iter().map(|eraser| {
             let batch = &batch;
             async move {
+                let started = std::time::Instant::now();
                 let results = timeout(limit, eraser.erase_batch(batch)).await.unwrap_or_default();
+                let name = eraser.name().to_owned();
+                metrics::histogram!("teloxide_retention_eraser_duration_seconds", "eraser" => name)
+                    .record(started.elapsed().as_secs_f64());
                 (eraser.name(), results)
             }
         });
@@ -362,6 +366,11 @@ impl Engine {
                     None => format!("no result within {limit:?}"),
                 };
                 tracing::warn!(eraser = name, user = erasure.user.0, error = %error, "eraser failed");
+                metrics::counter!(
+                    "teloxide_retention_eraser_failures_total",
+                    "eraser" => name.to_owned()
+                )
+                .increment(1);
                 failures[i].push((name.to_owned(), error));
             }
         }

@@ -331,7 +331,31 @@ impl Pruner {
         }
         report.elapsed = started.elapsed();
         Counters::add(&self.engine.counters.prune_passes, 1);
+        metrics::histogram!("teloxide_retention_prune_pass_duration_seconds")
+            .record(report.elapsed.as_secs_f64());
+        if let Err(e) = self.sample_gauges().await {
+            tracing::debug!(error = %e, "could not sample the store's gauges");
+        }
         Ok(report)
+    }
+
+    /// Sets the gauges of the `metrics` facade from the store (after each pass).
+    async fn sample_gauges(&self) -> Result<()> {
+        let engine = &self.engine;
+        let (now, cutoff) = self.cutoff();
+        let tracked = engine.call(engine.backend.tracked()).await?;
+        let due = engine.call(engine.backend.preview(now, cutoff, 0)).await?;
+        let pending = engine.call(engine.backend.pending()).await?;
+        let age = pending.oldest_failing_since.map_or(0, |since| now.saturating_sub(since).max(0));
+        let set = |name: &'static str, value: u64| metrics::gauge!(name).set(value as f64);
+        set("teloxide_retention_tracked_users", tracked);
+        set("teloxide_retention_due_users", due.inactive_total + due.due_total);
+        set("teloxide_retention_scheduled_erasures", pending.scheduled);
+        set("teloxide_retention_failing_erasures", pending.failing);
+        metrics::gauge!("teloxide_retention_oldest_failing_erasure_age_seconds")
+            .set(age as f64 / 1000.0);
+        set("teloxide_retention_buffered_interactions", engine.tracker.gauges().buffered_users);
+        Ok(())
     }
 
     /// Claims from one part of the store until it has no due users left.

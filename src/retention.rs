@@ -815,8 +815,8 @@ mod tests {
 
         use crate::store::sealed::{Bound, Token};
         use crate::store::{
-            Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, RawPreview,
-            RawStatus, StuckWindow, WriterWindow,
+            Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, Pending,
+            RawPreview, RawStatus, StuckWindow, WriterWindow,
         };
         use crate::{ErasureReason, MemoryStore, Result, Store};
 
@@ -951,6 +951,9 @@ mod tests {
                 ttl_ms: i64,
             ) -> BoxFuture<'_, Result<u64>> {
                 self.inner.count_use(user, action, window, ttl_ms)
+            }
+            fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+                self.inner.pending()
             }
             fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
                 self.inner.tracked()

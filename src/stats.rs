@@ -96,38 +96,92 @@ pub(crate) struct Gauges {
     pub(crate) buffered_gone_marks: u64,
 }
 
-/// Counters shared by the whole crate; see [`Stats`](crate::Stats).
-#[derive(Default)]
+/// One counter of [`Stats`], also emitted through the [`metrics`] facade as `metric`.
+pub(crate) struct Counter {
+    value: AtomicU64,
+    metric: &'static str,
+}
+
+impl Counter {
+    const fn new(metric: &'static str) -> Self {
+        Self { value: AtomicU64::new(0), metric }
+    }
+
+    fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters shared by the whole crate; see [`Stats`](crate::Stats). Each is also a
+/// Prometheus-style counter of the `metrics` facade (a no-op unless the bot installed a
+/// recorder); the README's "Operating it" lists them.
 pub(crate) struct Counters {
-    pub(crate) touches_written: AtomicU64,
-    pub(crate) touch_write_failures: AtomicU64,
-    pub(crate) touches_buffered: AtomicU64,
-    pub(crate) touches_dropped: AtomicU64,
-    pub(crate) marks_dropped: AtomicU64,
-    pub(crate) strict_refusals: AtomicU64,
-    pub(crate) erased: [AtomicU64; ErasureReason::ALL.len()],
-    pub(crate) erasure_failures: AtomicU64,
-    pub(crate) stuck_erasures: AtomicU64,
-    pub(crate) marked_gone: AtomicU64,
-    pub(crate) follow_ups: AtomicU64,
-    pub(crate) leases_lost: AtomicU64,
-    pub(crate) prune_passes: AtomicU64,
-    pub(crate) skew_warnings: AtomicU64,
-    pub(crate) inactivity_held: AtomicU64,
+    pub(crate) touches_written: Counter,
+    pub(crate) touch_write_failures: Counter,
+    pub(crate) touches_buffered: Counter,
+    pub(crate) touches_dropped: Counter,
+    pub(crate) marks_dropped: Counter,
+    pub(crate) strict_refusals: Counter,
+    erased: [AtomicU64; ErasureReason::ALL.len()],
+    pub(crate) erasure_failures: Counter,
+    pub(crate) stuck_erasures: Counter,
+    marked_gone: [AtomicU64; ErasureReason::ALL.len()],
+    pub(crate) follow_ups: Counter,
+    pub(crate) leases_lost: Counter,
+    pub(crate) prune_passes: Counter,
+    pub(crate) skew_warnings: Counter,
+    pub(crate) inactivity_held: Counter,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            touches_written: Counter::new("teloxide_retention_interactions_written_total"),
+            touch_write_failures: Counter::new(
+                "teloxide_retention_interaction_write_failures_total",
+            ),
+            touches_buffered: Counter::new("teloxide_retention_interactions_buffered_total"),
+            touches_dropped: Counter::new("teloxide_retention_interactions_dropped_total"),
+            marks_dropped: Counter::new("teloxide_retention_gone_marks_dropped_total"),
+            strict_refusals: Counter::new("teloxide_retention_strict_refusals_total"),
+            erased: Default::default(),
+            erasure_failures: Counter::new("teloxide_retention_erasure_failures_total"),
+            stuck_erasures: Counter::new("teloxide_retention_stuck_erasures_total"),
+            marked_gone: Default::default(),
+            follow_ups: Counter::new("teloxide_retention_follow_ups_total"),
+            leases_lost: Counter::new("teloxide_retention_leases_lost_total"),
+            prune_passes: Counter::new("teloxide_retention_prune_passes_total"),
+            skew_warnings: Counter::new("teloxide_retention_clock_skew_warnings_total"),
+            inactivity_held: Counter::new("teloxide_retention_inactivity_held_total"),
+        }
+    }
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn add(counter: &Counter, n: u64) {
+        counter.value.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(counter.metric).increment(n);
     }
 
     pub(crate) fn erased(&self, reason: ErasureReason) {
-        Self::add(&self.erased[reason.index()], 1);
+        self.erased[reason.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("teloxide_retention_erasures_total", "reason" => reason.as_str())
+            .increment(1);
+    }
+
+    /// A gone mark for `reason` was newly stored.
+    pub(crate) fn marked_gone(&self, reason: ErasureReason) {
+        self.marked_gone[reason.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("teloxide_retention_gone_marks_total", "reason" => reason.as_str())
+            .increment(1);
     }
 
     /// The counters now, with the tracker's gauges.
     pub(crate) fn snapshot(&self, gauges: Gauges) -> Stats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let get = Counter::get;
+        let per_reason = |a: &[AtomicU64; ErasureReason::ALL.len()]| {
+            PerReason(std::array::from_fn(|i| a[i].load(Ordering::Relaxed)))
+        };
         Stats {
             touches_written: get(&self.touches_written),
             touch_write_failures: get(&self.touch_write_failures),
@@ -135,10 +189,10 @@ impl Counters {
             touches_dropped: get(&self.touches_dropped),
             gone_marks_dropped: get(&self.marks_dropped),
             strict_refusals: get(&self.strict_refusals),
-            erased: PerReason(std::array::from_fn(|i| get(&self.erased[i]))),
+            erased: per_reason(&self.erased),
             erasure_failures: get(&self.erasure_failures),
             stuck_erasures: get(&self.stuck_erasures),
-            marked_gone: get(&self.marked_gone),
+            marked_gone: per_reason(&self.marked_gone).total(),
             follow_ups: get(&self.follow_ups),
             leases_lost: get(&self.leases_lost),
             prune_passes: get(&self.prune_passes),

@@ -556,7 +556,7 @@ impl Tracker {
     /// Counts and announces (the `on_gone` hook) a gone mark the store newly took, however
     /// it was written.
     pub(crate) fn newly_marked(&self, user: u64, reason: ErasureReason) {
-        Counters::add(&self.counters.marked_gone, 1);
+        self.counters.marked_gone(reason);
         self.hooks.gone(user, reason);
     }
 

@@ -9,7 +9,7 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked, Pending,
     RawPreview, RawStatus, Store, StuckWindow, WriterWindow, sealed,
 };
 
@@ -535,6 +535,14 @@ impl Backend for Bound {
                     1
                 }
             }
+        })
+    }
+
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+        self.ready(|s| Pending {
+            scheduled: s.queue.scores.len() as u64,
+            failing: s.failing.len() as u64,
+            oldest_failing_since: s.failing.values().map(|(since, _)| *since).min(),
         })
     }
 

@@ -155,6 +155,17 @@ pub(crate) struct Finish {
     pub(crate) failing: Vec<(i64, bool)>,
 }
 
+/// Scheduled and failing erasures of a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pending {
+    /// Scheduled erasures (gone marks, opt-outs, retries), due or not.
+    pub(crate) scheduled: u64,
+    /// Erasures whose last attempt failed.
+    pub(crate) failing: u64,
+    /// When the longest-failing of them first failed (ms).
+    pub(crate) oldest_failing_since: Option<i64>,
+}
+
 /// The result of scheduling an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Marked {
@@ -230,7 +241,12 @@ pub(crate) async fn bounded<T>(
     limit: std::time::Duration,
     call: impl std::future::Future<Output = crate::Result<T>>,
 ) -> crate::Result<T> {
-    tokio::time::timeout(limit, call).await.unwrap_or(Err(crate::Error::Timeout(limit)))
+    let started = std::time::Instant::now();
+    let result =
+        tokio::time::timeout(limit, call).await.unwrap_or(Err(crate::Error::Timeout(limit)));
+    metrics::histogram!("teloxide_retention_store_call_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 /// An unpredictable 64-bit id (SipHash with a per-process random key over a counter), for
@@ -359,6 +375,9 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Number of tracked users (for stats and tests).
     fn tracked(&self) -> BoxFuture<'_, Result<u64>>;
+
+    /// Scheduled and failing erasures (for the metrics' gauges).
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>>;
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::connect::{SentinelConn, SentinelHandle, check_scheme, ensure_crypto_p
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked, Pending,
     RawPreview, RawStatus, Store, StuckWindow, WriterWindow, decode_job, sealed,
 };
 
@@ -1170,6 +1170,24 @@ impl Backend for Bound {
                 .arg("(+inf")
                 .query_async(&mut self.conn.clone())
                 .await?)
+        })
+    }
+
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+        Box::pin(async move {
+            let (scheduled, failing): (u64, Vec<String>) = redis::pipe()
+                .cmd("ZCARD")
+                .arg(&self.keys.queue)
+                .cmd("HVALS")
+                .arg(&self.keys.failing)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let since = |v: &String| v.split(',').next().and_then(|s| s.parse::<i64>().ok());
+            Ok(Pending {
+                scheduled,
+                failing: failing.len() as u64,
+                oldest_failing_since: failing.iter().filter_map(since).min(),
+            })
         })
     }
 

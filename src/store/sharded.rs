@@ -15,7 +15,7 @@ use super::redis::Bound;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, RawPreview,
+    Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, Pending, RawPreview,
     RawStatus, StuckWindow, WriterWindow,
 };
 
@@ -351,6 +351,17 @@ impl Backend for Sharded {
         Box::pin(async move {
             self.ready().await?;
             self.shard(user).count_use(user, action, window, ttl_ms).await
+        })
+    }
+
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+        Box::pin(async move {
+            let all = self.every(Backend::pending).await?;
+            Ok(Pending {
+                scheduled: all.iter().map(|p| p.scheduled).sum(),
+                failing: all.iter().map(|p| p.failing).sum(),
+                oldest_failing_since: all.iter().filter_map(|p| p.oldest_failing_since).min(),
+            })
         })
     }
 

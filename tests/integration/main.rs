@@ -15,6 +15,7 @@ mod erasers;
 mod faults;
 mod gone;
 mod layer;
+mod metrics;
 mod model;
 mod pruner;
 mod safety;
