@@ -275,9 +275,9 @@ impl Pruner {
         }
         if health.seen_vanished {
             return Err(Error::Unsafe(format!(
-                "the set of tracked users ({{{}}}:seen) was lost (evicted or deleted): users \
-                 tracked before are unknown now, so their data would never be erased for \
-                 inactivity; restore it from a backup, or call \
+                "the set of tracked users ({{{}}}:seen, or a shard's) was lost (evicted or \
+                 deleted): users tracked before are unknown now, so their data would never \
+                 be erased for inactivity; restore it from a backup, or call \
                  Retention::accept_lost_tracking to prune with what is left",
                 self.engine.config.namespace
             )));
