@@ -295,7 +295,8 @@ impl RedisStore {
     /// written by a version that did not shard, whose count is 1).
     ///
     /// Stop every bot of the namespace first (a bot removes its heartbeat when it shuts
-    /// down cleanly); open them again with [`RedisStore::with_shards`]`(count)` afterwards.
+    /// down cleanly; a heartbeat younger than an hour, such as a crashed bot's, makes this
+    /// refuse); open them again with [`RedisStore::with_shards`]`(count)` afterwards.
     /// While the move runs, bots that start refuse to touch the namespace. It is
     /// resumable: if it is interrupted, run it again with the same count. Confirmation
     /// nonces and rate-limit counters are not moved (they expire within minutes).
@@ -385,8 +386,13 @@ fn check_shard_count(count: usize) -> Result<()> {
 /// Members per `ZSCAN`/`HSCAN` step and per write while resharding.
 const MOVE_CHUNK: usize = 500;
 
-/// A heartbeat younger than this means a bot still runs: resharding refuses.
-const QUIET_MS: i64 = 2 * 60 * 1000;
+/// A heartbeat younger than this means a bot may still run: resharding refuses. A bot may
+/// send heartbeats as rarely as a third of its writer timeout (default 1 hour), so anything
+/// shorter could miss a running bot, whose touches would then go to the old layout after
+/// the move and leave the new one with stale times (an active user erased for inactivity).
+/// A bot that shut down cleanly left no heartbeat; one that crashed blocks resharding for
+/// this long.
+const QUIET_MS: i64 = 60 * 60 * 1000;
 
 /// A client for `url`, with `tls` settings if given.
 fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client> {
@@ -620,8 +626,9 @@ impl Bound {
             let at: i64 = beat.split(',').next().and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
             if now.saturating_sub(at) < QUIET_MS {
                 return Err(Error::Unsafe(format!(
-                    "writer {id} sent a heartbeat {} s ago: a bot still runs on this namespace; \
-                     stop every bot before resharding",
+                    "writer {id} sent a heartbeat {} s ago: a bot may still run on this \
+                     namespace; stop every bot before resharding (a bot that crashed instead \
+                     of shutting down counts as running for an hour after its last heartbeat)",
                     now.saturating_sub(at).max(0) / 1000
                 )));
             }
