@@ -384,3 +384,180 @@ impl ConnectionLike for SentinelHandle {
         self.0.db()
     }
 }
+
+/// A Redis Cluster connection that is made afresh when calls keep stalling.
+///
+/// The cluster client reads the slot map again when a node refuses connections or answers
+/// `MOVED`, but not when a node hangs (a frozen process, a half-open connection, a network
+/// partition): calls routed to it then wait out every timeout, however long the cluster
+/// has served its slots from a promoted replica. After [`STALLS_BEFORE_REBUILD`] calls
+/// stall within [`STALL_WINDOW`] (they time out, are given up by the store's timeout, or
+/// fail on the connection), a fresh connection is made in the background from the initial
+/// nodes; it reads the current slot map. Calls already under way finish on the old one.
+pub(crate) struct ClusterConn {
+    /// `None` for a connection the bot made itself, which is never made again.
+    client: Option<redis::cluster::ClusterClient>,
+    state: Mutex<ClusterState>,
+}
+
+/// Stalled calls within [`STALL_WINDOW`] that make [`ClusterConn`] connect afresh.
+const STALLS_BEFORE_REBUILD: u32 = 3;
+/// How close together stalls must be to count together.
+const STALL_WINDOW: Duration = Duration::from_secs(30);
+/// The shortest time between two fresh connections.
+const REBUILD_EVERY: Duration = Duration::from_secs(5);
+/// How long a fresh connection may take before the attempt is given up.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct ClusterState {
+    generation: u64,
+    conn: redis::cluster_async::ClusterConnection,
+    /// Stalls counted since `first_stall`.
+    stalls: u32,
+    first_stall: Option<std::time::Instant>,
+    rebuilding: bool,
+    last_rebuild: Option<std::time::Instant>,
+}
+
+impl ClusterConn {
+    pub(crate) fn new(
+        conn: redis::cluster_async::ClusterConnection,
+        client: Option<redis::cluster::ClusterClient>,
+    ) -> Self {
+        Self {
+            client,
+            state: Mutex::new(ClusterState {
+                generation: 0,
+                conn,
+                stalls: 0,
+                first_stall: None,
+                rebuilding: false,
+                last_rebuild: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn current(&self) -> (u64, redis::cluster_async::ClusterConnection) {
+        let state = self.state();
+        (state.generation, state.conn.clone())
+    }
+
+    /// Counts a stalled call on the connection of `generation`; starts a fresh connection
+    /// when enough stalled close together.
+    fn stalled(self: &Arc<Self>, generation: u64) {
+        let Some(client) = self.client.clone() else { return };
+        let now = std::time::Instant::now();
+        {
+            let mut state = self.state();
+            if state.generation != generation || state.rebuilding {
+                return;
+            }
+            if state.first_stall.is_none_or(|first| now.duration_since(first) > STALL_WINDOW) {
+                state.first_stall = Some(now);
+                state.stalls = 0;
+            }
+            state.stalls += 1;
+            if state.stalls < STALLS_BEFORE_REBUILD
+                || state.last_rebuild.is_some_and(|last| now.duration_since(last) < REBUILD_EVERY)
+            {
+                return;
+            }
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            state.rebuilding = true;
+            let this = Arc::clone(self);
+            runtime.spawn(async move { this.rebuild(client).await });
+        }
+    }
+
+    async fn rebuild(&self, client: redis::cluster::ClusterClient) {
+        tracing::warn!(
+            "calls to the Redis Cluster keep stalling; connecting afresh to read its slot map"
+        );
+        let fresh = tokio::time::timeout(REBUILD_TIMEOUT, client.get_async_connection()).await;
+        let mut state = self.state();
+        state.rebuilding = false;
+        state.last_rebuild = Some(std::time::Instant::now());
+        match fresh {
+            Ok(Ok(conn)) => {
+                state.conn = conn;
+                state.generation += 1;
+                state.stalls = 0;
+                state.first_stall = None;
+                tracing::info!("connected to the Redis Cluster afresh");
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not connect to the Redis Cluster afresh");
+            }
+            Err(_) => tracing::warn!(
+                "could not connect to the Redis Cluster afresh within {REBUILD_TIMEOUT:?}"
+            ),
+        }
+    }
+}
+
+/// Whether `err` is how a hung or lost node makes a call fail.
+fn is_stall(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || matches!(err.kind(), redis::ErrorKind::Server(ServerErrorKind::ClusterDown))
+}
+
+/// Counts a call as stalled unless it is settled before it is dropped (the store's timeout
+/// drops a call that hangs).
+struct Watch<'a> {
+    conn: &'a Arc<ClusterConn>,
+    generation: u64,
+    settled: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.stalled(self.generation);
+        }
+    }
+}
+
+/// A handle on a [`ClusterConn`] that sends commands as any connection does.
+#[derive(Clone)]
+pub(crate) struct ClusterHandle(pub(crate) Arc<ClusterConn>);
+
+impl ClusterHandle {
+    async fn on_cluster<T>(
+        &self,
+        send: impl AsyncFnOnce(&mut redis::cluster_async::ClusterConnection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let (generation, mut conn) = self.0.current();
+        let mut watch = Watch { conn: &self.0, generation, settled: false };
+        let reply = send(&mut conn).await;
+        watch.settled = !matches!(&reply, Err(e) if is_stall(e));
+        reply
+    }
+}
+
+impl ConnectionLike for ClusterHandle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(self.on_cluster(async |conn| conn.req_packed_command(cmd).await))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(
+            self.on_cluster(async move |conn| conn.req_packed_commands(cmd, offset, count).await),
+        )
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.current().1.get_db()
+    }
+}

@@ -12,8 +12,9 @@ use super::scripts::{
 };
 use super::sharded::{DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, Sharded, shard_tag};
 
+use super::connect::{ClusterConn, ClusterHandle, SentinelConn, SentinelHandle};
 use super::connect::{RedisSentinel, RedisTls};
-use super::connect::{SentinelConn, SentinelHandle, check_scheme, ensure_crypto_provider};
+use super::connect::{check_scheme, ensure_crypto_provider};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::store::{
@@ -81,7 +82,7 @@ impl std::fmt::Debug for RedisStore {
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterHandle),
     Sentinel(SentinelHandle),
 }
 
@@ -214,7 +215,7 @@ impl RedisStore {
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Self::from_cluster(client.get_async_connection().await.map_err(tls_hint)?))
+        Self::cluster_client(client).await
     }
 
     /// Like [`RedisStore::open_cluster`], for `rediss://` nodes with a CA or client
@@ -235,7 +236,13 @@ impl RedisStore {
             .response_timeout(Duration::from_secs(5))
             .certs(tls.certificates())
             .build()?;
-        Ok(Self::from_cluster(client.get_async_connection().await.map_err(tls_hint)?))
+        Self::cluster_client(client).await
+    }
+
+    async fn cluster_client(client: redis::cluster::ClusterClient) -> Result<Self> {
+        let conn = client.get_async_connection().await.map_err(tls_hint)?;
+        let conn = ClusterConn::new(conn, Some(client));
+        Ok(Self { conn: Conn::Cluster(ClusterHandle(Arc::new(conn))), shards: None })
     }
 
     /// Uses a connection manager you configured yourself.
@@ -245,9 +252,15 @@ impl RedisStore {
     }
 
     /// Uses a cluster connection you configured yourself.
+    ///
+    /// Unlike a store from [`RedisStore::open_cluster`], which connects afresh when calls
+    /// keep stalling on a hung node (the cluster client reads the slot map again when a
+    /// node refuses connections, not when it hangs), this one keeps the connection it was
+    /// given.
     #[must_use]
     pub fn from_cluster(conn: ClusterConnection) -> Self {
-        Self { conn: Conn::Cluster(conn), shards: None }
+        let conn = ClusterConn::new(conn, None);
+        Self { conn: Conn::Cluster(ClusterHandle(Arc::new(conn))), shards: None }
     }
 
     /// Splits each namespace into `count` shards, each with a Redis Cluster hash tag of its

@@ -23,6 +23,8 @@ pub fn seen_members(conn: &mut redis::Connection) -> std::collections::HashSet<u
 
 pub struct ClusterTopology {
     pub nodes: Vec<RedisServer>,
+    /// The port of a node frozen with SIGSTOP, which nothing asks any more.
+    frozen: Option<u16>,
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -57,7 +59,7 @@ impl ClusterTopology {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let topology = Self { nodes };
+        let topology = Self { nodes, frozen: None };
         topology.wait_ok();
         topology
     }
@@ -69,7 +71,7 @@ impl ClusterTopology {
     /// Waits until every running node says the cluster is ok and agrees on who serves
     /// `slot`-holding masters.
     pub fn wait_ok(&self) {
-        for node in self.nodes.iter().filter(|n| n.is_running()) {
+        for node in self.nodes.iter().filter(|n| n.is_running() && Some(n.port()) != self.frozen) {
             let mut conn = node.sync_connection();
             wait_for("cluster_state:ok", || {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
@@ -85,7 +87,10 @@ impl ClusterTopology {
     }
 
     fn any(&self) -> &RedisServer {
-        self.nodes.iter().find(|n| n.is_running()).expect("a running node")
+        self.nodes
+            .iter()
+            .find(|n| n.is_running() && Some(n.port()) != self.frozen)
+            .expect("a running node")
     }
 
     /// `(node id, port, slot ranges)` of every healthy master, from `CLUSTER NODES`.
@@ -168,6 +173,19 @@ impl ClusterTopology {
     pub fn kill_master_of(&mut self, slot: u16) -> u16 {
         let (_, port) = self.master_of(slot);
         self.nodes.iter_mut().find(|n| n.port() == port).unwrap().stop();
+        wait_for("the replica to take the slot over", || {
+            self.try_master_of(slot).is_some_and(|(_, now)| now != port)
+        });
+        self.wait_ok();
+        self.master_of(slot).1
+    }
+
+    /// Freezes the master serving `slot` (SIGSTOP: its connections stay open and nothing
+    /// answers, as with a hung Redis) and waits until its replica serves the slot.
+    pub fn freeze_master_of(&mut self, slot: u16) -> u16 {
+        let (_, port) = self.master_of(slot);
+        self.nodes.iter().find(|n| n.port() == port).unwrap().pause();
+        self.frozen = Some(port);
         wait_for("the replica to take the slot over", || {
             self.try_master_of(slot).is_some_and(|(_, now)| now != port)
         });

@@ -203,6 +203,55 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
+    crate::common::init_tracing();
+    let topology = std::sync::Arc::new(std::sync::Mutex::new(ClusterTopology::start()));
+    let slot = 0;
+    let urls = topology.lock().unwrap().urls();
+    let clock = ManualClock::at_unix_ms(T0);
+    let eraser = Recorder::new("profiles");
+    let bot = cluster_bot(urls, &clock, eraser.clone()).await;
+    for user in 1..=40 {
+        assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
+    }
+    clock.advance(31 * DAY);
+
+    // The master of a third of the shards hangs (its sockets stay open, nothing answers)
+    // while the bot keeps writing; the cluster promotes its replica.
+    let masters = tokio::task::spawn_blocking({
+        let topology = std::sync::Arc::clone(&topology);
+        move || {
+            let mut t = topology.lock().unwrap();
+            let (_, port) = t.master_of(slot);
+            t.sync_replica_of(port);
+            let new_master = t.freeze_master_of(slot);
+            let mut ports = t.master_ports();
+            ports.sort_by_key(|p| *p != new_master);
+            ports
+        }
+    });
+    let mut user = 100;
+    while !masters.is_finished() {
+        user += 1;
+        let noted = bot.note_interaction(UserId(user)).await;
+        assert!(matches!(noted, Noted::Written | Noted::Buffered), "{noted:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let masters = masters.await.unwrap();
+
+    touches_reach_the_new_master(&bot, 61..=90, &masters).await;
+    clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(prune_once_settled(&bot).await, 40);
+    for u in 1..=40 {
+        assert!(eraser.erased(u) >= 1, "user {u} erased");
+    }
+    for u in (61..=90).chain(101..=user) {
+        assert_eq!(eraser.erased(u), 0, "user {u} is active and kept");
+    }
+    assert_eq!(bot.tracked_users().await.unwrap(), 30 + user - 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn touches_carry_on_while_slots_migrate() {
     crate::common::init_tracing();
     let topology = ClusterTopology::start();
