@@ -15,6 +15,7 @@ use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
 use crate::gone::GoneReason;
 use crate::hooks::{ErasedUser, Hooks, StuckErasure};
+use crate::receipts::ReceiptKey;
 use crate::retention::Retention;
 use crate::store::Store;
 
@@ -318,6 +319,35 @@ impl RetentionBuilder {
     /// ```
     pub fn on_stuck(mut self, hook: impl Fn(StuckErasure) + Send + Sync + 'static) -> Self {
         self.hooks.stuck = Some(Arc::new(hook));
+        self
+    }
+
+    /// Keeps an **erasure receipt** for each completed erasure, for `keep`: a record in the
+    /// store that names the user only by `HMAC-SHA256(key, user id)`, with the reason, the
+    /// time, the erasers that succeeded and the attempt. [`Retention::receipt`] (and the
+    /// CLI's `receipt`) finds a user's receipts given the key; without the key they are
+    /// anonymous. Off by default.
+    ///
+    /// What a receipt shows: that this bot's pruner erased the user named by that hash, when,
+    /// why and with which erasers, all of which reported success. What it does not show:
+    /// what the erasers actually deleted, nor anything about backups or copies outside them.
+    /// Keep the key outside Redis; destroying it leaves only anonymous records.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use teloxide_retention::{MemoryStore, ReceiptKey, Retention};
+    /// let key = ReceiptKey::from_file("/run/secrets/receipt.key")?;
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .receipts(key, Duration::from_secs(3 * 365 * 24 * 3600))
+    ///     .build()?;
+    /// # let _ = retention;
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    ///
+    /// [`Retention::receipt`]: crate::Retention::receipt
+    pub fn receipts(mut self, key: ReceiptKey, keep: Duration) -> Self {
+        self.config.receipts = Some(crate::receipts::ReceiptConfig { key, keep });
         self
     }
 

@@ -58,6 +58,7 @@ pub(crate) struct Config {
     pub(crate) writer_timeout: Duration,
     pub(crate) allow_allkeys_eviction: bool,
     pub(crate) stuck_after: Duration,
+    pub(crate) receipts: Option<crate::receipts::ReceiptConfig>,
 }
 
 impl Config {
@@ -101,6 +102,7 @@ pub(crate) struct PartialConfig {
     pub(crate) writer_timeout: Duration,
     pub(crate) allow_allkeys_eviction: bool,
     pub(crate) stuck_after: Duration,
+    pub(crate) receipts: Option<crate::receipts::ReceiptConfig>,
 }
 
 impl Default for PartialConfig {
@@ -124,6 +126,7 @@ impl Default for PartialConfig {
             writer_timeout: Duration::from_secs(3600),
             allow_allkeys_eviction: false,
             stuck_after: Duration::from_secs(3 * 24 * 3600),
+            receipts: None,
         }
     }
 }
@@ -149,6 +152,11 @@ impl PartialConfig {
             if value.is_zero() {
                 return Err(Error::config(format!("{name} must be longer than zero")));
             }
+        }
+        if let Some(receipts) = &c.receipts
+            && receipts.keep.is_zero()
+        {
+            return Err(Error::config("receipts must be kept for longer than zero"));
         }
         crate::store::validate_namespace(&c.namespace)?;
         if inactive_after <= c.resolution.saturating_mul(2) {
@@ -213,6 +221,7 @@ impl PartialConfig {
             writer_timeout: c.writer_timeout,
             allow_allkeys_eviction: c.allow_allkeys_eviction,
             stuck_after: c.stuck_after,
+            receipts: c.receipts,
         })
     }
 }

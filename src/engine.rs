@@ -15,8 +15,11 @@ use crate::config::Config;
 use crate::erase::{DynEraser, Erasure, ErasureReason, Export};
 use crate::error::Result;
 use crate::hooks::{Hooks, StuckErasure};
+use crate::receipts::{Receipt, ReceiptBatch, ReceiptKey};
 use crate::stats::Counters;
-use crate::store::{Batch, ClaimTimes, Claimed, Confirmed, DynBackend, Invalidation, random_id};
+use crate::store::{
+    Batch, ClaimTimes, Claimed, Confirmed, DynBackend, FinishWith, Invalidation, random_id,
+};
 use crate::tracker::Tracker;
 
 /// What the store holds about one user; see [`Retention::status`](crate::Retention::status).
@@ -90,6 +93,9 @@ impl Drop for Engine {
         self.cancel.cancel();
     }
 }
+
+/// How long finding a user's receipts may take: it reads every receipt of the shards.
+const RECEIPT_SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The per-user outcome of running every eraser: the failed erasers and their errors.
 pub(crate) type EraserFailures = Vec<(String, String)>;
@@ -235,6 +241,18 @@ impl Engine {
         })
     }
 
+    /// The receipts of `user` under `key` (see [`crate::RetentionBuilder::receipts`]),
+    /// oldest first; receipts older than the configured lifetime are left out.
+    pub(crate) async fn receipts(&self, user: UserId, key: &ReceiptKey) -> Result<Vec<Receipt>> {
+        let keep_ms = self.config.receipts.as_ref().map_or(i64::MAX, |r| duration_ms(r.keep));
+        let tag = key.tag(user);
+        let now = self.clock.now_ms();
+        // Reading a long stream page by page takes longer than one store call.
+        let scan = self.backend.receipts(user.0, &tag, now, keep_ms);
+        let found = crate::store::bounded(RECEIPT_SCAN_TIMEOUT, scan).await?;
+        Ok(found.into_iter().map(Receipt::from).collect())
+    }
+
     /// Runs every eraser for a claimed batch and finishes it in the store: erased users
     /// are confirmed, failed ones go back to the queue with backoff.
     pub(crate) async fn erase_batch(&self, batch: &Batch) -> Result<Finished> {
@@ -263,7 +281,19 @@ impl Engine {
             .map(|(c, _)| (*c, now.saturating_add(retry_delay_ms(c.attempts))))
             .collect();
         let stuck = self.config.stuck_window();
-        let finish = self.backend.finish(batch, &done, &retries, now, follow_up_at, stuck);
+        let receipts = self.config.receipts.as_ref().map(|r| ReceiptBatch {
+            keep_ms: duration_ms(r.keep),
+            erasers: self.eraser_names().join(","),
+            tags: done.iter().map(|c| r.key.tag(UserId(c.user))).collect(),
+        });
+        let finish = self.backend.finish(
+            batch,
+            &done,
+            &retries,
+            now,
+            follow_up_at,
+            FinishWith { stuck, receipts: receipts.as_ref() },
+        );
         let Some(finish) = self.call(finish).await? else {
             Counters::add(&self.counters.leases_lost, batch.users.len() as u64);
             tracing::warn!(

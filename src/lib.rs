@@ -13,6 +13,7 @@ mod hooks;
 mod humans;
 mod layer;
 mod pruner;
+mod receipts;
 mod retention;
 mod stats;
 mod store;
@@ -31,6 +32,7 @@ pub use error::{BoxError, Error, Result};
 pub use gone::{GoneReason, gone_reason};
 pub use hooks::{ErasedUser, StuckErasure};
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
+pub use receipts::{Receipt, ReceiptKey};
 pub use retention::{Retention, RetentionExt};
 pub use stats::Stats;
 #[cfg(feature = "tls")]

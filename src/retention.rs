@@ -251,6 +251,61 @@ impl Retention {
         self.inner.engine.status(user).await
     }
 
+    /// The erasure receipts of `user`, oldest first, found with the key given to
+    /// [`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts): one per completed
+    /// erasure within the receipts' lifetime. Empty if the user was never erased in that
+    /// time (or under another key).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{ErasureReason, MemoryStore, ReceiptKey, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(30 * 24 * 3600))
+    ///     .receipts(ReceiptKey::new([7u8; 32])?, Duration::from_secs(365 * 24 * 3600))
+    ///     .build()?;
+    /// retention.erase_user(UserId(42)).await?;
+    /// let receipts = retention.receipt(UserId(42)).await?;
+    /// assert_eq!(receipts[0].reason, ErasureReason::OptOut);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if receipts are off; [`Error::Redis`] or [`Error::Timeout`] if the
+    /// store cannot be read (it reads every receipt of the namespace, within 60 s).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn receipt(&self, user: UserId) -> Result<Vec<crate::Receipt>> {
+        let Some(receipts) = &self.inner.engine.config.receipts else {
+            return Err(Error::config(
+                "receipts are off; turn them on with RetentionBuilder::receipts, or look a \
+                 user up with Retention::receipt_with and the key",
+            ));
+        };
+        self.inner.engine.receipts(user, &receipts.key).await
+    }
+
+    /// Like [`Retention::receipt`], with a key given here: for tools that look receipts
+    /// up without writing them (the CLI's `receipt`). Receipts past their lifetime that
+    /// Redis still holds are included unless this `Retention` was built with
+    /// [`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    pub async fn receipt_with(
+        &self,
+        user: UserId,
+        key: &crate::ReceiptKey,
+    ) -> Result<Vec<crate::Receipt>> {
+        self.inner.engine.receipts(user, key).await
+    }
+
     /// Number of tracked users.
     ///
     /// ```
@@ -813,10 +868,11 @@ mod tests {
         use futures_util::future::BoxFuture;
         use tokio::sync::Notify;
 
+        use crate::receipts::RawReceipt;
         use crate::store::sealed::{Bound, Token};
         use crate::store::{
-            Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, Pending,
-            RawPreview, RawStatus, StuckWindow, WriterWindow,
+            Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Health, Invalidation, Marked,
+            Pending, RawPreview, RawStatus, WriterWindow,
         };
         use crate::{ErasureReason, MemoryStore, Result, Store};
 
@@ -896,9 +952,18 @@ mod tests {
                 failed: &'a [(Claimed, i64)],
                 now: i64,
                 follow_up_at: i64,
-                stuck: StuckWindow,
+                with: FinishWith<'a>,
             ) -> BoxFuture<'a, Result<Option<Finish>>> {
-                self.inner.finish(batch, done, failed, now, follow_up_at, stuck)
+                self.inner.finish(batch, done, failed, now, follow_up_at, with)
+            }
+            fn receipts<'a>(
+                &'a self,
+                user: u64,
+                tag: &'a str,
+                now: i64,
+                keep_ms: i64,
+            ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
+                self.inner.receipts(user, tag, now, keep_ms)
             }
             fn schedule(
                 &self,

@@ -7,10 +7,11 @@ use futures_util::future::BoxFuture;
 use crate::clock::{Clock, SystemClock};
 use crate::erase::ErasureReason;
 use crate::error::Result;
+use crate::receipts::RawReceipt;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked, Pending,
-    RawPreview, RawStatus, Store, StuckWindow, WriterWindow, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Health, Invalidation,
+    Marked, Pending, RawPreview, RawStatus, Store, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -103,6 +104,8 @@ struct Space {
     job: HashMap<u64, Job>,
     /// User → (first failure, last report as stuck) of a failing erasure.
     failing: HashMap<u64, (i64, i64)>,
+    /// Erasure receipts, oldest first: the user's keyed hash and the receipt.
+    receipts: VecDeque<(String, RawReceipt)>,
     feed: VecDeque<(u64, Instant, Invalidation)>,
     feed_seq: u64,
     /// Nonces and counters, with their real-time expiry (like Redis TTLs).
@@ -350,11 +353,27 @@ impl Backend for Bound {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-        stuck: StuckWindow,
+        with: FinishWith<'a>,
     ) -> BoxFuture<'a, Result<Option<Finish>>> {
+        let FinishWith { stuck, receipts } = with;
         self.ready(|s| {
             if s.lease.score(batch.id) != Some(batch.deadline) {
                 return None;
+            }
+            if let Some(receipts) = receipts {
+                while s.receipts.front().is_some_and(|(_, r)| r.at < now - receipts.keep_ms) {
+                    s.receipts.pop_front();
+                }
+                for (c, tag) in done.iter().zip(&receipts.tags) {
+                    let receipt = RawReceipt {
+                        at: now,
+                        // An opt-out may have taken over a running erasure.
+                        reason: s.job.get(&c.user).map_or(c.reason, |j| j.0),
+                        erasers: receipts.erasers.clone(),
+                        attempts: c.attempts.saturating_add(1),
+                    };
+                    s.receipts.push_back((tag.clone(), receipt));
+                }
             }
             let confirmed: Vec<Confirmed> = done
                 .iter()
@@ -548,5 +567,21 @@ impl Backend for Bound {
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
         self.ready(|s| s.seen.scores.len() as u64)
+    }
+
+    fn receipts<'a>(
+        &'a self,
+        _user: u64,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
+        self.ready(move |s| {
+            s.receipts
+                .iter()
+                .filter(|(t, r)| t == tag && r.at >= now - keep_ms)
+                .map(|(_, r)| r.clone())
+                .collect()
+        })
     }
 }

@@ -37,6 +37,7 @@ use futures_util::future::BoxFuture;
 
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
+use crate::receipts::{RawReceipt, ReceiptBatch};
 
 pub use self::connect::RedisSentinel;
 #[cfg(feature = "tls")]
@@ -143,6 +144,14 @@ pub(crate) struct StuckWindow {
     pub(crate) after_ms: i64,
     /// A stuck erasure is reported at most once per this (ms).
     pub(crate) every_ms: i64,
+}
+
+/// How a batch is finished beyond its users: when failing erasures are stuck, and the
+/// receipts to write (`None`: receipts are off).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FinishWith<'a> {
+    pub(crate) stuck: StuckWindow,
+    pub(crate) receipts: Option<&'a ReceiptBatch>,
 }
 
 /// What finishing a batch did.
@@ -327,8 +336,18 @@ pub(crate) trait Backend: Send + Sync {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-        stuck: StuckWindow,
+        with: FinishWith<'a>,
     ) -> BoxFuture<'a, Result<Option<Finish>>>;
+
+    /// The receipts of the user named `tag` in `user`'s shard that are younger than
+    /// `keep_ms` at `now`, oldest first.
+    fn receipts<'a>(
+        &'a self,
+        user: u64,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>>;
 
     /// Schedules an erasure of `user` for `reason`, due at `due` (`None`: never, mark only).
     fn schedule(

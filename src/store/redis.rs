@@ -17,9 +17,10 @@ use super::connect::{RedisSentinel, RedisTls};
 use super::connect::{check_scheme, ensure_crypto_provider};
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
+use crate::receipts::RawReceipt;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, Health, Invalidation, Marked, Pending,
-    RawPreview, RawStatus, Store, StuckWindow, WriterWindow, decode_job, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Health, Invalidation,
+    Marked, Pending, RawPreview, RawStatus, Store, WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -363,6 +364,7 @@ impl RedisStore {
             shard.accept_lost_tracking().await?;
         }
         for (index, shard) in old.iter().enumerate() {
+            shard.move_receipts(&new[index % count]).await?;
             let (users, scheduled) = shard.move_users(&new).await?;
             moved.users += users;
             moved.scheduled += scheduled;
@@ -502,6 +504,7 @@ struct Keys {
     writers: String,
     meta: String,
     failing: String,
+    receipts: String,
 }
 
 impl Keys {
@@ -518,6 +521,7 @@ impl Keys {
             writers: format!("{prefix}writers"),
             meta: format!("{prefix}meta"),
             failing: format!("{prefix}failing"),
+            receipts: format!("{prefix}receipts"),
             tag: tag.to_owned(),
             prefix,
         }
@@ -653,6 +657,68 @@ impl Bound {
     /// (each to its user's shard), then deletes this shard's keys. Copies are idempotent,
     /// so an interrupted move is finished by running it again. Returns the users and
     /// scheduled erasures moved.
+    /// Moves this shard's erasure receipts into `target`'s stream, oldest first. They are
+    /// found by a lookup of every shard, so any target will do. An entry keeps its time
+    /// unless the target already holds later ones (ids only grow), which only delays its
+    /// trimming; each page is deleted here once copied, so a rerun after an interruption
+    /// copies at most one page twice.
+    async fn move_receipts(&self, target: &Bound) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let source_ttl: i64 =
+            redis::cmd("PTTL").arg(&self.keys.receipts).query_async(&mut conn).await?;
+        let top: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&target.keys.receipts)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let ms_of = |id: &str| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
+        let mut top_ms = top.ids.first().and_then(|e| ms_of(&e.id)).unwrap_or(0);
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.keys.receipts)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(MOVE_CHUNK)
+                .query_async(&mut conn)
+                .await?;
+            if page.ids.is_empty() {
+                break;
+            }
+            let mut copy = redis::pipe();
+            let mut delete = redis::cmd("XDEL");
+            delete.arg(&self.keys.receipts);
+            for entry in &page.ids {
+                top_ms = top_ms.max(ms_of(&entry.id).unwrap_or(0));
+                let add = copy.cmd("XADD").arg(&target.keys.receipts).arg(format!("{top_ms}-*"));
+                for field in ["h", "r", "t", "e", "a"] {
+                    add.arg(field).arg(entry.get::<String>(field).unwrap_or_default());
+                }
+                copy.ignore();
+                delete.arg(&entry.id);
+            }
+            copy.query_async::<()>(&mut conn).await?;
+            delete.query_async::<()>(&mut conn).await?;
+        }
+        if source_ttl > 0 {
+            let target_ttl: i64 =
+                redis::cmd("PTTL").arg(&target.keys.receipts).query_async(&mut conn).await?;
+            if target_ttl < source_ttl {
+                redis::cmd("PEXPIRE")
+                    .arg(&target.keys.receipts)
+                    .arg(source_ttl)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+        }
+        // An emptied stream stays as a key until deleted.
+        redis::cmd("DEL").arg(&self.keys.receipts).query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     async fn move_users(&self, new: &[Bound]) -> Result<(u64, u64)> {
         let mut conn = self.conn.clone();
         let count = new.len();
@@ -739,13 +805,30 @@ impl Bound {
             .key(&self.keys.batches)
             .key(&self.keys.writers)
             .key(&self.keys.meta)
-            .key(&self.keys.failing);
+            .key(&self.keys.failing)
+            .key(&self.keys.receipts);
         inv
     }
 
     async fn run<T: FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> Result<T> {
         Ok(inv.invoke_async(&mut self.conn.clone()).await?)
     }
+}
+
+/// A receipt from its stream entry (`t` time, `r` reason, `e` erasers, `a` attempts).
+fn decode_receipt(entry: &redis::streams::StreamId) -> Result<RawReceipt> {
+    let field = |name: &str| {
+        entry
+            .get::<String>(name)
+            .ok_or_else(|| Error::Unsafe(format!("receipt {} lacks its field `{name}`", entry.id)))
+    };
+    let bad = |what: &str| Error::Unsafe(format!("receipt {} has an unreadable {what}", entry.id));
+    Ok(RawReceipt {
+        at: field("t")?.parse().map_err(|_| bad("time"))?,
+        reason: ErasureReason::from_code(&field("r")?).ok_or_else(|| bad("reason"))?,
+        erasers: field("e")?,
+        attempts: field("a")?.parse().map_err(|_| bad("attempt count"))?,
+    })
 }
 
 /// "Now" for a script: the given time, or empty for Redis's own clock.
@@ -961,8 +1044,9 @@ impl Backend for Bound {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-        stuck: StuckWindow,
+        with: FinishWith<'a>,
     ) -> BoxFuture<'a, Result<Option<Finish>>> {
+        let FinishWith { stuck, receipts } = with;
         Box::pin(async move {
             let mut inv = self.invocation(&FINISH);
             inv.arg(now)
@@ -972,9 +1056,16 @@ impl Backend for Bound {
                 .arg(batch.deadline)
                 .arg(done.len())
                 .arg(stuck.after_ms)
-                .arg(stuck.every_ms);
+                .arg(stuck.every_ms)
+                .arg(receipts.map_or(0, |r| r.keep_ms))
+                .arg(receipts.map_or("", |r| r.erasers.as_str()));
             for c in done {
                 inv.arg(c.user);
+            }
+            if let Some(receipts) = receipts {
+                for (c, tag) in done.iter().zip(&receipts.tags) {
+                    inv.arg(tag).arg(c.reason.code()).arg(c.attempts.saturating_add(1));
+                }
             }
             for (c, retry_at) in failed {
                 inv.arg(c.user)
@@ -1208,6 +1299,44 @@ impl Backend for Bound {
                 failing: failing.len() as u64,
                 oldest_failing_since: failing.iter().filter_map(since).min(),
             })
+        })
+    }
+
+    fn receipts<'a>(
+        &'a self,
+        _user: u64,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
+        Box::pin(async move {
+            const PAGE: usize = 1000;
+            let mut conn = self.conn.clone();
+            let mut found = Vec::new();
+            let mut start = format!("{}", now.saturating_sub(keep_ms).max(0));
+            loop {
+                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&self.keys.receipts)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(last) = page.ids.last() else { break };
+                start = format!("({}", last.id);
+                let full = page.ids.len() == PAGE;
+                for entry in page.ids {
+                    if entry.get::<String>("h").as_deref() != Some(tag) {
+                        continue;
+                    }
+                    found.push(decode_receipt(&entry)?);
+                }
+                if !full {
+                    break;
+                }
+            }
+            Ok(found)
         })
     }
 

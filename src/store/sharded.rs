@@ -14,9 +14,10 @@ use futures_util::future::{BoxFuture, try_join_all};
 use super::redis::Bound;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
+use crate::receipts::RawReceipt;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Finish, Health, Invalidation, Marked, Pending, RawPreview,
-    RawStatus, StuckWindow, WriterWindow,
+    Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Health, Invalidation, Marked, Pending,
+    RawPreview, RawStatus, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -237,7 +238,7 @@ impl Backend for Sharded {
         failed: &'a [(Claimed, i64)],
         now: i64,
         follow_up_at: i64,
-        stuck: StuckWindow,
+        with: FinishWith<'a>,
     ) -> BoxFuture<'a, Result<Option<Finish>>> {
         Box::pin(async move {
             self.ready().await?;
@@ -245,7 +246,7 @@ impl Backend for Sharded {
             let Some(first) = batch.users.first() else {
                 return Ok(Some(Finish { confirmed: Vec::new(), failing: Vec::new() }));
             };
-            self.shard(first.user).finish(batch, done, failed, now, follow_up_at, stuck).await
+            self.shard(first.user).finish(batch, done, failed, now, follow_up_at, with).await
         })
     }
 
@@ -367,6 +368,27 @@ impl Backend for Sharded {
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move { Ok(self.every(Backend::tracked).await?.into_iter().sum()) })
+    }
+
+    fn receipts<'a>(
+        &'a self,
+        user: u64,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
+        Box::pin(async move {
+            self.ready().await?;
+            // Every shard: receipts stay where they were written when the user's shard
+            // changes (see `RedisStore::reshard`).
+            let all = try_join_all(
+                self.shards.iter().map(|shard| shard.receipts(user, tag, now, keep_ms)),
+            )
+            .await?;
+            let mut found: Vec<RawReceipt> = all.into_iter().flatten().collect();
+            found.sort_by_key(|r| r.at);
+            Ok(found)
+        })
     }
 }
 

@@ -181,13 +181,18 @@ impl ClusterTopology {
     }
 
     /// Freezes the master serving `slot` (SIGSTOP: its connections stay open and nothing
-    /// answers, as with a hung Redis) and waits until its replica serves the slot.
+    /// answers, as with a hung Redis); returns its port.
     pub fn freeze_master_of(&mut self, slot: u16) -> u16 {
         let (_, port) = self.master_of(slot);
         self.nodes.iter().find(|n| n.port() == port).unwrap().pause();
         self.frozen = Some(port);
+        port
+    }
+
+    /// Waits until another master than the one on `old` serves `slot`; returns its port.
+    pub fn wait_for_new_master_of(&self, slot: u16, old: u16) -> u16 {
         wait_for("the replica to take the slot over", || {
-            self.try_master_of(slot).is_some_and(|(_, now)| now != port)
+            self.try_master_of(slot).is_some_and(|(_, now)| now != old)
         });
         self.wait_ok();
         self.master_of(slot).1

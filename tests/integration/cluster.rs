@@ -217,14 +217,25 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
     clock.advance(31 * DAY);
 
     // The master of a third of the shards hangs (its sockets stay open, nothing answers)
-    // while the bot keeps writing; the cluster promotes its replica.
-    let masters = tokio::task::spawn_blocking({
+    // while the bot keeps writing; the cluster promotes its replica. (Touches start after
+    // the freeze: a write the old master took but had not replicated would be lost with
+    // it, as Redis replication is asynchronous.)
+    let frozen = tokio::task::spawn_blocking({
         let topology = std::sync::Arc::clone(&topology);
         move || {
             let mut t = topology.lock().unwrap();
             let (_, port) = t.master_of(slot);
             t.sync_replica_of(port);
-            let new_master = t.freeze_master_of(slot);
+            t.freeze_master_of(slot)
+        }
+    })
+    .await
+    .unwrap();
+    let masters = tokio::task::spawn_blocking({
+        let topology = std::sync::Arc::clone(&topology);
+        move || {
+            let t = topology.lock().unwrap();
+            let new_master = t.wait_for_new_master_of(slot, frozen);
             let mut ports = t.master_ports();
             ports.sort_by_key(|p| *p != new_master);
             ports

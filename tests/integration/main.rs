@@ -18,6 +18,7 @@ mod layer;
 mod metrics;
 mod model;
 mod pruner;
+mod receipts;
 mod safety;
 mod sentinel;
 mod shards;

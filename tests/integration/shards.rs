@@ -203,3 +203,50 @@ async fn reshard_refuses_while_a_bot_runs_and_an_interrupted_one_is_finished_by_
     let bot = bot(&server, 4, &clock).await;
     assert_eq!(statuses(&bot).await, seeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_keeps_every_erasure_receipt() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let key = || teloxide_retention::ReceiptKey::new([9u8; 32]).unwrap();
+    let receipting = |shards: usize| {
+        let (url, clock) = (server.url(), clock.clone());
+        async move {
+            let store = RedisStore::open(&url).await.unwrap().with_shards(shards).unwrap();
+            Retention::builder(store)
+                .namespace("shop")
+                .inactive_after(30 * DAY)
+                .without_commands()
+                .clock(clock)
+                .erase_with(Recorder::new("profiles"))
+                .receipts(key(), 365 * DAY)
+                .build()
+                .unwrap()
+        }
+    };
+    let bot = receipting(1).await;
+    for user in 1..=30 {
+        bot.erase_user(UserId(user)).await.unwrap();
+        clock.advance(Duration::from_secs(60));
+    }
+    bot.shutdown().await.unwrap();
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    store.reshard("shop", 4).await.unwrap();
+    store.reshard("shop", 3).await.unwrap();
+
+    let bot = receipting(3).await;
+    for user in 1..=30 {
+        let found = bot.receipt(UserId(user)).await.unwrap();
+        assert_eq!(found.len(), 1, "user {user}: {found:?}");
+        assert_eq!(found[0].erased_at.timestamp_millis(), T0 + (user as i64 - 1) * 60_000);
+    }
+    let left = keys(&server);
+    let streams: Vec<_> = left.iter().filter(|k| k.ends_with(":receipts")).collect();
+    assert!(streams.iter().all(|k| k.contains("of3.")), "{streams:?}");
+    let mut conn = server.sync_connection();
+    for stream in streams {
+        let ttl: i64 = redis::cmd("PTTL").arg(stream).query(&mut conn).unwrap();
+        assert!(ttl > 300 * DAY.as_millis() as i64, "{stream} expires in {ttl} ms");
+    }
+}

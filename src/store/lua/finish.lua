@@ -1,11 +1,13 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 9 failing
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 9 failing, 10 receipts
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
---       erasure at most once per (ms), then the erased users, then per failed user: user,
---       reason, marked_at, attempts, retry at (ms)
+--       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),
+--       10 the erasers' names (comma-separated), then the erased users, then (with
+--       receipts) per erased user: keyed hash, reason, attempts; then per failed user:
+--       user, reason, marked_at, attempts, retry at (ms)
 -- Returns {-1} when the lease was lost (it expired and another pruner took the batch
 -- over; that pruner finishes the job). Otherwise one code per erased user: 1 erased,
 -- 2 erased and a follow-up queued; then per failed user: since when their erasure has
@@ -14,6 +16,11 @@
 -- `failing` (KEYS[9]) keeps, per user whose erasure is failing, "<first failure>,<last
 -- report as stuck>" (ms); it goes when the erasure succeeds or is cancelled. Reports
 -- are decided here, so that replicas sharing the store report each one once.
+--
+-- `receipts` (KEYS[10]) is a stream of one entry per erased user: `h` the keyed hash of
+-- the id (never the id), `r` reason, `t` time (ms, the caller's clock), `e` erasers, `a`
+-- attempts. Entry ids follow the caller's clock (never going back), so that trimming by
+-- id drops receipts older than their lifetime.
 
 local now, follow_up_at, keep, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local lease = redis.call('ZSCORE', KEYS[2], batch)
@@ -32,9 +39,24 @@ end
 
 local n = tonumber(ARGV[6])
 local stuck_after, report_every = tonumber(ARGV[7]), tonumber(ARGV[8])
+local receipts_keep = tonumber(ARGV[9])
 local done = {}
-for i = 9, 8 + n do
+for i = 11, 10 + n do
   done[#done + 1] = ARGV[i]
+end
+local first_failed = 11 + n
+local receipt_id
+if receipts_keep > 0 then
+  first_failed = 11 + 4 * n
+  local ms = tonumber(ARGV[1])
+  local top = redis.call('XREVRANGE', KEYS[10], '+', '-', 'COUNT', 1)
+  if top[1] then
+    local last = tonumber(string.match(top[1][1], '^(%d+)-'))
+    if last and last > ms then
+      ms = last
+    end
+  end
+  receipt_id = string.format('%d-*', ms)
 end
 local res = {}
 if n > 0 then
@@ -51,6 +73,16 @@ if n > 0 then
   for i, user in ipairs(done) do
     local outcome = 1
     local job = jobs[i]
+    if receipt_id then
+      local base = 8 + n + 3 * i
+      local reason = ARGV[base + 1]
+      if job then
+        reason = string.sub(job, 1, 1)
+      end
+      redis.call('XADD', KEYS[10], 'MINID', string.format('%d', tonumber(now) - receipts_keep),
+        receipt_id, 'h', ARGV[base], 'r', reason, 't', now, 'e', ARGV[10],
+        'a', ARGV[base + 2])
+    end
     if job then
       -- The job holds the reason; an opt-out may have taken over a running erasure.
       local reason, marked_at = string.match(job, '^(%a),(%-?%d+),')
@@ -91,8 +123,13 @@ if n > 0 then
   end)
 end
 
+if receipt_id then
+  -- The whole stream goes once its newest receipt has lived its time.
+  redis.call('PEXPIRE', KEYS[10], receipts_keep)
+end
+
 local now_ms = tonumber(now)
-for i = 9 + n, #ARGV, 5 do
+for i = first_failed, #ARGV, 5 do
   local user, reason, marked_at, attempts, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local job = redis.call('HGET', KEYS[4], user)
   if job then
