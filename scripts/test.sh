@@ -45,27 +45,31 @@ echo "redis-server $version (each test starts its own; nothing uses port 6379)"
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
-say "cargo clippy --all-targets -- -D warnings"
-cargo clippy --locked --all-targets -- -D warnings
+say "cargo clippy --all-targets --features cli -- -D warnings"
+cargo clippy --locked --all-targets --features cli -- -D warnings
 say "the library without default features (no TLS) builds cleanly"
 cargo clippy --locked --lib --no-default-features -- -D warnings
 
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --all-targets --no-fail-fast
+    cargo nextest run --locked --all-targets --features cli --no-fail-fast
 else
     echo "cargo-nextest not found; running the same tests with cargo test"
-    cargo test --locked --all-targets --no-fail-fast
+    cargo test --locked --all-targets --features cli --no-fail-fast
 fi
 
 say "doc tests (README included)"
-cargo test --locked --doc
+cargo test --locked --doc --features cli
 
 say "cargo doc (broken links fail)"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet --features cli
 
 say "offline demo"
 cargo run --locked --quiet --example demo >/dev/null
 echo "demo ran"
+
+say "the CLI binary runs"
+cargo run --locked --quiet --features cli --bin teloxide-retention -- --help >/dev/null
+echo "teloxide-retention --help ran"
 
 say "all checks passed"

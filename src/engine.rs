@@ -18,7 +18,7 @@ use crate::hooks::{Hooks, StuckErasure};
 use crate::receipts::{Receipt, ReceiptBatch, ReceiptKey};
 use crate::stats::Counters;
 use crate::store::{
-    Batch, ClaimTimes, Claimed, Confirmed, DynBackend, FinishWith, Invalidation, random_id,
+    Batch, ClaimTimes, Claimed, Confirmed, DynBackend, FinishWith, Invalidation, Marked, random_id,
 };
 use crate::tracker::Tracker;
 
@@ -92,6 +92,18 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// What [`Retention::schedule_opt_out`](crate::Retention::schedule_opt_out) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptOutScheduled {
+    /// Newly scheduled, or an earlier gone mark upgraded to an opt-out.
+    Scheduled,
+    /// An opt-out was already scheduled; it is kept as it was.
+    AlreadyScheduled,
+    /// The user is being erased right now; the running erasure counts as an opt-out.
+    Running,
 }
 
 /// How long finding a user's receipts may take: it reads every receipt of the shards.
@@ -238,6 +250,18 @@ impl Engine {
                 follow_up: erased.iter().any(|(_, c)| *c == Confirmed::ErasedWithFollowUp),
             },
             Err(e) => unfinished("store", e.to_string()),
+        })
+    }
+
+    /// Schedules an opt-out erasure of `user`, due now, for the pruners to carry out.
+    pub(crate) async fn schedule_opt_out(&self, user: UserId) -> Result<OptOutScheduled> {
+        let now = self.clock.now_ms();
+        let marked =
+            self.call(self.backend.schedule(user.0, ErasureReason::OptOut, now, Some(now))).await?;
+        Ok(match marked {
+            Marked::Scheduled => OptOutScheduled::Scheduled,
+            Marked::AlreadyScheduled => OptOutScheduled::AlreadyScheduled,
+            Marked::InProgress => OptOutScheduled::Running,
         })
     }
 

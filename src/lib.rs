@@ -17,6 +17,7 @@ mod receipts;
 mod retention;
 mod stats;
 mod store;
+mod survey;
 mod tracker;
 
 pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};
@@ -24,7 +25,7 @@ pub use builder::RetentionBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Commands, Texts};
 pub use config::GonePolicy;
-pub use engine::{OptOutOutcome, PendingErasure, UserStatus};
+pub use engine::{OptOutOutcome, OptOutScheduled, PendingErasure, UserStatus};
 pub use erase::{
     DialogueEraser, Eraser, Erasure, ErasureReason, Export, FnEraser, RedisKeysEraser, erase_fn,
 };
@@ -38,4 +39,5 @@ pub use stats::Stats;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;
 pub use store::{MemoryStore, RedisSentinel, RedisStore, Resharded, Store};
+pub use survey::{InactivityBucket, Survey, WriterHeartbeat};
 pub use tracker::Noted;

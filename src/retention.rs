@@ -251,6 +251,69 @@ impl Retention {
         self.inner.engine.status(user).await
     }
 
+    /// Counts what the namespace holds, for operators: tracked users by time since their
+    /// last interaction (buckets relative to the threshold), users due now and within a day
+    /// or a week, scheduled erasures by reason, failing erasures, and the heartbeats of the
+    /// processes that record interactions. The CLI's `stats` prints it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// retention.note_interaction(UserId(1)).await;
+    /// retention.flush().await?;
+    /// let survey = retention.survey().await?;
+    /// assert_eq!(survey.tracked, 1);
+    /// assert_eq!(survey.inactivity[0].label(survey.inactive_after), "< 1 d");
+    /// assert_eq!(survey.inactivity[0].users, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads. It reads every scheduled erasure, so it is meant for
+    /// operators, not for every update.
+    pub async fn survey(&self) -> Result<crate::Survey> {
+        crate::survey::survey(&self.inner.engine).await
+    }
+
+    /// Schedules an opt-out erasure of `user`, due now, for the pruners of the bots sharing
+    /// this store to carry out with all their erasers (unlike [`Retention::erase_user`],
+    /// which erases here and now). For tools without erasers, such as the CLI's `forget`.
+    /// Idempotent: scheduling a user twice keeps one erasure.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{MemoryStore, OptOutScheduled, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// assert_eq!(retention.schedule_opt_out(UserId(7)).await?, OptOutScheduled::Scheduled);
+    /// assert_eq!(retention.schedule_opt_out(UserId(7)).await?, OptOutScheduled::AlreadyScheduled);
+    /// assert_eq!(retention.prune_once().await?.erased, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be written; nothing was
+    /// scheduled then, or the call may be repeated.
+    pub async fn schedule_opt_out(&self, user: UserId) -> Result<crate::OptOutScheduled> {
+        self.inner.engine.schedule_opt_out(user).await
+    }
+
     /// The erasure receipts of `user`, oldest first, found with the key given to
     /// [`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts): one per completed
     /// erasure within the receipts' lifetime. Empty if the user was never erased in that
@@ -872,7 +935,7 @@ mod tests {
         use crate::store::sealed::{Bound, Token};
         use crate::store::{
             Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Health, Invalidation, Marked,
-            Pending, RawPreview, RawStatus, WriterWindow,
+            Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
         };
         use crate::{ErasureReason, MemoryStore, Result, Store};
 
@@ -955,6 +1018,13 @@ mod tests {
                 with: FinishWith<'a>,
             ) -> BoxFuture<'a, Result<Option<Finish>>> {
                 self.inner.finish(batch, done, failed, now, follow_up_at, with)
+            }
+            fn survey<'a>(
+                &'a self,
+                now: i64,
+                ranges: &'a [(i64, i64)],
+            ) -> BoxFuture<'a, Result<RawSurvey>> {
+                self.inner.survey(now, ranges)
             }
             fn receipts<'a>(
                 &'a self,

@@ -11,7 +11,7 @@ use crate::receipts::RawReceipt;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Health, Invalidation,
-    Marked, Pending, RawPreview, RawStatus, Store, WriterWindow, sealed,
+    Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -567,6 +567,42 @@ impl Backend for Bound {
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
         self.ready(|s| s.seen.scores.len() as u64)
+    }
+
+    fn survey<'a>(
+        &'a self,
+        now: i64,
+        ranges: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<RawSurvey>> {
+        self.ready(move |s| {
+            let seen = ranges
+                .iter()
+                .map(|(after, up_to)| {
+                    s.seen.scores.values().filter(|t| **t > *after && **t <= *up_to).count() as u64
+                })
+                .collect();
+            let mut survey = RawSurvey {
+                seen,
+                scheduled_due: s.queue.scores.values().filter(|due| **due <= now).count() as u64,
+                failing_since: s.failing.values().map(|(since, _)| *since).collect(),
+                ..RawSurvey::default()
+            };
+            for (user, (reason, _, attempts)) in &s.job {
+                if s.queue.score(*user).is_some() {
+                    survey.scheduled[reason.index()] += 1;
+                }
+                survey.max_attempts = survey.max_attempts.max(*attempts);
+            }
+            survey.writers = s
+                .writers
+                .iter()
+                .map(|(id, (at, backlog))| {
+                    let age = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+                    (id.to_string(), now.saturating_sub(age), *backlog)
+                })
+                .collect();
+            survey
+        })
     }
 
     fn receipts<'a>(

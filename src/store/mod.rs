@@ -175,6 +175,23 @@ pub(crate) struct Pending {
     pub(crate) oldest_failing_since: Option<i64>,
 }
 
+/// Counts over a namespace for operators (see [`crate::Survey`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawSurvey {
+    /// Users whose last interaction is in each of the asked ranges.
+    pub(crate) seen: Vec<u64>,
+    /// Scheduled erasures by reason ([`ErasureReason::index`]).
+    pub(crate) scheduled: [u64; ErasureReason::ALL.len()],
+    /// Scheduled erasures due at or before the survey's time.
+    pub(crate) scheduled_due: u64,
+    /// Since when (ms) each failing erasure fails.
+    pub(crate) failing_since: Vec<i64>,
+    /// The most failed attempts of any scheduled erasure.
+    pub(crate) max_attempts: u32,
+    /// Heartbeats: writer id, time (ms), unwritten interactions.
+    pub(crate) writers: Vec<(String, i64, u64)>,
+}
+
 /// The result of scheduling an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Marked {
@@ -394,6 +411,11 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Number of tracked users (for stats and tests).
     fn tracked(&self) -> BoxFuture<'_, Result<u64>>;
+
+    /// Counts for operators at `now`: users last seen in each range `(after, up_to]` (ms),
+    /// scheduled and failing erasures, heartbeats. Reads whole queues: not for hot paths.
+    fn survey<'a>(&'a self, now: i64, ranges: &'a [(i64, i64)])
+    -> BoxFuture<'a, Result<RawSurvey>>;
 
     /// Scheduled and failing erasures (for the metrics' gauges).
     fn pending(&self) -> BoxFuture<'_, Result<Pending>>;

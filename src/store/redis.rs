@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Health, Invalidation,
-    Marked, Pending, RawPreview, RawStatus, Store, WriterWindow, decode_job, sealed,
+    Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -1281,6 +1281,51 @@ impl Backend for Bound {
                 .arg("(+inf")
                 .query_async(&mut self.conn.clone())
                 .await?)
+        })
+    }
+
+    fn survey<'a>(
+        &'a self,
+        now: i64,
+        ranges: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<RawSurvey>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for (after, up_to) in ranges {
+                pipe.cmd("ZCOUNT").arg(&self.keys.seen).arg(format!("({after}")).arg(*up_to);
+            }
+            pipe.cmd("ZCOUNT").arg(&self.keys.queue).arg("-inf").arg(now);
+            pipe.cmd("HVALS").arg(&self.keys.job);
+            pipe.cmd("HVALS").arg(&self.keys.failing);
+            pipe.cmd("HGETALL").arg(&self.keys.writers);
+            let mut replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+            fn parse<T: FromRedisValue>(reply: Option<Value>) -> Result<T> {
+                redis::from_redis_value(reply.unwrap_or(Value::Nil))
+                    .map_err(|e| Error::Redis(redis::RedisError::from(e)))
+            }
+            let writers: Vec<(String, String)> = parse(replies.pop())?;
+            let failing: Vec<String> = parse(replies.pop())?;
+            let jobs: Vec<String> = parse(replies.pop())?;
+            let scheduled_due: u64 = parse(replies.pop())?;
+            let seen = replies.into_iter().map(|v| parse(Some(v))).collect::<Result<Vec<u64>>>()?;
+            let mut survey = RawSurvey { seen, scheduled_due, ..RawSurvey::default() };
+            for job in &jobs {
+                let (reason, _, attempts) = decode_job(job)?;
+                survey.scheduled[reason.index()] += 1;
+                survey.max_attempts = survey.max_attempts.max(attempts);
+            }
+            survey.failing_since = failing
+                .iter()
+                .filter_map(|v| v.split(',').next().and_then(|s| s.parse().ok()))
+                .collect();
+            survey.writers = writers
+                .into_iter()
+                .filter_map(|(id, value)| {
+                    let (time, backlog) = value.split_once(',')?;
+                    Some((id, time.parse().ok()?, backlog.parse().ok()?))
+                })
+                .collect();
+            Ok(survey)
         })
     }
 

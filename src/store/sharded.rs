@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
     Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Health, Invalidation, Marked, Pending,
-    RawPreview, RawStatus, WriterWindow,
+    RawPreview, RawStatus, RawSurvey, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -368,6 +368,33 @@ impl Backend for Sharded {
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move { Ok(self.every(Backend::tracked).await?.into_iter().sum()) })
+    }
+
+    fn survey<'a>(
+        &'a self,
+        now: i64,
+        ranges: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<RawSurvey>> {
+        Box::pin(async move {
+            let all = self.every(|shard| shard.survey(now, ranges)).await?;
+            let mut total = RawSurvey { seen: vec![0; ranges.len()], ..RawSurvey::default() };
+            for (index, part) in all.into_iter().enumerate() {
+                for (sum, n) in total.seen.iter_mut().zip(part.seen) {
+                    *sum += n;
+                }
+                for (sum, n) in total.scheduled.iter_mut().zip(part.scheduled) {
+                    *sum += n;
+                }
+                total.scheduled_due += part.scheduled_due;
+                total.failing_since.extend(part.failing_since);
+                total.max_attempts = total.max_attempts.max(part.max_attempts);
+                // Every shard gets every heartbeat: the first shard's are all of them.
+                if index == 0 {
+                    total.writers = part.writers;
+                }
+            }
+            Ok(total)
+        })
     }
 
     fn receipts<'a>(

@@ -1,0 +1,950 @@
+//! `teloxide-retention`: see and steer a bot's retention from a shell, on the Redis the bot
+//! uses. Nothing here erases data: `forget` schedules opt-outs that the bot's pruner
+//! carries out with its erasers.
+//!
+//! Exit codes: 0 success; 1 `check` found a problem; 2 invalid arguments; 3 the command
+//! failed (Redis unreachable, unreadable file, ...).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use teloxide::types::UserId;
+use teloxide_retention::{
+    ErasureReason, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, Retention, Survey,
+};
+
+/// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
+///
+/// Reads the namespace the bot writes in Redis. Nothing here erases data: `forget`
+/// schedules opt-out erasures that the bot's pruner carries out with its erasers.
+#[derive(Parser)]
+#[command(name = "teloxide-retention", version)]
+struct Cli {
+    /// The bot's Redis: a redis://, rediss:// or redis+unix:// URL; with --cluster, the
+    /// URLs of some of the cluster's nodes, comma-separated; with --sentinel, the sentinels'
+    /// URLs, comma-separated.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1/", global = true)]
+    url: String,
+    /// The URL(s) name Redis Cluster nodes.
+    #[arg(long, global = true)]
+    cluster: bool,
+    /// The URL(s) name sentinels, and this is the name of the master they watch.
+    #[arg(long, value_name = "MASTER", global = true, conflicts_with = "cluster")]
+    sentinel: Option<String>,
+    /// The bot's namespace (`RetentionBuilder::namespace`).
+    #[arg(long, env = "RETENTION_NAMESPACE", default_value = "retention", global = true)]
+    namespace: String,
+    /// The namespace's shard count, if the bot sets one (default: 24 on a cluster, 1
+    /// elsewhere).
+    #[arg(long, global = true)]
+    shards: Option<usize>,
+    /// The bot's inactivity threshold (`inactive_after`), such as 90d, 36h or 45m: the
+    /// reference of `stats` and `preview`.
+    #[arg(long, env = "RETENTION_INACTIVE_AFTER", value_parser = parse_duration, global = true)]
+    inactive_after: Option<Duration>,
+    /// Print JSON instead of text (one document on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tracked users, an inactivity histogram, what is due, scheduled erasures, failing
+    /// erasures and the writers' heartbeats.
+    Stats,
+    /// The dry run: who the next prune pass would erase, and why.
+    Preview {
+        /// Users to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// What the store holds about one user: last interaction and any scheduled erasure.
+    Status {
+        /// The Telegram user id.
+        user: u64,
+    },
+    /// The store's part of a user's `/mydata` export (the bot's erasers export the rest).
+    Export {
+        /// The Telegram user id.
+        user: u64,
+    },
+    /// Schedule opt-out erasures, carried out by the bot's pruner with all its erasers.
+    ///
+    /// Idempotent: a user already scheduled is left as is. With --from-file, progress is
+    /// kept in FILE.progress, so that a rerun after an interruption resumes where it
+    /// stopped; the file is removed when the run completes.
+    Forget {
+        /// Telegram user ids.
+        #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
+        users: Vec<u64>,
+        /// A file of user ids, one per line (blank lines and `#` comments are skipped).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// At most this many users per second (0: as fast as Redis takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
+    /// Check the Redis and the namespace: version, eviction policy, persistence, clock
+    /// skew, namespace metadata. Exits with 1 on a problem, so it can gate a deploy.
+    Check,
+    /// Find a user's erasure receipts with the bot's receipt key.
+    Receipt {
+        /// The Telegram user id.
+        user: u64,
+        /// The file holding the receipt key (`ReceiptKey::from_file`).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+    },
+}
+
+/// A failed command: its message, and whether it is a `check` problem (exit 1) rather than
+/// a failure (exit 3).
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // rediss:// connections made here directly (`check`) need a rustls provider.
+    #[cfg(feature = "tls")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            if cli.json {
+                println!("{}", json!({ "error": message }));
+            }
+            eprintln!("error: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Outcome {
+    match &cli.command {
+        Command::Stats => stats(cli).await,
+        Command::Preview { limit } => preview(cli, *limit).await,
+        Command::Status { user } => status(cli, UserId(*user)).await,
+        Command::Export { user } => export(cli, UserId(*user)).await,
+        Command::Forget { users, from_file, rate } => {
+            forget(cli, users, from_file.as_deref(), *rate).await
+        }
+        Command::Check => check(cli).await,
+        Command::Receipt { user, key_file } => receipt(cli, UserId(*user), key_file).await,
+    }
+}
+
+/// `90d`, `36h`, `45m`, `30s` (or a number of seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 90d"))?;
+    let secs = match unit.trim() {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3600),
+        "m" => n.checked_mul(60),
+        "s" | "" => Some(n),
+        other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
+    };
+    match secs {
+        Some(0) => Err("the duration must be longer than zero".to_owned()),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Err(format!("{text:?} is too long")),
+    }
+}
+
+/// The bot's store, as the options describe it.
+async fn store(cli: &Cli) -> Result<RedisStore, Failure> {
+    let urls: Vec<&str> = cli.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let store = if cli.cluster {
+        RedisStore::open_cluster(urls).await?
+    } else if let Some(master) = &cli.sentinel {
+        RedisStore::open_sentinel(&RedisSentinel::new(master.as_str(), urls))?
+    } else {
+        match urls.as_slice() {
+            [url] => RedisStore::open(url).await?,
+            _ => {
+                return Err(Failure("several URLs need --cluster or --sentinel MASTER".to_owned()));
+            }
+        }
+    };
+    Ok(match cli.shards {
+        Some(n) => store.with_shards(n)?,
+        None => store,
+    })
+}
+
+/// A `Retention` on the bot's namespace that only reads and schedules: no erasers, no
+/// commands, and no heartbeat (it records no interactions).
+async fn retention(cli: &Cli, threshold: Option<Duration>) -> Result<Retention, Failure> {
+    // Commands that do not depend on the threshold still need one to build.
+    let threshold = threshold.unwrap_or(Duration::from_secs(365 * 86_400));
+    Ok(Retention::builder(store(cli).await?)
+        .namespace(cli.namespace.as_str())
+        .inactive_after(threshold)
+        .without_commands()
+        .build()?)
+}
+
+fn threshold(cli: &Cli, command: &str) -> Result<Duration, Failure> {
+    cli.inactive_after.ok_or_else(|| {
+        Failure(format!(
+            "`{command}` counts relative to the bot's threshold: pass --inactive-after (such \
+             as 90d) or set RETENTION_INACTIVE_AFTER, as the bot's `inactive_after`"
+        ))
+    })
+}
+
+/// A spinner on stderr while a command waits on Redis (hidden when stderr is no terminal).
+fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn reason_name(reason: ErasureReason) -> &'static str {
+    match reason {
+        ErasureReason::OptOut => "opt_out",
+        ErasureReason::Inactive => "inactive",
+        ErasureReason::Blocked => "blocked",
+        ErasureReason::Deactivated => "deactivated",
+        ErasureReason::Unreachable => "unreachable",
+        _ => "other",
+    }
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+/// `3 d 4 h`, `5 h 12 min`, `42 s`.
+fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 if s % 3600 < 60 => format!("{} h", s / 3600),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ if s % 86_400 < 3600 => format!("{} d", s / 86_400),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// 12345 → `12,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A bar of `width` cells for `n` of `max`, in eighths of a cell.
+fn bar(n: u64, max: u64, width: u64) -> String {
+    const EIGHTHS: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
+    if max == 0 {
+        return String::new();
+    }
+    let eighths = (u128::from(n) * u128::from(width) * 8).div_ceil(u128::from(max));
+    let eighths = u64::try_from(eighths).unwrap_or(u64::MAX);
+    let mut out = "█".repeat(usize::try_from(eighths / 8).unwrap_or(0));
+    out.push_str(EIGHTHS[usize::try_from(eighths % 8).unwrap_or(0)]);
+    out
+}
+
+fn survey_json(s: &Survey) -> Value {
+    let threshold = s.inactive_after;
+    json!({
+        "taken_at": s.taken_at.to_rfc3339(),
+        "inactive_after_seconds": threshold.as_secs(),
+        "tracked": s.tracked,
+        "inactivity": s.inactivity.iter().map(|b| json!({
+            "label": b.label(threshold),
+            "from_seconds": b.from.as_secs(),
+            "to_seconds": b.to.map(|t| t.as_secs()),
+            "users": b.users,
+        })).collect::<Vec<_>>(),
+        "due": { "now": s.due_now, "within_1d": s.due_within_day, "within_7d": s.due_within_week },
+        "scheduled": {
+            "total": s.scheduled.iter().map(|(_, n)| n).sum::<u64>(),
+            "due_now": s.scheduled_due,
+            "by_reason": s.scheduled.iter()
+                .map(|(r, n)| (reason_name(*r).to_owned(), json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
+        },
+        "failing": {
+            "count": s.failing,
+            "oldest_since": time(s.oldest_failing_since),
+            "oldest_age_seconds": s.oldest_failing_since.map(|t| (s.taken_at - t).num_seconds()),
+            "max_failed_attempts": s.max_failed_attempts,
+        },
+        "writers": s.writers.iter().map(|w| json!({
+            "id": w.id,
+            "last_beat": w.last_beat.to_rfc3339(),
+            "age_seconds": (s.taken_at - w.last_beat).num_seconds(),
+            "unwritten": w.unwritten,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn survey_text(cli: &Cli, s: &Survey) -> String {
+    let threshold = s.inactive_after;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "namespace {:?} · threshold {} · {}",
+        cli.namespace,
+        age(chrono::Duration::from_std(threshold).unwrap_or_default()),
+        s.taken_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let _ = writeln!(out, "tracked users: {}\n", thousands(s.tracked));
+    let _ = writeln!(out, "time since last interaction");
+    let labels: Vec<String> = s.inactivity.iter().map(|b| b.label(threshold)).collect();
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let counts: Vec<String> = s.inactivity.iter().map(|b| thousands(b.users)).collect();
+    let count_width = counts.iter().map(String::len).max().unwrap_or(0);
+    let max = s.inactivity.iter().map(|b| b.users).max().unwrap_or(0);
+    for ((bucket, label), count) in s.inactivity.iter().zip(&labels).zip(&counts) {
+        let pad = label_width - label.chars().count();
+        let _ = writeln!(
+            out,
+            "  {label}{}  {count:>count_width$}  {}",
+            " ".repeat(pad),
+            bar(bucket.users, max, 40)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\ndue for inactivity: {} now · {} within 1 d · {} within 7 d",
+        thousands(s.due_now),
+        thousands(s.due_within_day),
+        thousands(s.due_within_week)
+    );
+    let total: u64 = s.scheduled.iter().map(|(_, n)| n).sum();
+    let by_reason: Vec<String> = s
+        .scheduled
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{} {}", reason_name(*r), thousands(*n)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "scheduled erasures: {} ({} due now){}",
+        thousands(total),
+        thousands(s.scheduled_due),
+        if by_reason.is_empty() { String::new() } else { format!(": {}", by_reason.join(", ")) }
+    );
+    match s.oldest_failing_since {
+        Some(since) => {
+            let _ = writeln!(
+                out,
+                "failing erasures: {} (oldest failing for {}, since {}; most failed attempts {})",
+                thousands(s.failing),
+                age(s.taken_at - since),
+                since.format("%Y-%m-%d %H:%M UTC"),
+                s.max_failed_attempts
+            );
+        }
+        None => {
+            let _ = writeln!(out, "failing erasures: 0");
+        }
+    }
+    if s.writers.is_empty() {
+        let _ = writeln!(out, "writers: none (no bot records interactions now)");
+    } else {
+        let _ = writeln!(out, "writers: {}", s.writers.len());
+        for w in &s.writers {
+            let _ = writeln!(
+                out,
+                "  {}  last heartbeat {} ago, {} unwritten",
+                w.id,
+                age(s.taken_at - w.last_beat),
+                thousands(w.unwritten)
+            );
+        }
+    }
+    out
+}
+
+async fn stats(cli: &Cli) -> Outcome {
+    let threshold = threshold(cli, "stats")?;
+    let retention = retention(cli, Some(threshold)).await?;
+    let spinner = spinner("counting");
+    let survey = retention.survey().await;
+    spinner.finish_and_clear();
+    let survey = survey?;
+    if cli.json {
+        println!("{}", survey_json(&survey));
+    } else {
+        print!("{}", survey_text(cli, &survey));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn preview(cli: &Cli, limit: usize) -> Outcome {
+    let threshold = threshold(cli, "preview")?;
+    let retention = retention(cli, Some(threshold)).await?;
+    let spinner = spinner("reading");
+    let preview = retention.preview(limit).await;
+    spinner.finish_and_clear();
+    let preview = preview?;
+    if cli.json {
+        let users: Vec<Value> = preview
+            .users
+            .iter()
+            .map(|e| {
+                json!({
+                    "user": e.user.0,
+                    "reason": reason_name(e.reason),
+                    "last_seen": time(e.last_seen),
+                    "marked_at": time(e.marked_at),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "inactive": preview.inactive,
+                "scheduled_due": preview.scheduled_due,
+                "expired_leases": preview.expired_leases,
+                "inactivity_held": preview.inactivity_held,
+                "users": users,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "the next pass would erase {} inactive users and {} scheduled erasures{}",
+        thousands(preview.inactive),
+        thousands(preview.scheduled_due),
+        if preview.expired_leases > 0 {
+            format!(", and take over {} abandoned batches", preview.expired_leases)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(held) = &preview.inactivity_held {
+        println!("inactivity erasures are held back: {held}");
+    }
+    if preview.users.is_empty() {
+        println!("nobody is due");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\n{:>12}  {:<12}  {:<20}  {:<20}", "user", "reason", "last seen", "marked at");
+    let when = |t: Option<DateTime<Utc>>| {
+        t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    for e in &preview.users {
+        println!(
+            "{:>12}  {:<12}  {:<20}  {:<20}",
+            e.user.0,
+            reason_name(e.reason),
+            when(e.last_seen),
+            when(e.marked_at)
+        );
+    }
+    let total = preview.inactive + preview.scheduled_due;
+    if (preview.users.len() as u64) < total {
+        println!("({} of {}; --limit shows more)", preview.users.len(), thousands(total));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(cli: &Cli, user: UserId) -> Outcome {
+    let retention = retention(cli, None).await?;
+    let status = retention.status(user).await?;
+    let erasure = status.erasure.as_ref();
+    if cli.json {
+        println!(
+            "{}",
+            json!({
+                "user": user.0,
+                "tracked": status.last_seen.is_some(),
+                "last_seen": time(status.last_seen),
+                "erasure": erasure.map(|e| json!({
+                    "reason": reason_name(e.reason),
+                    "marked_at": time(e.marked_at),
+                    "due": time(e.due),
+                    "running": e.running,
+                    "failed_attempts": e.failed_attempts,
+                })),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match status.last_seen {
+        Some(t) => {
+            println!("user {}: last interaction {}", user.0, t.format("%Y-%m-%d %H:%M:%S UTC"))
+        }
+        None => println!("user {}: not tracked", user.0),
+    }
+    match erasure {
+        None => println!("no erasure scheduled"),
+        Some(e) => {
+            let state = if e.running {
+                "running now".to_owned()
+            } else {
+                e.due.map_or_else(
+                    || "marked only (never due)".to_owned(),
+                    |due| format!("due {}", due.format("%Y-%m-%d %H:%M:%S UTC")),
+                )
+            };
+            println!(
+                "erasure scheduled: {}, {state}, {} failed attempts",
+                reason_name(e.reason),
+                e.failed_attempts
+            );
+        }
+    }
+    println!("(the store's view only; the bot's own data is in what its erasers cover)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(cli: &Cli, user: UserId) -> Outcome {
+    let retention = retention(cli, None).await?;
+    let export = retention.export(user).await?;
+    let note = "the store's part only: the bot's erasers export the bot's own data, in the \
+                bot's /mydata";
+    if cli.json {
+        println!("{}", json!({ "user": user.0, "export": export, "note": note }));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&export)?);
+        eprintln!("note: {note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// User ids of a file: one per line; blank lines and `#` comments skipped.
+fn read_ids(path: &Path) -> Result<Vec<u64>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let id = line.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+            Failure(format!(
+                "{} line {}: {line:?} is not a user id (nothing was scheduled)",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn progress_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".progress");
+    PathBuf::from(name)
+}
+
+/// How many ids of the file an earlier, interrupted run scheduled.
+fn read_progress(path: &Path, total: usize) -> Result<usize, Failure> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Failure(format!("cannot read {}: {e}", path.display()))),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(done) if done <= total => Ok(done),
+            _ => Err(Failure(format!(
+                "{} does not belong to this file ({:?}); delete it to start over",
+                path.display(),
+                text.trim()
+            ))),
+        },
+    }
+}
+
+/// Records progress atomically (a rename), so that an interruption leaves the old or the
+/// new count, never half a file.
+fn write_progress(path: &Path, done: usize) -> Result<(), Failure> {
+    let tmp = path.with_extension("progress.tmp");
+    std::fs::write(&tmp, done.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
+}
+
+async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Outcome {
+    const CHUNK: usize = 500;
+    let ids = match file {
+        Some(path) => read_ids(path)?,
+        None => users.to_vec(),
+    };
+    let progress = file.map(progress_path);
+    let skip = match &progress {
+        Some(path) => read_progress(path, ids.len())?,
+        None => 0,
+    };
+    let retention = retention(cli, None).await?;
+    let bar = ProgressBar::new(ids.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} users scheduled · {per_sec} · {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(skip as u64);
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let started = std::time::Instant::now();
+    let mut done = skip;
+    for chunk in ids[skip..].chunks(CHUNK) {
+        let outcomes: Vec<_> = futures_util::stream::iter(chunk)
+            .map(|user| retention.schedule_opt_out(UserId(*user)))
+            .buffered(32)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            let key = match outcome? {
+                OptOutScheduled::Scheduled => "scheduled",
+                OptOutScheduled::AlreadyScheduled => "already_scheduled",
+                _ => "running",
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        done += chunk.len();
+        if let Some(path) = &progress {
+            write_progress(path, done)?;
+        }
+        bar.set_position(done as u64);
+        if rate > 0 {
+            let due = Duration::from_secs_f64((done - skip) as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(path) = &progress {
+        std::fs::remove_file(path)
+            .map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let note = "this tool erases nothing itself: the bot's pruner carries the opt-outs out \
+                with all its erasers at its next pass";
+    if cli.json {
+        println!(
+            "{}",
+            json!({
+                "users": ids.len(),
+                "resumed_after": skip,
+                "scheduled": get("scheduled"),
+                "already_scheduled": get("already_scheduled"),
+                "running": get("running"),
+                "note": note,
+            })
+        );
+    } else {
+        if skip > 0 {
+            println!("resumed after {} users scheduled by an earlier run", thousands(skip as u64));
+        }
+        println!(
+            "{} opt-out erasures scheduled, {} already scheduled, {} running now",
+            thousands(get("scheduled")),
+            thousands(get("already_scheduled")),
+            thousands(get("running"))
+        );
+        println!("{note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn receipt(cli: &Cli, user: UserId, key_file: &Path) -> Outcome {
+    let key = ReceiptKey::from_file(key_file)?;
+    let retention = retention(cli, None).await?;
+    let spinner = spinner("reading receipts");
+    let receipts = retention.receipt_with(user, &key).await;
+    spinner.finish_and_clear();
+    let receipts = receipts?;
+    if cli.json {
+        let list: Vec<Value> = receipts
+            .iter()
+            .map(|r| {
+                json!({
+                    "reason": reason_name(r.reason),
+                    "erased_at": r.erased_at.to_rfc3339(),
+                    "erasers": r.erasers,
+                    "attempts": r.attempts,
+                })
+            })
+            .collect();
+        println!("{}", json!({ "user": user.0, "receipts": list }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if receipts.is_empty() {
+        println!(
+            "no receipt for user {} under this key (never erased while receipts were on, \
+             expired, or another key)",
+            user.0
+        );
+    }
+    for r in &receipts {
+        println!(
+            "user {} erased {} ({}, attempt {}) by {}",
+            user.0,
+            r.erased_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            reason_name(r.reason),
+            r.attempts,
+            if r.erasers.is_empty() { "no erasers".to_owned() } else { r.erasers.join(", ") }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `check`: what was checked, what was found, and whether it is fine.
+struct Finding {
+    name: &'static str,
+    level: Level,
+    detail: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Ok,
+    Warning,
+    Problem,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Problem => "problem",
+        }
+    }
+}
+
+/// A plain connection for `check`'s server questions (any node of a cluster, the master of
+/// a Sentinel set).
+enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Raw {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+async fn raw_connection(cli: &Cli) -> Result<Raw, Failure> {
+    let urls: Vec<&str> = cli.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    if cli.cluster {
+        let client = redis::cluster::ClusterClient::new(urls)?;
+        return Ok(Raw::Cluster(client.get_async_connection().await?));
+    }
+    let client = match &cli.sentinel {
+        Some(master) => {
+            let mut sentinel = redis::sentinel::SentinelClient::build(
+                urls,
+                master.clone(),
+                None,
+                redis::sentinel::SentinelServerType::Master,
+            )?;
+            sentinel.async_get_client().await?
+        }
+        None => redis::Client::open(urls.first().copied().unwrap_or_default())?,
+    };
+    Ok(Raw::Single(client.get_multiplexed_async_connection().await?))
+}
+
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
+}
+
+async fn check(cli: &Cli) -> Outcome {
+    let spinner = spinner("checking");
+    let findings = check_findings(cli).await;
+    spinner.finish_and_clear();
+    let findings = findings?;
+    let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
+    if cli.json {
+        let list: Vec<Value> = findings
+            .iter()
+            .map(|f| json!({ "check": f.name, "level": f.level.name(), "detail": f.detail }))
+            .collect();
+        println!("{}", json!({ "ok": worst != Level::Problem, "checks": list }));
+    } else {
+        for f in &findings {
+            println!("{:<8} {:<12} {}", f.level.name(), f.name, f.detail);
+        }
+        println!(
+            "{}",
+            match worst {
+                Level::Problem => "problems found",
+                Level::Warning => "no problem (see the warnings)",
+                Level::Ok => "all good",
+            }
+        );
+    }
+    Ok(if worst == Level::Problem { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
+    let mut conn = raw_connection(cli).await?;
+    let mut findings = Vec::new();
+    let mut add = |name, level, detail: String| findings.push(Finding { name, level, detail });
+
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .arg("memory")
+        .arg("persistence")
+        .query_async(&mut conn)
+        .await?;
+    let version = info_field(&info, "redis_version").unwrap_or_default();
+    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major >= 7 {
+        add("version", Level::Ok, format!("Redis {version}"));
+    } else {
+        add("version", Level::Problem, format!("Redis {version}: the crate needs 7.0 or later"));
+    }
+
+    let policy: Option<Vec<String>> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await.ok();
+    let policy = policy
+        .and_then(|pair| pair.into_iter().nth(1))
+        .or_else(|| info_field(&info, "maxmemory_policy"))
+        .unwrap_or_else(|| "unknown".to_owned());
+    if policy.starts_with("allkeys-") {
+        add(
+            "eviction",
+            Level::Problem,
+            format!(
+                "maxmemory-policy {policy}: Redis may evict the namespace's keys (who was \
+                 seen when, scheduled erasures); use noeviction or a volatile-* policy"
+            ),
+        );
+    } else {
+        add("eviction", Level::Ok, format!("maxmemory-policy {policy}"));
+    }
+
+    let aof = info_field(&info, "aof_enabled").as_deref() == Some("1");
+    let save: Option<Vec<String>> =
+        redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut conn).await.ok();
+    let rdb = save.and_then(|pair| pair.into_iter().nth(1)).is_some_and(|s| !s.trim().is_empty());
+    match (aof, rdb) {
+        (true, _) => add("persistence", Level::Ok, "append-only file on".to_owned()),
+        (false, true) => add("persistence", Level::Ok, "RDB snapshots on (AOF off)".to_owned()),
+        (false, false) => add(
+            "persistence",
+            Level::Warning,
+            "neither AOF nor RDB snapshots: a restart loses who was seen when (the crate \
+             notices and holds inactivity erasures back until you accept the loss)"
+                .to_owned(),
+        ),
+    }
+
+    let before = Utc::now();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let after = Utc::now();
+    let redis_ms = secs * 1000 + micros / 1000;
+    let local_ms = (before.timestamp_millis() + after.timestamp_millis()) / 2;
+    let skew = local_ms - redis_ms;
+    let level = match skew.abs() {
+        0..=1000 => Level::Ok,
+        1001..=60_000 => Level::Warning,
+        _ => Level::Problem,
+    };
+    add(
+        "clock",
+        level,
+        format!("this machine's clock is {skew} ms off Redis's (the bots correct for it)"),
+    );
+
+    let meta = format!("{{{}}}:meta", cli.namespace);
+    let fields: BTreeMap<String, String> =
+        redis::cmd("HGETALL").arg(&meta).query_async(&mut conn).await?;
+    if fields.is_empty() {
+        add(
+            "namespace",
+            Level::Problem,
+            format!(
+                "namespace {:?} not found ({meta} is missing): no bot has used it, or \
+                 --namespace is wrong",
+                cli.namespace
+            ),
+        );
+    } else {
+        let shards = fields.get("shards").map_or("1".to_owned(), Clone::clone);
+        let created = fields
+            .get("created")
+            .and_then(|c| c.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis)
+            .map_or_else(String::new, |c| format!(", created {}", c.format("%Y-%m-%d")));
+        match fields.get("resharding") {
+            Some(moving) => add(
+                "namespace",
+                Level::Problem,
+                format!(
+                    "namespace {:?} is being resharded ({moving}); finish it with \
+                     RedisStore::reshard",
+                    cli.namespace
+                ),
+            ),
+            None => add(
+                "namespace",
+                Level::Ok,
+                format!("namespace {:?}: {shards} shard(s){created}", cli.namespace),
+            ),
+        }
+        let retention = retention(cli, None).await?;
+        match retention.tracked_users().await {
+            Ok(n) => add("tracking", Level::Ok, format!("{} users tracked", thousands(n))),
+            Err(e) => add("tracking", Level::Problem, e.to_string()),
+        }
+    }
+    Ok(findings)
+}

@@ -1,0 +1,194 @@
+//! A picture of a namespace for the people who run the bot: how many users it holds, how
+//! long since they were last seen, what is due, scheduled, failing, and who writes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::{duration_ms, to_datetime};
+use crate::engine::Engine;
+use crate::erase::ErasureReason;
+use crate::error::Result;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// What a namespace holds, counted at one moment (see [`Retention::survey`]).
+///
+/// [`Retention::survey`]: crate::Retention::survey
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Survey {
+    /// When the counts were taken (the `Retention`'s clock).
+    pub taken_at: DateTime<Utc>,
+    /// The inactivity threshold the counts are relative to.
+    pub inactive_after: Duration,
+    /// Users tracked.
+    pub tracked: u64,
+    /// Users by time since their last interaction, youngest first; the last bucket is
+    /// everyone past the threshold.
+    pub inactivity: Vec<InactivityBucket>,
+    /// Users past the threshold, whom the next passes erase for inactivity (the pruner's
+    /// cutoff adds the resolution; a writer's heartbeat may hold inactivity erasures back).
+    pub due_now: u64,
+    /// Users who cross the threshold within a day from now (not counting `due_now`).
+    pub due_within_day: u64,
+    /// Users who cross the threshold within a week from now (not counting `due_now`).
+    pub due_within_week: u64,
+    /// Scheduled erasures (gone marks, opt-outs, retries) by reason, due or not.
+    pub scheduled: Vec<(ErasureReason, u64)>,
+    /// Scheduled erasures due now.
+    pub scheduled_due: u64,
+    /// Erasures whose last attempt failed (they are retried).
+    pub failing: u64,
+    /// When the longest-failing erasure first failed.
+    pub oldest_failing_since: Option<DateTime<Utc>>,
+    /// The most failed attempts of any scheduled erasure.
+    pub max_failed_attempts: u32,
+    /// The processes that record interactions, by their last heartbeat.
+    pub writers: Vec<WriterHeartbeat>,
+}
+
+/// Users whose last interaction was between `from` and `to` ago.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InactivityBucket {
+    /// The bucket's start (inclusive).
+    pub from: Duration,
+    /// The bucket's end (exclusive); `None` for the last bucket, past the threshold.
+    pub to: Option<Duration>,
+    /// Users in the bucket.
+    pub users: u64,
+}
+
+impl InactivityBucket {
+    /// A short name, such as `"1–7 d"`, `"30 d–threshold"` or `"past threshold"`.
+    #[must_use]
+    pub fn label(&self, threshold: Duration) -> String {
+        match self.to {
+            None => "past threshold".to_owned(),
+            Some(to) if self.from.is_zero() => format!("< {}", span(to, threshold)),
+            Some(to) if to == threshold => format!("{}–threshold", span(self.from, threshold)),
+            Some(to) => {
+                let (from, to) = (span(self.from, threshold), span(to, threshold));
+                // "1–7 d" rather than "1 d–7 d".
+                let from = match from.strip_suffix(" d") {
+                    Some(days) if to.ends_with(" d") => days.to_owned(),
+                    _ => from,
+                };
+                format!("{from}–{to}")
+            }
+        }
+    }
+}
+
+/// `3 d`, `12 h`, `90 s`, or `threshold`.
+fn span(d: Duration, threshold: Duration) -> String {
+    let secs = d.as_secs();
+    if d == threshold {
+        "threshold".to_owned()
+    } else if secs.is_multiple_of(86_400) {
+        format!("{} d", secs / 86_400)
+    } else if secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{secs} s")
+    }
+}
+
+/// One process that records interactions, as its heartbeat says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterHeartbeat {
+    /// The process's id (random per process).
+    pub id: String,
+    /// Its last heartbeat (by Redis's clock on Redis).
+    pub last_beat: DateTime<Utc>,
+    /// Interactions it holds but has not written (an outage backlog).
+    pub unwritten: u64,
+}
+
+/// The bucket edges: 1 day, 7 days, 30 days and the threshold, those below it.
+fn edges(threshold: Duration) -> Vec<Duration> {
+    let mut edges: Vec<Duration> =
+        [Duration::ZERO, DAY, 7 * DAY, 30 * DAY].into_iter().filter(|e| *e < threshold).collect();
+    edges.push(threshold);
+    edges
+}
+
+pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
+    let now = engine.clock.now_ms();
+    let threshold = engine.config.inactive_after;
+    let t = duration_ms(threshold);
+    let edges = edges(threshold);
+    // Inactivity in [lo, hi) is a last interaction in (now - hi, now - lo]; the youngest
+    // bucket also takes times ahead of this clock, the oldest everything before.
+    let mut ranges: Vec<(i64, i64)> = edges
+        .windows(2)
+        .map(|w| {
+            let up_to = if w[0].is_zero() { i64::MAX } else { now - duration_ms(w[0]) };
+            (now - duration_ms(w[1]), up_to)
+        })
+        .collect();
+    ranges.push((i64::MIN, now - t));
+    let past = now - t;
+    ranges.push((past, past + duration_ms(DAY)));
+    ranges.push((past, past + duration_ms(7 * DAY)));
+    let raw = engine.call(engine.backend.survey(now, &ranges)).await?;
+    let (buckets, due) = raw.seen.split_at(edges.len());
+    let inactivity: Vec<InactivityBucket> = buckets
+        .iter()
+        .enumerate()
+        .map(|(i, users)| InactivityBucket {
+            from: edges[i],
+            to: edges.get(i + 1).copied(),
+            users: *users,
+        })
+        .collect();
+    Ok(Survey {
+        taken_at: to_datetime(now),
+        inactive_after: threshold,
+        tracked: inactivity.iter().map(|b| b.users).sum(),
+        due_now: buckets.last().copied().unwrap_or(0),
+        due_within_day: due.first().copied().unwrap_or(0),
+        due_within_week: due.get(1).copied().unwrap_or(0),
+        inactivity,
+        scheduled: ErasureReason::ALL.iter().map(|r| (*r, raw.scheduled[r.index()])).collect(),
+        scheduled_due: raw.scheduled_due,
+        failing: raw.failing_since.len() as u64,
+        oldest_failing_since: raw.failing_since.iter().min().map(|s| to_datetime(*s)),
+        max_failed_attempts: raw.max_attempts,
+        writers: raw
+            .writers
+            .into_iter()
+            .map(|(id, at, unwritten)| WriterHeartbeat {
+                id,
+                last_beat: to_datetime(at),
+                unwritten,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_the_threshold() {
+        let labels = |t: Duration| -> Vec<String> {
+            let e = edges(t);
+            let mut buckets: Vec<InactivityBucket> = e
+                .windows(2)
+                .map(|w| InactivityBucket { from: w[0], to: Some(w[1]), users: 0 })
+                .collect();
+            buckets.push(InactivityBucket { from: t, to: None, users: 0 });
+            buckets.iter().map(|b| b.label(t)).collect()
+        };
+        assert_eq!(
+            labels(90 * DAY),
+            ["< 1 d", "1–7 d", "7–30 d", "30 d–threshold", "past threshold"]
+        );
+        assert_eq!(labels(7 * DAY), ["< 1 d", "1 d–threshold", "past threshold"]);
+        assert_eq!(labels(DAY / 2), ["< threshold", "past threshold"]);
+    }
+}

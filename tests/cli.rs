@@ -1,0 +1,357 @@
+//! The operators' CLI, run as a process on a namespace seeded through the library in a
+//! redis-server of each test's own: every subcommand's text and JSON output and exit code.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use assert_cmd::prelude::*;
+use serde_json::Value;
+use teloxide::types::UserId;
+use teloxide_retention::{
+    ErasureReason, GoneReason, ManualClock, RedisStore, Retention, Survey, erase_fn,
+};
+
+use common::{DAY, RedisServer};
+
+const KEY: &[u8; 32] = b"the receipts key of the cli test";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The CLI on `server`'s namespace "shop" with a 90-day threshold.
+fn cli(server: &RedisServer) -> Command {
+    let mut cmd = Command::cargo_bin("teloxide-retention").expect("the CLI binary (feature cli)");
+    cmd.env("REDIS_URL", server.url())
+        .env("RETENTION_NAMESPACE", "shop")
+        .env("RETENTION_INACTIVE_AFTER", "90d")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run the CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(cmd: &mut Command) -> Value {
+    let (code, stdout, stderr) = run(cmd.arg("--json"));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+async fn bot(server: &RedisServer, clock: &ManualClock, failing: bool) -> Retention {
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    Retention::builder(store)
+        .namespace("shop")
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .receipts(teloxide_retention::ReceiptKey::new(*KEY).unwrap(), 365 * DAY)
+        .erase_with(erase_fn("profiles", move |_| async move {
+            if failing { Err("the profiles database is down") } else { Ok(()) }
+        }))
+        .build()
+        .unwrap()
+}
+
+/// Users seen at known ages (relative to the real clock, which the CLI uses): 5 now (and 7
+/// an hour ago), 3
+/// three days ago, 2 ten days ago, 4 forty days ago, 1 at 85 and 1 at 89.5 days, 6 past
+/// the 90-day threshold; user 900 blocked the bot; user 901 opted out and their eraser
+/// fails. Returns a bot that stays up (its heartbeat is a writer).
+async fn seed(server: &RedisServer) -> Retention {
+    let ages: Vec<(u64, Duration)> = [
+        (1..=5, Duration::ZERO),
+        (11..=13, 3 * DAY),
+        (21..=22, 10 * DAY),
+        (31..=34, 40 * DAY),
+        (41..=41, 85 * DAY),
+        (42..=42, 89 * DAY + DAY / 2),
+        (51..=56, 100 * DAY),
+    ]
+    .into_iter()
+    .flat_map(|(users, age)| users.map(move |u| (u, age)))
+    .collect();
+    for (user, age) in &ages {
+        let clock = ManualClock::at_unix_ms(now_ms() - age.as_millis() as i64);
+        let bot = bot(server, &clock, false).await;
+        bot.note_interaction(UserId(*user)).await;
+        bot.shutdown().await.unwrap();
+    }
+    // An hour ago, so that the failed opt-out's retry (30 s later) is due now.
+    let clock = ManualClock::at_unix_ms(now_ms() - 3_600_000);
+    let bot = bot(server, &clock, true).await;
+    bot.note_interaction(UserId(7)).await;
+    bot.flush().await.unwrap();
+    assert!(bot.mark_gone(UserId(900), GoneReason::Blocked).await.unwrap());
+    bot.erase_user(UserId(901)).await.unwrap();
+    bot
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_draws_the_histogram_and_counts_what_is_due_scheduled_and_failing() {
+    let server = RedisServer::start();
+    let bot = seed(&server).await;
+
+    let (code, text, _) = run(cli(&server).arg("stats"));
+    assert_eq!(code, 0, "{text}");
+    println!("{text}");
+    for line in [
+        "tracked users: 23",
+        "time since last interaction",
+        "due for inactivity: 6 now · 1 within 1 d · 2 within 7 d",
+        "scheduled erasures: 2 (1 due now): opt_out 1, blocked 1",
+        "most failed attempts 1",
+        "writers: 1",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let bars: Vec<(&str, &str)> = vec![
+        ("< 1 d", " 6  "),
+        ("1–7 d", " 3  "),
+        ("7–30 d", " 2  "),
+        ("30 d–threshold", " 6  "),
+        ("past threshold", " 6  "),
+    ];
+    for (label, count) in bars {
+        let line = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap();
+        assert!(line.contains(count) && line.contains('█'), "{line:?}");
+    }
+
+    let stats = json(cli(&server).arg("stats"));
+    assert_eq!(stats["tracked"], 23);
+    let users: Vec<u64> = stats["inactivity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["users"].as_u64().unwrap())
+        .collect();
+    assert_eq!(users, [6, 3, 2, 6, 6]);
+    assert_eq!(stats["inactivity"][3]["label"], "30 d–threshold");
+    assert_eq!(stats["due"]["now"], 6);
+    assert_eq!(stats["due"]["within_1d"], 1);
+    assert_eq!(stats["due"]["within_7d"], 2);
+    assert_eq!(stats["scheduled"]["by_reason"]["blocked"], 1);
+    assert_eq!(stats["scheduled"]["by_reason"]["opt_out"], 1);
+    assert_eq!(stats["failing"]["count"], 1);
+    assert_eq!(stats["failing"]["max_failed_attempts"], 1);
+    assert_eq!(stats["writers"].as_array().unwrap().len(), 1);
+
+    // The library gives the same picture.
+    let survey: Survey = bot.survey().await.unwrap();
+    assert_eq!(survey.tracked, 23);
+    bot.shutdown().await.unwrap();
+    // The CLI itself leaves no heartbeat (it would hold `reshard` back for an hour).
+    let stats = json(cli(&server).arg("stats"));
+    assert_eq!(stats["writers"].as_array().unwrap().len(), 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_status_and_export_show_one_user_or_the_next_pass() {
+    let server = RedisServer::start();
+    let bot = seed(&server).await;
+    bot.shutdown().await.unwrap();
+
+    let (code, text, _) = run(cli(&server).args(["preview", "--limit", "3"]));
+    assert_eq!(code, 0);
+    assert!(text.contains("the next pass would erase 6 inactive users and 1 scheduled"), "{text}");
+    assert!(text.contains("user  reason"), "{text}");
+    assert!(text.contains("(3 of 7; --limit shows more)"), "{text}");
+    let preview = json(cli(&server).args(["preview", "--limit", "50"]));
+    assert_eq!(preview["inactive"], 6);
+    let users = preview["users"].as_array().unwrap();
+    assert_eq!(users.len(), 7);
+    assert!(users.iter().any(|u| u["user"] == 901 && u["reason"] == "opt_out"), "{preview}");
+    assert!(users.iter().any(|u| u["user"] == 51 && u["reason"] == "inactive"), "{preview}");
+
+    let (code, text, _) = run(cli(&server).args(["status", "901"]));
+    assert_eq!(code, 0);
+    assert!(text.contains("erasure scheduled: opt_out"), "{text}");
+    assert!(text.contains("1 failed attempts"), "{text}");
+    let status = json(cli(&server).args(["status", "3"]));
+    assert_eq!(status["tracked"], true);
+    assert_eq!(status["erasure"], Value::Null);
+    let status = json(cli(&server).args(["status", "424242"]));
+    assert_eq!(status["tracked"], false);
+
+    let (code, text, err) = run(cli(&server).args(["export", "3"]));
+    assert_eq!(code, 0);
+    assert!(text.contains("\"user_id\": 3"), "{text}");
+    assert!(err.contains("the bot's erasers export the bot's own data"), "{err}");
+    let export = json(cli(&server).args(["export", "3"]));
+    assert_eq!(export["user"], 3);
+    assert!(export["note"].as_str().unwrap().contains("erasers"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_from_a_file_interrupted_and_rerun_schedules_each_user_once() {
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(now_ms());
+    bot(&server, &clock, false).await.note_interaction(UserId(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leavers.txt");
+    let ids: Vec<String> = (100_001..=110_000).map(|u| u.to_string()).collect();
+    std::fs::write(&file, format!("# users who asked by e-mail\n{}\n\n", ids.join("\n"))).unwrap();
+    let progress = dir.path().join("leavers.txt.progress");
+
+    // Interrupted after a few chunks (killed, as with ^C or a lost shell).
+    let mut first = cli(&server)
+        .args(["forget", "--rate", "4000", "--from-file"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: usize =
+            std::fs::read_to_string(&progress).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+        if done >= 1500 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stopped: usize = std::fs::read_to_string(&progress).unwrap().parse().unwrap();
+    assert!(stopped < 10_000, "the first run was interrupted ({stopped})");
+
+    let rerun = json(cli(&server).args(["forget", "--from-file"]).arg(&file));
+    let resumed = rerun["resumed_after"].as_u64().unwrap();
+    assert_eq!(resumed, stopped as u64);
+    let scheduled = rerun["scheduled"].as_u64().unwrap();
+    let again = rerun["already_scheduled"].as_u64().unwrap();
+    assert_eq!(resumed + scheduled + again, 10_000, "{rerun}");
+    assert!(again <= 500, "only the chunk cut short is done twice: {rerun}");
+    assert!(!progress.exists(), "a completed run removes its progress");
+
+    // Every id is scheduled once, as an opt-out, and nothing else.
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    let reader = Retention::builder(store)
+        .namespace("shop")
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    let survey = reader.survey().await.unwrap();
+    let opt_outs = survey.scheduled.iter().find(|(r, _)| *r == ErasureReason::OptOut);
+    assert_eq!(opt_outs.map(|(_, n)| *n), Some(10_000));
+    assert_eq!(survey.scheduled.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
+
+    // Idempotent: a third run schedules nothing new.
+    let third = json(cli(&server).args(["forget", "--from-file"]).arg(&file));
+    assert_eq!(third["scheduled"], 0, "{third}");
+    assert_eq!(third["already_scheduled"], 10_000);
+
+    // Ids on the command line; the human output says who erases.
+    let (code, text, _) = run(cli(&server).args(["forget", "5", "6", "100001"]));
+    assert_eq!(code, 0);
+    assert!(text.contains("2 opt-out erasures scheduled, 1 already scheduled"), "{text}");
+    assert!(text.contains("the bot's pruner carries the opt-outs out"), "{text}");
+
+    // A bad line schedules nothing and names the line.
+    std::fs::write(&file, "7\nseven\n").unwrap();
+    let (code, _, err) = run(cli(&server).args(["forget", "--from-file"]).arg(&file));
+    assert_eq!(code, 3);
+    assert!(err.contains("line 2: \"seven\" is not a user id (nothing was scheduled)"), "{err}");
+    assert_eq!(reader.status(UserId(7)).await.unwrap().erasure, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_on_a_sound_setup_and_fails_on_eviction_or_a_missing_namespace() {
+    let server = RedisServer::start();
+    let bot = seed(&server).await;
+    bot.shutdown().await.unwrap();
+
+    let (code, text, _) = run(cli(&server).arg("check"));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("ok       version      Redis 7."), "{text}");
+    assert!(text.contains("namespace \"shop\": 1 shard(s)"), "{text}");
+    assert!(text.contains("23 users tracked"), "{text}");
+    let check = json(cli(&server).arg("check"));
+    assert_eq!(check["ok"], true);
+
+    let (code, text, _) = run(cli(&server).args(["check", "--namespace", "nobody"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("problem  namespace    namespace \"nobody\" not found"), "{text}");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut server.sync_connection())
+        .unwrap();
+    let (code, text, _) = run(cli(&server).arg("check"));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("problem  eviction     maxmemory-policy allkeys-lru"), "{text}");
+    let (code, stdout, _) = run(cli(&server).args(["check", "--json"]));
+    assert_eq!(code, 1);
+    let check: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(check["ok"], false);
+    assert!(
+        check["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "eviction" && c["level"] == "problem")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_finds_a_users_receipts_with_the_key_file_only() {
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(now_ms());
+    let bot = bot(&server, &clock, false).await;
+    bot.note_interaction(UserId(77)).await;
+    bot.flush().await.unwrap();
+    bot.erase_user(UserId(77)).await.unwrap();
+    bot.shutdown().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("receipt.key");
+    std::fs::write(&key, KEY).unwrap();
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, [1u8; 32]).unwrap();
+
+    let (code, text, _) = run(cli(&server).args(["receipt", "77", "--key-file"]).arg(&key));
+    assert_eq!(code, 0);
+    assert!(text.contains("user 77 erased"), "{text}");
+    assert!(text.contains("(opt_out, attempt 1) by profiles"), "{text}");
+    let found = json(cli(&server).args(["receipt", "77", "--key-file"]).arg(&key));
+    assert_eq!(found["receipts"].as_array().unwrap().len(), 1);
+    assert_eq!(found["receipts"][0]["erasers"][0], "profiles");
+
+    let (code, text, _) = run(cli(&server).args(["receipt", "77", "--key-file"]).arg(&wrong));
+    assert_eq!(code, 0);
+    assert!(text.contains("no receipt for user 77 under this key"), "{text}");
+    let none = json(cli(&server).args(["receipt", "77", "--key-file"]).arg(&wrong));
+    assert_eq!(none["receipts"].as_array().unwrap().len(), 0);
+
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, b"too short").unwrap();
+    let (code, _, err) = run(cli(&server).args(["receipt", "77", "--key-file"]).arg(&short));
+    assert_eq!(code, 3);
+    assert!(err.contains("at least 32 bytes"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_usage() {
+    let server = RedisServer::start();
+    let (code, _, err) = run(cli(&server).args(["stats", "--inactive-after", "ninety"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("not a duration"), "{err}");
+    let (code, _, err) = run(cli(&server).args(["stats"]).env_remove("RETENTION_INACTIVE_AFTER"));
+    assert_eq!(code, 3);
+    assert!(err.contains("pass --inactive-after"), "{err}");
+    let (code, _, err) = run(cli(&server).args(["status", "x"]));
+    assert_eq!(code, 2, "{err}");
+}
