@@ -13,7 +13,11 @@
 //! recipient gone, wherever it is sent from (see also `examples/broadcast.rs`).
 //!
 //! It serves the crate's metrics for Prometheus at `http://127.0.0.1:9184/metrics` (set
-//! `METRICS_ADDR` to change it), through `metrics-exporter-prometheus`.
+//! `METRICS_ADDR` to change it), through `metrics-exporter-prometheus`. With
+//! `RECEIPT_KEY_FILE` (32 bytes or more, e.g. `openssl rand 32 > receipt.key`) it keeps an
+//! erasure receipt per erased user for three years. Operators watch it with the CLI:
+//! `cargo run --features cli --bin teloxide-retention -- --namespace example-bot
+//! --inactive-after 90d stats`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +28,8 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::BotCommand;
 use teloxide_retention::{
-    Commands, DialogueEraser, RedisKeysEraser, RedisStore, Retained, RetainedExt, Retention, Texts,
+    Commands, DialogueEraser, ReceiptKey, RedisKeysEraser, RedisStore, Retained, RetainedExt,
+    Retention, Texts,
 };
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -90,13 +95,20 @@ async fn main() -> Result<(), HandlerError> {
     german.eraser_descriptions.insert("profile".into(), "Ihre letzte Nachricht".into());
     let commands = Commands::default().texts(english).language("de", german);
 
-    let retention = Retention::builder(RedisStore::open(&redis_url).await?)
+    let mut builder = Retention::builder(RedisStore::open(&redis_url).await?)
         .namespace("example-bot")
         .inactive_after(Duration::from_secs(90 * 24 * 3600))
         .commands(commands)
         .erase_with(RedisKeysEraser::new(redis.clone(), ["profile:{user}"])?.named("profile"))
         .erase_with(DialogueEraser::new(Arc::clone(&dialogues)).with_export())
-        .build()?;
+        .on_stuck(|stuck| {
+            tracing::error!(user = stuck.user.0, failures = ?stuck.failures, "erasure stuck")
+        });
+    if let Ok(path) = std::env::var("RECEIPT_KEY_FILE") {
+        let three_years = Duration::from_secs(3 * 365 * 24 * 3600);
+        builder = builder.receipts(ReceiptKey::from_file(path)?, three_years);
+    }
+    let retention = builder.build()?;
 
     // Every request goes through the adaptor; wrap the handler for the adapted bot's type.
     let bot = Bot::from_env().retained(&retention);

@@ -40,6 +40,9 @@ pub struct Survey {
     pub scheduled_due: u64,
     /// Erasures whose last attempt failed (they are retried).
     pub failing: u64,
+    /// Failing erasures that have failed for longer than `stuck_after` (see
+    /// [`RetentionBuilder::stuck_after`](crate::RetentionBuilder::stuck_after)).
+    pub stuck: u64,
     /// When the longest-failing erasure first failed.
     pub oldest_failing_since: Option<DateTime<Utc>>,
     /// The most failed attempts of any scheduled erasure.
@@ -134,6 +137,7 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
     ranges.push((past, past + duration_ms(DAY)));
     ranges.push((past, past + duration_ms(7 * DAY)));
     let raw = engine.call(engine.backend.survey(now, &ranges)).await?;
+    let stuck_ms = duration_ms(engine.config.stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
     let inactivity: Vec<InactivityBucket> = buckets
         .iter()
@@ -155,6 +159,7 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
         scheduled: ErasureReason::ALL.iter().map(|r| (*r, raw.scheduled[r.index()])).collect(),
         scheduled_due: raw.scheduled_due,
         failing: raw.failing_since.len() as u64,
+        stuck: raw.failing_since.iter().filter(|since| now - **since >= stuck_ms).count() as u64,
         oldest_failing_since: raw.failing_since.iter().min().map(|s| to_datetime(*s)),
         max_failed_attempts: raw.max_attempts,
         writers: raw

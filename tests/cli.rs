@@ -110,6 +110,7 @@ async fn stats_draws_the_histogram_and_counts_what_is_due_scheduled_and_failing(
         "time since last interaction",
         "due for inactivity: 6 now · 1 within 1 d · 2 within 7 d",
         "scheduled erasures: 2 (1 due now): opt_out 1, blocked 1",
+        "0 stuck, failing for over 3 d",
         "most failed attempts 1",
         "writers: 1",
     ] {
@@ -144,6 +145,10 @@ async fn stats_draws_the_histogram_and_counts_what_is_due_scheduled_and_failing(
     assert_eq!(stats["scheduled"]["by_reason"]["opt_out"], 1);
     assert_eq!(stats["failing"]["count"], 1);
     assert_eq!(stats["failing"]["max_failed_attempts"], 1);
+    assert_eq!(stats["failing"]["stuck"], 0);
+    // Failing for an hour: stuck when the bot's stuck_after is shorter.
+    let stats = json(cli(&server).args(["stats", "--stuck-after", "30m"]));
+    assert_eq!(stats["failing"]["stuck"], 1);
     assert_eq!(stats["writers"].as_array().unwrap().len(), 1);
 
     // The library gives the same picture.

@@ -50,6 +50,9 @@ struct Cli {
     /// reference of `stats` and `preview`.
     #[arg(long, env = "RETENTION_INACTIVE_AFTER", value_parser = parse_duration, global = true)]
     inactive_after: Option<Duration>,
+    /// When a failing erasure counts as stuck in `stats` (the bot's `stuck_after`).
+    #[arg(long, default_value = "3d", value_parser = parse_duration, global = true)]
+    stuck_after: Duration,
     /// Print JSON instead of text (one document on stdout).
     #[arg(long, global = true)]
     json: bool,
@@ -206,6 +209,7 @@ async fn retention(cli: &Cli, threshold: Option<Duration>) -> Result<Retention, 
     Ok(Retention::builder(store(cli).await?)
         .namespace(cli.namespace.as_str())
         .inactive_after(threshold)
+        .stuck_after(cli.stuck_after)
         .without_commands()
         .build()?)
 }
@@ -280,7 +284,7 @@ fn bar(n: u64, max: u64, width: u64) -> String {
     out
 }
 
-fn survey_json(s: &Survey) -> Value {
+fn survey_json(cli: &Cli, s: &Survey) -> Value {
     let threshold = s.inactive_after;
     json!({
         "taken_at": s.taken_at.to_rfc3339(),
@@ -302,6 +306,8 @@ fn survey_json(s: &Survey) -> Value {
         },
         "failing": {
             "count": s.failing,
+            "stuck": s.stuck,
+            "stuck_after_seconds": cli.stuck_after.as_secs(),
             "oldest_since": time(s.oldest_failing_since),
             "oldest_age_seconds": s.oldest_failing_since.map(|t| (s.taken_at - t).num_seconds()),
             "max_failed_attempts": s.max_failed_attempts,
@@ -366,8 +372,11 @@ fn survey_text(cli: &Cli, s: &Survey) -> String {
         Some(since) => {
             let _ = writeln!(
                 out,
-                "failing erasures: {} (oldest failing for {}, since {}; most failed attempts {})",
+                "failing erasures: {} ({} stuck, failing for over {}; oldest failing for {}, \
+                 since {}; most failed attempts {})",
                 thousands(s.failing),
+                thousands(s.stuck),
+                age(chrono::Duration::from_std(cli.stuck_after).unwrap_or_default()),
                 age(s.taken_at - since),
                 since.format("%Y-%m-%d %H:%M UTC"),
                 s.max_failed_attempts
@@ -402,7 +411,7 @@ async fn stats(cli: &Cli) -> Outcome {
     spinner.finish_and_clear();
     let survey = survey?;
     if cli.json {
-        println!("{}", survey_json(&survey));
+        println!("{}", survey_json(cli, &survey));
     } else {
         print!("{}", survey_text(cli, &survey));
     }
