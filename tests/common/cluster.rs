@@ -165,8 +165,12 @@ impl ClusterTopology {
     pub fn sync_replica_of(&self, port: u16) {
         let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
         let mut conn = node.sync_connection();
-        let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut conn).unwrap();
-        assert_eq!(acked, 1, "the replica acknowledged the writes");
+        // A replica still making its first sync (slow on a loaded machine) acknowledges
+        // nothing yet: ask again, for up to a minute.
+        wait_for("the replica to acknowledge the writes", || {
+            let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut conn).unwrap();
+            acked >= 1
+        });
     }
 
     /// Kills the master serving `slot` and waits until its replica serves it.

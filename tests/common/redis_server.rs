@@ -75,6 +75,41 @@ impl RedisServer {
         server
     }
 
+    /// Starts a TLS-only single-node Redis Cluster (all 16384 slots; the cluster bus over
+    /// TLS too) whose certificate `certs`' CA signed; clients must present a certificate.
+    pub fn start_tls_cluster(certs: std::sync::Arc<TestCerts>) -> Self {
+        install_crypto_provider();
+        let dir =
+            tempfile::Builder::new().prefix("retention-tls-cluster-").tempdir().expect("temp dir");
+        let port = free_port();
+        let extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(["--cluster-port".to_owned(), free_port().to_string()])
+            .chain(["--tls-cluster".to_owned(), "yes".to_owned()])
+            .collect();
+        let mut server =
+            Self { dir, child: None, mode: Mode::Tls { port, certs, client_auth: true }, extra };
+        server.spawn();
+        let mut conn = server.sync_connection();
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query(&mut conn)
+            .expect("CLUSTER ADDSLOTSRANGE");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the TLS cluster never became ok:\n{info}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
     /// The TCP port, for TCP, cluster and TLS servers.
     pub fn port(&self) -> u16 {
         match &self.mode {

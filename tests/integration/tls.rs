@@ -1,6 +1,7 @@
 //! `rediss://`: TLS through rustls, with the test's own CA, client certificates and ACL
 //! users; a server the client cannot trust is refused with a clear error. The store suite's
-//! core cases also run over TLS (`store::*::redis_tls`).
+//! core cases also run over TLS (`store::*::redis_tls`); a TLS-only Redis Cluster is reached
+//! through `open_cluster_with_tls`.
 
 use std::sync::Arc;
 
@@ -70,4 +71,38 @@ async fn a_server_the_client_cannot_trust_is_refused_with_a_clear_error() {
     let retention =
         Retention::builder(store).inactive_after(30 * DAY).without_commands().build().unwrap();
     assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_is_reached_with_a_ca_and_client_certificate_of_its_own() {
+    crate::common::init_tracing();
+    let certs = Arc::new(TestCerts::generate());
+    let server = RedisServer::start_tls_cluster(Arc::clone(&certs));
+    let clock = teloxide_retention::ManualClock::at_unix_ms(crate::common::T0);
+    let store =
+        RedisStore::open_cluster_with_tls([server.url()], &certs.client_tls()).await.unwrap();
+    assert_eq!(store.shards(), 24, "a cluster's default");
+    let retention = Retention::builder(store)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .erase_with(crate::support::Recorder::new("profiles"))
+        .build()
+        .unwrap();
+    for user in 1..=50 {
+        assert_eq!(retention.note_interaction(UserId(user)).await, Noted::Written);
+    }
+    assert_eq!(retention.tracked_users().await.unwrap(), 50);
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("*:seen").query(&mut server.sync_connection()).unwrap();
+    assert!(keys.len() > 12, "users spread over the shards: {keys:?}");
+    clock.advance(31 * DAY);
+    assert_eq!(retention.prune_once().await.unwrap().erased, 50);
+    assert_eq!(retention.tracked_users().await.unwrap(), 0);
+
+    // Another CA did not sign the nodes' certificate.
+    let other = TestCerts::generate();
+    let err = RedisStore::open_cluster_with_tls([server.url()], &other.client_tls()).await;
+    let err = err.unwrap_err();
+    assert!(err.is_config(), "{err:?}");
 }
