@@ -15,9 +15,7 @@ use teloxide_retention::{
 
 use crate::common::cluster::ClusterTopology;
 use crate::common::{DAY, FakeBotApi, RedisServer, T0, dispatch, updates as u};
-use crate::support::{
-    Gate, Recorder, eventually, prune_once_settled, touches_reach_the_new_master,
-};
+use crate::support::{Gate, Recorder, eventually, prune_settled, touches_reach_the_new_master};
 
 fn message_tree() -> UpdateHandler<RequestError> {
     Update::filter_message().endpoint(|| async { Ok(()) })
@@ -192,7 +190,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
     touches_reach_the_new_master(&bot, 61..=90, &masters).await;
 
     clock.advance(std::time::Duration::from_secs(61));
-    assert_eq!(prune_once_settled(&bot).await, 40);
+    assert_eq!(prune_settled(&bot, 40).await, 40);
     for user in 1..=40 {
         assert!(eraser.erased(user) >= 1, "user {user} erased");
     }
@@ -252,7 +250,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
 
     touches_reach_the_new_master(&bot, 61..=90, &masters).await;
     clock.advance(std::time::Duration::from_secs(61));
-    assert_eq!(prune_once_settled(&bot).await, 40);
+    assert_eq!(prune_settled(&bot, 40).await, 40);
     for u in 1..=40 {
         assert!(eraser.erased(u) >= 1, "user {u} erased");
     }

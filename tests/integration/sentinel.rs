@@ -13,7 +13,7 @@ use teloxide_retention::{
 
 use crate::common::sentinel::{MASTER_NAME, SentinelTopology};
 use crate::common::{DAY, T0};
-use crate::support::{Gate, Recorder, prune_once_settled, touches_reach_the_new_master};
+use crate::support::{Gate, Recorder, prune_settled, touches_reach_the_new_master};
 
 fn retention(topology: &SentinelTopology, clock: &ManualClock, eraser: Recorder) -> Retention {
     let sentinel = RedisSentinel::new(MASTER_NAME, topology.sentinel_urls());
@@ -73,7 +73,7 @@ async fn touches_and_prunes_carry_on_across_a_sentinel_failover() {
     // Within the cut-off pass's lease nobody is erased twice at once; after it, the next pass
     // erases every due user and nobody else.
     clock.advance(Duration::from_secs(61));
-    let erased = prune_once_settled(&bot).await;
+    let erased = prune_settled(&bot, 41).await;
     assert_eq!(erased, 41, "40 inactive users and the one who blocked the bot");
     for user in 1..=41 {
         assert!(eraser.erased(user) >= 1, "user {user} erased");

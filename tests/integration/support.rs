@@ -160,19 +160,22 @@ pub async fn touches_reach_the_new_master(
     assert!(users.clone().any(|u| on_new.contains(&u)), "touches reach the new master");
 }
 
-/// Runs prune passes until one succeeds (the first ones may meet a topology still
-/// settling); returns how many users it erased.
-pub async fn prune_once_settled(bot: &teloxide_retention::Retention) -> u64 {
-    let erased = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    eventually("a prune pass after the switch", || async {
+/// Runs prune passes until they have erased `expected` users between them, and returns how
+/// many they erased (more than `expected` if a pass erases more). After a topology switch
+/// the first passes may fail, and a shard may still hold inactivity back for a heartbeat
+/// written during the outage (a backlog the next heartbeat clears): that is the safe side,
+/// so passes go on for up to 30 s. A last pass checks that nobody else is due.
+pub async fn prune_settled(bot: &teloxide_retention::Retention, expected: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut erased = 0;
+    while erased < expected && tokio::time::Instant::now() < deadline {
         match bot.prune_once().await {
-            Ok(report) => {
-                erased.store(report.erased, std::sync::atomic::Ordering::SeqCst);
-                true
-            }
-            Err(_) => false,
+            Ok(report) => erased += report.erased,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-    })
-    .await;
-    erased.load(std::sync::atomic::Ordering::SeqCst)
+        if erased < expected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    erased + bot.prune_once().await.map_or(0, |report| report.erased)
 }
