@@ -38,6 +38,8 @@ pub use retention::{Retention, RetentionExt};
 pub use stats::Stats;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;
-pub use store::{MemoryStore, RedisSentinel, RedisStore, Resharded, Store};
+pub use store::{
+    Diagnosis, MemoryStore, NamespaceMeta, RedisSentinel, RedisStore, Resharded, Store,
+};
 pub use survey::{InactivityBucket, Survey, WriterHeartbeat};
 pub use tracker::Noted;

@@ -360,3 +360,81 @@ fn bad_arguments_are_refused_with_usage() {
     let (code, _, err) = run(cli(&server).args(["status", "x"]));
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_a_tls_redis_with_a_ca_and_client_certificate_of_its_own() {
+    let certs = std::sync::Arc::new(common::certs::TestCerts::generate());
+    let server = RedisServer::start_tls(std::sync::Arc::clone(&certs), true);
+    let store = RedisStore::open_with_tls(&server.url(), &certs.client_tls()).await.unwrap();
+    let bot = Retention::builder(store)
+        .namespace("shop")
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    bot.note_interaction(UserId(5)).await;
+    bot.shutdown().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca = write("ca.crt", &certs.ca_pem);
+    let cert = write("client.crt", &certs.client_cert_pem);
+    let key = write("client.key", &certs.client_key_pem);
+
+    let with_tls = |args: &[&str]| {
+        let mut cmd = cli(&server);
+        cmd.args(args).arg("--tls-ca").arg(&ca).arg("--tls-cert").arg(&cert);
+        cmd.arg("--tls-key").arg(&key);
+        cmd
+    };
+    let (code, text, err) = run(&mut with_tls(&["check"]));
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("1 users tracked"), "{text}");
+    let stats = json(&mut with_tls(&["stats"]));
+    assert_eq!(stats["tracked"], 1);
+
+    // Without the CA the server is not trusted: a failure, said so.
+    let (code, _, err) = run(cli(&server).arg("check"));
+    assert_eq!(code, 3);
+    assert!(err.contains("not trusted"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_a_sharded_namespace_on_a_three_master_cluster() {
+    let topology = common::cluster::ClusterTopology::start();
+    let urls = topology.urls();
+    let store = RedisStore::open_cluster(urls.iter().map(String::as_str)).await.unwrap();
+    let bot = Retention::builder(store)
+        .namespace("shop")
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    for user in 1..=100 {
+        bot.note_interaction(UserId(user)).await;
+    }
+    bot.shutdown().await.unwrap();
+    let on_cluster = |args: &[&str]| {
+        let mut cmd = Command::cargo_bin("teloxide-retention").unwrap();
+        cmd.env("REDIS_URL", urls.join(","))
+            .env("RETENTION_NAMESPACE", "shop")
+            .env("RETENTION_INACTIVE_AFTER", "90d")
+            .arg("--cluster")
+            .args(args);
+        cmd
+    };
+    let stats = json(&mut on_cluster(&["stats"]));
+    assert_eq!(stats["tracked"], 100);
+    assert_eq!(stats["inactivity"][0]["users"], 100);
+    let (code, text, err) = run(&mut on_cluster(&["check"]));
+    assert_eq!(code, 0, "{text}\n{err}");
+    assert!(text.contains("namespace \"shop\": 24 shard(s)"), "{text}");
+    assert!(text.contains("100 users tracked"), "{text}");
+    let forget = json(&mut on_cluster(&["forget", "3", "4"]));
+    assert_eq!(forget["scheduled"], 2);
+    let status = json(&mut on_cluster(&["status", "3"]));
+    assert_eq!(status["erasure"]["reason"], "opt_out");
+}

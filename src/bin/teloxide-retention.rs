@@ -18,7 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use teloxide::types::UserId;
 use teloxide_retention::{
-    ErasureReason, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, Retention, Survey,
+    ErasureReason, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention,
+    Survey,
 };
 
 /// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
@@ -42,6 +43,15 @@ struct Cli {
     /// The bot's namespace (`RetentionBuilder::namespace`).
     #[arg(long, env = "RETENTION_NAMESPACE", default_value = "retention", global = true)]
     namespace: String,
+    /// A CA certificate (PEM) to trust for rediss:// instead of the built-in webpki roots.
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present over TLS, with --tls-key.
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The namespace's shard count, if the bot sets one (default: 24 on a cluster, 1
     /// elsewhere).
     #[arg(long, global = true)]
@@ -124,9 +134,6 @@ type Outcome = Result<ExitCode, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // rediss:// connections made here directly (`check`) need a rustls provider.
-    #[cfg(feature = "tls")]
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -180,16 +187,41 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// TLS settings from --tls-ca, --tls-cert and --tls-key; `None` without them.
+fn tls(cli: &Cli) -> Result<Option<RedisTls>, Failure> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut tls = None;
+    if let Some(ca) = &cli.tls_ca {
+        tls = Some(RedisTls::new().ca_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls = Some(tls.unwrap_or_default().client_cert_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
 /// The bot's store, as the options describe it.
 async fn store(cli: &Cli) -> Result<RedisStore, Failure> {
     let urls: Vec<&str> = cli.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let tls = tls(cli)?;
     let store = if cli.cluster {
-        RedisStore::open_cluster(urls).await?
+        match &tls {
+            Some(tls) => RedisStore::open_cluster_with_tls(urls, tls).await?,
+            None => RedisStore::open_cluster(urls).await?,
+        }
     } else if let Some(master) = &cli.sentinel {
-        RedisStore::open_sentinel(&RedisSentinel::new(master.as_str(), urls))?
+        let mut sentinel = RedisSentinel::new(master.as_str(), urls);
+        if let Some(tls) = tls {
+            sentinel = sentinel.master_tls(tls.clone()).sentinel_tls(tls);
+        }
+        RedisStore::open_sentinel(&sentinel)?
     } else {
-        match urls.as_slice() {
-            [url] => RedisStore::open(url).await?,
+        match (urls.as_slice(), &tls) {
+            // Connected now: an unreachable or untrusted server fails here, said plainly.
+            ([url], Some(tls)) => RedisStore::connect_with_tls(url, tls).await?,
+            ([url], None) => RedisStore::connect(url).await?,
             _ => {
                 return Err(Failure("several URLs need --cluster or --sentinel MASTER".to_owned()));
             }
@@ -751,69 +783,6 @@ impl Level {
     }
 }
 
-/// A plain connection for `check`'s server questions (any node of a cluster, the master of
-/// a Sentinel set).
-enum Raw {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Raw {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-async fn raw_connection(cli: &Cli) -> Result<Raw, Failure> {
-    let urls: Vec<&str> = cli.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-    if cli.cluster {
-        let client = redis::cluster::ClusterClient::new(urls)?;
-        return Ok(Raw::Cluster(client.get_async_connection().await?));
-    }
-    let client = match &cli.sentinel {
-        Some(master) => {
-            let mut sentinel = redis::sentinel::SentinelClient::build(
-                urls,
-                master.clone(),
-                None,
-                redis::sentinel::SentinelServerType::Master,
-            )?;
-            sentinel.async_get_client().await?
-        }
-        None => redis::Client::open(urls.first().copied().unwrap_or_default())?,
-    };
-    Ok(Raw::Single(client.get_multiplexed_async_connection().await?))
-}
-
-fn info_field(info: &str, name: &str) -> Option<String> {
-    info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
-}
-
 async fn check(cli: &Cli) -> Outcome {
     let spinner = spinner("checking");
     let findings = check_findings(cli).await;
@@ -843,17 +812,12 @@ async fn check(cli: &Cli) -> Outcome {
 }
 
 async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
-    let mut conn = raw_connection(cli).await?;
+    let store = store(cli).await?;
+    let found = store.diagnose(&cli.namespace).await?;
     let mut findings = Vec::new();
     let mut add = |name, level, detail: String| findings.push(Finding { name, level, detail });
 
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .arg("memory")
-        .arg("persistence")
-        .query_async(&mut conn)
-        .await?;
-    let version = info_field(&info, "redis_version").unwrap_or_default();
+    let version = found.version.clone().unwrap_or_else(|| "unknown".to_owned());
     let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
     if major >= 7 {
         add("version", Level::Ok, format!("Redis {version}"));
@@ -861,12 +825,7 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
         add("version", Level::Problem, format!("Redis {version}: the crate needs 7.0 or later"));
     }
 
-    let policy: Option<Vec<String>> =
-        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await.ok();
-    let policy = policy
-        .and_then(|pair| pair.into_iter().nth(1))
-        .or_else(|| info_field(&info, "maxmemory_policy"))
-        .unwrap_or_else(|| "unknown".to_owned());
+    let policy = found.eviction_policy.clone().unwrap_or_else(|| "unknown".to_owned());
     if policy.starts_with("allkeys-") {
         add(
             "eviction",
@@ -880,14 +839,19 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
         add("eviction", Level::Ok, format!("maxmemory-policy {policy}"));
     }
 
-    let aof = info_field(&info, "aof_enabled").as_deref() == Some("1");
-    let save: Option<Vec<String>> =
-        redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut conn).await.ok();
-    let rdb = save.and_then(|pair| pair.into_iter().nth(1)).is_some_and(|s| !s.trim().is_empty());
-    match (aof, rdb) {
+    match (found.append_only, found.snapshots) {
         (true, _) => add("persistence", Level::Ok, "append-only file on".to_owned()),
-        (false, true) => add("persistence", Level::Ok, "RDB snapshots on (AOF off)".to_owned()),
-        (false, false) => add(
+        (false, Some(true)) => {
+            add("persistence", Level::Ok, "RDB snapshots on (AOF off)".to_owned());
+        }
+        (false, None) => add(
+            "persistence",
+            Level::Warning,
+            "AOF off; snapshots unknown (CONFIG is disabled): check your provider's \
+             persistence settings"
+                .to_owned(),
+        ),
+        (false, Some(false)) => add(
             "persistence",
             Level::Warning,
             "neither AOF nor RDB snapshots: a restart loses who was seen when (the crate \
@@ -896,12 +860,7 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
         ),
     }
 
-    let before = Utc::now();
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-    let after = Utc::now();
-    let redis_ms = secs * 1000 + micros / 1000;
-    let local_ms = (before.timestamp_millis() + after.timestamp_millis()) / 2;
-    let skew = local_ms - redis_ms;
+    let skew = (found.local_time - found.server_time).num_milliseconds();
     let level = match skew.abs() {
         0..=1000 => Level::Ok,
         1001..=60_000 => Level::Warning,
@@ -914,10 +873,8 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
     );
 
     let meta = format!("{{{}}}:meta", cli.namespace);
-    let fields: BTreeMap<String, String> =
-        redis::cmd("HGETALL").arg(&meta).query_async(&mut conn).await?;
-    if fields.is_empty() {
-        add(
+    match &found.namespace {
+        None => add(
             "namespace",
             Level::Problem,
             format!(
@@ -925,34 +882,32 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
                  --namespace is wrong",
                 cli.namespace
             ),
-        );
-    } else {
-        let shards = fields.get("shards").map_or("1".to_owned(), Clone::clone);
-        let created = fields
-            .get("created")
-            .and_then(|c| c.parse::<i64>().ok())
-            .and_then(DateTime::from_timestamp_millis)
-            .map_or_else(String::new, |c| format!(", created {}", c.format("%Y-%m-%d")));
-        match fields.get("resharding") {
-            Some(moving) => add(
-                "namespace",
-                Level::Problem,
-                format!(
-                    "namespace {:?} is being resharded ({moving}); finish it with \
-                     RedisStore::reshard",
-                    cli.namespace
+        ),
+        Some(ns) => {
+            let created = ns
+                .created
+                .map_or_else(String::new, |c| format!(", created {}", c.format("%Y-%m-%d")));
+            match ns.resharding {
+                Some((from, to)) => add(
+                    "namespace",
+                    Level::Problem,
+                    format!(
+                        "namespace {:?} is being resharded from {from} to {to} shards; \
+                         finish it with RedisStore::reshard",
+                        cli.namespace
+                    ),
                 ),
-            ),
-            None => add(
-                "namespace",
-                Level::Ok,
-                format!("namespace {:?}: {shards} shard(s){created}", cli.namespace),
-            ),
-        }
-        let retention = retention(cli, None).await?;
-        match retention.tracked_users().await {
-            Ok(n) => add("tracking", Level::Ok, format!("{} users tracked", thousands(n))),
-            Err(e) => add("tracking", Level::Problem, e.to_string()),
+                None => add(
+                    "namespace",
+                    Level::Ok,
+                    format!("namespace {:?}: {} shard(s){created}", cli.namespace, ns.shards),
+                ),
+            }
+            let retention = retention(cli, None).await?;
+            match retention.tracked_users().await {
+                Ok(n) => add("tracking", Level::Ok, format!("{} users tracked", thousands(n))),
+                Err(e) => add("tracking", Level::Problem, e.to_string()),
+            }
         }
     }
     Ok(findings)

@@ -43,7 +43,7 @@ pub use self::connect::RedisSentinel;
 #[cfg(feature = "tls")]
 pub use self::connect::RedisTls;
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, Resharded};
+pub use self::redis::{Diagnosis, NamespaceMeta, RedisStore, Resharded};
 
 /// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`] or
 /// [`MemoryStore`].

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -304,6 +305,58 @@ impl RedisStore {
         })
     }
 
+    /// Reads what matters to the crate about the server and `namespace`: version, eviction
+    /// policy, persistence, Redis's clock against this machine's, and the namespace's
+    /// metadata. The CLI's `check` prints it; a bot may call it at start.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace; [`Error::Redis`] if Redis does not
+    /// answer.
+    pub async fn diagnose(&self, namespace: &str) -> Result<Diagnosis> {
+        crate::store::validate_namespace(namespace)?;
+        let mut conn = self.conn.clone();
+        // On a cluster, every node's: the oldest version, the riskiest policy, persistence
+        // only if every node has it.
+        let infos = infos(&mut conn, &["server", "memory", "persistence"]).await?;
+        let policies = node_policies(&mut conn, &infos).await;
+        let snapshots = config_values(&mut conn, "save")
+            .await
+            .map(|saves| saves.iter().all(|save| !save.trim().is_empty()));
+        let append_only =
+            infos.iter().all(|i| info_field(i, "aof_enabled").as_deref() == Some("1"));
+        let before = Utc::now();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let after = Utc::now();
+        let local_time = before + (after - before) / 2;
+        let server_time = DateTime::from_timestamp(secs, u32::try_from(micros * 1000).unwrap_or(0))
+            .unwrap_or_default();
+        let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{{{namespace}}}:meta"))
+            .query_async(&mut conn)
+            .await?;
+        let namespace = (!meta.is_empty()).then(|| NamespaceMeta {
+            shards: meta.get("shards").and_then(|n| n.parse().ok()).unwrap_or(1),
+            created: meta
+                .get("created")
+                .and_then(|c| c.parse().ok())
+                .and_then(DateTime::from_timestamp_millis),
+            resharding: meta.get("resharding").and_then(|r| {
+                let (from, to) = r.split_once(' ')?;
+                Some((from.parse().ok()?, to.parse().ok()?))
+            }),
+        });
+        Ok(Diagnosis {
+            version: oldest_version(&infos),
+            eviction_policy: riskiest_policy(policies),
+            append_only,
+            snapshots,
+            server_time,
+            local_time,
+            namespace,
+        })
+    }
+
     /// Moves every user of `namespace` to a layout of `count` shards and records the new
     /// count: the operation to run when the shard count changes (also to shard a namespace
     /// written by a version that did not shard, whose count is 1).
@@ -373,6 +426,41 @@ impl RedisStore {
         home.finish_resharding(count).await?;
         Ok(moved)
     }
+}
+
+/// What [`RedisStore::diagnose`] found: the server's settings that matter to the crate, and
+/// the namespace's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Diagnosis {
+    /// `redis_version` (on a cluster: the oldest node's).
+    pub version: Option<String>,
+    /// `maxmemory-policy` (on a cluster: an `allkeys-*` one if any node has it).
+    pub eviction_policy: Option<String>,
+    /// Whether the append-only file is on (on a cluster: on every node).
+    pub append_only: bool,
+    /// Whether RDB snapshots are configured (`save` is not empty; on a cluster, of the node
+    /// that answered `CONFIG GET`); `None` if `CONFIG` is disabled (managed Redis).
+    pub snapshots: Option<bool>,
+    /// Redis's clock (`TIME`).
+    pub server_time: DateTime<Utc>,
+    /// This machine's clock when `TIME` was asked (the middle of the round trip).
+    pub local_time: DateTime<Utc>,
+    /// The namespace's metadata; `None` if no bot has used the namespace.
+    pub namespace: Option<NamespaceMeta>,
+}
+
+/// A namespace's metadata (its `{ns}:meta` hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NamespaceMeta {
+    /// The recorded shard count (1 for a namespace of an earlier version).
+    pub shards: usize,
+    /// When the namespace's `seen` marker was written (the first prune pass or health check).
+    pub created: Option<DateTime<Utc>>,
+    /// `(from, to)` while [`RedisStore::reshard`] is moving users, or after it was
+    /// interrupted.
+    pub resharding: Option<(usize, usize)>,
 }
 
 /// What [`RedisStore::reshard`] moved.
@@ -460,6 +548,65 @@ impl Store for RedisStore {
 }
 
 /// The value of `field` in an `INFO` reply (`field:value` lines).
+/// The replies of every node: a cluster sends some commands (`INFO`, `CONFIG GET`) to every
+/// node and answers with a map of node to reply; a single server answers once.
+fn per_node(reply: Value) -> Vec<Value> {
+    match reply {
+        Value::Map(pairs) => pairs.into_iter().map(|(_, reply)| reply).collect(),
+        other => vec![other],
+    }
+}
+
+/// `INFO <sections>` of every node (one text per node).
+async fn infos<C: ConnectionLike>(conn: &mut C, sections: &[&str]) -> Result<Vec<String>> {
+    let reply: Value = redis::cmd("INFO").arg(sections).query_async(conn).await?;
+    per_node(reply)
+        .into_iter()
+        .map(|v| redis::from_redis_value(v).map_err(|e| Error::Redis(redis::RedisError::from(e))))
+        .collect()
+}
+
+/// `CONFIG GET <name>` of every node that answers; `None` if `CONFIG` is disabled.
+async fn config_values<C: ConnectionLike>(conn: &mut C, name: &str) -> Option<Vec<String>> {
+    let reply: Value = redis::cmd("CONFIG").arg("GET").arg(name).query_async(conn).await.ok()?;
+    let values: Vec<String> = per_node(reply)
+        .into_iter()
+        .filter_map(|v| {
+            let pair: Vec<String> = redis::from_redis_value(v).ok()?;
+            pair.into_iter().nth(1)
+        })
+        .collect();
+    (!values.is_empty()).then_some(values)
+}
+
+/// Every node's eviction policy: from `INFO memory`, which every node of a cluster answers
+/// (a cluster client sends `CONFIG GET` to one node only), else from `CONFIG GET`.
+async fn node_policies<C: ConnectionLike>(conn: &mut C, infos: &[String]) -> Vec<String> {
+    let policies: Vec<String> =
+        infos.iter().filter_map(|i| info_field(i, "maxmemory_policy")).collect();
+    if !policies.is_empty() {
+        return policies;
+    }
+    config_values(conn, "maxmemory-policy").await.unwrap_or_default()
+}
+
+/// The oldest version among the nodes' (the one the crate must work with).
+fn oldest_version(infos: &[String]) -> Option<String> {
+    infos
+        .iter()
+        .filter_map(|i| info_field(i, "redis_version"))
+        .min_by_key(|v| parse_version(v).unwrap_or((0, 0)))
+}
+
+/// The riskiest eviction policy among the nodes' (an `allkeys-*` one if any node has it).
+fn riskiest_policy(policies: Vec<String>) -> Option<String> {
+    policies
+        .iter()
+        .find(|p| p.starts_with("allkeys-"))
+        .cloned()
+        .or_else(|| policies.into_iter().next())
+}
+
 fn info_field(info: &str, field: &str) -> Option<String> {
     info.lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;
@@ -1011,20 +1158,11 @@ impl Backend for Bound {
     fn health(&self) -> BoxFuture<'_, Result<Health>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let info: Option<String> =
-                redis::cmd("INFO").arg("server").arg("memory").query_async(&mut conn).await.ok();
-            let field = |name| info.as_deref().and_then(|i| info_field(i, name));
-            // CONFIG may be disabled (managed Redis); INFO memory says the same.
-            let config: Option<Vec<String>> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory-policy")
-                .query_async(&mut conn)
-                .await
-                .ok();
-            let eviction_policy = config
-                .and_then(|pair| pair.into_iter().nth(1))
-                .or_else(|| field("maxmemory_policy"));
-            let version = field("redis_version");
+            // On a cluster every node answers: the oldest version and the riskiest policy
+            // count.
+            let infos = infos(&mut conn, &["server", "memory"]).await.unwrap_or_default();
+            let eviction_policy = riskiest_policy(node_policies(&mut conn, &infos).await);
+            let version = oldest_version(&infos);
             // The scripts need Redis 7; do not run one on an older server.
             let seen_vanished = if check_version(version.as_deref()).is_err() {
                 false

@@ -124,6 +124,24 @@ async fn users_are_spread_evenly_over_every_master() {
             "master {port} holds {n} of {users} users (within 10 % of a third expected): {spread:?}"
         );
     }
+
+    // One master may evict any key: the pruner refuses, as on a single server. (Measured
+    // before the fix: the health check read no policy on a cluster, whose nodes each answer
+    // INFO and CONFIG GET, and pruned.)
+    let port = spread[1].0;
+    let node = topology.nodes.iter().find(|n| n.port() == port).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut node.sync_connection())
+        .unwrap();
+    let err = bot.prune_once().await.unwrap_err();
+    assert!(err.to_string().contains("allkeys-lru"), "{err}");
+    let store = RedisStore::open_cluster(topology.urls().iter().map(String::as_str)).await.unwrap();
+    let found = store.diagnose("retention").await.unwrap();
+    assert_eq!(found.eviction_policy.as_deref(), Some("allkeys-lru"));
+    assert_eq!(found.namespace.unwrap().shards, 24);
 }
 
 /// A bot on a cluster of three masters with one replica each.
