@@ -34,7 +34,8 @@ pub struct Survey {
     pub due_within_day: u64,
     /// Users who cross the threshold within a week from now (not counting `due_now`).
     pub due_within_week: u64,
-    /// Scheduled erasures (gone marks, opt-outs, retries) by reason, due or not.
+    /// Scheduled erasures (gone marks, opt-outs, retries) by reason, due or not, with any
+    /// that is running now.
     pub scheduled: Vec<(ErasureReason, u64)>,
     /// Scheduled erasures due now.
     pub scheduled_due: u64,

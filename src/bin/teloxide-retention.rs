@@ -570,8 +570,14 @@ async fn status(cli: &Cli, user: UserId) -> Outcome {
 }
 
 async fn export(cli: &Cli, user: UserId) -> Outcome {
-    let retention = retention(cli, None).await?;
-    let export = retention.export(user).await?;
+    let retention = retention(cli, cli.inactive_after).await?;
+    let mut export = retention.export(user).await?;
+    if cli.inactive_after.is_none()
+        && let Some(document) = export.as_object_mut()
+    {
+        // The policy section states the threshold, which only --inactive-after gives here.
+        document.remove("policy");
+    }
     let note = "the store's part only: the bot's erasers export the bot's own data, in the \
                 bot's /mydata";
     if cli.json {

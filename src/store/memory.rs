@@ -587,10 +587,9 @@ impl Backend for Bound {
                 failing_since: s.failing.values().map(|(since, _)| *since).collect(),
                 ..RawSurvey::default()
             };
-            for (user, (reason, _, attempts)) in &s.job {
-                if s.queue.score(*user).is_some() {
-                    survey.scheduled[reason.index()] += 1;
-                }
+            // Every job, as the Redis store counts them: scheduled and running erasures.
+            for (reason, _, attempts) in s.job.values() {
+                survey.scheduled[reason.index()] += 1;
                 survey.max_attempts = survey.max_attempts.max(*attempts);
             }
             survey.writers = s

@@ -180,7 +180,7 @@ pub(crate) struct Pending {
 pub(crate) struct RawSurvey {
     /// Users whose last interaction is in each of the asked ranges.
     pub(crate) seen: Vec<u64>,
-    /// Scheduled erasures by reason ([`ErasureReason::index`]).
+    /// Scheduled (or running) erasures by reason ([`ErasureReason::index`]).
     pub(crate) scheduled: [u64; ErasureReason::ALL.len()],
     /// Scheduled erasures due at or before the survey's time.
     pub(crate) scheduled_due: u64,

@@ -23,4 +23,5 @@ mod safety;
 mod sentinel;
 mod shards;
 mod store;
+mod survey;
 mod tls;
