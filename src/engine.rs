@@ -307,7 +307,7 @@ impl Engine {
         let stuck = self.config.stuck_window();
         let receipts = self.config.receipts.as_ref().map(|r| ReceiptBatch {
             keep_ms: duration_ms(r.keep),
-            erasers: self.eraser_names().join(","),
+            erasers: serde_json::to_string(&self.eraser_names()).unwrap_or_default(),
             tags: done.iter().map(|c| r.key.tag(UserId(c.user))).collect(),
         });
         let finish = self.backend.finish(

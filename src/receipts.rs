@@ -105,7 +105,7 @@ impl From<RawReceipt> for Receipt {
         Self {
             reason: raw.reason,
             erased_at: DateTime::from_timestamp_millis(raw.at).unwrap_or_default(),
-            erasers: raw.erasers.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
+            erasers: serde_json::from_str(&raw.erasers).unwrap_or_else(|_| vec![raw.erasers]),
             attempts: raw.attempts,
         }
     }
@@ -116,7 +116,7 @@ impl From<RawReceipt> for Receipt {
 pub(crate) struct ReceiptBatch {
     /// How long a receipt lives (ms).
     pub(crate) keep_ms: i64,
-    /// The erasers' names, comma-separated.
+    /// The erasers' names, as a JSON array (a name may hold any character).
     pub(crate) erasers: String,
     /// Each confirmed user's tag.
     pub(crate) tags: Vec<String>,

@@ -449,7 +449,7 @@ impl ClusterConn {
     /// Counts a stalled call on the connection of `generation`; starts a fresh connection
     /// when enough stalled close together.
     fn stalled(self: &Arc<Self>, generation: u64) {
-        let Some(client) = self.client.clone() else { return };
+        let Some(client) = &self.client else { return };
         let now = std::time::Instant::now();
         {
             let mut state = self.state();
@@ -468,7 +468,7 @@ impl ClusterConn {
             }
             let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
             state.rebuilding = true;
-            let this = Arc::clone(self);
+            let (this, client) = (Arc::clone(self), client.clone());
             runtime.spawn(async move { this.rebuild(client).await });
         }
     }

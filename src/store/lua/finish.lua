@@ -5,7 +5,7 @@
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
 --       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),
---       10 the erasers' names (comma-separated), then the erased users, then (with
+--       10 the erasers' names (a JSON array), then the erased users, then (with
 --       receipts) per erased user: keyed hash, reason, attempts; then per failed user:
 --       user, reason, marked_at, attempts, retry at (ms)
 -- Returns {-1} when the lease was lost (it expired and another pruner took the batch
@@ -123,7 +123,7 @@ if n > 0 then
   end)
 end
 
-if receipt_id then
+if receipt_id and n > 0 then
   -- The whole stream goes once its newest receipt has lived its time.
   redis.call('PEXPIRE', KEYS[10], receipts_keep)
 end
