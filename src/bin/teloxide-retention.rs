@@ -120,8 +120,8 @@ enum Command {
     },
 }
 
-/// A failed command: its message, and whether it is a `check` problem (exit 1) rather than
-/// a failure (exit 3).
+/// A command that failed (exit code 3), with what to tell the operator. `check`'s findings
+/// are not failures: they decide its exit code 1 themselves.
 struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
