@@ -255,6 +255,8 @@ impl Engine {
 
     /// Schedules an opt-out erasure of `user`, due now, for the pruners to carry out.
     pub(crate) async fn schedule_opt_out(&self, user: UserId) -> Result<OptOutScheduled> {
+        // A tool on another machine: its clock is corrected by Redis's, as the bots' are.
+        self.tracker.sync_clock_if_stale().await;
         let now = self.clock.now_ms();
         let marked =
             self.call(self.backend.schedule(user.0, ErasureReason::OptOut, now, Some(now))).await?;
@@ -272,7 +274,7 @@ impl Engine {
         let tag = key.tag(user);
         let now = self.clock.now_ms();
         // Reading a long stream page by page takes longer than one store call.
-        let scan = self.backend.receipts(user.0, &tag, now, keep_ms);
+        let scan = self.backend.receipts(&tag, now, keep_ms);
         let found = crate::store::bounded(RECEIPT_SCAN_TIMEOUT, scan).await?;
         Ok(found.into_iter().map(Receipt::from).collect())
     }

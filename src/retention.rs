@@ -1028,12 +1028,11 @@ mod tests {
             }
             fn receipts<'a>(
                 &'a self,
-                user: u64,
                 tag: &'a str,
                 now: i64,
                 keep_ms: i64,
             ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
-                self.inner.receipts(user, tag, now, keep_ms)
+                self.inner.receipts(tag, now, keep_ms)
             }
             fn schedule(
                 &self,

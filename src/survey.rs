@@ -120,6 +120,8 @@ fn edges(threshold: Duration) -> Vec<Duration> {
 }
 
 pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
+    // Ages are measured against Redis's clock, as the pruner's are.
+    engine.tracker.sync_clock_if_stale().await;
     let now = engine.clock.now_ms();
     let threshold = engine.config.inactive_after;
     let t = duration_ms(threshold);

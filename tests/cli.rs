@@ -104,7 +104,6 @@ async fn stats_draws_the_histogram_and_counts_what_is_due_scheduled_and_failing(
 
     let (code, text, _) = run(cli(&server).arg("stats"));
     assert_eq!(code, 0, "{text}");
-    println!("{text}");
     for line in [
         "tracked users: 23",
         "time since last interaction",

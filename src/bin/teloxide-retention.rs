@@ -18,8 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use teloxide::types::UserId;
 use teloxide_retention::{
-    ErasureReason, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention,
-    Survey,
+    OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
 };
 
 /// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
@@ -262,17 +261,6 @@ fn spinner(what: &str) -> ProgressBar {
     bar
 }
 
-fn reason_name(reason: ErasureReason) -> &'static str {
-    match reason {
-        ErasureReason::OptOut => "opt_out",
-        ErasureReason::Inactive => "inactive",
-        ErasureReason::Blocked => "blocked",
-        ErasureReason::Deactivated => "deactivated",
-        ErasureReason::Unreachable => "unreachable",
-        _ => "other",
-    }
-}
-
 fn time(t: Option<DateTime<Utc>>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
@@ -333,7 +321,7 @@ fn survey_json(cli: &Cli, s: &Survey) -> Value {
             "total": s.scheduled.iter().map(|(_, n)| n).sum::<u64>(),
             "due_now": s.scheduled_due,
             "by_reason": s.scheduled.iter()
-                .map(|(r, n)| (reason_name(*r).to_owned(), json!(n)))
+                .map(|(r, n)| (r.as_str().to_owned(), json!(n)))
                 .collect::<serde_json::Map<_, _>>(),
         },
         "failing": {
@@ -391,7 +379,7 @@ fn survey_text(cli: &Cli, s: &Survey) -> String {
         .scheduled
         .iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| format!("{} {}", reason_name(*r), thousands(*n)))
+        .map(|(r, n)| format!("{} {}", r.as_str(), thousands(*n)))
         .collect();
     let _ = writeln!(
         out,
@@ -464,7 +452,7 @@ async fn preview(cli: &Cli, limit: usize) -> Outcome {
             .map(|e| {
                 json!({
                     "user": e.user.0,
-                    "reason": reason_name(e.reason),
+                    "reason": e.reason.as_str(),
                     "last_seen": time(e.last_seen),
                     "marked_at": time(e.marked_at),
                 })
@@ -507,7 +495,7 @@ async fn preview(cli: &Cli, limit: usize) -> Outcome {
         println!(
             "{:>12}  {:<12}  {:<20}  {:<20}",
             e.user.0,
-            reason_name(e.reason),
+            e.reason.as_str(),
             when(e.last_seen),
             when(e.marked_at)
         );
@@ -531,7 +519,7 @@ async fn status(cli: &Cli, user: UserId) -> Outcome {
                 "tracked": status.last_seen.is_some(),
                 "last_seen": time(status.last_seen),
                 "erasure": erasure.map(|e| json!({
-                    "reason": reason_name(e.reason),
+                    "reason": e.reason.as_str(),
                     "marked_at": time(e.marked_at),
                     "due": time(e.due),
                     "running": e.running,
@@ -560,7 +548,7 @@ async fn status(cli: &Cli, user: UserId) -> Outcome {
             };
             println!(
                 "erasure scheduled: {}, {state}, {} failed attempts",
-                reason_name(e.reason),
+                e.reason.as_str(),
                 e.failed_attempts
             );
         }
@@ -735,7 +723,7 @@ async fn receipt(cli: &Cli, user: UserId, key_file: &Path) -> Outcome {
             .iter()
             .map(|r| {
                 json!({
-                    "reason": reason_name(r.reason),
+                    "reason": r.reason.as_str(),
                     "erased_at": r.erased_at.to_rfc3339(),
                     "erasers": r.erasers,
                     "attempts": r.attempts,
@@ -757,7 +745,7 @@ async fn receipt(cli: &Cli, user: UserId, key_file: &Path) -> Outcome {
             "user {} erased {} ({}, attempt {}) by {}",
             user.0,
             r.erased_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            reason_name(r.reason),
+            r.reason.as_str(),
             r.attempts,
             if r.erasers.is_empty() { "no erasers".to_owned() } else { r.erasers.join(", ") }
         );

@@ -356,11 +356,11 @@ pub(crate) trait Backend: Send + Sync {
         with: FinishWith<'a>,
     ) -> BoxFuture<'a, Result<Option<Finish>>>;
 
-    /// The receipts of the user named `tag` in `user`'s shard that are younger than
-    /// `keep_ms` at `now`, oldest first.
+    /// The receipts of the user named `tag` (in every shard: a reshard moves receipts
+    /// without knowing whose they are) that are younger than `keep_ms` at `now`, oldest
+    /// first.
     fn receipts<'a>(
         &'a self,
-        user: u64,
         tag: &'a str,
         now: i64,
         keep_ms: i64,

@@ -1487,7 +1487,6 @@ impl Backend for Bound {
 
     fn receipts<'a>(
         &'a self,
-        _user: u64,
         tag: &'a str,
         now: i64,
         keep_ms: i64,

@@ -399,7 +399,6 @@ impl Backend for Sharded {
 
     fn receipts<'a>(
         &'a self,
-        user: u64,
         tag: &'a str,
         now: i64,
         keep_ms: i64,
@@ -408,10 +407,9 @@ impl Backend for Sharded {
             self.ready().await?;
             // Every shard: receipts stay where they were written when the user's shard
             // changes (see `RedisStore::reshard`).
-            let all = try_join_all(
-                self.shards.iter().map(|shard| shard.receipts(user, tag, now, keep_ms)),
-            )
-            .await?;
+            let all =
+                try_join_all(self.shards.iter().map(|shard| shard.receipts(tag, now, keep_ms)))
+                    .await?;
             let mut found: Vec<RawReceipt> = all.into_iter().flatten().collect();
             found.sort_by_key(|r| r.at);
             Ok(found)

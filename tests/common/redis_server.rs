@@ -91,22 +91,7 @@ impl RedisServer {
         let mut server =
             Self { dir, child: None, mode: Mode::Tls { port, certs, client_auth: true }, extra };
         server.spawn();
-        let mut conn = server.sync_connection();
-        let _: () = redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(0)
-            .arg(16383)
-            .query(&mut conn)
-            .expect("CLUSTER ADDSLOTSRANGE");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
-            if info.contains("cluster_state:ok") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the TLS cluster never became ok:\n{info}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server.own_every_slot();
         server
     }
 
@@ -140,7 +125,13 @@ impl RedisServer {
         let port = free_port();
         let mut server = Self { dir, child: None, mode: Mode::Cluster(port), extra: Vec::new() };
         server.spawn();
-        let mut conn = server.sync_connection();
+        server.own_every_slot();
+        server
+    }
+
+    /// Gives this single cluster node all 16384 slots and waits until the cluster is ok.
+    fn own_every_slot(&self) {
+        let mut conn = self.sync_connection();
         let _: () = redis::cmd("CLUSTER")
             .arg("ADDSLOTSRANGE")
             .arg(0)
@@ -153,10 +144,9 @@ impl RedisServer {
             if info.contains("cluster_state:ok") {
                 break;
             }
-            assert!(Instant::now() < deadline, "cluster never became ok:\n{info}");
+            assert!(Instant::now() < deadline, "the cluster never became ok:\n{info}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
     }
 
     pub fn socket(&self) -> PathBuf {
