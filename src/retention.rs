@@ -289,7 +289,9 @@ impl Retention {
     /// Schedules an opt-out erasure of `user`, due now, for the pruners of the bots sharing
     /// this store to carry out with all their erasers (unlike [`Retention::erase_user`],
     /// which erases here and now). For tools without erasers, such as the CLI's `forget`.
-    /// Idempotent: scheduling a user twice keeps one erasure.
+    /// Idempotent: scheduling a user twice keeps one erasure. The erasure is due at this
+    /// process's clock corrected by Redis's `TIME`, so a tool on a machine with a skewed
+    /// clock schedules it for now all the same.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -18,7 +18,8 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Survey {
-    /// When the counts were taken (the `Retention`'s clock).
+    /// When the counts were taken (the `Retention`'s clock, corrected by Redis's `TIME` as
+    /// the pruner's is).
     pub taken_at: DateTime<Utc>,
     /// The inactivity threshold the counts are relative to.
     pub inactive_after: Duration,
