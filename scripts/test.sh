@@ -28,6 +28,16 @@ install_redis() {
     fi
 }
 
+# teloxide_tests (a dev-dependency) builds teloxide with native-tls: OpenSSL's headers and
+# pkg-config.
+if command -v apt-get >/dev/null 2>&1 && ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl 2>/dev/null; }; then
+    say "OpenSSL headers or pkg-config not found: installing them"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libssl-dev pkg-config
+fi
+
 REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-redis-server}"
 if ! command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1; then
     say "redis-server not found: installing it"

@@ -181,9 +181,9 @@ impl RetentionBuilder {
 
     /// How long one call to the store may take. Default 2 s.
     ///
-    /// An interaction whose write has not finished within twice this (the first write of a
-    /// process follows a read of the erasure feed's position, each bounded by this) is kept
-    /// in memory and written later, so a hung Redis never holds an update longer than that.
+    /// An interaction whose write has not finished within this is kept in memory and
+    /// written later, so a hung or unreachable Redis never holds an update longer than
+    /// `store_timeout` (plus scheduling noise), the first write of a process included.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self

@@ -772,7 +772,11 @@ impl Retention {
     ///   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
     ///   provided by the dispatcher.
     ///
-    /// For adaptors such as `Throttle<Bot>`, use [`Retention::wrap_for`].
+    /// Handlers that take [`Retained<Bot>`](crate::Retained) (so that failed sends mark
+    /// their recipients gone) need [`Retention::wrap_retained`] with a dispatcher built on a
+    /// plain `Bot`, or [`Retention::wrap_for`]`::<Retained<Bot>, _>` with one built on
+    /// `bot.retained(&retention)`; for other adaptors such as `Throttle<Bot>`, use
+    /// [`Retention::wrap_for`].
     ///
     /// # Panics
     ///
@@ -799,6 +803,73 @@ impl Retention {
         E: Send + Sync + 'static,
     {
         self.layer().wrap_for::<R, E>(handler)
+    }
+
+    /// Wraps `handler`, whose endpoints take [`Retained<B>`](crate::Retained), for a
+    /// dispatcher that provides a plain `B` (usually `teloxide::Bot`): the wrapped tree gets
+    /// a `Retained<B>` made from the dispatcher's bot for every update, so that failed sends
+    /// mark their recipients gone, without changing how the dispatcher is built. This is
+    /// also the way to run such a tree under a test harness that hands handlers a plain
+    /// `Bot`, such as `teloxide_tests`' `MockBot` (see the README's "Testing your bot").
+    ///
+    /// Equivalent to [`Retention::retained_bot`] chained in front of
+    /// [`Retention::wrap_for`]`::<Retained<B>, _>`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide_retention::{MemoryStore, Retained, Retention};
+    ///
+    /// # fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// let tree = Update::filter_message().endpoint(|bot: Retained<Bot>, msg: Message| async move {
+    ///     // A user who blocked the bot is marked gone by this failed send.
+    ///     bot.send_message(msg.chat.id, "hi").await?;
+    ///     respond(())
+    /// });
+    /// let handler = retention.wrap_retained::<Bot, _>(tree);
+    /// // Dispatcher::builder(Bot::from_env(), handler): a plain `Bot`.
+    /// # let _ = handler;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Dependency requirements
+    ///
+    /// - `teloxide::types::Update` and `B`, provided by the dispatcher;
+    /// - with the privacy commands on (the default): `teloxide::types::Me`, provided by the
+    ///   dispatcher.
+    #[must_use]
+    #[track_caller]
+    pub fn wrap_retained<B, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    where
+        B: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        self.retained_bot::<B, E>().chain(self.wrap_for::<crate::Retained<B>, E>(handler))
+    }
+
+    /// A dptree step that puts a [`Retained<B>`](crate::Retained), made from the
+    /// dispatcher's `B`, into the dependencies of what is chained after it. It asks Telegram
+    /// for no update kind of its own (unlike a plain `dptree::map` at the root, which would
+    /// ask for all of them). [`Retention::wrap_retained`] uses it; chain it yourself in
+    /// front of a tree you wrap in another way.
+    ///
+    /// # Dependency requirements
+    ///
+    /// - `B`, provided by the dispatcher.
+    #[must_use]
+    pub fn retained_bot<B, E>(&self) -> UpdateHandler<E>
+    where
+        B: Requester + Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        let retention = self.clone();
+        dptree::map_with_description(
+            <teloxide::dispatching::DpHandlerDescription as dptree::HandlerDescription>::entry(),
+            move |bot: B| crate::Retained::new(bot, &retention),
+        )
     }
 
     /// The update kinds a webhook must ask Telegram for: those `handler` handles plus those

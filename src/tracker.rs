@@ -14,12 +14,20 @@
 //!   process drops those users from its cache and writes interactions it skipped since. A
 //!   process learns where the feed stands before its first write; users it wrote before it
 //!   could (during an outage) leave its cache once it can.
+//! - **Runtimes.** The writer and the heartbeat run as tasks on the runtime of the first
+//!   call that needs them. When they are gone (that runtime shut down, or a task panicked)
+//!   or stuck on a single-threaded runtime nobody drives any more, the next call starts
+//!   them again on its own runtime; the batch the old writer had in flight is written again
+//!   (writes never move a user back, so writing twice is harmless).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{Notify, SetOnce};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -128,7 +136,13 @@ pub(crate) struct Tracker {
     counters: Arc<Counters>,
     hooks: Arc<Hooks>,
     cancel: CancellationToken,
-    writer: OnceLock<()>,
+    /// The background tasks, once started (see [`Tracker::ensure_writer`]).
+    tasks: Mutex<Option<Tasks>>,
+    /// The feed reader outlives a writer task, so that a restarted writer goes on from
+    /// where the last one stood.
+    feed: tokio::sync::Mutex<FeedReader>,
+    /// Whether a restart of the background tasks was logged at warn level already.
+    restart_logged: AtomicBool,
     /// Set by the writer after its last flush at shutdown: `true` if nothing was left.
     flushed: SetOnce<bool>,
     /// Set by the pulse once it has removed (or given up removing) the heartbeat.
@@ -169,7 +183,9 @@ impl Tracker {
             counters,
             hooks,
             cancel,
-            writer: OnceLock::new(),
+            tasks: Mutex::new(None),
+            feed: tokio::sync::Mutex::new(FeedReader::default()),
+            restart_logged: AtomicBool::new(false),
             flushed: SetOnce::new(),
             retired: SetOnce::new(),
         }
@@ -344,12 +360,10 @@ impl Tracker {
         };
         self.ensure_writer();
         self.wake.notify_one();
-        // The writer may be busy with a slow store (a hung Redis): never wait longer than
-        // twice the store timeout (the writer's first write follows a read of the feed
-        // position, each bounded by the store timeout, so its own switch to buffering
-        // normally comes first). The interaction stays pending and is written, or moved to
-        // the backlog, by the writer.
-        match timeout(self.store_timeout * 2, slot.wait()).await {
+        // The writer may be busy with a slow store (a hung Redis), or still reading where
+        // the feed stands before its first write: never wait longer than the store timeout.
+        // The interaction is not lost: it moves to the backlog, which the writer retries.
+        match timeout(self.store_timeout, slot.wait()).await {
             Ok(true) => return Noted::Written,
             Ok(false) => {}
             Err(_) => {
@@ -581,11 +595,62 @@ impl Tracker {
         self.lock().marks.len()
     }
 
-    fn ensure_writer(self: &Arc<Self>) {
-        self.writer.get_or_init(|| {
-            tokio::spawn(Arc::clone(self).run());
-            tokio::spawn(Arc::clone(self).pulse());
+    /// Starts the writer and the heartbeat on the caller's runtime unless they run already,
+    /// or starts them again if they are gone: their runtime shut down (a test harness that
+    /// builds a runtime per dispatch, a runtime rebuilt after a panic), a task panicked, or
+    /// they sit on a single-threaded runtime other than the caller's, which only runs them
+    /// while someone drives it.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub(crate) fn ensure_writer(self: &Arc<Self>) {
+        let mut tasks = self.lock_tasks();
+        if tasks.is_none() && self.retired.get().is_some() {
+            // Shut down for good.
+            return;
+        }
+        let here = Handle::current();
+        if tasks.as_ref().is_some_and(|t| t.serve(&here)) {
+            return;
+        }
+        if let Some(old) = tasks.take() {
+            old.writer.abort();
+            old.pulse.abort();
+            self.recover_in_flight();
+            if !self.restart_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the background writer of teloxide-retention was gone (its tokio runtime \
+                     shut down or it panicked); started it again on the current runtime, \
+                     nothing buffered is lost (logged once)"
+                );
+            } else {
+                tracing::debug!("background writer started again on the current runtime");
+            }
+        }
+        *tasks = Some(Tasks {
+            runtime: here.id(),
+            flavor: here.runtime_flavor(),
+            writer: here.spawn(Arc::clone(self).run()),
+            pulse: here.spawn(Arc::clone(self).pulse()),
         });
+    }
+
+    /// Puts the batch a writer that is gone had in flight back into the pending batch: it
+    /// may or may not have reached the store, and writing it again never moves a user back.
+    fn recover_in_flight(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if st.in_flight.is_empty() {
+            return;
+        }
+        for (user, ms) in st.in_flight.drain() {
+            let score = st.pending.entry(user).or_insert(ms);
+            *score = (*score).max(ms);
+        }
+        // Callers that waited for it wait for the next write instead (never past the store
+        // timeout): completing the old slot would tell them their write failed.
+        st.in_flight_slot = Arc::clone(&st.slot);
     }
 
     /// The background writer: flushes batches, retries the backlog, reads the feed and
@@ -593,7 +658,6 @@ impl Tracker {
     async fn run(self: Arc<Self>) {
         let mut backoff = MIN_BACKOFF;
         let mut retry_at: Option<Instant> = None;
-        let mut feed = FeedReader::default();
         let mut next_poll = Instant::now();
         let sweep_every = Duration::from_millis(self.resolution_ms.unsigned_abs());
         let mut next_sweep = Instant::now() + sweep_every;
@@ -617,12 +681,12 @@ impl Tracker {
             if !self.clock.is_synced() {
                 self.sync_clock_if_stale().await;
             }
-            if feed.cursor.is_none() && self.lock().healthy {
+            if self.feed.lock().await.cursor.is_none() && self.lock().healthy {
                 // Where the feed stands is read before this process writes anything, so that
                 // an erasure announced after a write comes after the cursor and drops the
                 // cached user. (Users written while it cannot be read are dropped from the
                 // cache once it can: see `FeedReader::poll`.)
-                let _ = timeout(self.store_timeout, feed.poll(&self)).await;
+                let _ = timeout(self.store_timeout, self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
             self.write_pending().await;
@@ -634,11 +698,11 @@ impl Tracker {
                 !st.backlog.is_empty() || !st.marks.is_empty()
             };
             if has_backlog && retry_at.is_none() {
-                if feed.cursor.is_some() {
+                if self.feed.lock().await.cursor.is_some() {
                     // Read the erasures announced meanwhile first: interactions of users
                     // who opted out since are dropped from the backlog instead of tracking
                     // them again (see `invalidate`).
-                    let _ = timeout(self.store_timeout, feed.poll(&self)).await;
+                    let _ = timeout(self.store_timeout, self.poll_feed()).await;
                     next_poll = Instant::now() + FEED_POLL;
                 }
                 if self.write_backlog().await.is_ok() {
@@ -650,7 +714,7 @@ impl Tracker {
             }
             if next_poll <= Instant::now() {
                 // Bounded: pending touches wait for this loop.
-                let _ = timeout(self.store_timeout, feed.poll(&self)).await;
+                let _ = timeout(self.store_timeout, self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
             if next_sweep <= Instant::now() {
@@ -658,6 +722,10 @@ impl Tracker {
                 next_sweep = Instant::now() + sweep_every;
             }
         }
+    }
+
+    async fn poll_feed(self: &Arc<Self>) {
+        self.feed.lock().await.poll(self).await;
     }
 
     /// Beside the writer, so that a slow store never delays writes: sends the heartbeats and
@@ -686,14 +754,24 @@ impl Tracker {
 
     /// Stops the writer: writes what is buffered, removes the heartbeat, and returns once
     /// done (bounded by a few store timeouts). `false` if interactions were left unwritten.
-    pub(crate) async fn shutdown(&self) -> bool {
+    pub(crate) async fn shutdown(self: &Arc<Self>) -> bool {
         self.cancel.cancel();
-        if self.writer.get().is_none() {
+        if self.lock_tasks().is_none() {
             return true;
         }
+        if let Some(&flushed) = self.retired.get().and(self.flushed.get()) {
+            return flushed;
+        }
+        // Tasks whose runtime is gone cannot finish: start them on this one, where they see
+        // the cancellation at once, write what is left and remove the heartbeat.
+        self.ensure_writer();
         let wait = self.store_timeout.saturating_mul(6);
         let _ = timeout(wait, self.retired.wait()).await;
         self.flushed.get().copied().unwrap_or(false)
+    }
+
+    fn lock_tasks(&self) -> MutexGuard<'_, Option<Tasks>> {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Tells the store this writer is alive and how many interactions it has not written.
@@ -904,6 +982,25 @@ impl Tracker {
     fn sweep(&self) {
         let horizon = self.clock.now_ms().saturating_sub(self.resolution_ms.saturating_mul(2));
         self.lock().cache.retain(|_, s| s.written.max(s.skipped) >= horizon);
+    }
+}
+
+/// The writer and heartbeat tasks, and the runtime they run on.
+struct Tasks {
+    runtime: tokio::runtime::Id,
+    flavor: RuntimeFlavor,
+    writer: JoinHandle<()>,
+    pulse: JoinHandle<()>,
+}
+
+impl Tasks {
+    /// Whether these tasks still do their job for a caller on `here`: both alive, and
+    /// on a runtime that runs them without its owner driving it (a multi-threaded one), or
+    /// on the caller's own.
+    fn serve(&self, here: &Handle) -> bool {
+        !self.writer.is_finished()
+            && !self.pulse.is_finished()
+            && (self.runtime == here.id() || self.flavor != RuntimeFlavor::CurrentThread)
     }
 }
 

@@ -69,7 +69,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.conn {
-            Conn::Single(_) => "single",
+            Conn::Single(..) => "single",
             Conn::Cluster(_) => "cluster",
             Conn::Sentinel(_) => "sentinel",
         };
@@ -83,15 +83,55 @@ impl std::fmt::Debug for RedisStore {
 /// The connection kinds; each reconnects on its own.
 #[derive(Clone)]
 enum Conn {
-    Single(ConnectionManager),
+    /// With the runtime of its last successful call (see [`LastRuntime`]).
+    Single(ConnectionManager, Arc<LastRuntime>),
     Cluster(ClusterHandle),
     Sentinel(SentinelHandle),
+}
+
+/// The tokio runtime of a connection's last successful call.
+///
+/// A connection manager's connection is driven by a task on the runtime that made it; when
+/// that runtime shuts down (a test harness that builds a runtime per dispatch), the next
+/// command fails at once as a dropped connection, without reaching Redis, and the manager
+/// connects again on the caller's runtime. That one command is sent again, so that a change
+/// of runtime costs no failed write; a dropped connection on the same runtime is an outage
+/// and is not retried here (a command may have reached Redis before its reply was lost).
+#[derive(Default)]
+struct LastRuntime(std::sync::Mutex<Option<tokio::runtime::Id>>);
+
+impl LastRuntime {
+    fn current() -> Option<tokio::runtime::Id> {
+        tokio::runtime::Handle::try_current().ok().map(|h| h.id())
+    }
+
+    /// Whether `here` is another runtime than the last successful call's.
+    fn changed(&self, here: Option<tokio::runtime::Id>) -> bool {
+        let last = *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.is_some() && last != here
+    }
+
+    fn record(&self, here: Option<tokio::runtime::Id>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = here;
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Single(c, last) => Box::pin(async move {
+                let here = LastRuntime::current();
+                let mut reply = c.req_packed_command(cmd).await;
+                if reply.as_ref().is_err_and(redis::RedisError::is_connection_dropped)
+                    && last.changed(here)
+                {
+                    reply = c.req_packed_command(cmd).await;
+                }
+                if reply.is_ok() {
+                    last.record(here);
+                }
+                reply
+            }),
             Self::Cluster(c) => c.req_packed_command(cmd),
             Self::Sentinel(c) => c.req_packed_command(cmd),
         }
@@ -104,7 +144,19 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Single(c, last) => Box::pin(async move {
+                let here = LastRuntime::current();
+                let mut reply = c.req_packed_commands(cmd, offset, count).await;
+                if reply.as_ref().is_err_and(redis::RedisError::is_connection_dropped)
+                    && last.changed(here)
+                {
+                    reply = c.req_packed_commands(cmd, offset, count).await;
+                }
+                if reply.is_ok() {
+                    last.record(here);
+                }
+                reply
+            }),
             Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
             Self::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
@@ -112,7 +164,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Single(c) => c.get_db(),
+            Self::Single(c, _) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
             Self::Sentinel(c) => c.get_db(),
         }
@@ -250,7 +302,7 @@ impl RedisStore {
     /// Uses a connection manager you configured yourself.
     #[must_use]
     pub fn from_manager(manager: ConnectionManager) -> Self {
-        Self { conn: Conn::Single(manager), shards: None }
+        Self { conn: Conn::Single(manager, Arc::default()), shards: None }
     }
 
     /// Uses a cluster connection you configured yourself.
@@ -301,7 +353,7 @@ impl RedisStore {
     pub fn shards(&self) -> usize {
         self.shards.unwrap_or(match self.conn {
             Conn::Cluster(_) => DEFAULT_CLUSTER_SHARDS,
-            Conn::Single(_) | Conn::Sentinel(_) => 1,
+            Conn::Single(..) | Conn::Sentinel(_) => 1,
         })
     }
 
