@@ -173,6 +173,7 @@ impl Engine {
 
     /// Erases `user` now as an opt-out; see `Retention::erase_user`.
     pub(crate) async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
+        check_user(user)?;
         // Interactions from now on go to the store, so that finishing the erasure sees them.
         let _erasing = self.tracker.begin_erasure(user.0);
         self.erase_user_claimed(user).await
@@ -255,6 +256,7 @@ impl Engine {
 
     /// Schedules an opt-out erasure of `user`, due now, for the pruners to carry out.
     pub(crate) async fn schedule_opt_out(&self, user: UserId) -> Result<OptOutScheduled> {
+        check_user(user)?;
         // A tool on another machine: its clock is corrected by Redis's, as the bots' are.
         self.tracker.sync_clock_if_stale().await;
         let now = self.clock.now_ms();
@@ -455,4 +457,9 @@ mod tests {
         assert_eq!(retry_delay_ms(1), 60_000);
         assert_eq!(retry_delay_ms(40), 6 * 3600 * 1000);
     }
+}
+
+/// Refuses an id the store cannot hold as a user ([`Error::InvalidUser`]).
+fn check_user(user: UserId) -> Result<()> {
+    if crate::store::is_user_id(user.0) { Ok(()) } else { Err(crate::Error::InvalidUser(user.0)) }
 }

@@ -45,13 +45,51 @@ pub enum Error {
     /// is older than Redis 7.0. The message says what and how to fix it.
     #[error("refusing to erase: {0}")]
     Unsafe(String),
+    /// The id is not one the crate can store: 0, or above 2^53 - 1 (Telegram's user ids
+    /// have at most 52 significant bits). Nothing was written.
+    #[error("{0} is not a user id: user ids are 1 to 2^53 - 1")]
+    InvalidUser(u64),
+    /// The namespace records another shard count than the store was opened with (see
+    /// `RedisStore::with_shards`); nothing is written until they match. A configuration
+    /// error: [`Error::is_config`] is `true`.
+    #[error(
+        "namespace {namespace:?} has {recorded} shards, but the store was opened with \
+         {opened}: open it with RedisStore::with_shards({recorded}), or move its users with \
+         RedisStore::reshard({namespace:?}, {opened}) while no bot runs"
+    )]
+    ShardCount {
+        /// The namespace.
+        namespace: String,
+        /// The shard count recorded with the namespace.
+        recorded: usize,
+        /// The shard count the store was opened with.
+        opened: usize,
+    },
+    /// The namespace is being moved to another shard count by `RedisStore::reshard`;
+    /// nothing is written until the move is finished and the store is opened with the new
+    /// count. A configuration error: [`Error::is_config`] is `true`.
+    #[error(
+        "namespace {namespace:?} is being resharded from {from} to {to} shards; finish with \
+         RedisStore::reshard({namespace:?}, {to}), then open it with \
+         RedisStore::with_shards({to})"
+    )]
+    Resharding {
+        /// The namespace.
+        namespace: String,
+        /// The shard count being moved from.
+        from: usize,
+        /// The shard count being moved to.
+        to: usize,
+    },
 }
 
 impl Error {
-    /// Returns `true` if this is a configuration error from the builder.
+    /// Returns `true` if this is a configuration error: from the builder, or a store opened
+    /// with another shard count than its namespace's ([`Error::ShardCount`],
+    /// [`Error::Resharding`]).
     #[must_use]
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Config(_))
+        matches!(self, Self::Config(_) | Self::ShardCount { .. } | Self::Resharding { .. })
     }
 
     /// Returns `true` if the store could not be reached or did not answer in time.

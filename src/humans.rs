@@ -7,10 +7,11 @@ pub(crate) fn is_trackable(user: &User) -> bool {
     !user.is_bot && is_trackable_id(user.id)
 }
 
+/// A user id the crate may track: a valid id (not 0, at most 2^53 - 1) that is none of
 /// Telegram's service accounts: 777000 (Telegram), 1087968824 (`GroupAnonymousBot`) and
 /// 136817688 (`Channel_Bot`).
 pub(crate) fn is_trackable_id(id: UserId) -> bool {
-    id.0 != 0 && !id.is_telegram() && !id.is_anonymous() && !id.is_channel()
+    crate::store::is_user_id(id.0) && !id.is_telegram() && !id.is_anonymous() && !id.is_channel()
 }
 
 #[cfg(test)]

@@ -310,8 +310,9 @@ impl Retention {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be written; nothing was
-    /// scheduled then, or the call may be repeated.
+    /// [`Error::InvalidUser`] for 0 or an id above 2^53 - 1; [`Error::Redis`] or
+    /// [`Error::Timeout`] if the store cannot be written; nothing was scheduled then, or the
+    /// call may be repeated.
     pub async fn schedule_opt_out(&self, user: UserId) -> Result<crate::OptOutScheduled> {
         self.inner.engine.schedule_opt_out(user).await
     }
@@ -429,6 +430,7 @@ impl Retention {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidUser`] for 0 or an id above 2^53 - 1 (nothing runs);
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be reached. If the store
     /// fails after the erasers succeeded, the claim's lease expires and the pruner finishes
     /// the erasure.

@@ -236,6 +236,30 @@ pub(crate) struct Invalidation {
     pub(crate) opt_out: bool,
 }
 
+/// The largest user id the crate tracks: 2^53 - 1. Telegram's user ids have at most 52
+/// significant bits (Bot API, `User.id`), and every id up to this is exact as a Lua number,
+/// a JSON number and a Redis score.
+pub(crate) const MAX_USER_ID: u64 = (1 << 53) - 1;
+
+/// Whether `id` is a user id the crate can store: not 0, at most [`MAX_USER_ID`].
+pub(crate) fn is_user_id(id: u64) -> bool {
+    (1..=MAX_USER_ID).contains(&id)
+}
+
+/// Reads a stored member as a user id if it is one in canonical form: decimal digits, no
+/// sign, no leading zero, not 0, at most [`MAX_USER_ID`] (the same rule as `ids.lua`).
+/// Anything else (`013950000`, `-5`, `1.5`, `abc`, `18446744073709551616`) is not a user:
+/// reading `013950000` as user 13950000 would erase someone else.
+pub(crate) fn parse_user(member: &str) -> Option<u64> {
+    let bytes = member.as_bytes();
+    let canonical = !bytes.is_empty()
+        && bytes.len() <= 16
+        && bytes[0] != b'0'
+        && bytes.iter().all(u8::is_ascii_digit);
+    let id: u64 = member.parse().ok().filter(|_| canonical)?;
+    is_user_id(id).then_some(id)
+}
+
 /// Decodes a stored job.
 pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
     let bad = || crate::Error::Corrupt(format!("erasure job {raw:?}"));
@@ -424,6 +448,40 @@ pub(crate) trait Backend: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_ids_are_users() {
+        assert_eq!(parse_user("13950000"), Some(13_950_000));
+        assert_eq!(parse_user("9007199254740991"), Some(MAX_USER_ID));
+        for odd in [
+            "",
+            "0",
+            "013950000",
+            "-5",
+            "+5",
+            "1.5",
+            "1e3",
+            "abc",
+            " 42",
+            "9007199254740992",
+            "99999999999999999999999",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_user(odd), None, "{odd:?}");
+        }
+        assert!(!is_user_id(0));
+        assert!(is_user_id(1));
+        assert!(!is_user_id(MAX_USER_ID + 1));
+    }
+
+    #[test]
+    fn the_scripts_know_every_reason_and_the_same_largest_id() {
+        let ids = include_str!("lua/ids.lua");
+        for reason in ErasureReason::ALL {
+            assert!(ids.contains(&format!(" {} = true", reason.code())), "{reason:?}");
+        }
+        assert!(ids.contains(&format!("local MAX_USER_ID = {MAX_USER_ID}\n")));
+    }
 
     #[test]
     fn jobs_decode() {

@@ -921,10 +921,13 @@ impl Bound {
     async fn move_users(&self, new: &[Bound]) -> Result<(u64, u64)> {
         let mut conn = self.conn.clone();
         let count = new.len();
-        let to = |user: &str| -> Result<&Bound> {
-            let user: u64 =
-                user.parse().map_err(|_| Error::Corrupt(format!("user id {user:?}")))?;
-            Ok(&new[super::sharded::shard_of(user, count)])
+        // A member that is not a user (see `parse_user`) is kept, in the first shard, where
+        // claims go on reporting it.
+        let to = |member: &str| -> Result<&Bound> {
+            Ok(match crate::store::parse_user(member) {
+                Some(user) => &new[super::sharded::shard_of(user, count)],
+                None => &new[0],
+            })
         };
         let (mut users, mut scheduled) = (0, 0);
         for (key, kind) in [
@@ -1014,6 +1017,22 @@ impl Bound {
     }
 }
 
+/// An invalidation from its feed entry's fields (`u` user, `s` since, `e` until, `o`
+/// opt-out); `None` if it lacks a user or holds a value this version cannot read.
+fn decode_invalidation(fields: &[Value]) -> Option<Invalidation> {
+    let mut inv = Invalidation { user: 0, since: 0, until: 0, opt_out: false };
+    for kv in fields.chunks_exact(2) {
+        match text(&kv[0]).ok()?.as_str() {
+            "u" => inv.user = crate::store::parse_user(&text(&kv[1]).ok()?)?,
+            "s" => inv.since = int(&kv[1]).ok()?,
+            "e" => inv.until = int(&kv[1]).ok()?,
+            "o" => inv.opt_out = int(&kv[1]).ok()? == 1,
+            _ => {}
+        }
+    }
+    (inv.user != 0).then_some(inv)
+}
+
 /// A receipt from its stream entry (`t` time, `r` reason, `e` erasers, `a` attempts).
 fn decode_receipt(entry: &redis::streams::StreamId) -> Result<RawReceipt> {
     let field = |name: &str| {
@@ -1068,9 +1087,10 @@ fn text(v: &Value) -> Result<String> {
     }
 }
 
+/// A user id the scripts returned; they return canonical ids only (`ids.lua`).
 fn user_of(v: &Value) -> Result<u64> {
     let s = text(v)?;
-    s.parse().map_err(|_| Error::Corrupt(format!("user id {s:?}")))
+    crate::store::parse_user(&s).ok_or_else(|| Error::Corrupt(format!("user id {s:?}")))
 }
 
 fn reason_of(v: &Value) -> Result<ErasureReason> {
@@ -1409,17 +1429,11 @@ impl Backend for Bound {
                     Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
                     _ => continue,
                 };
-                let mut inv = Invalidation { user: 0, since: 0, until: 0, opt_out: false };
-                for kv in fields.chunks_exact(2) {
-                    match text(&kv[0])?.as_str() {
-                        "u" => inv.user = user_of(&kv[1])?,
-                        "s" => inv.since = int(&kv[1])?,
-                        "e" => inv.until = int(&kv[1])?,
-                        "o" => inv.opt_out = int(&kv[1])? == 1,
-                        _ => {}
-                    }
+                match decode_invalidation(&fields) {
+                    Some(inv) => out.push(inv),
+                    // Not written by this crate: nothing to drop from the cache for it.
+                    None => tracing::warn!(entry = %next, "skipped an unreadable feed entry"),
                 }
-                out.push(inv);
             }
             Ok((out, next))
         })
@@ -1499,8 +1513,9 @@ impl Backend for Bound {
             let scheduled_due: u64 = parse(replies.pop())?;
             let seen = replies.into_iter().map(|v| parse(Some(v))).collect::<Result<Vec<u64>>>()?;
             let mut survey = RawSurvey { seen, scheduled_due, ..RawSurvey::default() };
-            for job in &jobs {
-                let (reason, _, attempts) = decode_job(job)?;
+            // A job this version cannot read is the claim's to report, not a reason to fail.
+            for job in jobs.iter().filter_map(|job| decode_job(job).ok()) {
+                let (reason, _, attempts) = job;
                 survey.scheduled[reason.index()] += 1;
                 survey.max_attempts = survey.max_attempts.max(attempts);
             }

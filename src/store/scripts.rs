@@ -20,7 +20,7 @@ macro_rules! script {
 }
 
 pub(crate) static CLAIM: LazyLock<Script> =
-    script!("#!lua", "lua/writers.lua", "lua/batches.lua", "lua/claim.lua");
+    script!("#!lua", "lua/ids.lua", "lua/writers.lua", "lua/batches.lua", "lua/claim.lua");
 pub(crate) static CLAIM_USER: LazyLock<Script> =
     script!("#!lua", "lua/writers.lua", "lua/batches.lua", "lua/claim_user.lua");
 pub(crate) static SCHEDULE: LazyLock<Script> =
@@ -29,7 +29,8 @@ pub(crate) static STATUS: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/batches.lua", "lua/status.lua");
 pub(crate) static FINISH: LazyLock<Script> = script!("#!lua", "lua/finish.lua");
 pub(crate) static UNSCHEDULE_GONE: LazyLock<Script> = script!("#!lua", "lua/unschedule_gone.lua");
-pub(crate) static PREVIEW: LazyLock<Script> = script!("#!lua flags=no-writes", "lua/preview.lua");
+pub(crate) static PREVIEW: LazyLock<Script> =
+    script!("#!lua flags=no-writes", "lua/ids.lua", "lua/preview.lua");
 pub(crate) static COUNT_USE: LazyLock<Script> = script!("#!lua", "lua/count_use.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> =
     script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");

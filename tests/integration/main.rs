@@ -18,6 +18,7 @@ mod layer;
 mod metrics;
 mod mock_bot;
 mod model;
+mod odd_data;
 mod pruner;
 mod receipts;
 mod runtimes;

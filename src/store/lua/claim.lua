@@ -1,6 +1,6 @@
 -- Claims up to ARGV[4] users whose erasure is due into one batch.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta, 9 failing
 -- ARGV: 1 now (ms), or '' for Redis's own clock, 2 inactive after (ms), 3 lease (ms),
 --       4 limit, 5 batch id, 6 a writer is silent after (ms), 7 dead after (ms)
 -- Returns {plain, special, deadline, hold, unreadable, returned}: plain = ids of users
@@ -29,7 +29,11 @@
 --
 -- A user "came back" when they interacted after being marked for erasure; for a claim
 -- for inactivity (marked_at 0) any `seen` entry counts, because the claim removed the old
--- one. Opt-outs are never cancelled. (writers.lua and batches.lua are prepended.)
+-- one. Opt-outs are never cancelled. (writers.lua, batches.lua and ids.lua are prepended.)
+--
+-- Only canonical ids are users (ids.lua): anything else in `seen`, the queue or a batch is
+-- reported in `unreadable` and left in place. Step 3 reads on past such members (up to
+-- MAX_EXAMINED of them), so that they never hide the due users behind them.
 
 local now = now_or_redis(ARGV[1])
 local cutoff = now - tonumber(ARGV[2])
@@ -45,7 +49,6 @@ local rem_seen, rem_queue, drop_jobs, old_batches = {}, {}, {}, {}
 -- come last), and users whose erasure they dropped because they came back (step 3 may
 -- still find them inactive).
 local handled, n_handled, dropped, returned = {}, 0, {}, {}
-local REASONS = { i = true, o = true, b = true, d = true, u = true }
 
 local function fmt(ms)
   return string.format('%d', ms)
@@ -61,10 +64,6 @@ local function parse(job)
     return nil
   end
   return r, tonumber(m), tonumber(a)
-end
-
-local function is_user(user)
-  return string.match(user, '^%d+$') ~= nil
 end
 
 local function came_back(user, reason, marked_at)
@@ -155,11 +154,17 @@ if #members < limit then
 end
 
 -- 3. Users inactive since the cutoff, lowest scores first; not while a writer may hold
--- interactions it has not written.
+-- interactions it has not written. Read page by page: members that are not users (left in
+-- place, reported) must not hide the due users after them.
+local MAX_EXAMINED = 16384
+local MAX_REPORTED = 100
+local not_users = 0
 if #members < limit and not hold then
-  local users = redis.call('ZRANGE', KEYS[1], '-inf', fmt(cutoff), 'BYSCORE', 'LIMIT', 0,
-    limit - #members + 64 + n_handled)
-  if #users > 0 then
+  local page = limit - #members + 64 + n_handled
+  local offset = 0
+  repeat
+    local users = redis.call('ZRANGE', KEYS[1], '-inf', fmt(cutoff), 'BYSCORE', 'LIMIT', offset, page)
+    offset = offset + #users
     local queued = {}
     for i = 1, #users, 1000 do
       local part = redis.call('ZMSCORE', KEYS[3], unpack(users, i, math.min(i + 999, #users)))
@@ -174,7 +179,10 @@ if #members < limit and not hold then
       if handled[user] then
         -- Taken or left in place above.
       elseif not is_user(user) then
-        unreadable[#unreadable + 1] = 'seen member ' .. user
+        not_users = not_users + 1
+        if not_users <= MAX_REPORTED then
+          unreadable[#unreadable + 1] = 'seen member ' .. user
+        end
       elseif dropped[user] then
         -- Came back after a mark, and inactive since: its job and queue entry are dropped.
         rem_seen[#rem_seen + 1] = user
@@ -195,7 +203,10 @@ if #members < limit and not hold then
         take(user, 'i', 0, 0)
       end
     end
-  end
+  until #members >= limit or #users < page or offset >= MAX_EXAMINED
+end
+if not_users > MAX_REPORTED then
+  unreadable[#unreadable + 1] = (not_users - MAX_REPORTED) .. ' more seen members that are not users'
 end
 
 -- Every read is done: write.

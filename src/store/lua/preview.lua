@@ -4,7 +4,8 @@
 -- ARGV: 1 now (ms), 2 cutoff (ms), 3 limit of listed users
 -- Returns {inactive_total, due_total, expired_leases, user, reason, marked_at, last_seen, ...}
 -- with last_seen '' when the user has no entry. Scheduled users who came back are not
--- listed (the next claim drops them).
+-- listed (the next claim drops them), nor are members that are not users or jobs this
+-- version cannot read (the claim reports those). (ids.lua is prepended.)
 
 local now, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {
@@ -26,7 +27,9 @@ for _, user in ipairs(redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIM
   local job = redis.call('HGET', KEYS[4], user) or 'i,0,0'
   local r, m = string.match(job, '^(%a),(%-?%d+),')
   local seen = redis.call('ZSCORE', KEYS[1], user)
-  if r == 'o' or not seen or (tonumber(m) ~= 0 and tonumber(seen) <= tonumber(m)) then
+  if not REASONS[r] or not is_user(user) then
+    -- Not listed: the claim reports it.
+  elseif r == 'o' or not seen or (tonumber(m) ~= 0 and tonumber(seen) <= tonumber(m)) then
     list(user, r, m, seen)
   end
 end
@@ -36,14 +39,18 @@ if listed < limit then
   for i = 1, #rows, 2 do
     local user, seen = rows[i], rows[i + 1]
     local due = redis.call('ZSCORE', KEYS[3], user)
-    if not due then
+    if not is_user(user) then
+      -- Not listed: the claim reports it.
+    elseif not due then
       list(user, 'i', 0, seen)
     elseif tonumber(due) > tonumber(now) then
       -- Scheduled but not due yet (a grace period): the claim takes them now, with the
       -- scheduled reason. Due scheduled users were listed above.
       local job = redis.call('HGET', KEYS[4], user) or 'i,0,0'
       local r, m = string.match(job, '^(%a),(%-?%d+),')
-      list(user, r, m, seen)
+      if REASONS[r] then
+        list(user, r, m, seen)
+      end
     end
   end
 end

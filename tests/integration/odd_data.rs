@@ -1,0 +1,123 @@
+//! Redis contents that a buggy script, a manual `redis-cli` session or another tool could
+//! leave behind: only canonical ids are users (README guarantee 13).
+
+use teloxide::types::UserId;
+use teloxide_retention::{Error, Noted, OptOutOutcome};
+
+use crate::both_stores;
+use crate::common::{DAY, Env};
+use crate::support::Recorder;
+
+/// Members of `seen` that are not users. Before the fix `013950000` was read as user
+/// 13950000 (whose erasers ran although they were active), `0` was erased as a user, and
+/// the two huge ids were claimed and then failed to parse, leaving their batch leased for
+/// good while 495 valid due users were never erased.
+const NOT_USERS: [&str; 8] =
+    ["0", "013950000", "-5", "1.5", "abc", "+7", "99999999999999999999999", "18446744073709551616"];
+
+async fn odd_members_are_reported_and_left_in_place(env: Env, seen_key: &str) {
+    let eraser = Recorder::new("orders");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    for user in 1..=495u64 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+    let mut conn = env.redis_connection();
+    // The odd members are older than anyone: they come first in every claim's range read.
+    for (i, member) in NOT_USERS.iter().enumerate() {
+        let _: () = redis::cmd("ZADD").arg(seen_key).arg(i).arg(*member).query(&mut conn).unwrap();
+    }
+    // A user whose job cannot be read, queued and due.
+    let queue = seen_key.replace(":seen", ":queue");
+    let job = seen_key.replace(":seen", ":job");
+    let _: () = redis::cmd("ZADD").arg(&queue).arg(1).arg("777").query(&mut conn).unwrap();
+    let _: () = redis::cmd("HSET").arg(&job).arg("777").arg("x,1,2").query(&mut conn).unwrap();
+
+    env.clock.advance(31 * DAY);
+    // Active now, beside the alias `013950000`.
+    retention.note_interaction(UserId(13_950_000)).await;
+    retention.flush().await.unwrap();
+
+    let mut erased = 0;
+    let mut reported = Vec::new();
+    for _ in 0..4 {
+        let pass = retention.prune_once().await.unwrap();
+        erased += pass.erased;
+        reported.extend(pass.unreadable);
+    }
+    assert_eq!(erased, 495, "every valid due user is erased");
+    let erased_users: Vec<u64> = eraser.calls().iter().map(|c| c.user.0).collect();
+    assert!(!erased_users.contains(&13_950_000), "the active user is not erased");
+    assert!(!erased_users.contains(&0), "0 is no user");
+    assert!(erased_users.iter().all(|u| (1..=495).contains(u)), "{erased_users:?}");
+    for member in NOT_USERS {
+        assert!(
+            reported.iter().any(|r| r == &format!("seen member {member}")),
+            "{member} is reported: {reported:?}"
+        );
+        let score: Option<f64> =
+            redis::cmd("ZSCORE").arg(seen_key).arg(member).query(&mut conn).unwrap();
+        assert!(score.is_some(), "{member} is left in place");
+    }
+    assert!(reported.iter().any(|r| r.contains("user 777 job")), "{reported:?}");
+    let kept: Option<String> = redis::cmd("HGET").arg(&job).arg("777").query(&mut conn).unwrap();
+    assert_eq!(kept.as_deref(), Some("x,1,2"), "the unreadable job is left in place");
+    // No lease stays behind, and the active user is still tracked.
+    let lease = seen_key.replace(":seen", ":lease");
+    let leases: u64 = redis::cmd("ZCARD").arg(&lease).query(&mut conn).unwrap();
+    assert_eq!(leases, 0, "no batch stays leased");
+    assert!(retention.status(UserId(13_950_000)).await.unwrap().last_seen.is_some());
+    // The dry run lists none of them, and does not fail on them.
+    let preview = retention.preview(100).await.unwrap();
+    assert!(preview.users.is_empty(), "{:?}", preview.users);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_members_in_redis_are_reported_and_left_in_place() {
+    odd_members_are_reported_and_left_in_place(Env::redis(), "{retention}:seen").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_odd_members_than_a_batch_never_hide_the_due_users_behind_them() {
+    let env = Env::redis();
+    let eraser = Recorder::new("orders");
+    let retention = env.builder().await.erase_with(eraser.clone()).batch_size(50).build().unwrap();
+    for user in 1..=60u64 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+    let mut conn = env.redis_connection();
+    for i in 0..1_000 {
+        let member = format!("0{i}");
+        let _: () =
+            redis::cmd("ZADD").arg("{retention}:seen").arg(0).arg(member).query(&mut conn).unwrap();
+    }
+    env.clock.advance(31 * DAY);
+    let first = retention.prune_once().await.unwrap();
+    assert_eq!(first.erased, 60, "1,000 odd members ahead of them hide no one: {first:?}");
+    assert!(first.unreadable.len() <= 101, "reports are bounded: {}", first.unreadable.len());
+}
+
+both_stores! {
+    async fn ids_outside_the_user_range_are_refused_everywhere(env) {
+        let retention = env.builder().await.build().unwrap();
+        for id in [0, 1 << 53, u64::MAX] {
+            assert_eq!(retention.note_interaction(UserId(id)).await, Noted::Ignored, "{id}");
+            let gone = retention.mark_gone(UserId(id), teloxide_retention::GoneReason::Blocked);
+            assert!(!gone.await.unwrap(), "{id} is not marked");
+            assert!(
+                matches!(retention.erase_user(UserId(id)).await, Err(Error::InvalidUser(i)) if i == id),
+                "{id}"
+            );
+            assert!(
+                matches!(retention.schedule_opt_out(UserId(id)).await, Err(Error::InvalidUser(i)) if i == id),
+                "{id}"
+            );
+        }
+        assert_eq!(retention.tracked_users().await.unwrap(), 0, "nothing was written");
+        // The largest valid id is a user.
+        let largest = UserId((1 << 53) - 1);
+        assert_eq!(retention.note_interaction(largest).await, Noted::Written);
+        assert!(matches!(retention.erase_user(largest).await, Ok(OptOutOutcome::Erased { .. })));
+    }
+}
