@@ -217,6 +217,42 @@ impl Retention {
         }
     }
 
+    /// Checks now what the first write would find out: that the store answers, and that
+    /// the namespace's recorded shard count is the one the store was opened with. A bot
+    /// that should not start on a misconfigured store calls it after
+    /// [`RetentionBuilder::build`](crate::RetentionBuilder::build), as
+    /// [`RedisStore::connect`](crate::RedisStore::connect) fails at start for an
+    /// unreachable Redis (the store alone does not know the namespace). Without it, a
+    /// wrong count fails the first write with the same error, logged once at error level
+    /// and counted in [`Stats::layout_errors`](crate::Stats::layout_errors), and
+    /// interactions stay buffered.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .build()?;
+    /// retention.check_store().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShardCount`] or [`Error::Resharding`] (both [`Error::is_config`]) naming
+    /// the recorded and the opened count; [`Error::Redis`] or [`Error::Timeout`] if the
+    /// store does not answer.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads (and records the shard count of a new namespace).
+    pub async fn check_store(&self) -> Result<()> {
+        let engine = &self.inner.engine;
+        engine.call(engine.backend.tracked()).await.map(drop)
+    }
+
     /// What the store holds about `user`.
     ///
     /// ```
@@ -804,6 +840,8 @@ impl Retention {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
         E: Send + Sync + 'static,
     {
+        // A process that wraps a handler tracks interactions: it announces itself now.
+        self.inner.engine.tracker.start_if_in_runtime();
         self.layer().wrap_for::<R, E>(handler)
     }
 

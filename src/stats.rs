@@ -13,6 +13,12 @@ pub struct Stats {
     pub touches_written: u64,
     /// Store writes of interactions that failed (each may cover many users).
     pub touch_write_failures: u64,
+    /// Of those, writes refused because the store was opened with another shard count
+    /// than its namespace's, or the namespace is being resharded
+    /// ([`Error::ShardCount`](crate::Error::ShardCount),
+    /// [`Error::Resharding`](crate::Error::Resharding)): a configuration error, logged
+    /// once at error level.
+    pub layout_errors: u64,
     /// Interactions buffered in memory because the store was failing.
     pub touches_buffered: u64,
     /// Interactions lost because the buffer was full.
@@ -118,6 +124,7 @@ impl Counter {
 pub(crate) struct Counters {
     pub(crate) touches_written: Counter,
     pub(crate) touch_write_failures: Counter,
+    pub(crate) layout_errors: Counter,
     pub(crate) touches_buffered: Counter,
     pub(crate) touches_dropped: Counter,
     pub(crate) marks_dropped: Counter,
@@ -140,6 +147,7 @@ impl Default for Counters {
             touch_write_failures: Counter::new(
                 "teloxide_retention_interaction_write_failures_total",
             ),
+            layout_errors: Counter::new("teloxide_retention_layout_errors_total"),
             touches_buffered: Counter::new("teloxide_retention_interactions_buffered_total"),
             touches_dropped: Counter::new("teloxide_retention_interactions_dropped_total"),
             marks_dropped: Counter::new("teloxide_retention_gone_marks_dropped_total"),
@@ -185,6 +193,7 @@ impl Counters {
         Stats {
             touches_written: get(&self.touches_written),
             touch_write_failures: get(&self.touch_write_failures),
+            layout_errors: get(&self.layout_errors),
             touches_buffered: get(&self.touches_buffered),
             touches_dropped: get(&self.touches_dropped),
             gone_marks_dropped: get(&self.marks_dropped),

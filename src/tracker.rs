@@ -143,6 +143,8 @@ pub(crate) struct Tracker {
     feed: tokio::sync::Mutex<FeedReader>,
     /// Whether a restart of the background tasks was logged at warn level already.
     restart_logged: AtomicBool,
+    /// Whether a write refused for the namespace's layout was logged already.
+    layout_logged: AtomicBool,
     /// Set by the writer after its last flush at shutdown: `true` if nothing was left.
     flushed: SetOnce<bool>,
     /// Set by the pulse once it has removed (or given up removing) the heartbeat.
@@ -186,6 +188,7 @@ impl Tracker {
             tasks: Mutex::new(None),
             feed: tokio::sync::Mutex::new(FeedReader::default()),
             restart_logged: AtomicBool::new(false),
+            layout_logged: AtomicBool::new(false),
             flushed: SetOnce::new(),
             retired: SetOnce::new(),
         }
@@ -595,6 +598,17 @@ impl Tracker {
         self.lock().marks.len()
     }
 
+    /// Starts the writer and the heartbeat now if the caller runs on a tokio runtime (the
+    /// layer is being built): the heartbeat tells `RedisStore::reshard` that a bot runs
+    /// before its first interaction, and where the feed stands is read before the first
+    /// update arrives instead of in front of its write. Elsewhere they start with the first
+    /// interaction.
+    pub(crate) fn start_if_in_runtime(self: &Arc<Self>) {
+        if Handle::try_current().is_ok() {
+            self.ensure_writer();
+        }
+    }
+
     /// Starts the writer and the heartbeat on the caller's runtime unless they run already,
     /// or starts them again if they are gone: their runtime shut down (a test harness that
     /// builds a runtime per dispatch, a runtime rebuilt after a panic), a task panicked, or
@@ -872,7 +886,7 @@ impl Tracker {
             match &result {
                 Ok(()) => self.written(&mut st, &touches),
                 Err(e) => {
-                    if st.healthy {
+                    if st.healthy && !e.is_config() {
                         tracing::warn!(
                             error = %e,
                             users = touches.len(),
@@ -881,7 +895,7 @@ impl Tracker {
                         );
                     }
                     st.healthy = false;
-                    Counters::add(&self.counters.touch_write_failures, 1);
+                    self.write_failed(e);
                     self.buffer(&mut st, touches.iter().copied());
                 }
             }
@@ -898,7 +912,7 @@ impl Tracker {
             return self.write_marks().await;
         }
         if let Err(e) = self.write(&touches).await {
-            Counters::add(&self.counters.touch_write_failures, 1);
+            self.write_failed(&e);
             return Err(e);
         }
         tracing::info!(users = touches.len(), "store answers again; wrote buffered interactions");
@@ -943,6 +957,25 @@ impl Tracker {
             tracing::info!(user, reason = %mark.reason, "wrote a gone mark kept during an outage");
         }
         Ok(())
+    }
+
+    /// Counts a failed write; a store opened with the wrong shard count is a configuration
+    /// error, logged once at error level (not per update).
+    fn write_failed(&self, e: &Error) {
+        Counters::add(&self.counters.touch_write_failures, 1);
+        if !e.is_config() {
+            return;
+        }
+        Counters::add(&self.counters.layout_errors, 1);
+        if !self.layout_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                error = %e,
+                "interactions cannot be recorded: the store is opened with another shard \
+                 count than its namespace's; they are kept in memory (up to \
+                 max_buffered_touches users) until the store is opened with the right count \
+                 (logged once)"
+            );
+        }
     }
 
     async fn write(&self, touches: &[(u64, i64)]) -> Result<()> {

@@ -289,6 +289,17 @@ async fn check_passes_on_a_sound_setup_and_fails_on_eviction_or_a_missing_namesp
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("problem  namespace    namespace \"nobody\" not found"), "{text}");
 
+    // A namespace created with 1 shard, checked as the bots would open it with 3.
+    let (code, text, _) = run(cli(&server).args(["check", "--shards", "3"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(
+            "problem  shards       namespace \"shop\" has 1 shards, but this store is opened with 3"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("problem  tracking"), "the store refuses, typed: {text}");
+
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory-policy")

@@ -897,6 +897,23 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
                     format!("namespace {:?}: {} shard(s){created}", cli.namespace, ns.shards),
                 ),
             }
+            if ns.resharding.is_none() && ns.shards != store.shards() {
+                add(
+                    "shards",
+                    Level::Problem,
+                    format!(
+                        "namespace {:?} has {} shards, but this store is opened with {} \
+                         (--shards, or the default for the connection): open it with \
+                         RedisStore::with_shards({}) in the bots and --shards {} here; a \
+                         store opened with another count records and erases nothing",
+                        cli.namespace,
+                        ns.shards,
+                        store.shards(),
+                        ns.shards,
+                        ns.shards
+                    ),
+                );
+            }
             let retention = retention(cli, None).await?;
             match retention.tracked_users().await {
                 Ok(n) => add("tracking", Level::Ok, format!("{} users tracked", thousands(n))),

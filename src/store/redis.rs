@@ -9,7 +9,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::scripts::{
     CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, LAYOUT, MARKER, PREVIEW, SCHEDULE,
-    STATUS, UNSCHEDULE_GONE,
+    STATUS, TOUCH, UNSCHEDULE_GONE,
 };
 use super::sharded::{DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, Sharded, shard_tag};
 
@@ -459,14 +459,29 @@ impl RedisStore {
         let old = layout(from);
         let new = layout(count);
         if unfinished.is_none() {
+            // 1. Fence the old layout first: from now on no process writes there, even one
+            //    that has not sent a heartbeat yet (README guarantee 9).
             for shard in &old {
-                shard.check_quiet().await?;
+                shard.set_moved(count).await?;
+            }
+            // 2. Then make sure nothing is in flight there; give the fence up if it is.
+            for shard in &old {
+                if let Err(e) = shard.check_quiet().await {
+                    for shard in &old {
+                        shard.clear_moved().await?;
+                    }
+                    return Err(e);
+                }
             }
             home.set_resharding(from, count).await?;
         }
+        let now = home.server_time().await?.unwrap_or_default();
         for shard in &new {
-            // The marker that tells a lost `seen` from a new one.
-            shard.accept_lost_tracking().await?;
+            // 3. The target layout takes writes once the move is recorded as finished (a
+            //    process opened with its count is refused by the home until then), and
+            //    gets the marker that tells a lost `seen` from a new one.
+            shard.clear_moved().await?;
+            shard.write_marker(now).await?;
         }
         for (index, shard) in old.iter().enumerate() {
             shard.move_receipts(&new[index % count]).await?;
@@ -746,34 +761,89 @@ impl Bound {
         Self { conn, keys: Keys::new(tag) }
     }
 
+    /// Another tag of the same store: a shard of another layout of this namespace.
+    pub(crate) fn sibling(&self, tag: &str) -> Self {
+        Self::new(self.conn.clone(), tag)
+    }
+
+    /// The hash tag of this part: the namespace for the home.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.keys.tag
+    }
+
     /// Checks the namespace's recorded shard count against `count`, recording it if the
-    /// namespace is new (on the home only).
+    /// namespace is new (on the home only): [`Error::ShardCount`] or
+    /// [`Error::Resharding`] if they differ.
     pub(crate) async fn check_layout(&self, count: usize) -> Result<()> {
         let mut inv = self.invocation(&LAYOUT);
         inv.arg(count);
         let verdict: String = self.run(&inv).await?;
-        let ns = &self.keys.tag;
+        let namespace = self.keys.tag.clone();
+        let number = |word: Option<&str>| word.and_then(|w| w.parse::<usize>().ok());
         let mut words = verdict.split(' ');
-        let problem = match (words.next(), words.next(), words.next()) {
-            (Some(""), None, None) => return Ok(()),
-            (Some("stored"), Some(stored), None) => format!(
-                "namespace {ns:?} has {stored} shards, but the store was opened with {count}: \
-                 open it with RedisStore::with_shards({stored}), or move its users with \
-                 RedisStore::reshard({ns:?}, {count}) while no bot runs"
-            ),
-            (Some("moving"), Some(from), Some(to)) => format!(
-                "namespace {ns:?} is being resharded from {from} to {to} shards; finish with \
-                 RedisStore::reshard({ns:?}, {to}), then open it with \
-                 RedisStore::with_shards({to})"
-            ),
-            (Some("unsharded"), None, None) => format!(
-                "namespace {ns:?} holds users in the one-shard layout, but the store was \
-                 opened with {count} shards: move them with RedisStore::reshard({ns:?}, \
-                 {count}) while no bot runs, or open it with RedisStore::with_shards(1)"
-            ),
-            _ => return Err(Error::Corrupt(format!("layout check answered {verdict:?}"))),
-        };
-        Err(Error::config(problem))
+        match (words.next(), words.next(), words.next()) {
+            (Some(""), None, None) => Ok(()),
+            (Some("stored"), stored, None) if number(stored).is_some() => Err(Error::ShardCount {
+                namespace,
+                recorded: number(stored).unwrap_or(1),
+                opened: count,
+            }),
+            (Some("moving"), from, to) if number(from).is_some() && number(to).is_some() => {
+                Err(Error::Resharding {
+                    namespace,
+                    from: number(from).unwrap_or(1),
+                    to: number(to).unwrap_or(1),
+                })
+            }
+            // Users in the one-shard layout of versions that did not record a count.
+            (Some("unsharded"), None, None) => {
+                Err(Error::ShardCount { namespace, recorded: 1, opened: count })
+            }
+            _ => Err(Error::Corrupt(format!("layout check answered {verdict:?}"))),
+        }
+    }
+
+    /// Fences this layout: writes into its keys are refused from now on (see `fence.lua`).
+    async fn set_moved(&self, to: usize) -> Result<()> {
+        redis::cmd("HSET")
+            .arg(&self.keys.meta)
+            .arg("moved")
+            .arg(to)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Lifts the fence of this layout (it is the target of a resharding, or one was given
+    /// up).
+    async fn clear_moved(&self) -> Result<()> {
+        redis::cmd("HDEL")
+            .arg(&self.keys.meta)
+            .arg("moved")
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the marker of a new shard's `seen` (as `marker.lua` does), without the fence:
+    /// the target of a resharding is written while the namespace is still fenced.
+    async fn write_marker(&self, now: i64) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&self.keys.meta)
+            .arg("created")
+            .arg(now)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&self.keys.seen)
+            .arg("NX")
+            .arg("+inf")
+            .arg("marker")
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// The recorded shard count (1 if none: a namespace from before counts were recorded,
@@ -1105,16 +1175,16 @@ impl Backend for Bound {
 
     fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut pipe = redis::pipe();
-            for chunk in touches.chunks(TOUCH_CHUNK) {
-                let cmd = pipe.cmd("ZADD").arg(&self.keys.seen).arg("GT");
+            // One fenced `ZADD GT` per chunk; the chunks go out together over the multiplexed
+            // connection.
+            let writes = touches.chunks(TOUCH_CHUNK).map(|chunk| async move {
+                let mut inv = self.invocation(&TOUCH);
                 for (user, ms) in chunk {
-                    cmd.arg(*ms).arg(*user);
+                    inv.arg(*ms).arg(*user);
                 }
-                cmd.ignore();
-            }
-            pipe.query_async::<()>(&mut self.conn.clone()).await?;
-            Ok(())
+                self.run::<()>(&inv).await
+            });
+            futures_util::future::try_join_all(writes).await.map(drop)
         })
     }
 

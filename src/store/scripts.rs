@@ -19,29 +19,38 @@ macro_rules! script {
     };
 }
 
-pub(crate) static CLAIM: LazyLock<Script> =
-    script!("#!lua", "lua/ids.lua", "lua/writers.lua", "lua/batches.lua", "lua/claim.lua");
+pub(crate) static CLAIM: LazyLock<Script> = script!(
+    "#!lua",
+    "lua/fence.lua",
+    "lua/ids.lua",
+    "lua/writers.lua",
+    "lua/batches.lua",
+    "lua/claim.lua"
+);
 pub(crate) static CLAIM_USER: LazyLock<Script> =
-    script!("#!lua", "lua/writers.lua", "lua/batches.lua", "lua/claim_user.lua");
+    script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/batches.lua", "lua/claim_user.lua");
 pub(crate) static SCHEDULE: LazyLock<Script> =
-    script!("#!lua", "lua/batches.lua", "lua/schedule.lua");
+    script!("#!lua", "lua/fence.lua", "lua/batches.lua", "lua/schedule.lua");
 pub(crate) static STATUS: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/batches.lua", "lua/status.lua");
-pub(crate) static FINISH: LazyLock<Script> = script!("#!lua", "lua/finish.lua");
-pub(crate) static UNSCHEDULE_GONE: LazyLock<Script> = script!("#!lua", "lua/unschedule_gone.lua");
+pub(crate) static FINISH: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/finish.lua");
+pub(crate) static UNSCHEDULE_GONE: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/unschedule_gone.lua");
 pub(crate) static PREVIEW: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/ids.lua", "lua/preview.lua");
 pub(crate) static COUNT_USE: LazyLock<Script> = script!("#!lua", "lua/count_use.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> =
     script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");
-pub(crate) static MARKER: LazyLock<Script> = script!("#!lua", "lua/writers.lua", "lua/marker.lua");
+pub(crate) static MARKER: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/marker.lua");
+pub(crate) static TOUCH: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/touch.lua");
 pub(crate) static HOLDING: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
 pub(crate) static LAYOUT: LazyLock<Script> = script!("#!lua flags=allow-oom", "lua/layout.lua");
 
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
-pub(crate) static ALL: [(&str, &LazyLock<Script>); 12] = [
+pub(crate) static ALL: [(&str, &LazyLock<Script>); 13] = [
     ("claim", &CLAIM),
     ("claim_user", &CLAIM_USER),
     ("schedule", &SCHEDULE),
@@ -54,4 +63,5 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 12] = [
     ("marker", &MARKER),
     ("holding", &HOLDING),
     ("layout", &LAYOUT),
+    ("touch", &TOUCH),
 ];

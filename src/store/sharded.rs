@@ -8,6 +8,7 @@
 //! home is the only shard, and the layout is the one-namespace layout unchanged.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::future::{BoxFuture, try_join_all};
 
@@ -70,24 +71,71 @@ pub(crate) fn shard_tag(namespace: &str, index: usize, count: usize) -> String {
 /// whole-namespace calls to every shard (concurrently), with results combined.
 ///
 /// The first call checks the shard count recorded in the namespace (recording it if the
-/// namespace is new); until that check passes every call fails with its error, so a
-/// process opened with the wrong count never writes a user into the wrong shard.
+/// namespace is new); until that check passes every call fails with its error
+/// ([`Error::ShardCount`], [`Error::Resharding`]), so a process opened with the wrong count
+/// never writes a user into the wrong shard. A write the layout fence refuses later (the
+/// namespace was resharded under this process, see `fence.lua`) makes the check run again
+/// and fail with the same typed error.
 pub(crate) struct Sharded {
     home: Arc<Bound>,
     shards: Vec<Arc<Bound>>,
-    checked: tokio::sync::OnceCell<()>,
+    checked: AtomicBool,
 }
 
 impl Sharded {
     /// `shards` in index order; `home` is the namespace's own tag (the only shard when
     /// there is one).
     pub(crate) fn new(home: Arc<Bound>, shards: Vec<Arc<Bound>>) -> Self {
-        Self { home, shards, checked: tokio::sync::OnceCell::new() }
+        Self { home, shards, checked: AtomicBool::new(false) }
     }
 
     async fn ready(&self) -> Result<()> {
-        let count = self.shards.len();
-        self.checked.get_or_try_init(|| self.home.check_layout(count)).await.map(drop)
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.home.check_layout(self.shards.len()).await?;
+        self.checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs `call` on every shard of the layout that `layout_error` names as the recorded
+    /// one (the target of a resharding in progress), ignoring failures: a best effort for
+    /// heartbeats of a process opened with the wrong count.
+    async fn in_recorded_layout<F>(&self, layout_error: &Error, call: F)
+    where
+        F: for<'b> Fn(&'b Bound) -> BoxFuture<'b, Result<()>>,
+    {
+        let count = match layout_error {
+            Error::ShardCount { recorded, .. } => *recorded,
+            Error::Resharding { to, .. } => *to,
+            _ => return,
+        };
+        let namespace = self.home.namespace();
+        let shards: Vec<Bound> =
+            (0..count).map(|i| self.home.sibling(&shard_tag(namespace, i, count))).collect();
+        let _ = futures_util::future::join_all(shards.iter().map(|s| call(s))).await;
+    }
+
+    /// Passes `result` on, unless the layout fence refused the write: then the recorded
+    /// layout is read again, and its error ([`Error::ShardCount`], [`Error::Resharding`])
+    /// is returned instead.
+    async fn fenced<T>(&self, result: Result<T>) -> Result<T> {
+        let refusal = match result {
+            Err(Error::Redis(e)) if e.code() == Some("LAYOUT") => e,
+            other => return other,
+        };
+        self.checked.store(false, Ordering::Release);
+        self.ready().await?;
+        // The home records this process's count, yet a shard is fenced: a resharding that
+        // was given up halfway.
+        Err(Error::Unsafe(format!(
+            "a write was refused by the layout fence ({}) although the namespace records {} \
+             shards: run RedisStore::reshard({:?}, {}) to finish the resharding",
+            refusal.detail().unwrap_or_default(),
+            self.shards.len(),
+            self.home.namespace(),
+            self.shards.len(),
+        )))
     }
 
     fn shard(&self, user: u64) -> &Bound {
@@ -123,7 +171,7 @@ impl Backend for Sharded {
         Box::pin(async move {
             self.ready().await?;
             if self.shards.len() == 1 {
-                return self.shards[0].touch(touches).await;
+                return self.fenced(self.shards[0].touch(touches).await).await;
             }
             let mut split = vec![Vec::new(); self.shards.len()];
             for &(user, ms) in touches {
@@ -134,7 +182,7 @@ impl Backend for Sharded {
                 .zip(&self.shards)
                 .filter(|(part, _)| !part.is_empty())
                 .map(|(part, shard)| shard.touch(part));
-            try_join_all(writes).await.map(drop)
+            self.fenced(try_join_all(writes).await.map(drop)).await
         })
     }
 
@@ -158,7 +206,7 @@ impl Backend for Sharded {
                 returned: Vec::new(),
             };
             for shard in &self.shards {
-                let mut batch = shard.claim(times, writers, limit, id).await?;
+                let mut batch = self.fenced(shard.claim(times, writers, limit, id).await).await?;
                 if !batch.users.is_empty() {
                     batch.returned.append(&mut empty.returned);
                     batch.unreadable.append(&mut empty.unreadable);
@@ -183,7 +231,7 @@ impl Backend for Sharded {
     ) -> BoxFuture<'_, Result<Option<Batch>>> {
         Box::pin(async move {
             self.ready().await?;
-            self.shard(user).claim_user(user, reason, times, id).await
+            self.fenced(self.shard(user).claim_user(user, reason, times, id).await).await
         })
     }
 
@@ -193,11 +241,31 @@ impl Backend for Sharded {
 
     fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
         // Every shard's claims judge writers by their own heartbeats.
-        Box::pin(async move { self.every(|s| s.heartbeat(id, backlog)).await.map(drop) })
+        Box::pin(async move {
+            match self.every(|s| s.heartbeat(id, backlog)).await {
+                Err(e) if e.is_config() => {
+                    // Opened with another count than the namespace's: this process holds
+                    // interactions the pruners of the recorded layout cannot see. Its
+                    // heartbeat goes there, so that they hold inactivity erasures back
+                    // while it reports a backlog (it is not written itself: refused).
+                    self.in_recorded_layout(&e, |s| s.heartbeat(id, backlog)).await;
+                    Err(e)
+                }
+                other => other.map(drop),
+            }
+        })
     }
 
     fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.every(|s| s.retire(id)).await.map(drop) })
+        Box::pin(async move {
+            match self.every(|s| s.retire(id)).await {
+                Err(e) if e.is_config() => {
+                    self.in_recorded_layout(&e, |s| s.retire(id)).await;
+                    Err(e)
+                }
+                other => other.map(drop),
+            }
+        })
     }
 
     fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
@@ -209,7 +277,7 @@ impl Backend for Sharded {
 
     fn health(&self) -> BoxFuture<'_, Result<Health>> {
         Box::pin(async move {
-            let all = self.every(Backend::health).await?;
+            let all = self.fenced(self.every(Backend::health).await).await?;
             // The most worrying of the masters': an eviction policy that may drop keys wins.
             let eviction_policy = all
                 .iter()
@@ -228,7 +296,9 @@ impl Backend for Sharded {
     }
 
     fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.every(Backend::accept_lost_tracking).await.map(drop) })
+        Box::pin(async move {
+            self.fenced(self.every(Backend::accept_lost_tracking).await.map(drop)).await
+        })
     }
 
     fn finish<'a>(
@@ -246,7 +316,8 @@ impl Backend for Sharded {
             let Some(first) = batch.users.first() else {
                 return Ok(Some(Finish { confirmed: Vec::new(), failing: Vec::new() }));
             };
-            self.shard(first.user).finish(batch, done, failed, now, follow_up_at, with).await
+            let shard = self.shard(first.user);
+            self.fenced(shard.finish(batch, done, failed, now, follow_up_at, with).await).await
         })
     }
 
@@ -259,14 +330,14 @@ impl Backend for Sharded {
     ) -> BoxFuture<'_, Result<Marked>> {
         Box::pin(async move {
             self.ready().await?;
-            self.shard(user).schedule(user, reason, marked_at, due).await
+            self.fenced(self.shard(user).schedule(user, reason, marked_at, due).await).await
         })
     }
 
     fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async move {
             self.ready().await?;
-            self.shard(user).unschedule_gone(user).await
+            self.fenced(self.shard(user).unschedule_gone(user).await).await
         })
     }
 

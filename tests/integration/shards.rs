@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use teloxide::dispatching::UpdateHandler;
 use teloxide::types::UserId;
 use teloxide_retention::{
-    ErasureReason, GonePolicy, GoneReason, ManualClock, Noted, RedisStore, Retention, UserStatus,
+    BoxError, ErasureReason, Error, GonePolicy, GoneReason, ManualClock, Noted, RedisStore,
+    Retention, UserStatus,
 };
 
 use crate::common::{DAY, RedisServer, T0};
@@ -76,6 +78,12 @@ async fn a_store_opened_with_another_shard_count_refuses_and_writes_nothing() {
     one.note_interaction(UserId(1)).await;
 
     let four = bot(&server, 4, &clock).await;
+    // At start, typed, naming both counts.
+    let err = four.check_store().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ShardCount { namespace, recorded: 1, opened: 4 } if namespace == "shop"),
+        "{err:?}"
+    );
     let err = four.status(UserId(1)).await.unwrap_err();
     let text = err.to_string();
     assert!(err.is_config(), "{err:?}");
@@ -86,7 +94,8 @@ async fn a_store_opened_with_another_shard_count_refuses_and_writes_nothing() {
     assert!(four.preview(10).await.unwrap_err().is_config());
     // An interaction is held back (buffered), never written into a shard of the wrong layout.
     assert_eq!(four.note_interaction(UserId(2)).await, Noted::Buffered);
-    assert!(four.flush().await.is_err());
+    assert!(matches!(four.flush().await, Err(Error::ShardCount { recorded: 1, opened: 4, .. })));
+    assert!(four.stats().layout_errors >= 1, "counted");
     // Every key is the one-shard layout's (the first bot's own heartbeat may come and go).
     let keys = keys(&server);
     assert!(keys.iter().all(|k| k.starts_with("{shop}:")), "{keys:?}");
@@ -113,10 +122,17 @@ async fn reshard_moves_every_user_and_scheduled_erasure() {
         assert_eq!(bot.tracked_users().await.unwrap(), 99);
         bot.shutdown().await.unwrap();
     }
-    // The old layout's keys are gone: the namespace's home keeps only its `meta`.
+    // The old layout's keys are gone: the namespace's home and the old shards keep only
+    // their `meta`, which fences them (`moved`).
     let left = keys(&server);
     assert!(!left.contains(&"{shop}:seen".to_owned()), "{left:?}");
-    assert!(!left.iter().any(|k| k.contains("of4.")), "{left:?}");
+    assert!(!left.iter().any(|k| k.contains("of4.") && !k.ends_with(":meta")), "{left:?}");
+    let mut conn = server.sync_connection();
+    for old in left.iter().filter(|k| k.contains("of4.") || k.as_str() == "{shop}:meta") {
+        let moved: Option<usize> =
+            redis::cmd("HGET").arg(old).arg("moved").query(&mut conn).unwrap();
+        assert_eq!(moved, Some(if old.contains("of4.") { 3 } else { 4 }), "{old}");
+    }
     assert_eq!(left.iter().filter(|k| k.ends_with(":seen")).count(), 3, "{left:?}");
     assert!(bot(&server, 1, &clock).await.status(UserId(1)).await.unwrap_err().is_config());
 
@@ -149,7 +165,10 @@ async fn a_namespace_of_an_earlier_version_is_sharded_by_reshard() {
     redis::cmd("HDEL").arg("{shop}:meta").arg("shards").query::<()>(&mut conn).unwrap();
 
     let err = bot(&server, 4, &clock).await.status(UserId(1)).await.unwrap_err();
-    assert!(err.to_string().contains("holds users in the one-shard layout"), "{err}");
+    assert!(
+        matches!(&err, Error::ShardCount { namespace, recorded: 1, opened: 4 } if namespace == "shop"),
+        "{err:?}"
+    );
     // With one shard, as before, it opens (and records the count).
     assert_eq!(statuses(&bot(&server, 1, &clock).await).await, seeded);
 
@@ -249,4 +268,102 @@ async fn reshard_keeps_every_erasure_receipt() {
         let ttl: i64 = redis::cmd("PTTL").arg(stream).query(&mut conn).unwrap();
         assert!(ttl > 300 * DAY.as_millis() as i64, "{stream} expires in {ttl} ms");
     }
+}
+
+/// Seeds users 1..=2000, all seen at `T0`, in the one-shard layout, by a bot that then
+/// shuts down cleanly (no heartbeat left).
+async fn seed_2000(server: &RedisServer, clock: &ManualClock) {
+    let seeder = bot(server, 1, clock).await;
+    for user in 1..=2000 {
+        seeder.note_interaction(UserId(user)).await;
+    }
+    seeder.flush().await.unwrap();
+    seeder.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_refuses_while_a_bot_that_has_not_written_yet_runs() {
+    // Measured before the fix: a bot that had started (wrapped its handler, run a pass) but
+    // recorded no interaction had no heartbeat, so `reshard` 1 -> 4 went ahead; its touches
+    // 4 ms later landed in the old layout and the 4-shard pruner erased all 2,000 users
+    // 22.9 s after they interacted.
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    seed_2000(&server, &clock).await;
+    let idle = bot(&server, 1, &clock).await;
+    let tree: UpdateHandler<BoxError> = dptree::entry().endpoint(|| async { Ok(()) });
+    let _handler = idle.wrap(tree);
+    idle.prune_once().await.unwrap();
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    crate::support::eventually("the idle bot's heartbeat is in Redis", || async {
+        let writers: usize =
+            redis::cmd("HLEN").arg("{shop}:writers").query(&mut server.sync_connection()).unwrap();
+        writers == 1
+    })
+    .await;
+    let err = store.reshard("shop", 4).await.unwrap_err();
+    assert!(matches!(err, Error::Unsafe(_)), "{err:?}");
+    assert!(err.to_string().contains("heartbeat"), "{err}");
+    // Nothing moved, nothing fenced: the bot goes on writing where its pruner reads.
+    assert_eq!(idle.note_interaction(UserId(1)).await, Noted::Written);
+    let moved: Option<String> = redis::cmd("HGET")
+        .arg("{shop}:meta")
+        .arg("moved")
+        .query(&mut server.sync_connection())
+        .unwrap();
+    assert_eq!(moved, None, "a refused resharding lifts its fence");
+    idle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_missed_a_reshard_writes_nothing_into_the_old_layout() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    seed_2000(&server, &clock).await;
+    // A process that checked the layout (one shard) and has sent no heartbeat yet: the
+    // race that no heartbeat check can close.
+    let stale = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
+        .namespace("shop")
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .heartbeat_every(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    assert!(stale.status(UserId(1)).await.unwrap().last_seen.is_some());
+
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    assert_eq!(store.reshard("shop", 4).await.unwrap().users, 2000);
+
+    // Its interactions are refused by the fence, with the typed error, never written into
+    // the old layout.
+    clock.advance(Duration::from_secs(60));
+    for user in 1..=2000 {
+        let noted = stale.note_interaction(UserId(user)).await;
+        assert_eq!(noted, Noted::Buffered, "user {user}");
+    }
+    let err = stale.flush().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ShardCount { namespace, recorded: 4, opened: 1 } if namespace == "shop"),
+        "{err:?}"
+    );
+    assert!(stale.stats().layout_errors >= 1);
+    let old: bool =
+        redis::cmd("EXISTS").arg("{shop}:seen").query(&mut server.sync_connection()).unwrap();
+    assert!(!old, "nothing landed in the old layout");
+
+    // A pruner on the new layout, past the threshold: the stale process reports what it
+    // holds to the new layout, so nobody it saw is erased while it does.
+    let pruner = bot(&server, 4, &clock).await;
+    clock.advance(31 * DAY);
+    crate::support::eventually("the new layout's pruner holds inactivity back", || async {
+        pruner.preview(1).await.unwrap().inactivity_held.is_some()
+    })
+    .await;
+    let pass = pruner.prune_once().await.unwrap();
+    assert_eq!(pass.erased, 0, "{pass:?}");
+    assert!(pass.inactivity_held.is_some(), "{pass:?}");
+    assert_eq!(pruner.tracked_users().await.unwrap(), 2000);
 }

@@ -35,6 +35,10 @@
 -- reported in `unreadable` and left in place. Step 3 reads on past such members (up to
 -- MAX_EXAMINED of them), so that they never hide the due users behind them.
 
+local refused = fence()
+if refused then
+  return refused
+end
 local now = now_or_redis(ARGV[1])
 local cutoff = now - tonumber(ARGV[2])
 local deadline = now + tonumber(ARGV[3])

@@ -7,6 +7,10 @@
 -- another erasure holds the user; that erasure's job is upgraded to this reason, so that
 -- if it fails it is retried as this reason. (writers.lua and batches.lua are prepended.)
 
+local refused = fence()
+if refused then
+  return refused
+end
 local user, reason, batch = ARGV[1], ARGV[2], ARGV[5]
 local now = now_or_redis(ARGV[3])
 local deadline = now + tonumber(ARGV[4])

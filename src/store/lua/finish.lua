@@ -1,7 +1,7 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 9 failing, 10 receipts
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
 --       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),
@@ -22,6 +22,10 @@
 -- attempts. Entry ids follow the caller's clock (never going back), so that trimming by
 -- id drops receipts older than their lifetime.
 
+local refused = fence()
+if refused then
+  return refused
+end
 local now, follow_up_at, keep, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local lease = redis.call('ZSCORE', KEYS[2], batch)
 if not lease or tonumber(lease) ~= tonumber(ARGV[5]) then

@@ -8,6 +8,10 @@
 -- KEYS: 1 seen, 8 meta
 -- (writers.lua is prepended.)
 
+local refused = fence()
+if refused then
+  return refused
+end
 if ARGV[1] == '1' or redis.call('HEXISTS', KEYS[8], 'created') == 0 then
   redis.call('HSET', KEYS[8], 'created', string.format('%d', redis_now()))
   redis.call('ZADD', KEYS[1], 'NX', '+inf', 'marker')

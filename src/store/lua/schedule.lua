@@ -1,12 +1,16 @@
 -- Schedules an erasure: a gone mark (blocked, deactivated, unreachable) or an opt-out.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta
 -- ARGV: 1 user, 2 reason, 3 marked_at (ms), 4 due (ms, or +inf to only mark),
 --       5 feed retention (ms)
 -- Returns 1 scheduled, 0 already scheduled (kept), 2 being erased right now.
 -- An opt-out replaces a scheduled gone erasure; nothing replaces an opt-out.
 -- (batches.lua is prepended.)
 
+local refused = fence()
+if refused then
+  return refused
+end
 local user, reason, marked_at, due, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 if batch_of(user) then

@@ -1,10 +1,14 @@
 -- Cancels a scheduled gone erasure (the user unblocked the bot). Opt-outs and retries of
 -- inactivity erasures stay.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 9 failing
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing
 -- ARGV: 1 user
 -- Returns 1 if an erasure was cancelled.
 
+local refused = fence()
+if refused then
+  return refused
+end
 local user = ARGV[1]
 local job = redis.call('HGET', KEYS[4], user)
 if not job then
