@@ -447,6 +447,11 @@ fn retry_delay_ms(attempts: u32) -> i64 {
     BASE_MS.saturating_mul(1_i64 << attempts.min(20)).min(MAX_MS)
 }
 
+/// Refuses an id the store cannot hold as a user ([`Error::InvalidUser`]).
+fn check_user(user: UserId) -> Result<()> {
+    if crate::store::is_user_id(user.0) { Ok(()) } else { Err(crate::Error::InvalidUser(user.0)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,9 +462,4 @@ mod tests {
         assert_eq!(retry_delay_ms(1), 60_000);
         assert_eq!(retry_delay_ms(40), 6 * 3600 * 1000);
     }
-}
-
-/// Refuses an id the store cannot hold as a user ([`Error::InvalidUser`]).
-fn check_user(user: UserId) -> Result<()> {
-    if crate::store::is_user_id(user.0) { Ok(()) } else { Err(crate::Error::InvalidUser(user.0)) }
 }

@@ -113,7 +113,7 @@ impl Sharded {
         let namespace = self.home.namespace();
         let shards: Vec<Bound> =
             (0..count).map(|i| self.home.sibling(&shard_tag(namespace, i, count))).collect();
-        let _ = futures_util::future::join_all(shards.iter().map(|s| call(s))).await;
+        let _ = futures_util::future::join_all(shards.iter().map(call)).await;
     }
 
     /// Passes `result` on, unless the layout fence refused the write: then the recorded
