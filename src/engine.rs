@@ -86,6 +86,9 @@ pub(crate) struct Engine {
     /// Cancelled when the last holder (a `Retention` clone, a running pruner, a wrapped
     /// handler) lets go; stops the tracker's background writer.
     pub(crate) cancel: CancellationToken,
+    /// The key that names users in key names when no receipt key is set: the namespace's
+    /// secret, read once (see [`Engine::hashed`]).
+    pub(crate) secret: tokio::sync::OnceCell<ReceiptKey>,
 }
 
 impl Drop for Engine {
@@ -121,6 +124,27 @@ pub(crate) struct Finished {
 }
 
 impl Engine {
+    /// `user` as key names see them (confirmation nonces, rate-limit counters): the hex
+    /// HMAC-SHA256 of the id under the receipt key if receipts are on (a key kept outside
+    /// Redis), else under the namespace's secret, which the store creates once. No key
+    /// name carries a raw user id.
+    pub(crate) async fn hashed(&self, user: UserId) -> Result<crate::store::Hashed> {
+        let key = match &self.config.receipts {
+            Some(receipts) => &receipts.key,
+            None => {
+                self.secret
+                    .get_or_try_init(|| async {
+                        let candidate: String =
+                            (0..4).map(|_| format!("{:016x}", random_id())).collect();
+                        let secret = self.call(self.backend.secret(&candidate)).await?;
+                        ReceiptKey::new(secret.into_bytes())
+                    })
+                    .await?
+            }
+        };
+        Ok(crate::store::Hashed { user: user.0, tag: key.tag(user) })
+    }
+
     /// The names of the registered erasers, in registration order.
     pub(crate) fn eraser_names(&self) -> Vec<&str> {
         self.erasers.iter().map(|e| e.name()).collect()

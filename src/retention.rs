@@ -71,7 +71,17 @@ impl Retention {
             Arc::clone(&hooks),
             cancel.clone(),
         ));
-        let engine = Engine { config, backend, clock, erasers, hooks, tracker, counters, cancel };
+        let engine = Engine {
+            config,
+            backend,
+            clock,
+            erasers,
+            hooks,
+            tracker,
+            counters,
+            cancel,
+            secret: tokio::sync::OnceCell::new(),
+        };
         Self {
             inner: Arc::new(Inner { engine: Arc::new(engine), commands: commands.map(Arc::new) }),
         }
@@ -1047,8 +1057,8 @@ mod tests {
         use crate::receipts::RawReceipt;
         use crate::store::sealed::{Bound, Token};
         use crate::store::{
-            Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Health, Invalidation, Marked,
-            Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
+            Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health, Invalidation,
+            Marked, Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
         };
         use crate::{ErasureReason, MemoryStore, Result, Store};
 
@@ -1179,25 +1189,28 @@ mod tests {
             ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
                 self.inner.feed_read(cursor)
             }
-            fn put_nonce(
-                &self,
-                user: u64,
+            fn put_nonce<'a>(
+                &'a self,
+                who: &'a Hashed,
                 value: String,
                 ttl_ms: i64,
-            ) -> BoxFuture<'_, Result<()>> {
-                self.inner.put_nonce(user, value, ttl_ms)
+            ) -> BoxFuture<'a, Result<()>> {
+                self.inner.put_nonce(who, value, ttl_ms)
             }
-            fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
-                self.inner.take_nonce(user)
+            fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
+                self.inner.take_nonce(who)
             }
-            fn count_use(
-                &self,
-                user: u64,
+            fn count_use<'a>(
+                &'a self,
+                who: &'a Hashed,
                 action: &'static str,
                 window: i64,
                 ttl_ms: i64,
-            ) -> BoxFuture<'_, Result<u64>> {
-                self.inner.count_use(user, action, window, ttl_ms)
+            ) -> BoxFuture<'a, Result<u64>> {
+                self.inner.count_use(who, action, window, ttl_ms)
+            }
+            fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
+                self.inner.secret(candidate)
             }
             fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
                 self.inner.pending()

@@ -134,8 +134,11 @@ impl Flows<'_> {
         let action = if command == Command::Remove { "erase" } else { "export" };
         let window_ms = duration_ms(commands.window).max(1);
         let window = self.engine.clock.now_ms().div_euclid(window_ms);
-        let counted = self.engine.backend.count_use(user.0, action, window, window_ms);
-        match self.engine.call(counted).await {
+        let counted = async {
+            let who = self.engine.hashed(user).await?;
+            self.engine.call(self.engine.backend.count_use(&who, action, window, window_ms)).await
+        };
+        match counted.await {
             Ok(count) => Ok(count <= u64::from(commands.uses_per_window)),
             Err(e) => {
                 tracing::warn!(error = %e, "could not check the privacy commands' rate limit");
@@ -152,8 +155,12 @@ impl Flows<'_> {
         let nonce = random_id();
         let issued = self.engine.clock.now_ms();
         let ttl = duration_ms(commands.confirm_within);
-        let stored = self.engine.backend.put_nonce(user.0, format!("{nonce:016x}:{issued}"), ttl);
-        if let Err(e) = self.engine.call(stored).await {
+        let stored = async {
+            let who = self.engine.hashed(user).await?;
+            let value = format!("{nonce:016x}:{issued}");
+            self.engine.call(self.engine.backend.put_nonce(&who, value, ttl)).await
+        };
+        if let Err(e) = stored.await {
             tracing::warn!(error = %e, "could not store a /removemydata confirmation");
             self.say(bot, chat, texts.unavailable.clone(), None).await;
             return;
@@ -195,7 +202,11 @@ impl Flows<'_> {
             self.answer(bot, query, Some(&texts.not_yours)).await;
             return;
         }
-        let stored = match self.engine.call(self.engine.backend.take_nonce(presser.0)).await {
+        let taken = async {
+            let who = self.engine.hashed(presser).await?;
+            self.engine.call(self.engine.backend.take_nonce(&who)).await
+        };
+        let stored = match taken.await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read a /removemydata confirmation");

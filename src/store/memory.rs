@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Health, Invalidation,
-    Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed, Health,
+    Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -112,6 +112,8 @@ struct Space {
     kv: HashMap<String, (String, Instant)>,
     /// Writer id → (last heartbeat, unwritten interactions).
     writers: HashMap<u64, (Instant, u64)>,
+    /// See `Backend::secret`.
+    secret: Option<String>,
 }
 
 impl Space {
@@ -520,29 +522,38 @@ impl Backend for Bound {
         })
     }
 
-    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>> {
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
         self.ready(|s| {
-            s.kv.insert(format!("confirm:{user}"), (value, ttl(ttl_ms)));
+            s.kv.insert(format!("confirm:{}", who.tag), (value, ttl(ttl_ms)));
         })
     }
 
-    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
         self.ready(|s| {
-            let key = format!("confirm:{user}");
+            let key = format!("confirm:{}", who.tag);
             s.kv_get(&key)?;
             s.kv.remove(&key).map(|(v, _)| v)
         })
     }
 
-    fn count_use(
-        &self,
-        user: u64,
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
+        self.ready(|s| s.secret.get_or_insert_with(|| candidate.to_owned()).clone())
+    }
+
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
         action: &'static str,
         window: i64,
         ttl_ms: i64,
-    ) -> BoxFuture<'_, Result<u64>> {
+    ) -> BoxFuture<'a, Result<u64>> {
         self.ready(|s| {
-            let key = format!("rate:{action}:{user}:{window}");
+            let key = format!("rate:{action}:{}:{window}", who.tag);
             match s.kv_get(&key) {
                 Some((count, _)) => {
                     let next = count.parse::<u64>().unwrap_or(0) + 1;

@@ -260,6 +260,15 @@ pub(crate) fn parse_user(member: &str) -> Option<u64> {
     is_user_id(id).then_some(id)
 }
 
+/// A user as key names see them: a keyed hash of the id (`tag`, see
+/// `Engine::hashed`), never the id, so that no key name keeps a raw user id. `user` only
+/// picks the user's shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hashed {
+    pub(crate) user: u64,
+    pub(crate) tag: String,
+}
+
 /// Decodes a stored job.
 pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
     let bad = || crate::Error::Corrupt(format!("erasure job {raw:?}"));
@@ -417,21 +426,30 @@ pub(crate) trait Backend: Send + Sync {
         cursor: &'a str,
     ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>>;
 
-    /// Stores a confirmation nonce for `user`, replacing any earlier one.
-    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>>;
+    /// Stores a confirmation nonce for `who`, replacing any earlier one.
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>>;
 
-    /// Removes and returns the confirmation nonce of `user`.
-    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>>;
+    /// Removes and returns the confirmation nonce of `who`.
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>>;
 
-    /// Counts one use of `action` by `user` in the window `window` (an index); returns the
+    /// Counts one use of `action` by `who` in the window `window` (an index); returns the
     /// count so far in that window. The counter expires after `ttl_ms`.
-    fn count_use(
-        &self,
-        user: u64,
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
         action: &'static str,
         window: i64,
         ttl_ms: i64,
-    ) -> BoxFuture<'_, Result<u64>>;
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// The namespace's secret for naming users in keys when no receipt key is set (hex of
+    /// 32 random bytes), created on first use; `candidate` is stored if there is none yet.
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>>;
 
     /// Number of tracked users (for stats and tests).
     fn tracked(&self) -> BoxFuture<'_, Result<u64>>;

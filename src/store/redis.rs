@@ -20,8 +20,9 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Health, Invalidation,
-    Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow, decode_job, sealed,
+    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed, Health,
+    Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow,
+    decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -741,12 +742,12 @@ impl Keys {
         }
     }
 
-    fn nonce(&self, user: u64) -> String {
-        format!("{}confirm:{user}", self.prefix)
+    fn nonce(&self, who: &Hashed) -> String {
+        format!("{}confirm:{}", self.prefix, who.tag)
     }
 
-    fn counter(&self, action: &str, user: u64, window: i64) -> String {
-        format!("{}rate:{action}:{user}:{window}", self.prefix)
+    fn counter(&self, action: &str, who: &Hashed, window: i64) -> String {
+        format!("{}rate:{action}:{}:{window}", self.prefix, who.tag)
     }
 }
 
@@ -1509,10 +1510,15 @@ impl Backend for Bound {
         })
     }
 
-    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>> {
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             redis::cmd("SET")
-                .arg(self.keys.nonce(user))
+                .arg(self.keys.nonce(who))
                 .arg(value)
                 .arg("PX")
                 .arg(ttl_ms.max(1))
@@ -1522,27 +1528,45 @@ impl Backend for Bound {
         })
     }
 
-    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             Ok(redis::cmd("GETDEL")
-                .arg(self.keys.nonce(user))
+                .arg(self.keys.nonce(who))
                 .query_async(&mut self.conn.clone())
                 .await?)
         })
     }
 
-    fn count_use(
-        &self,
-        user: u64,
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
         action: &'static str,
         window: i64,
         ttl_ms: i64,
-    ) -> BoxFuture<'_, Result<u64>> {
+    ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut inv = COUNT_USE.prepare_invoke();
-            inv.key(self.keys.counter(action, user, window)).arg(ttl_ms.max(1));
+            inv.key(self.keys.counter(action, who, window)).arg(ttl_ms.max(1));
             let count: u64 = self.run(&inv).await?;
             Ok(count)
+        })
+    }
+
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let (secret,): (String,) = redis::pipe()
+                .atomic()
+                .cmd("HSETNX")
+                .arg(&self.keys.meta)
+                .arg("secret")
+                .arg(candidate)
+                .ignore()
+                .cmd("HGET")
+                .arg(&self.keys.meta)
+                .arg("secret")
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(secret)
         })
     }
 
@@ -1687,8 +1711,9 @@ mod tests {
         ] {
             assert!(key.starts_with("{mybot}:"), "{key}");
         }
-        assert_eq!(keys.nonce(42), "{mybot}:confirm:42");
-        assert_eq!(keys.counter("export", 42, 7), "{mybot}:rate:export:42:7");
+        let who = Hashed { user: 42, tag: "ab12".to_owned() };
+        assert_eq!(keys.nonce(&who), "{mybot}:confirm:ab12");
+        assert_eq!(keys.counter("export", &who, 7), "{mybot}:rate:export:ab12:7");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Health, Invalidation, Marked, Pending,
-    RawPreview, RawStatus, RawSurvey, WriterWindow,
+    Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health, Invalidation, Marked,
+    Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -399,31 +399,41 @@ impl Backend for Sharded {
         })
     }
 
-    fn put_nonce(&self, user: u64, value: String, ttl_ms: i64) -> BoxFuture<'_, Result<()>> {
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.ready().await?;
-            self.shard(user).put_nonce(user, value, ttl_ms).await
+            self.shard(who.user).put_nonce(who, value, ttl_ms).await
         })
     }
 
-    fn take_nonce(&self, user: u64) -> BoxFuture<'_, Result<Option<String>>> {
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             self.ready().await?;
-            self.shard(user).take_nonce(user).await
+            self.shard(who.user).take_nonce(who).await
         })
     }
 
-    fn count_use(
-        &self,
-        user: u64,
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
         action: &'static str,
         window: i64,
         ttl_ms: i64,
-    ) -> BoxFuture<'_, Result<u64>> {
+    ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             self.ready().await?;
-            self.shard(user).count_use(user, action, window, ttl_ms).await
+            self.shard(who.user).count_use(who, action, window, ttl_ms).await
         })
+    }
+
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
+        // Kept with the namespace's shard count, in the home.
+        self.home.secret(candidate)
     }
 
     fn pending(&self) -> BoxFuture<'_, Result<Pending>> {

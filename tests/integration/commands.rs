@@ -566,3 +566,75 @@ fn assert_valid_html(text: &str) {
         assert!(entity, "a raw & in {text:?}");
     }
 }
+
+/// Every key name and value in `conn`'s Redis, one line per key.
+fn dump(conn: &mut redis::Connection) -> Vec<(String, String)> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
+    let mut all = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
+        let value: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query(conn).unwrap(),
+            "hash" => redis::cmd("HGETALL").arg(&key).query(conn).unwrap(),
+            "zset" => {
+                redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query(conn).unwrap()
+            }
+            "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(conn).unwrap(),
+            other => panic!("unexpected key type {other} of {key}"),
+        };
+        all.push((key, format!("{value:?}")));
+    }
+    all
+}
+
+async fn an_opt_out_leaves_the_id_only_in_the_feed_for_its_window(receipts: bool) {
+    // Measured before the fix: after a /removemydata opt-out the id stayed in the key name
+    // `{ns}:rate:erase:<id>:<window>` for the whole rate-limit window (hours or days).
+    let env = Env::redis();
+    let user: u64 = 7_364_019_258;
+    let mut builder = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .commands(Commands::default().rate_limit(3, Duration::from_secs(30 * 86_400)))
+        .erase_with(Recorder::new("profiles"));
+    if receipts {
+        let key =
+            teloxide_retention::ReceiptKey::new(*b"an example key of thirty-two b.!").unwrap();
+        builder = builder.receipts(key, 60 * DAY);
+    }
+    let bot = Bot {
+        api: FakeBotApi::start().await,
+        retention: builder.build().unwrap(),
+        seen: Arc::default(),
+    };
+    bot.send(vec![u::message(user, "hello")]).await;
+    let (confirm, _) = bot.prompt(user).await;
+    bot.send(vec![u::callback(user, u::private_chat(user), &confirm)]).await;
+    assert_eq!(bot.retention.status(UserId(user)).await.unwrap().last_seen, None);
+
+    let mut conn = env.redis_connection();
+    let all = dump(&mut conn);
+    let id = user.to_string();
+    assert!(all.iter().any(|(k, _)| k.contains(":rate:erase:")), "the rate limit is kept: {all:?}");
+    for (key, value) in &all {
+        if key == "{retention}:feed" {
+            // The stated window: the replicas' feed, trimmed to 10 minutes.
+            let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
+            assert!(ttl > 0 && ttl <= 10 * 60 * 1000, "the feed expires within its window: {ttl}");
+            continue;
+        }
+        assert!(!key.contains(&id), "the id is in a key name: {key}");
+        assert!(!value.contains(&id), "the id is in {key}: {value}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_leaves_no_id_in_redis_outside_the_feed() {
+    an_opt_out_leaves_the_id_only_in_the_feed_for_its_window(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_with_receipts_leaves_no_id_in_redis_outside_the_feed() {
+    an_opt_out_leaves_the_id_only_in_the_feed_for_its_window(true).await;
+}
