@@ -203,8 +203,15 @@ impl Engine {
         self.erase_user_claimed(user).await
     }
 
-    /// The `/mydata` document of `user`; see `Retention::export`.
-    pub(crate) async fn export(&self, user: UserId) -> Result<serde_json::Value> {
+    /// The export document of `user`; see `Retention::export`. With `texts` (the `/mydata`
+    /// command, in the user's language), each eraser's entry is labelled with its
+    /// user-facing description and the notes are in that language; without, with the
+    /// erasers' names and English notes, for the bot's own use.
+    pub(crate) async fn export(
+        &self,
+        user: UserId,
+        texts: Option<&crate::commands::Texts>,
+    ) -> Result<serde_json::Value> {
         use serde_json::json;
         let status = self.status(user).await?;
         let generated = to_datetime(self.clock.now_ms());
@@ -224,18 +231,35 @@ impl Engine {
             None => "not_tracked",
         };
         let limit = self.config.eraser_timeout;
+        let label = |name: &str| match texts {
+            Some(t) => t.eraser_descriptions.get(name).unwrap_or(&t.other_records).clone(),
+            None => name.to_owned(),
+        };
+        let no_copy = texts.map_or("held, no export", |t| t.export_no_copy.as_str());
         let exports =
             futures_util::future::join_all(self.erasers.iter().map(|eraser| async move {
-                match timeout(limit, eraser.export(user)).await {
-                    Ok(Ok(Export::Data(data))) => json!({ "name": eraser.name(), "data": data }),
-                    Ok(Ok(Export::Unsupported)) => {
-                        json!({ "name": eraser.name(), "held": "held, no export" })
+                let name = label(eraser.name());
+                let failed = |why: String| match texts {
+                    // The eraser's own error stays in the bot's log, not in the user's copy.
+                    Some(t) => {
+                        tracing::warn!(eraser = eraser.name(), error = %why, "/mydata: an export failed");
+                        t.export_unreadable.clone()
                     }
-                    Ok(Err(e)) => json!({ "name": eraser.name(), "error": e.to_string() }),
-                    Err(_) => json!({ "name": eraser.name(), "error": "timed out" }),
+                    None => why,
+                };
+                match timeout(limit, eraser.export(user)).await {
+                    Ok(Ok(Export::Data(data))) => json!({ "name": name, "data": data }),
+                    Ok(Ok(Export::Unsupported)) => json!({ "name": name, "held": no_copy }),
+                    Ok(Err(e)) => json!({ "name": name, "error": failed(e.to_string()) }),
+                    Err(_) => json!({ "name": name, "error": failed("timed out".to_owned()) }),
                 }
             }))
             .await;
+        let note = texts.map_or(
+            "Only the time of your most recent interaction is kept; each new interaction \
+             replaces it.",
+            |t| t.export_note.as_str(),
+        );
         Ok(json!({
             "user_id": user.0,
             "generated_at": generated.to_rfc3339(),
@@ -243,8 +267,7 @@ impl Engine {
                 "status": state,
                 "last_seen": status.last_seen.map(|t| t.to_rfc3339()),
                 "erasure": erasure,
-                "note": "Only the time of your last interaction is kept; \
-                         the first one is not recorded.",
+                "note": note,
             },
             "policy": {
                 "inactive_after_days": self.config.inactive_after.as_secs_f64() / 86_400.0,

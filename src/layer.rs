@@ -78,11 +78,13 @@ impl Layer {
                         return ControlFlow::Break(Ok(()));
                     }
                     match inner.execute(deps, pass_through).await {
-                        // What follows the layer (a sibling branch) gets it next.
+                        // What is chained after the layer gets it next; a sibling branch
+                        // gets what the layer returns.
                         ControlFlow::Continue(deps) => match cont(deps).await {
                             // Nobody handled an update the layer acted on (a block): mark
                             // it handled, so that the dispatcher's default handler does not
-                            // log the whole update (a privacy leak).
+                            // log the whole update (a privacy leak). Sibling branches do not
+                            // see it (`Retention::wrap` says so).
                             ControlFlow::Continue(_) if observed.consumed => {
                                 ControlFlow::Break(Ok(()))
                             }

@@ -519,7 +519,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn export(&self, user: UserId) -> Result<serde_json::Value> {
-        self.inner.engine.export(user).await
+        self.inner.engine.export(user, None).await
     }
 
     /// Counters since this instance was built.
@@ -615,7 +615,8 @@ impl Retention {
     /// # Errors
     ///
     /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
-    /// if the store cannot be read.
+    /// if the store cannot be read and this process keeps no mark of `user` in memory (with
+    /// one, the answer is `false` without asking the store).
     ///
     /// # Cancellation safety
     ///
@@ -783,9 +784,13 @@ impl Retention {
     /// updates without a user are never tracked.
     ///
     /// The wrapped tree runs as one unit, as a branch of a dptree tree does: an update it lets
-    /// through goes on to whatever follows the layer (the next branch, say) once the whole tree
-    /// has tried it. So does a block the tree does not handle; only if nothing after the layer
-    /// handles it either does the layer mark it handled.
+    /// through goes on to the next branch once the whole tree has tried it. A block the tree
+    /// does not handle is different: it ends at the layer, which marks it handled (so that
+    /// the dispatcher's default handler does not log the whole update, a privacy leak), and
+    /// branches after the layer never see it. To react to blocks and unblocks, use
+    /// [`RetentionBuilder::on_gone`](crate::RetentionBuilder::on_gone) and
+    /// [`RetentionBuilder::on_returned`](crate::RetentionBuilder::on_returned), or handle
+    /// `my_chat_member` inside the wrapped tree, which sees every block first.
     ///
     /// The layer never marks anyone gone because a handler failed: a handler's error does not
     /// say whom the failed request was for. Failed sends are caught at the source by the

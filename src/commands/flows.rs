@@ -251,7 +251,7 @@ impl Flows<'_> {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         let commands = self.commands;
-        let document = match self.engine.export(user).await {
+        let document = match self.engine.export(user, Some(texts)).await {
             Ok(document) => document,
             Err(e) => {
                 tracing::warn!(error = %e, "could not build a /mydata export");

@@ -78,8 +78,15 @@ pub struct Texts {
     /// What each eraser deletes, as users should read it, by eraser name: the lists show
     /// these instead of the erasers' internal names.
     pub eraser_descriptions: BTreeMap<String, String>,
-    /// The list item for erasers without a description (shown once, however many).
+    /// The list item for erasers without a description (shown once, however many); in the
+    /// `/mydata` document, the label of such an eraser's entry.
     pub other_records: String,
+    /// The `/mydata` document's note on what the crate itself keeps.
+    pub export_note: String,
+    /// The `/mydata` document's note for data the bot keeps but cannot copy out.
+    pub export_no_copy: String,
+    /// The `/mydata` document's note for data that could not be read right now.
+    pub export_unreadable: String,
     /// The first line of `/privacy`.
     pub privacy_title: String,
     /// What is stored (`{items}`: the stored items, joined by `; `).
@@ -152,6 +159,11 @@ impl Texts {
                 "the state of your conversation with this bot".to_owned(),
             )]),
             other_records: "the other records this bot keeps about you".into(),
+            export_note: "Only the time of your most recent interaction is kept; each new \
+                          interaction replaces it."
+                .into(),
+            export_no_copy: "kept, but this bot cannot make a copy of it".into(),
+            export_unreadable: "could not be read right now; ask again later".into(),
             privacy_title: "How this bot handles your data".into(),
             privacy_stored: "What is stored: your Telegram user id; {items}.".into(),
             privacy_kept_for: "How long: when you have not used the bot for {duration}, \
@@ -227,6 +239,13 @@ impl Texts {
                 "der Stand Ihres Gesprächs mit diesem Bot".to_owned(),
             )]),
             other_records: "die übrigen Daten, die dieser Bot über Sie speichert".into(),
+            export_note: "Gespeichert wird nur der Zeitpunkt Ihrer jüngsten Nutzung; jede \
+                          neue Nutzung ersetzt ihn."
+                .into(),
+            export_no_copy: "gespeichert, aber dieser Bot kann davon keine Kopie erstellen".into(),
+            export_unreadable: "konnte gerade nicht gelesen werden; bitte später noch einmal \
+                                versuchen"
+                .into(),
             privacy_title: "Wie dieser Bot mit Ihren Daten umgeht".into(),
             privacy_stored: "Was gespeichert wird: Ihre Telegram-Nutzer-ID; {items}.".into(),
             privacy_kept_for: "Wie lange: Wenn Sie den Bot {duration} lang nicht genutzt haben, \

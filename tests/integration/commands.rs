@@ -265,10 +265,38 @@ both_stores! {
         assert_eq!(json["retention"]["status"], "active");
         assert_eq!(json["retention"]["last_seen"], "2023-11-14T22:13:20+00:00");
         assert_eq!(json["policy"]["inactive_after_days"], 90.0);
-        assert_eq!(json["bot_data"][0]["name"], "profiles");
+        // Erasers without a description are labelled as the lists label them, never by
+        // their internal names.
+        assert_eq!(json["bot_data"][0]["name"], "the other records this bot keeps about you");
         assert_eq!(json["bot_data"][0]["data"]["user"], 10);
-        assert_eq!(json["bot_data"][1]["name"], "sessions");
-        assert_eq!(json["bot_data"][1]["held"], "held, no export");
+        assert_eq!(json["bot_data"][1]["name"], "the other records this bot keeps about you");
+        assert_eq!(json["bot_data"][1]["held"], "kept, but this bot cannot make a copy of it");
+        assert!(!document.contains("sessions"), "{document}");
+    }
+
+    async fn mydata_speaks_the_users_language_and_names_no_internal_eraser(env) {
+        // Measured before the fix: every entry was labelled with the eraser's internal name
+        // (`"name": "tbl_orders_v2"`) and the notes were English for every user.
+        let mut german = Texts::german();
+        german.eraser_descriptions.insert("tbl_orders_v2".into(), "Ihre Bestellungen".into());
+        let retention = env.bare_builder().await.inactive_after(90 * DAY)
+            .commands(Commands::default().language("de", german))
+            .erase_with(Recorder::new("tbl_orders_v2"))
+            .erase_with(erase_fn("sessions", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+            .build().unwrap();
+        let bot = Bot { api: FakeBotApi::start().await, retention, seen: Arc::default() };
+        bot.send(vec![u::in_language(u::message(11, "/mydata"), "de")]).await;
+        let documents = bot.api.sent_to("senddocument", 11);
+        let document = uploaded_file(&documents[0].raw, "document").unwrap();
+        let json: Value = serde_json::from_str(&document).unwrap();
+        assert_eq!(json["bot_data"][0]["name"], "Ihre Bestellungen");
+        assert_eq!(json["bot_data"][1]["name"], "die übrigen Daten, die dieser Bot über Sie speichert");
+        assert_eq!(json["bot_data"][1]["held"], "gespeichert, aber dieser Bot kann davon keine Kopie erstellen");
+        assert!(json["retention"]["note"].as_str().unwrap().starts_with("Gespeichert wird nur"));
+        // (The eraser's own data may say anything; the labels and notes name no eraser.)
+        let labels: Vec<&Value> = json["bot_data"].as_array().unwrap().iter().map(|e| &e["name"]).collect();
+        assert!(!format!("{labels:?}").contains("tbl_orders_v2"), "{labels:?}");
+        assert!(!document.contains("sessions"), "{document}");
     }
 
     async fn a_too_large_export_is_refused_with_a_clear_message(env) {

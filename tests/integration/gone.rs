@@ -19,7 +19,7 @@ use teloxide_retention::{
 
 use crate::both_stores;
 use crate::common::bot_api::BOT_ID;
-use crate::common::{DAY, FakeBotApi, dispatch, updates as u};
+use crate::common::{DAY, Env, FakeBotApi, dispatch, updates as u};
 use crate::support::Recorder;
 
 /// A bot whose handlers only take messages, and reply to each.
@@ -560,3 +560,28 @@ adaptor_stack_case!(retained_between_cache_me_and_parse_mode:
 CacheMe<Retained<DefaultParseMode<Bot>>> = |bot, retention| {
     bot.parse_mode(teloxide::types::ParseMode::Html).retained(retention).cache_me()
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_reachable_answers_from_marks_kept_in_memory_during_an_outage() {
+    let mut env = Env::redis();
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .store_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    retention.note_interaction(UserId(5)).await;
+    retention.flush().await.unwrap();
+    env.redis_server().stop();
+    // The block arrives while Redis is down: the mark waits in memory.
+    let api = FakeBotApi::start().await;
+    let tree: UpdateHandler<RequestError> = dptree::entry().endpoint(|| async { Ok(()) });
+    dispatch(&api, retention.wrap(tree), vec![u::blocked(5)]).await;
+    assert_eq!(retention.stats().buffered_gone_marks, 1);
+    assert!(!retention.is_reachable(UserId(5)).await.unwrap(), "answered from memory");
+    // Nothing in memory about another user: the store must answer, and cannot.
+    assert!(retention.is_reachable(UserId(6)).await.unwrap_err().is_unavailable());
+    env.redis_server().restart();
+}

@@ -312,3 +312,40 @@ async fn strict_mode_refuses_to_handle_updates_it_could_not_record() {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert!(retention.status(UserId(3)).await.unwrap().last_seen.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_ends_at_the_layer_and_other_updates_reach_the_next_branch() {
+    // What `Retention::wrap`'s docs say: an update the wrapped tree lets through reaches the
+    // next branch; a block the tree does not handle ends at the layer (`on_gone` is the way
+    // to react to it), so the dispatcher never logs it in full.
+    let gone = Arc::new(AtomicUsize::new(0));
+    let retention = Retention::builder(MemoryStore::new())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .on_gone({
+            let gone = Arc::clone(&gone);
+            move |_, _| {
+                gone.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let sibling = Arc::new(AtomicUsize::new(0));
+    let tree: UpdateHandler<RequestError> =
+        Update::filter_edited_message().endpoint(|| async { Ok(()) });
+    let handler = dptree::entry().branch(retention.wrap(tree)).branch(dptree::endpoint({
+        let sibling = Arc::clone(&sibling);
+        move || {
+            sibling.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    }));
+    let api = FakeBotApi::start().await;
+    dispatch(&api, handler, vec![u::message(5, "hi"), u::blocked(6)]).await;
+    assert_eq!(
+        sibling.load(Ordering::SeqCst),
+        1,
+        "the message reaches the next branch, the block does not"
+    );
+    assert_eq!(gone.load(Ordering::SeqCst), 1, "on_gone sees the block");
+}
