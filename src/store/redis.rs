@@ -461,7 +461,7 @@ impl RedisStore {
         let new = layout(count);
         if unfinished.is_none() {
             // 1. Fence the old layout first: from now on no process writes there, even one
-            //    that has not sent a heartbeat yet (README guarantee 9).
+            //    that has not sent a heartbeat yet (README guarantee 15).
             for shard in &old {
                 shard.set_moved(count).await?;
             }

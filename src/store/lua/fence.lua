@@ -1,4 +1,4 @@
--- The layout fence: a write lands only in a layout the pruner reads (README guarantee 9).
+-- The layout fence: a write lands only in a layout the pruner reads (README guarantee 15).
 --
 -- The hash tag of a script's keys names the layout the caller assumes: the namespace
 -- alone (`{retention}`) is the one-shard layout, a shard's tag names its count
