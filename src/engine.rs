@@ -97,6 +97,17 @@ impl Drop for Engine {
     }
 }
 
+/// The labels of a `/mydata` document in the user's language (from the command's `Texts`).
+pub(crate) struct ExportTexts<'a> {
+    /// User-facing descriptions of erasers, by eraser name.
+    pub(crate) descriptions: &'a std::collections::BTreeMap<String, String>,
+    /// The label of an eraser without a description.
+    pub(crate) undescribed: &'a str,
+    pub(crate) note: &'a str,
+    pub(crate) no_copy: &'a str,
+    pub(crate) unreadable: &'a str,
+}
+
 /// What [`Retention::schedule_opt_out`](crate::Retention::schedule_opt_out) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -210,7 +221,7 @@ impl Engine {
     pub(crate) async fn export(
         &self,
         user: UserId,
-        texts: Option<&crate::commands::Texts>,
+        texts: Option<&ExportTexts<'_>>,
     ) -> Result<serde_json::Value> {
         use serde_json::json;
         let status = self.status(user).await?;
@@ -232,10 +243,10 @@ impl Engine {
         };
         let limit = self.config.eraser_timeout;
         let label = |name: &str| match texts {
-            Some(t) => t.eraser_descriptions.get(name).unwrap_or(&t.other_records).clone(),
+            Some(t) => t.descriptions.get(name).map_or(t.undescribed, String::as_str).to_owned(),
             None => name.to_owned(),
         };
-        let no_copy = texts.map_or("held, no export", |t| t.export_no_copy.as_str());
+        let no_copy = texts.map_or("held, no export", |t| t.no_copy);
         let exports =
             futures_util::future::join_all(self.erasers.iter().map(|eraser| async move {
                 let name = label(eraser.name());
@@ -243,7 +254,7 @@ impl Engine {
                     // The eraser's own error stays in the bot's log, not in the user's copy.
                     Some(t) => {
                         tracing::warn!(eraser = eraser.name(), error = %why, "/mydata: an export failed");
-                        t.export_unreadable.clone()
+                        t.unreadable.to_owned()
                     }
                     None => why,
                 };
@@ -258,7 +269,7 @@ impl Engine {
         let note = texts.map_or(
             "Only the time of your most recent interaction is kept; each new interaction \
              replaces it.",
-            |t| t.export_note.as_str(),
+            |t| t.note,
         );
         Ok(json!({
             "user_id": user.0,
@@ -403,6 +414,7 @@ impl Engine {
             if claimed.reason != ErasureReason::Inactive {
                 let since = claimed.marked_at;
                 let inv = Invalidation { user: claimed.user, since, until: now, opt_out: false };
+                self.tracker.announced_here(inv);
                 wrote |= self.tracker.invalidate(inv).await;
             }
             self.hooks.erased(claimed.user, claimed.reason);

@@ -78,7 +78,9 @@ impl PassReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PrunePreview {
-    /// Users inactive past the threshold (including any who are also scheduled).
+    /// Users inactive past the threshold (including any who are also scheduled). A count
+    /// of the store's entries: members that are not users (see the README's guarantee
+    /// 13), which the pass reports and leaves in place, are counted too.
     pub inactive: u64,
     /// Scheduled erasures that are due (gone users, opt-outs, retries); users among them
     /// who came back are dropped by the pass instead.

@@ -418,7 +418,8 @@ impl Retention {
         self.inner.engine.receipts(user, key).await
     }
 
-    /// Number of tracked users.
+    /// Number of tracked users: the entries of the store's `seen` (members that are not
+    /// users, see the README's guarantee 13, count too).
     ///
     /// ```
     /// # use std::time::Duration;

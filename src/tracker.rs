@@ -145,6 +145,10 @@ pub(crate) struct Tracker {
     restart_logged: AtomicBool,
     /// Whether a write refused for the namespace's layout was logged already.
     layout_logged: AtomicBool,
+    /// Announcements in the feed that this process applied itself when it made them (gone
+    /// marks, erasures), by user: `(since, until, when)`. Their echo from the feed is
+    /// skipped (see [`Tracker::announced_here`]).
+    own: Mutex<UserMap<(i64, i64, Instant)>>,
     /// Set by the writer after its last flush at shutdown: `true` if nothing was left.
     flushed: SetOnce<bool>,
     /// Set by the pulse once it has removed (or given up removing) the heartbeat.
@@ -189,6 +193,7 @@ impl Tracker {
             feed: tokio::sync::Mutex::new(FeedReader::default()),
             restart_logged: AtomicBool::new(false),
             layout_logged: AtomicBool::new(false),
+            own: Mutex::new(UserMap::default()),
             flushed: SetOnce::new(),
             retired: SetOnce::new(),
         }
@@ -272,8 +277,9 @@ impl Tracker {
         tracing::info!(user = user.0, %reason, "user marked gone");
         self.newly_marked(user.0, reason);
         // From now on, any interaction of the user must reach the store: it cancels the mark.
-        self.invalidate(Invalidation { user: user.0, since: now, until: now, opt_out: false })
-            .await;
+        let inv = Invalidation { user: user.0, since: now, until: now, opt_out: false };
+        self.announced_here(inv);
+        self.invalidate(inv).await;
         Ok(true)
     }
 
@@ -450,6 +456,31 @@ impl Tracker {
         st.marks.remove(&user);
         st.erasing.entry(user).or_default().guards += 1;
         Erasing { tracker: self, user }
+    }
+
+    /// Notes that this process applied `inv` itself when it made the announcement (a gone
+    /// mark it wrote, an erasure it finished), so that its echo from the feed is skipped:
+    /// the cache was dropped then, an opt-out's follow-up was decided by the erasure's own
+    /// guard, and applying it again a second later would write interactions taken after
+    /// it as if they came before, or count ones within the same millisecond as in flight.
+    pub(crate) fn announced_here(&self, inv: Invalidation) {
+        let mut own = self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        own.insert(inv.user, (inv.since, inv.until, Instant::now()));
+    }
+
+    /// Whether `inv`, read from the feed, is the echo of an announcement of this process.
+    fn is_own_echo(&self, inv: &Invalidation) -> bool {
+        let mut own = self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if own.is_empty() {
+            return false;
+        }
+        let echo = own
+            .get(&inv.user)
+            .is_some_and(|&(since, until, _)| (since, until) == (inv.since, inv.until));
+        if echo {
+            own.remove(&inv.user);
+        }
+        echo
     }
 
     /// Schedules an opt-out erasure of `user` after the follow-up delay: they interacted
@@ -953,7 +984,11 @@ impl Tracker {
             // As for a mark written at once: interactions this process served from its cache
             // since the mark must reach the store, where they cancel it.
             let since = mark.marked_at;
-            self.invalidate(Invalidation { user, since, until: since, opt_out: false }).await;
+            let inv = Invalidation { user, since, until: since, opt_out: false };
+            if marked == Marked::Scheduled {
+                self.announced_here(inv);
+            }
+            self.invalidate(inv).await;
             tracing::info!(user, reason = %mark.reason, "wrote a gone mark kept during an outage");
         }
         Ok(())
@@ -1015,6 +1050,12 @@ impl Tracker {
     fn sweep(&self) {
         let horizon = self.clock.now_ms().saturating_sub(self.resolution_ms.saturating_mul(2));
         self.lock().cache.retain(|_, s| s.written.max(s.skipped) >= horizon);
+        // Echoes that never came (the feed could not be read in time) are forgotten.
+        let keep = Duration::from_millis(FEED_KEEP_MS.unsigned_abs());
+        self.own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (_, _, at)| at.elapsed() < keep);
     }
 }
 
@@ -1099,7 +1140,9 @@ impl FeedReader {
             self.cursor = Some(next);
             self.last_ok = Some(Instant::now());
             for inv in invalidations {
-                tracker.invalidate(inv).await;
+                if !tracker.is_own_echo(&inv) {
+                    tracker.invalidate(inv).await;
+                }
             }
             if !full {
                 return;

@@ -251,7 +251,14 @@ impl Flows<'_> {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         let commands = self.commands;
-        let document = match self.engine.export(user, Some(texts)).await {
+        let labels = crate::engine::ExportTexts {
+            descriptions: &texts.eraser_descriptions,
+            undescribed: &texts.other_records,
+            note: &texts.export_note,
+            no_copy: &texts.export_no_copy,
+            unreadable: &texts.export_unreadable,
+        };
+        let document = match self.engine.export(user, Some(&labels)).await {
             Ok(document) => document,
             Err(e) => {
                 tracing::warn!(error = %e, "could not build a /mydata export");

@@ -64,6 +64,8 @@ struct State {
 pub struct FakeBotApi {
     server: Arc<MockServer>,
     state: Arc<Mutex<State>>,
+    /// Made once: a `Bot` builds an HTTP client with TLS, tens of milliseconds each.
+    bot: Bot,
 }
 
 impl FakeBotApi {
@@ -75,11 +77,12 @@ impl FakeBotApi {
             .respond_with(Responder { state: Arc::clone(&state) })
             .mount(&server)
             .await;
-        Self { server: Arc::new(server), state }
+        let bot = Bot::new("12345:TEST-TOKEN").set_api_url(server.uri().parse().unwrap());
+        Self { server: Arc::new(server), state, bot }
     }
 
     pub fn bot(&self) -> Bot {
-        Bot::new("12345:TEST-TOKEN").set_api_url(self.server.uri().parse().unwrap())
+        self.bot.clone()
     }
 
     /// Makes every request to `chat` (or forwarding from it) fail with this status and

@@ -5,7 +5,9 @@
 //! Operations: interactions (through `record` and through the layer), gone marks, unblocks
 //! (a `my_chat_member` update through the layer), opt-outs, prune passes with erasers that
 //! fail for chosen users, a pruner that crashes inside its erasers (its lease expires), and
-//! clock moves.
+//! clock moves, and members of `seen` that are not users (`Plant`: written into Redis
+//! only, as a buggy script or a manual `redis-cli` session would; the memory store cannot
+//! hold them), which must change nothing for the users around them.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -51,7 +53,12 @@ enum Op {
     Crash,
     /// The clock moves on (minutes).
     Advance(u64),
+    /// A member that is not a user appears in Redis's `seen` (an index into `NOT_USERS`).
+    Plant(usize),
 }
+
+/// Members that are not users: aliases of the model's users among them.
+const NOT_USERS: [&str; 6] = ["0", "0101", "-102", "103.0", "abc", "18446744073709551719"];
 
 fn op() -> impl Strategy<Value = Op> {
     let user = 1..=USERS;
@@ -68,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         // From seconds (within the cache's resolution) to past the 1-day threshold.
         3 => prop_oneof![Just(0u64), Just(1), Just(2), Just(30), Just(61), Just(1441)]
             .prop_map(Op::Advance),
+        1 => (0..NOT_USERS.len()).prop_map(Op::Plant),
     ]
 }
 
@@ -103,6 +111,12 @@ struct Side {
     clock: ManualClock,
     eraser: ModelEraser,
     handler: UpdateHandler<BoxError>,
+    /// On the Redis side: a connection and the namespace's `seen` key, for `Plant`.
+    redis: Option<(Mutex<redis::Connection>, String)>,
+    /// Members planted so far (left in place by every claim).
+    planted: Mutex<HashSet<String>>,
+    /// Made once: a `Bot` builds an HTTP client with TLS, tens of milliseconds each.
+    bot: Bot,
 }
 
 impl Side {
@@ -121,7 +135,31 @@ impl Side {
             .expect("valid configuration");
         let tree = dptree::entry().endpoint(|| async { Ok::<_, BoxError>(()) });
         let handler = retention.wrap(tree);
-        Self { retention, clock, eraser, handler }
+        Self {
+            retention,
+            clock,
+            eraser,
+            handler,
+            redis: None,
+            planted: Mutex::default(),
+            bot: Bot::new("1:model"),
+        }
+    }
+
+    /// A side whose `Plant` writes into `seen` of `namespace` on `server`.
+    fn planting(mut self, server: &RedisServer, namespace: &str) -> Self {
+        self.redis = Some((Mutex::new(server.sync_connection()), format!("{{{namespace}}}:seen")));
+        self
+    }
+
+    /// The planted members out of a report: only Redis can hold them.
+    fn without_planted(&self, reported: &[String]) -> Vec<String> {
+        let planted = self.planted.lock().unwrap();
+        reported
+            .iter()
+            .filter(|r| !r.strip_prefix("seen member ").is_some_and(|m| planted.contains(m)))
+            .cloned()
+            .collect()
     }
 
     async fn dispatch(&self, update: serde_json::Value) {
@@ -131,7 +169,7 @@ impl Side {
             "supports_inline_queries": false, "has_main_web_app": false,
         }))
         .unwrap();
-        let deps = dptree::deps![parse(update), Bot::new("1:model"), me];
+        let deps = dptree::deps![parse(update), self.bot.clone(), me];
         let _ = self.handler.dispatch(deps).await;
     }
 
@@ -186,7 +224,7 @@ impl Side {
                     r.leases_lost,
                     r.batches,
                     r.inactivity_held.is_some(),
-                    r.unreadable
+                    self.without_planted(&r.unreadable)
                 ),
                 Err(e) => format!("error {e}"),
             },
@@ -213,6 +251,19 @@ impl Side {
                 self.eraser.crash.store(false, Ordering::SeqCst);
                 outcome
             }
+            Op::Plant(i) => {
+                if let Some((conn, seen)) = &self.redis {
+                    let member = NOT_USERS[*i];
+                    let _: () = redis::cmd("ZADD")
+                        .arg(seen)
+                        .arg(0)
+                        .arg(member)
+                        .query(&mut *conn.lock().unwrap())
+                        .expect("plant");
+                    self.planted.lock().unwrap().insert(member.to_owned());
+                }
+                String::new()
+            }
             Op::Advance(minutes) => {
                 self.clock.advance(Duration::from_secs(minutes * 60).max(Duration::from_secs(1)));
                 String::new()
@@ -231,11 +282,14 @@ impl Side {
             out += &format!("{u}: {:?} {:?}\n", s.last_seen, s.erasure);
         }
         let preview = self.retention.preview(100).await.expect("preview");
+        // The counts of `seen` include its planted members (score 0: always inactive); they
+        // are no users, and no entry of the dry run names one.
+        let planted = self.planted.lock().unwrap().len() as u64;
         out += &format!(
             "tracked {} | due: {:?} | inactive {} expired leases {}",
-            self.retention.tracked_users().await.expect("tracked"),
+            self.retention.tracked_users().await.expect("tracked") - planted,
             preview.users.iter().map(|e| (e.user, e.reason)).collect::<Vec<_>>(),
-            preview.inactive,
+            preview.inactive - planted,
             preview.expired_leases
         );
         out
@@ -262,7 +316,8 @@ fn memory_and_redis_stores_agree_on_random_operation_sequences() {
         rt.block_on(async {
             let redis = RedisStore::open(&server.url()).await.expect("connect");
             let memory = Side::new(Retention::builder(MemoryStore::new()));
-            let redis = Side::new(Retention::builder(redis).namespace(namespace));
+            let redis = Side::new(Retention::builder(redis).namespace(namespace.as_str()))
+                .planting(&server, &namespace);
             let mut before = memory.state().await;
             for (step, op) in ops.iter().enumerate() {
                 let (a, b) = (memory.apply(op).await, redis.apply(op).await);
