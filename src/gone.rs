@@ -88,7 +88,9 @@ fn classify_description(text: &str) -> Option<GoneReason> {
 pub(crate) fn gone_user(chat: Recipient, err: &RequestError) -> Option<(UserId, GoneReason)> {
     let Recipient::Id(chat) = chat else { return None };
     let reason = gone_reason(chat, err)?;
-    Some((chat.as_user()?, reason))
+    // Telegram's service accounts are never users of the crate (README guarantee 7).
+    let user = chat.as_user().filter(|u| crate::humans::is_trackable_id(*u))?;
+    Some((user, reason))
 }
 
 #[cfg(test)]

@@ -521,10 +521,46 @@ mod tests {
         assert_eq!(slot_of("123456789"), 12_739);
     }
 
+    /// The key layout, written once from the code of version 0.1 and asserted forever: a
+    /// change of `shard_of` or `shard_tag` strands every sharded namespace, so it must be a
+    /// visible, deliberate break with a migration (`RedisStore::reshard`).
+    const GOLDEN: [(u64, usize, usize, &str); 24] = [
+        (1, 1, 0, "retention"),
+        (42, 1, 0, "retention"),
+        (777_001, 1, 0, "retention"),
+        (123_456_789, 1, 0, "retention"),
+        (5_000_000_001, 1, 0, "retention"),
+        (9_007_199_254_740_991, 1, 0, "retention"),
+        (1, 3, 2, "retention:2of3.3"),
+        (42, 3, 1, "retention:1of3.1"),
+        (777_001, 3, 0, "retention:0of3.0"),
+        (123_456_789, 3, 2, "retention:2of3.3"),
+        (5_000_000_001, 3, 2, "retention:2of3.3"),
+        (9_007_199_254_740_991, 3, 0, "retention:0of3.0"),
+        (1, 24, 17, "retention:17of24.22"),
+        (42, 24, 13, "retention:13of24.22"),
+        (777_001, 24, 0, "retention:0of24.62"),
+        (123_456_789, 24, 17, "retention:17of24.22"),
+        (5_000_000_001, 24, 11, "retention:11of24.25"),
+        (9_007_199_254_740_991, 24, 15, "retention:15of24.40"),
+        (1, 256, 193, "retention:193of256.58"),
+        (42, 256, 149, "retention:149of256.44"),
+        (777_001, 256, 48, "retention:48of256.416"),
+        (123_456_789, 256, 121, "retention:121of256.202"),
+        (5_000_000_001, 256, 147, "retention:147of256.278"),
+        (9_007_199_254_740_991, 256, 159, "retention:159of256.265"),
+    ];
+
+    #[test]
+    fn the_shard_layout_is_the_same_in_every_version() {
+        for (user, count, index, tag) in GOLDEN {
+            assert_eq!(shard_of(user, count), index, "user {user} of {count} shards");
+            assert_eq!(shard_tag("retention", index, count), tag, "shard {index} of {count}");
+        }
+    }
+
     #[test]
     fn users_spread_evenly_and_stably() {
-        // Part of the key layout: these must never change.
-        assert_eq!(shard_of(1, 24), shard_of(1, 24));
         let mut per_shard = [0u32; 24];
         for user in 0..240_000u64 {
             per_shard[shard_of(user * 7 + 100_000_000, 24)] += 1;

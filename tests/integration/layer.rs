@@ -349,3 +349,45 @@ async fn a_block_ends_at_the_layer_and_other_updates_reach_the_next_branch() {
     );
     assert_eq!(gone.load(Ordering::SeqCst), 1, "on_gone sees the block");
 }
+
+/// Telegram's service accounts, which must never be tracked whatever `is_bot` says (the
+/// check on the id alone guards `note_interaction` and gone marks).
+const SERVICE_IDS: [u64; 3] = [777_000, 1_087_968_824, 136_817_688];
+
+both_stores! {
+    async fn service_accounts_are_never_tracked_nor_marked_whatever_is_bot_says(env) {
+        let retention = env.builder().await.build().unwrap();
+        let api = FakeBotApi::start().await;
+        for id in SERVICE_IDS {
+            for is_bot in [false, true] {
+                let mut message = u::message(id, "hi");
+                message["message"]["from"]["is_bot"] = serde_json::json!(is_bot);
+                let mut block = u::blocked(id);
+                block["my_chat_member"]["from"]["is_bot"] = serde_json::json!(is_bot);
+                let tree: UpdateHandler<RequestError> = dptree::entry().endpoint(|| async { Ok(()) });
+                dispatch(&api, retention.wrap(tree), vec![message, block]).await;
+            }
+            assert_eq!(retention.note_interaction(UserId(id)).await, teloxide_retention::Noted::Ignored);
+            let marked = retention.mark_gone(UserId(id), teloxide_retention::GoneReason::Blocked);
+            assert!(!marked.await.unwrap(), "{id} is not marked");
+            // A failed send to the account's chat, through the adaptor, marks nobody.
+            api.fail_chat(id as i64, 403, "Forbidden: bot was blocked by the user");
+            let bot = teloxide_retention::RetainedExt::retained(api.bot(), &retention);
+            assert!(bot.send_message(ChatId(id as i64), "x").await.is_err());
+            let noted = retention.note_send_error(
+                ChatId(id as i64),
+                &RequestError::Api(teloxide::ApiError::BotBlocked),
+            );
+            assert_eq!(noted.await.unwrap(), None, "{id}");
+            let status = retention.status(UserId(id)).await.unwrap();
+            assert_eq!((status.last_seen, status.erasure), (None, None), "{id}");
+        }
+        retention.flush().await.unwrap();
+        assert_eq!(retention.tracked_users().await.unwrap(), 0);
+        assert_eq!(retention.stats().marked_gone, 0);
+        // The same update from a human is tracked (the test sees the layer work).
+        let tree: UpdateHandler<RequestError> = dptree::entry().endpoint(|| async { Ok(()) });
+        dispatch(&api, retention.wrap(tree), vec![u::message(777_001, "hi")]).await;
+        assert_eq!(retention.tracked_users().await.unwrap(), 1);
+    }
+}
