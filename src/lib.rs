@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod adaptor;
+mod adopt;
+mod audit;
 mod builder;
 mod clock;
 mod commands;
@@ -21,13 +23,16 @@ mod survey;
 mod tracker;
 
 pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};
+pub use adopt::{Adopted, Adoption};
+pub use audit::{AuditReport, EraserAudit, UntrackedUsers};
 pub use builder::RetentionBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Commands, Texts};
 pub use config::GonePolicy;
 pub use engine::{OptOutOutcome, OptOutScheduled, PendingErasure, UserStatus};
 pub use erase::{
-    DialogueEraser, Eraser, Erasure, ErasureReason, Export, FnEraser, RedisKeysEraser, erase_fn,
+    DialogueEraser, Eraser, Erasure, ErasureReason, Export, FnEraser, Listing, RedisKeysEraser,
+    erase_fn,
 };
 pub use error::{BoxError, Error, Result};
 pub use gone::{GoneReason, gone_reason};

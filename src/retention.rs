@@ -263,6 +263,69 @@ impl Retention {
         engine.call(engine.backend.tracked()).await.map(drop)
     }
 
+    /// Puts users the bot already held before it installed the crate on a clock: each with
+    /// the last activity the bot knows (its own table's `last_active`, the newest order,
+    /// ...) or none (their clock starts now). A tracked time only moves forward, a time in
+    /// the future counts as now, Telegram's service accounts and invalid ids are refused,
+    /// and users with a scheduled or running erasure are left as they are. Idempotent.
+    /// Written in chunks of 500 users, one store call each (sharded stores put each user in
+    /// their shard). The [module docs](crate::Adoption) and the README's "Adding retention
+    /// to an existing bot" show the whole procedure; look at [`Retention::preview`] before
+    /// the first pass, or give users notice with [`Adoption::not_before`](crate::Adoption::not_before).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// # use teloxide_retention::{Adoption, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    /// #     .build()?;
+    /// let adopted = retention.adopt([(UserId(7), None), (UserId(8), None)], &Adoption::new()).await?;
+    /// assert_eq!(adopted.newly_tracked, 2);
+    /// let again = retention.adopt([(UserId(7), None)], &Adoption::new()).await?;
+    /// assert_eq!(again.newly_tracked, 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store fails; the chunks written before
+    /// stay written (run it again: it is idempotent). [`Error::ShardCount`] /
+    /// [`Error::Resharding`] for a store opened with the wrong shard count.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe in the sense that every chunk is written whole or not at all; a cancelled
+    /// call leaves the chunks before it adopted.
+    pub async fn adopt<I>(&self, users: I, options: &crate::Adoption) -> Result<crate::Adopted>
+    where
+        I: IntoIterator<Item = (UserId, Option<chrono::DateTime<chrono::Utc>>)>,
+    {
+        crate::adopt::adopt(&self.inner.engine, users, options).await
+    }
+
+    /// Audits every registered eraser that can list what its storage holds
+    /// ([`Eraser::list`](crate::Eraser::list)) against the store: listed users the store
+    /// does not know are put on a clock (or only counted, per `untracked`), and, with
+    /// receipts on, users whose erasure completed but whom an eraser still lists are erased
+    /// again (residue). Erasers that cannot list are reported as not covered. See the
+    /// [module docs](crate::AuditReport) for an example.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store fails; an eraser's listing error
+    /// is reported in its [`EraserAudit`](crate::EraserAudit) instead.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: what it adopted or scheduled before is kept, and running it again
+    /// finishes the job.
+    pub async fn audit(&self, untracked: crate::UntrackedUsers) -> Result<crate::AuditReport> {
+        crate::audit::audit(&self.inner.engine, untracked).await
+    }
+
     /// What the store holds about `user`.
     ///
     /// ```
@@ -1217,6 +1280,22 @@ mod tests {
             }
             fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
                 self.inner.secret(candidate)
+            }
+            fn adopt<'a>(
+                &'a self,
+                users: &'a [(u64, i64)],
+            ) -> BoxFuture<'a, Result<crate::store::AdoptCounts>> {
+                self.inner.adopt(users)
+            }
+            fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
+                self.inner.known(users)
+            }
+            fn receipt_tags(
+                &self,
+                now: i64,
+                keep_ms: i64,
+            ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+                self.inner.receipt_tags(now, keep_ms)
             }
             fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
                 self.inner.pending()

@@ -121,6 +121,34 @@ pub enum Export {
     Unsupported,
 }
 
+/// One page of the users an eraser's storage holds, for the audit (see [`Eraser::list`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Listing {
+    /// The users on this page, each with the last activity the storage knows, if it knows
+    /// one (an `updated_at` column, the newest order, ...).
+    pub users: Vec<(UserId, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<String>,
+}
+
+impl Listing {
+    /// A page of `users` (without activity times), followed by the page at `next`.
+    #[must_use]
+    pub fn page(users: impl IntoIterator<Item = UserId>, next: Option<String>) -> Self {
+        Self { users: users.into_iter().map(|u| (u, None)).collect(), next }
+    }
+
+    /// A page of users with the time of their last activity the storage knows.
+    #[must_use]
+    pub fn page_with_activity(
+        users: impl IntoIterator<Item = (UserId, Option<chrono::DateTime<chrono::Utc>>)>,
+        next: Option<String>,
+    ) -> Self {
+        Self { users: users.into_iter().collect(), next }
+    }
+}
+
 /// Erases (and optionally exports) one kind of the bot's own data about a user.
 ///
 ///
@@ -211,6 +239,25 @@ pub trait Eraser: Send + Sync + 'static {
         let _ = user;
         async { Ok(Export::Unsupported) }
     }
+
+    /// Lists the users this eraser's storage holds, one page at a time, for the audit
+    /// ([`Retention::audit`](crate::Retention::audit)): the page starting at `cursor`
+    /// (`None`: the first), which names where the next one starts. Pages of a few hundred
+    /// to a few thousand users keep the audit's memory bounded; a user listed twice is
+    /// harmless.
+    ///
+    /// The default returns `Ok(None)`: this eraser cannot list, and the audit says so.
+    ///
+    /// # Errors
+    ///
+    /// Any error stops the audit of this eraser, which reports it.
+    fn list(
+        &self,
+        cursor: Option<String>,
+    ) -> impl Future<Output = Result<Option<Listing>, BoxError>> + Send {
+        let _ = cursor;
+        async { Ok(None) }
+    }
 }
 
 /// The object-safe twin of [`Eraser`], used to keep erasers of different types in one list.
@@ -218,6 +265,7 @@ pub(crate) trait DynEraser: Send + Sync {
     fn name(&self) -> &str;
     fn erase_batch<'a>(&'a self, batch: &'a [Erasure]) -> BoxFuture<'a, Vec<Result<(), BoxError>>>;
     fn export(&self, user: UserId) -> BoxFuture<'_, Result<Export, BoxError>>;
+    fn list(&self, cursor: Option<String>) -> BoxFuture<'_, Result<Option<Listing>, BoxError>>;
 }
 
 impl<T: Eraser> DynEraser for T {
@@ -231,5 +279,9 @@ impl<T: Eraser> DynEraser for T {
 
     fn export(&self, user: UserId) -> BoxFuture<'_, Result<Export, BoxError>> {
         Box::pin(Eraser::export(self, user))
+    }
+
+    fn list(&self, cursor: Option<String>) -> BoxFuture<'_, Result<Option<Listing>, BoxError>> {
+        Box::pin(Eraser::list(self, cursor))
     }
 }

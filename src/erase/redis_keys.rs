@@ -3,7 +3,7 @@ use redis::{RedisResult, Value};
 use serde_json::{Map, Value as Json};
 use teloxide::types::UserId;
 
-use crate::erase::{Eraser, Erasure, Export};
+use crate::erase::{Eraser, Erasure, Export, Listing};
 use crate::error::{BoxError, Error, Result};
 
 /// The placeholder in key patterns that is replaced by the user id.
@@ -120,6 +120,44 @@ where
         }
     }
 
+    /// Lists the users whose keys exist, with `SCAN` over each pattern (`{user}` as `*`;
+    /// keys whose id part is not a user id are skipped), 1,000 keys a step. On a Redis
+    /// Cluster, `SCAN` covers the node the connection sends it to.
+    async fn list(&self, cursor: Option<String>) -> Result<Option<Listing>, BoxError> {
+        // The cursor: the pattern's index and the SCAN cursor within it.
+        let (mut index, mut scan) = match cursor.as_deref().and_then(|c| c.split_once(':')) {
+            Some((i, c)) => (i.parse::<usize>()?, c.parse::<u64>()?),
+            None => (0, 0),
+        };
+        let mut conn = self.conn.clone();
+        let mut users = Vec::new();
+        while let Some(pattern) = self.patterns.get(index) {
+            let (prefix, suffix) = pattern.split_once(PLACEHOLDER).unwrap_or((pattern, ""));
+            let glob = format!("{}*{}", glob_escape(prefix), glob_escape(suffix));
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(scan)
+                .arg("MATCH")
+                .arg(&glob)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            users.extend(keys.iter().filter_map(|key| {
+                let id = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                crate::store::parse_user(id).map(UserId)
+            }));
+            if next != 0 {
+                return Ok(Some(Listing::page(users, Some(format!("{index}:{next}")))));
+            }
+            index += 1;
+            scan = 0;
+            if !users.is_empty() && index < self.patterns.len() {
+                return Ok(Some(Listing::page(users, Some(format!("{index}:0")))));
+            }
+        }
+        Ok(Some(Listing::page(users, None)))
+    }
+
     async fn export(&self, user: UserId) -> Result<Export, BoxError> {
         let keys = self.keys_for(user);
         let mut conn = self.conn.clone();
@@ -193,4 +231,16 @@ fn json_key(value: Value) -> String {
         Json::String(s) => s,
         other => other.to_string(),
     }
+}
+
+/// `text` with Redis's glob characters escaped, for a literal part of a `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

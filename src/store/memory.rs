@@ -10,8 +10,9 @@ use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed, Health,
-    Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow, sealed,
+    AdoptCounts, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed,
+    Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow,
+    sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -541,6 +542,35 @@ impl Backend for Bound {
         })
     }
 
+    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>> {
+        // As adopt.lua.
+        self.ready(|s| {
+            let mut counts = AdoptCounts::default();
+            for &(user, ms) in users {
+                if s.job.contains_key(&user) || s.batch_of(user).is_some() {
+                    counts.erasing += 1;
+                    continue;
+                }
+                match s.seen.score(user) {
+                    None => counts.new += 1,
+                    Some(old) if old < ms => counts.moved += 1,
+                    Some(_) => {
+                        counts.kept += 1;
+                        continue;
+                    }
+                }
+                s.seen.set_gt(user, ms);
+            }
+            counts
+        })
+    }
+
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        self.ready(|s| {
+            users.iter().map(|u| s.seen.score(*u).is_some() || s.job.contains_key(u)).collect()
+        })
+    }
+
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
         self.ready(|s| s.secret.get_or_insert_with(|| candidate.to_owned()).clone())
     }
@@ -612,6 +642,20 @@ impl Backend for Bound {
                 })
                 .collect();
             survey
+        })
+    }
+
+    fn receipt_tags(
+        &self,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+        self.ready(move |s| {
+            s.receipts
+                .iter()
+                .filter(|(_, r)| r.at >= now - keep_ms)
+                .map(|(t, r)| (t.clone(), r.reason))
+                .collect()
         })
     }
 

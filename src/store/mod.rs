@@ -269,6 +269,28 @@ pub(crate) struct Hashed {
     pub(crate) tag: String,
 }
 
+/// What adopting users did (see `Backend::adopt`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AdoptCounts {
+    /// Not tracked before.
+    pub(crate) new: u64,
+    /// Tracked with an earlier time, moved forward.
+    pub(crate) moved: u64,
+    /// Tracked with this time or a later one: unchanged.
+    pub(crate) kept: u64,
+    /// An erasure of theirs is scheduled or running: left as it is.
+    pub(crate) erasing: u64,
+}
+
+impl std::ops::AddAssign for AdoptCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.new += other.new;
+        self.moved += other.moved;
+        self.kept += other.kept;
+        self.erasing += other.erasing;
+    }
+}
+
 /// Decodes a stored job.
 pub(crate) fn decode_job(raw: &str) -> Result<(ErasureReason, i64, u32)> {
     let bad = || crate::Error::Corrupt(format!("erasure job {raw:?}"));
@@ -446,6 +468,22 @@ pub(crate) trait Backend: Send + Sync {
         window: i64,
         ttl_ms: i64,
     ) -> BoxFuture<'a, Result<u64>>;
+
+    /// The keyed tags of every receipt younger than `keep_ms` at `now`, with the reason of
+    /// the erasure (every shard). Reads every receipt: for the audit, not hot paths.
+    fn receipt_tags(
+        &self,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>>;
+
+    /// Adopts users the bot held before it tracked them: `seen[user] = max(seen[user], ms)`
+    /// unless an erasure of the user is scheduled or running.
+    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>>;
+
+    /// For each of `users`, whether the store knows them: tracked, or with an erasure
+    /// scheduled or running. Read-only.
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>>;
 
     /// The namespace's secret for naming users in keys when no receipt key is set (hex of
     /// 32 random bytes), created on first use; `candidate` is stored if there is none yet.

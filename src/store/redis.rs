@@ -8,8 +8,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::scripts::{
-    CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, LAYOUT, MARKER, PREVIEW, SCHEDULE,
-    STATUS, TOUCH, UNSCHEDULE_GONE,
+    ADOPT, CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, LAYOUT, MARKER, PREVIEW,
+    SCHEDULE, STATUS, TOUCH, UNSCHEDULE_GONE,
 };
 use super::sharded::{DEFAULT_CLUSTER_SHARDS, MAX_SHARDS, Sharded, shard_tag};
 
@@ -20,8 +20,8 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed, Health,
-    Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow,
+    AdoptCounts, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed,
+    Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow,
     decode_job, sealed,
 };
 
@@ -1552,6 +1552,41 @@ impl Backend for Bound {
         })
     }
 
+    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>> {
+        Box::pin(async move {
+            let mut total = AdoptCounts::default();
+            for chunk in users.chunks(TOUCH_CHUNK) {
+                let mut inv = self.invocation(&ADOPT);
+                for (user, ms) in chunk {
+                    inv.arg(*ms).arg(*user);
+                }
+                let [new, moved, kept, erasing]: [u64; 4] = self.run(&inv).await?;
+                total += AdoptCounts { new, moved, kept, erasing };
+            }
+            Ok(total)
+        })
+    }
+
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Tracked (`seen`) or with a job (scheduled or running: a running erasure keeps
+            // its job until it is confirmed).
+            let (seen, jobs): (Vec<Option<f64>>, Vec<Option<String>>) = redis::pipe()
+                .cmd("ZMSCORE")
+                .arg(&self.keys.seen)
+                .arg(users)
+                .cmd("HMGET")
+                .arg(&self.keys.job)
+                .arg(users)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(seen.iter().zip(&jobs).map(|(s, j)| s.is_some() || j.is_some()).collect())
+        })
+    }
+
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             let (secret,): (String,) = redis::pipe()
@@ -1674,6 +1709,44 @@ impl Backend for Bound {
                         continue;
                     }
                     found.push(decode_receipt(&entry)?);
+                }
+                if !full {
+                    break;
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn receipt_tags(
+        &self,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+        Box::pin(async move {
+            const PAGE: usize = 1000;
+            let mut conn = self.conn.clone();
+            let mut found = Vec::new();
+            let mut start = format!("{}", now.saturating_sub(keep_ms).max(0));
+            loop {
+                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&self.keys.receipts)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(last) = page.ids.last() else { break };
+                start = format!("({}", last.id);
+                let full = page.ids.len() == PAGE;
+                for entry in &page.ids {
+                    let (Some(tag), Ok(receipt)) =
+                        (entry.get::<String>("h"), decode_receipt(entry))
+                    else {
+                        continue;
+                    };
+                    found.push((tag, receipt.reason));
                 }
                 if !full {
                     break;

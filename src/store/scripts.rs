@@ -44,13 +44,14 @@ pub(crate) static HEARTBEAT: LazyLock<Script> =
 pub(crate) static MARKER: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/marker.lua");
 pub(crate) static TOUCH: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/touch.lua");
+pub(crate) static ADOPT: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/adopt.lua");
 pub(crate) static HOLDING: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
 pub(crate) static LAYOUT: LazyLock<Script> = script!("#!lua flags=allow-oom", "lua/layout.lua");
 
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
-pub(crate) static ALL: [(&str, &LazyLock<Script>); 13] = [
+pub(crate) static ALL: [(&str, &LazyLock<Script>); 14] = [
     ("claim", &CLAIM),
     ("claim_user", &CLAIM_USER),
     ("schedule", &SCHEDULE),
@@ -64,4 +65,5 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 13] = [
     ("holding", &HOLDING),
     ("layout", &LAYOUT),
     ("touch", &TOUCH),
+    ("adopt", &ADOPT),
 ];

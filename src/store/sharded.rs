@@ -17,8 +17,8 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health, Invalidation, Marked,
-    Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
+    AdoptCounts, Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health,
+    Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -428,6 +428,60 @@ impl Backend for Sharded {
         Box::pin(async move {
             self.ready().await?;
             self.shard(who.user).count_use(who, action, window, ttl_ms).await
+        })
+    }
+
+    fn receipt_tags(
+        &self,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+        Box::pin(async move {
+            let all = self.every(|shard| shard.receipt_tags(now, keep_ms)).await?;
+            Ok(all.into_iter().flatten().collect())
+        })
+    }
+
+    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>> {
+        Box::pin(async move {
+            self.ready().await?;
+            let count = self.shards.len();
+            let mut split = vec![Vec::new(); count];
+            for &(user, ms) in users {
+                split[shard_of(user, count)].push((user, ms));
+            }
+            let adopted = split
+                .iter()
+                .zip(&self.shards)
+                .filter(|(part, _)| !part.is_empty())
+                .map(|(part, shard)| shard.adopt(part));
+            let mut total = AdoptCounts::default();
+            for counts in self.fenced(try_join_all(adopted).await).await? {
+                total += counts;
+            }
+            Ok(total)
+        })
+    }
+
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            self.ready().await?;
+            let count = self.shards.len();
+            // Each shard answers for its users; the answers go back in the callers' order.
+            let mut split: Vec<Vec<(usize, u64)>> = vec![Vec::new(); count];
+            for (i, &user) in users.iter().enumerate() {
+                split[shard_of(user, count)].push((i, user));
+            }
+            let parts: Vec<Vec<u64>> =
+                split.iter().map(|p| p.iter().map(|&(_, u)| u).collect()).collect();
+            let asked = parts.iter().zip(&self.shards).map(|(part, shard)| shard.known(part));
+            let mut known = vec![false; users.len()];
+            for (part, answers) in split.iter().zip(try_join_all(asked).await?) {
+                for (&(i, _), answer) in part.iter().zip(answers) {
+                    known[i] = answer;
+                }
+            }
+            Ok(known)
         })
     }
 

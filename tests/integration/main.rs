@@ -7,6 +7,7 @@ mod common;
 
 mod support;
 
+mod adoption;
 mod architecture;
 mod cluster;
 mod commands;

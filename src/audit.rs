@@ -1,0 +1,214 @@
+//! The audit: every user an eraser's storage holds must be on a clock, and no erased user
+//! may still be held.
+//!
+//! Erasers that can list what their storage holds ([`Eraser::list`](crate::Eraser::list))
+//! are read page by page and compared with the store:
+//!
+//! - a listed user the store does not know (not tracked, no erasure scheduled or running) is
+//!   **untracked**: data written by a code path outside the layer (an admin import, a web
+//!   app, a payment callback), or held since before the crate was installed. The audit puts
+//!   them on a clock as [`UntrackedUsers`] says (adopted, see [`crate::Adoption`]);
+//! - with receipts on ([`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts)),
+//!   an untracked user who has a receipt is **residue**: their erasure completed, yet the
+//!   eraser still holds data about them (a missed table or column). Their erasure is
+//!   scheduled again at once, and counted against that eraser.
+//!
+//! Memory stays bounded by a page (and the receipts' tags); the audit stores no user id.
+//!
+//! ```
+//! use std::time::Duration;
+//! use teloxide::types::UserId;
+//! use teloxide_retention::{BoxError, Erasure, Listing, MemoryStore, Retention, UntrackedUsers, erase_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), teloxide_retention::Error> {
+//! let orders = erase_fn("orders", |_: Erasure| async { Ok::<_, BoxError>(()) })
+//!     // SELECT DISTINCT user_id FROM orders (one page here).
+//!     .list_with(|_cursor| async { Ok::<_, BoxError>(Listing::page([UserId(7)], None)) });
+//! let retention = Retention::builder(MemoryStore::new())
+//!     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+//!     .erase_with(orders)
+//!     .build()?;
+//! let report = retention.audit(UntrackedUsers::Adopt).await?;
+//! assert_eq!(report.erasers[0].untracked, 1);
+//! assert_eq!(retention.tracked_users().await?, 1, "user 7 is on a clock now");
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use teloxide::types::UserId;
+
+use crate::adopt::{Adoption, adopt};
+use crate::clock::duration_ms;
+use crate::engine::Engine;
+use crate::erase::ErasureReason;
+use crate::error::Result;
+
+/// What the audit does with listed users the store does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UntrackedUsers {
+    /// Put them on a clock with the last activity the eraser knows (now if it knows none).
+    #[default]
+    Adopt,
+    /// Put them on a clock starting now, whatever the eraser knows.
+    AdoptNow,
+    /// Only count them.
+    Report,
+}
+
+/// What the audit found; see [`Retention::audit`](crate::Retention::audit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditReport {
+    /// One entry per registered eraser, in registration order.
+    pub erasers: Vec<EraserAudit>,
+    /// How long the audit took.
+    pub elapsed: Duration,
+}
+
+impl AuditReport {
+    /// Untracked users over every eraser (a user listed by two erasers counts twice).
+    #[must_use]
+    pub fn untracked(&self) -> u64 {
+        self.erasers.iter().map(|e| e.untracked).sum()
+    }
+
+    /// Residue over every eraser.
+    #[must_use]
+    pub fn residue(&self) -> u64 {
+        self.erasers.iter().map(|e| e.residue).sum()
+    }
+
+    /// The erasers that cannot list, by name: the audit does not cover their data.
+    #[must_use]
+    pub fn not_covered(&self) -> Vec<&str> {
+        self.erasers.iter().filter(|e| !e.can_list).map(|e| e.eraser.as_str()).collect()
+    }
+}
+
+/// One eraser's part of an [`AuditReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EraserAudit {
+    /// The eraser's name.
+    pub eraser: String,
+    /// Whether the eraser can list ([`Eraser::list`](crate::Eraser::list)); if not, the
+    /// other counts are 0 and its data is not covered by the audit.
+    pub can_list: bool,
+    /// Users it listed.
+    pub listed: u64,
+    /// Of those, users the store knows (tracked, or with an erasure scheduled or running).
+    pub tracked: u64,
+    /// Of those, users the store did not know.
+    pub untracked: u64,
+    /// Of the untracked, users now put on a clock (see [`UntrackedUsers`]).
+    pub adopted: u64,
+    /// Of the untracked, users whose erasure completed (a receipt says so) yet whom the
+    /// eraser still holds: their erasure is scheduled again.
+    pub residue: u64,
+    /// Why listing stopped early, if it did (the counts cover the pages read).
+    pub error: Option<String>,
+}
+
+/// Audits every eraser; see `Retention::audit`.
+pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<AuditReport> {
+    let started = Instant::now();
+    engine.tracker.sync_clock_if_stale().await;
+    let now = engine.clock.now_ms();
+    // The receipts' tags: who was erased, by keyed hash only.
+    let receipts: Option<HashMap<String, ErasureReason>> = match &engine.config.receipts {
+        Some(config) => {
+            let keep = duration_ms(config.keep);
+            let tags = engine.call(engine.backend.receipt_tags(now, keep)).await?;
+            Some(tags.into_iter().collect())
+        }
+        None => None,
+    };
+    let mut report = AuditReport::default();
+    for eraser in &engine.erasers {
+        let mut part = EraserAudit { eraser: eraser.name().to_owned(), ..EraserAudit::default() };
+        let mut cursor = None;
+        loop {
+            let page = match eraser.list(cursor.take()).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(e) => {
+                    part.error = Some(e.to_string());
+                    break;
+                }
+            };
+            part.can_list = true;
+            audit_page(engine, &page.users, untracked, receipts.as_ref(), now, &mut part).await?;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        if !part.can_list && part.error.is_none() {
+            tracing::info!(eraser = %part.eraser, "the audit does not cover an eraser that cannot list");
+        }
+        report.erasers.push(part);
+    }
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        untracked = report.untracked(),
+        residue = report.residue(),
+        not_covered = report.not_covered().len(),
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "audit done"
+    );
+    Ok(report)
+}
+
+async fn audit_page(
+    engine: &Engine,
+    users: &[(UserId, Option<DateTime<Utc>>)],
+    untracked: UntrackedUsers,
+    receipts: Option<&HashMap<String, ErasureReason>>,
+    now: i64,
+    part: &mut EraserAudit,
+) -> Result<()> {
+    // Service accounts and invalid ids are never users: not counted, never adopted.
+    let users: Vec<&(UserId, Option<DateTime<Utc>>)> =
+        users.iter().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
+    let ids: Vec<u64> = users.iter().map(|(u, _)| u.0).collect();
+    part.listed += users.len() as u64;
+    let known = engine.call(engine.backend.known(&ids)).await?;
+    let mut adopt_now = Vec::new();
+    for ((user, last_active), known) in users.into_iter().zip(known) {
+        if known {
+            part.tracked += 1;
+            continue;
+        }
+        part.untracked += 1;
+        let erased_as = receipts.and_then(|r| {
+            let key = &engine.config.receipts.as_ref()?.key;
+            r.get(&key.tag(*user)).copied()
+        });
+        if let Some(reason) = erased_as {
+            // Erased, yet still held: erase again at once, for the reason it was erased.
+            let schedule = engine.backend.schedule(user.0, reason, now, Some(now));
+            engine.call(schedule).await?;
+            part.residue += 1;
+            tracing::warn!(
+                eraser = %part.eraser,
+                "residue: an eraser still holds data of an erased user; erasing again"
+            );
+            continue;
+        }
+        match untracked {
+            UntrackedUsers::Adopt => adopt_now.push((*user, *last_active)),
+            UntrackedUsers::AdoptNow => adopt_now.push((*user, None)),
+            UntrackedUsers::Report => {}
+        }
+    }
+    if !adopt_now.is_empty() {
+        let adopted = adopt(engine, adopt_now, &Adoption::new()).await?;
+        part.adopted += adopted.newly_tracked + adopted.moved_forward;
+    }
+    Ok(())
+}

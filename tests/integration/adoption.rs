@@ -1,0 +1,303 @@
+//! Adoption of the users an existing bot already holds, and the audit of what erasers hold:
+//! on the in-memory store, Redis and sharded Redis.
+
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use teloxide::types::UserId;
+use teloxide_retention::{
+    Adoption, BoxError, Erasure, Listing, ReceiptKey, RedisKeysEraser, Retention, UntrackedUsers,
+    erase_fn,
+};
+
+use crate::common::{DAY, Env, T0};
+
+/// The bot's own table: user id → last activity (unix ms), as an existing bot keeps it.
+#[derive(Clone, Default)]
+struct Table(Arc<Mutex<BTreeMap<u64, i64>>>);
+
+impl Table {
+    fn insert(&self, user: u64, at: i64) {
+        self.0.lock().unwrap().insert(user, at);
+    }
+
+    fn rows(&self) -> Vec<(UserId, Option<DateTime<Utc>>)> {
+        let rows = self.0.lock().unwrap();
+        rows.iter().map(|(&u, &at)| (UserId(u), DateTime::from_timestamp_millis(at))).collect()
+    }
+
+    fn contains(&self, user: u64) -> bool {
+        self.0.lock().unwrap().contains_key(&user)
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// An eraser that deletes the user's row and lists the table 300 rows a page
+    /// (`SELECT user_id, last_active FROM t WHERE user_id > $1 ORDER BY user_id LIMIT 300`).
+    fn eraser(&self, name: &'static str) -> impl teloxide_retention::Eraser {
+        let erase = self.clone();
+        let list = self.clone();
+        erase_fn(name, move |e: Erasure| {
+            erase.0.lock().unwrap().remove(&e.user.0);
+            async { Ok::<_, BoxError>(()) }
+        })
+        .list_with(move |cursor: Option<String>| {
+            let after: u64 = cursor.map_or(0, |c| c.parse().unwrap());
+            let rows = list.0.lock().unwrap();
+            let page: Vec<(UserId, Option<DateTime<Utc>>)> = rows
+                .range(after + 1..)
+                .take(300)
+                .map(|(&u, &at)| (UserId(u), DateTime::from_timestamp_millis(at)))
+                .collect();
+            let next = (page.len() == 300).then(|| page[299].0.0.to_string());
+            async move { Ok::<_, BoxError>(Listing::page_with_activity(page, next)) }
+        })
+    }
+}
+
+/// 2,000 users; 1,555 of them idle for more than 90 days (T0 is "now").
+fn existing_bot_table() -> Table {
+    let table = Table::default();
+    for user in 1..=2_000u64 {
+        let idle_days = if user <= 1_555 { 91 + user % 300 } else { user % 90 };
+        table.insert(1_000_000 + user, T0 - (idle_days as i64) * 86_400_000 - 1);
+    }
+    table
+}
+
+async fn an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(env: Env) {
+    let table = existing_bot_table();
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(table.eraser("users"))
+        .build()
+        .unwrap();
+    // Measured before the feature: a pass a year later erased 0 users, "tracked users: 0".
+    let adopted = retention.adopt(table.rows(), &Adoption::new()).await.unwrap();
+    assert_eq!(adopted.newly_tracked, 2_000, "{adopted:?}");
+    assert_eq!(retention.tracked_users().await.unwrap(), 2_000);
+    // The dry run shows the mass erasure before it happens.
+    assert_eq!(retention.preview(10).await.unwrap().inactive, 1_555);
+
+    let mut erased = 0;
+    loop {
+        let pass = retention.prune_once().await.unwrap();
+        erased += pass.erased;
+        if pass.claimed == 0 {
+            break;
+        }
+    }
+    assert_eq!(erased, 1_555);
+    assert_eq!(table.len(), 445, "exactly the idle users' rows are gone");
+    assert!((1_001_556..=1_002_000).all(|u| table.contains(u)));
+
+    // Adopting again (from what the table holds now) changes nothing.
+    let again = retention.adopt(table.rows(), &Adoption::new()).await.unwrap();
+    assert_eq!((again.newly_tracked, again.moved_forward, again.kept), (0, 0, 445), "{again:?}");
+}
+
+async fn not_before_gives_notice_and_opt_outs_are_not_resurrected(env: Env) {
+    let table = existing_bot_table();
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(table.eraser("users"))
+        .build()
+        .unwrap();
+    // One user asked to be forgotten before the adoption: their erasure is scheduled.
+    retention.schedule_opt_out(UserId(1_000_001)).await.unwrap();
+    let notice = DateTime::from_timestamp_millis(T0).unwrap() + chrono::Duration::days(30);
+    let adopted = retention.adopt(table.rows(), &Adoption::new().not_before(notice)).await.unwrap();
+    assert_eq!((adopted.newly_tracked, adopted.erasing), (1_999, 1), "{adopted:?}");
+    // Until the notice date only the opt-out is erased.
+    env.clock.advance(29 * DAY);
+    assert_eq!(retention.prune_once().await.unwrap().erased, 1);
+    assert!(!table.contains(1_000_001));
+    // Past the notice date (plus the cache's resolution, which every cutoff adds): the
+    // users idle for longer than the threshold go, the recent ones stay.
+    env.clock.advance(2 * DAY);
+    loop {
+        let pass = retention.prune_once().await.unwrap();
+        if pass.claimed == 0 {
+            break;
+        }
+    }
+    assert!((1_000_002..=1_001_555).all(|u| !table.contains(u)), "the idle users are erased");
+    let recent = (1_001_556..=1_002_000u64).filter(|u| (u - 1_000_000) % 90 <= 57);
+    assert!(recent.clone().all(|u| table.contains(u)), "users seen within 57 days stay");
+    assert!(recent.count() > 250);
+    // Refused: Telegram's service account and ids that are no user ids.
+    let refused = retention
+        .adopt(
+            [(UserId(777_000), None), (UserId(0), None), (UserId(1 << 53), None)],
+            &Adoption::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((refused.refused_service_accounts, refused.refused_invalid_ids), (1, 2));
+}
+
+async fn the_audit_finds_untracked_users_and_residue(env: Env) {
+    let key = ReceiptKey::new(*b"an example key of thirty-two b.!").unwrap();
+    let orders = Table::default();
+    // A second table the "orders" eraser forgets to delete from, but lists (a missed table).
+    let items = Table::default();
+    let listed = (orders.clone(), items.clone());
+    let orders_eraser = {
+        let erase = orders.clone();
+        erase_fn("orders", move |e: Erasure| {
+            erase.0.lock().unwrap().remove(&e.user.0);
+            async { Ok::<_, BoxError>(()) }
+        })
+        .list_with(move |_cursor: Option<String>| {
+            let (orders, items) = (listed.0.0.lock().unwrap(), listed.1.0.lock().unwrap());
+            let users: BTreeSet<u64> = orders.keys().chain(items.keys()).copied().collect();
+            // The last activity the tables know: the newest order.
+            let page: Vec<(UserId, Option<DateTime<Utc>>)> = users
+                .into_iter()
+                .map(|u| {
+                    (UserId(u), orders.get(&u).and_then(|&at| DateTime::from_timestamp_millis(at)))
+                })
+                .collect();
+            async move { Ok::<_, BoxError>(Listing::page_with_activity(page, None)) }
+        })
+    };
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(orders_eraser)
+        .erase_with(erase_fn("cannot-list", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+        .receipts(key, 60 * DAY)
+        .build()
+        .unwrap();
+    // Users the layer saw, with orders.
+    for user in [5u64, 6] {
+        retention.note_interaction(UserId(user)).await;
+        orders.insert(user, T0);
+        items.insert(user, T0);
+    }
+    // Rows written straight into the table (an admin import) for 3 users never seen.
+    for user in [7u64, 8, 9] {
+        orders.insert(user, T0 - 3_600_000);
+    }
+    retention.flush().await.unwrap();
+
+    let report = retention.audit(UntrackedUsers::Adopt).await.unwrap();
+    let part = &report.erasers[0];
+    assert_eq!((part.listed, part.tracked, part.untracked, part.adopted), (5, 2, 3, 3), "{part:?}");
+    assert_eq!(part.residue, 0);
+    assert_eq!(report.not_covered(), ["cannot-list"]);
+    for user in [7u64, 8, 9] {
+        let status = retention.status(UserId(user)).await.unwrap();
+        assert_eq!(status.last_seen.unwrap().timestamp_millis(), T0 - 3_600_000, "{user}");
+    }
+
+    // User 5 opts out: the eraser deletes their order but not their order items.
+    retention.erase_user(UserId(5)).await.unwrap();
+    assert!(!orders.contains(5) && items.contains(5));
+    let report = retention.audit(UntrackedUsers::Adopt).await.unwrap();
+    let part = &report.erasers[0];
+    assert_eq!((part.untracked, part.residue, part.adopted), (1, 1, 0), "{part:?}");
+    // The residue is erased again at once (the items must go by hand: the eraser misses them).
+    let status = retention.status(UserId(5)).await.unwrap();
+    assert_eq!(status.erasure.map(|e| e.reason), Some(teloxide_retention::ErasureReason::OptOut));
+    assert_eq!(retention.prune_once().await.unwrap().erased, 1);
+    // A second audit of a clean state finds nothing new.
+    items.0.lock().unwrap().remove(&5);
+    let report = retention.audit(UntrackedUsers::Report).await.unwrap();
+    assert_eq!((report.untracked(), report.residue()), (0, 0), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_on_memory() {
+    an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(Env::memory())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_on_redis() {
+    an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(Env::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_on_sharded_redis() {
+    an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(
+        Env::redis_sharded(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notice_and_opt_outs_on_memory() {
+    not_before_gives_notice_and_opt_outs_are_not_resurrected(Env::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notice_and_opt_outs_on_sharded_redis() {
+    not_before_gives_notice_and_opt_outs_are_not_resurrected(Env::redis_sharded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_memory() {
+    the_audit_finds_untracked_users_and_residue(Env::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_redis() {
+    the_audit_finds_untracked_users_and_residue(Env::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_sharded_redis() {
+    the_audit_finds_untracked_users_and_residue(Env::redis_sharded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_erasers_list_the_users_whose_keys_exist() {
+    let env = Env::redis();
+    let client = redis::Client::open(env.redis.as_ref().unwrap().url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut sync = env.redis_connection();
+    for key in ["profile:11", "profile:12", "cart:{13}", "profile:abc", "profile:012", "other:14"] {
+        let _: () = redis::cmd("SET").arg(key).arg("x").query(&mut sync).unwrap();
+    }
+    let eraser = RedisKeysEraser::new(conn, ["profile:{user}", "cart:{{user}}"]).unwrap();
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(eraser)
+        .build()
+        .unwrap();
+    let report = retention.audit(UntrackedUsers::Report).await.unwrap();
+    let part = &report.erasers[0];
+    // Users 11, 12 and 13; the keys whose id part is no user id are skipped.
+    assert_eq!((part.listed, part.untracked, part.adopted), (3, 3, 0), "{part:?}");
+    assert_eq!(retention.tracked_users().await.unwrap(), 0, "only reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_without_listing_erasers_is_told_the_audit_covers_nothing() {
+    let env = Env::memory();
+    let retention: Retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(erase_fn("sessions", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+        .build()
+        .unwrap();
+    let report = retention.audit(UntrackedUsers::Adopt).await.unwrap();
+    assert_eq!(report.not_covered(), ["sessions"]);
+    assert!(!report.erasers[0].can_list);
+}
