@@ -1,36 +1,4 @@
 //! Adoption: putting the users a bot already held before it installed the crate on a clock.
-//!
-//! Telegram gives a bot no list of its users, and the users who deleted their chat never
-//! write again, so the layer alone never tracks them. A bot adopts them from its own data
-//! (its user table, the newest order per user, ...), with the last activity it knows:
-//!
-//! ```
-//! use std::time::Duration;
-//! use chrono::{TimeZone, Utc};
-//! use teloxide::types::UserId;
-//! use teloxide_retention::{Adoption, MemoryStore, Retention};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), teloxide_retention::Error> {
-//! let retention = Retention::builder(MemoryStore::new())
-//!     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-//!     .build()?;
-//! // From the bot's table: (user, last activity if known).
-//! let users = [
-//!     (UserId(7), Some(Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap())),
-//!     (UserId(8), None), // unknown: their clock starts now
-//!     (UserId(777_000), None), // Telegram's service account: refused
-//! ];
-//! let adopted = retention.adopt(users, &Adoption::new()).await?;
-//! assert_eq!((adopted.newly_tracked, adopted.refused_service_accounts), (2, 1));
-//! # Ok(()) }
-//! ```
-//!
-//! A tracked time only moves forward, so adopting again changes nothing, and a user whose
-//! erasure is scheduled or running is left as they are (an opted-out user is never tracked
-//! again by adoption). Look at [`Retention::preview`](crate::Retention::preview) before the
-//! first pass: it may erase most of an old base at once; [`Adoption::not_before`] gives
-//! users a notice period first.
 
 use chrono::{DateTime, Utc};
 use teloxide::types::UserId;
@@ -38,11 +6,45 @@ use teloxide::types::UserId;
 use crate::clock::duration_ms;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::store::Adoptee;
 
 /// Users per store call while adopting: the same bound as touches (`TOUCH_CHUNK`).
 const CHUNK: usize = 500;
 
 /// How to adopt users; see [`Retention::adopt`](crate::Retention::adopt).
+///
+/// Telegram gives a bot no list of its users, and the users who deleted their chat never
+/// write again, so the layer alone never tracks them. A bot adopts them from its own data
+/// (its user table, the newest order per user, ...), with the last activity it knows:
+///
+/// ```
+/// use std::time::Duration;
+/// use chrono::{TimeZone, Utc};
+/// use teloxide::types::UserId;
+/// use teloxide_retention::{Adoption, MemoryStore, Retention};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), teloxide_retention::Error> {
+/// let retention = Retention::builder(MemoryStore::new())
+///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+///     .build()?;
+/// // From the bot's table: (user, last activity if known).
+/// let users = [
+///     (UserId(7), Some(Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap())),
+///     (UserId(8), None), // unknown: their clock starts now
+///     (UserId(777_000), None), // Telegram's service account: refused
+/// ];
+/// let adopted = retention.adopt(users, &Adoption::new()).await?;
+/// assert_eq!((adopted.newly_tracked, adopted.refused_service_accounts), (2, 1));
+/// # Ok(()) }
+/// ```
+///
+/// A tracked time only moves forward, so adopting again changes nothing, and a user whose
+/// erasure is scheduled or running is left as they are (an opted-out user is never tracked
+/// again by adoption). Look at [`Retention::preview`](crate::Retention::preview) before the
+/// first pass: it may erase most of an old base at once; [`Adoption::not_before`] gives
+/// users a notice period first.
+///
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Adoption {
@@ -117,12 +119,13 @@ where
             adopted.refused_service_accounts += 1;
             continue;
         }
-        // A time in the future counts as now; none starts the clock now.
+        // A time in the future counts as now; none starts the clock now, for a user not
+        // tracked yet only (adopting again never restarts a clock).
         let mut ms = last_active.map_or(now, |t| t.timestamp_millis().min(now));
         if let Some(floor) = floor {
             ms = ms.max(floor);
         }
-        chunk.push((user.0, ms));
+        chunk.push(Adoptee { user: user.0, ms, if_new: last_active.is_none() });
         if chunk.len() == CHUNK {
             write(engine, &chunk, &mut adopted).await?;
             chunk.clear();
@@ -132,7 +135,7 @@ where
     Ok(adopted)
 }
 
-async fn write(engine: &Engine, chunk: &[(u64, i64)], adopted: &mut Adopted) -> Result<()> {
+async fn write(engine: &Engine, chunk: &[Adoptee], adopted: &mut Adopted) -> Result<()> {
     if chunk.is_empty() {
         return Ok(());
     }

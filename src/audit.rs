@@ -1,39 +1,4 @@
-//! The audit: every user an eraser's storage holds must be on a clock, and no erased user
-//! may still be held.
-//!
-//! Erasers that can list what their storage holds ([`Eraser::list`](crate::Eraser::list))
-//! are read page by page and compared with the store:
-//!
-//! - a listed user the store does not know (not tracked, no erasure scheduled or running) is
-//!   **untracked**: data written by a code path outside the layer (an admin import, a web
-//!   app, a payment callback), or held since before the crate was installed. The audit puts
-//!   them on a clock as [`UntrackedUsers`] says (adopted, see [`crate::Adoption`]);
-//! - with receipts on ([`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts)),
-//!   an untracked user who has a receipt is **residue**: their erasure completed, yet the
-//!   eraser still holds data about them (a missed table or column). Their erasure is
-//!   scheduled again at once, and counted against that eraser.
-//!
-//! Memory stays bounded by a page (and the receipts' tags); the audit stores no user id.
-//!
-//! ```
-//! use std::time::Duration;
-//! use teloxide::types::UserId;
-//! use teloxide_retention::{BoxError, Erasure, Listing, MemoryStore, Retention, UntrackedUsers, erase_fn};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), teloxide_retention::Error> {
-//! let orders = erase_fn("orders", |_: Erasure| async { Ok::<_, BoxError>(()) })
-//!     // SELECT DISTINCT user_id FROM orders (one page here).
-//!     .list_with(|_cursor| async { Ok::<_, BoxError>(Listing::page([UserId(7)], None)) });
-//! let retention = Retention::builder(MemoryStore::new())
-//!     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-//!     .erase_with(orders)
-//!     .build()?;
-//! let report = retention.audit(UntrackedUsers::Adopt).await?;
-//! assert_eq!(report.erasers[0].untracked, 1);
-//! assert_eq!(retention.tracked_users().await?, 1, "user 7 is on a clock now");
-//! # Ok(()) }
-//! ```
+//! The audit: what the erasers hold, compared with what the store tracks.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -60,7 +25,43 @@ pub enum UntrackedUsers {
     Report,
 }
 
-/// What the audit found; see [`Retention::audit`](crate::Retention::audit).
+/// What the audit found; see [`Retention::audit`](crate::Retention::audit). Every user an
+/// eraser's storage holds must be on a clock, and no erased user may still be held.
+///
+/// Erasers that can list what their storage holds ([`Eraser::list`](crate::Eraser::list))
+/// are read page by page and compared with the store:
+///
+/// - a listed user the store does not know (not tracked, no erasure scheduled or running) is
+///   **untracked**: data written by a code path outside the layer (an admin import, a web
+///   app, a payment callback), or held since before the crate was installed. The audit puts
+///   them on a clock as [`UntrackedUsers`] says (adopted, see [`crate::Adoption`]);
+/// - with receipts on ([`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts)),
+///   an untracked user who has a receipt is **residue**: their erasure completed, yet the
+///   eraser still holds data about them (a missed table or column). Their erasure is
+///   scheduled again at once, and counted against that eraser.
+///
+/// Memory stays bounded by a page (and the receipts' tags); the audit stores no user id.
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide::types::UserId;
+/// use teloxide_retention::{BoxError, Erasure, Listing, MemoryStore, Retention, UntrackedUsers, erase_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), teloxide_retention::Error> {
+/// let orders = erase_fn("orders", |_: Erasure| async { Ok::<_, BoxError>(()) })
+///     // SELECT DISTINCT user_id FROM orders (one page here).
+///     .list_with(|_cursor| async { Ok::<_, BoxError>(Listing::page([UserId(7)], None)) });
+/// let retention = Retention::builder(MemoryStore::new())
+///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+///     .erase_with(orders)
+///     .build()?;
+/// let report = retention.audit(UntrackedUsers::Adopt).await?;
+/// assert_eq!(report.erasers[0].untracked, 1);
+/// assert_eq!(retention.tracked_users().await?, 1, "user 7 is on a clock now");
+/// # Ok(()) }
+/// ```
+///
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuditReport {

@@ -265,11 +265,11 @@ impl Retention {
 
     /// Puts users the bot already held before it installed the crate on a clock: each with
     /// the last activity the bot knows (its own table's `last_active`, the newest order,
-    /// ...) or none (their clock starts now). A tracked time only moves forward, a time in
-    /// the future counts as now, Telegram's service accounts and invalid ids are refused,
+    /// ...) or none (their clock starts now if they are not tracked yet; a tracked user
+    /// keeps theirs). A tracked time only moves forward, a time in the future counts as now, Telegram's service accounts and invalid ids are refused,
     /// and users with a scheduled or running erasure are left as they are. Idempotent.
     /// Written in chunks of 500 users, one store call each (sharded stores put each user in
-    /// their shard). The [module docs](crate::Adoption) and the README's "Adding retention
+    /// their shard). [`Adoption`](crate::Adoption) and the README's "Adding retention
     /// to an existing bot" show the whole procedure; look at [`Retention::preview`] before
     /// the first pass, or give users notice with [`Adoption::not_before`](crate::Adoption::not_before).
     ///
@@ -310,8 +310,8 @@ impl Retention {
     /// ([`Eraser::list`](crate::Eraser::list)) against the store: listed users the store
     /// does not know are put on a clock (or only counted, per `untracked`), and, with
     /// receipts on, users whose erasure completed but whom an eraser still lists are erased
-    /// again (residue). Erasers that cannot list are reported as not covered. See the
-    /// [module docs](crate::AuditReport) for an example.
+    /// again (residue). Erasers that cannot list are reported as not covered. See
+    /// [`AuditReport`](crate::AuditReport) for an example.
     ///
     /// # Errors
     ///
@@ -1283,7 +1283,7 @@ mod tests {
             }
             fn adopt<'a>(
                 &'a self,
-                users: &'a [(u64, i64)],
+                users: &'a [crate::store::Adoptee],
             ) -> BoxFuture<'a, Result<crate::store::AdoptCounts>> {
                 self.inner.adopt(users)
             }

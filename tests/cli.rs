@@ -448,3 +448,57 @@ async fn the_cli_reads_a_sharded_namespace_on_a_three_master_cluster() {
     let status = json(&mut on_cluster(&["status", "3"]));
     assert_eq!(status["erasure"]["reason"], "opt_out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_puts_a_file_of_users_on_a_clock_and_reports_bad_lines() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.csv");
+    let now_s = now_ms() / 1000;
+    let day = 86_400;
+    // 1 and 2 idle past 90 days, 3 recent, 4 without a time, a service account, bad lines.
+    let lines = [
+        format!("1,{}", now_s - 200 * day),
+        format!("2,{}", now_s - 95 * day),
+        format!("3,{}", now_s - 5 * day),
+        "4".to_owned(),
+        "# a comment".to_owned(),
+        "777000".to_owned(),
+        "five".to_owned(),
+        "6,yesterday".to_owned(),
+        format!(
+            "7,{}",
+            chrono::DateTime::from_timestamp(now_s - 400 * day, 0).unwrap().to_rfc3339()
+        ),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+
+    // The dry run says what the first pass would erase, by age, and writes nothing.
+    let (code, text, err) =
+        run(cli(&server).args(["adopt", "--dry-run", "--from-file"]).arg(&file));
+    assert_eq!(code, 0, "{text}{err}");
+    assert!(text.contains("the first pass would erase 3 users for inactivity"), "{text}");
+    assert!(err.contains("line 7: \"five\": not a user id (skipped)"), "{err}");
+    assert!(err.contains("line 8: \"6,yesterday\""), "{err}");
+    let probe = bot(&server, &ManualClock::at_unix_ms(now_ms()), false).await;
+    assert_eq!(probe.tracked_users().await.unwrap(), 0, "a dry run writes nothing");
+
+    let report = json(cli(&server).args(["adopt", "--from-file"]).arg(&file));
+    assert_eq!(report["newly_tracked"], 5, "{report}");
+    assert_eq!(report["refused_service_accounts"], 1, "{report}");
+    assert_eq!(report["bad_lines"].as_array().unwrap().len(), 2, "{report}");
+    assert!(!dir.path().join("users.csv.progress").exists(), "progress is removed when done");
+    let status = probe.status(UserId(2)).await.unwrap();
+    assert_eq!(status.last_seen.unwrap().timestamp(), now_s - 95 * day);
+    // Adopting again changes nothing.
+    let again = json(cli(&server).args(["adopt", "--from-file"]).arg(&file));
+    assert_eq!(
+        (again["newly_tracked"].as_u64(), again["kept"].as_u64()),
+        (Some(0), Some(5)),
+        "{again}"
+    );
+    // A usage error: --not-before needs a time.
+    let (code, _, err) =
+        run(cli(&server).args(["adopt", "--not-before", "soon", "--from-file"]).arg(&file));
+    assert_eq!(code, 2, "{err}");
+}

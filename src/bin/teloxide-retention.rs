@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use teloxide::types::UserId;
 use teloxide_retention::{
-    OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
+    Adoption, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
 };
 
 /// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
@@ -106,6 +106,29 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// Put users the bot already holds on a clock (adoption): from a file of `ID` or
+    /// `ID,LAST_ACTIVE` lines (RFC 3339 or unix seconds; blank lines and `#` comments
+    /// skipped), with the last activity the bot knows.
+    ///
+    /// A tracked time only moves forward; users with a scheduled or running erasure are
+    /// left as they are; idempotent. Bad lines are reported with their numbers and skipped.
+    /// Progress is kept in FILE.progress, so that a rerun after an interruption resumes.
+    /// Look first with --dry-run: the first pass after an adoption may erase most of an old
+    /// base at once.
+    Adopt {
+        /// The file of users.
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+        /// No adopted user is erased for inactivity before this date (RFC 3339, such as
+        /// 2027-01-31T00:00:00Z), so that the bot can announce its policy first (needs
+        /// --inactive-after).
+        #[arg(long, value_parser = parse_date)]
+        not_before: Option<DateTime<Utc>>,
+        /// Write nothing; say what the first pass after the adoption would erase, by age
+        /// (needs --inactive-after).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check the Redis and the namespace: version, eviction policy, persistence, clock
     /// skew, namespace metadata. Exits with 1 on a problem, so it can gate a deploy.
     Check,
@@ -161,6 +184,9 @@ async fn run(cli: &Cli) -> Outcome {
         Command::Forget { users, from_file, rate } => {
             forget(cli, users, from_file.as_deref(), *rate).await
         }
+        Command::Adopt { from_file, not_before, dry_run } => {
+            adopt(cli, from_file, *not_before, *dry_run).await
+        }
         Command::Check => check(cli).await,
         Command::Receipt { user, key_file } => receipt(cli, UserId(*user), key_file).await,
     }
@@ -184,6 +210,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(s) => Ok(Duration::from_secs(s)),
         None => Err(format!("{text:?} is too long")),
     }
+}
+
+/// An RFC 3339 time, or unix seconds.
+fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return DateTime::from_timestamp(secs, 0)
+            .ok_or_else(|| format!("{text:?} is out of range"));
+    }
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        format!("{text:?} is not a time: use RFC 3339 (2027-01-31T00:00:00Z) or unix seconds")
+    })
 }
 
 /// TLS settings from --tls-ca, --tls-cert and --tls-key; `None` without them.
@@ -707,6 +745,191 @@ async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Out
             thousands(get("running"))
         );
         println!("{note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The users of an adoption file, and its bad lines (number, text, why).
+type AdoptFile = (Vec<(UserId, Option<DateTime<Utc>>)>, Vec<(usize, String, String)>);
+
+/// Reads `ID` or `ID,LAST_ACTIVE` lines; bad lines are returned, not fatal.
+fn read_adoption_file(path: &Path) -> Result<AdoptFile, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let (mut users, mut bad) = (Vec::new(), Vec::new());
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (id, time) = match line.split_once(',') {
+            Some((id, time)) => (id.trim(), Some(time.trim())),
+            None => (line, None),
+        };
+        let Some(id) = id.parse::<u64>().ok().filter(|id| *id > 0) else {
+            bad.push((n + 1, line.to_owned(), "not a user id".to_owned()));
+            continue;
+        };
+        match time.map(parse_date).transpose() {
+            Ok(time) => users.push((UserId(id), time)),
+            Err(why) => bad.push((n + 1, line.to_owned(), why)),
+        }
+    }
+    Ok((users, bad))
+}
+
+async fn adopt(
+    cli: &Cli,
+    file: &Path,
+    not_before: Option<DateTime<Utc>>,
+    dry_run: bool,
+) -> Outcome {
+    const CHUNK: usize = 500;
+    let (users, bad) = read_adoption_file(file)?;
+    for (line, text, why) in &bad {
+        eprintln!("{} line {line}: {text:?}: {why} (skipped)", file.display());
+    }
+    let bad_json: Vec<Value> = bad
+        .iter()
+        .map(|(line, text, why)| json!({ "line": line, "text": text, "why": why }))
+        .collect();
+    if dry_run {
+        return adopt_dry_run(cli, &users, not_before, &bad_json);
+    }
+    // With a notice date, adopted times depend on the bot's threshold: it must be given.
+    let threshold = match not_before {
+        Some(_) => Some(threshold(cli, "adopt --not-before")?),
+        None => None,
+    };
+    let progress = progress_path(file);
+    let skip = read_progress(&progress, users.len())?;
+    let retention = retention(cli, threshold).await?;
+    let options = match not_before {
+        Some(date) => Adoption::new().not_before(date),
+        None => Adoption::new(),
+    };
+    let bar = ProgressBar::new(users.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} users adopted · {per_sec} · {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(skip as u64);
+    let mut total = teloxide_retention::Adopted::default();
+    let mut done = skip;
+    for chunk in users[skip..].chunks(CHUNK) {
+        let adopted = retention.adopt(chunk.iter().copied(), &options).await?;
+        total = sum_adopted(total, adopted);
+        done += chunk.len();
+        write_progress(&progress, done)?;
+        bar.set_position(done as u64);
+    }
+    bar.finish_and_clear();
+    std::fs::remove_file(&progress)
+        .map_err(|e| Failure(format!("cannot remove {}: {e}", progress.display())))?;
+    if cli.json {
+        println!(
+            "{}",
+            json!({
+                "users": users.len(),
+                "resumed_after": skip,
+                "newly_tracked": total.newly_tracked,
+                "moved_forward": total.moved_forward,
+                "kept": total.kept,
+                "erasing": total.erasing,
+                "refused_service_accounts": total.refused_service_accounts,
+                "refused_invalid_ids": total.refused_invalid_ids,
+                "bad_lines": bad_json,
+            })
+        );
+    } else {
+        if skip > 0 {
+            println!("resumed after {} users adopted by an earlier run", thousands(skip as u64));
+        }
+        println!(
+            "{} users newly tracked, {} moved forward, {} kept, {} left to a running or \
+             scheduled erasure, {} refused; {} bad lines skipped",
+            thousands(total.newly_tracked),
+            thousands(total.moved_forward),
+            thousands(total.kept),
+            thousands(total.erasing),
+            thousands(total.refused_service_accounts + total.refused_invalid_ids),
+            bad.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds two runs' counts (`Adopted` is non-exhaustive: no struct literal here).
+fn sum_adopted(
+    mut a: teloxide_retention::Adopted,
+    b: teloxide_retention::Adopted,
+) -> teloxide_retention::Adopted {
+    a.newly_tracked += b.newly_tracked;
+    a.moved_forward += b.moved_forward;
+    a.kept += b.kept;
+    a.erasing += b.erasing;
+    a.refused_service_accounts += b.refused_service_accounts;
+    a.refused_invalid_ids += b.refused_invalid_ids;
+    a
+}
+
+/// What the first pass after adopting `users` would erase for inactivity, by age past the
+/// threshold; nothing is written.
+fn adopt_dry_run(
+    cli: &Cli,
+    users: &[(UserId, Option<DateTime<Utc>>)],
+    not_before: Option<DateTime<Utc>>,
+    bad: &[Value],
+) -> Outcome {
+    let threshold = threshold(cli, "adopt --dry-run")?;
+    let now = Utc::now();
+    let threshold = chrono::Duration::from_std(threshold).unwrap_or(chrono::TimeDelta::MAX);
+    let held_back = not_before.is_some_and(|date| date > now);
+    // Buckets of time past the threshold: (label, up to days).
+    let buckets: [(&str, i64); 4] = [
+        ("up to 30 days", 30),
+        ("30 to 180 days", 180),
+        ("180 days to 2 years", 730),
+        ("more", i64::MAX),
+    ];
+    let mut counts = [0u64; 4];
+    let mut due = 0u64;
+    for (_, last_active) in users {
+        let Some(last_active) = last_active else { continue };
+        let past = now - *last_active - threshold;
+        if past <= chrono::TimeDelta::zero() || held_back {
+            continue;
+        }
+        due += 1;
+        let days = past.num_days();
+        let slot = buckets.iter().position(|(_, up_to)| days < *up_to).unwrap_or(3);
+        counts[slot] += 1;
+    }
+    if cli.json {
+        let by_age: serde_json::Map<String, Value> = buckets
+            .iter()
+            .zip(counts)
+            .map(|((label, _), n)| ((*label).to_owned(), json!(n)))
+            .collect();
+        println!(
+            "{}",
+            json!({ "users": users.len(), "first_pass_would_erase": due, "past_the_threshold_by": by_age,
+                    "held_until": not_before.map(|d| d.to_rfc3339()), "bad_lines": bad })
+        );
+    } else {
+        println!("dry run: nothing written; {} users in the file", thousands(users.len() as u64));
+        if held_back {
+            println!(
+                "the first pass erases nobody for inactivity before {}",
+                not_before.unwrap_or(now)
+            );
+        } else if due == 0 {
+            println!("the first pass would erase nobody for inactivity");
+        } else {
+            println!("the first pass would erase {} users for inactivity:", thousands(due));
+            for ((label, _), n) in buckets.iter().zip(counts) {
+                println!("  {label:<22} past the threshold: {}", thousands(n));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,9 +10,9 @@ use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::redis::FEED_KEEP_MS;
 use crate::store::{
-    AdoptCounts, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed,
-    Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow,
-    sealed,
+    AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith,
+    Hashed, Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store,
+    WriterWindow, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -542,18 +542,18 @@ impl Backend for Bound {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         // As adopt.lua.
         self.ready(|s| {
             let mut counts = AdoptCounts::default();
-            for &(user, ms) in users {
+            for &Adoptee { user, ms, if_new } in users {
                 if s.job.contains_key(&user) || s.batch_of(user).is_some() {
                     counts.erasing += 1;
                     continue;
                 }
                 match s.seen.score(user) {
                     None => counts.new += 1,
-                    Some(old) if old < ms => counts.moved += 1,
+                    Some(old) if old < ms && !if_new => counts.moved += 1,
                     Some(_) => {
                         counts.kept += 1;
                         continue;

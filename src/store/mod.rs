@@ -269,6 +269,15 @@ pub(crate) struct Hashed {
     pub(crate) tag: String,
 }
 
+/// A user to adopt (see `Backend::adopt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Adoptee {
+    pub(crate) user: u64,
+    pub(crate) ms: i64,
+    /// The bot knew no time: `ms` applies only if the user is not tracked yet.
+    pub(crate) if_new: bool,
+}
+
 /// What adopting users did (see `Backend::adopt`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct AdoptCounts {
@@ -478,8 +487,9 @@ pub(crate) trait Backend: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>>;
 
     /// Adopts users the bot held before it tracked them: `seen[user] = max(seen[user], ms)`
-    /// unless an erasure of the user is scheduled or running.
-    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>>;
+    /// (with `if_new`, only for a user not tracked yet) unless an erasure of the user is
+    /// scheduled or running.
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>>;
 
     /// For each of `users`, whether the store knows them: tracked, or with an erasure
     /// scheduled or running. Read-only.

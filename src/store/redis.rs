@@ -20,9 +20,9 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith, Hashed,
-    Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store, WriterWindow,
-    decode_job, sealed,
+    AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith,
+    Hashed, Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store,
+    WriterWindow, decode_job, sealed,
 };
 
 /// How long erasure announcements stay in the feed. A process that could not read the
@@ -1552,13 +1552,14 @@ impl Backend for Bound {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         Box::pin(async move {
             let mut total = AdoptCounts::default();
             for chunk in users.chunks(TOUCH_CHUNK) {
                 let mut inv = self.invocation(&ADOPT);
-                for (user, ms) in chunk {
-                    inv.arg(*ms).arg(*user);
+                for a in chunk {
+                    let ms = if a.if_new { format!("n{}", a.ms) } else { a.ms.to_string() };
+                    inv.arg(ms).arg(a.user);
                 }
                 let [new, moved, kept, erasing]: [u64; 4] = self.run(&inv).await?;
                 total += AdoptCounts { new, moved, kept, erasing };

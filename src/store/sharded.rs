@@ -17,7 +17,7 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health,
+    AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health,
     Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
 };
 
@@ -442,13 +442,13 @@ impl Backend for Sharded {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [(u64, i64)]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         Box::pin(async move {
             self.ready().await?;
             let count = self.shards.len();
             let mut split = vec![Vec::new(); count];
-            for &(user, ms) in users {
-                split[shard_of(user, count)].push((user, ms));
+            for adoptee in users {
+                split[shard_of(adoptee.user, count)].push(*adoptee);
             }
             let adopted = split
                 .iter()

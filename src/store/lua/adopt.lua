@@ -3,7 +3,9 @@
 -- scheduled or running (left as it is: adoption never resurrects an opted-out user).
 --
 -- KEYS: 1 seen, 2 lease, 4 job, 6 batches, 8 meta
--- ARGV: ms, user, ms, user, ... (at most TOUCH_CHUNK pairs; canonical ids)
+-- ARGV: ms, user, ms, user, ... (at most TOUCH_CHUNK pairs; canonical ids); an `ms`
+--       written `n<ms>` applies only to a user not tracked yet (the bot knew no time: a
+--       tracked user keeps theirs, so adopting again never restarts a clock)
 -- Returns {newly tracked, moved forward, kept, left because an erasure is scheduled or
 -- running}; a `LAYOUT` error if these keys' layout is no longer read (fence.lua and
 -- batches.lua are prepended).
@@ -21,7 +23,9 @@ for _, batch in ipairs(batches) do
   end
 end
 for i = 1, #ARGV, 2 do
-  local ms, user = tonumber(ARGV[i]), ARGV[i + 1]
+  local raw, user = ARGV[i], ARGV[i + 1]
+  local if_new = string.sub(raw, 1, 1) == 'n'
+  local ms = tonumber(if_new and string.sub(raw, 2) or raw)
   if running[user] or redis.call('HEXISTS', KEYS[4], user) == 1 then
     erasing = erasing + 1
   else
@@ -29,7 +33,7 @@ for i = 1, #ARGV, 2 do
     if not old then
       new = new + 1
       redis.call('ZADD', KEYS[1], ms, user)
-    elseif tonumber(old) < ms then
+    elseif tonumber(old) < ms and not if_new then
       moved = moved + 1
       redis.call('ZADD', KEYS[1], 'GT', ms, user)
     else
