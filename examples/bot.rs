@@ -12,6 +12,10 @@
 //! that fails because its recipient blocked the bot or deleted their account marks that
 //! recipient gone, wherever it is sent from (see also `examples/broadcast.rs`).
 //!
+//! At start, and once a day, it audits its own data: every user with a `profile:<id>` hash
+//! (listed with `SCAN`) must be on a clock, so users the bot held before it used the crate
+//! are adopted, and with receipts a profile left behind by an erasure is erased again.
+//!
 //! It serves the crate's metrics for Prometheus at `http://127.0.0.1:9184/metrics` (set
 //! `METRICS_ADDR` to change it), through `metrics-exporter-prometheus`. With
 //! `RECEIPT_KEY_FILE` (32 bytes or more, e.g. `openssl rand 32 > receipt.key`) it keeps an
@@ -29,7 +33,7 @@ use teloxide::prelude::*;
 use teloxide::types::BotCommand;
 use teloxide_retention::{
     Commands, DialogueEraser, ReceiptKey, RedisKeysEraser, RedisStore, Retained, RetainedExt,
-    Retention, Texts,
+    Retention, Texts, UntrackedUsers,
 };
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -123,6 +127,30 @@ async fn main() -> Result<(), HandlerError> {
         bot.set_my_commands(commands).language_code(code).await?;
     }
 
+    // Users the bot held before it used the crate are put on a clock before the first pass
+    // (a bot with its own table would rather `retention.adopt` it with each user's last
+    // activity, and look at `retention.preview` first; see the README). Then once a day.
+    let report = retention.audit(UntrackedUsers::Adopt).await?;
+    tracing::info!(adopted = report.untracked(), residue = report.residue(), "audit at start");
+    let audit = {
+        let retention = retention.clone();
+        tokio::spawn(async move {
+            let day = Duration::from_secs(24 * 3600);
+            let mut daily = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
+            loop {
+                daily.tick().await;
+                match retention.audit(UntrackedUsers::Adopt).await {
+                    Ok(report) => tracing::info!(
+                        untracked = report.untracked(),
+                        residue = report.residue(),
+                        not_covered = ?report.not_covered(),
+                        "audit of the bot's own data"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "audit failed; next try tomorrow"),
+                }
+            }
+        })
+    };
     let pruner = retention.spawn_pruner();
     let handler = retention.wrap_for::<Retained<Bot>, _>(handler_tree(redis, dialogues));
     let mut dispatcher = Dispatcher::builder(bot, handler)
@@ -146,6 +174,7 @@ async fn main() -> Result<(), HandlerError> {
     dispatcher.dispatch().await;
     // The dispatcher has stopped: let the pruner finish its batch, then write buffered
     // interactions and retire this process's heartbeat.
+    audit.abort();
     pruner.shutdown().await;
     retention.shutdown().await?;
     Ok(())
