@@ -61,12 +61,14 @@ say "the library without default features (no TLS) builds cleanly"
 cargo clippy --locked --lib --no-default-features -- -D warnings
 
 say "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --all-targets --features cli --no-fail-fast
-else
-    echo "cargo-nextest not found; running the same tests with cargo test"
-    cargo test --locked --all-targets --features cli --no-fail-fast
+# The suite is written for nextest (a process per test: process-wide state such as the
+# metrics recorder and teloxide_tests' lock is per test), so it is installed when missing
+# rather than replaced by `cargo test`.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest not found: installing it"
+    cargo install --locked cargo-nextest
 fi
+cargo nextest run --locked --all-targets --features cli --no-fail-fast
 
 say "doc tests (README included)"
 cargo test --locked --doc --features cli
