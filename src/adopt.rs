@@ -111,7 +111,7 @@ where
     let mut adopted = Adopted::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     for (user, last_active) in users {
-        if !crate::store::is_user_id(user.0) {
+        if !crate::humans::is_user_id(user.0) {
             adopted.refused_invalid_ids += 1;
             continue;
         }

@@ -12,18 +12,7 @@ use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::Result;
 
-/// What the audit does with listed users the store does not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum UntrackedUsers {
-    /// Put them on a clock with the last activity the eraser knows (now if it knows none).
-    #[default]
-    Adopt,
-    /// Put them on a clock starting now, whatever the eraser knows.
-    AdoptNow,
-    /// Only count them.
-    Report,
-}
+pub use crate::config::UntrackedUsers;
 
 /// What the audit found; see [`Retention::audit`](crate::Retention::audit). Every user an
 /// eraser's storage holds must be on a clock, and no erased user may still be held.
@@ -115,6 +104,95 @@ pub struct EraserAudit {
     pub error: Option<String>,
 }
 
+/// The counts of the last scheduled audit (see
+/// [`RetentionBuilder::audit_every`](crate::RetentionBuilder::audit_every)), as the store keeps
+/// them; no user id. See [`Retention::last_audit`](crate::Retention::last_audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditSummary {
+    /// When the audit finished.
+    pub at: DateTime<Utc>,
+    /// Users listed by every eraser together.
+    pub listed: u64,
+    /// Listed users the store did not know.
+    pub untracked: u64,
+    /// Of those, users put on a clock.
+    pub adopted: u64,
+    /// Erased users an eraser still held, erased again.
+    pub residue: u64,
+    /// The erasers that cannot list, by name.
+    pub not_covered: Vec<String>,
+}
+
+impl AuditSummary {
+    fn of(report: &AuditReport, at: DateTime<Utc>) -> Self {
+        let sum = |f: fn(&EraserAudit) -> u64| report.erasers.iter().map(f).sum();
+        Self {
+            at,
+            listed: sum(|e| e.listed),
+            untracked: sum(|e| e.untracked),
+            adopted: sum(|e| e.adopted),
+            residue: sum(|e| e.residue),
+            not_covered: report.not_covered().into_iter().map(str::to_owned).collect(),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::json!({
+            "at": self.at.timestamp_millis(),
+            "listed": self.listed,
+            "untracked": self.untracked,
+            "adopted": self.adopted,
+            "residue": self.residue,
+            "not_covered": self.not_covered,
+        })
+        .to_string()
+    }
+
+    fn from_json(text: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let count = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        Some(Self {
+            at: DateTime::from_timestamp_millis(v.get("at")?.as_i64()?)?,
+            listed: count("listed")?,
+            untracked: count("untracked")?,
+            adopted: count("adopted")?,
+            residue: count("residue")?,
+            not_covered: v
+                .get("not_covered")?
+                .as_array()?
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect(),
+        })
+    }
+}
+
+/// The scheduled audit: runs it if this replica takes this interval's lease, and keeps its
+/// counts in the store. `None` if another replica holds the lease.
+pub(crate) async fn scheduled(
+    engine: &Engine,
+    every: Duration,
+    untracked: UntrackedUsers,
+) -> Result<Option<AuditReport>> {
+    let lease = engine.backend.claim_audit(duration_ms(every), crate::store::random_id());
+    if !engine.call(lease).await? {
+        tracing::debug!("another replica runs this interval's audit");
+        return Ok(None);
+    }
+    let report = audit(engine, untracked).await?;
+    let at = DateTime::from_timestamp_millis(engine.clock.now_ms()).unwrap_or_default();
+    let summary = AuditSummary::of(&report, at).to_json();
+    engine.call(engine.backend.record_audit(&summary)).await?;
+    Ok(Some(report))
+}
+
+/// The last scheduled audit's summary; see `Retention::last_audit`.
+pub(crate) async fn last(engine: &Engine) -> Result<Option<AuditSummary>> {
+    let raw = engine.call(engine.backend.last_audit()).await?;
+    Ok(raw.as_deref().and_then(AuditSummary::from_json))
+}
+
 /// Audits every eraser; see `Retention::audit`.
 pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<AuditReport> {
     let started = Instant::now();
@@ -152,9 +230,18 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
         if !part.can_list && part.error.is_none() {
             tracing::info!(eraser = %part.eraser, "the audit does not cover an eraser that cannot list");
         }
+        let eraser = part.eraser.clone();
+        metrics::counter!("teloxide_retention_audit_listed_total", "eraser" => eraser.clone())
+            .increment(part.listed);
+        metrics::counter!("teloxide_retention_audit_untracked_total", "eraser" => eraser.clone())
+            .increment(part.untracked);
+        metrics::counter!("teloxide_retention_audit_residue_total", "eraser" => eraser)
+            .increment(part.residue);
         report.erasers.push(part);
     }
     report.elapsed = started.elapsed();
+    metrics::histogram!("teloxide_retention_audit_duration_seconds")
+        .record(report.elapsed.as_secs_f64());
     tracing::info!(
         untracked = report.untracked(),
         residue = report.residue(),

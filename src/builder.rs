@@ -300,6 +300,17 @@ impl RetentionBuilder {
         self
     }
 
+    /// Makes the pruner audit the erasers every `interval` (see
+    /// [`Retention::audit`](crate::Retention::audit)), doing with untracked users what
+    /// `untracked` says: one replica per interval (a lease in the store), logged, counted
+    /// in the metrics (`teloxide_retention_audit_*`), and its counts kept in the store for
+    /// [`Retention::last_audit`](crate::Retention::last_audit) and the CLI's `stats` and
+    /// `check`. Off by default; a day is a good interval.
+    pub fn audit_every(mut self, interval: Duration, untracked: crate::UntrackedUsers) -> Self {
+        self.config.audit = Some((interval, untracked));
+        self
+    }
+
     /// Calls `hook` for each stuck erasure (see [`RetentionBuilder::stuck_after`]), once a
     /// day while it keeps failing: the place to page someone, since an eraser that fails
     /// for days keeps data the bot promised to delete.

@@ -37,6 +37,20 @@ impl Default for GonePolicy {
     }
 }
 
+/// What the audit does with listed users the store does not know (see
+/// [`Retention::audit`](crate::Retention::audit)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UntrackedUsers {
+    /// Put them on a clock with the last activity the eraser knows (now if it knows none).
+    #[default]
+    Adopt,
+    /// Put them on a clock starting now, whatever the eraser knows.
+    AdoptNow,
+    /// Only count them.
+    Report,
+}
+
 /// Validated settings.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -59,6 +73,8 @@ pub(crate) struct Config {
     pub(crate) allow_allkeys_eviction: bool,
     pub(crate) stuck_after: Duration,
     pub(crate) receipts: Option<crate::receipts::ReceiptConfig>,
+    /// How often the pruner audits the erasers, and what it does with untracked users.
+    pub(crate) audit: Option<(Duration, UntrackedUsers)>,
 }
 
 impl Config {
@@ -103,6 +119,8 @@ pub(crate) struct PartialConfig {
     pub(crate) allow_allkeys_eviction: bool,
     pub(crate) stuck_after: Duration,
     pub(crate) receipts: Option<crate::receipts::ReceiptConfig>,
+    /// How often the pruner audits the erasers, and what it does with untracked users.
+    pub(crate) audit: Option<(Duration, UntrackedUsers)>,
 }
 
 impl Default for PartialConfig {
@@ -127,6 +145,7 @@ impl Default for PartialConfig {
             allow_allkeys_eviction: false,
             stuck_after: Duration::from_secs(3 * 24 * 3600),
             receipts: None,
+            audit: None,
         }
     }
 }
@@ -152,6 +171,11 @@ impl PartialConfig {
             if value.is_zero() {
                 return Err(Error::config(format!("{name} must be longer than zero")));
             }
+        }
+        if let Some((every, _)) = c.audit
+            && every.is_zero()
+        {
+            return Err(Error::config("audit_every must be longer than zero"));
         }
         if let Some(receipts) = &c.receipts
             && receipts.keep.is_zero()
@@ -222,6 +246,7 @@ impl PartialConfig {
             allow_allkeys_eviction: c.allow_allkeys_eviction,
             stuck_after: c.stuck_after,
             receipts: c.receipts,
+            audit: c.audit,
         })
     }
 }

@@ -508,7 +508,7 @@ fn retry_delay_ms(attempts: u32) -> i64 {
 
 /// Refuses an id the store cannot hold as a user ([`Error::InvalidUser`]).
 fn check_user(user: UserId) -> Result<()> {
-    if crate::store::is_user_id(user.0) { Ok(()) } else { Err(crate::Error::InvalidUser(user.0)) }
+    if crate::humans::is_user_id(user.0) { Ok(()) } else { Err(crate::Error::InvalidUser(user.0)) }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod tracker;
 
 pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};
 pub use adopt::{Adopted, Adoption};
-pub use audit::{AuditReport, EraserAudit, UntrackedUsers};
+pub use audit::{AuditReport, AuditSummary, EraserAudit, UntrackedUsers};
 pub use builder::RetentionBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Commands, Texts};

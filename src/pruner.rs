@@ -229,6 +229,7 @@ impl Pruner {
     /// The pruner loop; it ends when `token` is cancelled.
     async fn run(self, token: CancellationToken) {
         let interval = self.engine.config.prune_interval;
+        let mut next_audit = tokio::time::Instant::now();
         loop {
             match self.pass(&token).await {
                 Ok(report) if report.claimed > 0 => tracing::info!(
@@ -243,6 +244,14 @@ impl Pruner {
                     tracing::error!(error = %e, "prune pass refused; retrying next interval");
                 }
                 Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),
+            }
+            if let Some((every, untracked)) = self.engine.config.audit
+                && tokio::time::Instant::now() >= next_audit
+            {
+                next_audit = tokio::time::Instant::now() + every;
+                if let Err(e) = crate::audit::scheduled(&self.engine, every, untracked).await {
+                    tracing::warn!(error = %e, "scheduled audit failed; retrying next interval");
+                }
             }
             tokio::select! {
                 () = token.cancelled() => return,

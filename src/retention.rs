@@ -326,6 +326,21 @@ impl Retention {
         crate::audit::audit(&self.inner.engine, untracked).await
     }
 
+    /// The counts of the last scheduled audit
+    /// ([`RetentionBuilder::audit_every`](crate::RetentionBuilder::audit_every)), kept in
+    /// the store by whichever replica ran it; `None` before the first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn last_audit(&self) -> Result<Option<crate::AuditSummary>> {
+        crate::audit::last(&self.inner.engine).await
+    }
+
     /// What the store holds about `user`.
     ///
     /// ```
@@ -1296,6 +1311,15 @@ mod tests {
                 keep_ms: i64,
             ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
                 self.inner.receipt_tags(now, keep_ms)
+            }
+            fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+                self.inner.claim_audit(ttl_ms, holder)
+            }
+            fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
+                self.inner.record_audit(summary)
+            }
+            fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
+                self.inner.last_audit()
             }
             fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
                 self.inner.pending()

@@ -466,14 +466,45 @@ async fn stats(cli: &Cli) -> Outcome {
     let retention = retention(cli, Some(threshold)).await?;
     let spinner = spinner("counting");
     let survey = retention.survey().await;
+    let audit = retention.last_audit().await;
     spinner.finish_and_clear();
-    let survey = survey?;
+    let (survey, audit) = (survey?, audit?);
     if cli.json {
-        println!("{}", survey_json(cli, &survey));
+        let mut doc = survey_json(cli, &survey);
+        doc["last_audit"] = audit.as_ref().map_or(Value::Null, |a| {
+            json!({ "at": a.at.to_rfc3339(), "listed": a.listed, "untracked": a.untracked,
+                    "adopted": a.adopted, "residue": a.residue, "not_covered": a.not_covered })
+        });
+        println!("{doc}");
     } else {
         print!("{}", survey_text(cli, &survey));
+        println!("{}", audit_line(audit.as_ref()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "last audit 3 h ago: 0 untracked, 0 residue; 1 eraser cannot list".
+fn audit_line(audit: Option<&teloxide_retention::AuditSummary>) -> String {
+    let Some(a) = audit else {
+        return "last audit: none (RetentionBuilder::audit_every schedules it)".to_owned();
+    };
+    let ago = (Utc::now() - a.at).num_minutes().max(0);
+    let ago = if ago < 120 { format!("{ago} min") } else { format!("{} h", ago / 60) };
+    let mut line = format!(
+        "last audit {ago} ago: {} untracked, {} residue",
+        thousands(a.untracked),
+        thousands(a.residue)
+    );
+    if !a.not_covered.is_empty() {
+        let n = a.not_covered.len();
+        let _ = write!(
+            line,
+            "; {n} eraser{} cannot list ({})",
+            if n == 1 { "" } else { "s" },
+            a.not_covered.join(", ")
+        );
+    }
+    line
 }
 
 async fn preview(cli: &Cli, limit: usize) -> Outcome {
@@ -1138,6 +1169,18 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
                 );
             }
             let retention = retention(cli, None).await?;
+            match retention.last_audit().await {
+                Ok(Some(a)) if a.residue > 0 => add(
+                    "audit",
+                    Level::Warning,
+                    format!(
+                        "{}: erasers left data of erased users behind (erased again)",
+                        audit_line(Some(&a))
+                    ),
+                ),
+                Ok(audit) => add("audit", Level::Ok, audit_line(audit.as_ref())),
+                Err(e) => add("audit", Level::Warning, e.to_string()),
+            }
             match retention.tracked_users().await {
                 Ok(n) => add("tracking", Level::Ok, format!("{} users tracked", thousands(n))),
                 Err(e) => add("tracking", Level::Problem, e.to_string()),

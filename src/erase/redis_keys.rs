@@ -144,7 +144,7 @@ where
                 .await?;
             users.extend(keys.iter().filter_map(|key| {
                 let id = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
-                crate::store::parse_user(id).map(UserId)
+                crate::humans::parse_user(id).map(UserId)
             }));
             if next != 0 {
                 return Ok(Some(Listing::page(users, Some(format!("{index}:{next}")))));

@@ -115,6 +115,8 @@ struct Space {
     writers: HashMap<u64, (Instant, u64)>,
     /// See `Backend::secret`.
     secret: Option<String>,
+    /// See `Backend::record_audit`.
+    last_audit: Option<String>,
 }
 
 impl Space {
@@ -643,6 +645,24 @@ impl Backend for Bound {
                 .collect();
             survey
         })
+    }
+
+    fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        self.ready(move |s| {
+            if s.kv_get("audit").is_some() {
+                return false;
+            }
+            s.kv.insert("audit".to_owned(), (holder.to_string(), ttl(ttl_ms)));
+            true
+        })
+    }
+
+    fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.ready(move |s| s.last_audit = Some(summary.to_owned()))
+    }
+
+    fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        self.ready(|s| s.last_audit.clone())
     }
 
     fn receipt_tags(

@@ -236,30 +236,6 @@ pub(crate) struct Invalidation {
     pub(crate) opt_out: bool,
 }
 
-/// The largest user id the crate tracks: 2^53 - 1. Telegram's user ids have at most 52
-/// significant bits (Bot API, `User.id`), and every id up to this is exact as a Lua number,
-/// a JSON number and a Redis score.
-pub(crate) const MAX_USER_ID: u64 = (1 << 53) - 1;
-
-/// Whether `id` is a user id the crate can store: not 0, at most [`MAX_USER_ID`].
-pub(crate) fn is_user_id(id: u64) -> bool {
-    (1..=MAX_USER_ID).contains(&id)
-}
-
-/// Reads a stored member as a user id if it is one in canonical form: decimal digits, no
-/// sign, no leading zero, not 0, at most [`MAX_USER_ID`] (the same rule as `ids.lua`).
-/// Anything else (`013950000`, `-5`, `1.5`, `abc`, `18446744073709551616`) is not a user:
-/// reading `013950000` as user 13950000 would erase someone else.
-pub(crate) fn parse_user(member: &str) -> Option<u64> {
-    let bytes = member.as_bytes();
-    let canonical = !bytes.is_empty()
-        && bytes.len() <= 16
-        && bytes[0] != b'0'
-        && bytes.iter().all(u8::is_ascii_digit);
-    let id: u64 = member.parse().ok().filter(|_| canonical)?;
-    is_user_id(id).then_some(id)
-}
-
 /// A user as key names see them: a keyed hash of the id (`tag`, see
 /// `Engine::hashed`), never the id, so that no key name keeps a raw user id. `user` only
 /// picks the user's shard.
@@ -478,6 +454,16 @@ pub(crate) trait Backend: Send + Sync {
         ttl_ms: i64,
     ) -> BoxFuture<'a, Result<u64>>;
 
+    /// Takes the lease of the scheduled audit for `ttl_ms` (as `holder`); `false` if another
+    /// replica holds it, which then runs this interval's audit.
+    fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>>;
+
+    /// Keeps `summary` (counts only, JSON) as the last audit's.
+    fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// The last audit's summary, if any.
+    fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>>;
+
     /// The keyed tags of every receipt younger than `keep_ms` at `now`, with the reason of
     /// the erasure (every shard). Reads every receipt: for the audit, not hot paths.
     fn receipt_tags(
@@ -516,37 +502,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_canonical_ids_are_users() {
-        assert_eq!(parse_user("13950000"), Some(13_950_000));
-        assert_eq!(parse_user("9007199254740991"), Some(MAX_USER_ID));
-        for odd in [
-            "",
-            "0",
-            "013950000",
-            "-5",
-            "+5",
-            "1.5",
-            "1e3",
-            "abc",
-            " 42",
-            "9007199254740992",
-            "99999999999999999999999",
-            "18446744073709551616",
-        ] {
-            assert_eq!(parse_user(odd), None, "{odd:?}");
-        }
-        assert!(!is_user_id(0));
-        assert!(is_user_id(1));
-        assert!(!is_user_id(MAX_USER_ID + 1));
-    }
-
-    #[test]
     fn the_scripts_know_every_reason_and_the_same_largest_id() {
         let ids = include_str!("lua/ids.lua");
         for reason in ErasureReason::ALL {
             assert!(ids.contains(&format!(" {} = true", reason.code())), "{reason:?}");
         }
-        assert!(ids.contains(&format!("local MAX_USER_ID = {MAX_USER_ID}\n")));
+        assert!(ids.contains(&format!("local MAX_USER_ID = {}\n", crate::humans::MAX_USER_ID)));
     }
 
     #[test]

@@ -720,6 +720,7 @@ struct Keys {
     meta: String,
     failing: String,
     receipts: String,
+    audit: String,
 }
 
 impl Keys {
@@ -737,6 +738,7 @@ impl Keys {
             meta: format!("{prefix}meta"),
             failing: format!("{prefix}failing"),
             receipts: format!("{prefix}receipts"),
+            audit: format!("{prefix}audit"),
             tag: tag.to_owned(),
             prefix,
         }
@@ -995,7 +997,7 @@ impl Bound {
         // A member that is not a user (see `parse_user`) is kept, in the first shard, where
         // claims go on reporting it.
         let to = |member: &str| -> Result<&Bound> {
-            Ok(match crate::store::parse_user(member) {
+            Ok(match crate::humans::parse_user(member) {
                 Some(user) => &new[super::sharded::shard_of(user, count)],
                 None => &new[0],
             })
@@ -1094,7 +1096,7 @@ fn decode_invalidation(fields: &[Value]) -> Option<Invalidation> {
     let mut inv = Invalidation { user: 0, since: 0, until: 0, opt_out: false };
     for kv in fields.chunks_exact(2) {
         match text(&kv[0]).ok()?.as_str() {
-            "u" => inv.user = crate::store::parse_user(&text(&kv[1]).ok()?)?,
+            "u" => inv.user = crate::humans::parse_user(&text(&kv[1]).ok()?)?,
             "s" => inv.since = int(&kv[1]).ok()?,
             "e" => inv.until = int(&kv[1]).ok()?,
             "o" => inv.opt_out = int(&kv[1]).ok()? == 1,
@@ -1161,7 +1163,7 @@ fn text(v: &Value) -> Result<String> {
 /// A user id the scripts returned; they return canonical ids only (`ids.lua`).
 fn user_of(v: &Value) -> Result<u64> {
     let s = text(v)?;
-    crate::store::parse_user(&s).ok_or_else(|| Error::Corrupt(format!("user id {s:?}")))
+    crate::humans::parse_user(&s).ok_or_else(|| Error::Corrupt(format!("user id {s:?}")))
 }
 
 fn reason_of(v: &Value) -> Result<ErasureReason> {
@@ -1716,6 +1718,42 @@ impl Backend for Bound {
                 }
             }
             Ok(found)
+        })
+    }
+
+    fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&self.keys.audit)
+                .arg(holder)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(taken.is_some())
+        })
+    }
+
+    fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("HSET")
+                .arg(&self.keys.meta)
+                .arg("audit")
+                .arg(summary)
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(redis::cmd("HGET")
+                .arg(&self.keys.meta)
+                .arg("audit")
+                .query_async(&mut self.conn.clone())
+                .await?)
         })
     }
 

@@ -1,6 +1,8 @@
 //! Adoption of the users an existing bot already holds, and the audit of what erasers hold:
 //! on the in-memory store, Redis and sharded Redis.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -300,4 +302,59 @@ async fn a_bot_without_listing_erasers_is_told_the_audit_covers_nothing() {
     let report = retention.audit(UntrackedUsers::Adopt).await.unwrap();
     assert_eq!(report.not_covered(), ["sessions"]);
     assert!(!report.erasers[0].can_list);
+}
+
+async fn one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(env: Env) {
+    let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let replica = || {
+        let lists = Arc::clone(&lists);
+        let eraser = erase_fn("orders", |_: Erasure| async { Ok::<_, BoxError>(()) }).list_with(
+            move |_cursor: Option<String>| {
+                lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Ok::<_, BoxError>(Listing::page([UserId(7), UserId(8)], None)) }
+            },
+        );
+        let env = &env;
+        async move {
+            env.bare_builder()
+                .await
+                .inactive_after(90 * DAY)
+                .without_commands()
+                .erase_with(eraser)
+                .erase_with(erase_fn("sessions", |_: Erasure| async { Ok::<_, BoxError>(()) }))
+                .audit_every(Duration::from_secs(3600), UntrackedUsers::Adopt)
+                .build()
+                .unwrap()
+        }
+    };
+    let (a, b) = (replica().await, replica().await);
+    assert_eq!(a.last_audit().await.unwrap(), None);
+    let (pa, pb) = (a.spawn_pruner(), b.spawn_pruner());
+    crate::support::eventually("the scheduled audit ran", || async {
+        a.last_audit().await.unwrap().is_some()
+    })
+    .await;
+    // Each pruner tries its audit right after its first pass, in the same loop turn, which
+    // `shutdown` lets finish: once both passed, both tried.
+    crate::support::eventually("both replicas ran a pass", || async {
+        a.stats().prune_passes >= 1 && b.stats().prune_passes >= 1
+    })
+    .await;
+    pa.shutdown().await;
+    pb.shutdown().await;
+    assert_eq!(lists.load(std::sync::atomic::Ordering::SeqCst), 1, "one replica audited");
+    let summary = b.last_audit().await.unwrap().unwrap();
+    assert_eq!((summary.listed, summary.untracked, summary.adopted), (2, 2, 2));
+    assert_eq!(summary.not_covered, ["sessions"]);
+    assert_eq!(a.tracked_users().await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_audit_on_memory() {
+    one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_audit_on_redis() {
+    one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::redis()).await;
 }

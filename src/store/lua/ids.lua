@@ -1,6 +1,6 @@
--- What a stored value must be to be read (the same rules as store/mod.rs).
+-- What a stored value must be to be read (the same rules as humans.rs and erase/mod.rs).
 --
--- The canonical form of a user id, the same rule as `parse_user` in store/mod.rs: decimal
+-- The canonical form of a user id, the same rule as `parse_user` in humans.rs: decimal
 -- digits, no sign, no leading zero, not 0, at most MAX_USER_ID (2^53 - 1: Telegram's ids
 -- have at most 52 significant bits, and every such id is exact as a Lua number). A member
 -- in any other form (`013950000`, `-5`, `1.5`, `abc`, `18446744073709551616`) is not a user:
