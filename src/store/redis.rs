@@ -1070,6 +1070,37 @@ impl Bound {
         redis::cmd("HDEL").arg(&k.meta).arg("created").query_async::<()>(&mut conn).await?;
         Ok((users, scheduled))
     }
+    /// Calls `f` for each receipt of this shard younger than `keep_ms` at `now`, oldest
+    /// first, reading 1,000 at a time.
+    async fn each_receipt(
+        &self,
+        now: i64,
+        keep_ms: i64,
+        mut f: impl FnMut(&redis::streams::StreamId) -> Result<()>,
+    ) -> Result<()> {
+        const PAGE: usize = 1000;
+        let mut conn = self.conn.clone();
+        let mut start = format!("{}", now.saturating_sub(keep_ms).max(0));
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.keys.receipts)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
+            let Some(last) = page.ids.last() else { return Ok(()) };
+            start = format!("({}", last.id);
+            for entry in &page.ids {
+                f(entry)?;
+            }
+            if page.ids.len() < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
     fn invocation<'s>(&self, script: &'s Script) -> redis::ScriptInvocation<'s> {
         let mut inv = script.prepare_invoke();
         inv.key(&self.keys.seen)
@@ -1691,32 +1722,14 @@ impl Backend for Bound {
         keep_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
         Box::pin(async move {
-            const PAGE: usize = 1000;
-            let mut conn = self.conn.clone();
             let mut found = Vec::new();
-            let mut start = format!("{}", now.saturating_sub(keep_ms).max(0));
-            loop {
-                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&self.keys.receipts)
-                    .arg(&start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(PAGE)
-                    .query_async(&mut conn)
-                    .await?;
-                let Some(last) = page.ids.last() else { break };
-                start = format!("({}", last.id);
-                let full = page.ids.len() == PAGE;
-                for entry in page.ids {
-                    if entry.get::<String>("h").as_deref() != Some(tag) {
-                        continue;
-                    }
-                    found.push(decode_receipt(&entry)?);
+            self.each_receipt(now, keep_ms, |entry| {
+                if entry.get::<String>("h").as_deref() == Some(tag) {
+                    found.push(decode_receipt(entry)?);
                 }
-                if !full {
-                    break;
-                }
-            }
+                Ok(())
+            })
+            .await?;
             Ok(found)
         })
     }
@@ -1763,34 +1776,16 @@ impl Backend for Bound {
         keep_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
         Box::pin(async move {
-            const PAGE: usize = 1000;
-            let mut conn = self.conn.clone();
             let mut found = Vec::new();
-            let mut start = format!("{}", now.saturating_sub(keep_ms).max(0));
-            loop {
-                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&self.keys.receipts)
-                    .arg(&start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(PAGE)
-                    .query_async(&mut conn)
-                    .await?;
-                let Some(last) = page.ids.last() else { break };
-                start = format!("({}", last.id);
-                let full = page.ids.len() == PAGE;
-                for entry in &page.ids {
-                    let (Some(tag), Ok(receipt)) =
-                        (entry.get::<String>("h"), decode_receipt(entry))
-                    else {
-                        continue;
-                    };
+            self.each_receipt(now, keep_ms, |entry| {
+                // An entry this version cannot read names nobody the audit could match.
+                if let (Some(tag), Ok(receipt)) = (entry.get::<String>("h"), decode_receipt(entry))
+                {
                     found.push((tag, receipt.reason));
                 }
-                if !full {
-                    break;
-                }
-            }
+                Ok(())
+            })
+            .await?;
             Ok(found)
         })
     }
