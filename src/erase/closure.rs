@@ -5,9 +5,22 @@ use futures_util::future::BoxFuture;
 use crate::erase::{Eraser, Erasure, Listing};
 use crate::error::BoxError;
 
-/// A listing closure, type-erased.
-type ListFn =
+/// A listing closure, type-erased (also used by `DialogueEraser::list_with`).
+pub(crate) type ListFn =
     Box<dyn Fn(Option<String>) -> BoxFuture<'static, Result<Listing, BoxError>> + Send + Sync>;
+
+/// Erases a listing closure's type.
+pub(crate) fn list_fn<L, Fut, E>(list: L) -> ListFn
+where
+    L: Fn(Option<String>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Listing, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    Box::new(move |cursor| {
+        let page = list(cursor);
+        Box::pin(async move { page.await.map_err(Into::into) })
+    })
+}
 
 /// An [`Eraser`] made from a name and an async closure; see [`erase_fn`].
 pub struct FnEraser<F> {
@@ -64,10 +77,7 @@ impl<F> FnEraser<F> {
         Fut: Future<Output = Result<Listing, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.list = Some(Box::new(move |cursor| {
-            let page = list(cursor);
-            Box::pin(async move { page.await.map_err(Into::into) })
-        }));
+        self.list = Some(list_fn(list));
         self
     }
 }

@@ -62,6 +62,7 @@ pub struct DialogueEraser<S: ?Sized, D = serde_json::Value> {
     storage: Arc<S>,
     name: String,
     export: Option<fn(&D) -> serde_json::Value>,
+    list: Option<crate::erase::closure::ListFn>,
     _dialogue: PhantomData<fn() -> D>,
 }
 
@@ -84,13 +85,41 @@ where
     /// comes from the storage's type (see the [type's documentation](DialogueEraser)).
     #[must_use]
     pub fn new(storage: Arc<S>) -> Self {
-        Self { storage, name: "dialogue".to_owned(), export: None, _dialogue: PhantomData }
+        Self {
+            storage,
+            name: "dialogue".to_owned(),
+            export: None,
+            list: None,
+            _dialogue: PhantomData,
+        }
     }
 
     /// Renames the eraser (when a bot has several dialogue storages).
     #[must_use]
     pub fn named(self, name: impl Into<String>) -> Self {
         Self { name: name.into(), ..self }
+    }
+
+    /// Gives the eraser a listing for the audit ([`Eraser::list`](crate::Eraser::list)):
+    /// `list(cursor)` returns the page of users with a dialogue starting at `cursor`.
+    /// teloxide's storages keep their connection to themselves, so the bot lists with its
+    /// own: for `SqliteStorage` and `PostgresStorage`, the private chats (positive ids) of
+    /// `teloxide_dialogues`:
+    ///
+    /// ```sql
+    /// SELECT chat_id FROM teloxide_dialogues WHERE chat_id > $1 ORDER BY chat_id LIMIT 1000
+    /// ```
+    ///
+    /// for `RedisStorage`, its keys (bare chat ids). `tests/integration/adoption.rs` lists
+    /// a `SqliteStorage` this way through sqlx.
+    #[must_use]
+    pub fn list_with<L, Fut, E>(self, list: L) -> Self
+    where
+        L: Fn(Option<String>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::Listing, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        Self { list: Some(crate::erase::closure::list_fn(list)), ..self }
     }
 
     /// Includes the user's current dialogue state, serialized as JSON, in `/mydata`.
@@ -155,5 +184,12 @@ where
             .await
             .map_err(Into::<BoxError>::into)?;
         Ok(Export::Data(dialogue.as_ref().map_or(serde_json::Value::Null, to_json)))
+    }
+
+    async fn list(&self, cursor: Option<String>) -> Result<Option<crate::Listing>, BoxError> {
+        match &self.list {
+            Some(list) => list(cursor).await.map(Some),
+            None => Ok(None),
+        }
     }
 }

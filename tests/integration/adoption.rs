@@ -358,3 +358,151 @@ async fn scheduled_audit_on_memory() {
 async fn scheduled_audit_on_redis() {
     one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::redis()).await;
 }
+
+/// An existing bot on SQLite: 2,000 users in its own table (1,555 idle past 90 days) and
+/// dialogues in teloxide's `SqliteStorage`, some of users the table does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_only_users() {
+    use teloxide::dispatching::dialogue::{SqliteStorage, Storage, serializer::Json};
+    use teloxide::types::ChatId;
+    use teloxide_retention::DialogueEraser;
+
+    let env = Env::memory();
+    // In memory where the system has a tmpfs: every single-row write of SQLite (the
+    // erasers', teloxide's storage) syncs to disk, seconds for thousands of them.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    let path = dir.path().join("bot.sqlite");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE users (id INTEGER PRIMARY KEY, last_active INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let table = existing_bot_table();
+    let mut insert = pool.begin().await.unwrap();
+    for (user, at) in table.rows() {
+        sqlx::query("INSERT INTO users VALUES (?, ?)")
+            .bind(user.0 as i64)
+            .bind(at.unwrap().timestamp_millis())
+            .execute(&mut *insert)
+            .await
+            .unwrap();
+    }
+    insert.commit().await.unwrap();
+    let dialogues = SqliteStorage::open(path.to_str().unwrap(), Json).await.unwrap();
+    // Dialogues of every 4th user, and of 3 users the table does not hold.
+    let dialogue_users: Vec<u64> =
+        (1..=2_000u64).filter(|u| u % 4 == 0).map(|u| 1_000_000 + u).chain([7, 8, 9]).collect();
+    for user in &dialogue_users {
+        let state = serde_json::json!({ "step": "asked_name" });
+        Arc::clone(&dialogues).update_dialogue(ChatId(*user as i64), state).await.unwrap();
+    }
+
+    let users_eraser = {
+        let (erase, list) = (pool.clone(), pool.clone());
+        erase_fn("users", move |e: Erasure| {
+            let pool = erase.clone();
+            async move {
+                sqlx::query("DELETE FROM users WHERE id = ?")
+                    .bind(e.user.0 as i64)
+                    .execute(&pool)
+                    .await?;
+                Ok::<_, BoxError>(())
+            }
+        })
+        .list_with(move |cursor: Option<String>| {
+            let pool = list.clone();
+            async move {
+                let after: i64 = cursor.map_or(Ok(0), |c| c.parse())?;
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT id, last_active FROM users WHERE id > ? ORDER BY id LIMIT 500",
+                )
+                .bind(after)
+                .fetch_all(&pool)
+                .await?;
+                let next = (rows.len() == 500).then(|| rows[499].0.to_string());
+                let page = rows
+                    .into_iter()
+                    .map(|(id, at)| (UserId(id as u64), DateTime::from_timestamp_millis(at)));
+                Ok::<_, BoxError>(Listing::page_with_activity(page, next))
+            }
+        })
+    };
+    let dialogue_eraser = {
+        let list = pool.clone();
+        DialogueEraser::for_any_state(Arc::clone(&dialogues)).list_with(move |cursor: Option<String>| {
+            let pool = list.clone();
+            async move {
+                let after: i64 = cursor.map_or(Ok(0), |c| c.parse())?;
+                let ids: Vec<(i64,)> = sqlx::query_as(
+                    "SELECT chat_id FROM teloxide_dialogues WHERE chat_id > ? ORDER BY chat_id LIMIT 500",
+                )
+                .bind(after)
+                .fetch_all(&pool)
+                .await?;
+                let next = (ids.len() == 500).then(|| ids[499].0.to_string());
+                Ok::<_, BoxError>(Listing::page(ids.into_iter().map(|(id,)| UserId(id as u64)), next))
+            }
+        })
+    };
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(users_eraser)
+        .erase_with(dialogue_eraser)
+        .build()
+        .unwrap();
+
+    // Adopt the table with each user's last activity, through the API.
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, last_active FROM users").fetch_all(&pool).await.unwrap();
+    let adopted = retention
+        .adopt(
+            rows.into_iter()
+                .map(|(id, at)| (UserId(id as u64), DateTime::from_timestamp_millis(at))),
+            &Adoption::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(adopted.newly_tracked, 2_000);
+    // The audit finds the 3 dialogue-only users and puts them on a clock.
+    let report = retention.audit(UntrackedUsers::Adopt).await.unwrap();
+    assert_eq!((report.erasers[0].listed, report.erasers[0].untracked), (2_000, 0));
+    assert_eq!((report.erasers[1].untracked, report.erasers[1].adopted), (3, 3), "{report:?}");
+
+    // The first pass erases exactly the idle users: their rows and their dialogues.
+    let mut erased = 0;
+    loop {
+        let pass = retention.prune_once().await.unwrap();
+        erased += pass.erased;
+        if pass.claimed == 0 {
+            break;
+        }
+    }
+    assert_eq!(erased, 1_555);
+    let (left,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 445);
+    let idle_dialogues: (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM teloxide_dialogues WHERE chat_id BETWEEN 1000001 AND 1001555",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(idle_dialogues.0, 0, "the idle users' dialogues are gone");
+    // A second adoption of what the table holds now changes nothing.
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, last_active FROM users").fetch_all(&pool).await.unwrap();
+    let again = retention
+        .adopt(
+            rows.into_iter()
+                .map(|(id, at)| (UserId(id as u64), DateTime::from_timestamp_millis(at))),
+            &Adoption::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.newly_tracked, again.moved_forward), (0, 0));
+}
