@@ -53,8 +53,8 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::{Me, UserId};
 use teloxide_retention::{
-    BoxError, Erasure, GoneReason, ManualClock, RedisKeysEraser, RedisStore, Retention,
-    RetentionBuilder, erase_fn,
+    Adoption, BoxError, Erasure, GoneReason, Listing, ManualClock, RedisKeysEraser, RedisStore,
+    Retention, RetentionBuilder, UntrackedUsers, erase_fn,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -91,7 +91,10 @@ struct Args {
     /// Users written and pruned in section 7.
     #[arg(long, default_value_t = 300_000)]
     cluster_users: u64,
-    /// Run only these sections (1 to 6); all by default.
+    /// Users adopted and audited in section 8.
+    #[arg(long, default_value_t = 1_000_000)]
+    adopt_users: u64,
+    /// Run only these sections (1 to 6, 8; 7 with --cluster); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Internal: records USERS users at URL in this fresh process and prints its memory
@@ -140,6 +143,7 @@ async fn main() -> Result<(), BoxError> {
         args.scaling = vec![10_000, 100_000];
         args.latency_users = 200_000;
         args.cluster_users = 50_000;
+        args.adopt_users = 100_000;
     }
     if let Some(probe) = &args.memory_probe {
         return memory_probe(&probe[0], probe[1].parse()?).await;
@@ -184,6 +188,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if run(6) {
         latency(&url, &mut raw, &args, &mut report).await?;
+    }
+    if run(8) {
+        adoption(&url, &mut raw, &args, &mut report).await?;
     }
     if args.cluster && run(7) {
         on_cluster(&args, &mut report).await?;
@@ -923,5 +930,91 @@ async fn on_cluster(args: &Args, report: &mut Report) -> Result<(), BoxError> {
         report.add(&format!("prune rate, no-op eraser, {label}"), rate, "users/s", None);
         retention.shutdown().await?;
     }
+    Ok(())
+}
+
+/// The slowest call in the slow log (ms), the bench's own commands aside.
+async fn slowest_call_ms(raw: &mut redis::aio::MultiplexedConnection) -> Result<f64, BoxError> {
+    let log: redis::Value = redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(raw).await?;
+    let redis::Value::Array(entries) = log else { return Err("SLOWLOG GET: not an array".into()) };
+    let mut slowest = 0;
+    for entry in entries {
+        let redis::Value::Array(fields) = entry else { continue };
+        let (Some(redis::Value::Int(us)), Some(redis::Value::Array(argv))) =
+            (fields.get(2), fields.get(3))
+        else {
+            continue;
+        };
+        let own = matches!(argv.first(), Some(redis::Value::BulkString(c))
+            if [&b"SLOWLOG"[..], b"CONFIG", b"INFO", b"FLUSHALL"].iter().any(|o| c.eq_ignore_ascii_case(o)));
+        if !own {
+            slowest = slowest.max(*us);
+        }
+    }
+    Ok(slowest as f64 / 1000.0)
+}
+
+/// Section 8, adoption and the audit: `adopt` of N users with a last activity each (users/s,
+/// the slowest Redis call), then `audit` of an eraser listing the same N users, 1,000 a page,
+/// against the store now tracking them (users/s, and how much the process's memory grew:
+/// it must not grow with the list).
+async fn adoption(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let n = args.adopt_users;
+    println!("section 8: adoption and the audit of {n} users");
+    flush(raw).await?;
+    slowlog(raw, 100, 100_000).await?;
+    redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
+    const FIRST: u64 = 1_000_000;
+    const PAGE: u64 = 1_000;
+    let lister = erase_fn("table", |_: Erasure| async { Ok::<_, BoxError>(()) }).list_with(
+        move |cursor: Option<String>| async move {
+            let from: u64 = cursor.map_or(Ok(FIRST), |c| c.parse())?;
+            let to = (from + PAGE).min(FIRST + n);
+            let next = (to < FIRST + n).then(|| to.to_string());
+            Ok::<_, BoxError>(Listing::page((from..to).map(UserId), next))
+        },
+    );
+    let clock = ManualClock::at_unix_ms(NOW);
+    let retention = builder(RedisStore::open(url).await?, &clock).erase_with(lister).build()?;
+    let users = (FIRST..FIRST + n).map(|u| {
+        let at = chrono::DateTime::from_timestamp_millis(NOW - (u as i64 % 365) * DAY_MS);
+        (UserId(u), at)
+    });
+    let started = Instant::now();
+    let adopted = retention.adopt(users, &Adoption::new()).await?;
+    let adopt_rate = n as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(adopted.newly_tracked, n);
+    let adopt_slowest = slowest_call_ms(raw).await?;
+
+    redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let audited = retention.audit(UntrackedUsers::Report).await?;
+    let audit_rate = n as f64 / started.elapsed().as_secs_f64();
+    let growth = rss_bytes().saturating_sub(rss_before) as f64 / (1024.0 * 1024.0);
+    assert_eq!((audited.erasers[0].listed, audited.erasers[0].untracked), (n, 0));
+    let audit_slowest = slowest_call_ms(raw).await?;
+    retention.shutdown().await?;
+
+    report.add("adopt: users/s", adopt_rate, "users/s", Some((">= 200k", adopt_rate >= 200_000.0)));
+    report.add(
+        "adopt: slowest Redis call",
+        adopt_slowest,
+        "ms",
+        Some(("<= 5", adopt_slowest <= 5.0)),
+    );
+    report.add("audit: users/s", audit_rate, "users/s", Some((">= 200k", audit_rate >= 200_000.0)));
+    report.add(
+        "audit: slowest Redis call",
+        audit_slowest,
+        "ms",
+        Some(("<= 5", audit_slowest <= 5.0)),
+    );
+    report.add("audit: process memory growth", growth, "MiB", None);
     Ok(())
 }
