@@ -506,3 +506,16 @@ async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_on
         .unwrap();
     assert_eq!((again.newly_tracked, again.moved_forward), (0, 0));
 }
+
+/// The cases above for one shared Redis Cluster (`cluster::the_store_suite_runs_on_a_sharded_three_master_cluster`).
+pub(crate) fn cluster_cases() -> Vec<(&'static str, crate::common::Case)> {
+    vec![
+        ("adoption", |env| {
+            Box::pin(an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(
+                env,
+            ))
+        }),
+        ("notice", |env| Box::pin(not_before_gives_notice_and_opt_outs_are_not_resurrected(env))),
+        ("audit", |env| Box::pin(the_audit_finds_untracked_users_and_residue(env))),
+    ]
+}
