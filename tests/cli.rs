@@ -502,3 +502,44 @@ async fn adopt_puts_a_file_of_users_on_a_clock_and_reports_bad_lines() {
         run(cli(&server).args(["adopt", "--not-before", "soon", "--from-file"]).arg(&file));
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_from_a_file_interrupted_and_rerun_adopts_each_user_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.txt");
+    let ids: Vec<String> = (1_000_001..=1_100_000).map(|u| u.to_string()).collect();
+    std::fs::write(&file, ids.join("\n")).unwrap();
+    let progress = dir.path().join("users.txt.progress");
+
+    // Killed midway, as with ^C or a lost shell.
+    let mut first = cli(&server)
+        .args(["adopt", "--rate", "20000", "--from-file"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: usize =
+            std::fs::read_to_string(&progress).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+        if done >= 10_000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stopped: u64 = std::fs::read_to_string(&progress).unwrap().parse().unwrap();
+    assert!(stopped < 100_000, "the first run was interrupted ({stopped})");
+
+    let rerun = json(cli(&server).args(["adopt", "--from-file"]).arg(&file));
+    assert_eq!(rerun["resumed_after"].as_u64(), Some(stopped), "{rerun}");
+    let (new, kept) = (rerun["newly_tracked"].as_u64().unwrap(), rerun["kept"].as_u64().unwrap());
+    assert_eq!(stopped + new + kept, 100_000, "{rerun}");
+    assert!(kept <= 500, "only the chunk cut short is done twice: {rerun}");
+    let reader = bot(&server, &ManualClock::at_unix_ms(now_ms()), false).await;
+    assert_eq!(reader.tracked_users().await.unwrap(), 100_000, "each user adopted once");
+}

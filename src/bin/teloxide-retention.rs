@@ -128,6 +128,9 @@ enum Command {
         /// (needs --inactive-after).
         #[arg(long)]
         dry_run: bool,
+        /// At most this many users per second (0: as fast as Redis takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Check the Redis and the namespace: version, eviction policy, persistence, clock
     /// skew, namespace metadata. Exits with 1 on a problem, so it can gate a deploy.
@@ -184,8 +187,8 @@ async fn run(cli: &Cli) -> Outcome {
         Command::Forget { users, from_file, rate } => {
             forget(cli, users, from_file.as_deref(), *rate).await
         }
-        Command::Adopt { from_file, not_before, dry_run } => {
-            adopt(cli, from_file, *not_before, *dry_run).await
+        Command::Adopt { from_file, not_before, dry_run, rate } => {
+            adopt(cli, from_file, *not_before, *dry_run, *rate).await
         }
         Command::Check => check(cli).await,
         Command::Receipt { user, key_file } => receipt(cli, UserId(*user), key_file).await,
@@ -738,12 +741,7 @@ async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Out
             write_progress(path, done)?;
         }
         bar.set_position(done as u64);
-        if rate > 0 {
-            let due = Duration::from_secs_f64((done - skip) as f64 / f64::from(rate));
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
+        pace(rate, done - skip, started).await;
     }
     bar.finish_and_clear();
     if let Some(path) = &progress {
@@ -780,6 +778,17 @@ async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Out
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits until `done` users since `started` keep to `rate` per second (0: no limit).
+async fn pace(rate: u32, done: usize, started: std::time::Instant) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(done as f64 / f64::from(rate));
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// The users of an adoption file, and its bad lines (number, text, why).
 type AdoptFile = (Vec<(UserId, Option<DateTime<Utc>>)>, Vec<(usize, String, String)>);
 
@@ -814,6 +823,7 @@ async fn adopt(
     file: &Path,
     not_before: Option<DateTime<Utc>>,
     dry_run: bool,
+    rate: u32,
 ) -> Outcome {
     const CHUNK: usize = 500;
     let (users, bad) = read_adoption_file(file)?;
@@ -846,12 +856,14 @@ async fn adopt(
     bar.set_position(skip as u64);
     let mut total = teloxide_retention::Adopted::default();
     let mut done = skip;
+    let started = std::time::Instant::now();
     for chunk in users[skip..].chunks(CHUNK) {
         let adopted = retention.adopt(chunk.iter().copied(), &options).await?;
         total = sum_adopted(total, adopted);
         done += chunk.len();
         write_progress(&progress, done)?;
         bar.set_position(done as u64);
+        pace(rate, done - skip, started).await;
     }
     bar.finish_and_clear();
     std::fs::remove_file(&progress)
