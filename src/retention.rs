@@ -189,7 +189,8 @@ impl Retention {
     /// erasures for inactivity waiting for it (see
     /// [`RetentionBuilder::writer_timeout`](crate::RetentionBuilder::writer_timeout)).
     /// Call it once the dispatcher has stopped; interactions recorded afterwards are not
-    /// written. Dropping the last clone does the same in the background, which a runtime
+    /// written (`note_interaction` answers [`Noted::Dropped`] at once). It works from any
+    /// tokio runtime, also after the one that started the background writer shut down. Dropping the last clone does the same in the background, which a runtime
     /// that shuts down right after may not let finish.
     ///
     /// ```

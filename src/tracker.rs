@@ -368,6 +368,10 @@ impl Tracker {
             (now, slot)
         };
         self.ensure_writer();
+        if self.retired.get().is_some() {
+            // After `shutdown`: nothing writes any more.
+            return Noted::Dropped;
+        }
         self.wake.notify_one();
         // The writer may be busy with a slow store (a hung Redis), or still reading where
         // the feed stands before its first write: never wait longer than the store timeout.
@@ -651,8 +655,8 @@ impl Tracker {
     /// Outside a tokio runtime, as `tokio::spawn` does.
     pub(crate) fn ensure_writer(self: &Arc<Self>) {
         let mut tasks = self.lock_tasks();
-        if tasks.is_none() && self.retired.get().is_some() {
-            // Shut down for good.
+        if self.retired.get().is_some() {
+            // Shut down for good: interactions recorded afterwards are not written.
             return;
         }
         let here = Handle::current();

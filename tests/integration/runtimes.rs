@@ -110,3 +110,23 @@ fn the_heartbeat_is_removed_by_a_shutdown_on_another_runtime() {
     let writers: usize = redis::cmd("HLEN").arg("{retention}:writers").query(&mut conn).unwrap();
     assert_eq!(writers, 0, "a clean shutdown leaves no heartbeat");
 }
+
+#[test]
+fn nothing_starts_again_after_a_shutdown() {
+    let env = Env::redis();
+    let rt = runtime(false);
+    rt.block_on(async {
+        let retention = env.builder().await.store_timeout(STORE_TIMEOUT).build().unwrap();
+        note_quickly(&retention, 1).await;
+        retention.shutdown().await.unwrap();
+        // Recorded after the shutdown: not written (said at once), no heartbeat comes back.
+        let started = Instant::now();
+        assert_eq!(retention.note_interaction(UserId(2)).await, Noted::Dropped);
+        assert!(started.elapsed() < STORE_TIMEOUT, "took {:?}", started.elapsed());
+        let mut conn = env.redis_connection();
+        let writers: usize =
+            redis::cmd("HLEN").arg("{retention}:writers").query(&mut conn).unwrap();
+        assert_eq!(writers, 0, "no heartbeat after the shutdown");
+        assert!(retention.status(UserId(2)).await.unwrap().last_seen.is_none());
+    });
+}
