@@ -27,7 +27,10 @@ pub use crate::config::UntrackedUsers;
 /// - with receipts on ([`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts)),
 ///   an untracked user who has a receipt is **residue**: their erasure completed, yet the
 ///   eraser still holds data about them (a missed table or column). Their erasure is
-///   scheduled again at once, and counted against that eraser.
+///   scheduled again at once, and counted against that eraser. It is marked at the erasure
+///   the receipt records, so that a user who came back since (an interaction after it,
+///   even one a replica writes only later) is not erased; after an opt-out it is scheduled
+///   as an erasure for inactivity for that reason (a scheduled opt-out is never cancelled).
 ///
 /// Memory stays bounded by a page (and the receipts' tags); the audit stores no user id.
 ///
@@ -198,12 +201,20 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
     let started = Instant::now();
     engine.tracker.sync_clock_if_stale().await;
     let now = engine.clock.now_ms();
-    // The receipts' tags: who was erased, by keyed hash only.
-    let receipts: Option<HashMap<String, ErasureReason>> = match &engine.config.receipts {
+    // The receipts' tags: who was erased, when and why, by keyed hash only (the latest
+    // erasure of each).
+    let receipts: Option<HashMap<String, (ErasureReason, i64)>> = match &engine.config.receipts {
         Some(config) => {
             let keep = duration_ms(config.keep);
             let tags = engine.call(engine.backend.receipt_tags(now, keep)).await?;
-            Some(tags.into_iter().collect())
+            let mut latest = HashMap::with_capacity(tags.len());
+            for (tag, receipt) in tags {
+                let entry = latest.entry(tag).or_insert((receipt.reason, receipt.at));
+                if receipt.at > entry.1 {
+                    *entry = (receipt.reason, receipt.at);
+                }
+            }
+            Some(latest)
         }
         None => None,
     };
@@ -256,7 +267,7 @@ async fn audit_page(
     engine: &Engine,
     users: &[(UserId, Option<DateTime<Utc>>)],
     untracked: UntrackedUsers,
-    receipts: Option<&HashMap<String, ErasureReason>>,
+    receipts: Option<&HashMap<String, (ErasureReason, i64)>>,
     now: i64,
     part: &mut EraserAudit,
 ) -> Result<()> {
@@ -277,9 +288,15 @@ async fn audit_page(
             let key = &engine.config.receipts.as_ref()?.key;
             r.get(&key.tag(*user)).copied()
         });
-        if let Some(reason) = erased_as {
-            // Erased, yet still held: erase again at once, for the reason it was erased.
-            let schedule = engine.backend.schedule(user.0, reason, now, Some(now));
+        if let Some((reason, erased_at)) = erased_as {
+            // Erased, yet still held: erase again at once, marked at that erasure, so that a
+            // user who came back since is not erased (an interaction after it cancels the
+            // mark, also one a replica writes only later). An opt-out is re-erased as an
+            // erasure for inactivity: a scheduled opt-out is never cancelled, and a user
+            // who opted out and came back is a user again.
+            let reason =
+                if reason == ErasureReason::OptOut { ErasureReason::Inactive } else { reason };
+            let schedule = engine.backend.schedule(user.0, reason, erased_at, Some(now));
             engine.call(schedule).await?;
             part.residue += 1;
             tracing::warn!(

@@ -1310,7 +1310,7 @@ mod tests {
                 &self,
                 now: i64,
                 keep_ms: i64,
-            ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+            ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
                 self.inner.receipt_tags(now, keep_ms)
             }
             fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {

@@ -669,12 +669,12 @@ impl Backend for Bound {
         &self,
         now: i64,
         keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
         self.ready(move |s| {
             s.receipts
                 .iter()
                 .filter(|(_, r)| r.at >= now - keep_ms)
-                .map(|(t, r)| (t.clone(), r.reason))
+                .map(|(t, r)| (t.clone(), r.clone()))
                 .collect()
         })
     }

@@ -464,13 +464,13 @@ pub(crate) trait Backend: Send + Sync {
     /// The last audit's summary, if any.
     fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>>;
 
-    /// The keyed tags of every receipt younger than `keep_ms` at `now`, with the reason of
-    /// the erasure (every shard). Reads every receipt: for the audit, not hot paths.
+    /// Every receipt younger than `keep_ms` at `now`, with its keyed tag (every shard).
+    /// Reads every receipt: for the audit, not hot paths.
     fn receipt_tags(
         &self,
         now: i64,
         keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>>;
+    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>>;
 
     /// Adopts users the bot held before it tracked them: `seen[user] = max(seen[user], ms)`
     /// (with `if_new`, only for a user not tracked yet) unless an erasure of the user is

@@ -1774,14 +1774,14 @@ impl Backend for Bound {
         &self,
         now: i64,
         keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
         Box::pin(async move {
             let mut found = Vec::new();
             self.each_receipt(now, keep_ms, |entry| {
                 // An entry this version cannot read names nobody the audit could match.
                 if let (Some(tag), Ok(receipt)) = (entry.get::<String>("h"), decode_receipt(entry))
                 {
-                    found.push((tag, receipt.reason));
+                    found.push((tag, receipt));
                 }
                 Ok(())
             })

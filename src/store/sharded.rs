@@ -448,7 +448,7 @@ impl Backend for Sharded {
         &self,
         now: i64,
         keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, ErasureReason)>>> {
+    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
         Box::pin(async move {
             let all = self.every(|shard| shard.receipt_tags(now, keep_ms)).await?;
             Ok(all.into_iter().flatten().collect())

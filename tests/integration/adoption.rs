@@ -203,18 +203,35 @@ async fn the_audit_finds_untracked_users_and_residue(env: Env) {
         assert_eq!(status.last_seen.unwrap().timestamp_millis(), T0 - 3_600_000, "{user}");
     }
 
-    // User 5 opts out: the eraser deletes their order but not their order items.
+    // Users 5 and 6 opt out: the eraser deletes their orders but not their order items.
+    let erased_at = teloxide_retention::Clock::now_ms(&env.clock);
     retention.erase_user(UserId(5)).await.unwrap();
+    retention.erase_user(UserId(6)).await.unwrap();
     assert!(!orders.contains(5) && items.contains(5));
     let report = retention.audit(UntrackedUsers::Adopt).await.unwrap();
     let part = &report.erasers[0];
-    assert_eq!((part.untracked, part.residue, part.adopted), (1, 1, 0), "{part:?}");
-    // The residue is erased again at once (the items must go by hand: the eraser misses them).
+    assert_eq!((part.untracked, part.residue, part.adopted), (2, 2, 0), "{part:?}");
+    // The residue is erased again at once (the items must go by hand: the eraser misses
+    // them), marked at the erasure its receipt records; as an erasure for inactivity, so
+    // that an interaction since cancels it.
     let status = retention.status(UserId(5)).await.unwrap();
-    assert_eq!(status.erasure.map(|e| e.reason), Some(teloxide_retention::ErasureReason::OptOut));
-    assert_eq!(retention.prune_once().await.unwrap().erased, 1);
+    let erasure = status.erasure.unwrap();
+    assert_eq!(erasure.reason, teloxide_retention::ErasureReason::Inactive);
+    assert_eq!(erasure.marked_at.unwrap().timestamp_millis(), erased_at);
+    // User 6 came back after their opt-out, and the interaction reaches the store only after
+    // the audit (a replica's group commit or outage buffer): they are not erased again.
+    env.clock.advance(Duration::from_secs(1));
+    retention.note_interaction(UserId(6)).await;
+    retention.flush().await.unwrap();
+    let pass = retention.prune_once().await.unwrap();
+    assert_eq!(pass.erased, 1, "user 5 only: {pass:?}");
+    assert!(
+        retention.status(UserId(6)).await.unwrap().last_seen.is_some(),
+        "user 6 is a user again"
+    );
     // A second audit of a clean state finds nothing new.
     items.0.lock().unwrap().remove(&5);
+    items.0.lock().unwrap().remove(&6);
     let report = retention.audit(UntrackedUsers::Report).await.unwrap();
     assert_eq!((report.untracked(), report.residue()), (0, 0), "{report:?}");
 }
