@@ -177,12 +177,7 @@ impl Side {
     async fn apply(&self, op: &Op) -> String {
         let id = |u: u64| UserId(100 + u);
         let result = match op {
-            // Written and Cached both mean "in the store now"; which of the two depends on
-            // when the feed poller (every second of real time) echoed an invalidation.
-            Op::Record(u) => match self.retention.note_interaction(id(*u)).await {
-                noted if noted.is_stored() => "stored".to_owned(),
-                noted => format!("{noted:?}"),
-            },
+            Op::Record(u) => format!("{:?}", self.retention.note_interaction(id(*u)).await),
             Op::Message(u) => {
                 self.dispatch(updates::message(100 + u, "hi")).await;
                 String::new()
