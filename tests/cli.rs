@@ -48,6 +48,23 @@ fn json(cmd: &mut Command) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// Starts `cmd`, kills it (as ^C or a lost shell would) once its progress file says at
+/// least `at_least` users are done, and returns the count the file then holds.
+fn interrupted(cmd: &mut Command, progress: &std::path::Path, at_least: u64) -> u64 {
+    let mut run = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let read = || -> u64 {
+        std::fs::read_to_string(progress).ok().and_then(|t| t.parse().ok()).unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read() < at_least {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    read()
+}
+
 async fn bot(server: &RedisServer, clock: &ManualClock, failing: bool) -> Retention {
     let store = RedisStore::open(&server.url()).await.unwrap();
     Retention::builder(store)
@@ -208,26 +225,11 @@ async fn forget_from_a_file_interrupted_and_rerun_schedules_each_user_once() {
     let progress = dir.path().join("leavers.txt.progress");
 
     // Interrupted after a few chunks (killed, as with ^C or a lost shell).
-    let mut first = cli(&server)
-        .args(["forget", "--rate", "4000", "--from-file"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: usize =
-            std::fs::read_to_string(&progress).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
-        if done >= 1500 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let stopped: usize = std::fs::read_to_string(&progress).unwrap().parse().unwrap();
+    let stopped = interrupted(
+        cli(&server).args(["forget", "--rate", "4000", "--from-file"]).arg(&file),
+        &progress,
+        1500,
+    ) as usize;
     assert!(stopped < 10_000, "the first run was interrupted ({stopped})");
 
     let rerun = json(cli(&server).args(["forget", "--from-file"]).arg(&file));
@@ -513,26 +515,11 @@ async fn adopt_from_a_file_interrupted_and_rerun_adopts_each_user_once() {
     let progress = dir.path().join("users.txt.progress");
 
     // Killed midway, as with ^C or a lost shell.
-    let mut first = cli(&server)
-        .args(["adopt", "--rate", "20000", "--from-file"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: usize =
-            std::fs::read_to_string(&progress).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
-        if done >= 10_000 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let stopped: u64 = std::fs::read_to_string(&progress).unwrap().parse().unwrap();
+    let stopped = interrupted(
+        cli(&server).args(["adopt", "--rate", "20000", "--from-file"]).arg(&file),
+        &progress,
+        10_000,
+    );
     assert!(stopped < 100_000, "the first run was interrupted ({stopped})");
 
     let rerun = json(cli(&server).args(["adopt", "--from-file"]).arg(&file));
