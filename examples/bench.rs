@@ -965,7 +965,7 @@ async fn adoption(
     report: &mut Report,
 ) -> Result<(), BoxError> {
     let n = args.adopt_users;
-    println!("section 8: adoption and the audit of {n} users");
+    println!("8. adoption and the audit of {n} users");
     flush(raw).await?;
     slowlog(raw, 100, 100_000).await?;
     redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
