@@ -536,3 +536,17 @@ pub(crate) fn cluster_cases() -> Vec<(&'static str, crate::common::Case)> {
         ("audit", |env| Box::pin(the_audit_finds_untracked_users_and_residue(env))),
     ]
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_listed_twice_in_one_call_counts_once_and_keeps_the_later_time() {
+    for env in [Env::memory(), Env::redis()] {
+        let retention = env.builder().await.build().unwrap();
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms);
+        let users =
+            [(UserId(3), at(T0 - 5_000)), (UserId(3), at(T0 - 1_000)), (UserId(3), at(T0 - 9_000))];
+        let adopted = retention.adopt(users, &Adoption::new()).await.unwrap();
+        assert_eq!((adopted.newly_tracked, adopted.moved_forward, adopted.kept), (1, 1, 1));
+        let seen = retention.status(UserId(3)).await.unwrap().last_seen.unwrap();
+        assert_eq!(seen.timestamp_millis(), T0 - 1_000);
+    }
+}

@@ -22,6 +22,9 @@ for _, batch in ipairs(batches) do
     running[user] = true
   end
 end
+-- Every read first, then the writes (all or nothing, as every script). A user listed twice
+-- in one call meets the time planned for them, as if it were written.
+local writes, planned = {}, {}
 for i = 1, #ARGV, 2 do
   local raw, user = ARGV[i], ARGV[i + 1]
   local if_new = string.sub(raw, 1, 1) == 'n'
@@ -29,16 +32,24 @@ for i = 1, #ARGV, 2 do
   if running[user] or redis.call('HEXISTS', KEYS[4], user) == 1 then
     erasing = erasing + 1
   else
-    local old = redis.call('ZSCORE', KEYS[1], user)
+    local old = planned[user] or redis.call('ZSCORE', KEYS[1], user)
     if not old then
       new = new + 1
-      redis.call('ZADD', KEYS[1], ms, user)
+      planned[user] = ms
+      writes[#writes + 1] = ms
+      writes[#writes + 1] = user
     elseif tonumber(old) < ms and not if_new then
       moved = moved + 1
-      redis.call('ZADD', KEYS[1], 'GT', ms, user)
+      planned[user] = ms
+      writes[#writes + 1] = ms
+      writes[#writes + 1] = user
     else
       kept = kept + 1
     end
   end
+end
+if #writes > 0 then
+  -- GT: a new user is added, a tracked one only moves forward.
+  redis.call('ZADD', KEYS[1], 'GT', unpack(writes))
 end
 return {new, moved, kept, erasing}
