@@ -52,11 +52,36 @@ if [ -z "$version" ] || [ "$major" -lt 7 ]; then
 fi
 echo "redis-server $version (each test starts its own; nothing uses port 6379)"
 
+# PostgreSQL's server binaries (initdb, postgres): the tests of the SQL listings start
+# their own server from them. Debian puts them in /usr/lib/postgresql/*/bin, off PATH.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    say "PostgreSQL's initdb not found: installing the server"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    if command -v apt-get >/dev/null 2>&1; then
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+    elif command -v dnf >/dev/null 2>&1; then
+        $sudo dnf install -y postgresql-server
+    elif command -v apk >/dev/null 2>&1; then
+        $sudo apk add --no-cache postgresql
+    elif command -v brew >/dev/null 2>&1; then
+        brew install postgresql
+    else
+        echo "error: PostgreSQL's initdb is missing and no known package manager was found." >&2
+        echo "Install PostgreSQL's server, or set PG_BIN to the folder holding initdb and postgres." >&2
+        exit 1
+    fi
+fi
+
+# Every feature the tests cover: the CLI and the SQL listings.
+FEATURES="cli,sqlite,postgres"
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
-say "cargo clippy --all-targets --features cli -- -D warnings"
-cargo clippy --locked --all-targets --features cli -- -D warnings
+say "cargo clippy --all-targets --features $FEATURES -- -D warnings"
+cargo clippy --locked --all-targets --features "$FEATURES" -- -D warnings
 say "the library without default features (no TLS) builds cleanly"
 cargo clippy --locked --lib --no-default-features -- -D warnings
 
@@ -68,20 +93,20 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest not found: installing it"
     cargo install --locked cargo-nextest
 fi
-cargo nextest run --locked --all-targets --features cli --no-fail-fast
+cargo nextest run --locked --all-targets --features "$FEATURES" --no-fail-fast
 
 say "doc tests (README included)"
-cargo test --locked --doc --features cli
+cargo test --locked --doc --features "$FEATURES"
 
 say "cargo doc (broken links fail)"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet --features cli
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet --features "$FEATURES"
 
 say "offline demo"
 cargo run --locked --quiet --example demo >/dev/null
 echo "demo ran"
 
 say "the CLI binary runs"
-cargo run --locked --quiet --features cli --bin teloxide-retention -- --help >/dev/null
+cargo run --locked --quiet --features "$FEATURES" --bin teloxide-retention -- --help >/dev/null
 echo "teloxide-retention --help ran"
 
 say "all checks passed"

@@ -39,7 +39,16 @@ pub use gone::{GoneReason, gone_reason};
 pub use hooks::{ErasedUser, StuckErasure};
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
 pub use receipts::{Receipt, ReceiptKey};
+/// The `redis` crate (1.x) this crate is built on: connections for [`RedisKeysEraser`],
+/// [`DialogueEraser::list_redis`] and [`RedisStore::from_manager`](crate::RedisStore::from_manager),
+/// whatever `redis` version the bot itself depends on (teloxide's `redis-storage` brings
+/// an older one).
+pub use redis;
 pub use retention::{Retention, RetentionExt};
+/// The `sqlx` crate (0.8, the version of teloxide's SQL storages), for the pool that
+/// [`DialogueEraser::list_sqlite`] and [`DialogueEraser::list_postgres`] take.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;
 pub use stats::Stats;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;

@@ -101,17 +101,12 @@ where
     }
 
     /// Gives the eraser a listing for the audit ([`Eraser::list`](crate::Eraser::list)):
-    /// `list(cursor)` returns the page of users with a dialogue starting at `cursor`.
-    /// teloxide's storages keep their connection to themselves, so the bot lists with its
-    /// own: for `SqliteStorage` and `PostgresStorage`, the private chats (positive ids) of
-    /// `teloxide_dialogues`:
-    ///
-    /// ```sql
-    /// SELECT chat_id FROM teloxide_dialogues WHERE chat_id > $1 ORDER BY chat_id LIMIT 1000
-    /// ```
-    ///
-    /// for `RedisStorage`, its keys (bare chat ids). `tests/integration/adoption.rs` lists
-    /// a `SqliteStorage` this way through sqlx.
+    /// `list(cursor)` returns the page of users with a dialogue starting at `cursor`
+    /// (`None`: the first). teloxide's storages keep their connection to themselves, so a
+    /// listing reads the storage through a connection of the bot's own. For teloxide's
+    /// storages it is built in: [`list_redis`](Self::list_redis),
+    /// [`list_sqlite`](Self::list_sqlite) (`sqlite` feature) and
+    /// [`list_postgres`](Self::list_postgres) (`postgres` feature); this is for any other.
     #[must_use]
     pub fn list_with<L, Fut, E>(self, list: L) -> Self
     where
@@ -120,6 +115,112 @@ where
         E: Into<BoxError>,
     {
         Self { list: Some(crate::erase::closure::list_fn(list)), ..self }
+    }
+
+    /// Lists the users with a dialogue in teloxide's `RedisStorage`, whose keys are bare
+    /// chat ids, through `conn`, a connection of this crate's `redis` (1.x; re-exported as
+    /// [`teloxide_retention::redis`](crate::redis)) to the same server and database: `SCAN`
+    /// of the keys that are user ids (private chats; group chats are negative), 1,000 keys
+    /// a step.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use teloxide::dispatching::dialogue::{RedisStorage, serializer::Json};
+    /// use teloxide_retention::{DialogueEraser, redis};
+    ///
+    /// let url = "redis://127.0.0.1/2";
+    /// let storage = RedisStorage::open(url, Json).await?;
+    /// let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
+    /// let eraser = DialogueEraser::for_any_state(storage).list_redis(conn);
+    /// # let _ = eraser;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn list_redis<C>(self, conn: C) -> Self
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let patterns = vec!["{user}".to_owned()];
+        self.list_with(move |cursor| {
+            let (conn, patterns) = (conn.clone(), patterns.clone());
+            async move { crate::erase::redis_keys::scan_users(&conn, &patterns, cursor).await }
+        })
+    }
+
+    /// Lists the users with a dialogue in teloxide's `SqliteStorage` through `pool`, a pool
+    /// of the bot's own on the same database file: the private chats (positive ids) of its
+    /// `teloxide_dialogues` table, in pages of 1,000 ordered by id. Needs the `sqlite`
+    /// feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use teloxide::dispatching::dialogue::{SqliteStorage, serializer::Json};
+    /// use teloxide_retention::DialogueEraser;
+    ///
+    /// let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
+    /// let pool = sqlx::SqlitePool::connect("sqlite://dialogues.sqlite").await?;
+    /// let eraser = DialogueEraser::for_any_state(storage).list_sqlite(pool);
+    /// # let _ = eraser;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sqlite")]
+    #[must_use]
+    pub fn list_sqlite(self, pool: sqlx::SqlitePool) -> Self {
+        self.list_with(move |cursor| {
+            let pool = pool.clone();
+            async move {
+                let after = sql_cursor(cursor.as_deref())?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT chat_id FROM teloxide_dialogues \
+                     WHERE chat_id > ? AND chat_id <= ? ORDER BY chat_id LIMIT ?",
+                )
+                .bind(after)
+                .bind(MAX_CHAT)
+                .bind(SQL_PAGE)
+                .fetch_all(&pool)
+                .await?;
+                Ok::<_, BoxError>(sql_page(ids))
+            }
+        })
+    }
+
+    /// Lists the users with a dialogue in teloxide's `PostgresStorage` through `pool`, a
+    /// pool of the bot's own on the same database: the private chats (positive ids) of its
+    /// `teloxide_dialogues` table, in pages of 1,000 ordered by id. Needs the `postgres`
+    /// feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use teloxide_retention::DialogueEraser;
+    /// # use teloxide::dispatching::dialogue::{InMemStorage, Storage};
+    /// # let storage = InMemStorage::<serde_json::Value>::new();
+    ///
+    /// // `storage`: teloxide's `PostgresStorage` (teloxide 0.17 exports it only with its
+    /// // `postgres-storage-nativetls` feature).
+    /// let pool = sqlx::PgPool::connect("postgres://bot@localhost/bot").await?;
+    /// let eraser = DialogueEraser::for_any_state(storage).list_postgres(pool);
+    /// # let _ = eraser;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn list_postgres(self, pool: sqlx::PgPool) -> Self {
+        self.list_with(move |cursor| {
+            let pool = pool.clone();
+            async move {
+                let after = sql_cursor(cursor.as_deref())?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT chat_id FROM teloxide_dialogues \
+                     WHERE chat_id > $1 AND chat_id <= $2 ORDER BY chat_id LIMIT $3",
+                )
+                .bind(after)
+                .bind(MAX_CHAT)
+                .bind(SQL_PAGE)
+                .fetch_all(&pool)
+                .await?;
+                Ok::<_, BoxError>(sql_page(ids))
+            }
+        })
     }
 
     /// Includes the user's current dialogue state, serialized as JSON, in `/mydata`.
@@ -144,6 +245,27 @@ where
     pub fn for_any_state(storage: Arc<S>) -> Self {
         Self::new(storage)
     }
+}
+
+/// Rows a SQL listing reads per page.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const SQL_PAGE: i64 = 1_000;
+
+/// The highest chat id that can be a user's private chat.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const MAX_CHAT: i64 = crate::humans::MAX_USER_ID as i64;
+
+/// The chat id a SQL listing's page starts after.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sql_cursor(cursor: Option<&str>) -> Result<i64, BoxError> {
+    cursor.map_or(Ok(0), |c| c.parse().map_err(|_| format!("bad listing cursor {c:?}").into()))
+}
+
+/// A page of private chat ids, read in ascending order; full pages are followed by the next.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sql_page(ids: Vec<i64>) -> crate::Listing {
+    let next = (ids.len() as i64 == SQL_PAGE).then(|| ids[ids.len() - 1].to_string());
+    crate::Listing::page(ids.into_iter().map(|id| UserId(id as u64)), next)
 }
 
 fn private_chat(user: UserId) -> ChatId {

@@ -120,42 +120,11 @@ where
         }
     }
 
-    /// Lists the users whose keys exist, with `SCAN` over each pattern (`{user}` as `*`;
-    /// keys whose id part is not a user id are skipped), 1,000 keys a step. On a Redis
-    /// Cluster, `SCAN` covers the node the connection sends it to.
+    /// Lists the users whose keys exist, with `SCAN` over each pattern (`{user}` as
+    /// `[1-9]*`; keys whose id part is not a user id are skipped), 1,000 keys a step. On a
+    /// Redis Cluster, `SCAN` covers the node the connection sends it to.
     async fn list(&self, cursor: Option<String>) -> Result<Option<Listing>, BoxError> {
-        // The cursor: the pattern's index and the SCAN cursor within it.
-        let (mut index, mut scan) = match cursor.as_deref().and_then(|c| c.split_once(':')) {
-            Some((i, c)) => (i.parse::<usize>()?, c.parse::<u64>()?),
-            None => (0, 0),
-        };
-        let mut conn = self.conn.clone();
-        let mut users = Vec::new();
-        while let Some(pattern) = self.patterns.get(index) {
-            let (prefix, suffix) = pattern.split_once(PLACEHOLDER).unwrap_or((pattern, ""));
-            let glob = format!("{}*{}", glob_escape(prefix), glob_escape(suffix));
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(scan)
-                .arg("MATCH")
-                .arg(&glob)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            users.extend(keys.iter().filter_map(|key| {
-                let id = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
-                crate::humans::parse_user(id).map(UserId)
-            }));
-            if next != 0 {
-                return Ok(Some(Listing::page(users, Some(format!("{index}:{next}")))));
-            }
-            index += 1;
-            scan = 0;
-            if !users.is_empty() && index < self.patterns.len() {
-                return Ok(Some(Listing::page(users, Some(format!("{index}:0")))));
-            }
-        }
-        Ok(Some(Listing::page(users, None)))
+        scan_users(&self.conn, &self.patterns, cursor).await.map(Some)
     }
 
     async fn export(&self, user: UserId) -> Result<Export, BoxError> {
@@ -195,6 +164,54 @@ where
         }
         Ok(Export::Data(Json::Object(out)))
     }
+}
+
+/// One page of the users whose keys named by `patterns` exist, from `cursor` (the
+/// pattern's index and the `SCAN` cursor within it, `"{index}:{scan}"`); shared with
+/// [`DialogueEraser::list_redis`](crate::DialogueEraser::list_redis).
+pub(crate) async fn scan_users<C>(
+    conn: &C,
+    patterns: &[String],
+    cursor: Option<String>,
+) -> Result<Listing, BoxError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let (mut index, mut scan) = match cursor.as_deref() {
+        None => (0, 0),
+        Some(c) => {
+            let (i, c) = c.split_once(':').ok_or_else(|| format!("bad listing cursor {c:?}"))?;
+            (i.parse::<usize>()?, c.parse::<u64>()?)
+        }
+    };
+    let mut conn = conn.clone();
+    let mut users = Vec::new();
+    while let Some(pattern) = patterns.get(index) {
+        let (prefix, suffix) = pattern.split_once(PLACEHOLDER).unwrap_or((pattern, ""));
+        // Every user id starts with a digit from 1 to 9.
+        let glob = format!("{}[1-9]*{}", glob_escape(prefix), glob_escape(suffix));
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(scan)
+            .arg("MATCH")
+            .arg(&glob)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        users.extend(keys.iter().filter_map(|key| {
+            let id = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
+            crate::humans::parse_user(id).map(UserId)
+        }));
+        if next != 0 {
+            return Ok(Listing::page(users, Some(format!("{index}:{next}"))));
+        }
+        index += 1;
+        scan = 0;
+        if !users.is_empty() && index < patterns.len() {
+            return Ok(Listing::page(users, Some(format!("{index}:0"))));
+        }
+    }
+    Ok(Listing::page(users, None))
 }
 
 /// Converts a Redis reply to JSON; maps become objects, everything else strings and arrays.

@@ -5,6 +5,7 @@
 pub mod bot_api;
 pub mod certs;
 pub mod cluster;
+pub mod postgres;
 pub mod proxy;
 pub mod redis_server;
 pub mod sentinel;

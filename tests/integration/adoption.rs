@@ -305,6 +305,41 @@ async fn redis_keys_erasers_list_the_users_whose_keys_exist() {
     assert_eq!(retention.tracked_users().await.unwrap(), 0, "only reported");
 }
 
+/// The audit keeps counts, never ids: after a scheduled audit that reported 300 untracked
+/// users, no key name or value in Redis (its lease and summary included) holds their ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_writes_no_user_id_to_redis() {
+    let env = Env::redis();
+    let table = Table::default();
+    for user in 1..=300u64 {
+        table.insert(7_300_000_000 + user, T0 - 1);
+    }
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(table.eraser("orders"))
+        .audit_every(Duration::from_secs(3600), UntrackedUsers::Report)
+        .build()
+        .unwrap();
+    let pruner = retention.spawn_pruner();
+    crate::support::eventually("the scheduled audit ran", || async {
+        retention.last_audit().await.unwrap().is_some()
+    })
+    .await;
+    pruner.shutdown().await;
+    let summary = retention.last_audit().await.unwrap().unwrap();
+    assert_eq!((summary.listed, summary.untracked, summary.adopted), (300, 300, 0));
+    let all = crate::support::dump(&mut env.redis_connection());
+    // The lease, and the summary in the namespace's metadata.
+    assert!(all.iter().any(|(key, _)| key.ends_with(":audit")), "{all:?}");
+    assert!(all.iter().any(|(_, value)| value.contains("untracked")), "{all:?}");
+    for (key, value) in &all {
+        assert!(!key.contains("73000") && !value.contains("73000"), "{key}: {value}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_without_listing_erasers_is_told_the_audit_covers_nothing() {
     let env = Env::memory();
@@ -377,7 +412,9 @@ async fn scheduled_audit_on_redis() {
 }
 
 /// An existing bot on SQLite: 2,000 users in its own table (1,555 idle past 90 days) and
-/// dialogues in teloxide's `SqliteStorage`, some of users the table does not have.
+/// dialogues in teloxide's `SqliteStorage`, some of users the table does not have, listed
+/// by the built-in listing.
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_only_users() {
     use teloxide::dispatching::dialogue::{SqliteStorage, Storage, serializer::Json};
@@ -446,23 +483,8 @@ async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_on
             }
         })
     };
-    let dialogue_eraser = {
-        let list = pool.clone();
-        DialogueEraser::for_any_state(Arc::clone(&dialogues)).list_with(move |cursor: Option<String>| {
-            let pool = list.clone();
-            async move {
-                let after: i64 = cursor.map_or(Ok(0), |c| c.parse())?;
-                let ids: Vec<(i64,)> = sqlx::query_as(
-                    "SELECT chat_id FROM teloxide_dialogues WHERE chat_id > ? ORDER BY chat_id LIMIT 500",
-                )
-                .bind(after)
-                .fetch_all(&pool)
-                .await?;
-                let next = (ids.len() == 500).then(|| ids[499].0.to_string());
-                Ok::<_, BoxError>(Listing::page(ids.into_iter().map(|(id,)| UserId(id as u64)), next))
-            }
-        })
-    };
+    let dialogue_eraser =
+        DialogueEraser::for_any_state(Arc::clone(&dialogues)).list_sqlite(pool.clone());
     let retention = env
         .bare_builder()
         .await

@@ -595,26 +595,6 @@ fn assert_valid_html(text: &str) {
     }
 }
 
-/// Every key name and value in `conn`'s Redis, one line per key.
-fn dump(conn: &mut redis::Connection) -> Vec<(String, String)> {
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
-    let mut all = Vec::new();
-    for key in keys {
-        let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
-        let value: redis::Value = match kind.as_str() {
-            "string" => redis::cmd("GET").arg(&key).query(conn).unwrap(),
-            "hash" => redis::cmd("HGETALL").arg(&key).query(conn).unwrap(),
-            "zset" => {
-                redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query(conn).unwrap()
-            }
-            "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(conn).unwrap(),
-            other => panic!("unexpected key type {other} of {key}"),
-        };
-        all.push((key, format!("{value:?}")));
-    }
-    all
-}
-
 async fn an_opt_out_leaves_the_id_only_in_the_feed_for_its_window(receipts: bool) {
     // Measured before the fix: after a /removemydata opt-out the id stayed in the key name
     // `{ns}:rate:erase:<id>:<window>` for the whole rate-limit window (hours or days).
@@ -642,7 +622,7 @@ async fn an_opt_out_leaves_the_id_only_in_the_feed_for_its_window(receipts: bool
     assert_eq!(bot.retention.status(UserId(user)).await.unwrap().last_seen, None);
 
     let mut conn = env.redis_connection();
-    let all = dump(&mut conn);
+    let all = crate::support::dump(&mut conn);
     let id = user.to_string();
     assert!(all.iter().any(|(k, _)| k.contains(":rate:erase:")), "the rate limit is kept: {all:?}");
     for (key, value) in &all {

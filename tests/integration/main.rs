@@ -11,6 +11,7 @@ mod adoption;
 mod architecture;
 mod cluster;
 mod commands;
+mod dialogue_listing;
 mod docs;
 mod erasers;
 mod faults;

@@ -179,3 +179,23 @@ pub async fn prune_settled(bot: &teloxide_retention::Retention, expected: u64) -
     }
     erased + bot.prune_once().await.map_or(0, |report| report.erased)
 }
+
+/// Every key name and value in `conn`'s Redis, one line per key.
+pub(crate) fn dump(conn: &mut redis::Connection) -> Vec<(String, String)> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
+    let mut all = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(conn).unwrap();
+        let value: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query(conn).unwrap(),
+            "hash" => redis::cmd("HGETALL").arg(&key).query(conn).unwrap(),
+            "zset" => {
+                redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query(conn).unwrap()
+            }
+            "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(conn).unwrap(),
+            other => panic!("unexpected key type {other} of {key}"),
+        };
+        all.push((key, format!("{value:?}")));
+    }
+    all
+}

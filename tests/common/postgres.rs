@@ -1,0 +1,148 @@
+//! A real PostgreSQL server per test: `initdb` into its own temp dir, `postgres` listening on
+//! a unix socket in that dir only (no TCP, so the machine's own server on 5432 is never
+//! touched), ready when it accepts a connection, killed on drop. A missing binary fails the
+//! test with an install hint; nothing is skipped.
+//!
+//! PostgreSQL refuses to run as root; when the tests do, the server runs as `nobody`.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The port number only names the socket file (`.s.PGSQL.5432`) in the server's own dir.
+const PORT: u16 = 5432;
+/// `nobody`'s uid and gid on Debian, the server's user when the tests run as root.
+const NOBODY: u32 = 65534;
+
+pub struct PostgresServer {
+    dir: TempDir,
+    child: Child,
+}
+
+/// `name` from PATH, else from the newest `/usr/lib/postgresql/*/bin` (where Debian's
+/// `postgresql` package puts the server binaries, off PATH).
+fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var("PG_BIN").ok().map(PathBuf::from) {
+        return dir.join(name);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    let debian = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin").join(name))
+            .filter(|p| p.is_file())
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    };
+    on_path.or_else(debian).unwrap_or_else(|| {
+        panic!(
+            "`{name}` not found (PATH, /usr/lib/postgresql/*/bin, PG_BIN): install PostgreSQL's \
+             server (Debian: `apt-get install postgresql`); scripts/test.sh does"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    // `/proc/self` belongs to the process's effective user.
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn as_server_user(cmd: &mut Command, root: bool) -> &mut Command {
+    if root {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    cmd
+}
+
+impl PostgresServer {
+    /// Initializes a cluster in a fresh temp dir and starts a server on it.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("retention-pg-").tempdir().expect("temp dir");
+        let root = is_root();
+        if root {
+            std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+        }
+        let data = dir.path().join("data");
+        let out = as_server_user(&mut Command::new(binary("initdb")), root)
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .arg("--no-sync")
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        if root {
+            std::os::unix::fs::chown(dir.path().join("server.log"), Some(NOBODY), Some(NOBODY))
+                .expect("chown log");
+        }
+        let child = as_server_user(&mut Command::new(binary("postgres")), root)
+            .args(["-D", data.to_str().unwrap(), "-k", dir.path().to_str().unwrap()])
+            .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
+            // A test database: no durability needed, and little memory.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn postgres");
+        let mut server = Self { dir, child };
+        server.wait_ready();
+        server
+    }
+
+    /// The connection URL of the `postgres` database, as sqlx reads it.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@localhost:{PORT}/postgres?host={}", self.dir.path().display())
+    }
+
+    /// The server's directory (its socket and `server.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // The socket exists a moment before the server accepts sessions; the log says
+            // when it does.
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            if log.contains("ready to accept connections") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("postgres exited ({status}): {log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start within 60 s: {}",
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
