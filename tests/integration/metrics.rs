@@ -1,25 +1,17 @@
-//! The `metrics` facade: a Prometheus exporter (as `examples/bot.rs` serves it) scraped over
-//! HTTP after a scripted run on real Redis, checking names and values.
+//! The `metrics` facade: the Prometheus exporter's page (what `examples/bot.rs` serves)
+//! after a scripted run on real Redis, checking names and exact values.
+//!
+//! The recorder is this test's own, set for its thread (`metrics::set_default_local_recorder`)
+//! on a current-thread runtime, so every task of the run (the writer and the heartbeat
+//! included) reports to it, and no other test, in this process or not, adds to its counts.
 
 use std::time::Duration;
 
 use teloxide::types::UserId;
 use teloxide_retention::{GoneReason, ManualClock, OptOutOutcome, RedisStore, Retention};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::redis_server::free_port;
 use crate::common::{DAY, RedisServer, T0};
 use crate::support::Recorder;
-
-/// The exporter's text page, fetched with a plain HTTP/1.0 GET.
-async fn scrape(port: u16) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let mut page = String::new();
-    stream.read_to_string(&mut page).await.unwrap();
-    assert!(page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"), "{page}");
-    page
-}
 
 /// The value of the sample `name` (with its labels, as the page spells them).
 fn value(page: &str, name: &str) -> f64 {
@@ -28,14 +20,13 @@ fn value(page: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{page}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn the_prometheus_exporter_serves_every_metric_after_a_run() {
     crate::common::init_tracing();
-    let port = free_port();
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(([127, 0, 0, 1], port))
-        .install()
-        .unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let exporter = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let scrape = || exporter.render();
     let server = RedisServer::start();
     let clock = ManualClock::at_unix_ms(T0);
     let flaky = Recorder::new("profiles").failing_first(1);
@@ -59,7 +50,7 @@ async fn the_prometheus_exporter_serves_every_metric_after_a_run() {
     let first = retention.prune_once().await.unwrap();
     assert_eq!(first.erased, 1, "the opt-out retry");
 
-    let page = scrape(port).await;
+    let page = scrape();
     assert_eq!(value(&page, "teloxide_retention_interactions_written_total"), 5.0);
     assert_eq!(value(&page, "teloxide_retention_gone_marks_total{reason=\"blocked\"}"), 1.0);
     assert_eq!(value(&page, "teloxide_retention_erasures_total{reason=\"opt_out\"}"), 1.0);
@@ -83,7 +74,7 @@ async fn the_prometheus_exporter_serves_every_metric_after_a_run() {
     // Past the threshold: the idle users and the blocked one are erased.
     clock.advance(31 * DAY);
     assert_eq!(retention.prune_once().await.unwrap().erased, 4);
-    let page = scrape(port).await;
+    let page = scrape();
     assert_eq!(value(&page, "teloxide_retention_erasures_total{reason=\"inactive\"}"), 3.0);
     assert_eq!(value(&page, "teloxide_retention_erasures_total{reason=\"blocked\"}"), 1.0);
     assert_eq!(value(&page, "teloxide_retention_tracked_users"), 0.0);
