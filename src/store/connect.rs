@@ -74,6 +74,39 @@ impl RedisTls {
         self
     }
 
+    /// Checks the PEM given: the CA and the client certificate hold at least one
+    /// certificate, the key is a private key; the client would only fail at the first
+    /// connection, with a less clear error.
+    pub(crate) fn validate(&self) -> Result<()> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certificates = |pem: &[u8], what: &str| -> Result<()> {
+            let mut found = 0;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                cert.map_err(|e| Error::config(format!("{what} is not valid PEM: {e}")))?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(Error::config(format!(
+                    "{what} holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)"
+                )));
+            }
+            Ok(())
+        };
+        if let Some(ca) = &self.ca {
+            certificates(ca, "RedisTls::ca_pem")?;
+        }
+        if let Some((cert, key)) = &self.client {
+            certificates(cert, "the certificate of RedisTls::client_cert_pem")?;
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+                Error::config(format!(
+                    "the key of RedisTls::client_cert_pem is not a PEM private key: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn certificates(&self) -> redis::TlsCertificates {
         redis::TlsCertificates {
             client_tls: self.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
@@ -101,10 +134,51 @@ pub(crate) fn ensure_crypto_provider() {
     }
 }
 
+/// `url` without its credentials (`redis://<credentials>@host/`), for error messages.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://<credentials>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A configuration error naming the URL (without its credentials) when the client refused
+/// it; any other error as it is.
+pub(crate) fn invalid_url(url: &str, e: RedisError) -> Error {
+    if e.kind() != redis::ErrorKind::InvalidClientConfig {
+        return Error::Redis(e);
+    }
+    Error::config(format!(
+        "Redis URL {:?} is invalid: {e}; expected redis://[user:password@]host[:port][/db], \
+         rediss://... (TLS) or redis+unix:///path/to/socket",
+        redacted(url)
+    ))
+}
+
+/// A configuration error for cluster nodes the client refused.
+pub(crate) fn invalid_nodes(e: RedisError) -> Error {
+    if e.kind() != redis::ErrorKind::InvalidClientConfig {
+        return Error::Redis(e);
+    }
+    Error::config(format!(
+        "Redis Cluster nodes are invalid: {e}; give at least one node URL such as \
+         redis://10.0.0.1:7000"
+    ))
+}
+
 /// A clear error for `rediss://` in a build without the `tls` feature, instead of the
 /// client's "feature is not enabled".
 pub(crate) fn check_scheme(url: &str) -> Result<()> {
-    if cfg!(not(feature = "tls")) && url.trim_start().to_ascii_lowercase().starts_with("rediss") {
+    check_scheme_for(url, cfg!(feature = "tls"))
+}
+
+/// [`check_scheme`] for a build with or without TLS (both are tested in every build).
+fn check_scheme_for(url: &str, tls: bool) -> Result<()> {
+    if !tls && url.trim_start().to_ascii_lowercase().starts_with("rediss") {
         return Err(Error::config(
             "a rediss:// (TLS) URL needs teloxide-retention's `tls` feature, which is on by \
              default; enable it (or keep default features) to connect over TLS",
@@ -231,7 +305,10 @@ impl RedisSentinel {
         for url in &self.sentinels {
             check_scheme(url)?;
             let info = url.as_str().into_connection_info().map_err(|e| {
-                Error::config(format!("sentinel address {url:?} is not a Redis URL: {e}"))
+                Error::config(format!(
+                    "sentinel address {:?} is not a Redis URL: {e}",
+                    redacted(url)
+                ))
             })?;
             let settings = info.redis_settings();
             if let Some(password) = settings.password() {
@@ -257,11 +334,13 @@ impl RedisSentinel {
         #[cfg(feature = "tls")]
         {
             if let Some(tls) = &self.master_tls {
+                tls.validate()?;
                 builder = builder
                     .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
                     .set_client_to_redis_certificates(tls.certificates());
             }
             if let Some(tls) = &self.sentinel_tls {
+                tls.validate()?;
                 builder = builder.set_client_to_sentinel_certificates(tls.certificates());
             }
         }
@@ -559,5 +638,28 @@ impl ConnectionLike for ClusterHandle {
 
     fn get_db(&self) -> i64 {
         self.0.current().1.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_url_without_the_tls_feature_is_a_config_error_naming_the_feature() {
+        let err = check_scheme_for("rediss://redis.example:6380/", false).unwrap_err();
+        assert!(err.is_config(), "{err:?}");
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+        assert!(check_scheme_for(" REDISS://host/", false).is_err(), "any case and spacing");
+        assert!(check_scheme_for("rediss://host/", true).is_ok());
+        assert!(check_scheme_for("redis://host/", false).is_ok());
+    }
+
+    #[test]
+    fn credentials_never_appear_in_url_errors() {
+        assert_eq!(redacted("redis://:s3cret@host:6379/0"), "redis://<credentials>@host:6379/0");
+        assert_eq!(redacted("rediss://bot:pw@h/?x=@"), "rediss://<credentials>@h/?x=@");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redacted("not a url"), "not a url");
     }
 }

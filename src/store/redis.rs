@@ -188,8 +188,8 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL is invalid; [`Error::Config`] for a `rediss://` URL in a
-    /// build without the `tls` feature.
+    /// [`Error::Config`] if the URL is invalid (the message names it, without its
+    /// credentials) or is `rediss://` in a build without the `tls` feature.
     pub async fn open(url: &str) -> Result<Self> {
         let client = client(url, None)?;
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config())?;
@@ -201,9 +201,9 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL is invalid or the first connection fails (over TLS: also
-    /// if the server's certificate is not trusted); [`Error::Unsafe`] if the server is older
-    /// than Redis 7.0.
+    /// [`Error::Config`] as for [`RedisStore::open`]; [`Error::Redis`] if the first
+    /// connection fails (over TLS, an untrusted server certificate is an [`Error::Config`]
+    /// saying so); [`Error::Unsafe`] if the server is older than Redis 7.0.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_client(client(url, None)?).await
     }
@@ -213,7 +213,8 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if the URL or a certificate is invalid.
+    /// [`Error::Config`] if the URL is invalid, or the CA, the client certificate or its
+    /// key is not valid PEM (the message names which).
     #[cfg(feature = "tls")]
     pub async fn open_with_tls(url: &str, tls: &RedisTls) -> Result<Self> {
         let client = client(url, Some(tls))?;
@@ -259,7 +260,8 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if a URL is invalid or no node answers.
+    /// [`Error::Config`] if no node is given or a URL is invalid; [`Error::Redis`] if no
+    /// node answers.
     pub async fn open_cluster<I, U>(nodes: I) -> Result<Self>
     where
         I: IntoIterator<Item = U>,
@@ -269,7 +271,8 @@ impl RedisStore {
         let client = redis::cluster::ClusterClient::builder(nodes)
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(5))
-            .build()?;
+            .build()
+            .map_err(crate::store::connect::invalid_nodes)?;
         Self::cluster_client(client).await
     }
 
@@ -278,7 +281,8 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] if a URL or certificate is invalid or no node answers.
+    /// As [`RedisStore::open_cluster`]; [`Error::Config`] also if the CA, the client
+    /// certificate or its key is not valid PEM.
     #[cfg(feature = "tls")]
     pub async fn open_cluster_with_tls<I, U>(nodes: I, tls: &RedisTls) -> Result<Self>
     where
@@ -286,11 +290,13 @@ impl RedisStore {
         U: redis::IntoConnectionInfo,
     {
         ensure_crypto_provider();
+        tls.validate()?;
         let client = redis::cluster::ClusterClient::builder(nodes)
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(5))
             .certs(tls.certificates())
-            .build()?;
+            .build()
+            .map_err(crate::store::connect::invalid_nodes)?;
         Self::cluster_client(client).await
     }
 
@@ -569,11 +575,15 @@ const QUIET_MS: i64 = 60 * 60 * 1000;
 fn client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client> {
     check_scheme(url)?;
     ensure_crypto_provider();
-    match tls {
+    let client = match tls {
         #[cfg(feature = "tls")]
-        Some(tls) => Ok(redis::Client::build_with_tls(url, tls.certificates())?),
-        _ => Ok(redis::Client::open(url)?),
-    }
+        Some(tls) => {
+            tls.validate()?;
+            redis::Client::build_with_tls(url, tls.certificates())
+        }
+        _ => redis::Client::open(url),
+    };
+    client.map_err(|e| crate::store::connect::invalid_url(url, e))
 }
 
 /// Says what a failed TLS handshake means: rustls names the problem ("invalid peer

@@ -512,7 +512,7 @@ every_store! {
 
 #[tokio::test]
 async fn invalid_configuration_is_refused_with_a_clear_error() {
-    use teloxide_retention::MemoryStore;
+    use teloxide_retention::{Commands, MemoryStore, Texts};
     let base = || Retention::builder(MemoryStore::new()).inactive_after(30 * DAY);
     let cases: Vec<(teloxide_retention::RetentionBuilder, &str)> = vec![
         (Retention::builder(MemoryStore::new()), "inactive_after is required"),
@@ -528,6 +528,53 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
         (base().prune_every(Duration::ZERO), "prune_every must be longer than zero"),
         (base().max_buffered_touches(0), "max_buffered_touches must be at least 1"),
         (base().gone_policy(GonePolicy::EraseAfter(Duration::ZERO)), "use GonePolicy::EraseNow"),
+        (base().prune_concurrency(0), "prune_concurrency must be at least 1"),
+        (base().eraser_timeout(Duration::ZERO), "eraser_timeout must be longer than zero"),
+        (base().follow_up_delay(Duration::ZERO), "follow_up_delay must be longer than zero"),
+        (base().store_timeout(Duration::ZERO), "store_timeout must be longer than zero"),
+        (base().heartbeat_every(Duration::ZERO), "heartbeat_every must be longer than zero"),
+        (base().writer_timeout(Duration::ZERO), "writer_timeout must be longer than zero"),
+        (base().stuck_after(Duration::ZERO), "stuck_after must be longer than zero"),
+        (
+            base().heartbeat_every(Duration::from_secs(5)).writer_timeout(Duration::from_secs(15)),
+            "writer_timeout (15s) must be longer than three heartbeats (5s each)",
+        ),
+        (
+            base().audit_every(Duration::ZERO, teloxide_retention::UntrackedUsers::Report),
+            "audit_every must be longer than zero",
+        ),
+        (
+            base().receipts(
+                teloxide_retention::ReceiptKey::new(*b"an example key of thirty-two b.!").unwrap(),
+                Duration::ZERO,
+            ),
+            "receipts must be kept for longer than zero",
+        ),
+        (base().namespace("n".repeat(65)), "namespace must be at most 64 bytes"),
+        (
+            base().commands(Commands::default().confirm_within(Duration::ZERO)),
+            "confirm_within must be longer than zero",
+        ),
+        (
+            base().commands(Commands::default().rate_limit(0, DAY)),
+            "rate_limit needs at least one use per non-zero window",
+        ),
+        (
+            base().commands(Commands::default().rate_limit(3, Duration::ZERO)),
+            "rate_limit needs at least one use per non-zero window",
+        ),
+        (
+            base().commands(Commands::default().language("", Texts::default())),
+            "language code \"\" is invalid",
+        ),
+        (
+            base().commands(Commands::default().language("de_DE", Texts::german())),
+            "language code \"de_de\" is invalid",
+        ),
+        (
+            base().commands(Commands::default().max_export_bytes(100)),
+            "max_export_bytes must be at least 1024",
+        ),
         (
             base().erase_with(Recorder::new("same")).erase_with(Recorder::new("same")),
             "two erasers are named \"same\"",
