@@ -94,12 +94,14 @@ enum Command {
     ///
     /// Idempotent: a user already scheduled is left as is. With --from-file, progress is
     /// kept in FILE.progress, so that a rerun after an interruption resumes where it
-    /// stopped; the file is removed when the run completes.
+    /// stopped; the file is removed when the run completes. A progress file is refused if
+    /// FILE changed since it was written.
     Forget {
         /// Telegram user ids.
         #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
         users: Vec<u64>,
-        /// A file of user ids, one per line (blank lines and `#` comments are skipped).
+        /// A file of user ids, one per line (blank lines and `#` comments are skipped; bad
+        /// lines are reported with their numbers and skipped).
         #[arg(long, value_name = "FILE")]
         from_file: Option<PathBuf>,
         /// At most this many users per second (0: as fast as Redis takes them).
@@ -145,13 +147,39 @@ enum Command {
     },
 }
 
-/// A command that failed (exit code 3), with what to tell the operator. `check`'s findings
-/// are not failures: they decide its exit code 1 themselves.
-struct Failure(String);
+/// A command that failed, with what to tell the operator and the exit code: 2 for a usage
+/// error (a missing or invalid option, file or setting), 3 for a failure. `check`'s
+/// findings are not failures: they decide its exit code 1 themselves.
+struct Failure(String, u8);
+
+impl Failure {
+    /// A failure: exit code 3.
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into(), 3)
+    }
+
+    /// A usage error: exit code 2.
+    fn usage(message: impl Into<String>) -> Self {
+        Self(message.into(), 2)
+    }
+
+    /// A library error: its configuration errors are usage errors, the store's are said
+    /// as not reaching Redis.
+    fn store(e: teloxide_retention::Error) -> Self {
+        match e {
+            e if e.is_config() => Self::usage(e.to_string()),
+            teloxide_retention::Error::Redis(e) => Self::new(format!(
+                "cannot reach Redis (--url, REDIS_URL): {e}; is the server up and the URL \
+                 right?"
+            )),
+            e => Self::new(e.to_string()),
+        }
+    }
+}
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Self(e.to_string())
+        Self::new(e.to_string())
     }
 }
 
@@ -168,12 +196,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(&cli)) {
         Ok(code) => code,
-        Err(Failure(message)) => {
+        Err(Failure(message, code)) => {
             if cli.json {
                 println!("{}", json!({ "error": message }));
             }
             eprintln!("error: {message}");
-            ExitCode::from(3)
+            ExitCode::from(code)
         }
     }
 }
@@ -230,7 +258,8 @@ fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
 /// TLS settings from --tls-ca, --tls-cert and --tls-key; `None` without them.
 fn tls(cli: &Cli) -> Result<Option<RedisTls>, Failure> {
     let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
     };
     let mut tls = None;
     if let Some(ca) = &cli.tls_ca {
@@ -248,27 +277,31 @@ async fn store(cli: &Cli) -> Result<RedisStore, Failure> {
     let tls = tls(cli)?;
     let store = if cli.cluster {
         match &tls {
-            Some(tls) => RedisStore::open_cluster_with_tls(urls, tls).await?,
-            None => RedisStore::open_cluster(urls).await?,
+            Some(tls) => {
+                RedisStore::open_cluster_with_tls(urls, tls).await.map_err(Failure::store)?
+            }
+            None => RedisStore::open_cluster(urls).await.map_err(Failure::store)?,
         }
     } else if let Some(master) = &cli.sentinel {
         let mut sentinel = RedisSentinel::new(master.as_str(), urls);
         if let Some(tls) = tls {
             sentinel = sentinel.master_tls(tls.clone()).sentinel_tls(tls);
         }
-        RedisStore::open_sentinel(&sentinel)?
+        RedisStore::open_sentinel(&sentinel).map_err(Failure::store)?
     } else {
         match (urls.as_slice(), &tls) {
             // Connected now: an unreachable or untrusted server fails here, said plainly.
-            ([url], Some(tls)) => RedisStore::connect_with_tls(url, tls).await?,
-            ([url], None) => RedisStore::connect(url).await?,
+            ([url], Some(tls)) => {
+                RedisStore::connect_with_tls(url, tls).await.map_err(Failure::store)?
+            }
+            ([url], None) => RedisStore::connect(url).await.map_err(Failure::store)?,
             _ => {
-                return Err(Failure("several URLs need --cluster or --sentinel MASTER".to_owned()));
+                return Err(Failure::usage("several URLs need --cluster or --sentinel MASTER"));
             }
         }
     };
     Ok(match cli.shards {
-        Some(n) => store.with_shards(n)?,
+        Some(n) => store.with_shards(n).map_err(Failure::store)?,
         None => store,
     })
 }
@@ -278,17 +311,18 @@ async fn store(cli: &Cli) -> Result<RedisStore, Failure> {
 async fn retention(cli: &Cli, threshold: Option<Duration>) -> Result<Retention, Failure> {
     // Commands that do not depend on the threshold still need one to build.
     let threshold = threshold.unwrap_or(Duration::from_secs(365 * 86_400));
-    Ok(Retention::builder(store(cli).await?)
+    Retention::builder(store(cli).await?)
         .namespace(cli.namespace.as_str())
         .inactive_after(threshold)
         .stuck_after(cli.stuck_after)
         .without_commands()
-        .build()?)
+        .build()
+        .map_err(Failure::store)
 }
 
 fn threshold(cli: &Cli, command: &str) -> Result<Duration, Failure> {
     cli.inactive_after.ok_or_else(|| {
-        Failure(format!(
+        Failure::usage(format!(
             "`{command}` counts relative to the bot's threshold: pass --inactive-after (such \
              as 90d) or set RETENTION_INACTIVE_AFTER, as the bot's `inactive_after`"
         ))
@@ -649,26 +683,42 @@ async fn export(cli: &Cli, user: UserId) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-/// User ids of a file: one per line; blank lines and `#` comments skipped.
-fn read_ids(path: &Path) -> Result<Vec<u64>, Failure> {
+/// A line of an input file that was skipped: its number, its text and why.
+type BadLine = (usize, String, String);
+
+/// The entries of an input file, one per line (blank lines and `#` comments skipped),
+/// and the lines `parse` refused, which are reported, not fatal.
+fn read_lines<T>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<(Vec<T>, Vec<BadLine>), Failure> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
-    let mut ids = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    let (mut entries, mut bad) = (Vec::new(), Vec::new());
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let id = line.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-            Failure(format!(
-                "{} line {}: {line:?} is not a user id (nothing was scheduled)",
-                path.display(),
-                n + 1
-            ))
-        })?;
-        ids.push(id);
+        match parse(line) {
+            Ok(entry) => entries.push(entry),
+            Err(why) => bad.push((n + 1, line.to_owned(), why)),
+        }
     }
-    Ok(ids)
+    Ok((entries, bad))
+}
+
+/// A user id as the files and the command line write it.
+fn parse_id(text: &str) -> Result<u64, String> {
+    text.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| "not a user id".to_owned())
+}
+
+/// Says each skipped line on stderr, and returns them for `--json`.
+fn report_bad_lines(file: &Path, bad: &[BadLine]) -> Vec<Value> {
+    for (line, text, why) in bad {
+        eprintln!("{} line {line}: {text:?}: {why} (skipped)", file.display());
+    }
+    bad.iter().map(|(line, text, why)| json!({ "line": line, "text": text, "why": why })).collect()
 }
 
 fn progress_path(file: &Path) -> PathBuf {
@@ -677,39 +727,64 @@ fn progress_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// How many ids of the file an earlier, interrupted run scheduled.
-fn read_progress(path: &Path, total: usize) -> Result<usize, Failure> {
-    match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(Failure(format!("cannot read {}: {e}", path.display()))),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(done) if done <= total => Ok(done),
-            _ => Err(Failure(format!(
-                "{} does not belong to this file ({:?}); delete it to start over",
-                path.display(),
-                text.trim()
-            ))),
-        },
+/// The input file's fingerprint (SHA-256 of its bytes), kept with the progress: a
+/// progress file left by another file, or by this file before it changed, is refused
+/// instead of skipping ids it never covered.
+fn fingerprint(file: &Path) -> Result<String, Failure> {
+    use sha2::Digest;
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+    Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How many ids of `file` an earlier, interrupted run went through: its progress file
+/// holds that count and the fingerprint of the file it was written for.
+fn read_progress(file: &Path, total: usize) -> Result<usize, Failure> {
+    let path = progress_path(file);
+    let text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Failure::new(format!("cannot read {}: {e}", path.display()))),
+        Ok(text) => text,
+    };
+    let mut parts = text.split_whitespace();
+    let done = parts.next().and_then(|n| n.parse::<usize>().ok());
+    let ours = parts.next() == Some(fingerprint(file)?.as_str());
+    match done {
+        Some(done) if ours && done <= total => Ok(done),
+        _ => Err(Failure::usage(format!(
+            "{} was written for another file, or for {} before it changed; delete it to \
+             start over (every id is then sent again, which is harmless)",
+            path.display(),
+            file.display()
+        ))),
     }
 }
 
 /// Records progress atomically (a rename), so that an interruption leaves the old or the
 /// new count, never half a file.
-fn write_progress(path: &Path, done: usize) -> Result<(), Failure> {
+fn write_progress(file: &Path, print: &str, done: usize) -> Result<(), Failure> {
+    let path = progress_path(file);
     let tmp = path.with_extension("progress.tmp");
-    std::fs::write(&tmp, done.to_string())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(&tmp, format!("{done} {print}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
 }
 
 async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Outcome {
     const CHUNK: usize = 500;
-    let ids = match file {
-        Some(path) => read_ids(path)?,
-        None => users.to_vec(),
+    let (ids, bad_json) = match file {
+        Some(path) => {
+            let (ids, bad) = read_lines(path, parse_id)?;
+            (ids, report_bad_lines(path, &bad))
+        }
+        None => (users.to_vec(), Vec::new()),
     };
-    let progress = file.map(progress_path);
-    let skip = match &progress {
+    // The input file and its fingerprint, for the progress file.
+    let progress = match file {
+        Some(path) => Some((path, fingerprint(path)?)),
+        None => None,
+    };
+    let skip = match file {
         Some(path) => read_progress(path, ids.len())?,
         None => 0,
     };
@@ -737,16 +812,17 @@ async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Out
             *counts.entry(key).or_default() += 1;
         }
         done += chunk.len();
-        if let Some(path) = &progress {
-            write_progress(path, done)?;
+        if let Some((path, print)) = &progress {
+            write_progress(path, print, done)?;
         }
         bar.set_position(done as u64);
         pace(rate, done - skip, started).await;
     }
     bar.finish_and_clear();
-    if let Some(path) = &progress {
-        std::fs::remove_file(path)
-            .map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
+    if let Some((path, _)) = &progress {
+        let path = progress_path(path);
+        std::fs::remove_file(&path)
+            .map_err(|e| Failure::new(format!("cannot remove {}: {e}", path.display())))?;
     }
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
     let note = "this tool erases nothing itself: the bot's pruner carries the opt-outs out \
@@ -760,6 +836,7 @@ async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Out
                 "scheduled": get("scheduled"),
                 "already_scheduled": get("already_scheduled"),
                 "running": get("running"),
+                "bad_lines": bad_json,
                 "note": note,
             })
         );
@@ -789,33 +866,13 @@ async fn pace(rate: u32, done: usize, started: std::time::Instant) {
     }
 }
 
-/// The users of an adoption file, and its bad lines (number, text, why).
-type AdoptFile = (Vec<(UserId, Option<DateTime<Utc>>)>, Vec<(usize, String, String)>);
-
-/// Reads `ID` or `ID,LAST_ACTIVE` lines; bad lines are returned, not fatal.
-fn read_adoption_file(path: &Path) -> Result<AdoptFile, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
-    let (mut users, mut bad) = (Vec::new(), Vec::new());
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (id, time) = match line.split_once(',') {
-            Some((id, time)) => (id.trim(), Some(time.trim())),
-            None => (line, None),
-        };
-        let Some(id) = id.parse::<u64>().ok().filter(|id| *id > 0) else {
-            bad.push((n + 1, line.to_owned(), "not a user id".to_owned()));
-            continue;
-        };
-        match time.map(parse_date).transpose() {
-            Ok(time) => users.push((UserId(id), time)),
-            Err(why) => bad.push((n + 1, line.to_owned(), why)),
-        }
-    }
-    Ok((users, bad))
+/// An adoption file's line: `ID` or `ID,LAST_ACTIVE`.
+fn parse_adoption(line: &str) -> Result<(UserId, Option<DateTime<Utc>>), String> {
+    let (id, time) = match line.split_once(',') {
+        Some((id, time)) => (id.trim(), Some(time.trim())),
+        None => (line, None),
+    };
+    Ok((UserId(parse_id(id)?), time.map(parse_date).transpose()?))
 }
 
 async fn adopt(
@@ -826,14 +883,8 @@ async fn adopt(
     rate: u32,
 ) -> Outcome {
     const CHUNK: usize = 500;
-    let (users, bad) = read_adoption_file(file)?;
-    for (line, text, why) in &bad {
-        eprintln!("{} line {line}: {text:?}: {why} (skipped)", file.display());
-    }
-    let bad_json: Vec<Value> = bad
-        .iter()
-        .map(|(line, text, why)| json!({ "line": line, "text": text, "why": why }))
-        .collect();
+    let (users, bad) = read_lines(file, parse_adoption)?;
+    let bad_json = report_bad_lines(file, &bad);
     if dry_run {
         return adopt_dry_run(cli, &users, not_before, &bad_json);
     }
@@ -842,8 +893,8 @@ async fn adopt(
         Some(_) => Some(threshold(cli, "adopt --not-before")?),
         None => None,
     };
-    let progress = progress_path(file);
-    let skip = read_progress(&progress, users.len())?;
+    let print = fingerprint(file)?;
+    let skip = read_progress(file, users.len())?;
     let retention = retention(cli, threshold).await?;
     let options = match not_before {
         Some(date) => Adoption::new().not_before(date),
@@ -861,13 +912,14 @@ async fn adopt(
         let adopted = retention.adopt(chunk.iter().copied(), &options).await?;
         total = sum_adopted(total, adopted);
         done += chunk.len();
-        write_progress(&progress, done)?;
+        write_progress(file, &print, done)?;
         bar.set_position(done as u64);
         pace(rate, done - skip, started).await;
     }
     bar.finish_and_clear();
+    let progress = progress_path(file);
     std::fs::remove_file(&progress)
-        .map_err(|e| Failure(format!("cannot remove {}: {e}", progress.display())))?;
+        .map_err(|e| Failure::new(format!("cannot remove {}: {e}", progress.display())))?;
     if cli.json {
         println!(
             "{}",
