@@ -1154,6 +1154,8 @@ mod tests {
             pub(super) store: MemoryStore,
             pub(super) hold: Arc<AtomicBool>,
             pub(super) released: Arc<Notify>,
+            /// Notified once a touch is held (and waits for `released`).
+            pub(super) held: Arc<Notify>,
         }
 
         impl Store for HeldTouches {
@@ -1175,7 +1177,12 @@ mod tests {
             fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
                 Box::pin(async move {
                     if self.store.hold.load(std::sync::atomic::Ordering::SeqCst) {
-                        self.store.released.notified().await;
+                        // Registered before saying so: a release right after cannot be missed.
+                        let released = self.store.released.notified();
+                        let mut released = std::pin::pin!(released);
+                        released.as_mut().enable();
+                        self.store.held.notify_one();
+                        released.await;
                     }
                     self.inner.touch(touches).await
                 })
@@ -1354,6 +1361,7 @@ mod tests {
                 store: MemoryStore::new(),
                 hold: Arc::new(AtomicBool::new(false)),
                 released: Arc::new(Notify::new()),
+                held: Arc::new(Notify::new()),
             };
             let clock = crate::ManualClock::at_unix_ms(1_000_000);
             let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -1376,7 +1384,7 @@ mod tests {
                 let retention = retention.clone();
                 async move { retention.note_interaction(UserId(7)).await }
             });
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.held.notified().await;
             release.notify_one();
             let outcome = opt_out.await.unwrap().unwrap();
             // Now the held write lands, after the finish.

@@ -9,7 +9,7 @@ use teloxide_retention::{Noted, RedisStore, Retention};
 use crate::common::{DAY, Env};
 use crate::support::eventually;
 
-const STORE_TIMEOUT: Duration = Duration::from_millis(500);
+const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a test breaks Redis for a while.
 #[derive(Clone, Copy, Debug)]
@@ -83,8 +83,9 @@ async fn slowest_during(fault: Fault, outage: Duration) -> (Duration, Duration) 
     (slow_warm, slow_fresh)
 }
 
-/// `store_timeout`, plus a margin for scheduling on a loaded 2-core machine.
-const BOUND: Duration = Duration::from_millis(STORE_TIMEOUT.as_millis() as u64 + 250);
+/// `store_timeout`, plus 700 ms for scheduling on a loaded 2-core machine: still below
+/// twice the store timeout, the wait of the bug these tests pin.
+const BOUND: Duration = Duration::from_millis(STORE_TIMEOUT.as_millis() as u64 * 17 / 10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_redis_never_holds_an_interaction_past_the_store_timeout() {
@@ -111,7 +112,8 @@ async fn a_bot_starts_while_redis_is_down_and_catches_up() {
     let url = env.redis.as_ref().unwrap().url();
     env.redis_server().stop();
 
-    assert!(RedisStore::connect(&url).await.is_err(), "the eager check fails");
+    let err = RedisStore::connect(&url).await.unwrap_err();
+    assert!(matches!(err, teloxide_retention::Error::Redis(_)), "the eager check fails: {err:?}");
     let store = RedisStore::open(&url).await.expect("opens while Redis is down");
     let retention = Retention::builder(store)
         .inactive_after(30 * DAY)

@@ -162,7 +162,9 @@ impl Side {
             .collect()
     }
 
-    async fn dispatch(&self, update: serde_json::Value) {
+    /// Dispatches `update` through the wrapped tree and describes how it ended (the
+    /// endpoint's result, or that no branch took it), for the comparison of the sides.
+    async fn dispatch(&self, update: serde_json::Value) -> String {
         let me: Me = serde_json::from_value(json!({
             "id": 1, "is_bot": true, "first_name": "B", "username": "model_bot",
             "can_join_groups": true, "can_read_all_group_messages": false,
@@ -170,7 +172,10 @@ impl Side {
         }))
         .unwrap();
         let deps = dptree::deps![parse(update), self.bot.clone(), me];
-        let _ = self.handler.dispatch(deps).await;
+        match self.handler.dispatch(deps).await {
+            std::ops::ControlFlow::Break(result) => format!("handled {result:?}"),
+            std::ops::ControlFlow::Continue(_) => "not handled".to_owned(),
+        }
     }
 
     /// Applies `op` and describes its result.
@@ -178,22 +183,13 @@ impl Side {
         let id = |u: u64| UserId(100 + u);
         let result = match op {
             Op::Record(u) => format!("{:?}", self.retention.note_interaction(id(*u)).await),
-            Op::Message(u) => {
-                self.dispatch(updates::message(100 + u, "hi")).await;
-                String::new()
-            }
+            Op::Message(u) => self.dispatch(updates::message(100 + u, "hi")).await,
             Op::MarkGone(u, deleted) => {
                 let reason = if *deleted { GoneReason::Deactivated } else { GoneReason::Blocked };
                 format!("{:?}", self.retention.mark_gone(id(*u), reason).await)
             }
-            Op::Block(u) => {
-                self.dispatch(updates::blocked(100 + u)).await;
-                String::new()
-            }
-            Op::Unblock(u) => {
-                self.dispatch(updates::unblocked(100 + u)).await;
-                String::new()
-            }
+            Op::Block(u) => self.dispatch(updates::blocked(100 + u)).await,
+            Op::Unblock(u) => self.dispatch(updates::unblocked(100 + u)).await,
             Op::OptOut(u) => match self.retention.erase_user(id(*u)).await {
                 Ok(OptOutOutcome::Retrying { failed }) => format!("retrying {failed:?}"),
                 other => format!("{other:?}"),
@@ -335,8 +331,8 @@ fn memory_and_redis_stores_agree_on_random_operation_sequences() {
                 );
                 before = a;
             }
-            memory.retention.shutdown().await.ok();
-            redis.retention.shutdown().await.ok();
+            memory.retention.shutdown().await.expect("the memory side shuts down");
+            redis.retention.shutdown().await.expect("the Redis side shuts down");
             Ok::<(), TestCaseError>(())
         })
     });

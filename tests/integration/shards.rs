@@ -202,7 +202,8 @@ async fn reshard_refuses_while_a_bot_runs_and_an_interrupted_one_is_finished_by_
     assert!(store.reshard("shop", 0).await.unwrap_err().is_config());
     assert!(store.reshard("shop", 5000).await.unwrap_err().is_config());
     assert!(store.reshard("sh{op}", 4).await.unwrap_err().is_config());
-    assert!(RedisStore::open(&server.url()).await.unwrap().with_shards(0).is_err());
+    let err = RedisStore::open(&server.url()).await.unwrap().with_shards(0).unwrap_err();
+    assert!(err.is_config(), "{err:?}");
 
     // A move cut off after it began: bots refuse the namespace, another target count is
     // refused, and running it again finishes it.

@@ -631,7 +631,8 @@ both_stores! {
             .without_commands()
             .build()
             .unwrap();
-        forever.note_interaction(UserId(2)).await;
+        assert!(forever.note_interaction(UserId(2)).await.is_stored());
+        assert_eq!(forever.tracked_users().await.unwrap(), 1);
         env.clock.advance(3650 * DAY);
         assert_eq!(forever.preview(10).await.unwrap().inactive, 0);
         assert_eq!(forever.prune_once().await.unwrap().claimed, 0);
@@ -683,7 +684,9 @@ both_stores! {
         assert_eq!(next.preview(10).await.unwrap().expired_leases, 2);
         let report = next.prune_once().await.unwrap();
         assert_eq!((report.erased, report.failed, report.leases_lost), (800, 0, 0), "{report:?}");
-        assert!(report.batches >= 2, "no batch above the limit: {report:?}");
+        let sizes = eraser.batch_sizes();
+        assert!(sizes.iter().all(|&n| (1..=500).contains(&n)), "none above the limit: {sizes:?}");
+        assert_eq!((sizes.iter().sum::<usize>(), sizes.len() as u64), (800, report.batches));
         let counts = eraser.counts();
         assert_eq!(counts.len(), 800);
         assert!(counts.values().all(|&n| n == 1), "someone was erased twice");

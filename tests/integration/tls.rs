@@ -40,7 +40,8 @@ async fn acl_users_and_client_certificates_work_over_tls() {
     // Without a client certificate the server (tls-auth-clients yes) hangs up.
     let no_cert = RedisTls::new().ca_pem(certs.ca_pem.clone());
     let url = format!("rediss://bot:s3cret@localhost:{port}/");
-    assert!(RedisStore::connect_with_tls(&url, &no_cert).await.is_err());
+    let err = RedisStore::connect_with_tls(&url, &no_cert).await.unwrap_err();
+    assert!(matches!(err, teloxide_retention::Error::Redis(_)), "a refused connection: {err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
