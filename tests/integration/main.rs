@@ -22,6 +22,7 @@ mod metrics;
 mod mock_bot;
 mod model;
 mod odd_data;
+mod promises;
 mod pruner;
 mod receipts;
 mod runtimes;
