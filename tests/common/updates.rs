@@ -86,6 +86,21 @@ pub fn callback(user_id: u64, chat: Value, data: &str) -> Value {
     })
 }
 
+/// A press of a button under a message sent in inline mode: no `message`, an
+/// `inline_message_id` instead.
+pub fn inline_callback(user_id: u64, data: &str) -> Value {
+    json!({
+        "update_id": next(),
+        "callback_query": {
+            "id": format!("cbq-{}", next()),
+            "from": user(user_id),
+            "inline_message_id": "AgAAAJ2gAwA1N2Xk",
+            "chat_instance": "-8123456789",
+            "data": data,
+        }
+    })
+}
+
 pub fn inline_query(user_id: u64, query: &str) -> Value {
     json!({
         "update_id": next(),
@@ -157,6 +172,17 @@ pub fn blocked(user_id: u64) -> Value {
     chat_member_update(
         private_chat(user_id),
         user(user_id),
+        json!({ "user": bot_user(), "status": "member" }),
+        json!({ "user": bot_user(), "status": "kicked", "until_date": 0 }),
+    )
+}
+
+/// A block in the private chat of `chat_user` whose `from` is another user: a shape
+/// Telegram does not send, which marks nobody.
+pub fn blocked_by_other(chat_user: u64, from: u64) -> Value {
+    chat_member_update(
+        private_chat(chat_user),
+        user(from),
         json!({ "user": bot_user(), "status": "member" }),
         json!({ "user": bot_user(), "status": "kicked", "until_date": 0 }),
     )

@@ -153,6 +153,45 @@ both_stores! {
         assert_eq!(restarted.status(UserId(2)).await.unwrap().erasure, None);
     }
 
+    async fn malformed_confirmations_erase_nobody_and_say_the_prompt_expired(env) {
+        let eraser = Recorder::new("profiles");
+        let bot = Bot::new(&env, Commands::default(), eraser.clone()).await;
+        let (confirm, _) = bot.prompt(30).await;
+        let expired = "This confirmation has expired or was already used. Send /removemydata again.";
+        // Shapes the bot never sends: answered before the stored confirmation is read, so
+        // the real button still works afterwards.
+        let malformed = [
+            "rtn:rm:", "rtn:rm:30", "rtn:rm:30:", "rtn:rm:30:n", "rtn:rm:30:a:b:c:y",
+        ];
+        for data in malformed {
+            bot.send(vec![u::callback(30, u::private_chat(30), data)]).await;
+        }
+        // Another requester's id, however written: not the presser's button.
+        for data in ["rtn:rm:31:n:y", "rtn:rm:abc:n:y", "rtn:rm:-30:n:y", "rtn:rm:030:n:y", "rtn:rm:::"] {
+            bot.send(vec![u::callback(30, u::private_chat(30), data)]).await;
+        }
+        let answers = bot.callback_answers();
+        assert_eq!(answers.len(), malformed.len() + 5, "every press is answered: {answers:?}");
+        let (shapes, others) = answers.split_at(malformed.len());
+        assert!(shapes.iter().all(|a| a.as_deref() == Some(expired)), "{answers:?}");
+        assert!(others.iter().all(|a| a.as_deref() == Some("This button is for someone else.")), "{answers:?}");
+        assert!(eraser.calls().is_empty());
+        assert!(bot.retention.status(UserId(30)).await.unwrap().last_seen.is_some());
+
+        // The real confirmation, pressed on a message sent in inline mode (no chat to edit):
+        // it erases the presser and says so in their private chat.
+        bot.send(vec![u::inline_callback(30, &confirm)]).await;
+        assert_eq!(eraser.reasons(30), [ErasureReason::OptOut]);
+        assert_eq!(bot.last_text(30), "Done: all data this bot kept about you has been deleted.");
+
+        // A wrong nonce of the right user uses the confirmation up: a guess gets one try.
+        let (confirm, _) = bot.prompt(30).await;
+        let guess = format!("rtn:rm:30:{}:y", "0".repeat(16));
+        bot.send(vec![u::callback(30, u::private_chat(30), &guess)]).await;
+        bot.send(vec![u::callback(30, u::private_chat(30), &confirm)]).await;
+        assert_eq!(eraser.erased(30), 1, "{:?}", bot.callback_answers());
+    }
+
     async fn a_confirm_works_once_and_expires(env) {
         let eraser = Recorder::new("profiles");
         let bot = Bot::new(&env, Commands::default(), eraser.clone()).await;

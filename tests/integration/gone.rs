@@ -170,6 +170,21 @@ both_stores! {
         assert_eq!(*returned.lock().unwrap(), [1, 2], "each event once");
     }
 
+    async fn a_private_block_whose_sender_is_not_the_chats_user_marks_nobody(env) {
+        let api = FakeBotApi::start().await;
+        let retention = env.builder().await.build().unwrap();
+        dispatch(&api, retention.wrap(replying_tree()), vec![u::message(40, "hi")]).await;
+        dispatch(&api, retention.wrap(replying_tree()), vec![u::blocked_by_other(40, 41)]).await;
+        assert_eq!(reason_of(&retention.status(UserId(40)).await.unwrap()), None);
+        let other = retention.status(UserId(41)).await.unwrap();
+        assert_eq!((other.last_seen, reason_of(&other)), (None, None), "not tracked either");
+        assert_eq!(retention.stats().marked_gone, 0);
+        // The well-formed block of the same chat marks its user.
+        dispatch(&api, retention.wrap(replying_tree()), vec![u::blocked(40)]).await;
+        let status = retention.status(UserId(40)).await.unwrap();
+        assert_eq!(reason_of(&status), Some(ErasureReason::Blocked));
+    }
+
     async fn a_block_still_reaches_a_tree_that_handles_it(env) {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();

@@ -121,3 +121,76 @@ both_stores! {
         assert!(matches!(retention.erase_user(largest).await, Ok(OptOutOutcome::Erased { .. })));
     }
 }
+
+/// Entries of the feed this version cannot read (written by hand, or by something else)
+/// are skipped: a replica still reads the valid announcements after them and forgets the
+/// opted-out user it had cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_feed_entries_are_skipped_and_the_announcements_after_them_still_arrive() {
+    let env = Env::redis();
+    let replica = env.builder().await.build().unwrap();
+    let other = env.builder().await.build().unwrap();
+    assert!(replica.note_interaction(UserId(5)).await.is_stored());
+    assert_eq!(replica.stats().cached_users, 1);
+    let mut conn = env.redis_connection();
+    let corrupt: [&[&str]; 5] = [
+        &["u", "abc", "s", "0", "e", "0", "o", "1"],
+        &["u", "5", "s", "yesterday", "e", "0", "o", "1"],
+        &["u", "0", "s", "0", "e", "0", "o", "1"],
+        &["zzz", "1"],
+        &["u", "-5"],
+    ];
+    for fields in corrupt {
+        let mut add = redis::cmd("XADD");
+        add.arg("{retention}:feed").arg("*");
+        for field in fields {
+            add.arg(*field);
+        }
+        let _: String = add.query(&mut conn).unwrap();
+    }
+    // The other process's opt-out of user 5 is announced after them.
+    other.erase_user(UserId(5)).await.unwrap();
+    crate::support::eventually("the replica forgets user 5", || async {
+        replica.stats().cached_users == 0
+    })
+    .await;
+    // Its next interaction is written, not skipped as cached.
+    assert_eq!(replica.note_interaction(UserId(5)).await, teloxide_retention::Noted::Written);
+    assert!(replica.status(UserId(5)).await.unwrap().last_seen.is_some());
+}
+
+/// A heartbeat in `writers` this version cannot read holds inactivity back (the safe
+/// side: it may be a writer buffering interactions), says so, and lets gone users and
+/// opt-outs be erased meanwhile; removing it lets the pass go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_heartbeat_holds_inactivity_back_and_says_whose() {
+    let env = Env::redis();
+    let eraser = Recorder::new("profiles");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    for user in 1..=3 {
+        assert!(retention.note_interaction(UserId(user)).await.is_stored());
+    }
+    env.clock.advance(31 * DAY);
+    retention.schedule_opt_out(UserId(3)).await.unwrap();
+    let mut conn = env.redis_connection();
+    let () = redis::cmd("HSET")
+        .arg("{retention}:writers")
+        .arg("88")
+        .arg("garbage")
+        .query(&mut conn)
+        .unwrap();
+
+    let report = retention.prune_once().await.unwrap();
+    let held = report.inactivity_held.clone().expect("held back");
+    assert!(
+        held.contains("writer 88 left a heartbeat this version cannot read: garbage"),
+        "{held}"
+    );
+    assert_eq!((report.erased, eraser.reasons(3).len()), (1, 1), "the opt-out ran: {report:?}");
+    let preview = retention.preview(10).await.unwrap();
+    assert!(preview.inactivity_held.is_some_and(|w| w.contains("writer 88")));
+
+    let () = redis::cmd("HDEL").arg("{retention}:writers").arg("88").query(&mut conn).unwrap();
+    let report = retention.prune_once().await.unwrap();
+    assert_eq!((report.erased, report.inactivity_held), (2, None));
+}
