@@ -13,8 +13,7 @@
 //!
 //! Every figure is the median of interleaved rounds. Nothing here is asserted: read it.
 
-#[path = "../tests/common/bot_api.rs"]
-mod bot_api;
+use teloxide_retention::testing as bot_api;
 
 use std::alloc::System;
 use std::hint::black_box;

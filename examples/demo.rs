@@ -11,10 +11,7 @@
 //! adaptor, so a failed send marks exactly the user it was for: when the admin has blocked
 //! the bot, relaying dave's request marks the admin, not dave.
 
-#[path = "../tests/common/bot_api.rs"]
-mod bot_api;
-#[path = "../tests/common/updates.rs"]
-mod updates;
+use teloxide_retention::testing::{self as bot_api, updates};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

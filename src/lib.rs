@@ -20,6 +20,8 @@ mod retention;
 mod stats;
 mod store;
 mod survey;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tracker;
 
 pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};

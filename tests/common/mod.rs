@@ -1,32 +1,28 @@
-//! Test support: a real redis-server per test, a fake Bot API, real update JSON, and a
-//! real teloxide `Dispatcher` fed with those updates.
+//! Test support: a real redis-server per test, and the crate's own test kit
+//! (`teloxide_retention::testing`: a fake Bot API, real update JSON, a real teloxide
+//! `Dispatcher` fed with those updates), the one bot authors use.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod bot_api;
 pub mod certs;
 pub mod cluster;
 pub mod postgres;
 pub mod proxy;
 pub mod redis_server;
 pub mod sentinel;
-pub mod updates;
 
-use std::collections::HashSet;
-use std::convert::Infallible;
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+#[allow(unused_imports)] // Each test binary uses a part.
+pub use teloxide_retention::testing::{FakeBotApi, dispatch, dispatch_with, parse, updates};
+
+/// The kit's Bot API items, where the tests have always found them.
+pub mod bot_api {
+    #[allow(unused_imports)]
+    pub use teloxide_retention::testing::{BOT_ID, BOT_USERNAME, multipart_field, uploaded_file};
+}
+
 use std::time::Duration;
 
-use futures_util::stream;
-use serde_json::Value;
-use teloxide::dispatching::{Dispatcher, UpdateHandler};
-use teloxide::error_handlers::LoggingErrorHandler;
-use teloxide::stop::{StopToken, mk_stop_token};
-use teloxide::types::{AllowedUpdate, Update, UpdateKind};
-use teloxide::update_listeners::{AsUpdateStream, UpdateListener};
 use teloxide_retention::{ManualClock, MemoryStore, RedisStore, RetentionBuilder};
 
-pub use bot_api::FakeBotApi;
 pub use redis_server::RedisServer;
 
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -255,78 +251,4 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
-}
-
-/// Parses update JSON the way the dispatcher does (from text: teloxide's `Update` parser
-/// needs borrowed keys), failing on anything teloxide would not understand (it would
-/// silently become `UpdateKind::Error`).
-pub fn parse(update: Value) -> Update {
-    let parsed: Update = serde_json::from_str(&update.to_string()).expect("update JSON");
-    assert!(!matches!(parsed.kind, UpdateKind::Error(_)), "teloxide did not parse {update:#}");
-    parsed
-}
-
-/// Runs a real teloxide `Dispatcher` over `updates` and returns when every update is handled.
-/// Returns the `allowed_updates` the dispatcher asked its listener for.
-pub async fn dispatch<E>(
-    api: &FakeBotApi,
-    handler: UpdateHandler<E>,
-    updates: Vec<Value>,
-) -> HashSet<AllowedUpdate>
-where
-    E: Debug + Send + Sync + 'static,
-{
-    let mut dispatcher = Dispatcher::builder(api.bot(), handler).build();
-    dispatch_with(&mut dispatcher, updates, LoggingErrorHandler::new()).await
-}
-
-/// [`dispatch`] with a dispatcher built by the test (any bot type, such as an adaptor).
-pub async fn dispatch_with<R, E, K>(
-    dispatcher: &mut Dispatcher<R, E, K>,
-    updates: Vec<Value>,
-    listener_errors: Arc<LoggingErrorHandler>,
-) -> HashSet<AllowedUpdate>
-where
-    R: teloxide::requests::Requester + Clone + Send + Sync + 'static,
-    E: Debug + Send + Sync + 'static,
-    K: std::hash::Hash + Eq + Clone + Send + 'static,
-{
-    let listener = ScriptedListener {
-        updates: updates.into_iter().map(parse).collect(),
-        hints: Arc::new(Mutex::new(HashSet::new())),
-        stop: mk_stop_token().0,
-    };
-    let hints = Arc::clone(&listener.hints);
-    dispatcher.dispatch_with_listener(listener, listener_errors).await;
-    hints.lock().unwrap().clone()
-}
-
-/// An update listener that yields a fixed list of updates and then ends, which makes the
-/// dispatcher finish every update and return.
-struct ScriptedListener {
-    updates: Vec<Update>,
-    hints: Arc<Mutex<HashSet<AllowedUpdate>>>,
-    stop: StopToken,
-}
-
-impl UpdateListener for ScriptedListener {
-    type Err = Infallible;
-
-    fn stop_token(&mut self) -> StopToken {
-        self.stop.clone()
-    }
-
-    fn hint_allowed_updates(&mut self, hint: &mut dyn Iterator<Item = AllowedUpdate>) {
-        self.hints.lock().unwrap().extend(hint);
-    }
-}
-
-impl<'a> AsUpdateStream<'a> for ScriptedListener {
-    type StreamErr = Infallible;
-    type Stream = stream::Iter<std::vec::IntoIter<Result<Update, Infallible>>>;
-
-    fn as_stream(&'a mut self) -> Self::Stream {
-        let updates: Vec<_> = std::mem::take(&mut self.updates).into_iter().map(Ok).collect();
-        stream::iter(updates)
-    }
 }
