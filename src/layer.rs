@@ -17,6 +17,10 @@ use crate::humans::is_trackable;
 use crate::stats::Counters;
 use crate::tracker::Noted;
 
+/// A privacy command's answer in progress: whether the layer handled the update. Boxed:
+/// the rare path stays out of the per-update future.
+type Answer<'a> = futures_util::future::BoxFuture<'a, bool>;
+
 /// The layer: what it needs from the engine (the tracker, configuration, hooks) and the
 /// privacy commands, shared by every update's run.
 #[derive(Clone)]
@@ -30,11 +34,62 @@ impl Layer {
         Self { engine, commands }
     }
 
-    /// Wraps `handler`; see `Retention::wrap` and `Retention::wrap_for`.
+    /// Wraps `handler` for a dispatcher whose bot is `R`, which it requires; see
+    /// `Retention::wrap_for`.
     #[track_caller]
     pub(crate) fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
     where
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        fn run<'a, R>(layer: &'a Layer, update: &'a Update, deps: &'a DependencyMap) -> Answer<'a>
+        where
+            R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
+        {
+            Box::pin(layer.run_command::<R>(update, deps))
+        }
+        self.wrap_with(handler, Some(Type::of::<R>()), run::<R>)
+    }
+
+    /// Wraps `handler` for a dispatcher whose bot is `teloxide::Bot` or `Retained<Bot>`,
+    /// whichever it provides; see `Retention::wrap`.
+    #[track_caller]
+    pub(crate) fn wrap_bot<E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
+    where
+        E: Send + Sync + 'static,
+    {
+        fn run<'a>(layer: &'a Layer, update: &'a Update, deps: &'a DependencyMap) -> Answer<'a> {
+            Box::pin(async move {
+                if deps.try_get::<teloxide::Bot>().is_some() {
+                    return layer.run_command::<teloxide::Bot>(update, deps).await;
+                }
+                if deps.try_get::<crate::Retained<teloxide::Bot>>().is_some() {
+                    return layer.run_command::<crate::Retained<teloxide::Bot>>(update, deps).await;
+                }
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::error!(
+                        "the dispatcher's bot is neither teloxide::Bot nor Retained<Bot>: the \
+                         privacy commands cannot answer; wrap the tree with \
+                         Retention::wrap_for::<YourBotType, _>"
+                    );
+                });
+                false
+            })
+        }
+        self.wrap_with(handler, None, run)
+    }
+
+    /// Wraps `handler`, answering the privacy commands with `answer`, which needs the bot
+    /// type `bot` (checked when the dispatcher is built) if it is given.
+    #[track_caller]
+    fn wrap_with<E>(
+        &self,
+        handler: UpdateHandler<E>,
+        bot: Option<Type>,
+        answer: for<'a> fn(&'a Layer, &'a Update, &'a DependencyMap) -> Answer<'a>,
+    ) -> UpdateHandler<E>
+    where
         E: Send + Sync + 'static,
     {
         let location = Location::caller();
@@ -42,7 +97,8 @@ impl Layer {
         let description = self.description(handler.description());
         let mut obligations = vec![Type::of::<Update>()];
         if commands {
-            obligations.extend([Type::of::<R>(), Type::of::<Me>()]);
+            obligations.extend(bot);
+            obligations.push(Type::of::<Me>());
         }
         let sig = with_obligations(handler.sig(), &obligations, location);
 
@@ -73,7 +129,7 @@ impl Layer {
                         return ControlFlow::Break(Ok(()));
                     }
                     if layer.commands.as_ref().is_some_and(|c| c.may_handle(&update))
-                        && Box::pin(layer.run_command::<R>(&update, &deps)).await
+                        && answer(&layer, &update, &deps).await
                     {
                         return ControlFlow::Break(Ok(()));
                     }

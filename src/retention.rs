@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use teloxide::RequestError;
 use teloxide::dispatching::UpdateHandler;
 use teloxide::prelude::Requester;
 use teloxide::types::{AllowedUpdate, BotCommand, Recipient, UserId};
-use teloxide::{Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SyncedClock};
@@ -847,9 +847,15 @@ impl Retention {
         Pruner::new(Arc::clone(&self.inner.engine)).accept_lost_tracking().await
     }
 
-    /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`].
+    /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`] or
+    /// [`Retained<Bot>`](crate::Retained), whichever it provides.
     ///
-    /// The dptree layer: one call wraps a bot's whole handler tree.
+    /// The dptree layer: one call wraps a bot's whole handler tree. Handlers that send
+    /// should take `Retained<Bot>` where they took `Bot` (with a dispatcher built on
+    /// `bot.retained(&retention)`): a send that fails because its recipient blocked the bot
+    /// or deleted their account then marks that recipient gone. With a plain `Bot`, failed
+    /// sends mark nobody. For another adaptor (`Throttle<Bot>`, `DefaultParseMode<Bot>`),
+    /// use [`Retention::wrap_for`].
     ///
     /// For every update with a human user, the layer records the interaction *before* the
     /// wrapped handler runs (so no handler writes data about a user the retention policy does
@@ -901,33 +907,33 @@ impl Retention {
     /// # Dependency requirements
     ///
     /// - `teloxide::types::Update` (the dispatcher provides it);
-    /// - with the privacy commands on (the default): the bot (`teloxide::Bot` for
-    ///   [`Retention::wrap`], `R` for [`Retention::wrap_for`]) and `teloxide::types::Me`, both
-    ///   provided by the dispatcher.
+    /// - with the privacy commands on (the default): `teloxide::types::Me`, provided by the
+    ///   dispatcher, and at run time the bot, `teloxide::Bot` or `Retained<Bot>` (a
+    ///   dispatcher of another bot type gets an error logged once, and its privacy commands
+    ///   go unanswered: use [`Retention::wrap_for`], which checks its bot type when the
+    ///   dispatcher is built).
     ///
-    /// Handlers that take [`Retained<Bot>`](crate::Retained) (so that failed sends mark
-    /// their recipients gone) need [`Retention::wrap_retained`] with a dispatcher built on a
-    /// plain `Bot`, or [`Retention::wrap_for`]`::<Retained<Bot>, _>` with one built on
-    /// `bot.retained(&retention)`; for other adaptors such as `Throttle<Bot>`, use
-    /// [`Retention::wrap_for`].
-    ///
-    /// # Panics
-    ///
-    /// Never here; but the dispatcher's `build()` panics, naming this call, if the privacy
-    /// commands are on and the dispatcher's bot is not a `teloxide::Bot`.
+    /// A tree whose handlers take `Retained<Bot>` under a dispatcher (or test harness) that
+    /// provides a plain `Bot` needs [`Retention::wrap_retained`].
     #[must_use]
     #[track_caller]
     pub fn wrap<E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
     where
         E: Send + Sync + 'static,
     {
-        self.wrap_for::<Bot, E>(handler)
+        self.inner.engine.tracker.start_if_in_runtime();
+        self.layer().wrap_bot::<E>(handler)
     }
 
     /// Wraps `handler` for a dispatcher whose bot is `R` (an adaptor such as
-    /// `Throttle<Bot>` or `DefaultParseMode<Bot>`).
+    /// `Throttle<Bot>` or `DefaultParseMode<Bot>`, or `Retained<Throttle<Bot>>`).
     ///
     /// See [`Retention::wrap`] for what the layer does.
+    ///
+    /// # Panics
+    ///
+    /// Never here; but the dispatcher's `build()` panics, naming this call, if the privacy
+    /// commands are on and the dispatcher's bot is not an `R`.
     #[must_use]
     #[track_caller]
     pub fn wrap_for<R, E>(&self, handler: UpdateHandler<E>) -> UpdateHandler<E>
@@ -1081,6 +1087,99 @@ impl Retention {
     #[must_use]
     pub fn bot_commands_in(&self, code: &str) -> Vec<BotCommand> {
         self.inner.commands.as_ref().map_or_else(Vec::new, |c| c.bot_commands(Some(code)))
+    }
+
+    /// The bot's own commands `own` followed by the privacy commands, in the language
+    /// `code` (`None`: the fallback language): one menu for `set_my_commands`. A privacy
+    /// command the bot already lists under the same name is not added twice (the bot's
+    /// entry stays). See [`Retention::set_my_commands`] to set every language at once.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use teloxide::types::BotCommand;
+    /// # use teloxide_retention::{MemoryStore, Retention};
+    /// # let retention = Retention::builder(MemoryStore::new())
+    /// #     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    /// #     .build()?;
+    ///
+    /// let own = vec![BotCommand::new("start", "Start"), BotCommand::new("help", "Help")];
+    /// let menu: Vec<String> =
+    ///     retention.merged_commands(own, None).into_iter().map(|c| c.command).collect();
+    /// assert_eq!(menu, ["start", "help", "removemydata", "mydata", "privacy"]);
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    #[must_use]
+    pub fn merged_commands(&self, own: Vec<BotCommand>, code: Option<&str>) -> Vec<BotCommand> {
+        let ours = match code {
+            Some(code) => self.bot_commands_in(code),
+            None => self.bot_commands(),
+        };
+        let mut menu = own;
+        for command in ours {
+            if !menu.iter().any(|c| c.command == command.command) {
+                menu.push(command);
+            }
+        }
+        menu
+    }
+
+    /// Sets the bot's command menus with the privacy commands added to the bot's own, in
+    /// place of the bot's own `set_my_commands` call (which would replace one with the
+    /// other).
+    ///
+    /// `own` lists the bot's menus by language: `(None, commands)` for the default menu,
+    /// `(Some("fr"), commands)` for users whose language is French, and so on. Every
+    /// language of `own` and of the privacy texts ([`Retention::command_languages`]) gets
+    /// its menu: the bot's commands in that language (or its default ones) followed by
+    /// the privacy commands in that language ([`Retention::merged_commands`]).
+    ///
+    /// ```no_run
+    /// # async fn run(bot: teloxide::Bot, retention: teloxide_retention::Retention)
+    /// # -> Result<(), teloxide::RequestError> {
+    /// use teloxide::utils::command::BotCommands;
+    ///
+    /// #[derive(BotCommands, Clone)]
+    /// #[command(rename_rule = "lowercase")]
+    /// enum Command {
+    ///     /// Start over.
+    ///     Start,
+    /// }
+    ///
+    /// retention.set_my_commands(&bot, &[(None, Command::bot_commands())]).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first error of a `set_my_commands` request; the menus set before it stay.
+    pub async fn set_my_commands<R>(
+        &self,
+        bot: &R,
+        own: &[(Option<&str>, Vec<BotCommand>)],
+    ) -> std::result::Result<(), R::Err>
+    where
+        R: Requester,
+    {
+        use teloxide::payloads::SetMyCommandsSetters;
+        use teloxide::requests::Request;
+        let default: Vec<BotCommand> =
+            own.iter().find(|(code, _)| code.is_none()).map(|(_, c)| c.clone()).unwrap_or_default();
+        bot.set_my_commands(self.merged_commands(default.clone(), None)).send().await?;
+        let mut codes: Vec<&str> = own.iter().filter_map(|(code, _)| *code).collect();
+        codes.extend(self.command_languages());
+        codes.sort_unstable();
+        codes.dedup();
+        for code in codes {
+            let mine = own
+                .iter()
+                .find(|(c, _)| *c == Some(code))
+                .map_or_else(|| default.clone(), |(_, commands)| commands.clone());
+            bot.set_my_commands(self.merged_commands(mine, Some(code)))
+                .language_code(code)
+                .send()
+                .await?;
+        }
+        Ok(())
     }
 
     /// The language codes registered with [`Commands::language`].

@@ -73,7 +73,8 @@ impl Default for Commands {
             export: Some("mydata".to_owned()),
             privacy: Some("privacy".to_owned()),
             texts: Texts::default(),
-            languages: Vec::new(),
+            // Every shipped language is on; `without_language` turns one off.
+            languages: vec![("de".to_owned(), Texts::german())],
             confirm_within: Duration::from_secs(5 * 60),
             uses_per_window: 5,
             window: Duration::from_secs(3600),
@@ -134,18 +135,37 @@ impl Commands {
     /// `code` is an IETF language tag as Telegram sends it (`"de"`, `"pt-br"`), matched
     /// without regard to case. A user whose code has no texts of its own gets those of its
     /// primary language (`"de-at"` gets `"de"`), then the fallback ([`Commands::texts`]).
-    /// Registering a code again replaces its texts.
+    /// Registering a code again replaces its texts. Every language the crate ships is on
+    /// by default (German, `"de"`, besides the English fallback): this adds another or
+    /// replaces a shipped one.
     ///
     /// ```
     /// use teloxide_retention::{Commands, Texts};
     ///
-    /// let commands = Commands::default().language("de", Texts::german());
+    /// let mut german = Texts::german();
+    /// german.privacy_description = "Datenschutz: was dieser Bot speichert".into();
+    /// let commands = Commands::default().language("de", german);
     /// # let _ = commands;
     /// ```
     pub fn language(mut self, code: impl Into<String>, texts: Texts) -> Self {
         let code = code.into().to_ascii_lowercase();
         self.languages.retain(|(c, _)| *c != code);
         self.languages.push((code, texts));
+        self
+    }
+
+    /// Stops answering users whose `language_code` is `code` (or a variant of it) in their
+    /// language: they get the fallback texts. For a shipped language the bot does not want.
+    ///
+    /// ```
+    /// use teloxide_retention::Commands;
+    ///
+    /// let english_only = Commands::default().without_language("de");
+    /// # let _ = english_only;
+    /// ```
+    pub fn without_language(mut self, code: &str) -> Self {
+        let code = code.to_ascii_lowercase();
+        self.languages.retain(|(c, _)| *c != code);
         self
     }
 

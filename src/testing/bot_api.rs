@@ -218,6 +218,12 @@ impl FakeBotApi {
             .collect()
     }
 
+    /// The text of the last successful `sendMessage` or `editMessageText` to `chat`.
+    #[must_use]
+    pub fn last_text_to(&self, chat: i64) -> Option<String> {
+        self.texts_to(chat).pop()
+    }
+
     /// Forgets the requests recorded so far.
     pub fn clear(&self) {
         self.state().sent.clear();

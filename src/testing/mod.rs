@@ -180,16 +180,20 @@ where
         Self { api: FakeBotApi::start().await, retention, tree }
     }
 
-    /// Dispatches `update` and returns every request the bot made for it, in order.
+    /// Dispatches `update` and returns every request the bot made for it, in order (not
+    /// the dispatcher's own `getMe`).
     pub async fn push(&self, update: Value) -> Vec<Sent> {
         self.push_all(vec![update]).await
     }
 
-    /// Dispatches `updates`, in order, and returns every request the bot made for them.
+    /// Dispatches `updates`, in order, and returns every request the bot made for them
+    /// (not the dispatcher's own `getMe`).
     pub async fn push_all(&self, updates: Vec<Value>) -> Vec<Sent> {
         let before = self.api.sent().len();
         dispatch(&self.api, self.tree.clone(), updates).await;
-        self.api.sent().split_off(before)
+        let mut sent = self.api.sent().split_off(before);
+        sent.retain(|request| request.method != "getme");
+        sent
     }
 
     /// The fake Bot API: what the bot sent so far, and failures to script.

@@ -182,13 +182,45 @@ async fn the_dispatcher_still_type_checks_the_wrapped_tree() {
 
 #[tokio::test]
 #[should_panic(expected = "teloxide_core::bot::Bot")]
-async fn wrap_with_an_adaptor_bot_fails_at_start_up_naming_the_missing_bot() {
+async fn wrap_for_a_bot_type_the_dispatcher_lacks_fails_at_start_up_naming_it() {
     use teloxide::adaptors::DefaultParseMode;
     use teloxide::types::ParseMode;
-    // `wrap` is for `teloxide::Bot`; with an adaptor the privacy commands need `wrap_for`.
-    let wrapped = retention(|b| b).wrap(messages_only());
+    let wrapped = retention(|b| b).wrap_for::<Bot, _>(messages_only());
     let bot: DefaultParseMode<Bot> = Bot::new("1:x").parse_mode(ParseMode::Html);
     let _ = Dispatcher::builder(bot, wrapped).build();
+}
+
+/// `wrap` serves a dispatcher of `Bot` and one of `Retained<Bot>` alike (before, the
+/// adaptor's dispatcher panicked at start-up, "missing teloxide_core::bot::Bot"): the
+/// privacy commands answer, and with the adaptor a failed send marks its recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_serves_a_plain_and_a_retained_bot_alike() {
+    use teloxide_retention::{Retained, RetainedExt};
+    let api = FakeBotApi::start().await;
+    let retention = retention(|b| b);
+    let tree = || -> UpdateHandler<RequestError> {
+        Update::filter_message().endpoint(|bot: Retained<Bot>, msg: Message| async move {
+            bot.send_message(msg.chat.id, "hi").await?;
+            Ok(())
+        })
+    };
+    let mut dispatcher =
+        Dispatcher::builder(api.bot().retained(&retention), retention.wrap(tree())).build();
+    api.fail_chat(8, 403, "Forbidden: bot was blocked by the user");
+    let updates = vec![u::message(7, "/privacy"), u::message(8, "hello")];
+    crate::common::dispatch_with(
+        &mut dispatcher,
+        updates,
+        teloxide::error_handlers::LoggingErrorHandler::new(),
+    )
+    .await;
+    assert!(api.last_text_to(7).is_some_and(|t| t.contains("deleted")), "{:?}", api.texts_to(7));
+    let status = retention.status(teloxide::types::UserId(8)).await.unwrap();
+    assert_eq!(status.erasure.map(|e| e.reason), Some(teloxide_retention::ErasureReason::Blocked));
+
+    let plain = Update::filter_message().endpoint(|| async { Ok::<_, RequestError>(()) });
+    dispatch(&api, retention.wrap(plain), vec![u::message(9, "/privacy")]).await;
+    assert!(api.last_text_to(9).is_some_and(|t| t.contains("deleted")), "{:?}", api.texts_to(9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
