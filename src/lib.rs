@@ -22,6 +22,7 @@ mod store;
 mod survey;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod tracker;
 
 pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};

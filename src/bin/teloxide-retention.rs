@@ -65,6 +65,10 @@ struct Cli {
     /// Print JSON instead of text (one document on stdout).
     #[arg(long, global = true)]
     json: bool,
+    /// With --from-file: refuse a file that has any bad line, doing nothing (by default
+    /// bad lines are reported with their numbers and skipped).
+    #[arg(long, global = true)]
+    strict: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -713,12 +717,24 @@ fn parse_id(text: &str) -> Result<u64, String> {
     text.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| "not a user id".to_owned())
 }
 
-/// Says each skipped line on stderr, and returns them for `--json`.
-fn report_bad_lines(file: &Path, bad: &[BadLine]) -> Vec<Value> {
+/// Says each bad line on stderr and returns them for `--json`; with `--strict`, refuses
+/// the file if there is one.
+fn report_bad_lines(cli: &Cli, file: &Path, bad: &[BadLine]) -> Result<Vec<Value>, Failure> {
+    let outcome = if cli.strict { "refused: --strict" } else { "skipped" };
     for (line, text, why) in bad {
-        eprintln!("{} line {line}: {text:?}: {why} (skipped)", file.display());
+        eprintln!("{} line {line}: {text:?}: {why} ({outcome})", file.display());
     }
-    bad.iter().map(|(line, text, why)| json!({ "line": line, "text": text, "why": why })).collect()
+    if cli.strict && !bad.is_empty() {
+        return Err(Failure::usage(format!(
+            "{} has {} bad line(s); nothing was done (--strict)",
+            file.display(),
+            bad.len()
+        )));
+    }
+    Ok(bad
+        .iter()
+        .map(|(line, text, why)| json!({ "line": line, "text": text, "why": why }))
+        .collect())
 }
 
 fn progress_path(file: &Path) -> PathBuf {
@@ -775,7 +791,7 @@ async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: u32) -> Out
     let (ids, bad_json) = match file {
         Some(path) => {
             let (ids, bad) = read_lines(path, parse_id)?;
-            (ids, report_bad_lines(path, &bad))
+            (ids, report_bad_lines(cli, path, &bad)?)
         }
         None => (users.to_vec(), Vec::new()),
     };
@@ -884,7 +900,7 @@ async fn adopt(
 ) -> Outcome {
     const CHUNK: usize = 500;
     let (users, bad) = read_lines(file, parse_adoption)?;
-    let bad_json = report_bad_lines(file, &bad);
+    let bad_json = report_bad_lines(cli, file, &bad)?;
     if dry_run {
         return adopt_dry_run(cli, &users, not_before, &bad_json);
     }
@@ -1186,12 +1202,14 @@ async fn check_findings(cli: &Cli) -> Result<Vec<Finding>, Failure> {
 
     let meta = format!("{{{}}}:meta", cli.namespace);
     match &found.namespace {
+        // Before a bot's first run there is nothing to check yet: a warning, so that
+        // `check` can gate a first deploy; a wrong --namespace reads the same, said so.
         None => add(
             "namespace",
-            Level::Problem,
+            Level::Warning,
             format!(
-                "namespace {:?} not found ({meta} is missing): no bot has used it, or \
-                 --namespace is wrong",
+                "namespace {:?} not found ({meta} is missing): no bot has used it yet (fine \
+                 before the first deploy), or --namespace is wrong",
                 cli.namespace
             ),
         ),

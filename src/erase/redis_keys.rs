@@ -45,6 +45,43 @@ impl<C> std::fmt::Debug for RedisKeysEraser<C> {
     }
 }
 
+impl RedisKeysEraser<redis::aio::ConnectionManager> {
+    /// Erases the keys named by `patterns` in the Redis at `url` (`redis://`, `rediss://`,
+    /// `redis+unix://`), through a connection of its own that connects on first use and
+    /// reconnects by itself: for a bot whose own Redis client is another `redis` version
+    /// than this crate's (teloxide's `redis-storage` brings 0.29), or that has none.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), teloxide_retention::Error> {
+    /// use teloxide_retention::RedisKeysEraser;
+    ///
+    /// let eraser = RedisKeysEraser::open("redis://127.0.0.1/1", ["profile:{user}"])?;
+    /// # let _ = eraser;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the URL is invalid, or as [`RedisKeysEraser::new`].
+    pub fn open<I, P>(url: &str, patterns: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        crate::tls::ensure_crypto_provider();
+        let invalid = |e: redis::RedisError| {
+            Error::config(format!("RedisKeysEraser: the Redis URL is invalid: {e}"))
+        };
+        let client = redis::Client::open(url).map_err(invalid)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(5)));
+        let conn =
+            redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
+        Self::new(conn, patterns)
+    }
+}
+
 impl<C> RedisKeysEraser<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,

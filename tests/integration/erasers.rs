@@ -220,6 +220,32 @@ async fn redis_key_patterns_must_name_the_user() {
     );
 }
 
+/// `RedisKeysEraser::open` brings its own connection from a URL (a bot on another `redis`
+/// version has no client of this crate's type to give): it erases and lists like `new`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_keys_eraser_opened_from_a_url_erases_and_lists() {
+    use teloxide_retention::{Eraser, Erasure, ErasureReason};
+    let server = RedisServer::start();
+    let mut conn = server.sync_connection();
+    for key in ["profile:7", "profile:8", "cart:{7}"] {
+        let () = redis::cmd("SET").arg(key).arg("x").query(&mut conn).unwrap();
+    }
+    let eraser = RedisKeysEraser::open(&server.url(), ["profile:{user}", "cart:{{user}}"]).unwrap();
+    let listed = eraser.list(None).await.unwrap().unwrap();
+    let mut users: Vec<u64> = listed.users.iter().map(|(u, _)| u.0).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users, [7, 8]);
+    eraser.erase(Erasure::new(UserId(7), ErasureReason::OptOut)).await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert_eq!(left, ["profile:8"]);
+
+    let err = RedisKeysEraser::open("redis://host:99999/", ["p:{user}"]).unwrap_err();
+    assert!(err.is_config() && err.to_string().contains("URL is invalid"), "{err}");
+    let err = RedisKeysEraser::open(&server.url(), ["global"]).unwrap_err();
+    assert!(err.is_config(), "{err}");
+}
+
 both_stores! {
     async fn a_stuck_erasure_is_reported_once_a_day_by_one_replica_and_retried(env) {
         let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
