@@ -295,16 +295,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     demo.note("bob's pending erasure is cancelled");
     demo.next_day(6).await;
     demo.update(1002, "says \"what's new?\"", u::message(1002, "what's new?")).await;
-    demo.next_day(17).await;
+    demo.next_day(16).await;
 
-    // Day 31: alice and frank have been quiet for 31 days. A dry run first.
+    // Day 31: alice and frank have been quiet for 31 days. A dry run first, then the
+    // day's pass.
     demo.clock.advance(DAY);
     let preview = demo.retention.preview(10).await?;
     let due: Vec<String> =
         preview.users.iter().map(|e| format!("{} ({})", Demo::name(e.user.0), e.reason)).collect();
-    println!("day {:>2} │ pruner│ dry run: would erase {}", demo.day(), due.join(", "));
+    let due = if due.is_empty() { "nobody".to_owned() } else { due.join(", ") };
+    println!("day {:>2} │ pruner│ dry run: would erase {due}", demo.day());
     demo.clock.set_unix_ms(demo.clock.now_ms() - DAY.as_millis() as i64);
-    demo.next_day(7).await;
+    demo.next_day(8).await;
 
     println!("\nsummary on day {}:", demo.day());
     println!("  {:<6}  {:<12}  {:<8}  erased", "user", "last seen", "profile");

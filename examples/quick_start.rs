@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use teloxide::dispatching::UpdateHandler;
 use teloxide::prelude::*;
+use teloxide::types::BotCommand;
 use teloxide_retention::{
     BoxError, Erasure, RedisStore, Retained, RetainedExt, Retention, erase_fn,
 };
@@ -36,8 +37,10 @@ async fn main() -> Result<(), BoxError> {
 
     // A send that fails because its recipient blocked the bot marks that recipient gone.
     let bot = Bot::from_env().retained(&retention);
-    bot.set_my_commands(retention.bot_commands()).await?;
-    let handler = retention.wrap_for::<Retained<Bot>, _>(handler_tree());
+    // The bot's own menu with /removemydata, /mydata and /privacy added, in every language.
+    let own_menu = vec![BotCommand::new("start", "Start the bot")];
+    retention.set_my_commands(&bot, &[(None, own_menu)]).await?;
+    let handler = retention.wrap(handler_tree());
     let pruner = retention.spawn_pruner();
     Dispatcher::builder(bot, handler)
         .dependencies(dptree::deps![retention.clone()])

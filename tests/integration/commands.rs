@@ -685,3 +685,66 @@ async fn an_opt_out_leaves_no_id_in_redis_outside_the_feed() {
 async fn an_opt_out_with_receipts_leaves_no_id_in_redis_outside_the_feed() {
     an_opt_out_leaves_the_id_only_in_the_feed_for_its_window(true).await;
 }
+
+/// `set_my_commands` keeps the bot's own menu, per language, and adds the privacy commands
+/// in that language; German is on by default, `without_language` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merged_menu_keeps_the_bots_own_commands_in_every_language() {
+    use teloxide::types::BotCommand;
+    let api = FakeBotApi::start().await;
+    let retention = Env::memory().bare_builder().await.inactive_after(90 * DAY).build().unwrap();
+    let own = vec![BotCommand::new("start", "Start"), BotCommand::new("privacy", "Our policy")];
+    let own_fr = vec![BotCommand::new("start", "Démarrer")];
+    retention.set_my_commands(&api.bot(), &[(None, own), (Some("fr"), own_fr)]).await.unwrap();
+    let menus: Vec<(Option<String>, Vec<(String, String)>)> = api
+        .sent()
+        .into_iter()
+        .filter(|s| s.method == "setmycommands")
+        .map(|s| {
+            let language = s.body.get("language_code").and_then(Value::as_str).map(str::to_owned);
+            let commands = s.body["commands"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["command"].as_str().unwrap().into(),
+                        c["description"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            (language, commands)
+        })
+        .collect();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter().map(|(c, d)| ((*c).into(), (*d).into())).collect()
+    };
+    assert_eq!(menus.len(), 3, "default, de, fr: {menus:?}");
+    assert_eq!(menus[0].0, None);
+    // The bot's own /privacy stays (its description too); ours are added after its own.
+    assert_eq!(
+        menus[0].1,
+        pairs(&[
+            ("start", "Start"),
+            ("privacy", "Our policy"),
+            ("removemydata", "Delete all data this bot keeps about you"),
+            ("mydata", "Get a copy of your data"),
+        ])
+    );
+    assert_eq!(menus[1].0.as_deref(), Some("de"));
+    assert_eq!(menus[1].1[..2], pairs(&[("start", "Start"), ("privacy", "Our policy")])[..]);
+    assert_eq!(menus[1].1.len(), 4, "{:?}", menus[1].1);
+    assert!(menus[1].1[2].1.contains("Daten"), "German descriptions: {:?}", menus[1].1);
+    assert_eq!(menus[2].0.as_deref(), Some("fr"));
+    assert_eq!(menus[2].1[0], ("start".to_owned(), "Démarrer".to_owned()));
+    assert_eq!(menus[2].1.len(), 4, "English privacy commands for French: {:?}", menus[2].1);
+
+    let english_only = Env::memory()
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .commands(Commands::default().without_language("de"))
+        .build()
+        .unwrap();
+    assert!(english_only.command_languages().is_empty());
+}

@@ -35,3 +35,40 @@ fn the_quick_start_is_the_example_that_compiles_verbatim() {
     assert!(teloxide.contains("default-features = false"), "native-tls stays out: {teloxide}");
     assert!(teloxide.contains("\"ctrlc_handler\""), "the quick start uses it: {teloxide}");
 }
+
+/// The README's "Testing your bot" shows `tests/testing_kit.rs` from its first `use` on.
+#[test]
+fn the_testing_section_is_the_kit_test_that_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let test =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testing_kit.rs"))
+            .unwrap();
+    let test = &test[test.find("use std::time::Duration;").unwrap()..];
+    let code = block_after(&readme, "## Testing your bot", "rust,ignore");
+    assert_eq!(code.trim(), test.trim(), "README and tests/testing_kit.rs differ");
+    let body = code.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(body <= 45, "the example stays short: {body} lines");
+}
+
+/// No README block carries rustdoc's hidden `# ` lines, which crates.io shows verbatim.
+#[test]
+fn readme_code_blocks_have_no_hidden_lines() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut in_rust = false;
+    for (n, line) in readme.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_rust = !in_rust && trimmed.starts_with("```rust");
+            continue;
+        }
+        if in_rust {
+            assert!(
+                !(trimmed.starts_with("# ") || trimmed == "#"),
+                "README line {}: a hidden line: {line}",
+                n + 1
+            );
+        }
+    }
+}
