@@ -14,7 +14,7 @@ if ! command -v stress-ng >/dev/null 2>&1; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stress-ng
 fi
 
-FEATURES="cli,sqlite,postgres"
+FEATURES="cli,sqlite,postgres,testing"
 # Build first, unloaded, so that the runs measure the tests, not the compiler.
 cargo nextest run --locked --all-targets --features "$FEATURES" --no-run
 

@@ -74,8 +74,8 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
     fi
 fi
 
-# Every feature the tests cover: the CLI and the SQL listings.
-FEATURES="cli,sqlite,postgres"
+# Every feature the tests cover: the CLI, the SQL listings and the test kit.
+FEATURES="cli,sqlite,postgres,testing"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
