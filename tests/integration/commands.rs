@@ -696,7 +696,9 @@ async fn the_merged_menu_keeps_the_bots_own_commands_in_every_language() {
     let own = vec![BotCommand::new("start", "Start"), BotCommand::new("privacy", "Our policy")];
     let own_fr = vec![BotCommand::new("start", "Démarrer")];
     retention.set_my_commands(&api.bot(), &[(None, own), (Some("fr"), own_fr)]).await.unwrap();
-    let menus: Vec<(Option<String>, Vec<(String, String)>)> = api
+    // Each `setMyCommands`: its language and its (command, description) pairs.
+    type Menu = (Option<String>, Vec<(String, String)>);
+    let menus: Vec<Menu> = api
         .sent()
         .into_iter()
         .filter(|s| s.method == "setmycommands")
