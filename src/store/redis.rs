@@ -1398,17 +1398,24 @@ impl Backend for Bound {
                     .arg(c.attempts.saturating_add(1))
                     .arg(*retry_at);
             }
+            // {-1} (lease lost), or {k, k positions of follow-ups, failing pairs}.
             let reply: Vec<Value> = self.run(&inv).await?;
-            if reply.first().map(int).transpose()? == Some(-1) {
+            let k = int(reply
+                .first()
+                .ok_or_else(|| Error::Unsafe("finish replied nothing".into()))?)?;
+            if k < 0 {
                 return Ok(None);
             }
-            let (codes, failing) = reply.split_at(done.len().min(reply.len()));
-            let confirmed = codes
-                .iter()
-                .map(|c| {
-                    Ok(if int(c)? == 2 { Confirmed::ErasedWithFollowUp } else { Confirmed::Erased })
-                })
-                .collect::<Result<_>>()?;
+            let k = usize::try_from(k).unwrap_or(usize::MAX).min(reply.len() - 1);
+            let mut confirmed = vec![Confirmed::Erased; done.len()];
+            for position in &reply[1..=k] {
+                let at = usize::try_from(int(position)?).ok().and_then(|p| p.checked_sub(1));
+                let slot = at.and_then(|i| confirmed.get_mut(i)).ok_or_else(|| {
+                    Error::Unsafe(format!("finish named follow-up {position:?} of {}", done.len()))
+                })?;
+                *slot = Confirmed::ErasedWithFollowUp;
+            }
+            let failing = &reply[k + 1..];
             let failing = failing
                 .chunks_exact(2)
                 .map(|pair| Ok((int(&pair[0])?, int(&pair[1])? == 1)))

@@ -194,3 +194,37 @@ async fn an_unreadable_heartbeat_holds_inactivity_back_and_says_whose() {
     let report = retention.prune_once().await.unwrap();
     assert_eq!((report.erased, report.inactivity_held), (2, None));
 }
+
+/// A claim removes from `seen` exactly the users it took, whether they lead the range (one
+/// ZREMRANGEBYRANK) or come after a member it leaves in place or a scheduled user (one
+/// ZREM each): the odd member and the active user stay, nobody else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_removes_exactly_the_users_it_took_around_members_it_leaves() {
+    let env = Env::redis();
+    let eraser = Recorder::new("orders");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    let mut conn = env.redis_connection();
+    // Lowest scores first: users 1 and 4 (the run), a member that is no user, users 2
+    // (scheduled below), 3 and 5-8.
+    let members = ["1", "4", "0042", "2", "3", "5", "6", "7", "8"];
+    for (i, member) in members.iter().enumerate() {
+        let score = crate::common::T0 - 1_000 + i as i64;
+        let () = redis::cmd("ZADD")
+            .arg("{retention}:seen")
+            .arg(score)
+            .arg(*member)
+            .query(&mut conn)
+            .unwrap();
+    }
+    // User 2 blocked the bot (scheduled, not yet due); user 9 is active.
+    assert!(retention.mark_gone(UserId(2), teloxide_retention::GoneReason::Blocked).await.unwrap());
+    env.clock.advance(31 * DAY);
+    assert!(retention.note_interaction(UserId(9)).await.is_stored());
+
+    let pass = retention.prune_once().await.unwrap();
+    assert_eq!(pass.erased, 8, "{pass:?}");
+    assert_eq!(eraser.reasons(2), [teloxide_retention::ErasureReason::Blocked]);
+    let left: Vec<String> =
+        redis::cmd("ZRANGE").arg("{retention}:seen").arg(0).arg(-1).query(&mut conn).unwrap();
+    assert_eq!(left, ["0042", "9", "marker"]);
+}

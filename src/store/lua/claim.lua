@@ -163,17 +163,26 @@ end
 local MAX_EXAMINED = 16384
 local MAX_REPORTED = 100
 local not_users = 0
+-- The users of step 3 taken as a run from rank 0 of `seen` (its lowest scores): while
+-- nothing in that run is skipped, they leave `seen` in one ZREMRANGEBYRANK, not one ZREM
+-- each. `prefix` stays true only while every member read so far was taken into the run.
+local prefix, run = true, 0
 if #members < limit and not hold then
   local page = limit - #members + 64 + n_handled
   local offset = 0
+  -- Nothing scheduled at all (the usual case of a pass over inactive users): no member
+  -- needs its queue entry looked up.
+  local any_queued = redis.call('ZCARD', KEYS[3]) > 0
   repeat
     local users = redis.call('ZRANGE', KEYS[1], '-inf', fmt(cutoff), 'BYSCORE', 'LIMIT', offset, page)
     offset = offset + #users
     local queued = {}
-    for i = 1, #users, 1000 do
-      local part = redis.call('ZMSCORE', KEYS[3], unpack(users, i, math.min(i + 999, #users)))
-      for j = 1, #part do
-        queued[#queued + 1] = part[j]
+    if any_queued then
+      for i = 1, #users, 1000 do
+        local part = redis.call('ZMSCORE', KEYS[3], unpack(users, i, math.min(i + 999, #users)))
+        for j = 1, #part do
+          queued[#queued + 1] = part[j]
+        end
       end
     end
     for i, user in ipairs(users) do
@@ -182,17 +191,21 @@ if #members < limit and not hold then
       end
       if handled[user] then
         -- Taken or left in place above.
+        prefix = false
       elseif not is_user(user) then
+        prefix = false
         not_users = not_users + 1
         if not_users <= MAX_REPORTED then
           unreadable[#unreadable + 1] = 'seen member ' .. user
         end
       elseif dropped[user] then
         -- Came back after a mark, and inactive since: its job and queue entry are dropped.
+        prefix = false
         rem_seen[#rem_seen + 1] = user
         take(user, 'i', 0, 0)
       elseif queued[i] then
         -- Scheduled but not yet due (a grace period): keep the more specific reason.
+        prefix = false
         local job = redis.call('HGET', KEYS[4], user)
         local r, m, a = parse(job)
         if r then
@@ -202,6 +215,10 @@ if #members < limit and not hold then
         else
           unreadable[#unreadable + 1] = 'user ' .. user .. ' job ' .. tostring(job)
         end
+      elseif prefix then
+        run = run + 1
+        members[#members + 1] = user
+        plain[#plain + 1] = user
       else
         rem_seen[#rem_seen + 1] = user
         take(user, 'i', 0, 0)
@@ -221,6 +238,10 @@ local function each_chunk(list, f)
 end
 each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[4], ...) end)
 each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[9], ...) end)
+-- The run first: its ranks are those read, before any other removal moves them.
+if run > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, run - 1)
+end
 each_chunk(rem_seen, function(...) redis.call('ZREM', KEYS[1], ...) end)
 each_chunk(rem_queue, function(...) redis.call('ZREM', KEYS[3], ...) end)
 for _, b in ipairs(old_batches) do

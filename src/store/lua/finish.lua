@@ -9,9 +9,10 @@
 --       receipts) per erased user: keyed hash, reason, attempts; then per failed user:
 --       user, reason, marked_at, attempts, retry at (ms)
 -- Returns {-1} when the lease was lost (it expired and another pruner took the batch
--- over; that pruner finishes the job). Otherwise one code per erased user: 1 erased,
--- 2 erased and a follow-up queued; then per failed user: since when their erasure has
--- been failing (ms), and 1 if it is stuck and due to be reported now (0 otherwise).
+-- over; that pruner finishes the job). Otherwise {k, then the k positions (1-based, among
+-- the erased users) of those whose erasure got a follow-up queued, then per failed user:
+-- since when their erasure has been failing (ms), and 1 if it is stuck and due to be
+-- reported now (0 otherwise)}. Every other erased user is confirmed as erased.
 --
 -- `failing` (KEYS[9]) keeps, per user whose erasure is failing, "<first failure>,<last
 -- report as stuck>" (ms); it goes when the erasure succeeds or is cancelled. Reports
@@ -44,10 +45,7 @@ end
 local n = tonumber(ARGV[6])
 local stuck_after, report_every = tonumber(ARGV[7]), tonumber(ARGV[8])
 local receipts_keep = tonumber(ARGV[9])
-local done = {}
-for i = 11, 10 + n do
-  done[#done + 1] = ARGV[i]
-end
+-- The erased users are ARGV[11] .. ARGV[10 + n].
 local first_failed = 11 + n
 local receipt_id
 if receipts_keep > 0 then
@@ -62,21 +60,27 @@ if receipts_keep > 0 then
   end
   receipt_id = string.format('%d-*', ms)
 end
-local res = {}
-if n > 0 then
+-- Positions of the erased users whose erasure got a follow-up.
+local follow_ups = {}
+-- No job at all and no receipts (a batch of users inactive alone, the usual case): no
+-- erased user needs a look, only the batch ends.
+local has_jobs = n > 0 and redis.call('HLEN', KEYS[4]) > 0
+if has_jobs or (receipt_id and n > 0) then
+  local done = { unpack(ARGV, 11, 10 + n) }
   local jobs = {}
-  each_chunk(done, function(...)
-    local part = redis.call('HMGET', KEYS[4], ...)
-    for j = 1, #part do
-      jobs[#jobs + 1] = part[j]
-    end
-  end)
+  if has_jobs then
+    each_chunk(done, function(...)
+      local part = redis.call('HMGET', KEYS[4], ...)
+      for j = 1, #part do
+        jobs[#jobs + 1] = part[j] or false
+      end
+    end)
+  end
   local t = redis.call('TIME')
   local min_id = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - keep
   local finished_jobs = {}
   for i, user in ipairs(done) do
-    local outcome = 1
-    local job = jobs[i]
+    local job = jobs[i] or nil
     if receipt_id then
       local base = 8 + n + 3 * i
       local reason = ARGV[base + 1]
@@ -110,21 +114,24 @@ if n > 0 then
         -- data after them. Erase once more when it has finished.
         redis.call('ZADD', KEYS[3], follow_up_at, user)
         redis.call('HSET', KEYS[4], user, 'o,' .. now .. ',0')
-        outcome = 2
+        follow_ups[#follow_ups + 1] = i
       else
         finished_jobs[#finished_jobs + 1] = user
       end
     end
-    res[#res + 1] = outcome
   end
-  if #finished_jobs > 0 then
-    each_chunk(finished_jobs, function(...)
-      redis.call('HDEL', KEYS[4], ...)
-    end)
-  end
-  each_chunk(done, function(...)
-    redis.call('HDEL', KEYS[9], ...)
+  each_chunk(finished_jobs, function(...)
+    redis.call('HDEL', KEYS[4], ...)
   end)
+end
+if n > 0 and redis.call('HLEN', KEYS[9]) > 0 then
+  for i = 11, 10 + n, CHUNK do
+    redis.call('HDEL', KEYS[9], unpack(ARGV, i, math.min(i + CHUNK - 1, 10 + n)))
+  end
+end
+local res = { #follow_ups }
+for _, i in ipairs(follow_ups) do
+  res[#res + 1] = i
 end
 
 if receipt_id and n > 0 then
