@@ -168,11 +168,13 @@ local not_users = 0
 -- each. `prefix` stays true only while every member read so far was taken into the run.
 local prefix, run = true, 0
 if #members < limit and not hold then
-  local page = limit - #members + 64 + n_handled
+  local page = limit - #members + 16 + n_handled
   local offset = 0
   -- Nothing scheduled at all (the usual case of a pass over inactive users): no member
   -- needs its queue entry looked up.
   local any_queued = redis.call('ZCARD', KEYS[3]) > 0
+  -- Steps 1 and 2 took or left nobody (the usual case): no member needs looking up.
+  local any_handled = n_handled > 0
   repeat
     local users = redis.call('ZRANGE', KEYS[1], '-inf', fmt(cutoff), 'BYSCORE', 'LIMIT', offset, page)
     offset = offset + #users
@@ -189,7 +191,7 @@ if #members < limit and not hold then
       if #members >= limit then
         break
       end
-      if handled[user] then
+      if any_handled and handled[user] then
         -- Taken or left in place above.
         prefix = false
       elseif not is_user(user) then
@@ -198,7 +200,7 @@ if #members < limit and not hold then
         if not_users <= MAX_REPORTED then
           unreadable[#unreadable + 1] = 'seen member ' .. user
         end
-      elseif dropped[user] then
+      elseif any_handled and dropped[user] then
         -- Came back after a mark, and inactive since: its job and queue entry are dropped.
         prefix = false
         rem_seen[#rem_seen + 1] = user
