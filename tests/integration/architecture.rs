@@ -168,3 +168,70 @@ fn retention_methods_live_in_the_handle_and_its_builder() {
          builder.rs); the work lives in the modules below it"
     );
 }
+
+/// Every Lua script's header lists exactly the keys it (with the helpers prepended to it in
+/// `scripts.rs`) reads or writes: `-- KEYS: 1 seen, 2 lease, ...` against `KEYS[n]`.
+#[test]
+fn every_lua_header_lists_the_keys_its_script_uses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+    let registry = std::fs::read_to_string(root.join("scripts.rs")).unwrap();
+    let used = |text: &str| -> BTreeSet<u32> {
+        text.match_indices("KEYS[")
+            .filter_map(|(at, _)| {
+                let rest = &text[at + 5..];
+                rest[..rest.find(']')?].parse().ok()
+            })
+            .collect()
+    };
+    let code_of = |text: &str| -> String {
+        text.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n")
+    };
+    let mut checked = 0;
+    for entry in registry.split("script!(").skip(1) {
+        let entry = &entry[..entry.find(')').unwrap()];
+        let files: Vec<&str> = entry
+            .split('"')
+            .filter(|part| part.starts_with("lua/") && part.ends_with(".lua"))
+            .collect();
+        let main = files.last().expect("a script");
+        let text = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+        // The helpers' functions, each counted only if the script calls it (directly or
+        // through another helper it calls).
+        let mut functions: Vec<(String, String)> = Vec::new();
+        for helper in &files[..files.len() - 1] {
+            let code = code_of(&text(helper));
+            let starts: Vec<usize> =
+                code.match_indices("local function ").map(|(i, _)| i).collect();
+            for (k, &start) in starts.iter().enumerate() {
+                let end = starts.get(k + 1).copied().unwrap_or(code.len());
+                let body = &code[start..end];
+                let name = body["local function ".len()..].split('(').next().unwrap().to_owned();
+                functions.push((name, body.to_owned()));
+            }
+        }
+        let mut reached = code_of(&text(main));
+        let mut taken = BTreeSet::new();
+        loop {
+            let next = functions
+                .iter()
+                .find(|(name, _)| !taken.contains(name) && reached.contains(&format!("{name}(")));
+            let Some((name, body)) = next else { break };
+            taken.insert(name.clone());
+            reached.push('\n');
+            reached.push_str(body);
+        }
+        let actual = used(&reached);
+        let header = text(main);
+        let line = header
+            .lines()
+            .find(|l| l.starts_with("-- KEYS:"))
+            .unwrap_or_else(|| panic!("{main} has no KEYS line"));
+        let listed: BTreeSet<u32> = line["-- KEYS:".len()..]
+            .split(',')
+            .filter_map(|item| item.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(listed, actual, "{main}: its header says {line:?}");
+        checked += 1;
+    }
+    assert!(checked >= 14, "every script of scripts.rs is checked ({checked})");
+}

@@ -1,6 +1,6 @@
 -- Claims up to ARGV[4] users whose erasure is due into one batch.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta, 9 failing
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 6 batches, 7 writers, 8 meta, 9 failing
 -- ARGV: 1 now (ms), or '' for Redis's own clock, 2 inactive after (ms), 3 lease (ms),
 --       4 limit, 5 batch id, 6 a writer is silent after (ms), 7 dead after (ms)
 -- Returns {plain, special, deadline, hold, unreadable, returned}: plain = ids of users

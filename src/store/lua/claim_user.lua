@@ -1,6 +1,6 @@
 -- Claims one user for an immediate erasure (an opt-out), as a batch of one.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 7 writers, 8 meta
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 6 batches, 8 meta
 -- ARGV: 1 user, 2 reason, 3 now (ms), or '' for Redis's own clock, 4 lease (ms),
 --       5 batch id
 -- Returns {1, attempts, now, deadline} when claimed. Returns {0} when a live batch of

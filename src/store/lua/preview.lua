@@ -1,6 +1,6 @@
 -- Read-only: what a claim at ARGV[1] with cutoff ARGV[2] would take.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job
 -- ARGV: 1 now (ms), 2 cutoff (ms), 3 limit of listed users
 -- Returns {inactive_total, due_total, expired_leases, user, reason, marked_at, last_seen, ...}
 -- with last_seen '' when the user has no entry. Scheduled users who came back are not

@@ -1,6 +1,6 @@
 -- Schedules an erasure: a gone mark (blocked, deactivated, unreachable) or an opt-out.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta
+-- KEYS: 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta
 -- ARGV: 1 user, 2 reason, 3 marked_at (ms), 4 due (ms, or +inf to only mark),
 --       5 feed retention (ms)
 -- Returns 1 scheduled, 0 already scheduled (kept), 2 being erased right now.

@@ -1,6 +1,6 @@
 -- Read-only: what the store holds about one user.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 6 batches
 -- ARGV: 1 user
 -- Returns {last seen or false, due or false, job or false, lease deadline or false}.
 -- (batches.lua is prepended.)

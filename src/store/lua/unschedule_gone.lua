@@ -1,7 +1,7 @@
 -- Cancels a scheduled gone erasure (the user unblocked the bot). Opt-outs and retries of
 -- inactivity erasures stay.
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing
+-- KEYS: 3 queue, 4 job, 8 meta, 9 failing
 -- ARGV: 1 user
 -- Returns 1 if an erasure was cancelled.
 
