@@ -207,11 +207,6 @@ pub(crate) fn later(ms: i64, d: Duration) -> i64 {
     ms.saturating_add(duration_ms(d))
 }
 
-/// `d` before `ms`, saturating (see [`later`]).
-pub(crate) fn earlier(ms: i64, d: Duration) -> i64 {
-    ms.saturating_sub(duration_ms(d))
-}
-
 /// Unix milliseconds as a UTC date-time (clamped to chrono's range).
 pub(crate) fn to_datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)

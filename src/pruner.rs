@@ -7,7 +7,7 @@ use teloxide::types::UserId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{earlier, to_datetime};
+use crate::clock::to_datetime;
 use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
@@ -197,8 +197,9 @@ impl Pruner {
     /// The dry run; see `Retention::preview`.
     pub(crate) async fn preview(&self, limit: usize) -> Result<PrunePreview> {
         self.engine.tracker.sync_clock_if_stale().await;
-        let (now, cutoff) = self.cutoff();
-        let raw = self.engine.call(self.engine.backend.preview(now, cutoff, limit)).await?;
+        // The claim's own times: on the store's clock where the claim reads it.
+        let times = self.engine.claim_times();
+        let raw = self.engine.call(self.engine.backend.preview(times, limit)).await?;
         let window = self.engine.config.writer_window();
         let held = self.engine.call(self.engine.backend.writers_holding(window)).await?;
         Ok(PrunePreview {
@@ -258,14 +259,6 @@ impl Pruner {
                 () = tokio::time::sleep(interval) => {}
             }
         }
-    }
-
-    /// "Now" and the inactivity cutoff. The cutoff also subtracts the resolution: a cached
-    /// user's stored time may lag their real last interaction by up to that much.
-    fn cutoff(&self) -> (i64, i64) {
-        let config = &self.engine.config;
-        let now = self.engine.clock.now_ms();
-        (now, earlier(earlier(now, config.inactive_after), config.resolution))
     }
 
     /// Refuses to prune where erasing could be wrong: a Redis older than 7.0, an eviction
@@ -353,9 +346,9 @@ impl Pruner {
     /// Sets the gauges of the `metrics` facade from the store (after each pass).
     async fn sample_gauges(&self) -> Result<()> {
         let engine = &self.engine;
-        let (now, cutoff) = self.cutoff();
+        let now = engine.clock.now_ms();
         let tracked = engine.call(engine.backend.tracked()).await?;
-        let due = engine.call(engine.backend.preview(now, cutoff, 0)).await?;
+        let due = engine.call(engine.backend.preview(engine.claim_times(), 0)).await?;
         let pending = engine.call(engine.backend.pending()).await?;
         let age = pending.oldest_failing_since.map_or(0, |since| now.saturating_sub(since).max(0));
         let set = |name: &'static str, value: u64| metrics::gauge!(name).set(value as f64);

@@ -1365,11 +1365,10 @@ mod tests {
             }
             fn preview(
                 &self,
-                now: i64,
-                cutoff: i64,
+                times: ClaimTimes,
                 limit: usize,
             ) -> BoxFuture<'_, Result<RawPreview>> {
-                self.inner.preview(now, cutoff, limit)
+                self.inner.preview(times, limit)
             }
             fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
                 self.inner.feed_head()

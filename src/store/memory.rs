@@ -480,8 +480,10 @@ impl Backend for Bound {
         })
     }
 
-    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
-        self.ready(|s| {
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+        self.ready(move |s| {
+            let now = times.now.unwrap_or_else(|| SystemClock.now_ms());
+            let cutoff = now.saturating_sub(times.inactive_ms);
             let mut entries = Vec::new();
             for (user, _) in s.queue.up_to(now, limit) {
                 let job = s.job_of(user);

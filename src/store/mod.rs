@@ -421,8 +421,9 @@ pub(crate) trait Backend: Send + Sync {
     /// What the store holds about `user`.
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>>;
 
-    /// What a claim at `now` with `cutoff` would take, listing up to `limit` users.
-    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>>;
+    /// What a claim with `times` would take, listing up to `limit` users: the same "now"
+    /// and cutoff as the claim (the store's clock where the claim reads it).
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>>;
 
     /// The position after the newest invalidation.
     fn feed_head(&self) -> BoxFuture<'_, Result<String>>;

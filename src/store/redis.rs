@@ -1473,10 +1473,12 @@ impl Backend for Bound {
         })
     }
 
-    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
         Box::pin(async move {
             let mut inv = self.invocation(&PREVIEW);
-            inv.arg(now).arg(cutoff).arg(limit);
+            inv.arg(times.now.map_or(String::new(), |ms| ms.to_string()))
+                .arg(times.inactive_ms)
+                .arg(limit);
             let flat: Vec<Value> = self.run(&inv).await?;
             let [inactive, due, expired, rest @ ..] = flat.as_slice() else {
                 return Err(Error::Corrupt("short preview reply".into()));

@@ -37,7 +37,7 @@ pub(crate) static FINISH: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "
 pub(crate) static UNSCHEDULE_GONE: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/unschedule_gone.lua");
 pub(crate) static PREVIEW: LazyLock<Script> =
-    script!("#!lua flags=no-writes", "lua/ids.lua", "lua/preview.lua");
+    script!("#!lua flags=no-writes", "lua/ids.lua", "lua/writers.lua", "lua/preview.lua");
 pub(crate) static COUNT_USE: LazyLock<Script> = script!("#!lua", "lua/count_use.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> =
     script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");

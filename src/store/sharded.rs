@@ -348,9 +348,9 @@ impl Backend for Sharded {
         })
     }
 
-    fn preview(&self, now: i64, cutoff: i64, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
         Box::pin(async move {
-            let all = self.every(|s| s.preview(now, cutoff, limit)).await?;
+            let all = self.every(|s| s.preview(times, limit)).await?;
             let mut out = RawPreview::default();
             let mut lists = Vec::with_capacity(all.len());
             for part in all {

@@ -111,6 +111,9 @@ async fn a_pruner_whose_clock_runs_fast_neither_erases_early_nor_takes_over_live
         .clock(SkewedClock(25 * 60_000))
         .build()
         .unwrap();
+    // Its dry run says what its pass does: the same times, on Redis's clock.
+    let preview = fast.preview(300).await.unwrap();
+    assert_eq!((preview.inactive, preview.users.len()), (0, 0), "{preview:?}");
     let report = fast.prune_once().await.unwrap();
     assert_eq!(report.claimed, 0, "{report:?}");
     assert!(fast_eraser.calls().is_empty());

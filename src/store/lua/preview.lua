@@ -1,13 +1,19 @@
--- Read-only: what a claim at ARGV[1] with cutoff ARGV[2] would take.
+-- Read-only: what a claim with the same times would take: "now" and the cutoff are found
+-- as claim.lua finds them (Redis's clock unless the caller gives one), so that the dry run
+-- and the pass agree whatever the caller's clock says.
 --
 -- KEYS: 1 seen, 2 lease, 3 queue, 4 job
--- ARGV: 1 now (ms), 2 cutoff (ms), 3 limit of listed users
+-- ARGV: 1 now (ms), or '' for Redis's own clock, 2 inactive after (ms), 3 limit of listed
+--       users
 -- Returns {inactive_total, due_total, expired_leases, user, reason, marked_at, last_seen, ...}
 -- with last_seen '' when the user has no entry. Scheduled users who came back are not
 -- listed (the next claim drops them), nor are members that are not users or jobs this
--- version cannot read (the claim reports those). (ids.lua is prepended.)
+-- version cannot read (the claim reports those). (ids.lua and writers.lua are prepended.)
 
-local now, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now_ms = now_or_redis(ARGV[1])
+local now = string.format('%d', now_ms)
+local cutoff = string.format('%d', now_ms - tonumber(ARGV[2]))
+local limit = tonumber(ARGV[3])
 local out = {
   redis.call('ZCOUNT', KEYS[1], '-inf', cutoff),
   redis.call('ZCOUNT', KEYS[3], '-inf', now),
