@@ -37,7 +37,7 @@ mod certs;
 mod cluster;
 
 /// The store's scripts by name, to name the ones in the slow log.
-#[path = "../src/store/scripts.rs"]
+#[path = "../src/store/redis/scripts.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod scripts;
 

@@ -13,7 +13,7 @@ pub(crate) fn is_user_id(id: u64) -> bool {
 }
 
 /// Reads a stored member as a user id if it is one in canonical form: decimal digits, no
-/// sign, no leading zero, not 0, at most [`MAX_USER_ID`] (the same rule as `store/lua/ids.lua`).
+/// sign, no leading zero, not 0, at most [`MAX_USER_ID`] (the same rule as `store/redis/lua/ids.lua`).
 /// Anything else (`013950000`, `-5`, `1.5`, `abc`, `18446744073709551616`) is not a user:
 /// reading `013950000` as user 13950000 would erase someone else.
 pub(crate) fn parse_user(member: &str) -> Option<u64> {

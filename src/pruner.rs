@@ -265,7 +265,7 @@ impl Pruner {
     /// policy that may drop any key, or a `seen` set that vanished.
     async fn check_store(&self) -> Result<()> {
         let health = self.engine.call(self.engine.backend.health()).await?;
-        crate::store::redis::check_version(health.version.as_deref())?;
+        crate::store::check_version(health.version.as_deref())?;
         if let Some(policy) = &health.eviction_policy
             && policy.starts_with("allkeys-")
             && !self.engine.config.allow_allkeys_eviction

@@ -39,8 +39,8 @@ use crate::error::{Error, Result};
 use crate::gone::{GoneReason, gone_user};
 use crate::hooks::Hooks;
 use crate::stats::{Counters, Gauges};
-use crate::store::redis::{FEED_KEEP_MS, FEED_READ};
 use crate::store::{DynBackend, Invalidation, Marked, random_id};
+use crate::store::{FEED_KEEP_MS, FEED_READ};
 use teloxide::RequestError;
 use teloxide::types::{Recipient, UserId};
 

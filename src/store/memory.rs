@@ -8,7 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::receipts::RawReceipt;
-use crate::store::redis::FEED_KEEP_MS;
+use crate::store::FEED_KEEP_MS;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith,
     Hashed, Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store,

@@ -25,11 +25,8 @@
 //! # Ok::<(), teloxide_retention::Error>(())
 //! ```
 
-mod connect;
 pub(crate) mod memory;
 pub(crate) mod redis;
-mod scripts;
-mod sharded;
 
 use std::sync::Arc;
 
@@ -39,10 +36,10 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::{RawReceipt, ReceiptBatch};
 
-pub use self::connect::RedisSentinel;
-#[cfg(feature = "tls")]
-pub use self::connect::RedisTls;
 pub use self::memory::MemoryStore;
+pub use self::redis::connect::RedisSentinel;
+#[cfg(feature = "tls")]
+pub use self::redis::connect::RedisTls;
 pub use self::redis::{Diagnosis, NamespaceMeta, RedisStore, Resharded};
 
 /// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`] or
@@ -55,6 +52,38 @@ pub trait Store: Send + Sync + 'static {
     /// API: [`sealed::Token`] cannot be named outside this crate.
     #[doc(hidden)]
     fn bind(&self, namespace: &str, token: sealed::Token) -> sealed::Bound;
+}
+
+/// How long erasure announcements stay in the feed. A process that could not read the
+/// feed for longer than this forgets its whole cache instead.
+pub(crate) const FEED_KEEP_MS: i64 = 10 * 60 * 1000;
+
+/// Feed entries per read.
+pub(crate) const FEED_READ: usize = 1000;
+
+/// The oldest Redis the scripts run on (function flags in `#!lua` shebangs).
+pub(crate) const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// `(major, minor)` of a version such as `7.0.15`.
+pub(crate) fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Fails with a clear error for a Redis older than [`MIN_REDIS`]; an unknown version passes
+/// (the scripts would then fail with Redis's own error).
+pub(crate) fn check_version(version: Option<&str>) -> Result<()> {
+    match version.and_then(parse_version) {
+        Some(v) if v < MIN_REDIS => Err(Error::Unsafe(format!(
+            "Redis {} is too old: teloxide-retention needs Redis {}.{} or newer (its scripts \
+             declare flags, so that Redis refuses them up front under memory pressure \
+             instead of failing halfway)",
+            version.unwrap_or_default(),
+            MIN_REDIS.0,
+            MIN_REDIS.1
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) mod sealed {
@@ -504,7 +533,7 @@ mod tests {
 
     #[test]
     fn the_scripts_know_every_reason_and_the_same_largest_id() {
-        let ids = include_str!("lua/ids.lua");
+        let ids = include_str!("redis/lua/ids.lua");
         for reason in ErasureReason::ALL {
             assert!(ids.contains(&format!(" {} = true", reason.code())), "{reason:?}");
         }

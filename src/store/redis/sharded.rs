@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::future::{BoxFuture, try_join_all};
 
-use super::redis::Bound;
+use super::Bound;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
@@ -286,7 +286,7 @@ impl Backend for Sharded {
             let version = all
                 .iter()
                 .filter_map(|h| h.version.clone())
-                .min_by_key(|v| super::redis::parse_version(v).unwrap_or((0, 0)));
+                .min_by_key(|v| crate::store::parse_version(v).unwrap_or((0, 0)));
             Ok(Health {
                 version,
                 eviction_policy,

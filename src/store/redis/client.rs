@@ -1,0 +1,841 @@
+//! The protocol client: one namespace (or shard) of a Redis store, its keys, and the Lua
+//! scripts of the claim -> erase -> finish protocol behind the `Backend` trait.
+
+use super::scripts::{
+    ADOPT, CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, MARKER, PREVIEW, SCHEDULE,
+    STATUS, TOUCH, UNSCHEDULE_GONE,
+};
+use super::*;
+
+/// Members per `ZADD` command when writing touches: at 5M tracked users a `ZADD` of 1,000
+/// took up to 3.9 ms, of 500 about half that (`examples/bench.rs`, section 6).
+const TOUCH_CHUNK: usize = 500;
+
+/// Every key of one shard of a namespace (of the namespace itself when it has one shard).
+/// Keys are built here and nowhere else.
+pub(super) struct Keys {
+    /// The hash tag: the namespace, or a shard's tag.
+    pub(super) tag: String,
+    pub(super) prefix: String,
+    pub(super) seen: String,
+    pub(super) lease: String,
+    pub(super) queue: String,
+    pub(super) job: String,
+    pub(super) feed: String,
+    pub(super) batches: String,
+    pub(super) writers: String,
+    pub(super) meta: String,
+    pub(super) failing: String,
+    pub(super) receipts: String,
+    pub(super) audit: String,
+}
+
+impl Keys {
+    fn new(tag: &str) -> Self {
+        // The braces make `tag` the Redis Cluster hash tag of every key.
+        let prefix = format!("{{{tag}}}:");
+        Self {
+            seen: format!("{prefix}seen"),
+            lease: format!("{prefix}lease"),
+            queue: format!("{prefix}queue"),
+            job: format!("{prefix}job"),
+            feed: format!("{prefix}feed"),
+            batches: format!("{prefix}batches"),
+            writers: format!("{prefix}writers"),
+            meta: format!("{prefix}meta"),
+            failing: format!("{prefix}failing"),
+            receipts: format!("{prefix}receipts"),
+            audit: format!("{prefix}audit"),
+            tag: tag.to_owned(),
+            prefix,
+        }
+    }
+
+    fn nonce(&self, who: &Hashed) -> String {
+        format!("{}confirm:{}", self.prefix, who.tag)
+    }
+
+    fn counter(&self, action: &str, who: &Hashed, window: i64) -> String {
+        format!("{}rate:{action}:{}:{window}", self.prefix, who.tag)
+    }
+}
+
+/// One hash tag of a namespace: a shard, or the home that records the shard count.
+pub(crate) struct Bound {
+    pub(super) conn: Conn,
+    pub(super) keys: Keys,
+}
+
+impl Bound {
+    pub(super) fn new(conn: Conn, tag: &str) -> Self {
+        Self { conn, keys: Keys::new(tag) }
+    }
+
+    /// Another tag of the same store: a shard of another layout of this namespace.
+    pub(crate) fn sibling(&self, tag: &str) -> Self {
+        Self::new(self.conn.clone(), tag)
+    }
+
+    /// The hash tag of this part: the namespace for the home.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.keys.tag
+    }
+
+    pub(super) fn invocation<'s>(&self, script: &'s Script) -> redis::ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(&self.keys.seen)
+            .key(&self.keys.lease)
+            .key(&self.keys.queue)
+            .key(&self.keys.job)
+            .key(&self.keys.feed)
+            .key(&self.keys.batches)
+            .key(&self.keys.writers)
+            .key(&self.keys.meta)
+            .key(&self.keys.failing)
+            .key(&self.keys.receipts);
+        inv
+    }
+
+    pub(super) async fn run<T: FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        Ok(inv.invoke_async(&mut self.conn.clone()).await?)
+    }
+}
+
+/// An invalidation from its feed entry's fields (`u` user, `s` since, `e` until, `o`
+/// opt-out); `None` if it lacks a user or holds a value this version cannot read.
+fn decode_invalidation(fields: &[Value]) -> Option<Invalidation> {
+    let mut inv = Invalidation { user: 0, since: 0, until: 0, opt_out: false };
+    for kv in fields.chunks_exact(2) {
+        match text(&kv[0]).ok()?.as_str() {
+            "u" => inv.user = crate::humans::parse_user(&text(&kv[1]).ok()?)?,
+            "s" => inv.since = int(&kv[1]).ok()?,
+            "e" => inv.until = int(&kv[1]).ok()?,
+            "o" => inv.opt_out = int(&kv[1]).ok()? == 1,
+            _ => {}
+        }
+    }
+    (inv.user != 0).then_some(inv)
+}
+
+/// A receipt from its stream entry (`t` time, `r` reason, `e` erasers, `a` attempts).
+fn decode_receipt(entry: &redis::streams::StreamId) -> Result<RawReceipt> {
+    let field = |name: &str| {
+        entry
+            .get::<String>(name)
+            .ok_or_else(|| Error::Unsafe(format!("receipt {} lacks its field `{name}`", entry.id)))
+    };
+    let bad = |what: &str| Error::Unsafe(format!("receipt {} has an unreadable {what}", entry.id));
+    Ok(RawReceipt {
+        at: field("t")?.parse().map_err(|_| bad("time"))?,
+        reason: ErasureReason::from_code(&field("r")?).ok_or_else(|| bad("reason"))?,
+        erasers: field("e")?,
+        attempts: field("a")?.parse().map_err(|_| bad("attempt count"))?,
+    })
+}
+
+/// "Now" for a script: the given time, or empty for Redis's own clock.
+fn now_arg(now: Option<i64>) -> String {
+    now.map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// A score as Redis writes it: integers stay integers, "never" is `+inf`.
+fn due_arg(due: Option<i64>) -> String {
+    due.map_or_else(|| "+inf".to_owned(), |d| d.to_string())
+}
+
+fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => parse_num(&String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => parse_num(s),
+        Value::Double(d) => Ok(*d as i64),
+        other => Err(Error::Corrupt(format!("expected a number, got {other:?}"))),
+    }
+}
+
+/// Parses an integer, or a score Redis printed as a float (`"1.7e+12"`, `"inf"`).
+fn parse_num(s: &str) -> Result<i64> {
+    s.parse::<i64>().or_else(|_| {
+        s.parse::<f64>()
+            .map(|f| if f.is_infinite() { i64::MAX } else { f as i64 })
+            .map_err(|_| Error::Corrupt(format!("expected a number, got {s:?}")))
+    })
+}
+
+fn text(v: &Value) -> Result<String> {
+    match v {
+        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(Error::Corrupt(format!("expected a string, got {other:?}"))),
+    }
+}
+
+/// A user id the scripts returned; they return canonical ids only (`ids.lua`).
+fn user_of(v: &Value) -> Result<u64> {
+    let s = text(v)?;
+    crate::humans::parse_user(&s).ok_or_else(|| Error::Corrupt(format!("user id {s:?}")))
+}
+
+fn reason_of(v: &Value) -> Result<ErasureReason> {
+    let s = text(v)?;
+    ErasureReason::from_code(&s).ok_or_else(|| Error::Corrupt(format!("reason {s:?}")))
+}
+
+impl Backend for Bound {
+    fn parts(&self) -> Vec<&dyn Backend> {
+        vec![self]
+    }
+
+    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            // One fenced `ZADD GT` per chunk; the chunks go out together over the multiplexed
+            // connection.
+            let writes = touches.chunks(TOUCH_CHUNK).map(|chunk| async move {
+                let mut inv = self.invocation(&TOUCH);
+                for (user, ms) in chunk {
+                    inv.arg(*ms).arg(*user);
+                }
+                self.run::<()>(&inv).await
+            });
+            futures_util::future::try_join_all(writes).await.map(drop)
+        })
+    }
+
+    fn claim(
+        &self,
+        times: ClaimTimes,
+        writers: WriterWindow,
+        limit: usize,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Batch>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CLAIM);
+            inv.arg(now_arg(times.now))
+                .arg(times.inactive_ms)
+                .arg(times.lease_ms)
+                .arg(limit)
+                .arg(id)
+                .arg(writers.silent_ms)
+                .arg(writers.dead_ms);
+            let (plain, special, deadline, held, unreadable, returned): (
+                Vec<Value>,
+                Vec<Value>,
+                Value,
+                String,
+                Vec<String>,
+                Vec<Value>,
+            ) = self.run(&inv).await?;
+            let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
+            for user in &plain {
+                users.push(Claimed {
+                    user: user_of(user)?,
+                    reason: ErasureReason::Inactive,
+                    marked_at: 0,
+                    attempts: 0,
+                });
+            }
+            for c in special.chunks_exact(4) {
+                users.push(Claimed {
+                    user: user_of(&c[0])?,
+                    reason: reason_of(&c[1])?,
+                    marked_at: int(&c[2])?,
+                    attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
+                });
+            }
+            let held = (!held.is_empty()).then_some(held);
+            let returned = returned.iter().map(user_of).collect::<Result<_>>()?;
+            Ok(Batch { id, deadline: int(&deadline)?, users, held, unreadable, returned })
+        })
+    }
+
+    fn claim_user(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        times: ClaimTimes,
+        id: u64,
+    ) -> BoxFuture<'_, Result<Option<Batch>>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CLAIM_USER);
+            inv.arg(user).arg(reason.code()).arg(now_arg(times.now)).arg(times.lease_ms).arg(id);
+            let reply: Vec<i64> = self.run(&inv).await?;
+            Ok(match reply.as_slice() {
+                [1, attempts, now, deadline] => {
+                    let attempts = u32::try_from(*attempts).unwrap_or(u32::MAX);
+                    let users = vec![Claimed { user, reason, marked_at: *now, attempts }];
+                    Some(Batch {
+                        id,
+                        deadline: *deadline,
+                        users,
+                        held: None,
+                        unreadable: Vec::new(),
+                        returned: Vec::new(),
+                    })
+                }
+                _ => None,
+            })
+        })
+    }
+
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move {
+            let (secs, micros): (i64, i64) =
+                redis::cmd("TIME").query_async(&mut self.conn.clone()).await?;
+            Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
+        })
+    }
+
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&HEARTBEAT);
+            inv.arg(id).arg(backlog).arg(0);
+            self.run::<()>(&inv).await
+        })
+    }
+
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&HEARTBEAT);
+            inv.arg(id).arg(0).arg(1);
+            self.run::<()>(&inv).await
+        })
+    }
+
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&HOLDING);
+            inv.arg(writers.silent_ms).arg(writers.dead_ms);
+            let held: String = self.run(&inv).await?;
+            Ok((!held.is_empty()).then_some(held))
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<Health>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            // On a cluster every node answers: the oldest version and the riskiest policy
+            // count.
+            let infos = infos(&mut conn, &["server", "memory"]).await.unwrap_or_default();
+            let eviction_policy = riskiest_policy(node_policies(&mut conn, &infos).await);
+            let version = oldest_version(&infos);
+            // The scripts need Redis 7; do not run one on an older server.
+            let seen_vanished = if check_version(version.as_deref()).is_err() {
+                false
+            } else {
+                let mut inv = self.invocation(&MARKER);
+                inv.arg(0);
+                self.run::<i64>(&inv).await? == 1
+            };
+            Ok(Health { version, eviction_policy, seen_vanished })
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        batch: &'a Batch,
+        done: &'a [Claimed],
+        failed: &'a [(Claimed, i64)],
+        now: i64,
+        follow_up_at: i64,
+        with: FinishWith<'a>,
+    ) -> BoxFuture<'a, Result<Option<Finish>>> {
+        let FinishWith { stuck, receipts } = with;
+        Box::pin(async move {
+            let mut inv = self.invocation(&FINISH);
+            inv.arg(now)
+                .arg(follow_up_at)
+                .arg(FEED_KEEP_MS)
+                .arg(batch.id)
+                .arg(batch.deadline)
+                .arg(done.len())
+                .arg(stuck.after_ms)
+                .arg(stuck.every_ms)
+                .arg(receipts.map_or(0, |r| r.keep_ms))
+                .arg(receipts.map_or("", |r| r.erasers.as_str()));
+            for c in done {
+                inv.arg(c.user);
+            }
+            if let Some(receipts) = receipts {
+                for (c, tag) in done.iter().zip(&receipts.tags) {
+                    inv.arg(tag).arg(c.reason.code()).arg(c.attempts.saturating_add(1));
+                }
+            }
+            for (c, retry_at) in failed {
+                inv.arg(c.user)
+                    .arg(c.reason.code())
+                    .arg(c.marked_at)
+                    .arg(c.attempts.saturating_add(1))
+                    .arg(*retry_at);
+            }
+            // {-1} (lease lost), or {k, k positions of follow-ups, failing pairs}.
+            let reply: Vec<Value> = self.run(&inv).await?;
+            let k = int(reply
+                .first()
+                .ok_or_else(|| Error::Unsafe("finish replied nothing".into()))?)?;
+            if k < 0 {
+                return Ok(None);
+            }
+            let k = usize::try_from(k).unwrap_or(usize::MAX).min(reply.len() - 1);
+            let mut confirmed = vec![Confirmed::Erased; done.len()];
+            for position in &reply[1..=k] {
+                let at = usize::try_from(int(position)?).ok().and_then(|p| p.checked_sub(1));
+                let slot = at.and_then(|i| confirmed.get_mut(i)).ok_or_else(|| {
+                    Error::Unsafe(format!("finish named follow-up {position:?} of {}", done.len()))
+                })?;
+                *slot = Confirmed::ErasedWithFollowUp;
+            }
+            let failing = &reply[k + 1..];
+            let failing = failing
+                .chunks_exact(2)
+                .map(|pair| Ok((int(&pair[0])?, int(&pair[1])? == 1)))
+                .collect::<Result<_>>()?;
+            Ok(Some(Finish { confirmed, failing }))
+        })
+    }
+
+    fn schedule(
+        &self,
+        user: u64,
+        reason: ErasureReason,
+        marked_at: i64,
+        due: Option<i64>,
+    ) -> BoxFuture<'_, Result<Marked>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&SCHEDULE);
+            inv.arg(user).arg(reason.code()).arg(marked_at).arg(due_arg(due)).arg(FEED_KEEP_MS);
+            let code: i64 = self.run(&inv).await?;
+            Ok(match code {
+                1 => Marked::Scheduled,
+                2 => Marked::InProgress,
+                _ => Marked::AlreadyScheduled,
+            })
+        })
+    }
+
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&UNSCHEDULE_GONE);
+            inv.arg(user);
+            let code: i64 = self.run(&inv).await?;
+            Ok(code == 1)
+        })
+    }
+
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&STATUS);
+            inv.arg(user);
+            let (seen, queued, job, leased): (
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = self.run(&inv).await?;
+            let score = |v: Option<String>| v.as_deref().map(parse_num).transpose();
+            let job = job.as_deref().map(decode_job).transpose()?;
+            Ok(RawStatus {
+                last_seen: score(seen)?,
+                queued_due: score(queued)?.map(|d| (d != i64::MAX).then_some(d)),
+                leased_until: score(leased)?,
+                job,
+            })
+        })
+    }
+
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&PREVIEW);
+            inv.arg(times.now.map_or(String::new(), |ms| ms.to_string()))
+                .arg(times.inactive_ms)
+                .arg(limit);
+            let flat: Vec<Value> = self.run(&inv).await?;
+            let [inactive, due, expired, rest @ ..] = flat.as_slice() else {
+                return Err(Error::Corrupt("short preview reply".into()));
+            };
+            let entries = rest
+                .chunks_exact(4)
+                .map(|c| {
+                    let seen = text(&c[3])?;
+                    Ok((
+                        user_of(&c[0])?,
+                        reason_of(&c[1])?,
+                        int(&c[2])?,
+                        if seen.is_empty() { None } else { Some(parse_num(&seen)?) },
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            Ok(RawPreview {
+                inactive_total: int(inactive)?.unsigned_abs(),
+                due_total: int(due)?.unsigned_abs(),
+                expired_leases: int(expired)?.unsigned_abs(),
+                entries,
+            })
+        })
+    }
+
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let last: Value = redis::cmd("XREVRANGE")
+                .arg(&self.keys.feed)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(match last {
+                Value::Array(entries) => match entries.first() {
+                    Some(Value::Array(entry)) => entry.first().map(text).transpose()?,
+                    _ => None,
+                },
+                _ => None,
+            }
+            .unwrap_or_else(|| "0-0".to_owned()))
+        })
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        cursor: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+        Box::pin(async move {
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(&self.keys.feed)
+                .arg(format!("({cursor}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(FEED_READ)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let mut out = Vec::new();
+            let mut next = cursor.to_owned();
+            let Value::Array(entries) = reply else {
+                return Ok((out, next));
+            };
+            for entry in entries {
+                let Value::Array(parts) = entry else { continue };
+                let [id, fields] = parts.as_slice() else { continue };
+                next = text(id)?;
+                let fields: Vec<Value> = match fields {
+                    Value::Array(f) => f.clone(),
+                    Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+                    _ => continue,
+                };
+                match decode_invalidation(&fields) {
+                    Some(inv) => out.push(inv),
+                    // Not written by this crate: nothing to drop from the cache for it.
+                    None => tracing::warn!(entry = %next, "skipped an unreadable feed entry"),
+                }
+            }
+            Ok((out, next))
+        })
+    }
+
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("SET")
+                .arg(self.keys.nonce(who))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(redis::cmd("GETDEL")
+                .arg(self.keys.nonce(who))
+                .query_async(&mut self.conn.clone())
+                .await?)
+        })
+    }
+
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut inv = COUNT_USE.prepare_invoke();
+            inv.key(self.keys.counter(action, who, window)).arg(ttl_ms.max(1));
+            let count: u64 = self.run(&inv).await?;
+            Ok(count)
+        })
+    }
+
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
+        Box::pin(async move {
+            let mut total = AdoptCounts::default();
+            for chunk in users.chunks(TOUCH_CHUNK) {
+                let mut inv = self.invocation(&ADOPT);
+                for a in chunk {
+                    let ms = if a.if_new { format!("n{}", a.ms) } else { a.ms.to_string() };
+                    inv.arg(ms).arg(a.user);
+                }
+                let [new, moved, kept, erasing]: [u64; 4] = self.run(&inv).await?;
+                total += AdoptCounts { new, moved, kept, erasing };
+            }
+            Ok(total)
+        })
+    }
+
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Tracked (`seen`) or with a job (scheduled or running: a running erasure keeps
+            // its job until it is confirmed).
+            let (seen, jobs): (Vec<Option<f64>>, Vec<Option<String>>) = redis::pipe()
+                .cmd("ZMSCORE")
+                .arg(&self.keys.seen)
+                .arg(users)
+                .cmd("HMGET")
+                .arg(&self.keys.job)
+                .arg(users)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(seen.iter().zip(&jobs).map(|(s, j)| s.is_some() || j.is_some()).collect())
+        })
+    }
+
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let (secret,): (String,) = redis::pipe()
+                .atomic()
+                .cmd("HSETNX")
+                .arg(&self.keys.meta)
+                .arg("secret")
+                .arg(candidate)
+                .ignore()
+                .cmd("HGET")
+                .arg(&self.keys.meta)
+                .arg("secret")
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(secret)
+        })
+    }
+
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            // Users only: the marker's score is +inf.
+            Ok(redis::cmd("ZCOUNT")
+                .arg(&self.keys.seen)
+                .arg("-inf")
+                .arg("(+inf")
+                .query_async(&mut self.conn.clone())
+                .await?)
+        })
+    }
+
+    fn survey<'a>(
+        &'a self,
+        now: i64,
+        ranges: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<RawSurvey>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for (after, up_to) in ranges {
+                pipe.cmd("ZCOUNT").arg(&self.keys.seen).arg(format!("({after}")).arg(*up_to);
+            }
+            pipe.cmd("ZCOUNT").arg(&self.keys.queue).arg("-inf").arg(now);
+            pipe.cmd("HVALS").arg(&self.keys.job);
+            pipe.cmd("HVALS").arg(&self.keys.failing);
+            pipe.cmd("HGETALL").arg(&self.keys.writers);
+            let mut replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+            fn parse<T: FromRedisValue>(reply: Option<Value>) -> Result<T> {
+                redis::from_redis_value(reply.unwrap_or(Value::Nil))
+                    .map_err(|e| Error::Redis(redis::RedisError::from(e)))
+            }
+            let writers: Vec<(String, String)> = parse(replies.pop())?;
+            let failing: Vec<String> = parse(replies.pop())?;
+            let jobs: Vec<String> = parse(replies.pop())?;
+            let scheduled_due: u64 = parse(replies.pop())?;
+            let seen = replies.into_iter().map(|v| parse(Some(v))).collect::<Result<Vec<u64>>>()?;
+            let mut survey = RawSurvey { seen, scheduled_due, ..RawSurvey::default() };
+            // A job this version cannot read is the claim's to report, not a reason to fail.
+            for job in jobs.iter().filter_map(|job| decode_job(job).ok()) {
+                let (reason, _, attempts) = job;
+                survey.scheduled[reason.index()] += 1;
+                survey.max_attempts = survey.max_attempts.max(attempts);
+            }
+            survey.failing_since = failing
+                .iter()
+                .filter_map(|v| v.split(',').next().and_then(|s| s.parse().ok()))
+                .collect();
+            survey.writers = writers
+                .into_iter()
+                .filter_map(|(id, value)| {
+                    let (time, backlog) = value.split_once(',')?;
+                    Some((id, time.parse().ok()?, backlog.parse().ok()?))
+                })
+                .collect();
+            Ok(survey)
+        })
+    }
+
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+        Box::pin(async move {
+            let (scheduled, failing): (u64, Vec<String>) = redis::pipe()
+                .cmd("ZCARD")
+                .arg(&self.keys.queue)
+                .cmd("HVALS")
+                .arg(&self.keys.failing)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let since = |v: &String| v.split(',').next().and_then(|s| s.parse::<i64>().ok());
+            Ok(Pending {
+                scheduled,
+                failing: failing.len() as u64,
+                oldest_failing_since: failing.iter().filter_map(since).min(),
+            })
+        })
+    }
+
+    fn receipts<'a>(
+        &'a self,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            self.each_receipt(now, keep_ms, |entry| {
+                if entry.get::<String>("h").as_deref() == Some(tag) {
+                    found.push(decode_receipt(entry)?);
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(found)
+        })
+    }
+
+    fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&self.keys.audit)
+                .arg(holder)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(taken.is_some())
+        })
+    }
+
+    fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("HSET")
+                .arg(&self.keys.meta)
+                .arg("audit")
+                .arg(summary)
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(redis::cmd("HGET")
+                .arg(&self.keys.meta)
+                .arg("audit")
+                .query_async(&mut self.conn.clone())
+                .await?)
+        })
+    }
+
+    fn receipt_tags(
+        &self,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            self.each_receipt(now, keep_ms, |entry| {
+                // An entry this version cannot read names nobody the audit could match.
+                if let (Some(tag), Ok(receipt)) = (entry.get::<String>("h"), decode_receipt(entry))
+                {
+                    found.push((tag, receipt));
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(found)
+        })
+    }
+
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&MARKER);
+            inv.arg(1);
+            self.run::<i64>(&inv).await.map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_namespace_hash_tag() {
+        let keys = Keys::new("mybot");
+        for key in [
+            &keys.seen,
+            &keys.lease,
+            &keys.queue,
+            &keys.job,
+            &keys.feed,
+            &keys.batches,
+            &keys.writers,
+            &keys.meta,
+        ] {
+            assert!(key.starts_with("{mybot}:"), "{key}");
+        }
+        let who = Hashed { user: 42, tag: "ab12".to_owned() };
+        assert_eq!(keys.nonce(&who), "{mybot}:confirm:ab12");
+        assert_eq!(keys.counter("export", &who, 7), "{mybot}:rate:export:ab12:7");
+    }
+
+    #[test]
+    fn scores_parse_from_every_redis_spelling() {
+        assert_eq!(parse_num("1700000000123").unwrap(), 1_700_000_000_123);
+        assert_eq!(parse_num("1.7e+12").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_num("inf").unwrap(), i64::MAX);
+        assert!(parse_num("x").is_err());
+        assert_eq!(due_arg(None), "+inf");
+        assert_eq!(due_arg(Some(5)), "5");
+    }
+
+    #[test]
+    fn versions_before_7_0_are_refused_with_a_clear_error() {
+        let err = check_version(Some("6.2.14")).unwrap_err();
+        assert!(err.to_string().contains("Redis 6.2.14 is too old"), "{err}");
+        assert!(err.to_string().contains("7.0 or newer"), "{err}");
+        assert!(check_version(Some("7.0.15")).is_ok());
+        assert!(check_version(Some("8.2.1")).is_ok());
+        assert!(check_version(None).is_ok());
+        assert_eq!(
+            info_field("# Server\r\nredis_version:7.0.15\r\n", "redis_version").unwrap(),
+            "7.0.15"
+        );
+    }
+}
