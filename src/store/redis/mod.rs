@@ -1,11 +1,12 @@
 //! The Redis store, by role: the connection and its constructors here; [`connect`] for
 //! TLS, Sentinel and Cluster connections; [`sharded`] for a namespace split into shards;
-//! [`client`] for the protocol client of the Lua scripts ([`scripts`]); [`admin`] for
-//! diagnosis and resharding.
+//! [`client`] for the protocol client of the Lua scripts ([`scripts`]), reading their
+//! replies with [`decode`]; [`admin`] for diagnosis and resharding.
 
 mod admin;
 mod client;
 pub(crate) mod connect;
+mod decode;
 mod scripts;
 pub(crate) mod sharded;
 
