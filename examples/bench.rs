@@ -16,7 +16,8 @@
 //!    users, under touches, a pass at the largest batch, opt-outs, gone marks and previews;
 //! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
 //!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
-//!    server in the same run, both over TCP, and the spread of users over the masters.
+//!    server in the same run, both over TCP, the spread of users over the masters, and each
+//!    node's and the bench's CPU time per phase (which side was the bottleneck).
 //!
 //! The bot adaptor's cost per request is measured by `examples/bench_adaptor.rs`, which
 //! counts allocations with an instrumented allocator that would skew the figures here.
@@ -897,14 +898,15 @@ async fn on_cluster(args: &Args, report: &mut Report) -> Result<(), BoxError> {
     let single = redis_server::RedisServer::start_tcp(&[]);
     let topology = cluster::ClusterTopology::start();
     let stores = [
-        ("one server", RedisStore::open(&single.url()).await?),
-        ("3-master cluster", RedisStore::open_cluster(topology.urls()).await?),
+        ("one server", RedisStore::open(&single.url()).await?, vec![single.url()]),
+        ("3-master cluster", RedisStore::open_cluster(topology.urls()).await?, topology.urls()),
     ];
-    for (label, store) in stores {
+    for (label, store, nodes) in stores {
         let clock = ManualClock::at_unix_ms(NOW);
         let retention = builder(store, &clock)
             .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
             .build()?;
+        let cpu = CpuSnapshot::take(&nodes).await?;
         let started = Instant::now();
         futures_util::stream::iter(0..n)
             .map(|user| {
@@ -915,8 +917,10 @@ async fn on_cluster(args: &Args, report: &mut Report) -> Result<(), BoxError> {
             .for_each(|_| async {})
             .await;
         retention.flush().await?;
-        let writes = n as f64 / started.elapsed().as_secs_f64();
+        let wall = started.elapsed();
+        let writes = n as f64 / wall.as_secs_f64();
         report.add(&format!("layer writes of distinct users, {label}"), writes, "members/s", None);
+        cpu.report(&nodes, wall, &format!("writes, {label}"), report).await?;
         if label != "one server" {
             for (port, members) in topology.seen_per_master() {
                 let share = members as f64 * 100.0 / n as f64;
@@ -924,13 +928,73 @@ async fn on_cluster(args: &Args, report: &mut Report) -> Result<(), BoxError> {
             }
         }
         clock.advance(Duration::from_millis(91 * DAY_MS as u64));
+        let cpu = CpuSnapshot::take(&nodes).await?;
         let pass = retention.prune_once().await?;
         assert_eq!(pass.erased, n, "the pass erased every user");
         let rate = n as f64 / pass.elapsed.as_secs_f64();
         report.add(&format!("prune rate, no-op eraser, {label}"), rate, "users/s", None);
+        cpu.report(&nodes, pass.elapsed, &format!("prune, {label}"), report).await?;
         retention.shutdown().await?;
     }
     Ok(())
+}
+
+/// CPU seconds used so far by each Redis node (`INFO cpu`: user + system) and by this
+/// process (`/proc/self/stat`), to tell which side of a phase was the bottleneck.
+struct CpuSnapshot {
+    nodes: Vec<f64>,
+    client: f64,
+}
+
+impl CpuSnapshot {
+    async fn take(nodes: &[String]) -> Result<Self, BoxError> {
+        let mut used = Vec::with_capacity(nodes.len());
+        for url in nodes {
+            let mut conn =
+                redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+            let field = |name: &str| -> f64 {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0.0)
+            };
+            used.push(field("used_cpu_user") + field("used_cpu_sys"));
+        }
+        Ok(Self { nodes: used, client: client_cpu_seconds() })
+    }
+
+    /// Reports, for the phase since this snapshot, each node's and the bench's CPU time as
+    /// a share of the phase's wall time (100 % = one core kept busy).
+    async fn report(
+        &self,
+        nodes: &[String],
+        wall: Duration,
+        phase: &str,
+        report: &mut Report,
+    ) -> Result<(), BoxError> {
+        let now = Self::take(nodes).await?;
+        let share = |seconds: f64| seconds * 100.0 / wall.as_secs_f64().max(1e-9);
+        for ((url, before), after) in nodes.iter().zip(&self.nodes).zip(&now.nodes) {
+            let port = url.rsplit(':').next().unwrap_or(url).trim_end_matches('/');
+            let figure = format!("Redis CPU during {phase}, node :{port}");
+            report.add(&figure, share(after - before), "% of a core", None);
+        }
+        let client = share(now.client - self.client);
+        report.add(&format!("bench process CPU during {phase}"), client, "% of a core", None);
+        Ok(())
+    }
+}
+
+/// This process's CPU time (user + system), in seconds.
+fn client_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15,
+    // in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The slowest call in the slow log (ms), the bench's own commands aside.
