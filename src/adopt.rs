@@ -139,7 +139,7 @@ async fn write(engine: &Engine, chunk: &[Adoptee], adopted: &mut Adopted) -> Res
     if chunk.is_empty() {
         return Ok(());
     }
-    let counts = engine.call(engine.backend.adopt(chunk)).await?;
+    let counts = engine.store(|b| b.adopt(chunk)).await?;
     adopted.newly_tracked += counts.new;
     adopted.moved_forward += counts.moved;
     adopted.kept += counts.kept;

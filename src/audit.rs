@@ -178,21 +178,21 @@ pub(crate) async fn scheduled(
     every: Duration,
     untracked: UntrackedUsers,
 ) -> Result<Option<AuditReport>> {
-    let lease = engine.backend.claim_audit(duration_ms(every), crate::store::random_id());
-    if !engine.call(lease).await? {
+    let holder = crate::store::random_id();
+    if !engine.store(|b| b.claim_audit(duration_ms(every), holder)).await? {
         tracing::debug!("another replica runs this interval's audit");
         return Ok(None);
     }
     let report = audit(engine, untracked).await?;
     let at = DateTime::from_timestamp_millis(engine.clock.now_ms()).unwrap_or_default();
     let summary = AuditSummary::of(&report, at).to_json();
-    engine.call(engine.backend.record_audit(&summary)).await?;
+    engine.store(|b| b.record_audit(&summary)).await?;
     Ok(Some(report))
 }
 
 /// The last scheduled audit's summary; see `Retention::last_audit`.
 pub(crate) async fn last(engine: &Engine) -> Result<Option<AuditSummary>> {
-    let raw = engine.call(engine.backend.last_audit()).await?;
+    let raw = engine.store(|b| b.last_audit()).await?;
     Ok(raw.as_deref().and_then(AuditSummary::from_json))
 }
 
@@ -206,7 +206,7 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
     let receipts: Option<HashMap<String, (ErasureReason, i64)>> = match &engine.config.receipts {
         Some(config) => {
             let keep = duration_ms(config.keep);
-            let tags = engine.call(engine.backend.receipt_tags(now, keep)).await?;
+            let tags = engine.store(|b| b.receipt_tags(now, keep)).await?;
             let mut latest = HashMap::with_capacity(tags.len());
             for (tag, receipt) in tags {
                 let entry = latest.entry(tag).or_insert((receipt.reason, receipt.at));
@@ -276,7 +276,7 @@ async fn audit_page(
         users.iter().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
     let ids: Vec<u64> = users.iter().map(|(u, _)| u.0).collect();
     part.listed += users.len() as u64;
-    let known = engine.call(engine.backend.known(&ids)).await?;
+    let known = engine.store(|b| b.known(&ids)).await?;
     let mut adopt_now = Vec::new();
     for ((user, last_active), known) in users.into_iter().zip(known) {
         if known {
@@ -296,8 +296,7 @@ async fn audit_page(
             // who opted out and came back is a user again.
             let reason =
                 if reason == ErasureReason::OptOut { ErasureReason::Inactive } else { reason };
-            let schedule = engine.backend.schedule(user.0, reason, erased_at, Some(now));
-            engine.call(schedule).await?;
+            engine.store(|b| b.schedule(user.0, reason, erased_at, Some(now))).await?;
             part.residue += 1;
             tracing::warn!(
                 eraser = %part.eraser,

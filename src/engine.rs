@@ -3,6 +3,7 @@
 //! failed ones back for a retry with backoff) and announces what it erased. It also answers
 //! what is held about one user (status and export), which asks the same store and erasers.
 
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -76,7 +77,7 @@ pub enum OptOutOutcome {
 /// the layer share one through an `Arc`.
 pub(crate) struct Engine {
     pub(crate) config: Config,
-    pub(crate) backend: DynBackend,
+    backend: DynBackend,
     /// The injected clock, corrected by its offset to the store's clock.
     pub(crate) clock: Arc<SyncedClock>,
     pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
@@ -89,6 +90,41 @@ pub(crate) struct Engine {
     /// The key that names users in key names when no receipt key is set: the namespace's
     /// secret, read once (see [`Engine::hashed`]).
     pub(crate) secret: tokio::sync::OnceCell<ReceiptKey>,
+}
+
+impl Engine {
+    /// The engine over `backend`, with its tracker (the background writer of interactions).
+    pub(crate) fn new(
+        config: Config,
+        backend: DynBackend,
+        clock: Arc<dyn crate::clock::Clock>,
+        erasers: Vec<Arc<dyn DynEraser>>,
+        hooks: Hooks,
+    ) -> Self {
+        let hooks = Arc::new(hooks);
+        let counters = Arc::new(Counters::default());
+        let cancel = CancellationToken::new();
+        let clock = Arc::new(SyncedClock::new(clock));
+        let tracker = Arc::new(Tracker::new(
+            &config,
+            Arc::clone(&backend),
+            Arc::clone(&clock),
+            Arc::clone(&counters),
+            Arc::clone(&hooks),
+            cancel.clone(),
+        ));
+        Self {
+            config,
+            backend,
+            clock,
+            erasers,
+            hooks,
+            tracker,
+            counters,
+            cancel,
+            secret: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 impl Drop for Engine {
@@ -162,6 +198,21 @@ impl Engine {
     }
 
     /// Runs a store call under the store timeout.
+    /// The parts of the store a pass claims from one by one (its shards; itself when it has
+    /// one).
+    pub(crate) fn parts(&self) -> Vec<&dyn crate::store::Backend> {
+        self.backend.parts()
+    }
+
+    /// Runs one store call, bounded by the store timeout: `engine.store(|b| b.tracked())`.
+    /// Code outside the engine reaches the store this way, so that no call goes unbounded.
+    pub(crate) async fn store<'a, T>(
+        &'a self,
+        call: impl FnOnce(&'a dyn crate::store::Backend) -> BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        self.call(call(&*self.backend)).await
+    }
+
     pub(crate) async fn call<T>(
         &self,
         call: impl std::future::Future<Output = Result<T>>,

@@ -199,9 +199,9 @@ impl Pruner {
         self.engine.tracker.sync_clock_if_stale().await;
         // The claim's own times: on the store's clock where the claim reads it.
         let times = self.engine.claim_times();
-        let raw = self.engine.call(self.engine.backend.preview(times, limit)).await?;
+        let raw = self.engine.store(|b| b.preview(times, limit)).await?;
         let window = self.engine.config.writer_window();
-        let held = self.engine.call(self.engine.backend.writers_holding(window)).await?;
+        let held = self.engine.store(|b| b.writers_holding(window)).await?;
         Ok(PrunePreview {
             inactivity_held: held,
             inactive: raw.inactive_total,
@@ -264,7 +264,7 @@ impl Pruner {
     /// Refuses to prune where erasing could be wrong: a Redis older than 7.0, an eviction
     /// policy that may drop any key, or a `seen` set that vanished.
     async fn check_store(&self) -> Result<()> {
-        let health = self.engine.call(self.engine.backend.health()).await?;
+        let health = self.engine.store(|b| b.health()).await?;
         crate::store::check_version(health.version.as_deref())?;
         if let Some(policy) = &health.eviction_policy
             && policy.starts_with("allkeys-")
@@ -292,7 +292,7 @@ impl Pruner {
     /// See `Retention::accept_lost_tracking`.
     pub(crate) async fn accept_lost_tracking(&self) -> Result<()> {
         tracing::warn!("accepting the loss of the set of tracked users");
-        self.engine.call(self.engine.backend.accept_lost_tracking()).await
+        self.engine.store(|b| b.accept_lost_tracking()).await
     }
 
     /// One pass: claims from every part of the store (each shard of a sharded namespace),
@@ -301,7 +301,7 @@ impl Pruner {
         let started = Instant::now();
         self.engine.tracker.sync_clock_if_stale().await;
         self.check_store().await?;
-        let parts = self.engine.backend.parts();
+        let parts = self.engine.parts();
         let concurrency = self.engine.config.prune_concurrency.clamp(1, parts.len().max(1));
         // Indices, not the parts themselves: a closure over borrowed parts is not `Send`
         // for every lifetime, which `tokio::spawn` needs.
@@ -347,9 +347,9 @@ impl Pruner {
     async fn sample_gauges(&self) -> Result<()> {
         let engine = &self.engine;
         let now = engine.clock.now_ms();
-        let tracked = engine.call(engine.backend.tracked()).await?;
-        let due = engine.call(engine.backend.preview(engine.claim_times(), 0)).await?;
-        let pending = engine.call(engine.backend.pending()).await?;
+        let tracked = engine.store(|b| b.tracked()).await?;
+        let due = engine.store(|b| b.preview(engine.claim_times(), 0)).await?;
+        let pending = engine.store(|b| b.pending()).await?;
         let age = pending.oldest_failing_since.map_or(0, |since| now.saturating_sub(since).max(0));
         let set = |name: &'static str, value: u64| metrics::gauge!(name).set(value as f64);
         set("teloxide_retention_tracked_users", tracked);

@@ -7,9 +7,8 @@ use teloxide::RequestError;
 use teloxide::dispatching::UpdateHandler;
 use teloxide::prelude::Requester;
 use teloxide::types::{AllowedUpdate, BotCommand, Recipient, UserId};
-use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, SyncedClock};
+use crate::clock::Clock;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::engine::{Engine, OptOutOutcome, UserStatus};
@@ -19,9 +18,9 @@ use crate::gone::GoneReason;
 use crate::hooks::Hooks;
 use crate::layer::Layer;
 use crate::pruner::{PassReport, PrunePreview, Pruner, PrunerHandle};
-use crate::stats::{Counters, Stats};
+use crate::stats::Stats;
 use crate::store::DynBackend;
-use crate::tracker::{Noted, Tracker};
+use crate::tracker::Noted;
 
 /// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
 ///
@@ -59,29 +58,7 @@ impl Retention {
         commands: Option<Commands>,
         hooks: Hooks,
     ) -> Self {
-        let hooks = Arc::new(hooks);
-        let counters = Arc::new(Counters::default());
-        let cancel = CancellationToken::new();
-        let clock = Arc::new(SyncedClock::new(clock));
-        let tracker = Arc::new(Tracker::new(
-            &config,
-            Arc::clone(&backend),
-            Arc::clone(&clock),
-            Arc::clone(&counters),
-            Arc::clone(&hooks),
-            cancel.clone(),
-        ));
-        let engine = Engine {
-            config,
-            backend,
-            clock,
-            erasers,
-            hooks,
-            tracker,
-            counters,
-            cancel,
-            secret: tokio::sync::OnceCell::new(),
-        };
+        let engine = Engine::new(config, backend, clock, erasers, hooks);
         Self {
             inner: Arc::new(Inner { engine: Arc::new(engine), commands: commands.map(Arc::new) }),
         }
@@ -261,7 +238,7 @@ impl Retention {
     /// Cancel-safe: it only reads (and records the shard count of a new namespace).
     pub async fn check_store(&self) -> Result<()> {
         let engine = &self.inner.engine;
-        engine.call(engine.backend.tracked()).await.map(drop)
+        engine.store(|b| b.tracked()).await.map(drop)
     }
 
     /// Puts users the bot already held before it installed the crate on a clock: each with
@@ -525,7 +502,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn tracked_users(&self) -> Result<u64> {
-        self.inner.engine.call(self.inner.engine.backend.tracked()).await
+        self.inner.engine.store(|b| b.tracked()).await
     }
 
     /// Erases `user` now, on their request: the store's entries and every eraser's data.

@@ -140,7 +140,7 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
     let past = now - t;
     ranges.push((past, past + duration_ms(DAY)));
     ranges.push((past, past + duration_ms(7 * DAY)));
-    let raw = engine.call(engine.backend.survey(now, &ranges)).await?;
+    let raw = engine.store(|b| b.survey(now, &ranges)).await?;
     let stuck_ms = duration_ms(engine.config.stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
     let inactivity: Vec<InactivityBucket> = buckets

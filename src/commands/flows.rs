@@ -136,7 +136,7 @@ impl Flows<'_> {
         let window = self.engine.clock.now_ms().div_euclid(window_ms);
         let counted = async {
             let who = self.engine.hashed(user).await?;
-            self.engine.call(self.engine.backend.count_use(&who, action, window, window_ms)).await
+            self.engine.store(|b| b.count_use(&who, action, window, window_ms)).await
         };
         match counted.await {
             Ok(count) => Ok(count <= u64::from(commands.uses_per_window)),
@@ -158,7 +158,7 @@ impl Flows<'_> {
         let stored = async {
             let who = self.engine.hashed(user).await?;
             let value = format!("{nonce:016x}:{issued}");
-            self.engine.call(self.engine.backend.put_nonce(&who, value, ttl)).await
+            self.engine.store(|b| b.put_nonce(&who, value, ttl)).await
         };
         if let Err(e) = stored.await {
             tracing::warn!(error = %e, "could not store a /removemydata confirmation");
@@ -204,7 +204,7 @@ impl Flows<'_> {
         }
         let taken = async {
             let who = self.engine.hashed(presser).await?;
-            self.engine.call(self.engine.backend.take_nonce(&who)).await
+            self.engine.store(|b| b.take_nonce(&who)).await
         };
         let stored = match taken.await {
             Ok(stored) => stored,
