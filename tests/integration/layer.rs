@@ -223,6 +223,33 @@ async fn wrap_serves_a_plain_and_a_retained_bot_alike() {
     assert!(api.last_text_to(9).is_some_and(|t| t.contains("deleted")), "{:?}", api.texts_to(9));
 }
 
+/// Under a bot type it does not know (here `DefaultParseMode<Bot>`), `wrap` still starts
+/// and tracks; the privacy commands cannot answer (an error is logged once) and go on to
+/// the bot's own tree, which `wrap_for::<DefaultParseMode<Bot>, _>` would answer for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_under_another_adaptor_tracks_and_leaves_the_commands_to_the_tree() {
+    use teloxide::adaptors::DefaultParseMode;
+    use teloxide::types::ParseMode;
+    let api = FakeBotApi::start().await;
+    let retention = retention(|b| b);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let tree = {
+        let seen = Arc::clone(&seen);
+        Update::filter_message().endpoint(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, RequestError>(()) }
+        })
+    };
+    let bot: DefaultParseMode<Bot> = api.bot().parse_mode(ParseMode::Html);
+    let mut dispatcher = Dispatcher::builder(bot, retention.wrap(tree)).build();
+    let updates = vec![u::message(7, "/privacy")];
+    let listener_errors = teloxide::error_handlers::LoggingErrorHandler::new();
+    crate::common::dispatch_with(&mut dispatcher, updates, listener_errors).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "the tree got the command");
+    assert!(api.texts_to(7).is_empty(), "the layer sent nothing: {:?}", api.texts_to(7));
+    assert!(retention.status(teloxide::types::UserId(7)).await.unwrap().last_seen.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_extension_method_wraps_like_wrap() {
     let retention = retention(|b| b.without_commands());
