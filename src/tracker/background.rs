@@ -1,0 +1,436 @@
+//! The tracker's background tasks: the writer (group commit of interactions, buffered
+//! marks, follow-ups), the feed reader, the heartbeat and the clock sync, and how they
+//! follow the runtime they run on.
+
+use super::*;
+
+impl Tracker {
+    /// Starts the writer and the heartbeat now if the caller runs on a tokio runtime (the
+    /// layer is being built): the heartbeat tells `RedisStore::reshard` that a bot runs
+    /// before its first interaction, and where the feed stands is read before the first
+    /// update arrives instead of in front of its write. Elsewhere they start with the first
+    /// interaction.
+    pub(crate) fn start_if_in_runtime(self: &Arc<Self>) {
+        if Handle::try_current().is_ok() {
+            self.ensure_writer();
+        }
+    }
+
+    /// Starts the writer and the heartbeat on the caller's runtime unless they run already,
+    /// or starts them again if they are gone: their runtime shut down (a test harness that
+    /// builds a runtime per dispatch, a runtime rebuilt after a panic), a task panicked, or
+    /// they sit on a single-threaded runtime other than the caller's, which only runs them
+    /// while someone drives it.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub(crate) fn ensure_writer(self: &Arc<Self>) {
+        let mut tasks = self.lock_tasks();
+        if self.retired.get().is_some() {
+            // Shut down for good: interactions recorded afterwards are not written.
+            return;
+        }
+        let here = Handle::current();
+        if tasks.as_ref().is_some_and(|t| t.serve(&here)) {
+            return;
+        }
+        if let Some(old) = tasks.take() {
+            old.writer.abort();
+            old.pulse.abort();
+            self.recover_in_flight();
+            if !self.restart_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the background writer of teloxide-retention was gone (its tokio runtime \
+                     shut down or it panicked); started it again on the current runtime, \
+                     nothing buffered is lost (logged once)"
+                );
+            } else {
+                tracing::debug!("background writer started again on the current runtime");
+            }
+        }
+        *tasks = Some(Tasks {
+            runtime: here.id(),
+            flavor: here.runtime_flavor(),
+            writer: here.spawn(Arc::clone(self).run()),
+            pulse: here.spawn(Arc::clone(self).pulse()),
+        });
+    }
+
+    /// Puts the batch a writer that is gone had in flight back into the pending batch: it
+    /// may or may not have reached the store, and writing it again never moves a user back.
+    pub(super) fn recover_in_flight(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if st.in_flight.is_empty() {
+            return;
+        }
+        for (user, ms) in st.in_flight.drain() {
+            let score = st.pending.entry(user).or_insert(ms);
+            *score = (*score).max(ms);
+        }
+        // Callers that waited for it wait for the next write instead (never past the store
+        // timeout): completing the old slot would tell them their write failed.
+        st.in_flight_slot = Arc::clone(&st.slot);
+    }
+
+    /// The background writer: flushes batches, retries the backlog, reads the feed and
+    /// keeps the cache small.
+    pub(super) async fn run(self: Arc<Self>) {
+        let mut backoff = MIN_BACKOFF;
+        let mut retry_at: Option<Instant> = None;
+        let mut next_poll = Instant::now();
+        let sweep_every = Duration::from_millis(self.resolution_ms.unsigned_abs());
+        let mut next_sweep = Instant::now() + sweep_every;
+        loop {
+            let mut wake_at = next_poll.min(next_sweep);
+            if let Some(at) = retry_at {
+                wake_at = wake_at.min(at);
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    // Last chance for buffered interactions; bounded by the store timeout.
+                    let flushed = self.flush().await;
+                    let _ = self.flushed.set(flushed.is_ok());
+                    return;
+                }
+                () = self.wake.notified() => {}
+                () = sleep_until(wake_at) => {}
+            }
+            // Times are corrected by the offset to the store's clock before the first write
+            // (later measurements are the pulse's).
+            if !self.clock.is_synced() {
+                self.sync_clock_if_stale().await;
+            }
+            if self.feed.lock().await.cursor.is_none() && self.lock().healthy {
+                // Where the feed stands is read before this process writes anything, so that
+                // an erasure announced after a write comes after the cursor and drops the
+                // cached user. (Users written while it cannot be read are dropped from the
+                // cache once it can: see `FeedReader::poll`.)
+                let _ = timeout(self.store_timeout, self.poll_feed()).await;
+                next_poll = Instant::now() + FEED_POLL;
+            }
+            self.write_pending().await;
+            if retry_at.is_some_and(|at| at <= Instant::now()) {
+                retry_at = None;
+            }
+            let has_backlog = {
+                let st = self.lock();
+                !st.backlog.is_empty() || !st.marks.is_empty()
+            };
+            if has_backlog && retry_at.is_none() {
+                if self.feed.lock().await.cursor.is_some() {
+                    // Read the erasures announced meanwhile first: interactions of users
+                    // who opted out since are dropped from the backlog instead of tracking
+                    // them again (see `invalidate`).
+                    let _ = timeout(self.store_timeout, self.poll_feed()).await;
+                    next_poll = Instant::now() + FEED_POLL;
+                }
+                if self.write_backlog().await.is_ok() {
+                    backoff = MIN_BACKOFF;
+                } else {
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            if next_poll <= Instant::now() {
+                // Bounded: pending touches wait for this loop.
+                let _ = timeout(self.store_timeout, self.poll_feed()).await;
+                next_poll = Instant::now() + FEED_POLL;
+            }
+            if next_sweep <= Instant::now() {
+                self.sweep();
+                next_sweep = Instant::now() + sweep_every;
+            }
+        }
+    }
+
+    pub(super) async fn poll_feed(self: &Arc<Self>) {
+        self.feed.lock().await.poll(self).await;
+    }
+
+    /// Beside the writer, so that a slow store never delays writes: sends the heartbeats and
+    /// measures the clock offset. At shutdown it removes the heartbeat once the writer's last
+    /// flush wrote everything (a writer that still holds interactions keeps holding pruners
+    /// back until it counts as dead).
+    pub(super) async fn pulse(self: Arc<Self>) {
+        loop {
+            self.beat().await;
+            // The first measurement is the writer's, before its first write.
+            if self.clock.is_synced() {
+                self.sync_clock_if_stale().await;
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(self.heartbeat) => {}
+            }
+        }
+        let wait = self.store_timeout.saturating_mul(4);
+        if let Ok(true) = timeout(wait, self.flushed.wait()).await.copied() {
+            let retire = self.backend.retire(self.writer_id);
+            let _ = timeout(self.store_timeout, retire).await;
+        }
+        let _ = self.retired.set(());
+    }
+
+    /// Stops the writer: writes what is buffered, removes the heartbeat, and returns once
+    /// done (bounded by a few store timeouts). `false` if interactions were left unwritten.
+    pub(crate) async fn shutdown(self: &Arc<Self>) -> bool {
+        self.cancel.cancel();
+        if self.lock_tasks().is_none() {
+            return true;
+        }
+        if let Some(&flushed) = self.retired.get().and(self.flushed.get()) {
+            return flushed;
+        }
+        // Tasks whose runtime is gone cannot finish: start them on this one, where they see
+        // the cancellation at once, write what is left and remove the heartbeat.
+        self.ensure_writer();
+        let wait = self.store_timeout.saturating_mul(6);
+        let _ = timeout(wait, self.retired.wait()).await;
+        self.flushed.get().copied().unwrap_or(false)
+    }
+
+    pub(super) fn lock_tasks(&self) -> MutexGuard<'_, Option<Tasks>> {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the store this writer is alive and how many interactions it has not written.
+    pub(super) async fn beat(&self) {
+        let backlog = {
+            let st = self.lock();
+            let unwritten = if st.healthy { 0 } else { st.pending.len() };
+            (st.backlog.len() + unwritten) as u64
+        };
+        let beat = self.backend.heartbeat(self.writer_id, backlog);
+        match timeout(self.store_timeout, beat).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not send a heartbeat"),
+            Err(_) => tracing::debug!("could not send a heartbeat: the store did not answer"),
+        }
+    }
+
+    /// Measures the offset to the store's clock if the last measurement is older than
+    /// [`CLOCK_SYNC`].
+    pub(crate) async fn sync_clock_if_stale(&self) {
+        if self.clock.is_wall_clock() && self.clock.should_sync(CLOCK_SYNC) {
+            self.sync_clock().await;
+        }
+    }
+
+    /// Measures the offset between this process's clock and the store's (Redis `TIME`),
+    /// from the midpoint of the round trip. The first measurement also corrects the times
+    /// this process took before it.
+    pub(super) async fn sync_clock(&self) {
+        let before = self.clock.local_ms();
+        let time = match timeout(self.store_timeout, self.backend.server_time()).await {
+            Ok(Ok(time)) => time,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not read the store's clock");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("could not read the store's clock: the store did not answer");
+                return;
+            }
+        };
+        let after = self.clock.local_ms();
+        let Some(server) = time else {
+            // No clock of its own (the in-memory store): this process's clock decides.
+            self.clock.set_offset(0, false);
+            return;
+        };
+        let local = before + (after - before) / 2;
+        let offset = server.saturating_sub(local);
+        if offset.abs() > SKEW_WARNING_MS {
+            Counters::add(&self.counters.skew_warnings, 1);
+            tracing::warn!(
+                offset_ms = offset,
+                "this host's clock is {} s {} Redis's; times are corrected by the offset, \
+                 but fix the host's time synchronisation (NTP)",
+                offset.abs() as f64 / 1000.0,
+                if offset > 0 { "behind" } else { "ahead of" }
+            );
+        }
+        let mut st = self.lock();
+        let (old, first) = self.clock.set_offset(offset, true);
+        let delta = offset - old;
+        if first && delta != 0 {
+            let st = &mut *st;
+            for score in st.pending.values_mut().chain(st.backlog.values_mut()) {
+                *score = score.saturating_add(delta);
+            }
+            for seen in st.cache.values_mut() {
+                seen.written = seen.written.saturating_add(delta);
+                if seen.skipped != 0 {
+                    seen.skipped = seen.skipped.saturating_add(delta);
+                }
+            }
+            for mark in st.marks.values_mut() {
+                mark.marked_at = mark.marked_at.saturating_add(delta);
+                mark.due = mark.due.map(|d| d.saturating_add(delta));
+            }
+        }
+    }
+
+    /// Writes the pending batch and completes its waiters.
+    pub(super) async fn write_pending(&self) {
+        let (touches, slot) = {
+            let mut st = self.lock();
+            if st.pending.is_empty() {
+                return;
+            }
+            let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
+            st.in_flight = std::mem::take(&mut st.pending);
+            st.in_flight_slot = Arc::clone(&slot);
+            let touches: Vec<(u64, i64)> = st.in_flight.iter().map(|(u, s)| (*u, *s)).collect();
+            (touches, slot)
+        };
+        let result = self.write(&touches).await;
+        {
+            let mut st = self.lock();
+            st.in_flight.clear();
+            match &result {
+                Ok(()) => self.written(&mut st, &touches),
+                Err(e) => {
+                    if st.healthy && !e.is_config() {
+                        tracing::warn!(
+                            error = %e,
+                            users = touches.len(),
+                            "could not record interactions; buffering them until the store \
+                             answers again"
+                        );
+                    }
+                    st.healthy = false;
+                    self.write_failed(e);
+                    self.buffer(&mut st, touches.iter().copied());
+                }
+            }
+        }
+        let _ = slot.set(result.is_ok());
+    }
+
+    /// Writes a snapshot of the backlog, then the waiting gone marks, and removes what was
+    /// written. The backlog stays in place meanwhile, so its bound holds and newer touches
+    /// merge into it.
+    pub(super) async fn write_backlog(self: &Arc<Self>) -> Result<()> {
+        let touches: Vec<(u64, i64)> = self.lock().backlog.iter().map(|(u, s)| (*u, *s)).collect();
+        if touches.is_empty() {
+            return self.write_marks().await;
+        }
+        if let Err(e) = self.write(&touches).await {
+            self.write_failed(&e);
+            return Err(e);
+        }
+        tracing::info!(users = touches.len(), "store answers again; wrote buffered interactions");
+        {
+            let mut st = self.lock();
+            for (user, ms) in &touches {
+                if st.backlog.get(user).is_some_and(|s| s <= ms) {
+                    st.backlog.remove(user);
+                }
+            }
+            self.written(&mut st, &touches);
+        }
+        self.write_marks().await
+    }
+
+    /// Writes the gone marks that wait for the store, one script call each, with their
+    /// original times: a user who interacted since (their touch is in the store now) is
+    /// not erased, exactly as if the mark had been stored when it happened.
+    pub(super) async fn write_marks(self: &Arc<Self>) -> Result<()> {
+        let marks: Vec<(u64, PendingMark)> =
+            self.lock().marks.iter().map(|(u, m)| (*u, *m)).collect();
+        for (user, mark) in marks {
+            let schedule = self.backend.schedule(user, mark.reason, mark.marked_at, mark.due);
+            let marked = match timeout(self.store_timeout, schedule).await {
+                Ok(result) => result?,
+                Err(_) => return Err(Error::Timeout(self.store_timeout)),
+            };
+            {
+                let mut st = self.lock();
+                // Remove it unless the user came back meanwhile (and it is gone already).
+                if st.marks.get(&user).is_some_and(|m| m.marked_at == mark.marked_at) {
+                    st.marks.remove(&user);
+                }
+            }
+            if marked == Marked::Scheduled {
+                self.newly_marked(user, mark.reason);
+            }
+            // As for a mark written at once: interactions this process served from its cache
+            // since the mark must reach the store, where they cancel it.
+            let since = mark.marked_at;
+            let inv = Invalidation { user, since, until: since, opt_out: false };
+            if marked == Marked::Scheduled {
+                self.announced_here(inv);
+            }
+            self.invalidate(inv).await;
+            tracing::info!(user, reason = %mark.reason, "wrote a gone mark kept during an outage");
+        }
+        Ok(())
+    }
+
+    /// Counts a failed write; a store opened with the wrong shard count is a configuration
+    /// error, logged once at error level (not per update).
+    pub(super) fn write_failed(&self, e: &Error) {
+        Counters::add(&self.counters.touch_write_failures, 1);
+        if !e.is_config() {
+            return;
+        }
+        Counters::add(&self.counters.layout_errors, 1);
+        if !self.layout_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                error = %e,
+                "interactions cannot be recorded: the store is opened with another shard \
+                 count than its namespace's; they are kept in memory (up to \
+                 max_buffered_touches users) until the store is opened with the right count \
+                 (logged once)"
+            );
+        }
+    }
+
+    pub(super) async fn write(&self, touches: &[(u64, i64)]) -> Result<()> {
+        match timeout(self.store_timeout, self.backend.touch(touches)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.store_timeout)),
+        }
+    }
+
+    pub(super) fn written(&self, st: &mut State, touches: &[(u64, i64)]) {
+        st.healthy = true;
+        Counters::add(&self.counters.touches_written, touches.len() as u64);
+        for &(user, ms) in touches {
+            let seen = st.cache.entry(user).or_insert(Seen { written: ms, skipped: 0 });
+            seen.written = seen.written.max(ms);
+        }
+    }
+
+    /// Empties the cache; interactions it skipped writing join the pending batch.
+    pub(super) fn forget_cache(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut skipped = false;
+        for (user, seen) in st.cache.drain() {
+            if seen.skipped > seen.written {
+                let score = st.pending.entry(user).or_insert(seen.skipped);
+                *score = (*score).max(seen.skipped);
+                skipped = true;
+            }
+        }
+        if skipped {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drops cache entries that can no longer skip a write nor matter to an invalidation.
+    pub(super) fn sweep(&self) {
+        let horizon = self.clock.now_ms().saturating_sub(self.resolution_ms.saturating_mul(2));
+        self.lock().cache.retain(|_, s| s.written.max(s.skipped) >= horizon);
+        // Echoes that never came (the feed could not be read in time) are forgotten.
+        let keep = Duration::from_millis(FEED_KEEP_MS.unsigned_abs());
+        self.own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (_, _, at)| at.elapsed() < keep);
+    }
+}
