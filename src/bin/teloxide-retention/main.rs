@@ -1,0 +1,392 @@
+//! `teloxide-retention`: see and steer a bot's retention from a shell, on the Redis the bot
+//! uses. Nothing here erases data: `forget` schedules opt-outs that the bot's pruner
+//! carries out with its erasers.
+//!
+//! Exit codes: 0 success; 1 `check` found a problem; 2 invalid arguments; 3 the command
+//! failed (Redis unreachable, unreadable file, ...).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use teloxide::types::UserId;
+use teloxide_retention::{
+    Adoption, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
+};
+
+/// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
+///
+/// Reads the namespace the bot writes in Redis. Nothing here erases data: `forget`
+/// schedules opt-out erasures that the bot's pruner carries out with its erasers.
+mod check;
+mod reads;
+mod writes;
+
+use check::check;
+use reads::{export, preview, receipt, stats, status};
+use writes::{adopt, forget};
+
+#[derive(Parser)]
+#[command(name = "teloxide-retention", version)]
+struct Cli {
+    /// The bot's Redis: a redis://, rediss:// or redis+unix:// URL; with --cluster, the
+    /// URLs of some of the cluster's nodes, comma-separated; with --sentinel, the sentinels'
+    /// URLs, comma-separated.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1/", global = true)]
+    url: String,
+    /// The URL(s) name Redis Cluster nodes.
+    #[arg(long, global = true)]
+    cluster: bool,
+    /// The URL(s) name sentinels, and this is the name of the master they watch.
+    #[arg(long, value_name = "MASTER", global = true, conflicts_with = "cluster")]
+    sentinel: Option<String>,
+    /// The bot's namespace (`RetentionBuilder::namespace`).
+    #[arg(long, env = "RETENTION_NAMESPACE", default_value = "retention", global = true)]
+    namespace: String,
+    /// A CA certificate (PEM) to trust for rediss:// instead of the built-in webpki roots.
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present over TLS, with --tls-key.
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The namespace's shard count, if the bot sets one (default: 24 on a cluster, 1
+    /// elsewhere).
+    #[arg(long, global = true)]
+    shards: Option<usize>,
+    /// The bot's inactivity threshold (`inactive_after`), such as 90d, 36h or 45m: the
+    /// reference of `stats` and `preview`.
+    #[arg(long, env = "RETENTION_INACTIVE_AFTER", value_parser = parse_duration, global = true)]
+    inactive_after: Option<Duration>,
+    /// When a failing erasure counts as stuck in `stats` (the bot's `stuck_after`).
+    #[arg(long, default_value = "3d", value_parser = parse_duration, global = true)]
+    stuck_after: Duration,
+    /// Print JSON instead of text (one document on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    /// With --from-file: refuse a file that has any bad line, doing nothing (by default
+    /// bad lines are reported with their numbers and skipped).
+    #[arg(long, global = true)]
+    strict: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tracked users, an inactivity histogram, what is due, scheduled erasures, failing
+    /// erasures and the writers' heartbeats.
+    Stats,
+    /// The dry run: who the next prune pass would erase, and why.
+    Preview {
+        /// Users to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// What the store holds about one user: last interaction and any scheduled erasure.
+    Status {
+        /// The Telegram user id.
+        user: u64,
+    },
+    /// The store's part of a user's `/mydata` export (the bot's erasers export the rest).
+    Export {
+        /// The Telegram user id.
+        user: u64,
+    },
+    /// Schedule opt-out erasures, carried out by the bot's pruner with all its erasers.
+    ///
+    /// Idempotent: a user already scheduled is left as is. With --from-file, progress is
+    /// kept in FILE.progress, so that a rerun after an interruption resumes where it
+    /// stopped; the file is removed when the run completes. A progress file is refused if
+    /// FILE changed since it was written.
+    Forget {
+        /// Telegram user ids.
+        #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
+        users: Vec<u64>,
+        /// A file of user ids, one per line (blank lines and `#` comments are skipped; bad
+        /// lines are reported with their numbers and skipped).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// At most this many users per second (0: as fast as Redis takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
+    /// Put users the bot already holds on a clock (adoption): from a file of `ID` or
+    /// `ID,LAST_ACTIVE` lines (RFC 3339 or unix seconds; blank lines and `#` comments
+    /// skipped), with the last activity the bot knows.
+    ///
+    /// A tracked time only moves forward; users with a scheduled or running erasure are
+    /// left as they are; idempotent. Bad lines are reported with their numbers and skipped.
+    /// Progress is kept in FILE.progress, so that a rerun after an interruption resumes.
+    /// Look first with --dry-run: the first pass after an adoption may erase most of an old
+    /// base at once.
+    Adopt {
+        /// The file of users.
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+        /// No adopted user is erased for inactivity before this date (RFC 3339, such as
+        /// 2027-01-31T00:00:00Z), so that the bot can announce its policy first (needs
+        /// --inactive-after).
+        #[arg(long, value_parser = parse_date)]
+        not_before: Option<DateTime<Utc>>,
+        /// Write nothing; say what the first pass after the adoption would erase, by age
+        /// (needs --inactive-after).
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many users per second (0: as fast as Redis takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
+    /// Check the Redis and the namespace: version, eviction policy, persistence, clock
+    /// skew, namespace metadata. Exits with 1 on a problem, so it can gate a deploy.
+    Check,
+    /// Find a user's erasure receipts with the bot's receipt key.
+    Receipt {
+        /// The Telegram user id.
+        user: u64,
+        /// The file holding the receipt key (`ReceiptKey::from_file`).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+    },
+}
+
+/// A command that failed, with what to tell the operator and the exit code: 2 for a usage
+/// error (a missing or invalid option, file or setting), 3 for a failure. `check`'s
+/// findings are not failures: they decide its exit code 1 themselves.
+struct Failure(String, u8);
+
+impl Failure {
+    /// A failure: exit code 3.
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into(), 3)
+    }
+
+    /// A usage error: exit code 2.
+    fn usage(message: impl Into<String>) -> Self {
+        Self(message.into(), 2)
+    }
+
+    /// A library error: its configuration errors are usage errors, the store's are said
+    /// as not reaching Redis.
+    fn store(e: teloxide_retention::Error) -> Self {
+        match e {
+            e if e.is_config() => Self::usage(e.to_string()),
+            teloxide_retention::Error::Redis(e) => Self::new(format!(
+                "cannot reach Redis (--url, REDIS_URL): {e}; is the server up and the URL \
+                 right?"
+            )),
+            e => Self::new(e.to_string()),
+        }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(Failure(message, code)) => {
+            if cli.json {
+                println!("{}", json!({ "error": message }));
+            }
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Outcome {
+    match &cli.command {
+        Command::Stats => stats(cli).await,
+        Command::Preview { limit } => preview(cli, *limit).await,
+        Command::Status { user } => status(cli, UserId(*user)).await,
+        Command::Export { user } => export(cli, UserId(*user)).await,
+        Command::Forget { users, from_file, rate } => {
+            forget(cli, users, from_file.as_deref(), *rate).await
+        }
+        Command::Adopt { from_file, not_before, dry_run, rate } => {
+            adopt(cli, from_file, *not_before, *dry_run, *rate).await
+        }
+        Command::Check => check(cli).await,
+        Command::Receipt { user, key_file } => receipt(cli, UserId(*user), key_file).await,
+    }
+}
+
+/// `90d`, `36h`, `45m`, `30s` (or a number of seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 90d"))?;
+    let secs = match unit.trim() {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3600),
+        "m" => n.checked_mul(60),
+        "s" | "" => Some(n),
+        other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
+    };
+    match secs {
+        Some(0) => Err("the duration must be longer than zero".to_owned()),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Err(format!("{text:?} is too long")),
+    }
+}
+
+/// An RFC 3339 time, or unix seconds.
+fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return DateTime::from_timestamp(secs, 0)
+            .ok_or_else(|| format!("{text:?} is out of range"));
+    }
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        format!("{text:?} is not a time: use RFC 3339 (2027-01-31T00:00:00Z) or unix seconds")
+    })
+}
+
+/// TLS settings from --tls-ca, --tls-cert and --tls-key; `None` without them.
+fn tls(cli: &Cli) -> Result<Option<RedisTls>, Failure> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut tls = None;
+    if let Some(ca) = &cli.tls_ca {
+        tls = Some(RedisTls::new().ca_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls = Some(tls.unwrap_or_default().client_cert_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
+/// The bot's store, as the options describe it.
+async fn store(cli: &Cli) -> Result<RedisStore, Failure> {
+    let urls: Vec<&str> = cli.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let tls = tls(cli)?;
+    let store = if cli.cluster {
+        match &tls {
+            Some(tls) => {
+                RedisStore::open_cluster_with_tls(urls, tls).await.map_err(Failure::store)?
+            }
+            None => RedisStore::open_cluster(urls).await.map_err(Failure::store)?,
+        }
+    } else if let Some(master) = &cli.sentinel {
+        let mut sentinel = RedisSentinel::new(master.as_str(), urls);
+        if let Some(tls) = tls {
+            sentinel = sentinel.master_tls(tls.clone()).sentinel_tls(tls);
+        }
+        RedisStore::open_sentinel(&sentinel).map_err(Failure::store)?
+    } else {
+        match (urls.as_slice(), &tls) {
+            // Connected now: an unreachable or untrusted server fails here, said plainly.
+            ([url], Some(tls)) => {
+                RedisStore::connect_with_tls(url, tls).await.map_err(Failure::store)?
+            }
+            ([url], None) => RedisStore::connect(url).await.map_err(Failure::store)?,
+            _ => {
+                return Err(Failure::usage("several URLs need --cluster or --sentinel MASTER"));
+            }
+        }
+    };
+    Ok(match cli.shards {
+        Some(n) => store.with_shards(n).map_err(Failure::store)?,
+        None => store,
+    })
+}
+
+/// A `Retention` on the bot's namespace that only reads and schedules: no erasers, no
+/// commands, and no heartbeat (it records no interactions).
+async fn retention(cli: &Cli, threshold: Option<Duration>) -> Result<Retention, Failure> {
+    // Commands that do not depend on the threshold still need one to build.
+    let threshold = threshold.unwrap_or(Duration::from_secs(365 * 86_400));
+    Retention::builder(store(cli).await?)
+        .namespace(cli.namespace.as_str())
+        .inactive_after(threshold)
+        .stuck_after(cli.stuck_after)
+        .without_commands()
+        .build()
+        .map_err(Failure::store)
+}
+
+fn threshold(cli: &Cli, command: &str) -> Result<Duration, Failure> {
+    cli.inactive_after.ok_or_else(|| {
+        Failure::usage(format!(
+            "`{command}` counts relative to the bot's threshold: pass --inactive-after (such \
+             as 90d) or set RETENTION_INACTIVE_AFTER, as the bot's `inactive_after`"
+        ))
+    })
+}
+
+/// A spinner on stderr while a command waits on Redis (hidden when stderr is no terminal).
+fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+/// `3 d 4 h`, `5 h 12 min`, `42 s`.
+fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 if s % 3600 < 60 => format!("{} h", s / 3600),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ if s % 86_400 < 3600 => format!("{} d", s / 86_400),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// 12345 → `12,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A bar of `width` cells for `n` of `max`, in eighths of a cell.
+fn bar(n: u64, max: u64, width: u64) -> String {
+    const EIGHTHS: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
+    if max == 0 {
+        return String::new();
+    }
+    let eighths = (u128::from(n) * u128::from(width) * 8).div_ceil(u128::from(max));
+    let eighths = u64::try_from(eighths).unwrap_or(u64::MAX);
+    let mut out = "█".repeat(usize::try_from(eighths / 8).unwrap_or(0));
+    out.push_str(EIGHTHS[usize::try_from(eighths % 8).unwrap_or(0)]);
+    out
+}
