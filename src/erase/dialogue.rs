@@ -121,7 +121,9 @@ where
     /// chat ids, through `conn`, a connection of this crate's `redis` (1.x; re-exported as
     /// [`teloxide_retention::redis`](crate::redis)) to the same server and database: `SCAN`
     /// of the keys that are user ids (private chats; group chats are negative), 1,000 keys
-    /// a step.
+    /// a step. Keep the dialogues in a database of their own (as the example's `/2`): there
+    /// every key that is a user id counts as a dialogue, as it does for `RedisStorage`
+    /// itself.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -86,14 +86,7 @@ async fn an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_
     // The dry run shows the mass erasure before it happens.
     assert_eq!(retention.preview(10).await.unwrap().inactive, 1_555);
 
-    let mut erased = 0;
-    loop {
-        let pass = retention.prune_once().await.unwrap();
-        erased += pass.erased;
-        if pass.claimed == 0 {
-            break;
-        }
-    }
+    let erased = crate::support::prune_until_done(&retention).await;
     assert_eq!(erased, 1_555);
     assert_eq!(table.len(), 445, "exactly the idle users' rows are gone");
     assert!((1_001_556..=1_002_000).all(|u| table.contains(u)));
@@ -125,12 +118,7 @@ async fn not_before_gives_notice_and_opt_outs_are_not_resurrected(env: Env) {
     // Past the notice date (plus the cache's resolution, which every cutoff adds): the
     // users idle for longer than the threshold go, the recent ones stay.
     env.clock.advance(2 * DAY);
-    loop {
-        let pass = retention.prune_once().await.unwrap();
-        if pass.claimed == 0 {
-            break;
-        }
-    }
+    crate::support::prune_until_done(&retention).await;
     assert!((1_000_002..=1_001_555).all(|u| !table.contains(u)), "the idle users are erased");
     let recent = (1_001_556..=1_002_000u64).filter(|u| (u - 1_000_000) % 90 <= 57);
     assert!(recent.clone().all(|u| table.contains(u)), "users seen within 57 days stay");
@@ -513,14 +501,7 @@ async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_on
     assert_eq!((report.erasers[1].untracked, report.erasers[1].adopted), (3, 3), "{report:?}");
 
     // The first pass erases exactly the idle users: their rows and their dialogues.
-    let mut erased = 0;
-    loop {
-        let pass = retention.prune_once().await.unwrap();
-        erased += pass.erased;
-        if pass.claimed == 0 {
-            break;
-        }
-    }
+    let erased = crate::support::prune_until_done(&retention).await;
     assert_eq!(erased, 1_555);
     let (left,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&pool).await.unwrap();

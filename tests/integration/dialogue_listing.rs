@@ -67,14 +67,7 @@ where
     assert!(part.can_list);
     assert_eq!((part.listed, part.untracked, part.adopted), (2_500, 2_500, 2_500), "{part:?}");
     env.clock.advance(91 * DAY);
-    let mut erased = 0;
-    loop {
-        let pass = retention.prune_once().await.unwrap();
-        erased += pass.erased;
-        if pass.claimed == 0 {
-            break;
-        }
-    }
+    let erased = crate::support::prune_until_done(&retention).await;
     assert_eq!(erased, 2_500);
     for chat in [users()[0], users()[2_499]] {
         assert_eq!(Arc::clone(&storage).get_dialogue(ChatId(chat)).await.unwrap(), None);

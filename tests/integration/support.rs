@@ -200,6 +200,18 @@ pub async fn prune_settled(bot: &teloxide_retention::Retention, expected: u64) -
     erased + last.erased
 }
 
+/// Runs prune passes until one claims nobody, and returns how many users they erased.
+pub(crate) async fn prune_until_done(retention: &teloxide_retention::Retention) -> u64 {
+    let mut erased = 0;
+    loop {
+        let pass = retention.prune_once().await.unwrap();
+        erased += pass.erased;
+        if pass.claimed == 0 {
+            return erased;
+        }
+    }
+}
+
 /// Every key name and value in `conn`'s Redis, one line per key.
 pub(crate) fn dump(conn: &mut redis::Connection) -> Vec<(String, String)> {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
