@@ -7,6 +7,7 @@ mod builder;
 mod clock;
 mod commands;
 mod config;
+mod conn;
 mod engine;
 mod erase;
 mod error;
@@ -22,7 +23,6 @@ mod store;
 mod survey;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod tls;
 mod tracker;
 
 pub use adaptor::{NoteGone, Retained, RetainedExt, RetainedRequest, RetainedSend};

@@ -68,14 +68,13 @@ impl RedisKeysEraser<redis::aio::ConnectionManager> {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        crate::tls::ensure_crypto_provider();
+        crate::conn::ensure_crypto_provider();
         let invalid = |e: redis::RedisError| {
             Error::config(format!("RedisKeysEraser: the Redis URL is invalid: {e}"))
         };
         let client = redis::Client::open(url).map_err(invalid)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(5)));
+        // The store's own settings: bounded connects and replies, reconnects with backoff.
+        let config = crate::conn::manager_config();
         let conn =
             redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
         Self::new(conn, patterns)

@@ -123,7 +123,7 @@ impl RedisTls {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RedisTls {}
 
-pub(crate) use crate::tls::ensure_crypto_provider;
+pub(crate) use crate::conn::ensure_crypto_provider;
 
 /// `url` without its credentials (`redis://<credentials>@host/`), for error messages.
 pub(crate) fn redacted(url: &str) -> String {

@@ -14,6 +14,7 @@ pub use admin::{Diagnosis, NamespaceMeta, Resharded};
 use admin::{check_shard_count, info_field, infos, node_policies, oldest_version, riskiest_policy};
 pub(crate) use client::Bound;
 
+use crate::conn::manager_config;
 use connect::{ClusterConn, ClusterHandle, SentinelConn, SentinelHandle};
 use connect::{RedisSentinel, RedisTls};
 use connect::{check_scheme, ensure_crypto_provider};
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
@@ -390,16 +391,6 @@ fn tls_hint(e: redis::RedisError) -> Error {
         ));
     }
     Error::Redis(e)
-}
-
-/// Reconnects with backoff up to 2 s; a command waits at most 5 s for Redis (the crate's own
-/// store timeout, 2 s by default, is shorter).
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(2))
-        .set_number_of_retries(3)
 }
 
 impl Store for RedisStore {
