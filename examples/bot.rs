@@ -152,7 +152,7 @@ async fn main() -> Result<(), HandlerError> {
         })
     };
     let pruner = retention.spawn_pruner();
-    let handler = retention.wrap_for::<Retained<Bot>, _>(handler_tree(redis, dialogues));
+    let handler = retention.wrap(handler_tree(redis, dialogues));
     let mut dispatcher = Dispatcher::builder(bot, handler)
         .dependencies(dptree::deps![retention.clone()])
         // Ctrl-C stops the dispatcher.

@@ -212,7 +212,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     // Every request goes through the adaptor; the privacy commands answer through it too.
     let bot = telegram.bot().retained(&retention);
-    let handler = retention.wrap_for::<Retained<Bot>, _>(bot_tree(profiles.clone(), dialogues));
+    let handler = retention.wrap(bot_tree(profiles.clone(), dialogues));
     println!("teloxide-retention demo");
     println!(
         "store: {}; policy: erase after 30 days without interaction, blocked users after a \

@@ -1172,11 +1172,11 @@ impl Retention {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// use teloxide_retention::{Commands, MemoryStore, Retention, Texts};
+    /// use teloxide_retention::{MemoryStore, Retention};
     ///
+    /// // German is built in and on by default.
     /// let retention = Retention::builder(MemoryStore::new())
     ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
-    ///     .commands(Commands::default().language("de", Texts::german()))
     ///     .build()?;
     /// assert!(retention.privacy_text(None).contains("for 90 days"));
     /// assert!(retention.privacy_text(Some("de-AT")).contains("90 Tage lang"));
@@ -1190,7 +1190,8 @@ impl Retention {
 
 /// Wraps handlers in a method chain; the twin of [`Retention::wrap`].
 pub trait RetentionExt<E> {
-    /// Wraps this handler with `retention`'s layer (for a `teloxide::Bot` dispatcher).
+    /// Wraps this handler with `retention`'s layer (for a dispatcher of `teloxide::Bot` or
+    /// `Retained<Bot>`), as [`Retention::wrap`] does.
     #[must_use]
     fn with_retention(self, retention: &Retention) -> Self;
 }

@@ -121,7 +121,7 @@ async fn a_teloxide_postgres_storage_is_listed_from_its_dialogue_table() {
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_without_the_dialogue_table_fails_the_audit_for_that_eraser() {
+async fn a_postgres_listing_without_the_dialogue_table_fails_naming_it() {
     let server = crate::common::postgres::PostgresServer::start();
     let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
     let storage = teloxide::dispatching::dialogue::InMemStorage::<serde_json::Value>::new();
