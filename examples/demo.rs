@@ -330,7 +330,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = demo.retention.stats();
     println!(
         "\n{} interactions written, {} users erased, {} marked gone.",
-        stats.touches_written,
+        stats.interactions_written,
         stats.erased_total(),
         stats.marked_gone
     );

@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::Adoptee;
 
-/// Users per store call while adopting: the same bound as touches (`TOUCH_CHUNK`).
+/// Users per store call while adopting: the same bound as touches (`INTERACTION_CHUNK`).
 const CHUNK: usize = 500;
 
 /// How to adopt users; see [`Retention::adopt`](crate::Retention::adopt).

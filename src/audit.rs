@@ -11,6 +11,7 @@ use crate::clock::duration_ms;
 use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::Result;
+use crate::store::{ScheduleRequest, TaggedReceipt};
 
 pub use crate::config::UntrackedUsers;
 
@@ -208,7 +209,7 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
             let keep = duration_ms(config.keep);
             let tags = engine.store(|b| b.receipt_tags(now, keep)).await?;
             let mut latest = HashMap::with_capacity(tags.len());
-            for (tag, receipt) in tags {
+            for TaggedReceipt { tag, receipt } in tags {
                 let entry = latest.entry(tag).or_insert((receipt.reason, receipt.at));
                 if receipt.at > entry.1 {
                     *entry = (receipt.reason, receipt.at);
@@ -296,7 +297,9 @@ async fn audit_page(
             // who opted out and came back is a user again.
             let reason =
                 if reason == ErasureReason::OptOut { ErasureReason::Inactive } else { reason };
-            engine.store(|b| b.schedule(user.0, reason, erased_at, Some(now))).await?;
+            let request =
+                ScheduleRequest { user: user.0, reason, marked_at: erased_at, due: Some(now) };
+            engine.store(|b| b.schedule(request)).await?;
             part.residue += 1;
             tracing::warn!(
                 eraser = %part.eraser,

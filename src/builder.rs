@@ -166,7 +166,7 @@ impl RetentionBuilder {
     /// unreachable. Default 100 000 (a few megabytes).
     ///
     /// When the buffer is full, interactions of further users are dropped and counted in
-    /// [`Stats::touches_dropped`](crate::Stats::touches_dropped); each such user is recorded
+    /// [`Stats::interactions_dropped`](crate::Stats::interactions_dropped); each such user is recorded
     /// again at their next interaction after the store is back.
     ///
     /// Gone marks (blocks, and failed sends seen by the layer or
@@ -174,8 +174,8 @@ impl RetentionBuilder {
     /// same size; marks beyond it are counted in
     /// [`Stats::gone_marks_dropped`](crate::Stats::gone_marks_dropped), and those users are
     /// left to the inactivity threshold.
-    pub fn max_buffered_touches(mut self, users: usize) -> Self {
-        self.config.max_buffered_touches = users;
+    pub fn max_buffered_interactions(mut self, users: usize) -> Self {
+        self.config.max_buffered_interactions = users;
         self
     }
 

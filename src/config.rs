@@ -65,7 +65,7 @@ pub(crate) struct Config {
     pub(crate) follow_up_delay: Duration,
     pub(crate) gone_policy: GonePolicy,
     pub(crate) strict: bool,
-    pub(crate) max_buffered_touches: usize,
+    pub(crate) max_buffered_interactions: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) detect_blocks: bool,
     pub(crate) heartbeat: Duration,
@@ -111,7 +111,7 @@ pub(crate) struct PartialConfig {
     pub(crate) follow_up_delay: Duration,
     pub(crate) gone_policy: GonePolicy,
     pub(crate) strict: bool,
-    pub(crate) max_buffered_touches: usize,
+    pub(crate) max_buffered_interactions: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) detect_blocks: bool,
     pub(crate) heartbeat: Duration,
@@ -137,7 +137,7 @@ impl Default for PartialConfig {
             follow_up_delay: Duration::from_secs(60),
             gone_policy: GonePolicy::default(),
             strict: false,
-            max_buffered_touches: 100_000,
+            max_buffered_interactions: 100_000,
             store_timeout: Duration::from_secs(2),
             detect_blocks: true,
             heartbeat: Duration::from_secs(5),
@@ -218,8 +218,8 @@ impl PartialConfig {
                 c.writer_timeout, c.heartbeat
             )));
         }
-        if c.max_buffered_touches == 0 {
-            return Err(Error::config("max_buffered_touches must be at least 1"));
+        if c.max_buffered_interactions == 0 {
+            return Err(Error::config("max_buffered_interactions must be at least 1"));
         }
         if c.gone_policy == GonePolicy::EraseAfter(Duration::ZERO) {
             return Err(Error::config(
@@ -238,7 +238,7 @@ impl PartialConfig {
             follow_up_delay: c.follow_up_delay,
             gone_policy: c.gone_policy,
             strict: c.strict,
-            max_buffered_touches: c.max_buffered_touches,
+            max_buffered_interactions: c.max_buffered_interactions,
             store_timeout: c.store_timeout,
             detect_blocks: c.detect_blocks,
             heartbeat: c.heartbeat,

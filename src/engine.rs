@@ -19,7 +19,8 @@ use crate::hooks::{Hooks, StuckErasure};
 use crate::receipts::{Receipt, ReceiptBatch, ReceiptKey};
 use crate::stats::Counters;
 use crate::store::{
-    Batch, ClaimTimes, Claimed, Confirmed, DynBackend, FinishWith, Invalidation, Marked, random_id,
+    Batch, ClaimTimes, ClaimUser, Claimed, Confirmed, DynBackend, FinishRequest, Invalidation, Job,
+    Marked, Retry, ScheduleRequest, random_id,
 };
 use crate::tracker::Tracker;
 
@@ -153,7 +154,7 @@ pub enum OptOutScheduled {
     /// An opt-out was already scheduled; it is kept as it was.
     AlreadyScheduled,
     /// The user is being erased right now; the running erasure counts as an opt-out.
-    Running,
+    AlreadyRunning,
 }
 
 /// How long finding a user's receipts may take: it reads every receipt of the shards.
@@ -237,7 +238,7 @@ impl Engine {
     /// What the store holds about `user`; see `Retention::status`.
     pub(crate) async fn status(&self, user: UserId) -> Result<UserStatus> {
         let raw = self.call(self.backend.status(user.0)).await?;
-        let erasure = raw.job.map(|(reason, marked_at, attempts)| PendingErasure {
+        let erasure = raw.job.map(|Job { reason, marked_at, attempts }| PendingErasure {
             reason,
             marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
             due: raw.queued_due.flatten().map(to_datetime),
@@ -340,7 +341,9 @@ impl Engine {
 
     pub(crate) async fn erase_user_claimed(&self, user: UserId) -> Result<OptOutOutcome> {
         let times = self.claim_times();
-        let claim = self.backend.claim_user(user.0, ErasureReason::OptOut, times, random_id());
+        let request =
+            ClaimUser { user: user.0, reason: ErasureReason::OptOut, times, batch: random_id() };
+        let claim = self.backend.claim_user(request);
         let Some(batch) = self.call(claim).await? else {
             return Ok(OptOutOutcome::AlreadyRunning);
         };
@@ -369,12 +372,17 @@ impl Engine {
         // A tool on another machine: its clock is corrected by Redis's, as the bots' are.
         self.tracker.sync_clock_if_stale().await;
         let now = self.clock.now_ms();
-        let marked =
-            self.call(self.backend.schedule(user.0, ErasureReason::OptOut, now, Some(now))).await?;
+        let request = ScheduleRequest {
+            user: user.0,
+            reason: ErasureReason::OptOut,
+            marked_at: now,
+            due: Some(now),
+        };
+        let marked = self.call(self.backend.schedule(request)).await?;
         Ok(match marked {
             Marked::Scheduled => OptOutScheduled::Scheduled,
             Marked::AlreadyScheduled => OptOutScheduled::AlreadyScheduled,
-            Marked::InProgress => OptOutScheduled::Running,
+            Marked::AlreadyRunning => OptOutScheduled::AlreadyRunning,
         })
     }
 
@@ -413,9 +421,12 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         let follow_up_at = crate::clock::later(now, self.config.follow_up_delay);
-        let retries: Vec<(Claimed, i64)> = failed
+        let retries: Vec<Retry> = failed
             .iter()
-            .map(|(c, _)| (*c, now.saturating_add(retry_delay_ms(c.attempts))))
+            .map(|(c, _)| Retry {
+                claimed: *c,
+                due: now.saturating_add(retry_delay_ms(c.attempts)),
+            })
             .collect();
         let stuck = self.config.stuck_window();
         let receipts = self.config.receipts.as_ref().map(|r| ReceiptBatch {
@@ -423,14 +434,15 @@ impl Engine {
             erasers: serde_json::to_string(&self.eraser_names()).unwrap_or_default(),
             tags: done.iter().map(|c| r.key.tag(UserId(c.user))).collect(),
         });
-        let finish = self.backend.finish(
+        let finish = self.backend.finish(FinishRequest {
             batch,
-            &done,
-            &retries,
+            done: &done,
+            failed: &retries,
             now,
             follow_up_at,
-            FinishWith { stuck, receipts: receipts.as_ref() },
-        );
+            stuck,
+            receipts: receipts.as_ref(),
+        });
         let Some(finish) = self.call(finish).await? else {
             Counters::add(&self.counters.leases_lost, batch.users.len() as u64);
             tracing::warn!(
@@ -440,9 +452,9 @@ impl Engine {
             return Ok(Finished { erased: Vec::new(), failed, lease_lost: true });
         };
         Counters::add(&self.counters.erasure_failures, failed.len() as u64);
-        for ((claimed, failures), (since, report)) in failed.iter().zip(&finish.failing) {
-            if *report {
-                self.report_stuck(claimed, *since, failures);
+        for ((claimed, failures), failing) in failed.iter().zip(&finish.failing) {
+            if failing.report {
+                self.report_stuck(claimed, failing.since, failures);
             }
         }
         let mut confirmed = finish.confirmed;

@@ -120,7 +120,9 @@ impl Layer {
                     };
                     let observed = match classify(&update, layer.engine.config.detect_blocks) {
                         Event::Nothing => Observed::default(),
-                        Event::Interaction(user) if layer.engine.tracker.touch_cached(user.0) => {
+                        Event::Interaction(user)
+                            if layer.engine.tracker.note_interaction_cached(user.0) =>
+                        {
                             Observed::default()
                         }
                         event => Box::pin(layer.observe(event)).await,

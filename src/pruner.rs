@@ -12,7 +12,7 @@ use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::stats::{Counters, PerReason};
-use crate::store::{Backend, random_id};
+use crate::store::{Backend, ClaimRequest, random_id};
 use futures_util::stream::{self, StreamExt};
 
 /// What one prune pass did.
@@ -210,11 +210,11 @@ impl Pruner {
             users: raw
                 .entries
                 .into_iter()
-                .map(|(user, reason, marked_at, seen)| PreviewEntry {
-                    user: UserId(user),
-                    reason,
-                    last_seen: seen.map(to_datetime),
-                    marked_at: (marked_at != 0).then(|| to_datetime(marked_at)),
+                .map(|e| PreviewEntry {
+                    user: UserId(e.user),
+                    reason: e.reason,
+                    last_seen: e.last_seen.map(to_datetime),
+                    marked_at: (e.marked_at != 0).then(|| to_datetime(e.marked_at)),
                 })
                 .collect(),
         })
@@ -367,12 +367,12 @@ impl Pruner {
         let config = &self.engine.config;
         let mut report = PassReport::default();
         while !token.is_cancelled() {
-            let claim = part.claim(
-                self.engine.claim_times(),
-                config.writer_window(),
-                config.batch_size,
-                random_id(),
-            );
+            let claim = part.claim(ClaimRequest {
+                times: self.engine.claim_times(),
+                writers: config.writer_window(),
+                limit: config.batch_size,
+                batch: random_id(),
+            });
             let mut batch = self.engine.call(claim).await?;
             for entry in std::mem::take(&mut batch.unreadable) {
                 // Every claim of the pass meets them again: report each once.

@@ -683,7 +683,7 @@ impl Retention {
     }
 
     /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory
-    /// (bounded by `max_buffered_touches`) and written once the store answers again.
+    /// (bounded by `max_buffered_interactions`) and written once the store answers again.
     pub(crate) async fn mark_gone_or_keep(&self, user: UserId, reason: GoneReason) {
         self.inner.engine.tracker.mark_gone_or_keep(user, reason).await;
     }
@@ -1207,209 +1207,42 @@ impl<E: Send + Sync + 'static> RetentionExt<E> for UpdateHandler<E> {
 mod tests {
     use super::*;
 
-    mod held_touches {
+    mod held_interactions {
         //! A store whose touch writes wait until the test lets them through: the group
         //! commit's write of an interaction taken during an erasure lands after the finish.
 
-        use std::sync::atomic::AtomicBool;
+        use std::sync::atomic::{AtomicBool, Ordering};
 
         use futures_util::future::BoxFuture;
         use tokio::sync::Notify;
 
-        use crate::receipts::RawReceipt;
-        use crate::store::sealed::{Bound, Token};
-        use crate::store::{
-            Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health, Invalidation,
-            Marked, Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
-        };
-        use crate::{ErasureReason, MemoryStore, Result, Store};
+        use crate::store::intercept::{Hook, Intercepted, Op};
+        use crate::{ErasureReason, MemoryStore, Result};
 
         use super::*;
 
-        #[derive(Clone)]
-        pub(super) struct HeldTouches {
-            pub(super) store: MemoryStore,
-            pub(super) hold: Arc<AtomicBool>,
-            pub(super) released: Arc<Notify>,
-            /// Notified once a touch is held (and waits for `released`).
-            pub(super) held: Arc<Notify>,
+        /// Holds interaction writes while `hold` is set, until `released` is notified.
+        #[derive(Default)]
+        struct HoldInteractions {
+            hold: AtomicBool,
+            released: Notify,
+            /// Notified once a write is held (and waits for `released`).
+            held: Notify,
         }
 
-        impl Store for HeldTouches {
-            fn bind(&self, namespace: &str, token: Token) -> Bound {
-                let inner = self.store.bind(namespace, token).0;
-                Bound(Arc::new(Held { inner, store: self.clone() }))
-            }
-        }
-
-        struct Held {
-            inner: Arc<dyn Backend>,
-            store: HeldTouches,
-        }
-
-        impl Backend for Held {
-            fn parts(&self) -> Vec<&dyn Backend> {
-                vec![self]
-            }
-            fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+        impl Hook for HoldInteractions {
+            fn before(&self, op: Op) -> BoxFuture<'_, Result<()>> {
                 Box::pin(async move {
-                    if self.store.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                    if op == Op::RecordInteractions && self.hold.load(Ordering::SeqCst) {
                         // Registered before saying so: a release right after cannot be missed.
-                        let released = self.store.released.notified();
+                        let released = self.released.notified();
                         let mut released = std::pin::pin!(released);
                         released.as_mut().enable();
-                        self.store.held.notify_one();
+                        self.held.notify_one();
                         released.await;
                     }
-                    self.inner.touch(touches).await
+                    Ok(())
                 })
-            }
-            fn claim(
-                &self,
-                t: ClaimTimes,
-                w: WriterWindow,
-                limit: usize,
-                id: u64,
-            ) -> BoxFuture<'_, Result<Batch>> {
-                self.inner.claim(t, w, limit, id)
-            }
-            fn claim_user(
-                &self,
-                user: u64,
-                reason: ErasureReason,
-                t: ClaimTimes,
-                id: u64,
-            ) -> BoxFuture<'_, Result<Option<Batch>>> {
-                self.inner.claim_user(user, reason, t, id)
-            }
-            fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
-                self.inner.server_time()
-            }
-            fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
-                self.inner.heartbeat(id, backlog)
-            }
-            fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
-                self.inner.retire(id)
-            }
-            fn writers_holding(&self, w: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
-                self.inner.writers_holding(w)
-            }
-            fn health(&self) -> BoxFuture<'_, Result<Health>> {
-                self.inner.health()
-            }
-            fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
-                self.inner.accept_lost_tracking()
-            }
-            fn finish<'a>(
-                &'a self,
-                batch: &'a Batch,
-                done: &'a [Claimed],
-                failed: &'a [(Claimed, i64)],
-                now: i64,
-                follow_up_at: i64,
-                with: FinishWith<'a>,
-            ) -> BoxFuture<'a, Result<Option<Finish>>> {
-                self.inner.finish(batch, done, failed, now, follow_up_at, with)
-            }
-            fn survey<'a>(
-                &'a self,
-                now: i64,
-                ranges: &'a [(i64, i64)],
-            ) -> BoxFuture<'a, Result<RawSurvey>> {
-                self.inner.survey(now, ranges)
-            }
-            fn receipts<'a>(
-                &'a self,
-                tag: &'a str,
-                now: i64,
-                keep_ms: i64,
-            ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
-                self.inner.receipts(tag, now, keep_ms)
-            }
-            fn schedule(
-                &self,
-                user: u64,
-                reason: ErasureReason,
-                marked_at: i64,
-                due: Option<i64>,
-            ) -> BoxFuture<'_, Result<Marked>> {
-                self.inner.schedule(user, reason, marked_at, due)
-            }
-            fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
-                self.inner.unschedule_gone(user)
-            }
-            fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
-                self.inner.status(user)
-            }
-            fn preview(
-                &self,
-                times: ClaimTimes,
-                limit: usize,
-            ) -> BoxFuture<'_, Result<RawPreview>> {
-                self.inner.preview(times, limit)
-            }
-            fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
-                self.inner.feed_head()
-            }
-            fn feed_read<'a>(
-                &'a self,
-                cursor: &'a str,
-            ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
-                self.inner.feed_read(cursor)
-            }
-            fn put_nonce<'a>(
-                &'a self,
-                who: &'a Hashed,
-                value: String,
-                ttl_ms: i64,
-            ) -> BoxFuture<'a, Result<()>> {
-                self.inner.put_nonce(who, value, ttl_ms)
-            }
-            fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
-                self.inner.take_nonce(who)
-            }
-            fn count_use<'a>(
-                &'a self,
-                who: &'a Hashed,
-                action: &'static str,
-                window: i64,
-                ttl_ms: i64,
-            ) -> BoxFuture<'a, Result<u64>> {
-                self.inner.count_use(who, action, window, ttl_ms)
-            }
-            fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
-                self.inner.secret(candidate)
-            }
-            fn adopt<'a>(
-                &'a self,
-                users: &'a [crate::store::Adoptee],
-            ) -> BoxFuture<'a, Result<crate::store::AdoptCounts>> {
-                self.inner.adopt(users)
-            }
-            fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
-                self.inner.known(users)
-            }
-            fn receipt_tags(
-                &self,
-                now: i64,
-                keep_ms: i64,
-            ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
-                self.inner.receipt_tags(now, keep_ms)
-            }
-            fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
-                self.inner.claim_audit(ttl_ms, holder)
-            }
-            fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
-                self.inner.record_audit(summary)
-            }
-            fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
-                self.inner.last_audit()
-            }
-            fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
-                self.inner.pending()
-            }
-            fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
-                self.inner.tracked()
             }
         }
 
@@ -1433,15 +1266,11 @@ mod tests {
             // finish ran, so the finish did not see it in `seen` and queued no follow-up;
             // the write then tracked the opted-out user again, and whatever the update's
             // handler wrote after the erasers stayed.
-            let store = HeldTouches {
-                store: MemoryStore::new(),
-                hold: Arc::new(AtomicBool::new(false)),
-                released: Arc::new(Notify::new()),
-                held: Arc::new(Notify::new()),
-            };
+            let hook = Arc::new(HoldInteractions::default());
+            let store = Intercepted { store: MemoryStore::new(), hook: Arc::clone(&hook) };
             let clock = crate::ManualClock::at_unix_ms(1_000_000);
             let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-            let retention = Retention::builder(store.clone())
+            let retention = Retention::builder(store)
                 .inactive_after(Duration::from_secs(30 * 24 * 3600))
                 .clock(clock.clone())
                 .erase_with(Paused(Arc::clone(&entered), Arc::clone(&release)))
@@ -1454,18 +1283,18 @@ mod tests {
             });
             entered.notified().await;
             // An update of the user arrives while the eraser runs; its write is held.
-            store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+            hook.hold.store(true, Ordering::SeqCst);
             clock.advance(Duration::from_secs(1));
             let touch = tokio::spawn({
                 let retention = retention.clone();
                 async move { retention.note_interaction(UserId(7)).await }
             });
-            store.held.notified().await;
+            hook.held.notified().await;
             release.notify_one();
             let outcome = opt_out.await.unwrap().unwrap();
             // Now the held write lands, after the finish.
-            store.hold.store(false, std::sync::atomic::Ordering::SeqCst);
-            store.released.notify_waiters();
+            hook.hold.store(false, Ordering::SeqCst);
+            hook.released.notify_waiters();
             assert_eq!(touch.await.unwrap(), crate::Noted::Written);
 
             assert_eq!(outcome, OptOutOutcome::Erased { follow_up: true });

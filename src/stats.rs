@@ -10,9 +10,9 @@ use crate::erase::ErasureReason;
 #[non_exhaustive]
 pub struct Stats {
     /// Interactions written to the store.
-    pub touches_written: u64,
+    pub interactions_written: u64,
     /// Store writes of interactions that failed (each may cover many users).
-    pub touch_write_failures: u64,
+    pub interaction_write_failures: u64,
     /// Of those, writes refused because the store was opened with another shard count
     /// than its namespace's, or the namespace is being resharded
     /// ([`Error::ShardCount`](crate::Error::ShardCount),
@@ -20,9 +20,9 @@ pub struct Stats {
     /// once at error level.
     pub layout_errors: u64,
     /// Interactions buffered in memory because the store was failing.
-    pub touches_buffered: u64,
+    pub interactions_buffered: u64,
     /// Interactions lost because the buffer was full.
-    pub touches_dropped: u64,
+    pub interactions_dropped: u64,
     /// Gone marks (blocks, failed sends seen by the layer or `note_gone`) lost because the
     /// store was unreachable and the buffer was full.
     pub gone_marks_dropped: u64,
@@ -122,11 +122,11 @@ impl Counter {
 /// Prometheus-style counter of the `metrics` facade (a no-op unless the bot installed a
 /// recorder); the README's "Operating it" lists them.
 pub(crate) struct Counters {
-    pub(crate) touches_written: Counter,
-    pub(crate) touch_write_failures: Counter,
+    pub(crate) interactions_written: Counter,
+    pub(crate) interaction_write_failures: Counter,
     pub(crate) layout_errors: Counter,
-    pub(crate) touches_buffered: Counter,
-    pub(crate) touches_dropped: Counter,
+    pub(crate) interactions_buffered: Counter,
+    pub(crate) interactions_dropped: Counter,
     pub(crate) marks_dropped: Counter,
     pub(crate) strict_refusals: Counter,
     erased: [AtomicU64; ErasureReason::ALL.len()],
@@ -143,13 +143,13 @@ pub(crate) struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         Self {
-            touches_written: Counter::new("teloxide_retention_interactions_written_total"),
-            touch_write_failures: Counter::new(
+            interactions_written: Counter::new("teloxide_retention_interactions_written_total"),
+            interaction_write_failures: Counter::new(
                 "teloxide_retention_interaction_write_failures_total",
             ),
             layout_errors: Counter::new("teloxide_retention_layout_errors_total"),
-            touches_buffered: Counter::new("teloxide_retention_interactions_buffered_total"),
-            touches_dropped: Counter::new("teloxide_retention_interactions_dropped_total"),
+            interactions_buffered: Counter::new("teloxide_retention_interactions_buffered_total"),
+            interactions_dropped: Counter::new("teloxide_retention_interactions_dropped_total"),
             marks_dropped: Counter::new("teloxide_retention_gone_marks_dropped_total"),
             strict_refusals: Counter::new("teloxide_retention_strict_refusals_total"),
             erased: Default::default(),
@@ -191,11 +191,11 @@ impl Counters {
             PerReason(std::array::from_fn(|i| a[i].load(Ordering::Relaxed)))
         };
         Stats {
-            touches_written: get(&self.touches_written),
-            touch_write_failures: get(&self.touch_write_failures),
+            interactions_written: get(&self.interactions_written),
+            interaction_write_failures: get(&self.interaction_write_failures),
             layout_errors: get(&self.layout_errors),
-            touches_buffered: get(&self.touches_buffered),
-            touches_dropped: get(&self.touches_dropped),
+            interactions_buffered: get(&self.interactions_buffered),
+            interactions_dropped: get(&self.interactions_dropped),
             gone_marks_dropped: get(&self.marks_dropped),
             strict_refusals: get(&self.strict_refusals),
             erased: per_reason(&self.erased),

@@ -9,6 +9,7 @@ use crate::clock::{duration_ms, to_datetime};
 use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::Result;
+use crate::store::SeenRange;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -129,17 +130,18 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
     let edges = edges(threshold);
     // Inactivity in [lo, hi) is a last interaction in (now - hi, now - lo]; the youngest
     // bucket also takes times ahead of this clock, the oldest everything before.
-    let mut ranges: Vec<(i64, i64)> = edges
+    let range = |after, up_to| SeenRange { after, up_to };
+    let mut ranges: Vec<SeenRange> = edges
         .windows(2)
         .map(|w| {
             let up_to = if w[0].is_zero() { i64::MAX } else { now - duration_ms(w[0]) };
-            (now - duration_ms(w[1]), up_to)
+            range(now - duration_ms(w[1]), up_to)
         })
         .collect();
-    ranges.push((i64::MIN, now - t));
+    ranges.push(range(i64::MIN, now - t));
     let past = now - t;
-    ranges.push((past, past + duration_ms(DAY)));
-    ranges.push((past, past + duration_ms(7 * DAY)));
+    ranges.push(range(past, past + duration_ms(DAY)));
+    ranges.push(range(past, past + duration_ms(7 * DAY)));
     let raw = engine.store(|b| b.survey(now, &ranges)).await?;
     let stuck_ms = duration_ms(engine.config.stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
@@ -169,10 +171,10 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
         writers: raw
             .writers
             .into_iter()
-            .map(|(id, at, unwritten)| WriterHeartbeat {
-                id,
-                last_beat: to_datetime(at),
-                unwritten,
+            .map(|beat| WriterHeartbeat {
+                id: beat.writer,
+                last_beat: to_datetime(beat.at),
+                unwritten: beat.backlog,
             })
             .collect(),
     })

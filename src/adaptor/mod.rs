@@ -371,7 +371,7 @@ mod requester {
 pub trait NoteGone<T> {
     /// Marks the user of `chat` gone if this result is a "gone" error, then returns the
     /// result unchanged. Store failures are logged, not returned: while the store is
-    /// unreachable the mark is kept in memory (bounded by `max_buffered_touches`) and
+    /// unreachable the mark is kept in memory (bounded by `max_buffered_interactions`) and
     /// written when it answers again.
     ///
     /// # Cancellation safety

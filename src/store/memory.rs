@@ -10,9 +10,10 @@ use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::FEED_KEEP_MS;
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Confirmed, Finish, FinishWith,
-    Hashed, Health, Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, Store,
-    WriterWindow, sealed,
+    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
+    Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation,
+    Job, Marked, Pending, PreviewEntry, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest,
+    SeenRange, Store, TaggedReceipt, WriterWindow, came_back, sealed,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -41,7 +42,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
-        sealed::Bound(Arc::new(Bound {
+        sealed::Bound(Arc::new(MemoryNamespace {
             spaces: Arc::clone(&self.spaces),
             namespace: namespace.to_owned(),
         }))
@@ -90,9 +91,6 @@ impl ZSet {
     }
 }
 
-/// A stored erasure job: reason, marked-at, attempts.
-type Job = (ErasureReason, i64, u32);
-
 /// One namespace.
 #[derive(Default)]
 struct Space {
@@ -120,16 +118,12 @@ struct Space {
 }
 
 impl Space {
-    /// See `came_back` in `claim.lua`.
-    fn came_back(&self, user: u64, (reason, marked_at, _): Job) -> bool {
-        if reason == ErasureReason::OptOut {
-            return false;
-        }
-        self.seen.score(user).is_some_and(|s| marked_at == 0 || s > marked_at)
+    fn came_back(&self, user: u64, job: Job) -> bool {
+        came_back(job, self.seen.score(user))
     }
 
     fn job_of(&self, user: u64) -> Job {
-        self.job.get(&user).copied().unwrap_or((ErasureReason::Inactive, 0, 0))
+        self.job.get(&user).copied().unwrap_or(Job::INACTIVE)
     }
 
     /// The batch holding `user`, and its deadline (see `batches.lua`).
@@ -145,7 +139,7 @@ impl Space {
         if self.came_back(user, job) {
             self.job.remove(&user);
             self.failing.remove(&user);
-            if job.0.is_gone() {
+            if job.reason.is_gone() {
                 returned.push(user);
             }
         } else {
@@ -189,7 +183,7 @@ impl Space {
     }
 }
 
-fn claimed(user: u64, (reason, marked_at, attempts): Job) -> Claimed {
+fn claimed(user: u64, Job { reason, marked_at, attempts }: Job) -> Claimed {
     Claimed { user, reason, marked_at, attempts }
 }
 
@@ -197,12 +191,12 @@ fn ttl(ms: i64) -> Instant {
     Instant::now() + Duration::from_millis(ms.max(1).unsigned_abs())
 }
 
-struct Bound {
+struct MemoryNamespace {
     spaces: Arc<Mutex<HashMap<String, Space>>>,
     namespace: String,
 }
 
-impl Bound {
+impl MemoryNamespace {
     /// Runs `f` on this namespace, atomically (like a Lua script).
     fn with<T>(&self, f: impl FnOnce(&mut Space) -> T) -> Result<T> {
         let mut spaces: MutexGuard<'_, _> =
@@ -216,26 +210,21 @@ impl Bound {
     }
 }
 
-impl Backend for Bound {
+impl Backend for MemoryNamespace {
     fn parts(&self) -> Vec<&dyn Backend> {
         vec![self]
     }
 
-    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
         self.ready(|s| {
-            for &(user, ms) in touches {
-                s.seen.set_gt(user, ms);
+            for &Interaction { user, at } in seen {
+                s.seen.set_gt(user, at);
             }
         })
     }
 
-    fn claim(
-        &self,
-        times: ClaimTimes,
-        writers: WriterWindow,
-        limit: usize,
-        id: u64,
-    ) -> BoxFuture<'_, Result<Batch>> {
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>> {
+        let ClaimRequest { times, writers, limit, batch: id } = request;
         self.ready(|s| {
             let now = times.now.unwrap_or_else(|| SystemClock.now_ms());
             let cutoff = now.saturating_sub(times.inactive_ms);
@@ -270,11 +259,8 @@ impl Backend for Bound {
             // 3. Inactive users, unless a writer may hold unwritten interactions.
             if held.is_none() {
                 for (user, _) in s.seen.up_to(cutoff, limit.saturating_sub(users.len())) {
-                    let job = if s.queue.remove(user).is_some() {
-                        s.job_of(user)
-                    } else {
-                        (ErasureReason::Inactive, 0, 0)
-                    };
+                    let job =
+                        if s.queue.remove(user).is_some() { s.job_of(user) } else { Job::INACTIVE };
                     s.seen.remove(user);
                     users.push(claimed(user, job));
                 }
@@ -287,18 +273,14 @@ impl Backend for Bound {
         })
     }
 
-    fn claim_user(
-        &self,
-        user: u64,
-        reason: ErasureReason,
-        times: ClaimTimes,
-        id: u64,
-    ) -> BoxFuture<'_, Result<Option<Batch>>> {
+    fn claim_user(&self, request: ClaimUser) -> BoxFuture<'_, Result<Option<Batch>>> {
+        let ClaimUser { user, reason, times, batch: id } = request;
         self.ready(|s| {
             let now = times.now.unwrap_or_else(|| SystemClock.now_ms());
             let deadline = now.saturating_add(times.lease_ms);
-            let attempts = s.job.get(&user).map_or(0, |j| j.2);
-            s.job.insert(user, (reason, now, attempts));
+            let attempts = s.job.get(&user).map_or(0, |j| j.attempts);
+            let job = Job { reason, marked_at: now, attempts };
+            s.job.insert(user, job);
             if let Some((held_by, until)) = s.batch_of(user) {
                 if until > now {
                     return None;
@@ -311,7 +293,7 @@ impl Backend for Bound {
             s.seen.remove(user);
             s.batches.insert(id, vec![user]);
             s.lease.set(id, deadline);
-            let users = vec![claimed(user, (reason, now, attempts))];
+            let users = vec![claimed(user, job)];
             Some(Batch {
                 id,
                 deadline,
@@ -351,16 +333,8 @@ impl Backend for Bound {
         Box::pin(async { Ok(()) })
     }
 
-    fn finish<'a>(
-        &'a self,
-        batch: &'a Batch,
-        done: &'a [Claimed],
-        failed: &'a [(Claimed, i64)],
-        now: i64,
-        follow_up_at: i64,
-        with: FinishWith<'a>,
-    ) -> BoxFuture<'a, Result<Option<Finish>>> {
-        let FinishWith { stuck, receipts } = with;
+    fn finish<'a>(&'a self, request: FinishRequest<'a>) -> BoxFuture<'a, Result<Option<Finish>>> {
+        let FinishRequest { batch, done, failed, now, follow_up_at, stuck, receipts } = request;
         self.ready(|s| {
             if s.lease.score(batch.id) != Some(batch.deadline) {
                 return None;
@@ -373,7 +347,7 @@ impl Backend for Bound {
                     let receipt = RawReceipt {
                         at: now,
                         // An opt-out may have taken over a running erasure.
-                        reason: s.job.get(&c.user).map_or(c.reason, |j| j.0),
+                        reason: s.job.get(&c.user).map_or(c.reason, |j| j.reason),
                         erasers: receipts.erasers.clone(),
                         attempts: c.attempts.saturating_add(1),
                     };
@@ -383,7 +357,7 @@ impl Backend for Bound {
             let confirmed: Vec<Confirmed> = done
                 .iter()
                 .map(|c| {
-                    let Some((reason, marked_at, _)) = s.job.get(&c.user).copied() else {
+                    let Some(Job { reason, marked_at, .. }) = s.job.get(&c.user).copied() else {
                         return Confirmed::Erased;
                     };
                     if reason != ErasureReason::Inactive {
@@ -396,7 +370,7 @@ impl Backend for Bound {
                     }
                     if reason == ErasureReason::OptOut && s.seen.score(c.user).is_some() {
                         s.queue.set(c.user, follow_up_at);
-                        s.job.insert(c.user, (ErasureReason::OptOut, now, 0));
+                        s.job.insert(c.user, Job::opt_out(now));
                         return Confirmed::ErasedWithFollowUp;
                     }
                     s.job.remove(&c.user);
@@ -407,16 +381,17 @@ impl Backend for Bound {
                 s.failing.remove(&c.user);
             }
             let mut failing = Vec::with_capacity(failed.len());
-            for (c, retry_at) in failed {
-                let reason = s.job.get(&c.user).map_or(c.reason, |j| j.0);
-                s.queue.set(c.user, *retry_at);
-                s.job.insert(c.user, (reason, c.marked_at, c.attempts.saturating_add(1)));
+            for &Retry { claimed: c, due } in failed {
+                let reason = s.job.get(&c.user).map_or(c.reason, |j| j.reason);
+                s.queue.set(c.user, due);
+                let attempts = c.attempts.saturating_add(1);
+                s.job.insert(c.user, Job { reason, marked_at: c.marked_at, attempts });
                 let (since, reported) = s.failing.entry(c.user).or_insert((now, 0));
                 let report = now - *since >= stuck.after_ms && now - *reported >= stuck.every_ms;
                 if report {
                     *reported = now;
                 }
-                failing.push((*since, report));
+                failing.push(Failing { since: *since, report });
             }
             s.batches.remove(&batch.id);
             s.lease.remove(batch.id);
@@ -424,29 +399,24 @@ impl Backend for Bound {
         })
     }
 
-    fn schedule(
-        &self,
-        user: u64,
-        reason: ErasureReason,
-        marked_at: i64,
-        due: Option<i64>,
-    ) -> BoxFuture<'_, Result<Marked>> {
+    fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>> {
+        let ScheduleRequest { user, reason, marked_at, due } = request;
         self.ready(|s| {
             if s.batch_of(user).is_some() {
                 if reason == ErasureReason::OptOut {
-                    let job = s.job.entry(user).or_insert((reason, marked_at, 0));
-                    job.0 = ErasureReason::OptOut;
+                    let job = s.job.entry(user).or_insert(Job { reason, marked_at, attempts: 0 });
+                    job.reason = ErasureReason::OptOut;
                 }
-                return Marked::InProgress;
+                return Marked::AlreadyRunning;
             }
             if let Some(job) = s.job.get(&user)
                 && s.queue.score(user).is_some()
-                && (reason != ErasureReason::OptOut || job.0 == ErasureReason::OptOut)
+                && (reason != ErasureReason::OptOut || job.reason == ErasureReason::OptOut)
             {
                 return Marked::AlreadyScheduled;
             }
             s.queue.set(user, due.unwrap_or(i64::MAX));
-            s.job.insert(user, (reason, marked_at, 0));
+            s.job.insert(user, Job { reason, marked_at, attempts: 0 });
             if reason != ErasureReason::OptOut {
                 s.announce(Invalidation {
                     user,
@@ -462,7 +432,7 @@ impl Backend for Bound {
     fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
         self.ready(|s| {
             let Some(job) = s.job.get(&user) else { return false };
-            if !job.0.is_gone() || s.queue.remove(user).is_none() {
+            if !job.reason.is_gone() || s.queue.remove(user).is_none() {
                 return false;
             }
             s.job.remove(&user);
@@ -488,19 +458,19 @@ impl Backend for Bound {
             for (user, _) in s.queue.up_to(now, limit) {
                 let job = s.job_of(user);
                 if !s.came_back(user, job) {
-                    entries.push((user, job.0, job.1, s.seen.score(user)));
+                    let last_seen = s.seen.score(user);
+                    let Job { reason, marked_at, .. } = job;
+                    entries.push(PreviewEntry { user, reason, marked_at, last_seen });
                 }
             }
             let room = limit.saturating_sub(entries.len());
             for (user, seen) in s.seen.up_to(cutoff, room) {
-                match s.queue.score(user) {
-                    None => entries.push((user, ErasureReason::Inactive, 0, Some(seen))),
-                    Some(due) if due > now => {
-                        let (reason, marked_at, _) = s.job_of(user);
-                        entries.push((user, reason, marked_at, Some(seen)));
-                    }
-                    Some(_) => {} // due: listed above
-                }
+                let Job { reason, marked_at, .. } = match s.queue.score(user) {
+                    None => Job::INACTIVE,
+                    Some(due) if due > now => s.job_of(user),
+                    Some(_) => continue, // due: listed above
+                };
+                entries.push(PreviewEntry { user, reason, marked_at, last_seen: Some(seen) });
             }
             RawPreview {
                 inactive_total: s.seen.count_up_to(cutoff),
@@ -515,15 +485,12 @@ impl Backend for Bound {
         self.ready(|s| s.feed_seq.to_string())
     }
 
-    fn feed_read<'a>(
-        &'a self,
-        cursor: &'a str,
-    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+    fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
         self.ready(|s| {
             let after: u64 = cursor.parse().unwrap_or(0);
-            let items: Vec<Invalidation> =
+            let entries =
                 s.feed.iter().filter(|(seq, _, _)| *seq > after).map(|(_, _, inv)| *inv).collect();
-            (items, s.feed_seq.to_string())
+            FeedPage { entries, cursor: s.feed_seq.to_string() }
         })
     }
 
@@ -614,17 +581,12 @@ impl Backend for Bound {
         self.ready(|s| s.seen.scores.len() as u64)
     }
 
-    fn survey<'a>(
-        &'a self,
-        now: i64,
-        ranges: &'a [(i64, i64)],
-    ) -> BoxFuture<'a, Result<RawSurvey>> {
+    fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>> {
         self.ready(move |s| {
             let seen = ranges
                 .iter()
-                .map(|(after, up_to)| {
-                    s.seen.scores.values().filter(|t| **t > *after && **t <= *up_to).count() as u64
-                })
+                .map(|r| s.seen.scores.values().filter(|t| **t > r.after && **t <= r.up_to).count())
+                .map(|n| n as u64)
                 .collect();
             let mut survey = RawSurvey {
                 seen,
@@ -633,16 +595,17 @@ impl Backend for Bound {
                 ..RawSurvey::default()
             };
             // Every job, as the Redis store counts them: scheduled and running erasures.
-            for (reason, _, attempts) in s.job.values() {
-                survey.scheduled[reason.index()] += 1;
-                survey.max_attempts = survey.max_attempts.max(*attempts);
+            for job in s.job.values() {
+                survey.scheduled[job.reason.index()] += 1;
+                survey.max_attempts = survey.max_attempts.max(job.attempts);
             }
             survey.writers = s
                 .writers
                 .iter()
                 .map(|(id, (at, backlog))| {
                     let age = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
-                    (id.to_string(), now.saturating_sub(age), *backlog)
+                    let at = now.saturating_sub(age);
+                    Heartbeat { writer: id.to_string(), at, backlog: *backlog }
                 })
                 .collect();
             survey
@@ -667,16 +630,12 @@ impl Backend for Bound {
         self.ready(|s| s.last_audit.clone())
     }
 
-    fn receipt_tags(
-        &self,
-        now: i64,
-        keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
+    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
         self.ready(move |s| {
             s.receipts
                 .iter()
                 .filter(|(_, r)| r.at >= now - keep_ms)
-                .map(|(t, r)| (t.clone(), r.clone()))
+                .map(|(t, r)| TaggedReceipt { tag: t.clone(), receipt: r.clone() })
                 .collect()
         })
     }

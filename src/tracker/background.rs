@@ -275,7 +275,7 @@ impl Tracker {
 
     /// Writes the pending batch and completes its waiters.
     pub(super) async fn write_pending(&self) {
-        let (touches, slot) = {
+        let (seen, slot) = {
             let mut st = self.lock();
             if st.pending.is_empty() {
                 return;
@@ -283,27 +283,26 @@ impl Tracker {
             let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
             st.in_flight = std::mem::take(&mut st.pending);
             st.in_flight_slot = Arc::clone(&slot);
-            let touches: Vec<(u64, i64)> = st.in_flight.iter().map(|(u, s)| (*u, *s)).collect();
-            (touches, slot)
+            (interactions(&st.in_flight), slot)
         };
-        let result = self.write(&touches).await;
+        let result = self.write(&seen).await;
         {
             let mut st = self.lock();
             st.in_flight.clear();
             match &result {
-                Ok(()) => self.written(&mut st, &touches),
+                Ok(()) => self.written(&mut st, &seen),
                 Err(e) => {
                     if st.healthy && !e.is_config() {
                         tracing::warn!(
                             error = %e,
-                            users = touches.len(),
+                            users = seen.len(),
                             "could not record interactions; buffering them until the store \
                              answers again"
                         );
                     }
                     st.healthy = false;
                     self.write_failed(e);
-                    self.buffer(&mut st, touches.iter().copied());
+                    self.buffer(&mut st, seen.iter().map(|i| (i.user, i.at)));
                 }
             }
         }
@@ -314,23 +313,23 @@ impl Tracker {
     /// written. The backlog stays in place meanwhile, so its bound holds and newer touches
     /// merge into it.
     pub(super) async fn write_backlog(self: &Arc<Self>) -> Result<()> {
-        let touches: Vec<(u64, i64)> = self.lock().backlog.iter().map(|(u, s)| (*u, *s)).collect();
-        if touches.is_empty() {
+        let seen = interactions(&self.lock().backlog);
+        if seen.is_empty() {
             return self.write_marks().await;
         }
-        if let Err(e) = self.write(&touches).await {
+        if let Err(e) = self.write(&seen).await {
             self.write_failed(&e);
             return Err(e);
         }
-        tracing::info!(users = touches.len(), "store answers again; wrote buffered interactions");
+        tracing::info!(users = seen.len(), "store answers again; wrote buffered interactions");
         {
             let mut st = self.lock();
-            for (user, ms) in &touches {
-                if st.backlog.get(user).is_some_and(|s| s <= ms) {
-                    st.backlog.remove(user);
+            for i in &seen {
+                if st.backlog.get(&i.user).is_some_and(|s| *s <= i.at) {
+                    st.backlog.remove(&i.user);
                 }
             }
-            self.written(&mut st, &touches);
+            self.written(&mut st, &seen);
         }
         self.write_marks().await
     }
@@ -342,7 +341,8 @@ impl Tracker {
         let marks: Vec<(u64, PendingMark)> =
             self.lock().marks.iter().map(|(u, m)| (*u, *m)).collect();
         for (user, mark) in marks {
-            let schedule = self.backend.schedule(user, mark.reason, mark.marked_at, mark.due);
+            let PendingMark { reason, marked_at, due } = mark;
+            let schedule = self.backend.schedule(ScheduleRequest { user, reason, marked_at, due });
             let marked = match timeout(self.store_timeout, schedule).await {
                 Ok(result) => result?,
                 Err(_) => return Err(Error::Timeout(self.store_timeout)),
@@ -373,7 +373,7 @@ impl Tracker {
     /// Counts a failed write; a store opened with the wrong shard count is a configuration
     /// error, logged once at error level (not per update).
     pub(super) fn write_failed(&self, e: &Error) {
-        Counters::add(&self.counters.touch_write_failures, 1);
+        Counters::add(&self.counters.interaction_write_failures, 1);
         if !e.is_config() {
             return;
         }
@@ -383,25 +383,25 @@ impl Tracker {
                 error = %e,
                 "interactions cannot be recorded: the store is opened with another shard \
                  count than its namespace's; they are kept in memory (up to \
-                 max_buffered_touches users) until the store is opened with the right count \
+                 max_buffered_interactions users) until the store is opened with the right count \
                  (logged once)"
             );
         }
     }
 
-    pub(super) async fn write(&self, touches: &[(u64, i64)]) -> Result<()> {
-        match timeout(self.store_timeout, self.backend.touch(touches)).await {
+    pub(super) async fn write(&self, seen: &[Interaction]) -> Result<()> {
+        match timeout(self.store_timeout, self.backend.record_interactions(seen)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.store_timeout)),
         }
     }
 
-    pub(super) fn written(&self, st: &mut State, touches: &[(u64, i64)]) {
+    pub(super) fn written(&self, st: &mut State, written: &[Interaction]) {
         st.healthy = true;
-        Counters::add(&self.counters.touches_written, touches.len() as u64);
-        for &(user, ms) in touches {
-            let seen = st.cache.entry(user).or_insert(Seen { written: ms, skipped: 0 });
-            seen.written = seen.written.max(ms);
+        Counters::add(&self.counters.interactions_written, written.len() as u64);
+        for &Interaction { user, at } in written {
+            let seen = st.cache.entry(user).or_insert(Seen { written: at, skipped: 0 });
+            seen.written = seen.written.max(at);
         }
     }
 
@@ -433,4 +433,9 @@ impl Tracker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, (_, _, at)| at.elapsed() < keep);
     }
+}
+
+/// The interactions of a user → time map, to write.
+fn interactions<'a>(times: impl IntoIterator<Item = (&'a u64, &'a i64)>) -> Vec<Interaction> {
+    times.into_iter().map(|(&user, &at)| Interaction { user, at }).collect()
 }

@@ -20,16 +20,13 @@ impl Tracker {
         }
         let status = crate::store::bounded(self.store_timeout, self.backend.status(user.0)).await?;
         Ok(match status.job {
-            // Came back after the mark (as `claim.lua` decides).
-            Some((reason, marked_at, _)) if reason.is_gone() => {
-                status.last_seen.is_some_and(|seen| seen > marked_at)
-            }
+            Some(job) if job.reason.is_gone() => came_back(job, status.last_seen),
             _ => true,
         })
     }
 
     /// Like `Retention::mark_gone`, but a mark the store cannot take is kept in memory
-    /// (bounded by `max_buffered_touches`) and written once the store answers again.
+    /// (bounded by `max_buffered_interactions`) and written once the store answers again.
     pub(crate) async fn mark_gone_or_keep(self: &Arc<Self>, user: UserId, reason: GoneReason) {
         let mark = self.gone_mark(reason);
         let Err(e) = self.write_mark(user, mark).await else { return };
@@ -69,19 +66,17 @@ impl Tracker {
         if !crate::humans::is_trackable_id(user) {
             return Ok(false);
         }
-        let PendingMark { reason, marked_at: now, due } = mark;
-        let marked = crate::store::bounded(
-            self.store_timeout,
-            self.backend.schedule(user.0, reason, now, due),
-        )
-        .await?;
+        let PendingMark { reason, marked_at, due } = mark;
+        let request = ScheduleRequest { user: user.0, reason, marked_at, due };
+        let marked =
+            crate::store::bounded(self.store_timeout, self.backend.schedule(request)).await?;
         if marked != Marked::Scheduled {
             return Ok(false);
         }
         tracing::info!(user = user.0, %reason, "user marked gone");
         self.newly_marked(user.0, reason);
         // From now on, any interaction of the user must reach the store: it cancels the mark.
-        let inv = Invalidation { user: user.0, since: now, until: now, opt_out: false };
+        let inv = Invalidation { user: user.0, since: marked_at, until: marked_at, opt_out: false };
         self.announced_here(inv);
         self.invalidate(inv).await;
         Ok(true)

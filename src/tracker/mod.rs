@@ -39,7 +39,9 @@ use crate::error::{Error, Result};
 use crate::gone::{GoneReason, gone_user};
 use crate::hooks::Hooks;
 use crate::stats::{Counters, Gauges};
-use crate::store::{DynBackend, Invalidation, Marked, random_id};
+use crate::store::{
+    DynBackend, FeedPage, Interaction, Invalidation, Marked, ScheduleRequest, came_back, random_id,
+};
 use crate::store::{FEED_KEEP_MS, FEED_READ};
 use teloxide::RequestError;
 use teloxide::types::{Recipient, UserId};
@@ -188,7 +190,7 @@ impl Tracker {
             follow_up_ms: duration_ms(config.follow_up_delay),
             store_timeout: config.store_timeout,
             gone_policy: config.gone_policy,
-            max_buffered: config.max_buffered_touches,
+            max_buffered: config.max_buffered_interactions,
             counters,
             hooks,
             cancel,
@@ -208,7 +210,7 @@ impl Tracker {
 
     /// Records that `user` interacted now if this process wrote them recently enough;
     /// returns `false` when a write is needed ([`Tracker::touch`]).
-    pub(crate) fn touch_cached(&self, user: u64) -> bool {
+    pub(crate) fn note_interaction_cached(&self, user: u64) -> bool {
         let mut st = self.lock();
         let now = self.clock.now_ms();
         self.cached(&mut st, user, now)
@@ -308,12 +310,12 @@ impl Tracker {
                     st.backlog.insert(user, ms);
                 }
                 None => {
-                    Counters::add(&self.counters.touches_dropped, 1);
+                    Counters::add(&self.counters.interactions_dropped, 1);
                     outcome = Noted::Dropped;
                     continue;
                 }
             }
-            Counters::add(&self.counters.touches_buffered, 1);
+            Counters::add(&self.counters.interactions_buffered, 1);
             outcome = Noted::Buffered;
         }
         outcome
@@ -362,7 +364,8 @@ impl Tracker {
     pub(crate) async fn schedule_follow_up(&self, user: u64) -> bool {
         let now = self.clock.now_ms();
         let due = Some(now.saturating_add(self.follow_up_ms));
-        let scheduled = self.backend.schedule(user, ErasureReason::OptOut, now, due);
+        let request = ScheduleRequest { user, reason: ErasureReason::OptOut, marked_at: now, due };
+        let scheduled = self.backend.schedule(request);
         match timeout(self.store_timeout, scheduled).await {
             Ok(Ok(marked)) => {
                 if marked == Marked::Scheduled {
@@ -560,10 +563,14 @@ impl FeedReader {
     async fn poll(&mut self, tracker: &Arc<Tracker>) {
         loop {
             let read = match &self.cursor {
-                None => tracker.backend.feed_head().await.map(|head| (Vec::new(), head)),
+                None => tracker
+                    .backend
+                    .feed_head()
+                    .await
+                    .map(|cursor| FeedPage { entries: Vec::new(), cursor }),
                 Some(cursor) => tracker.backend.feed_read(cursor).await,
             };
-            let (invalidations, next) = match read {
+            let FeedPage { entries: invalidations, cursor: next } = match read {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::debug!(error = %e, "could not read the erasure feed");
@@ -618,7 +625,7 @@ mod tests {
         ));
         assert_eq!(tracker.touch(1, false).await, Noted::Written);
         clock.advance(Duration::from_secs(10));
-        assert!(tracker.touch_cached(1), "served from the cache");
+        assert!(tracker.note_interaction_cached(1), "served from the cache");
         tracker.forget_cache();
         assert_eq!(tracker.cached_users(), 0);
         tracker.flush().await.unwrap();

@@ -518,7 +518,7 @@ async fn gone_marks_beyond_the_buffer_are_dropped_and_counted() {
         .builder()
         .await
         .store_timeout(Duration::from_millis(300))
-        .max_buffered_touches(2)
+        .max_buffered_interactions(2)
         .build()
         .unwrap();
     env.redis_server().stop();

@@ -92,7 +92,7 @@ both_stores! {
         let updates = (0..50).map(|i| u::message(40 + i % 5, "spam")).collect();
         dispatch(&api, retention.wrap(counting_tree(Arc::clone(&seen))), updates).await;
         assert_eq!(seen.load(Ordering::SeqCst), 50);
-        assert_eq!(retention.stats().touches_written, 5);
+        assert_eq!(retention.stats().interactions_written, 5);
     }
 }
 
@@ -298,13 +298,13 @@ async fn when_redis_is_down_updates_are_handled_and_recorded_once_it_is_back() {
     // A handler waits at most `store_timeout`: the last write may reach the backlog after.
     eventually("every interaction is buffered or dropped", || async {
         let stats = retention.stats();
-        stats.buffered_users + stats.touches_dropped == 10
+        stats.buffered_users + stats.interactions_dropped == 10
     })
     .await;
     let stats = retention.stats();
-    assert!(stats.touch_write_failures >= 1, "{stats:?}");
+    assert!(stats.interaction_write_failures >= 1, "{stats:?}");
     assert_eq!(stats.buffered_users, 10, "{stats:?}");
-    assert_eq!(stats.touches_dropped, 0);
+    assert_eq!(stats.interactions_dropped, 0);
 
     env.redis_server().restart();
     eventually("buffered interactions are written", || async {
@@ -346,7 +346,7 @@ async fn a_full_buffer_drops_and_counts_further_users() {
         .builder()
         .await
         .store_timeout(Duration::from_millis(300))
-        .max_buffered_touches(3)
+        .max_buffered_interactions(3)
         .build()
         .unwrap();
     env.redis_server().stop();
@@ -357,11 +357,11 @@ async fn a_full_buffer_drops_and_counts_further_users() {
     // flight: that write may reach the backlog just after the handler returned.
     eventually("every interaction is buffered or dropped", || async {
         let stats = retention.stats();
-        stats.buffered_users + stats.touches_dropped == 5
+        stats.buffered_users + stats.interactions_dropped == 5
     })
     .await;
     let stats = retention.stats();
-    assert_eq!((stats.buffered_users, stats.touches_dropped), (3, 2), "{stats:?}");
+    assert_eq!((stats.buffered_users, stats.interactions_dropped), (3, 2), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

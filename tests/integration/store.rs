@@ -46,7 +46,7 @@ every_store! {
         }
         env.clock.advance(MINUTE);
         assert_eq!(retention.note_interaction(UserId(1)).await, Noted::Written);
-        assert_eq!(retention.stats().touches_written, 2);
+        assert_eq!(retention.stats().interactions_written, 2);
     }
 
     async fn concurrent_first_touches_share_one_write(env) {
@@ -54,7 +54,7 @@ every_store! {
         let touches = (0..64).map(|_| retention.note_interaction(UserId(5)));
         let outcomes = futures_util::future::join_all(touches).await;
         assert!(outcomes.iter().all(|o| *o == Noted::Written || *o == Noted::Cached));
-        assert_eq!(retention.stats().touches_written, 1, "one member written, once");
+        assert_eq!(retention.stats().interactions_written, 1, "one member written, once");
         if env.redis.is_some() {
             let mut conn = env.redis_connection();
             let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
@@ -526,7 +526,7 @@ async fn invalid_configuration_is_refused_with_a_clear_error() {
         (base().lease(Duration::from_secs(1)), "lease (1s) must be at least 5s"),
         (base().lease(Duration::from_secs(30)), "at least twice eraser_timeout"),
         (base().prune_every(Duration::ZERO), "prune_every must be longer than zero"),
-        (base().max_buffered_touches(0), "max_buffered_touches must be at least 1"),
+        (base().max_buffered_interactions(0), "max_buffered_interactions must be at least 1"),
         (base().gone_policy(GonePolicy::EraseAfter(Duration::ZERO)), "use GonePolicy::EraseNow"),
         (base().prune_concurrency(0), "prune_concurrency must be at least 1"),
         (base().eraser_timeout(Duration::ZERO), "eraser_timeout must be longer than zero"),

@@ -87,9 +87,11 @@ impl RedisStore {
     pub async fn reshard(&self, namespace: &str, count: usize) -> Result<Resharded> {
         crate::store::validate_namespace(namespace)?;
         check_shard_count(count)?;
-        let home = Bound::new(self.conn.clone(), namespace);
-        let layout = |n: usize| -> Vec<Bound> {
-            (0..n).map(|i| Bound::new(self.conn.clone(), &shard_tag(namespace, i, n))).collect()
+        let home = RedisNamespace::new(self.conn.clone(), namespace);
+        let layout = |n: usize| -> Vec<RedisNamespace> {
+            (0..n)
+                .map(|i| RedisNamespace::new(self.conn.clone(), &shard_tag(namespace, i, n)))
+                .collect()
         };
         let (from, unfinished) = home.stored_layout().await?;
         if let Some(to) = unfinished
@@ -288,7 +290,7 @@ pub(super) fn info_field(info: &str, field: &str) -> Option<String> {
     })
 }
 
-impl Bound {
+impl RedisNamespace {
     /// Checks the namespace's recorded shard count against `count`, recording it if the
     /// namespace is new (on the home only): [`Error::ShardCount`] or
     /// [`Error::Resharding`] if they differ.
@@ -449,7 +451,7 @@ impl Bound {
     /// unless the target already holds later ones (ids only grow), which only delays its
     /// trimming; each page is deleted here once copied, so a rerun after an interruption
     /// copies at most one page twice.
-    async fn move_receipts(&self, target: &Bound) -> Result<()> {
+    async fn move_receipts(&self, target: &RedisNamespace) -> Result<()> {
         let mut conn = self.conn.clone();
         let source_ttl: i64 =
             redis::cmd("PTTL").arg(&self.keys.receipts).query_async(&mut conn).await?;
@@ -506,12 +508,12 @@ impl Bound {
         Ok(())
     }
 
-    async fn move_users(&self, new: &[Bound]) -> Result<(u64, u64)> {
+    async fn move_users(&self, new: &[RedisNamespace]) -> Result<(u64, u64)> {
         let mut conn = self.conn.clone();
         let count = new.len();
         // A member that is not a user (see `parse_user`) is kept, in the first shard, where
         // claims go on reporting it.
-        let to = |member: &str| -> Result<&Bound> {
+        let to = |member: &str| -> Result<&RedisNamespace> {
             Ok(match crate::humans::parse_user(member) {
                 Some(user) => &new[super::sharded::shard_of(user, count)],
                 None => &new[0],

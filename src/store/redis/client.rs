@@ -3,14 +3,14 @@
 
 use super::decode::*;
 use super::scripts::{
-    ADOPT, CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, MARKER, PREVIEW, SCHEDULE,
-    STATUS, TOUCH, UNSCHEDULE_GONE,
+    ADOPT, CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW,
+    SCHEDULE, STATUS, UNSCHEDULE_GONE,
 };
 use super::*;
 
-/// Members per `ZADD` command when writing touches: at 5M tracked users a `ZADD` of 1,000
+/// Members per `ZADD` command when recording interactions: at 5M tracked users a `ZADD` of 1,000
 /// took up to 3.9 ms, of 500 about half that (`examples/bench.rs`, section 6).
-const TOUCH_CHUNK: usize = 500;
+const INTERACTION_CHUNK: usize = 500;
 
 /// Every key of one shard of a namespace (of the namespace itself when it has one shard).
 /// Keys are built here and nowhere else.
@@ -62,12 +62,12 @@ impl Keys {
 }
 
 /// One hash tag of a namespace: a shard, or the home that records the shard count.
-pub(crate) struct Bound {
+pub(crate) struct RedisNamespace {
     pub(super) conn: Conn,
     pub(super) keys: Keys,
 }
 
-impl Bound {
+impl RedisNamespace {
     pub(super) fn new(conn: Conn, tag: &str) -> Self {
         Self { conn, keys: Keys::new(tag) }
     }
@@ -105,19 +105,19 @@ impl Bound {
     }
 }
 
-impl Backend for Bound {
+impl Backend for RedisNamespace {
     fn parts(&self) -> Vec<&dyn Backend> {
         vec![self]
     }
 
-    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // One fenced `ZADD GT` per chunk; the chunks go out together over the multiplexed
             // connection.
-            let writes = touches.chunks(TOUCH_CHUNK).map(|chunk| async move {
-                let mut inv = self.invocation(&TOUCH);
-                for (user, ms) in chunk {
-                    inv.arg(*ms).arg(*user);
+            let writes = seen.chunks(INTERACTION_CHUNK).map(|chunk| async move {
+                let mut inv = self.invocation(&INTERACTIONS);
+                for i in chunk {
+                    inv.arg(i.at).arg(i.user);
                 }
                 self.run::<()>(&inv).await
             });
@@ -125,79 +125,27 @@ impl Backend for Bound {
         })
     }
 
-    fn claim(
-        &self,
-        times: ClaimTimes,
-        writers: WriterWindow,
-        limit: usize,
-        id: u64,
-    ) -> BoxFuture<'_, Result<Batch>> {
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>> {
+        let ClaimRequest { times, writers, limit, batch } = request;
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM);
             inv.arg(now_arg(times.now))
                 .arg(times.inactive_ms)
                 .arg(times.lease_ms)
                 .arg(limit)
-                .arg(id)
+                .arg(batch)
                 .arg(writers.silent_ms)
                 .arg(writers.dead_ms);
-            let (plain, special, deadline, held, unreadable, returned): (
-                Vec<Value>,
-                Vec<Value>,
-                Value,
-                String,
-                Vec<String>,
-                Vec<Value>,
-            ) = self.run(&inv).await?;
-            let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
-            for user in &plain {
-                users.push(Claimed {
-                    user: user_of(user)?,
-                    reason: ErasureReason::Inactive,
-                    marked_at: 0,
-                    attempts: 0,
-                });
-            }
-            for c in special.chunks_exact(4) {
-                users.push(Claimed {
-                    user: user_of(&c[0])?,
-                    reason: reason_of(&c[1])?,
-                    marked_at: int(&c[2])?,
-                    attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
-                });
-            }
-            let held = (!held.is_empty()).then_some(held);
-            let returned = returned.iter().map(user_of).collect::<Result<_>>()?;
-            Ok(Batch { id, deadline: int(&deadline)?, users, held, unreadable, returned })
+            claim_reply(batch, self.run(&inv).await?)
         })
     }
 
-    fn claim_user(
-        &self,
-        user: u64,
-        reason: ErasureReason,
-        times: ClaimTimes,
-        id: u64,
-    ) -> BoxFuture<'_, Result<Option<Batch>>> {
+    fn claim_user(&self, request: ClaimUser) -> BoxFuture<'_, Result<Option<Batch>>> {
+        let ClaimUser { user, reason, times, batch } = request;
         Box::pin(async move {
             let mut inv = self.invocation(&CLAIM_USER);
-            inv.arg(user).arg(reason.code()).arg(now_arg(times.now)).arg(times.lease_ms).arg(id);
-            let reply: Vec<i64> = self.run(&inv).await?;
-            Ok(match reply.as_slice() {
-                [1, attempts, now, deadline] => {
-                    let attempts = u32::try_from(*attempts).unwrap_or(u32::MAX);
-                    let users = vec![Claimed { user, reason, marked_at: *now, attempts }];
-                    Some(Batch {
-                        id,
-                        deadline: *deadline,
-                        users,
-                        held: None,
-                        unreadable: Vec::new(),
-                        returned: Vec::new(),
-                    })
-                }
-                _ => None,
-            })
+            inv.arg(user).arg(reason.code()).arg(now_arg(times.now)).arg(times.lease_ms).arg(batch);
+            claim_user_reply(&request, &self.run::<Vec<i64>>(&inv).await?)
         })
     }
 
@@ -254,16 +202,8 @@ impl Backend for Bound {
         })
     }
 
-    fn finish<'a>(
-        &'a self,
-        batch: &'a Batch,
-        done: &'a [Claimed],
-        failed: &'a [(Claimed, i64)],
-        now: i64,
-        follow_up_at: i64,
-        with: FinishWith<'a>,
-    ) -> BoxFuture<'a, Result<Option<Finish>>> {
-        let FinishWith { stuck, receipts } = with;
+    fn finish<'a>(&'a self, request: FinishRequest<'a>) -> BoxFuture<'a, Result<Option<Finish>>> {
+        let FinishRequest { batch, done, failed, now, follow_up_at, stuck, receipts } = request;
         Box::pin(async move {
             let mut inv = self.invocation(&FINISH);
             inv.arg(now)
@@ -284,53 +224,26 @@ impl Backend for Bound {
                     inv.arg(tag).arg(c.reason.code()).arg(c.attempts.saturating_add(1));
                 }
             }
-            for (c, retry_at) in failed {
+            for &Retry { claimed: c, due } in failed {
                 inv.arg(c.user)
                     .arg(c.reason.code())
                     .arg(c.marked_at)
                     .arg(c.attempts.saturating_add(1))
-                    .arg(*retry_at);
+                    .arg(due);
             }
-            // {-1} (lease lost), or {k, k positions of follow-ups, failing pairs}.
-            let reply: Vec<Value> = self.run(&inv).await?;
-            let k = int(reply
-                .first()
-                .ok_or_else(|| Error::Unsafe("finish replied nothing".into()))?)?;
-            if k < 0 {
-                return Ok(None);
-            }
-            let k = usize::try_from(k).unwrap_or(usize::MAX).min(reply.len() - 1);
-            let mut confirmed = vec![Confirmed::Erased; done.len()];
-            for position in &reply[1..=k] {
-                let at = usize::try_from(int(position)?).ok().and_then(|p| p.checked_sub(1));
-                let slot = at.and_then(|i| confirmed.get_mut(i)).ok_or_else(|| {
-                    Error::Unsafe(format!("finish named follow-up {position:?} of {}", done.len()))
-                })?;
-                *slot = Confirmed::ErasedWithFollowUp;
-            }
-            let failing = &reply[k + 1..];
-            let failing = failing
-                .chunks_exact(2)
-                .map(|pair| Ok((int(&pair[0])?, int(&pair[1])? == 1)))
-                .collect::<Result<_>>()?;
-            Ok(Some(Finish { confirmed, failing }))
+            finish_reply(done.len(), &self.run::<Vec<Value>>(&inv).await?)
         })
     }
 
-    fn schedule(
-        &self,
-        user: u64,
-        reason: ErasureReason,
-        marked_at: i64,
-        due: Option<i64>,
-    ) -> BoxFuture<'_, Result<Marked>> {
+    fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>> {
+        let ScheduleRequest { user, reason, marked_at, due } = request;
         Box::pin(async move {
             let mut inv = self.invocation(&SCHEDULE);
             inv.arg(user).arg(reason.code()).arg(marked_at).arg(due_arg(due)).arg(FEED_KEEP_MS);
             let code: i64 = self.run(&inv).await?;
             Ok(match code {
                 1 => Marked::Scheduled,
-                2 => Marked::InProgress,
+                2 => Marked::AlreadyRunning,
                 _ => Marked::AlreadyScheduled,
             })
         })
@@ -349,20 +262,7 @@ impl Backend for Bound {
         Box::pin(async move {
             let mut inv = self.invocation(&STATUS);
             inv.arg(user);
-            let (seen, queued, job, leased): (
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            ) = self.run(&inv).await?;
-            let score = |v: Option<String>| v.as_deref().map(parse_num).transpose();
-            let job = job.as_deref().map(decode_job).transpose()?;
-            Ok(RawStatus {
-                last_seen: score(seen)?,
-                queued_due: score(queued)?.map(|d| (d != i64::MAX).then_some(d)),
-                leased_until: score(leased)?,
-                job,
-            })
+            status_reply(self.run(&inv).await?)
         })
     }
 
@@ -372,28 +272,7 @@ impl Backend for Bound {
             inv.arg(times.now.map_or(String::new(), |ms| ms.to_string()))
                 .arg(times.inactive_ms)
                 .arg(limit);
-            let flat: Vec<Value> = self.run(&inv).await?;
-            let [inactive, due, expired, rest @ ..] = flat.as_slice() else {
-                return Err(Error::Corrupt("short preview reply".into()));
-            };
-            let entries = rest
-                .chunks_exact(4)
-                .map(|c| {
-                    let seen = text(&c[3])?;
-                    Ok((
-                        user_of(&c[0])?,
-                        reason_of(&c[1])?,
-                        int(&c[2])?,
-                        if seen.is_empty() { None } else { Some(parse_num(&seen)?) },
-                    ))
-                })
-                .collect::<Result<_>>()?;
-            Ok(RawPreview {
-                inactive_total: int(inactive)?.unsigned_abs(),
-                due_total: int(due)?.unsigned_abs(),
-                expired_leases: int(expired)?.unsigned_abs(),
-                entries,
-            })
+            preview_reply(&self.run::<Vec<Value>>(&inv).await?)
         })
     }
 
@@ -418,10 +297,7 @@ impl Backend for Bound {
         })
     }
 
-    fn feed_read<'a>(
-        &'a self,
-        cursor: &'a str,
-    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+    fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
         Box::pin(async move {
             let reply: Value = redis::cmd("XRANGE")
                 .arg(&self.keys.feed)
@@ -434,7 +310,7 @@ impl Backend for Bound {
             let mut out = Vec::new();
             let mut next = cursor.to_owned();
             let Value::Array(entries) = reply else {
-                return Ok((out, next));
+                return Ok(FeedPage { entries: out, cursor: next });
             };
             for entry in entries {
                 let Value::Array(parts) = entry else { continue };
@@ -451,7 +327,7 @@ impl Backend for Bound {
                     None => tracing::warn!(entry = %next, "skipped an unreadable feed entry"),
                 }
             }
-            Ok((out, next))
+            Ok(FeedPage { entries: out, cursor: next })
         })
     }
 
@@ -500,7 +376,7 @@ impl Backend for Bound {
     fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         Box::pin(async move {
             let mut total = AdoptCounts::default();
-            for chunk in users.chunks(TOUCH_CHUNK) {
+            for chunk in users.chunks(INTERACTION_CHUNK) {
                 let mut inv = self.invocation(&ADOPT);
                 for a in chunk {
                     let ms = if a.if_new { format!("n{}", a.ms) } else { a.ms.to_string() };
@@ -563,15 +439,11 @@ impl Backend for Bound {
         })
     }
 
-    fn survey<'a>(
-        &'a self,
-        now: i64,
-        ranges: &'a [(i64, i64)],
-    ) -> BoxFuture<'a, Result<RawSurvey>> {
+    fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>> {
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            for (after, up_to) in ranges {
-                pipe.cmd("ZCOUNT").arg(&self.keys.seen).arg(format!("({after}")).arg(*up_to);
+            for r in ranges {
+                pipe.cmd("ZCOUNT").arg(&self.keys.seen).arg(format!("({}", r.after)).arg(r.up_to);
             }
             pipe.cmd("ZCOUNT").arg(&self.keys.queue).arg("-inf").arg(now);
             pipe.cmd("HVALS").arg(&self.keys.job);
@@ -590,9 +462,8 @@ impl Backend for Bound {
             let mut survey = RawSurvey { seen, scheduled_due, ..RawSurvey::default() };
             // A job this version cannot read is the claim's to report, not a reason to fail.
             for job in jobs.iter().filter_map(|job| decode_job(job).ok()) {
-                let (reason, _, attempts) = job;
-                survey.scheduled[reason.index()] += 1;
-                survey.max_attempts = survey.max_attempts.max(attempts);
+                survey.scheduled[job.reason.index()] += 1;
+                survey.max_attempts = survey.max_attempts.max(job.attempts);
             }
             survey.failing_since = failing
                 .iter()
@@ -600,9 +471,9 @@ impl Backend for Bound {
                 .collect();
             survey.writers = writers
                 .into_iter()
-                .filter_map(|(id, value)| {
-                    let (time, backlog) = value.split_once(',')?;
-                    Some((id, time.parse().ok()?, backlog.parse().ok()?))
+                .filter_map(|(writer, value)| {
+                    let (at, backlog) = value.split_once(',')?;
+                    Some(Heartbeat { writer, at: at.parse().ok()?, backlog: backlog.parse().ok()? })
                 })
                 .collect();
             Ok(survey)
@@ -682,18 +553,14 @@ impl Backend for Bound {
         })
     }
 
-    fn receipt_tags(
-        &self,
-        now: i64,
-        keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
+    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
         Box::pin(async move {
             let mut found = Vec::new();
             self.each_receipt(now, keep_ms, |entry| {
                 // An entry this version cannot read names nobody the audit could match.
                 if let (Some(tag), Ok(receipt)) = (entry.get::<String>("h"), decode_receipt(entry))
                 {
-                    found.push((tag, receipt));
+                    found.push(TaggedReceipt { tag, receipt });
                 }
                 Ok(())
             })

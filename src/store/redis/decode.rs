@@ -1,7 +1,115 @@
-//! Replies of Redis read into the protocol's types: integers, texts, ids and reasons, feed
-//! entries and receipts.
+//! Replies of Redis read into the protocol's types: one decoder per script reply that is
+//! more than a number (claim, claim_user, finish, status, preview), feed entries, receipts,
+//! and the integers, texts, ids and reasons inside them.
 
 use super::*;
+
+/// `claim.lua`'s reply: `{plain users, special users (user, reason, marked_at,
+/// attempts), deadline, held, unreadable, returned}`.
+pub(super) fn claim_reply(id: u64, reply: Value) -> Result<Batch> {
+    type Reply = (Vec<Value>, Vec<Value>, Value, String, Vec<String>, Vec<Value>);
+    let (plain, special, deadline, held, unreadable, returned): Reply =
+        redis::from_redis_value(reply).map_err(|e| Error::Redis(redis::RedisError::from(e)))?;
+    let mut users = Vec::with_capacity(plain.len() + special.len() / 4);
+    for user in &plain {
+        let Job { reason, marked_at, attempts } = Job::INACTIVE;
+        users.push(Claimed { user: user_of(user)?, reason, marked_at, attempts });
+    }
+    for c in special.chunks_exact(4) {
+        users.push(Claimed {
+            user: user_of(&c[0])?,
+            reason: reason_of(&c[1])?,
+            marked_at: int(&c[2])?,
+            attempts: u32::try_from(int(&c[3])?).unwrap_or(u32::MAX),
+        });
+    }
+    let held = (!held.is_empty()).then_some(held);
+    let returned = returned.iter().map(user_of).collect::<Result<_>>()?;
+    Ok(Batch { id, deadline: int(&deadline)?, users, held, unreadable, returned })
+}
+
+/// `claim_user.lua`'s reply: `{1, attempts, now, deadline}`, or `{0}` when a live batch
+/// holds the user.
+pub(super) fn claim_user_reply(request: &ClaimUser, reply: &[i64]) -> Result<Option<Batch>> {
+    let &ClaimUser { user, reason, batch, .. } = request;
+    Ok(match reply {
+        [1, attempts, now, deadline] => {
+            let attempts = u32::try_from(*attempts).unwrap_or(u32::MAX);
+            Some(Batch {
+                id: batch,
+                deadline: *deadline,
+                users: vec![Claimed { user, reason, marked_at: *now, attempts }],
+                held: None,
+                unreadable: Vec::new(),
+                returned: Vec::new(),
+            })
+        }
+        [0] => None,
+        other => return Err(Error::Corrupt(format!("claim_user replied {other:?}"))),
+    })
+}
+
+/// `finish.lua`'s reply for a batch of `done` confirmed users: `{-1}` (lease lost), or `{k,
+/// k positions (1-based) of follow-ups, then (since, report) per failed user}`.
+pub(super) fn finish_reply(done: usize, reply: &[Value]) -> Result<Option<Finish>> {
+    let k = int(reply.first().ok_or_else(|| Error::Unsafe("finish replied nothing".into()))?)?;
+    if k < 0 {
+        return Ok(None);
+    }
+    let k = usize::try_from(k).unwrap_or(usize::MAX).min(reply.len() - 1);
+    let mut confirmed = vec![Confirmed::Erased; done];
+    for position in &reply[1..=k] {
+        let at = usize::try_from(int(position)?).ok().and_then(|p| p.checked_sub(1));
+        let slot = at.and_then(|i| confirmed.get_mut(i)).ok_or_else(|| {
+            Error::Unsafe(format!("finish named follow-up {position:?} of {done}"))
+        })?;
+        *slot = Confirmed::ErasedWithFollowUp;
+    }
+    let failing = reply[k + 1..]
+        .chunks_exact(2)
+        .map(|pair| Ok(Failing { since: int(&pair[0])?, report: int(&pair[1])? == 1 }))
+        .collect::<Result<_>>()?;
+    Ok(Some(Finish { confirmed, failing }))
+}
+
+/// `status.lua`'s reply: the user's `seen` score, queue score, job and batch deadline,
+/// each nil when absent.
+pub(super) fn status_reply(reply: [Option<String>; 4]) -> Result<RawStatus> {
+    let [seen, queued, job, leased] = reply;
+    let score = |v: Option<String>| v.as_deref().map(parse_num).transpose();
+    Ok(RawStatus {
+        last_seen: score(seen)?,
+        queued_due: score(queued)?.map(|d| (d != i64::MAX).then_some(d)),
+        leased_until: score(leased)?,
+        job: job.as_deref().map(decode_job).transpose()?,
+    })
+}
+
+/// `preview.lua`'s reply: `{inactive total, due total, expired leases, then (user, reason,
+/// marked_at, last seen or "") per entry}`.
+pub(super) fn preview_reply(reply: &[Value]) -> Result<RawPreview> {
+    let [inactive, due, expired, rest @ ..] = reply else {
+        return Err(Error::Corrupt("short preview reply".into()));
+    };
+    let entries = rest
+        .chunks_exact(4)
+        .map(|c| {
+            let seen = text(&c[3])?;
+            Ok(PreviewEntry {
+                user: user_of(&c[0])?,
+                reason: reason_of(&c[1])?,
+                marked_at: int(&c[2])?,
+                last_seen: if seen.is_empty() { None } else { Some(parse_num(&seen)?) },
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(RawPreview {
+        inactive_total: int(inactive)?.unsigned_abs(),
+        due_total: int(due)?.unsigned_abs(),
+        expired_leases: int(expired)?.unsigned_abs(),
+        entries,
+    })
+}
 
 /// An invalidation from its feed entry's fields (`u` user, `s` since, `e` until, `o`
 /// opt-out); `None` if it lacks a user or holds a value this version cannot read.

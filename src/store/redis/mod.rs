@@ -12,7 +12,7 @@ pub(crate) mod sharded;
 
 pub use admin::{Diagnosis, NamespaceMeta, Resharded};
 use admin::{check_shard_count, info_field, infos, node_policies, oldest_version, riskiest_policy};
-pub(crate) use client::Bound;
+pub(crate) use client::RedisNamespace;
 
 use crate::conn::manager_config;
 use connect::{ClusterConn, ClusterHandle, SentinelConn, SentinelHandle};
@@ -33,9 +33,11 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Confirmed, FEED_KEEP_MS, FEED_READ,
-    Finish, FinishWith, Hashed, Health, Invalidation, Marked, Pending, RawPreview, RawStatus,
-    RawSurvey, Store, WriterWindow, check_version, decode_job, parse_version, sealed,
+    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
+    FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat,
+    Interaction, Invalidation, Job, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
+    RawSurvey, Retry, ScheduleRequest, SeenRange, Store, TaggedReceipt, WriterWindow,
+    check_version, decode_job, parse_version, sealed,
 };
 
 /// The production store: Redis 7.0 or newer, a single server (plain or `rediss://`), a
@@ -396,12 +398,17 @@ fn tls_hint(e: redis::RedisError) -> Error {
 impl Store for RedisStore {
     fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
         let count = self.shards();
-        let home = Arc::new(Bound::new(self.conn.clone(), namespace));
+        let home = Arc::new(RedisNamespace::new(self.conn.clone(), namespace));
         let shards = if count == 1 {
             vec![Arc::clone(&home)]
         } else {
             (0..count)
-                .map(|i| Arc::new(Bound::new(self.conn.clone(), &shard_tag(namespace, i, count))))
+                .map(|i| {
+                    Arc::new(RedisNamespace::new(
+                        self.conn.clone(),
+                        &shard_tag(namespace, i, count),
+                    ))
+                })
                 .collect()
         };
         sealed::Bound(Arc::new(Sharded::new(home, shards)))

@@ -43,7 +43,8 @@ pub(crate) static HEARTBEAT: LazyLock<Script> =
     script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");
 pub(crate) static MARKER: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/marker.lua");
-pub(crate) static TOUCH: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/touch.lua");
+pub(crate) static INTERACTIONS: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/interactions.lua");
 pub(crate) static ADOPT: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/adopt.lua");
 pub(crate) static HOLDING: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
@@ -64,6 +65,6 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 14] = [
     ("marker", &MARKER),
     ("holding", &HOLDING),
     ("layout", &LAYOUT),
-    ("touch", &TOUCH),
+    ("interactions", &INTERACTIONS),
     ("adopt", &ADOPT),
 ];

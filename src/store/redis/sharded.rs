@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::future::{BoxFuture, try_join_all};
 
-use super::Bound;
-use crate::erase::ErasureReason;
+use super::RedisNamespace;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimTimes, Claimed, Finish, FinishWith, Hashed, Health,
-    Invalidation, Marked, Pending, RawPreview, RawStatus, RawSurvey, WriterWindow,
+    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, FeedPage, Finish,
+    FinishRequest, Hashed, Health, Interaction, Marked, Pending, RawPreview, RawStatus, RawSurvey,
+    ScheduleRequest, SeenRange, TaggedReceipt, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -77,15 +77,15 @@ pub(crate) fn shard_tag(namespace: &str, index: usize, count: usize) -> String {
 /// namespace was resharded under this process, see `fence.lua`) makes the check run again
 /// and fail with the same typed error.
 pub(crate) struct Sharded {
-    home: Arc<Bound>,
-    shards: Vec<Arc<Bound>>,
+    home: Arc<RedisNamespace>,
+    shards: Vec<Arc<RedisNamespace>>,
     checked: AtomicBool,
 }
 
 impl Sharded {
     /// `shards` in index order; `home` is the namespace's own tag (the only shard when
     /// there is one).
-    pub(crate) fn new(home: Arc<Bound>, shards: Vec<Arc<Bound>>) -> Self {
+    pub(crate) fn new(home: Arc<RedisNamespace>, shards: Vec<Arc<RedisNamespace>>) -> Self {
         Self { home, shards, checked: AtomicBool::new(false) }
     }
 
@@ -103,7 +103,7 @@ impl Sharded {
     /// heartbeats of a process opened with the wrong count.
     async fn in_recorded_layout<F>(&self, layout_error: &Error, call: F)
     where
-        F: for<'b> Fn(&'b Bound) -> BoxFuture<'b, Result<()>>,
+        F: for<'b> Fn(&'b RedisNamespace) -> BoxFuture<'b, Result<()>>,
     {
         let count = match layout_error {
             Error::ShardCount { recorded, .. } => *recorded,
@@ -111,7 +111,7 @@ impl Sharded {
             _ => return,
         };
         let namespace = self.home.namespace();
-        let shards: Vec<Bound> =
+        let shards: Vec<RedisNamespace> =
             (0..count).map(|i| self.home.sibling(&shard_tag(namespace, i, count))).collect();
         let _ = futures_util::future::join_all(shards.iter().map(call)).await;
     }
@@ -138,14 +138,14 @@ impl Sharded {
         )))
     }
 
-    fn shard(&self, user: u64) -> &Bound {
+    fn shard(&self, user: u64) -> &RedisNamespace {
         &self.shards[shard_of(user, self.shards.len())]
     }
 
     /// Runs `call` on every shard concurrently; all results, or the first error.
     async fn every<'a, T, F>(&'a self, call: F) -> Result<Vec<T>>
     where
-        F: Fn(&'a Bound) -> BoxFuture<'a, Result<T>>,
+        F: Fn(&'a RedisNamespace) -> BoxFuture<'a, Result<T>>,
     {
         self.ready().await?;
         try_join_all(self.shards.iter().map(|s| call(s))).await
@@ -167,38 +167,32 @@ impl Backend for Sharded {
         self.shards.iter().map(|s| &**s as &dyn Backend).collect()
     }
 
-    fn touch<'a>(&'a self, touches: &'a [(u64, i64)]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.ready().await?;
             if self.shards.len() == 1 {
-                return self.fenced(self.shards[0].touch(touches).await).await;
+                return self.fenced(self.shards[0].record_interactions(seen).await).await;
             }
             let mut split = vec![Vec::new(); self.shards.len()];
-            for &(user, ms) in touches {
-                split[shard_of(user, self.shards.len())].push((user, ms));
+            for &i in seen {
+                split[shard_of(i.user, self.shards.len())].push(i);
             }
             let writes = split
                 .iter()
                 .zip(&self.shards)
                 .filter(|(part, _)| !part.is_empty())
-                .map(|(part, shard)| shard.touch(part));
+                .map(|(part, shard)| shard.record_interactions(part));
             self.fenced(try_join_all(writes).await.map(drop)).await
         })
     }
 
-    fn claim(
-        &self,
-        times: ClaimTimes,
-        writers: WriterWindow,
-        limit: usize,
-        id: u64,
-    ) -> BoxFuture<'_, Result<Batch>> {
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>> {
         // The pruner claims from each of `parts()`; this whole-namespace claim takes the
         // first shard with work, so that a batch never spans shards.
         Box::pin(async move {
             self.ready().await?;
             let mut empty = Batch {
-                id,
+                id: request.batch,
                 deadline: 0,
                 users: Vec::new(),
                 held: None,
@@ -206,7 +200,7 @@ impl Backend for Sharded {
                 returned: Vec::new(),
             };
             for shard in &self.shards {
-                let mut batch = self.fenced(shard.claim(times, writers, limit, id).await).await?;
+                let mut batch = self.fenced(shard.claim(request).await).await?;
                 if !batch.users.is_empty() {
                     batch.returned.append(&mut empty.returned);
                     batch.unreadable.append(&mut empty.unreadable);
@@ -222,16 +216,10 @@ impl Backend for Sharded {
         })
     }
 
-    fn claim_user(
-        &self,
-        user: u64,
-        reason: ErasureReason,
-        times: ClaimTimes,
-        id: u64,
-    ) -> BoxFuture<'_, Result<Option<Batch>>> {
+    fn claim_user(&self, request: ClaimUser) -> BoxFuture<'_, Result<Option<Batch>>> {
         Box::pin(async move {
             self.ready().await?;
-            self.fenced(self.shard(user).claim_user(user, reason, times, id).await).await
+            self.fenced(self.shard(request.user).claim_user(request).await).await
         })
     }
 
@@ -301,36 +289,22 @@ impl Backend for Sharded {
         })
     }
 
-    fn finish<'a>(
-        &'a self,
-        batch: &'a Batch,
-        done: &'a [Claimed],
-        failed: &'a [(Claimed, i64)],
-        now: i64,
-        follow_up_at: i64,
-        with: FinishWith<'a>,
-    ) -> BoxFuture<'a, Result<Option<Finish>>> {
+    fn finish<'a>(&'a self, request: FinishRequest<'a>) -> BoxFuture<'a, Result<Option<Finish>>> {
         Box::pin(async move {
             self.ready().await?;
             // A batch is claimed from one shard: its first user names it.
-            let Some(first) = batch.users.first() else {
+            let Some(first) = request.batch.users.first() else {
                 return Ok(Some(Finish { confirmed: Vec::new(), failing: Vec::new() }));
             };
             let shard = self.shard(first.user);
-            self.fenced(shard.finish(batch, done, failed, now, follow_up_at, with).await).await
+            self.fenced(shard.finish(request).await).await
         })
     }
 
-    fn schedule(
-        &self,
-        user: u64,
-        reason: ErasureReason,
-        marked_at: i64,
-        due: Option<i64>,
-    ) -> BoxFuture<'_, Result<Marked>> {
+    fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>> {
         Box::pin(async move {
             self.ready().await?;
-            self.fenced(self.shard(user).schedule(user, reason, marked_at, due).await).await
+            self.fenced(self.shard(request.user).schedule(request).await).await
         })
     }
 
@@ -381,21 +355,18 @@ impl Backend for Sharded {
         Box::pin(async move { Ok(self.every(Backend::feed_head).await?.join(",")) })
     }
 
-    fn feed_read<'a>(
-        &'a self,
-        cursor: &'a str,
-    ) -> BoxFuture<'a, Result<(Vec<Invalidation>, String)>> {
+    fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
         Box::pin(async move {
             self.ready().await?;
             let cursors = split_cursor(cursor, self.shards.len())?;
             let reads = self.shards.iter().zip(cursors).map(|(s, c)| s.feed_read(c));
             let mut all = Vec::new();
             let mut next = Vec::with_capacity(self.shards.len());
-            for (invalidations, cursor) in try_join_all(reads).await? {
-                all.extend(invalidations);
-                next.push(cursor);
+            for page in try_join_all(reads).await? {
+                all.extend(page.entries);
+                next.push(page.cursor);
             }
-            Ok((all, next.join(",")))
+            Ok(FeedPage { entries: all, cursor: next.join(",") })
         })
     }
 
@@ -444,11 +415,7 @@ impl Backend for Sharded {
         self.home.last_audit()
     }
 
-    fn receipt_tags(
-        &self,
-        now: i64,
-        keep_ms: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, RawReceipt)>>> {
+    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
         Box::pin(async move {
             let all = self.every(|shard| shard.receipt_tags(now, keep_ms)).await?;
             Ok(all.into_iter().flatten().collect())
@@ -518,11 +485,7 @@ impl Backend for Sharded {
         Box::pin(async move { Ok(self.every(Backend::tracked).await?.into_iter().sum()) })
     }
 
-    fn survey<'a>(
-        &'a self,
-        now: i64,
-        ranges: &'a [(i64, i64)],
-    ) -> BoxFuture<'a, Result<RawSurvey>> {
+    fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>> {
         Box::pin(async move {
             let all = self.every(|shard| shard.survey(now, ranges)).await?;
             let mut total = RawSurvey { seen: vec![0; ranges.len()], ..RawSurvey::default() };

@@ -3,7 +3,7 @@
 -- scheduled or running (left as it is: adoption never resurrects an opted-out user).
 --
 -- KEYS: 1 seen, 2 lease, 4 job, 6 batches, 8 meta
--- ARGV: ms, user, ms, user, ... (at most TOUCH_CHUNK pairs; canonical ids); an `ms`
+-- ARGV: ms, user, ms, user, ... (at most INTERACTION_CHUNK pairs; canonical ids); an `ms`
 --       written `n<ms>` applies only to a user not tracked yet (the bot knew no time: a
 --       tracked user keeps theirs, so adopting again never restarts a clock)
 -- Returns {newly tracked, moved forward, kept, left because an erasure is scheduled or

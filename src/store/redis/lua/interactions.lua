@@ -1,7 +1,7 @@
 -- Records interactions: seen[user] = max(seen[user], ms), never moving a user back (GT).
 --
 -- KEYS: 1 seen, 8 meta
--- ARGV: ms, user, ms, user, ... (at most TOUCH_CHUNK pairs)
+-- ARGV: ms, user, ms, user, ... (at most INTERACTION_CHUNK pairs)
 -- Returns 0; a `LAYOUT` error if the layout of these keys is no longer read (fence.lua is
 -- prepended).
 

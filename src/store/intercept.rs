@@ -1,0 +1,199 @@
+//! A store that forwards every operation to another after a hook has seen it: the one
+//! place where test doubles implement the protocol. A double is a [`Hook`] (hold a write,
+//! fail an operation); the forwarding is written once, here.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::Result;
+use crate::receipts::RawReceipt;
+use crate::store::sealed::{Bound, Token};
+use crate::store::{
+    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, DynBackend,
+    FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, Marked, Pending, RawPreview,
+    RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, TaggedReceipt, WriterWindow,
+};
+
+/// The operations of [`Backend`], by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub(crate) enum Op {
+    RecordInteractions,
+    Claim,
+    ClaimUser,
+    ServerTime,
+    Heartbeat,
+    Retire,
+    WritersHolding,
+    Health,
+    AcceptLostTracking,
+    Finish,
+    Receipts,
+    Schedule,
+    UnscheduleGone,
+    Status,
+    Preview,
+    FeedHead,
+    FeedRead,
+    PutNonce,
+    TakeNonce,
+    CountUse,
+    ClaimAudit,
+    RecordAudit,
+    LastAudit,
+    ReceiptTags,
+    Adopt,
+    Known,
+    Secret,
+    Tracked,
+    Survey,
+    Pending,
+}
+
+/// What a test double does before an operation reaches the store: wait, count, or fail it
+/// (an error is returned instead of calling the store).
+pub(crate) trait Hook: Send + Sync + 'static {
+    fn before(&self, op: Op) -> BoxFuture<'_, Result<()>>;
+}
+
+/// `store` behind `hook`. Its namespaces are one part each (a sharded inner store's parts
+/// are not split out), which is all the in-process doubles need.
+pub(crate) struct Intercepted<S, H> {
+    pub(crate) store: S,
+    pub(crate) hook: Arc<H>,
+}
+
+impl<S: Store, H: Hook> Store for Intercepted<S, H> {
+    fn bind(&self, namespace: &str, token: Token) -> Bound {
+        let inner = self.store.bind(namespace, token).0;
+        Bound(Arc::new(Forward { inner, hook: Arc::clone(&self.hook) }))
+    }
+}
+
+struct Forward<H> {
+    inner: DynBackend,
+    hook: Arc<H>,
+}
+
+/// The hook, then the store.
+macro_rules! forward {
+    ($self:ident, $op:ident, $call:expr) => {
+        Box::pin(async move {
+            $self.hook.before(Op::$op).await?;
+            $call.await
+        })
+    };
+}
+
+impl<H: Hook> Backend for Forward<H> {
+    fn parts(&self) -> Vec<&dyn Backend> {
+        vec![self]
+    }
+    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
+        forward!(self, RecordInteractions, self.inner.record_interactions(seen))
+    }
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>> {
+        forward!(self, Claim, self.inner.claim(request))
+    }
+    fn claim_user(&self, request: ClaimUser) -> BoxFuture<'_, Result<Option<Batch>>> {
+        forward!(self, ClaimUser, self.inner.claim_user(request))
+    }
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        forward!(self, ServerTime, self.inner.server_time())
+    }
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+        forward!(self, Heartbeat, self.inner.heartbeat(id, backlog))
+    }
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        forward!(self, Retire, self.inner.retire(id))
+    }
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>> {
+        forward!(self, WritersHolding, self.inner.writers_holding(writers))
+    }
+    fn health(&self) -> BoxFuture<'_, Result<Health>> {
+        forward!(self, Health, self.inner.health())
+    }
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>> {
+        forward!(self, AcceptLostTracking, self.inner.accept_lost_tracking())
+    }
+    fn finish<'a>(&'a self, request: FinishRequest<'a>) -> BoxFuture<'a, Result<Option<Finish>>> {
+        forward!(self, Finish, self.inner.finish(request))
+    }
+    fn receipts<'a>(
+        &'a self,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>> {
+        forward!(self, Receipts, self.inner.receipts(tag, now, keep_ms))
+    }
+    fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>> {
+        forward!(self, Schedule, self.inner.schedule(request))
+    }
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+        forward!(self, UnscheduleGone, self.inner.unschedule_gone(user))
+    }
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
+        forward!(self, Status, self.inner.status(user))
+    }
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
+        forward!(self, Preview, self.inner.preview(times, limit))
+    }
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
+        forward!(self, FeedHead, self.inner.feed_head())
+    }
+    fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
+        forward!(self, FeedRead, self.inner.feed_read(cursor))
+    }
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        forward!(self, PutNonce, self.inner.put_nonce(who, value, ttl_ms))
+    }
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>> {
+        forward!(self, TakeNonce, self.inner.take_nonce(who))
+    }
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
+        forward!(self, CountUse, self.inner.count_use(who, action, window, ttl_ms))
+    }
+    fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        forward!(self, ClaimAudit, self.inner.claim_audit(ttl_ms, holder))
+    }
+    fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
+        forward!(self, RecordAudit, self.inner.record_audit(summary))
+    }
+    fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        forward!(self, LastAudit, self.inner.last_audit())
+    }
+    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
+        forward!(self, ReceiptTags, self.inner.receipt_tags(now, keep_ms))
+    }
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
+        forward!(self, Adopt, self.inner.adopt(users))
+    }
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        forward!(self, Known, self.inner.known(users))
+    }
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
+        forward!(self, Secret, self.inner.secret(candidate))
+    }
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
+        forward!(self, Tracked, self.inner.tracked())
+    }
+    fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>> {
+        forward!(self, Survey, self.inner.survey(now, ranges))
+    }
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+        forward!(self, Pending, self.inner.pending())
+    }
+}

@@ -1,0 +1,520 @@
+//! The protocol every store implements: the [`Backend`] trait and a typed request and
+//! reply per operation.
+//!
+//! Every operation is all-or-nothing on one store (one Lua script or one transaction on
+//! Redis, one lock on the memory store), and none moves a user's last-seen time back.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::erase::ErasureReason;
+use crate::error::Result;
+use crate::receipts::{RawReceipt, ReceiptBatch};
+
+/// One interaction to record: `user` was last seen at `at` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interaction {
+    pub(crate) user: u64,
+    pub(crate) at: i64,
+}
+
+/// A user claimed for erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub(crate) user: u64,
+    pub(crate) reason: ErasureReason,
+    /// When the user was marked for erasure (0 for a claim for inactivity).
+    pub(crate) marked_at: i64,
+    /// Earlier failed attempts.
+    pub(crate) attempts: u32,
+}
+
+/// Users claimed together under one lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// Random; names the batch in the store.
+    pub(crate) id: u64,
+    /// The lease deadline; it identifies this claim when the batch is finished.
+    pub(crate) deadline: i64,
+    pub(crate) users: Vec<Claimed>,
+    /// Why users inactive past the cutoff were not claimed (a writer may hold unwritten
+    /// interactions), if they were not.
+    pub(crate) held: Option<String>,
+    /// Values the claim could not read, left in place (each names its key and user).
+    pub(crate) unreadable: Vec<String>,
+    /// Users whose due gone mark the claim dropped because they came back.
+    pub(crate) returned: Vec<u64>,
+}
+
+/// How a claim finds "now", the cutoff and the lease deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimTimes {
+    /// "Now" in ms; `None`: the store's own clock (Redis `TIME`).
+    pub(crate) now: Option<i64>,
+    /// Users last seen at or before `now - inactive_ms` are inactive.
+    pub(crate) inactive_ms: i64,
+    /// The lease deadline is `now + lease_ms`.
+    pub(crate) lease_ms: i64,
+}
+
+/// A claim of due erasures (see [`Backend::claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimRequest {
+    pub(crate) times: ClaimTimes,
+    pub(crate) writers: WriterWindow,
+    /// At most this many users.
+    pub(crate) limit: usize,
+    /// The new batch's id ([`Batch::id`]).
+    pub(crate) batch: u64,
+}
+
+/// A claim of one user for an immediate erasure (see [`Backend::claim_user`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimUser {
+    pub(crate) user: u64,
+    pub(crate) reason: ErasureReason,
+    /// "Now" and the lease; `inactive_ms` is unused.
+    pub(crate) times: ClaimTimes,
+    /// The new batch's id ([`Batch::id`]).
+    pub(crate) batch: u64,
+}
+
+/// How writers' heartbeats hold back inactivity claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriterWindow {
+    /// A writer without a heartbeat for longer than this may be cut off and buffering.
+    pub(crate) silent_ms: i64,
+    /// A writer without a heartbeat for longer than this counts as dead.
+    pub(crate) dead_ms: i64,
+}
+
+/// What a store server says about its own safety; see [`Backend::health`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Health {
+    /// The server's version as it reports it (`7.0.15`), when known.
+    pub(crate) version: Option<String>,
+    /// `maxmemory-policy`, when it could be read.
+    pub(crate) eviction_policy: Option<String>,
+    /// The `seen` set was lost after its marker was written (evicted or deleted).
+    pub(crate) seen_vanished: bool,
+}
+
+/// The result of finishing one erased user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirmed {
+    /// The user's entries are gone.
+    Erased,
+    /// Erased, but the user was touched while erasers ran: a follow-up opt-out erasure is
+    /// queued.
+    ErasedWithFollowUp,
+}
+
+/// When a failing erasure counts as stuck, and how often a stuck one is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StuckWindow {
+    /// Failing for this long (ms) makes an erasure stuck.
+    pub(crate) after_ms: i64,
+    /// A stuck erasure is reported at most once per this (ms).
+    pub(crate) every_ms: i64,
+}
+
+/// A claimed user whose erasure failed, given back to the queue due at `due` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Retry {
+    pub(crate) claimed: Claimed,
+    pub(crate) due: i64,
+}
+
+/// The end of a batch (see [`Backend::finish`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FinishRequest<'a> {
+    pub(crate) batch: &'a Batch,
+    /// Users whose erasers all succeeded.
+    pub(crate) done: &'a [Claimed],
+    /// Users with a failed eraser.
+    pub(crate) failed: &'a [Retry],
+    pub(crate) now: i64,
+    /// When a follow-up erasure of a user touched while erasers ran is due.
+    pub(crate) follow_up_at: i64,
+    /// When failing erasures are stuck.
+    pub(crate) stuck: StuckWindow,
+    /// The receipts to write (`None`: receipts are off).
+    pub(crate) receipts: Option<&'a ReceiptBatch>,
+}
+
+/// A failed user's erasure as the store now records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failing {
+    /// Since when (ms) the erasure has been failing.
+    pub(crate) since: i64,
+    /// It is stuck and to be reported now (once per period across every process).
+    pub(crate) report: bool,
+}
+
+/// What finishing a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finish {
+    /// One per confirmed user.
+    pub(crate) confirmed: Vec<Confirmed>,
+    /// One per failed user.
+    pub(crate) failing: Vec<Failing>,
+}
+
+/// Scheduled and failing erasures of a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pending {
+    /// Scheduled erasures (gone marks, opt-outs, retries), due or not.
+    pub(crate) scheduled: u64,
+    /// Erasures whose last attempt failed.
+    pub(crate) failing: u64,
+    /// When the longest-failing of them first failed (ms).
+    pub(crate) oldest_failing_since: Option<i64>,
+}
+
+/// Counts over a namespace for operators (see [`crate::Survey`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawSurvey {
+    /// Users whose last interaction is in each of the asked ranges.
+    pub(crate) seen: Vec<u64>,
+    /// Scheduled (or running) erasures by reason ([`ErasureReason::index`]).
+    pub(crate) scheduled: [u64; ErasureReason::ALL.len()],
+    /// Scheduled erasures due at or before the survey's time.
+    pub(crate) scheduled_due: u64,
+    /// Since when (ms) each failing erasure fails.
+    pub(crate) failing_since: Vec<i64>,
+    /// The most failed attempts of any scheduled erasure.
+    pub(crate) max_attempts: u32,
+    /// Writers' heartbeats.
+    pub(crate) writers: Vec<Heartbeat>,
+}
+
+/// A writer's last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    pub(crate) writer: String,
+    /// When (ms, the store's clock).
+    pub(crate) at: i64,
+    /// Interactions it held unwritten.
+    pub(crate) backlog: u64,
+}
+
+/// Users last seen in `(after, up_to]` (ms), for a survey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeenRange {
+    pub(crate) after: i64,
+    pub(crate) up_to: i64,
+}
+
+/// An erasure to schedule (see [`Backend::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScheduleRequest {
+    pub(crate) user: u64,
+    pub(crate) reason: ErasureReason,
+    pub(crate) marked_at: i64,
+    /// When it is due (`None`: never, a mark only).
+    pub(crate) due: Option<i64>,
+}
+
+/// A scheduled or running erasure as the store records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Job {
+    pub(crate) reason: ErasureReason,
+    /// When the user was marked (0 for inactivity).
+    pub(crate) marked_at: i64,
+    /// Earlier failed attempts.
+    pub(crate) attempts: u32,
+}
+
+impl Job {
+    /// What a user claimed for inactivity carries: no mark, no attempts.
+    pub(crate) const INACTIVE: Job =
+        Job { reason: ErasureReason::Inactive, marked_at: 0, attempts: 0 };
+
+    /// A new opt-out marked at `at`.
+    pub(crate) fn opt_out(at: i64) -> Job {
+        Job { reason: ErasureReason::OptOut, marked_at: at, attempts: 0 }
+    }
+}
+
+/// Whether a user with a scheduled erasure `job` came back: they interacted after they
+/// were marked (`last_seen` is their time in `seen`). An opt-out never comes back; an
+/// erasure without a mark (inactivity, a dead pruner's batch) does as soon as the user is
+/// tracked again. The one rule behind `came_back` in `claim.lua` and `preview.lua`, the
+/// memory store and the tracker.
+pub(crate) fn came_back(job: Job, last_seen: Option<i64>) -> bool {
+    job.reason != ErasureReason::OptOut
+        && last_seen.is_some_and(|seen| job.marked_at == 0 || seen > job.marked_at)
+}
+
+/// The result of scheduling an erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marked {
+    /// Newly scheduled (or upgraded to an opt-out).
+    Scheduled,
+    /// An erasure was already scheduled and is kept as it was.
+    AlreadyScheduled,
+    /// The user is being erased right now.
+    AlreadyRunning,
+}
+
+/// What the store holds about one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RawStatus {
+    pub(crate) last_seen: Option<i64>,
+    /// Scheduled erasure: due time (`None` = never, mark only).
+    pub(crate) queued_due: Option<Option<i64>>,
+    pub(crate) leased_until: Option<i64>,
+    /// A scheduled or running erasure.
+    pub(crate) job: Option<Job>,
+}
+
+/// A read-only view of what the next pass would claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawPreview {
+    pub(crate) inactive_total: u64,
+    pub(crate) due_total: u64,
+    pub(crate) expired_leases: u64,
+    pub(crate) entries: Vec<PreviewEntry>,
+}
+
+/// One user a claim would take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PreviewEntry {
+    pub(crate) user: u64,
+    pub(crate) reason: ErasureReason,
+    /// When the user was marked (0 if not).
+    pub(crate) marked_at: i64,
+    pub(crate) last_seen: Option<i64>,
+}
+
+/// An erasure (or gone mark) announced to every process sharing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Invalidation {
+    pub(crate) user: u64,
+    /// Interactions at or after this time must be written again.
+    pub(crate) since: i64,
+    /// The end of the erasure window (equal to `since` for a gone mark).
+    pub(crate) until: i64,
+    /// The erasure was an opt-out: interactions inside the window need a follow-up.
+    pub(crate) opt_out: bool,
+}
+
+/// Invalidations read from the feed, and the cursor after them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FeedPage {
+    pub(crate) entries: Vec<Invalidation>,
+    pub(crate) cursor: String,
+}
+
+/// A receipt with the keyed tag of its user (see [`Hashed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaggedReceipt {
+    pub(crate) tag: String,
+    pub(crate) receipt: RawReceipt,
+}
+
+/// A user as key names see them: a keyed hash of the id (`tag`, see
+/// `Engine::hashed`), never the id, so that no key name keeps a raw user id. `user` only
+/// picks the user's shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hashed {
+    pub(crate) user: u64,
+    pub(crate) tag: String,
+}
+
+/// A user to adopt (see `Backend::adopt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Adoptee {
+    pub(crate) user: u64,
+    pub(crate) ms: i64,
+    /// The bot knew no time: `ms` applies only if the user is not tracked yet.
+    pub(crate) if_new: bool,
+}
+
+/// What adopting users did (see `Backend::adopt`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AdoptCounts {
+    /// Not tracked before.
+    pub(crate) new: u64,
+    /// Tracked with an earlier time, moved forward.
+    pub(crate) moved: u64,
+    /// Tracked with this time or a later one: unchanged.
+    pub(crate) kept: u64,
+    /// An erasure of theirs is scheduled or running: left as it is.
+    pub(crate) erasing: u64,
+}
+
+impl std::ops::AddAssign for AdoptCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.new += other.new;
+        self.moved += other.moved;
+        self.kept += other.kept;
+        self.erasing += other.erasing;
+    }
+}
+
+/// Decodes a stored job.
+pub(crate) fn decode_job(raw: &str) -> Result<Job> {
+    let bad = || crate::Error::Corrupt(format!("erasure job {raw:?}"));
+    let mut parts = raw.split(',');
+    let reason = parts.next().and_then(ErasureReason::from_code).ok_or_else(bad)?;
+    let marked_at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let attempts = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    Ok(Job { reason, marked_at, attempts })
+}
+
+/// Shared handle type.
+pub(crate) type DynBackend = Arc<dyn Backend>;
+
+/// The protocol every store implements. Times are unix milliseconds of the injected clock.
+///
+/// Invariant kept by every operation: a user is in at most one of the queue and a batch.
+pub(crate) trait Backend: Send + Sync {
+    /// The parts a pass claims from, each on its own: the shards of a sharded namespace,
+    /// otherwise the backend itself. A batch claimed from a part is finished through the
+    /// whole backend, which sends it back to that part.
+    fn parts(&self) -> Vec<&dyn Backend>;
+
+    /// Records interactions: `seen[user] = max(seen[user], ms)`.
+    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>>;
+
+    /// Claims up to `limit` users whose erasure is due into a new batch, leased until
+    /// `now + lease`: users of expired batches, due queue entries, then users inactive past
+    /// the cutoff (unless a writer may hold unwritten interactions). Users who came back
+    /// are dropped; values the claim cannot read are left in place and reported.
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>>;
+
+    /// Claims one user for an immediate erasure as a batch of their own; `None` if a live
+    /// batch of another erasure holds them (that erasure is upgraded to the reason).
+    fn claim_user(&self, request: ClaimUser) -> BoxFuture<'_, Result<Option<Batch>>>;
+
+    /// The store's own clock in unix ms (Redis `TIME`); `None` if it has none.
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>>;
+
+    /// Records a heartbeat of writer `id` with `backlog` unwritten interactions, stamped
+    /// with the store's clock.
+    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>>;
+
+    /// Removes the heartbeat of writer `id` (a clean shutdown).
+    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>>;
+
+    /// Why inactivity claims would be held back by writers right now, if they would.
+    fn writers_holding(&self, writers: WriterWindow) -> BoxFuture<'_, Result<Option<String>>>;
+
+    /// The server's version, eviction policy and whether `seen` vanished (writing its
+    /// marker when the namespace is new).
+    fn health(&self) -> BoxFuture<'_, Result<Health>>;
+
+    /// Writes the marker of `seen` again: the operator accepted that tracking was lost.
+    fn accept_lost_tracking(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Ends a batch while its lease is ours: confirms `done` users and gives `failed` ones
+    /// back to the queue, due at their retry time, noting since when each has been failing
+    /// (and reporting those stuck by `stuck`, each once per period across every process).
+    /// `None` if the lease was lost.
+    fn finish<'a>(&'a self, request: FinishRequest<'a>) -> BoxFuture<'a, Result<Option<Finish>>>;
+
+    /// The receipts of the user named `tag` (in every shard: a reshard moves receipts
+    /// without knowing whose they are) that are younger than `keep_ms` at `now`, oldest
+    /// first.
+    fn receipts<'a>(
+        &'a self,
+        tag: &'a str,
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<RawReceipt>>>;
+
+    /// Schedules an erasure (an upgrade to an opt-out replaces a gone mark).
+    fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>>;
+
+    /// Cancels a scheduled gone erasure (not an opt-out); `true` if one was cancelled.
+    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>>;
+
+    /// What the store holds about `user`.
+    fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>>;
+
+    /// What a claim with `times` would take, listing up to `limit` users: the same "now"
+    /// and cutoff as the claim (the store's clock where the claim reads it).
+    fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>>;
+
+    /// The position after the newest invalidation.
+    fn feed_head(&self) -> BoxFuture<'_, Result<String>>;
+
+    /// Invalidations after `cursor`, and the new cursor.
+    fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>>;
+
+    /// Stores a confirmation nonce for `who`, replacing any earlier one.
+    fn put_nonce<'a>(
+        &'a self,
+        who: &'a Hashed,
+        value: String,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes and returns the confirmation nonce of `who`.
+    fn take_nonce<'a>(&'a self, who: &'a Hashed) -> BoxFuture<'a, Result<Option<String>>>;
+
+    /// Counts one use of `action` by `who` in the window `window` (an index); returns the
+    /// count so far in that window. The counter expires after `ttl_ms`.
+    fn count_use<'a>(
+        &'a self,
+        who: &'a Hashed,
+        action: &'static str,
+        window: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Takes the lease of the scheduled audit for `ttl_ms` (as `holder`); `false` if another
+    /// replica holds it, which then runs this interval's audit.
+    fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>>;
+
+    /// Keeps `summary` (counts only, JSON) as the last audit's.
+    fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// The last audit's summary, if any.
+    fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>>;
+
+    /// Every receipt younger than `keep_ms` at `now`, with its keyed tag (every shard).
+    /// Reads every receipt: for the audit, not hot paths.
+    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>>;
+
+    /// Adopts users the bot held before it tracked them: `seen[user] = max(seen[user], ms)`
+    /// (with `if_new`, only for a user not tracked yet) unless an erasure of the user is
+    /// scheduled or running.
+    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>>;
+
+    /// For each of `users`, whether the store knows them: tracked, or with an erasure
+    /// scheduled or running. Read-only.
+    fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>>;
+
+    /// The namespace's secret for naming users in keys when no receipt key is set (hex of
+    /// 32 random bytes), created on first use; `candidate` is stored if there is none yet.
+    fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>>;
+
+    /// Number of tracked users (for stats and tests).
+    fn tracked(&self) -> BoxFuture<'_, Result<u64>>;
+
+    /// Counts for operators at `now`: users last seen in each range, scheduled and failing
+    /// erasures, heartbeats. Reads whole queues: not for hot paths.
+    fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>>;
+
+    /// Scheduled and failing erasures (for the metrics' gauges).
+    fn pending(&self) -> BoxFuture<'_, Result<Pending>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_decode() {
+        for reason in ErasureReason::ALL {
+            let raw = format!("{},1700000000123,7", reason.code());
+            let job = Job { reason, marked_at: 1_700_000_000_123, attempts: 7 };
+            assert_eq!(decode_job(&raw).unwrap(), job);
+        }
+        assert!(decode_job("x,1,2").is_err());
+        assert!(decode_job("o,1").is_err());
+    }
+}
