@@ -13,7 +13,7 @@
 //! 4. Redis memory per tracked user and process memory per cached user;
 //! 5. prune time as the number of tracked users grows with the same 10% share;
 //! 6. latency: the slowest Redis call of each kind (each script, each command) at 5M tracked
-//!    users, under touches, a pass at the largest batch, opt-outs, gone marks and previews;
+//!    users, under interactions, a pass at the largest batch, opt-outs, gone marks and previews;
 //! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
 //!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
 //!    server in the same run, both over TCP, the spread of users over the masters, and each
@@ -797,9 +797,9 @@ async fn latency(
         .batch_size(MAX_BATCH_SIZE)
         .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
         .build()?;
-    // Touches through the group commit: returning users (already in `seen`) and new ones.
-    let touched = (n / 20).max(1000);
-    futures_util::stream::iter((1..=touched).chain(n + 1..=n + touched))
+    // Interactions through the group commit: returning users (already in `seen`) and new ones.
+    let returning = (n / 20).max(1000);
+    futures_util::stream::iter((1..=returning).chain(n + 1..=n + returning))
         .map(|user| {
             let retention = retention.clone();
             async move { retention.note_interaction(UserId(user)).await }

@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::Adoptee;
 
-/// Users per store call while adopting: the same bound as touches (`INTERACTION_CHUNK`).
+/// Users per store call while adopting: the same bound as interactions (`INTERACTION_CHUNK`).
 const CHUNK: usize = 500;
 
 /// How to adopt users; see [`Retention::adopt`](crate::Retention::adopt).
@@ -103,10 +103,9 @@ where
     I: IntoIterator<Item = (UserId, Option<DateTime<Utc>>)>,
 {
     // A tool on another machine: its clock is corrected by the store's, as the bots' are.
-    engine.tracker.sync_clock_if_stale().await;
-    let now = engine.clock.now_ms();
+    let now = engine.store_now_ms().await;
     let floor = options.not_before.map(|date| {
-        date.timestamp_millis().saturating_sub(duration_ms(engine.config.inactive_after))
+        date.timestamp_millis().saturating_sub(duration_ms(engine.config().inactive_after))
     });
     let mut adopted = Adopted::default();
     let mut chunk = Vec::with_capacity(CHUNK);

@@ -185,7 +185,7 @@ pub(crate) async fn scheduled(
         return Ok(None);
     }
     let report = audit(engine, untracked).await?;
-    let at = DateTime::from_timestamp_millis(engine.clock.now_ms()).unwrap_or_default();
+    let at = DateTime::from_timestamp_millis(engine.now_ms()).unwrap_or_default();
     let summary = AuditSummary::of(&report, at).to_json();
     engine.store(|b| b.record_audit(&summary)).await?;
     Ok(Some(report))
@@ -200,11 +200,10 @@ pub(crate) async fn last(engine: &Engine) -> Result<Option<AuditSummary>> {
 /// Audits every eraser; see `Retention::audit`.
 pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<AuditReport> {
     let started = Instant::now();
-    engine.tracker.sync_clock_if_stale().await;
-    let now = engine.clock.now_ms();
+    let now = engine.store_now_ms().await;
     // The receipts' tags: who was erased, when and why, by keyed hash only (the latest
     // erasure of each).
-    let receipts: Option<HashMap<String, (ErasureReason, i64)>> = match &engine.config.receipts {
+    let receipts: Option<HashMap<String, (ErasureReason, i64)>> = match &engine.config().receipts {
         Some(config) => {
             let keep = duration_ms(config.keep);
             let tags = engine.store(|b| b.receipt_tags(now, keep)).await?;
@@ -220,7 +219,7 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
         None => None,
     };
     let mut report = AuditReport::default();
-    for eraser in &engine.erasers {
+    for eraser in engine.erasers() {
         let mut part = EraserAudit { eraser: eraser.name().to_owned(), ..EraserAudit::default() };
         let mut cursor = None;
         loop {
@@ -286,7 +285,7 @@ async fn audit_page(
         }
         part.untracked += 1;
         let erased_as = receipts.and_then(|r| {
-            let key = &engine.config.receipts.as_ref()?.key;
+            let key = &engine.config().receipts.as_ref()?.key;
             r.get(&key.tag(*user)).copied()
         });
         if let Some((reason, erased_at)) = erased_as {

@@ -77,20 +77,20 @@ pub enum OptOutOutcome {
 /// The erasure engine and the parts it works with; the pruner, the privacy commands and
 /// the layer share one through an `Arc`.
 pub(crate) struct Engine {
-    pub(crate) config: Config,
+    config: Config,
     backend: DynBackend,
     /// The injected clock, corrected by its offset to the store's clock.
-    pub(crate) clock: Arc<SyncedClock>,
-    pub(crate) erasers: Vec<Arc<dyn DynEraser>>,
-    pub(crate) hooks: Arc<Hooks>,
-    pub(crate) tracker: Arc<Tracker>,
-    pub(crate) counters: Arc<Counters>,
+    clock: Arc<SyncedClock>,
+    erasers: Vec<Arc<dyn DynEraser>>,
+    hooks: Arc<Hooks>,
+    tracker: Arc<Tracker>,
+    counters: Arc<Counters>,
     /// Cancelled when the last holder (a `Retention` clone, a running pruner, a wrapped
     /// handler) lets go; stops the tracker's background writer.
-    pub(crate) cancel: CancellationToken,
+    cancel: CancellationToken,
     /// The key that names users in key names when no receipt key is set: the namespace's
     /// secret, read once (see [`Engine::hashed`]).
-    pub(crate) secret: tokio::sync::OnceCell<ReceiptKey>,
+    secret: tokio::sync::OnceCell<ReceiptKey>,
 }
 
 impl Engine {
@@ -125,6 +125,56 @@ impl Engine {
             cancel,
             secret: tokio::sync::OnceCell::new(),
         }
+    }
+}
+
+/// The engine's parts, for the layer, the commands, the pruner and the other features.
+impl Engine {
+    /// The settings the builder checked.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// "Now" (ms) on the injected clock, corrected by its offset to the store's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Measures the offset to the store's clock again if the last measurement is stale.
+    pub(crate) async fn sync_clock(&self) {
+        self.tracker.sync_clock_if_stale().await;
+    }
+
+    /// "Now" (ms) after [`sync_clock`](Self::sync_clock): for work that compares times
+    /// written by other processes (a pass, a survey, an audit, an adoption).
+    pub(crate) async fn store_now_ms(&self) -> i64 {
+        self.sync_clock().await;
+        self.now_ms()
+    }
+
+    /// Records that `user` interacted now (waiting for the write in strict mode).
+    pub(crate) async fn note_interaction(&self, user: u64) -> crate::Noted {
+        self.tracker.note_interaction(user, self.config.strict).await
+    }
+
+    /// The cache of active users, the group commit of interactions and the gone marks.
+    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+
+    /// The bot's callbacks.
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// The counters behind `Stats` and the metrics.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The registered erasers, in order.
+    pub(crate) fn erasers(&self) -> &[Arc<dyn DynEraser>] {
+        &self.erasers
     }
 }
 
@@ -460,8 +510,8 @@ impl Engine {
         let mut confirmed = finish.confirmed;
         let mut wrote = false;
         for (claimed, outcome) in done.iter().zip(confirmed.iter_mut()) {
-            let touched = || erasing.iter().any(|(u, e)| *u == claimed.user && e.touched());
-            if *outcome == Confirmed::Erased && claimed.reason == ErasureReason::OptOut && touched()
+            let interacted = || erasing.iter().any(|(u, e)| *u == claimed.user && e.interacted());
+            if *outcome == Confirmed::Erased && claimed.reason == ErasureReason::OptOut && interacted()
             {
                 // This process took an interaction while the erasers ran, and the finish
                 // did not see it in the store: its write was still waiting in the group

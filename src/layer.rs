@@ -118,10 +118,10 @@ impl Layer {
                             done => done,
                         };
                     };
-                    let observed = match classify(&update, layer.engine.config.detect_blocks) {
+                    let observed = match classify(&update, layer.engine.config().detect_blocks) {
                         Event::Nothing => Observed::default(),
                         Event::Interaction(user)
-                            if layer.engine.tracker.note_interaction_cached(user.0) =>
+                            if layer.engine.tracker().note_interaction_cached(user.0) =>
                         {
                             Observed::default()
                         }
@@ -175,7 +175,7 @@ impl Layer {
     /// kinds plus those the enabled features need.
     fn description(&self, tree: &DpHandlerDescription) -> DpHandlerDescription {
         let mut interests = Vec::new();
-        if self.engine.config.detect_blocks || self.engine.hooks.removed_from_chat.is_some() {
+        if self.engine.config().detect_blocks || self.engine.hooks().removed_from_chat.is_some() {
             interests.push(interest(Update::filter_my_chat_member()));
         }
         if self.commands.is_some() {
@@ -202,15 +202,15 @@ impl Layer {
         match event {
             Event::Interaction(user) => self.interaction(user).await,
             Event::Blocked(user) => {
-                self.engine.tracker.mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
+                self.engine.tracker().mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
                 Observed { refuse: false, consumed: true }
             }
             Event::Unblocked(user) => {
-                self.engine.tracker.user_returned(user).await;
+                self.engine.tracker().user_returned(user).await;
                 Observed { consumed: true, ..self.interaction(user).await }
             }
             Event::RemovedFromChat(chat, performer) => {
-                self.engine.hooks.removed_from_chat(chat);
+                self.engine.hooks().removed_from_chat(chat);
                 let mut observed = match performer {
                     Some(user) => self.interaction(user).await,
                     None => Observed::default(),
@@ -223,11 +223,11 @@ impl Layer {
     }
 
     async fn interaction(&self, user: UserId) -> Observed {
-        let strict = self.engine.config.strict;
-        let recorded = self.engine.tracker.touch(user.0, strict).await;
+        let strict = self.engine.config().strict;
+        let recorded = self.engine.note_interaction(user.0).await;
         let refuse = strict && !recorded.is_stored();
         if refuse {
-            Counters::add(&self.engine.counters.strict_refusals, 1);
+            Counters::add(&self.engine.counters().strict_refusals, 1);
             tracing::error!(
                 user = user.0,
                 ?recorded,

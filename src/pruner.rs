@@ -196,11 +196,11 @@ impl Pruner {
 
     /// The dry run; see `Retention::preview`.
     pub(crate) async fn preview(&self, limit: usize) -> Result<PrunePreview> {
-        self.engine.tracker.sync_clock_if_stale().await;
+        self.engine.sync_clock().await;
         // The claim's own times: on the store's clock where the claim reads it.
         let times = self.engine.claim_times();
         let raw = self.engine.store(|b| b.preview(times, limit)).await?;
-        let window = self.engine.config.writer_window();
+        let window = self.engine.config().writer_window();
         let held = self.engine.store(|b| b.writers_holding(window)).await?;
         Ok(PrunePreview {
             inactivity_held: held,
@@ -229,7 +229,7 @@ impl Pruner {
 
     /// The pruner loop; it ends when `token` is cancelled.
     async fn run(self, token: CancellationToken) {
-        let interval = self.engine.config.prune_interval;
+        let interval = self.engine.config().prune_interval;
         let mut next_audit = tokio::time::Instant::now();
         loop {
             match self.pass(&token).await {
@@ -246,7 +246,7 @@ impl Pruner {
                 }
                 Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),
             }
-            if let Some((every, untracked)) = self.engine.config.audit
+            if let Some((every, untracked)) = self.engine.config().audit
                 && tokio::time::Instant::now() >= next_audit
             {
                 next_audit = tokio::time::Instant::now() + every;
@@ -268,7 +268,7 @@ impl Pruner {
         crate::store::check_version(health.version.as_deref())?;
         if let Some(policy) = &health.eviction_policy
             && policy.starts_with("allkeys-")
-            && !self.engine.config.allow_allkeys_eviction
+            && !self.engine.config().allow_allkeys_eviction
         {
             return Err(Error::Unsafe(format!(
                 "Redis runs with maxmemory-policy {policy}, so it may evict the set of \
@@ -283,7 +283,7 @@ impl Pruner {
                  deleted): users tracked before are unknown now, so their data would never \
                  be erased for inactivity; restore it from a backup, or call \
                  Retention::accept_lost_tracking to prune with what is left",
-                self.engine.config.namespace
+                self.engine.config().namespace
             )));
         }
         Ok(())
@@ -299,10 +299,10 @@ impl Pruner {
     /// at most `prune_concurrency` at a time, until none has due users left.
     async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
         let started = Instant::now();
-        self.engine.tracker.sync_clock_if_stale().await;
+        self.engine.sync_clock().await;
         self.check_store().await?;
         let parts = self.engine.parts();
-        let concurrency = self.engine.config.prune_concurrency.clamp(1, parts.len().max(1));
+        let concurrency = self.engine.config().prune_concurrency.clamp(1, parts.len().max(1));
         // Indices, not the parts themselves: a closure over borrowed parts is not `Send`
         // for every lifetime, which `tokio::spawn` needs.
         let passes: Vec<Result<PassReport>> = stream::iter(0..parts.len())
@@ -327,14 +327,14 @@ impl Pruner {
             );
         }
         if let Some(why) = &report.inactivity_held {
-            Counters::add(&self.engine.counters.inactivity_held, 1);
+            Counters::add(&self.engine.counters().inactivity_held, 1);
             tracing::warn!(reason = %why, "holding back erasures for inactivity");
         }
         if let Some(e) = failure {
             return Err(e);
         }
         report.elapsed = started.elapsed();
-        Counters::add(&self.engine.counters.prune_passes, 1);
+        Counters::add(&self.engine.counters().prune_passes, 1);
         metrics::histogram!("teloxide_retention_prune_pass_duration_seconds")
             .record(report.elapsed.as_secs_f64());
         if let Err(e) = self.sample_gauges().await {
@@ -346,7 +346,7 @@ impl Pruner {
     /// Sets the gauges of the `metrics` facade from the store (after each pass).
     async fn sample_gauges(&self) -> Result<()> {
         let engine = &self.engine;
-        let now = engine.clock.now_ms();
+        let now = engine.now_ms();
         let tracked = engine.store(|b| b.tracked()).await?;
         let due = engine.store(|b| b.preview(engine.claim_times(), 0)).await?;
         let pending = engine.store(|b| b.pending()).await?;
@@ -358,13 +358,13 @@ impl Pruner {
         set("teloxide_retention_failing_erasures", pending.failing);
         metrics::gauge!("teloxide_retention_oldest_failing_erasure_age_seconds")
             .set(age as f64 / 1000.0);
-        set("teloxide_retention_buffered_interactions", engine.tracker.gauges().buffered_users);
+        set("teloxide_retention_buffered_interactions", engine.tracker().gauges().buffered_users);
         Ok(())
     }
 
     /// Claims from one part of the store until it has no due users left.
     async fn pass_over(&self, part: &dyn Backend, token: &CancellationToken) -> Result<PassReport> {
-        let config = &self.engine.config;
+        let config = &self.engine.config();
         let mut report = PassReport::default();
         while !token.is_cancelled() {
             let claim = part.claim(ClaimRequest {
@@ -386,7 +386,7 @@ impl Pruner {
             for user in std::mem::take(&mut batch.returned) {
                 tracing::info!(user, "a gone user came back; erasure cancelled");
                 report.returned += 1;
-                self.engine.hooks.returned(user);
+                self.engine.hooks().returned(user);
             }
             if batch.users.is_empty() {
                 break;

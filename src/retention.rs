@@ -42,8 +42,8 @@ pub(crate) struct Inner {
 impl std::fmt::Debug for Retention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retention")
-            .field("namespace", &self.inner.engine.config.namespace)
-            .field("inactive_after", &self.inner.engine.config.inactive_after)
+            .field("namespace", &self.inner.engine.config().namespace)
+            .field("inactive_after", &self.inner.engine.config().inactive_after)
             .field("erasers", &self.eraser_names())
             .finish_non_exhaustive()
     }
@@ -72,7 +72,7 @@ impl Retention {
     /// The inactivity threshold.
     #[must_use]
     pub fn inactive_after(&self) -> Duration {
-        self.inner.engine.config.inactive_after
+        self.inner.engine.config().inactive_after
     }
 
     /// The names of the registered erasers, in registration order.
@@ -128,7 +128,7 @@ impl Retention {
         if !crate::humans::is_trackable_id(user) {
             return Noted::Ignored;
         }
-        self.inner.engine.tracker.touch(user.0, self.inner.engine.config.strict).await
+        self.inner.engine.note_interaction(user.0).await
     }
 
     /// Writes every buffered interaction now.
@@ -158,7 +158,7 @@ impl Retention {
     ///
     /// Cancel-safe: what was not written stays buffered.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.engine.tracker.flush().await
+        self.inner.engine.tracker().flush().await
     }
 
     /// Ends this process's recording: writes every buffered interaction and removes the
@@ -198,10 +198,10 @@ impl Retention {
     ///
     /// Cancel-safe: the writer finishes on its own.
     pub async fn shutdown(&self) -> Result<()> {
-        if self.inner.engine.tracker.shutdown().await {
+        if self.inner.engine.tracker().shutdown().await {
             Ok(())
         } else {
-            Err(Error::Timeout(self.inner.engine.config.store_timeout))
+            Err(Error::Timeout(self.inner.engine.config().store_timeout))
         }
     }
 
@@ -449,7 +449,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn receipt(&self, user: UserId) -> Result<Vec<crate::Receipt>> {
-        let Some(receipts) = &self.inner.engine.config.receipts else {
+        let Some(receipts) = &self.inner.engine.config().receipts else {
             return Err(Error::config(
                 "receipts are off; turn them on with RetentionBuilder::receipts, or look a \
                  user up with Retention::receipt_with and the key",
@@ -603,7 +603,7 @@ impl Retention {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.inner.engine.counters.snapshot(self.inner.engine.tracker.gauges())
+        self.inner.engine.counters().snapshot(self.inner.engine.tracker().gauges())
     }
 
     /// Marks `user` as gone, as the layer does for a block; what follows is the
@@ -643,7 +643,7 @@ impl Retention {
     ///
     /// Cancel-safe: the mark is written in one script call, or not at all.
     pub async fn mark_gone(&self, user: UserId, reason: GoneReason) -> Result<bool> {
-        self.inner.engine.tracker.mark_gone(user, reason).await
+        self.inner.engine.tracker().mark_gone(user, reason).await
     }
 
     /// Whether `user` can be messaged, as far as Telegram has told the bot: `false` while
@@ -679,13 +679,13 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn is_reachable(&self, user: UserId) -> Result<bool> {
-        self.inner.engine.tracker.is_reachable(user).await
+        self.inner.engine.tracker().is_reachable(user).await
     }
 
     /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory
     /// (bounded by `max_buffered_interactions`) and written once the store answers again.
     pub(crate) async fn mark_gone_or_keep(&self, user: UserId, reason: GoneReason) {
-        self.inner.engine.tracker.mark_gone_or_keep(user, reason).await;
+        self.inner.engine.tracker().mark_gone_or_keep(user, reason).await;
     }
 
     /// Reports a failed request to `chat`; marks the user gone if the error says so.
@@ -706,7 +706,7 @@ impl Retention {
         chat: impl Into<Recipient>,
         err: &RequestError,
     ) -> Result<Option<GoneReason>> {
-        self.inner.engine.tracker.note_send_error(chat, err).await
+        self.inner.engine.tracker().note_send_error(chat, err).await
     }
 
     /// Runs one prune pass now and returns what it did.
@@ -898,7 +898,7 @@ impl Retention {
     where
         E: Send + Sync + 'static,
     {
-        self.inner.engine.tracker.start_if_in_runtime();
+        self.inner.engine.tracker().start_if_in_runtime();
         self.layer().wrap_bot::<E>(handler)
     }
 
@@ -919,7 +919,7 @@ impl Retention {
         E: Send + Sync + 'static,
     {
         // A process that wraps a handler tracks interactions: it announces itself now.
-        self.inner.engine.tracker.start_if_in_runtime();
+        self.inner.engine.tracker().start_if_in_runtime();
         self.layer().wrap_for::<R, E>(handler)
     }
 
@@ -1208,7 +1208,7 @@ mod tests {
     use super::*;
 
     mod held_interactions {
-        //! A store whose touch writes wait until the test lets them through: the group
+        //! A store whose interaction writes wait until the test lets them through: the group
         //! commit's write of an interaction taken during an erasure lands after the finish.
 
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -1285,7 +1285,7 @@ mod tests {
             // An update of the user arrives while the eraser runs; its write is held.
             hook.hold.store(true, Ordering::SeqCst);
             clock.advance(Duration::from_secs(1));
-            let touch = tokio::spawn({
+            let interaction = tokio::spawn({
                 let retention = retention.clone();
                 async move { retention.note_interaction(UserId(7)).await }
             });
@@ -1295,7 +1295,7 @@ mod tests {
             // Now the held write lands, after the finish.
             hook.hold.store(false, Ordering::SeqCst);
             hook.released.notify_waiters();
-            assert_eq!(touch.await.unwrap(), crate::Noted::Written);
+            assert_eq!(interaction.await.unwrap(), crate::Noted::Written);
 
             assert_eq!(outcome, OptOutOutcome::Erased { follow_up: true });
             let status = retention.status(UserId(7)).await.unwrap();

@@ -123,9 +123,8 @@ fn edges(threshold: Duration) -> Vec<Duration> {
 
 pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
     // Ages are measured against Redis's clock, as the pruner's are.
-    engine.tracker.sync_clock_if_stale().await;
-    let now = engine.clock.now_ms();
-    let threshold = engine.config.inactive_after;
+    let now = engine.store_now_ms().await;
+    let threshold = engine.config().inactive_after;
     let t = duration_ms(threshold);
     let edges = edges(threshold);
     // Inactivity in [lo, hi) is a last interaction in (now - hi, now - lo]; the youngest
@@ -143,7 +142,7 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
     ranges.push(range(past, past + duration_ms(DAY)));
     ranges.push(range(past, past + duration_ms(7 * DAY)));
     let raw = engine.store(|b| b.survey(now, &ranges)).await?;
-    let stuck_ms = duration_ms(engine.config.stuck_after);
+    let stuck_ms = duration_ms(engine.config().stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
     let inactivity: Vec<InactivityBucket> = buckets
         .iter()

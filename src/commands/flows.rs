@@ -133,7 +133,7 @@ impl Flows<'_> {
         let commands = self.commands;
         let action = if command == Command::Remove { "erase" } else { "export" };
         let window_ms = duration_ms(commands.window).max(1);
-        let window = self.engine.clock.now_ms().div_euclid(window_ms);
+        let window = self.engine.now_ms().div_euclid(window_ms);
         let counted = async {
             let who = self.engine.hashed(user).await?;
             self.engine.store(|b| b.count_use(&who, action, window, window_ms)).await
@@ -153,7 +153,7 @@ impl Flows<'_> {
     {
         let commands = self.commands;
         let nonce = random_id();
-        let issued = self.engine.clock.now_ms();
+        let issued = self.engine.now_ms();
         let ttl = duration_ms(commands.confirm_within);
         let stored = async {
             let who = self.engine.hashed(user).await?;
@@ -214,7 +214,7 @@ impl Flows<'_> {
                 return;
             }
         };
-        let now = self.engine.clock.now_ms();
+        let now = self.engine.now_ms();
         let fresh = stored.as_deref().and_then(|s| s.split_once(':')).is_some_and(|(n, issued)| {
             n == *nonce
                 && issued
@@ -352,7 +352,7 @@ impl Flows<'_> {
 
     async fn failed_send(&self, chat: ChatId, err: &RequestError) {
         tracing::warn!(error = %err, chat = chat.0, "a privacy command could not answer");
-        if let Err(e) = self.engine.tracker.note_send_error(chat, err).await {
+        if let Err(e) = self.engine.tracker().note_send_error(chat, err).await {
             tracing::warn!(error = %e, "could not mark a gone user");
         }
     }

@@ -13,7 +13,7 @@ pub(crate) fn privacy_text(
     engine: &Engine,
     language: Option<&str>,
 ) -> String {
-    let config = &engine.config;
+    let config = &engine.config();
     let default = Texts::default();
     let texts = commands.map_or(&default, |c| c.texts_for(language));
     let duration = |d: Duration| (texts.duration)(d);

@@ -105,7 +105,7 @@ pub(crate) struct Health {
 pub(crate) enum Confirmed {
     /// The user's entries are gone.
     Erased,
-    /// Erased, but the user was touched while erasers ran: a follow-up opt-out erasure is
+    /// Erased, but the user interacted while erasers ran: a follow-up opt-out erasure is
     /// queued.
     ErasedWithFollowUp,
 }
@@ -135,7 +135,7 @@ pub(crate) struct FinishRequest<'a> {
     /// Users with a failed eraser.
     pub(crate) failed: &'a [Retry],
     pub(crate) now: i64,
-    /// When a follow-up erasure of a user touched while erasers ran is due.
+    /// When a follow-up erasure of a user who interacted while erasers ran is due.
     pub(crate) follow_up_at: i64,
     /// When failing erasures are stuck.
     pub(crate) stuck: StuckWindow,

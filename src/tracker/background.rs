@@ -134,7 +134,7 @@ impl Tracker {
                 }
             }
             if next_poll <= Instant::now() {
-                // Bounded: pending touches wait for this loop.
+                // Bounded: pending interactions wait for this loop.
                 let _ = timeout(self.store_timeout, self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
@@ -310,7 +310,7 @@ impl Tracker {
     }
 
     /// Writes a snapshot of the backlog, then the waiting gone marks, and removes what was
-    /// written. The backlog stays in place meanwhile, so its bound holds and newer touches
+    /// written. The backlog stays in place meanwhile, so its bound holds and newer interactions
     /// merge into it.
     pub(super) async fn write_backlog(self: &Arc<Self>) -> Result<()> {
         let seen = interactions(&self.lock().backlog);
@@ -335,7 +335,7 @@ impl Tracker {
     }
 
     /// Writes the gone marks that wait for the store, one script call each, with their
-    /// original times: a user who interacted since (their touch is in the store now) is
+    /// original times: a user who interacted since (their interaction is in the store now) is
     /// not erased, exactly as if the mark had been stored when it happened.
     pub(super) async fn write_marks(self: &Arc<Self>) -> Result<()> {
         let marks: Vec<(u64, PendingMark)> =

@@ -4,9 +4,9 @@
 //!   user costs one hash-map lookup.
 //! - **Group commit.** Users not in the cache join the pending batch; one background writer
 //!   sends the whole batch as one `ZADD GT` while the next batch fills. Concurrent first
-//!   touches of one user share the same write.
+//!   interactions of one user share the same write.
 //! - **Outages.** A failed write moves its users to a bounded backlog that the writer
-//!   retries with backoff; while the store is failing, touches go straight to the backlog
+//!   retries with backoff; while the store is failing, interactions go straight to the backlog
 //!   instead of waiting. Gone marks the store could not take (a block, a failed send) wait
 //!   in a second bounded buffer and are written after the backlog, with their original
 //!   time; a later interaction of the user cancels a waiting mark, as it would a stored one.
@@ -121,8 +121,8 @@ struct Erasure {
     /// Guards alive ([`Tracker::begin_erasure`]).
     guards: usize,
     /// The user interacted meanwhile: that update's handler may write data after the
-    /// erasers ran, even if its touch reaches the store only after the erasure finished.
-    touched: bool,
+    /// erasers ran, even if its write reaches the store only after the erasure finished.
+    interacted: bool,
 }
 
 pub(crate) struct Tracker {
@@ -209,7 +209,7 @@ impl Tracker {
     }
 
     /// Records that `user` interacted now if this process wrote them recently enough;
-    /// returns `false` when a write is needed ([`Tracker::touch`]).
+    /// returns `false` when a write is needed ([`Tracker::note_interaction`]).
     pub(crate) fn note_interaction_cached(&self, user: u64) -> bool {
         let mut st = self.lock();
         let now = self.clock.now_ms();
@@ -232,7 +232,7 @@ impl Tracker {
     /// Records that `user` interacted now.
     ///
     /// With `must_store`, waits for the write even while the store is failing (strict mode).
-    pub(crate) async fn touch(self: &Arc<Self>, user: u64, must_store: bool) -> Noted {
+    pub(crate) async fn note_interaction(self: &Arc<Self>, user: u64, must_store: bool) -> Noted {
         let (now, slot) = {
             let mut st = self.lock();
             // Read under the lock: the first clock measurement shifts stored times with it.
@@ -240,7 +240,7 @@ impl Tracker {
             if !st.erasing.is_empty()
                 && let Some(erasure) = st.erasing.get_mut(&user)
             {
-                erasure.touched = true;
+                erasure.interacted = true;
             }
             if !st.marks.is_empty() && st.marks.get(&user).is_some_and(|m| m.marked_at < now) {
                 // The user came back after a mark that never reached the store: drop it.
@@ -299,10 +299,10 @@ impl Tracker {
         }
     }
 
-    /// Adds touches to the backlog; returns how the last one fared.
-    fn buffer(&self, st: &mut State, touches: impl IntoIterator<Item = (u64, i64)>) -> Noted {
+    /// Adds interactions to the backlog; returns how the last one fared.
+    fn buffer(&self, st: &mut State, seen: impl IntoIterator<Item = (u64, i64)>) -> Noted {
         let mut outcome = Noted::Buffered;
-        for (user, ms) in touches {
+        for (user, ms) in seen {
             let room = st.backlog.len() < self.max_buffered;
             match st.backlog.get_mut(&user) {
                 Some(score) => *score = (*score).max(ms),
@@ -533,8 +533,8 @@ pub(crate) struct Erasing<'a> {
 
 impl Erasing<'_> {
     /// The user interacted since the first guard of this erasure was taken.
-    pub(crate) fn touched(&self) -> bool {
-        self.tracker.lock().erasing.get(&self.user).is_some_and(|e| e.touched)
+    pub(crate) fn interacted(&self) -> bool {
+        self.tracker.lock().erasing.get(&self.user).is_some_and(|e| e.interacted)
     }
 }
 
@@ -623,7 +623,7 @@ mod tests {
             Arc::default(),
             CancellationToken::new(),
         ));
-        assert_eq!(tracker.touch(1, false).await, Noted::Written);
+        assert_eq!(tracker.note_interaction(1, false).await, Noted::Written);
         clock.advance(Duration::from_secs(10));
         assert!(tracker.note_interaction_cached(1), "served from the cache");
         tracker.forget_cache();

@@ -2,7 +2,7 @@
 //! must keep its keys in one hash slot, or Redis refuses it with CROSSSLOT. Then three
 //! masters with a replica each and the default 24 shards per namespace: the store suite,
 //! the spread of users over the masters, a master failover during a prune pass, and a slot
-//! migration (MOVED/ASK) during touches.
+//! migration (MOVED/ASK) during interactions.
 
 use std::collections::HashSet;
 
@@ -15,7 +15,7 @@ use teloxide_retention::{
 
 use crate::common::cluster::ClusterTopology;
 use crate::common::{DAY, FakeBotApi, RedisServer, T0, dispatch, updates as u};
-use crate::support::{Gate, Recorder, eventually, prune_settled, touches_reach_the_new_master};
+use crate::support::{Gate, Recorder, eventually, prune_settled, interactions_reach_the_new_master};
 
 fn message_tree() -> UpdateHandler<RequestError> {
     Update::filter_message().endpoint(|| async { Ok(()) })
@@ -166,7 +166,7 @@ fn cluster_bot(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
+async fn interactions_and_prunes_carry_on_when_a_cluster_master_fails_over() {
     crate::common::init_tracing();
     let topology = std::sync::Arc::new(std::sync::Mutex::new(ClusterTopology::start()));
     // Slot 0's master holds a third of the 24 shards.
@@ -206,7 +206,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
     pass.abort();
 
     // 30 users: some of them are in the new master's shards.
-    touches_reach_the_new_master(&bot, 61..=90, &masters).await;
+    interactions_reach_the_new_master(&bot, 61..=90, &masters).await;
 
     clock.advance(std::time::Duration::from_secs(61));
     assert_eq!(prune_settled(&bot, 40).await, 40);
@@ -220,7 +220,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_fails_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
+async fn interactions_and_prunes_carry_on_when_a_cluster_master_hangs() {
     crate::common::init_tracing();
     let topology = std::sync::Arc::new(std::sync::Mutex::new(ClusterTopology::start()));
     let slot = 0;
@@ -234,7 +234,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
     clock.advance(31 * DAY);
 
     // The master of a third of the shards hangs (its sockets stay open, nothing answers)
-    // while the bot keeps writing; the cluster promotes its replica. (Touches start after
+    // while the bot keeps writing; the cluster promotes its replica. (Interactions start after
     // the freeze: a write the old master took but had not replicated would be lost with
     // it, as Redis replication is asynchronous.)
     let frozen = tokio::task::spawn_blocking({
@@ -267,7 +267,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
     }
     let masters = masters.await.unwrap();
 
-    touches_reach_the_new_master(&bot, 61..=90, &masters).await;
+    interactions_reach_the_new_master(&bot, 61..=90, &masters).await;
     clock.advance(std::time::Duration::from_secs(61));
     assert_eq!(prune_settled(&bot, 40).await, 40);
     for u in 1..=40 {
@@ -280,7 +280,7 @@ async fn touches_and_prunes_carry_on_when_a_cluster_master_hangs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn touches_carry_on_while_slots_migrate() {
+async fn interactions_carry_on_while_slots_migrate() {
     crate::common::init_tracing();
     let topology = ClusterTopology::start();
     // Slot 0's master holds a third of the 24 shards.
@@ -301,7 +301,7 @@ async fn touches_carry_on_while_slots_migrate() {
     let mut user = 100;
     loop {
         user += 1;
-        clock.advance(std::time::Duration::from_secs(120)); // past the cache: every touch writes
+        clock.advance(std::time::Duration::from_secs(120)); // past the cache: every interaction writes
         noted.push(bot.note_interaction(UserId(user)).await);
         if reshard.try_wait().unwrap().is_some() {
             break;
@@ -314,14 +314,14 @@ async fn touches_carry_on_while_slots_migrate() {
     assert!(status.success(), "reshard failed: {}", &output[output.len().saturating_sub(2000)..]);
     assert_eq!(topology.master_of(slot).0, to, "the slot moved");
     assert!(!noted.contains(&Noted::Dropped), "{noted:?}");
-    eventually("every touch written", || async {
+    eventually("every interaction written", || async {
         bot.flush().await.is_ok() && bot.stats().buffered_users == 0
     })
     .await;
     assert_eq!(
         bot.tracked_users().await.unwrap(),
         user,
-        "no touch was lost ({} during the move)",
+        "no interaction was lost ({} during the move)",
         user - 100
     );
     let report = bot.prune_once().await.unwrap();

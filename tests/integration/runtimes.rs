@@ -22,7 +22,7 @@ fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
     builder.enable_all().build().unwrap()
 }
 
-/// Touches user `user` and checks that the call was written within the bound.
+/// Interactions user `user` and checks that the call was written within the bound.
 async fn note_quickly(retention: &Retention, user: u64) {
     let started = Instant::now();
     let noted = retention.note_interaction(UserId(user)).await;

@@ -1,6 +1,6 @@
 //! Redis Sentinel: the store follows the master across `SENTINEL FAILOVER`. A prune pass cut
-//! off by the failover, touches made while it happens and the passes after it: nobody is
-//! erased early, every due user is erased, and touches buffered during the switch reach
+//! off by the failover, interactions made while it happens and the passes after it: nobody is
+//! erased early, every due user is erased, and interactions buffered during the switch reach
 //! the new master.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use teloxide_retention::{
 
 use crate::common::sentinel::{MASTER_NAME, SentinelTopology};
 use crate::common::{DAY, T0};
-use crate::support::{Gate, Recorder, prune_settled, touches_reach_the_new_master};
+use crate::support::{Gate, Recorder, prune_settled, interactions_reach_the_new_master};
 
 fn retention(topology: &SentinelTopology, clock: &ManualClock, eraser: Recorder) -> Retention {
     let sentinel = RedisSentinel::new(MASTER_NAME, topology.sentinel_urls());
@@ -30,7 +30,7 @@ fn retention(topology: &SentinelTopology, clock: &ManualClock, eraser: Recorder)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn touches_and_prunes_carry_on_across_a_sentinel_failover() {
+async fn interactions_and_prunes_carry_on_across_a_sentinel_failover() {
     crate::common::init_tracing();
     let topology = Arc::new(SentinelTopology::start());
     let old_master = topology.master_port();
@@ -66,9 +66,9 @@ async fn touches_and_prunes_carry_on_across_a_sentinel_failover() {
     assert_ne!(new_master, old_master);
     pass.abort();
 
-    // Touches right after the switch: the first write meets the old master (now a replica,
+    // Interactions right after the switch: the first write meets the old master (now a replica,
     // READONLY) or a dropped connection; whatever is not written is buffered.
-    touches_reach_the_new_master(&bot, 61..=70, &[new_master]).await;
+    interactions_reach_the_new_master(&bot, 61..=70, &[new_master]).await;
 
     // Within the cut-off pass's lease nobody is erased twice at once; after it, the next pass
     // erases every due user and nobody else.

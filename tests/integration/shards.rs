@@ -285,7 +285,7 @@ async fn seed_2000(server: &RedisServer, clock: &ManualClock) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reshard_refuses_while_a_bot_that_has_not_written_yet_runs() {
     // Measured before the fix: a bot that had started (wrapped its handler, run a pass) but
-    // recorded no interaction had no heartbeat, so `reshard` 1 -> 4 went ahead; its touches
+    // recorded no interaction had no heartbeat, so `reshard` 1 -> 4 went ahead; its interactions
     // 4 ms later landed in the old layout and the 4-shard pruner erased all 2,000 users
     // 22.9 s after they interacted.
     crate::common::init_tracing();

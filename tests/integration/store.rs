@@ -49,10 +49,10 @@ every_store! {
         assert_eq!(retention.stats().interactions_written, 2);
     }
 
-    async fn concurrent_first_touches_share_one_write(env) {
+    async fn concurrent_first_interactions_share_one_write(env) {
         let retention = env.builder().await.build().unwrap();
-        let touches = (0..64).map(|_| retention.note_interaction(UserId(5)));
-        let outcomes = futures_util::future::join_all(touches).await;
+        let interactions = (0..64).map(|_| retention.note_interaction(UserId(5)));
+        let outcomes = futures_util::future::join_all(interactions).await;
         assert!(outcomes.iter().all(|o| *o == Noted::Written || *o == Noted::Cached));
         assert_eq!(retention.stats().interactions_written, 1, "one member written, once");
         if env.redis.is_some() {
@@ -188,7 +188,7 @@ every_store! {
             .erase_with(eraser.clone()).build().unwrap();
         let running = next.status(UserId(1)).await.unwrap().erasure.unwrap();
         assert!(running.running);
-        // Within the lease, nobody touches the claimed users.
+        // Within the lease, nobody interactions the claimed users.
         assert_eq!(next.prune_once().await.unwrap().claimed, 0);
         let preview = next.preview(10).await.unwrap();
         assert_eq!(preview.expired_leases, 0);

@@ -145,10 +145,10 @@ pub async fn kill_pass_inside_eraser(retention: &teloxide_retention::Retention, 
     assert!(pass.await.unwrap_err().is_cancelled(), "the pass was killed, not finished");
 }
 
-/// After a switch of master: touches of `users` are written or buffered (never dropped),
+/// After a switch of master: interactions of `users` are written or buffered (never dropped),
 /// and each of them reaches one of the masters on `ports`, at least one the new master on
 /// `ports[0]` (all of them when it is the only one).
-pub async fn touches_reach_the_new_master(
+pub async fn interactions_reach_the_new_master(
     bot: &teloxide_retention::Retention,
     users: std::ops::RangeInclusive<u64>,
     ports: &[u16],
@@ -159,7 +159,7 @@ pub async fn touches_reach_the_new_master(
         noted.push(bot.note_interaction(teloxide::types::UserId(user)).await);
     }
     assert!(noted.iter().all(|n| matches!(n, Noted::Written | Noted::Buffered)), "{noted:?}");
-    eventually("the buffered touches to reach the new master", || async {
+    eventually("the buffered interactions to reach the new master", || async {
         bot.flush().await.is_ok() && bot.stats().buffered_users == 0
     })
     .await;
@@ -173,9 +173,9 @@ pub async fn touches_reach_the_new_master(
     let on_new = on(ports[0]);
     let everywhere: HashSet<u64> = ports.iter().flat_map(|p| on(*p)).collect();
     for user in users.clone() {
-        assert!(everywhere.contains(&user), "user {user}'s touch is written");
+        assert!(everywhere.contains(&user), "user {user}'s interaction is written");
     }
-    assert!(users.clone().any(|u| on_new.contains(&u)), "touches reach the new master");
+    assert!(users.clone().any(|u| on_new.contains(&u)), "interactions reach the new master");
 }
 
 /// Runs prune passes until they have erased `expected` users between them, and returns how

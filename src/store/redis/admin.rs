@@ -64,7 +64,7 @@ impl RedisStore {
     /// Stop every bot of the namespace first (a bot removes its heartbeat when it shuts
     /// down cleanly; a heartbeat younger than an hour, such as a crashed bot's, makes this
     /// refuse); open them again with [`RedisStore::with_shards`]`(count)` afterwards.
-    /// While the move runs, bots that start refuse to touch the namespace. It is
+    /// While the move runs, bots that start refuse to write to the namespace. It is
     /// resumable: if it is interrupted, run it again with the same count. Confirmation
     /// nonces and rate-limit counters are not moved (they expire within minutes).
     ///
@@ -208,7 +208,7 @@ const MOVE_CHUNK: usize = 500;
 
 /// A heartbeat younger than this means a bot may still run: resharding refuses. A bot may
 /// send heartbeats as rarely as a third of its writer timeout (default 1 hour), so anything
-/// shorter could miss a running bot, whose touches would then go to the old layout after
+/// shorter could miss a running bot, whose interactions would then go to the old layout after
 /// the move and leave the new one with stale times (an active user erased for inactivity).
 /// A bot that shut down cleanly left no heartbeat; one that crashed blocks resharding for
 /// this long.

@@ -110,7 +110,7 @@ if has_jobs or (receipt_id and n > 0) then
         redis.call('PEXPIRE', KEYS[5], keep)
       end
       if reason == 'o' and redis.call('ZSCORE', KEYS[1], user) then
-        -- Touched while the erasers ran: the handler of that update may have written
+        -- Interacted while the erasers ran: the handler of that update may have written
         -- data after them. Erase once more when it has finished.
         redis.call('ZADD', KEYS[3], follow_up_at, user)
         redis.call('HSET', KEYS[4], user, 'o,' .. now .. ',0')
