@@ -511,7 +511,9 @@ impl Engine {
         let mut wrote = false;
         for (claimed, outcome) in done.iter().zip(confirmed.iter_mut()) {
             let interacted = || erasing.iter().any(|(u, e)| *u == claimed.user && e.interacted());
-            if *outcome == Confirmed::Erased && claimed.reason == ErasureReason::OptOut && interacted()
+            if *outcome == Confirmed::Erased
+                && claimed.reason == ErasureReason::OptOut
+                && interacted()
             {
                 // This process took an interaction while the erasers ran, and the finish
                 // did not see it in the store: its write was still waiting in the group

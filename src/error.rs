@@ -34,6 +34,11 @@ pub enum Error {
     /// Redis returned an error or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The SQL database ([`SqliteStore`](crate::SqliteStore)) returned an error or could not
+    /// be reached.
+    #[cfg(feature = "sqlite")]
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
     /// The store did not answer within the configured store timeout.
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),
@@ -105,6 +110,15 @@ impl Error {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
             }
+            #[cfg(feature = "sqlite")]
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                // SQLITE_BUSY, SQLITE_LOCKED: another connection held the lock too long.
+                sqlx::Error::Database(db) => {
+                    matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517"))
+                }
+                _ => false,
+            },
             _ => false,
         }
     }

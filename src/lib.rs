@@ -55,6 +55,8 @@ pub use sqlx;
 pub use stats::Stats;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
     Diagnosis, MemoryStore, NamespaceMeta, RedisSentinel, RedisStore, Resharded, Store,
 };

@@ -30,6 +30,8 @@ pub(crate) mod intercept;
 pub(crate) mod memory;
 mod protocol;
 pub(crate) mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub use self::redis::connect::RedisSentinel;
 #[cfg(feature = "tls")]
 pub use self::redis::connect::RedisTls;
 pub use self::redis::{Diagnosis, NamespaceMeta, RedisStore, Resharded};
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
 
 /// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`] or
 /// [`MemoryStore`].

@@ -34,6 +34,8 @@ pub const T0: i64 = 1_700_000_000_000;
 pub enum Backing {
     Memory,
     Redis,
+    /// A SQLite file in a temp dir (`SqliteStore`).
+    Sqlite,
 }
 
 /// A store (shared by every `Retention` built from this env, like replicas) and a clock.
@@ -49,6 +51,10 @@ pub struct Env {
     /// Set for a Redis Cluster shared with other tests of one process: its node URLs and
     /// the namespace that keeps this env's keys apart.
     pub cluster: Option<(Vec<String>, String)>,
+    /// Set for SQLite: the temp dir holding the file, and the store every builder of this
+    /// env clones (one pool per process, as the store asks).
+    #[cfg(feature = "sqlite")]
+    pub sqlite: Option<(tempfile::TempDir, tokio::sync::OnceCell<teloxide_retention::SqliteStore>)>,
 }
 
 impl Env {
@@ -62,6 +68,19 @@ impl Env {
             tls: None,
             shards: None,
             cluster: None,
+            #[cfg(feature = "sqlite")]
+            sqlite: None,
+        }
+    }
+
+    /// A SQLite file of its own in a temp dir.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite() -> Self {
+        let dir = tempfile::Builder::new().prefix("retention-sqlite-").tempdir().expect("temp dir");
+        Self {
+            backing: Backing::Sqlite,
+            sqlite: Some((dir, tokio::sync::OnceCell::new())),
+            ..Self::memory()
         }
     }
 
@@ -75,6 +94,8 @@ impl Env {
             tls: None,
             shards: None,
             cluster: None,
+            #[cfg(feature = "sqlite")]
+            sqlite: None,
         }
     }
 
@@ -91,6 +112,8 @@ impl Env {
             tls: Some(certs),
             shards: None,
             cluster: None,
+            #[cfg(feature = "sqlite")]
+            sqlite: None,
         }
     }
 
@@ -111,6 +134,8 @@ impl Env {
             tls: None,
             shards: None,
             cluster: Some((urls, namespace.to_owned())),
+            #[cfg(feature = "sqlite")]
+            sqlite: None,
         }
     }
 
@@ -130,6 +155,16 @@ impl Env {
 
     /// A builder on this env's store and clock, nothing else set.
     pub async fn bare_builder(&self) -> RetentionBuilder {
+        #[cfg(feature = "sqlite")]
+        if let Some((dir, store)) = &self.sqlite {
+            let store = store
+                .get_or_init(|| async {
+                    let url = format!("sqlite:{}", dir.path().join("retention.db").display());
+                    teloxide_retention::SqliteStore::open(&url).await.expect("open sqlite")
+                })
+                .await;
+            return teloxide_retention::Retention::builder(store.clone()).clock(self.clock.clone());
+        }
         let store = match (&self.redis, &self.cluster) {
             (Some(server), _) => match &self.tls {
                 Some(certs) => RedisStore::open_with_tls(&server.url(), &certs.client_tls()).await,
@@ -186,6 +221,12 @@ macro_rules! both_stores {
                 async fn redis() {
                     run($crate::common::Env::redis()).await
                 }
+
+                #[cfg(feature = "sqlite")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::common::Env::sqlite()).await
+                }
             }
         )*
     };
@@ -215,6 +256,12 @@ macro_rules! every_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
                     run($crate::common::Env::redis()).await
+                }
+
+                #[cfg(feature = "sqlite")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::common::Env::sqlite()).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

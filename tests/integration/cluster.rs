@@ -15,7 +15,9 @@ use teloxide_retention::{
 
 use crate::common::cluster::ClusterTopology;
 use crate::common::{DAY, FakeBotApi, RedisServer, T0, dispatch, updates as u};
-use crate::support::{Gate, Recorder, eventually, prune_settled, interactions_reach_the_new_master};
+use crate::support::{
+    Gate, Recorder, eventually, interactions_reach_the_new_master, prune_settled,
+};
 
 fn message_tree() -> UpdateHandler<RequestError> {
     Update::filter_message().endpoint(|| async { Ok(()) })

@@ -13,7 +13,7 @@ use teloxide_retention::{
 
 use crate::common::sentinel::{MASTER_NAME, SentinelTopology};
 use crate::common::{DAY, T0};
-use crate::support::{Gate, Recorder, prune_settled, interactions_reach_the_new_master};
+use crate::support::{Gate, Recorder, interactions_reach_the_new_master, prune_settled};
 
 fn retention(topology: &SentinelTopology, clock: &ManualClock, eraser: Recorder) -> Retention {
     let sentinel = RedisSentinel::new(MASTER_NAME, topology.sentinel_urls());
