@@ -72,6 +72,11 @@ impl SqliteStore {
     /// `sqlite:///var/lib/bot/retention.db`), in WAL mode with full sync, and checks that
     /// it answers.
     pub async fn open(url: &str) -> Result<Self> {
+        if !url.starts_with("sqlite:") {
+            return Err(Error::config(format!(
+                "{url:?} is not a SQLite URL (sqlite:path/to/file.db)"
+            )));
+        }
         let options: SqliteConnectOptions = url.parse().map_err(|e| {
             Error::config(format!("{url:?} is not a SQLite URL (sqlite:path/to/file.db): {e}"))
         })?;

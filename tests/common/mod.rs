@@ -76,7 +76,11 @@ impl Env {
     /// A SQLite file of its own in a temp dir.
     #[cfg(feature = "sqlite")]
     pub fn sqlite() -> Self {
-        let dir = tempfile::Builder::new().prefix("retention-sqlite-").tempdir().expect("temp dir");
+        // In memory where the system has a tmpfs: each commit syncs to disk otherwise.
+        let shm = std::path::Path::new("/dev/shm");
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("retention-sqlite-");
+        let dir = if shm.is_dir() { dir.tempdir_in(shm) } else { dir.tempdir() }.expect("temp dir");
         Self {
             backing: Backing::Sqlite,
             sqlite: Some((dir, tokio::sync::OnceCell::new())),

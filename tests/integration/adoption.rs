@@ -243,6 +243,25 @@ async fn adoption_on_sharded_redis() {
     .await;
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_on_sqlite() {
+    an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(Env::sqlite())
+        .await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notice_and_opt_outs_on_sqlite() {
+    not_before_gives_notice_and_opt_outs_are_not_resurrected(Env::sqlite()).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_sqlite() {
+    the_audit_finds_untracked_users_and_residue(Env::sqlite()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notice_and_opt_outs_on_memory() {
     not_before_gives_notice_and_opt_outs_are_not_resurrected(Env::memory()).await;
@@ -409,6 +428,8 @@ async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_on
     use teloxide::types::ChatId;
     use teloxide_retention::DialogueEraser;
 
+    // The crate's store on the bot's own pool: one file holds the bot's table, teloxide's
+    // dialogues and the crate's tables, through one sqlx (one libsqlite3-sys).
     let env = Env::memory();
     // In memory where the system has a tmpfs: every single-row write of SQLite (the
     // erasers', teloxide's storage) syncs to disk, seconds for thousands of them.
@@ -473,9 +494,8 @@ async fn an_existing_sqlite_bot_adopts_its_table_and_the_audit_finds_dialogue_on
     };
     let dialogue_eraser =
         DialogueEraser::for_any_state(Arc::clone(&dialogues)).list_sqlite(pool.clone());
-    let retention = env
-        .bare_builder()
-        .await
+    let retention = Retention::builder(teloxide_retention::SqliteStore::from_pool(pool.clone()))
+        .clock(env.clock.clone())
         .inactive_after(90 * DAY)
         .without_commands()
         .erase_with(users_eraser)

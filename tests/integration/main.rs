@@ -29,6 +29,7 @@ mod runtimes;
 mod safety;
 mod sentinel;
 mod shards;
+mod sqlite;
 mod store;
 mod survey;
 mod tls;

@@ -1,6 +1,7 @@
-//! One protocol, two stores: random sequences of operations run against `MemoryStore` and a
-//! real `redis-server` side by side, and every result and the whole observable state must
-//! match after every step (proptest shrinks a failing sequence to a shortest one).
+//! One protocol, every store: random sequences of operations run against `MemoryStore`, a
+//! real `redis-server` and (with the `sqlite` feature) a SQLite file side by side, and every
+//! result and the whole observable state must match after every step (proptest shrinks a
+//! failing sequence to a shortest one).
 //!
 //! Operations: interactions (through `record` and through the layer), gone marks, unblocks
 //! (a `my_chat_member` update through the layer), opt-outs, prune passes with erasers that
@@ -288,11 +289,18 @@ impl Side {
 }
 
 #[test]
-fn memory_and_redis_stores_agree_on_random_operation_sequences() {
+fn every_store_agrees_on_random_operation_sequences() {
     crate::common::init_tracing();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let server = RedisServer::start();
+    #[cfg(feature = "sqlite")]
+    let sqlite_dir = tempfile::tempdir().expect("temp dir");
+    #[cfg(feature = "sqlite")]
+    let sqlite = rt.block_on(async {
+        let url = format!("sqlite:{}", sqlite_dir.path().join("model.db").display());
+        teloxide_retention::SqliteStore::open(&url).await.expect("open sqlite")
+    });
     let cases: u32 = std::env::var("MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
     // A fixed seed by default, so that CI runs the same sequences; `MODEL_SEED` explores others.
     let seed: u64 = std::env::var("MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -309,30 +317,50 @@ fn memory_and_redis_stores_agree_on_random_operation_sequences() {
             let memory = Side::new(Retention::builder(MemoryStore::new()));
             let redis = Side::new(Retention::builder(redis).namespace(namespace.as_str()))
                 .planting(&server, &namespace);
+            let mut others = vec![("Redis", redis)];
+            #[cfg(feature = "sqlite")]
+            others.push((
+                "SQLite",
+                Side::new(Retention::builder(sqlite.clone()).namespace(namespace.as_str())),
+            ));
             let mut before = memory.state().await;
             for (step, op) in ops.iter().enumerate() {
-                let (a, b) = (memory.apply(op).await, redis.apply(op).await);
-                prop_assert_eq!(
-                    &a,
-                    &b,
-                    "result of step {} ({:?}), state before:\n{}",
-                    step,
-                    op,
-                    before
-                );
-                let (a, b) = (memory.state().await, redis.state().await);
-                prop_assert_eq!(
-                    &a,
-                    &b,
-                    "state after step {} ({:?}), state before:\n{}",
-                    step,
-                    op,
-                    before
-                );
+                let a = memory.apply(op).await;
+                for (name, other) in &others {
+                    let b = other.apply(op).await;
+                    prop_assert_eq!(
+                        &a,
+                        &b,
+                        "result of step {} ({:?}) on {}, state before:\n{}",
+                        step,
+                        op,
+                        name,
+                        before
+                    );
+                }
+                let a = memory.state().await;
+                for (name, other) in &others {
+                    let b = other.state().await;
+                    prop_assert_eq!(
+                        &a,
+                        &b,
+                        "state after step {} ({:?}) on {}, state before:\n{}",
+                        step,
+                        op,
+                        name,
+                        before
+                    );
+                }
                 before = a;
             }
             memory.retention.shutdown().await.expect("the memory side shuts down");
-            redis.retention.shutdown().await.expect("the Redis side shuts down");
+            for (name, other) in &others {
+                other
+                    .retention
+                    .shutdown()
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} shuts down: {e}"));
+            }
             Ok::<(), TestCaseError>(())
         })
     });

@@ -1,0 +1,133 @@
+//! What only `SqliteStore` has: a file that outlives the process, tables named after the
+//! namespace and versioned, and its errors. (The behavioural suites and the model test run
+//! on SQLite too.)
+#![cfg(feature = "sqlite")]
+
+use std::time::Duration;
+
+use teloxide::types::UserId;
+use teloxide_retention::{Error, ManualClock, Noted, Retention, SqliteStore};
+
+use crate::common::{DAY, T0};
+
+fn temp_db() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:{}", dir.path().join("bot.db").display());
+    (dir, url)
+}
+
+async fn retention(store: SqliteStore, clock: &ManualClock, namespace: &str) -> Retention {
+    Retention::builder(store)
+        .namespace(namespace)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_recorded_before_a_restart_are_erased_after_it() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    {
+        let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+        assert_eq!(bot.note_interaction(UserId(1)).await, Noted::Written);
+        clock.advance(20 * DAY);
+        assert_eq!(bot.note_interaction(UserId(2)).await, Noted::Written);
+        bot.shutdown().await.unwrap();
+    }
+    // A new process: the memory store would have forgotten both users.
+    clock.advance(15 * DAY);
+    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+    assert_eq!(bot.tracked_users().await.unwrap(), 2);
+    let seen = bot.status(UserId(1)).await.unwrap().last_seen.unwrap();
+    assert_eq!(seen.timestamp_millis(), T0);
+    let report = bot.prune_once().await.unwrap();
+    assert_eq!(report.erased, 1, "only user 1 is 35 days idle");
+    assert_eq!(bot.status(UserId(1)).await.unwrap().last_seen, None);
+    assert!(bot.status(UserId(2)).await.unwrap().last_seen.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_in_one_file_keep_apart_in_tables_of_their_own() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    let store = SqliteStore::open(&url).await.unwrap();
+    let a = retention(store.clone(), &clock, "bot-a").await;
+    let b = retention(store.clone(), &clock, "bot.b").await;
+    a.note_interaction(UserId(1)).await;
+    b.note_interaction(UserId(2)).await;
+    b.note_interaction(UserId(3)).await;
+    assert_eq!((a.tracked_users().await.unwrap(), b.tracked_users().await.unwrap()), (1, 2));
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for table in ["bot-a.seen", "bot-a.queue", "bot-a.meta", "bot.b.seen", "bot.b.feed"] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+    let version: String =
+        sqlx::query_scalar("SELECT value FROM \"bot-a.meta\" WHERE key = 'schema'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_a_newer_version_are_refused_not_rewritten() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    {
+        let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+        bot.note_interaction(UserId(1)).await;
+        bot.shutdown().await.unwrap();
+    }
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE \"bot.meta\" SET value = '2' WHERE key = 'schema'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+    let err = bot.tracked_users().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("table version"), "{err}");
+    // Nothing was changed: the user is still there for the version that wrote it.
+    let users: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.seen\"").fetch_one(&pool).await.unwrap();
+    assert_eq!(users, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_and_unopenable_files_are_clear_errors() {
+    let err = SqliteStore::open("redis://localhost").await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("not a SQLite URL"), "{err}");
+    let err = SqliteStore::open("sqlite:/nonexistent-dir/x/bot.db").await.unwrap_err();
+    assert!(matches!(err, Error::Database(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_lock_makes_calls_time_out_not_hang() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    let store = SqliteStore::open(&url).await.unwrap();
+    let bot = Retention::builder(store)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .store_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    bot.note_interaction(UserId(1)).await;
+    // Another process holds the write lock.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let err = bot.tracked_users().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    other.rollback().await.unwrap();
+    assert_eq!(bot.tracked_users().await.unwrap(), 1);
+}
