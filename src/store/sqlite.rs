@@ -6,6 +6,7 @@
 //! Lua scripts: all or nothing, in the same steps as the memory store. Times are the bot's
 //! clock: SQLite is one host and one process, with no server clock to agree on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -441,6 +442,44 @@ impl SqliteNamespace {
         Ok(())
     }
 
+    /// Removes every one of `users` from `table`, a chunk per statement.
+    async fn remove_all(&self, tx: &mut Tx, table: &str, users: &[u64]) -> Result<()> {
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!("DELETE FROM {table} WHERE user IN ({})", params(chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for user in chunk {
+                query = query.bind(*user as i64);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The jobs of those of `users` that have one.
+    async fn jobs(&self, tx: &mut Tx, users: &[u64]) -> Result<HashMap<u64, Job>> {
+        let mut jobs = HashMap::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT user, reason, marked_at, attempts FROM {} WHERE user IN ({})",
+                self.t.job,
+                params(chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for user in chunk {
+                query = query.bind(*user as i64);
+            }
+            for r in query.fetch_all(&mut **tx).await? {
+                let job = Job {
+                    reason: reason(r.get::<&str, _>(1))?,
+                    marked_at: r.get(2),
+                    attempts: u32::try_from(r.get::<i64, _>(3)).unwrap_or(u32::MAX),
+                };
+                jobs.insert(unsigned(r.get(0)), job);
+            }
+        }
+        Ok(jobs)
+    }
+
     async fn came_back(&self, tx: &mut Tx, user: u64, job: Job) -> Result<bool> {
         let seen = self.score(tx, &self.t.seen, user).await?;
         Ok(came_back(job, seen))
@@ -590,6 +629,11 @@ macro_rules! in_tx {
     };
 }
 
+/// `?, ?, ...`: `n` parameters.
+fn params(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 /// Claim times on the bot's clock (SQLite has no clock of its own to agree on).
 fn now_of(times: ClaimTimes) -> i64 {
     times.now.unwrap_or_else(wall_ms)
@@ -664,16 +708,30 @@ impl Backend for SqliteNamespace {
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.
             if held.is_none() {
-                let room = limit.saturating_sub(users.len());
-                for (user, _) in s.up_to(tx, &s.t.seen, cutoff, room).await? {
-                    let job = if s.remove(tx, &s.t.queue, user).await? {
+                // One read with the queue beside it and one removal per chunk: the common
+                // case (no erasure scheduled) costs no statement per user.
+                let room = i64::try_from(limit.saturating_sub(users.len())).unwrap_or(0);
+                let inactive: Vec<(i64, bool)> = sqlx::query_as(&format!(
+                    "SELECT s.user, q.user IS NOT NULL FROM {} s LEFT JOIN {} q \
+                     ON q.user = s.user WHERE s.at <= ? ORDER BY s.at, s.user LIMIT ?",
+                    s.t.seen, s.t.queue
+                ))
+                .bind(cutoff)
+                .bind(room)
+                .fetch_all(&mut **tx)
+                .await?;
+                let taken: Vec<u64> = inactive.iter().map(|(u, _)| unsigned(*u)).collect();
+                for (user, queued) in inactive {
+                    let user = unsigned(user);
+                    let job = if queued {
+                        s.remove(tx, &s.t.queue, user).await?;
                         s.job_of(tx, user).await?
                     } else {
                         Job::INACTIVE
                     };
-                    s.remove(tx, &s.t.seen, user).await?;
                     users.push(claimed(user, job));
                 }
+                s.remove_all(tx, &s.t.seen, &taken).await?;
             }
             if !users.is_empty() {
                 let ids: Vec<u64> = users.iter().map(|c| c.user).collect();
@@ -767,6 +825,8 @@ impl Backend for SqliteNamespace {
             if lease != Some(batch.deadline) {
                 return Ok(None);
             }
+            let ids: Vec<u64> = done.iter().map(|c| c.user).collect();
+            let mut jobs = s.jobs(tx, &ids).await?;
             if let Some(receipts) = receipts {
                 sqlx::query(&format!("DELETE FROM {} WHERE at < ?", s.t.receipt))
                     .bind(now - receipts.keep_ms)
@@ -774,7 +834,7 @@ impl Backend for SqliteNamespace {
                     .await?;
                 for (c, tag) in done.iter().zip(&receipts.tags) {
                     // An opt-out may have taken over a running erasure.
-                    let reason = s.job(tx, c.user).await?.map_or(c.reason, |j| j.reason);
+                    let reason = jobs.get(&c.user).map_or(c.reason, |j| j.reason);
                     sqlx::query(&format!(
                         "INSERT INTO {} (tag, at, reason, erasers, attempts) \
                              VALUES (?, ?, ?, ?, ?)",
@@ -790,11 +850,13 @@ impl Backend for SqliteNamespace {
                 }
             }
             let mut confirmed = Vec::with_capacity(done.len());
+            let mut with_job = Vec::with_capacity(done.len());
             for c in done {
-                let Some(Job { reason, marked_at, .. }) = s.job(tx, c.user).await? else {
+                let Some(Job { reason, marked_at, .. }) = jobs.remove(&c.user) else {
                     confirmed.push(Confirmed::Erased);
                     continue;
                 };
+                with_job.push(c.user);
                 if reason != ErasureReason::Inactive {
                     let opt_out = reason == ErasureReason::OptOut;
                     let inv = Invalidation { user: c.user, since: marked_at, until: now, opt_out };
@@ -811,9 +873,8 @@ impl Backend for SqliteNamespace {
                     confirmed.push(Confirmed::Erased);
                 }
             }
-            for c in done {
-                s.remove(tx, &s.t.failing, c.user).await?;
-            }
+            // A user without a job has no failing entry either (they go together).
+            s.remove_all(tx, &s.t.failing, &with_job).await?;
             let mut failing = Vec::with_capacity(failed.len());
             for &Retry { claimed: c, due } in failed {
                 let reason = s.job(tx, c.user).await?.map_or(c.reason, |j| j.reason);
