@@ -2,7 +2,9 @@
 //!
 //! No token, no network, no Redis needed: the in-memory store, a simulated clock, and a
 //! fake Telegram on localhost that the real `teloxide::Bot` talks to. Set `REDIS_URL` to run
-//! the same script against your Redis (it uses, then removes, a namespace of its own).
+//! the same script against your Redis (it uses, then removes, a namespace of its own), or
+//! `DATABASE_URL=sqlite:demo.db` to keep the store in a SQLite file (a namespace of its own
+//! per run, left in the file).
 //!
 //! Six users interact with a small bot that keeps a profile per user and relays support
 //! requests to its admin. Over six simulated weeks they ask for the privacy policy, export
@@ -189,9 +191,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let namespace = format!("retention-demo-{}", std::process::id());
     let redis_url = std::env::var("REDIS_URL").ok();
-    let builder = match &redis_url {
-        Some(url) => Retention::builder(RedisStore::open(url).await?).namespace(&namespace),
-        None => Retention::builder(MemoryStore::new()),
+    let database_url = std::env::var("DATABASE_URL").ok();
+    let (builder, store) = match (&redis_url, &database_url) {
+        (Some(url), _) => (
+            Retention::builder(RedisStore::open(url).await?).namespace(&namespace),
+            "Redis".to_owned(),
+        ),
+        (None, Some(url)) => (
+            Retention::builder(teloxide_retention::SqliteStore::open(url).await?)
+                .namespace(&namespace),
+            format!("SQLite ({url}, tables \"{namespace}.*\")"),
+        ),
+        (None, None) => (Retention::builder(MemoryStore::new()), "in memory".to_owned()),
     };
     // What each eraser deletes, as users should read it (they never see internal names).
     let mut texts = Texts::english();
@@ -215,9 +226,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handler = retention.wrap(bot_tree(profiles.clone(), dialogues));
     println!("teloxide-retention demo");
     println!(
-        "store: {}; policy: erase after 30 days without interaction, blocked users after a \
-         7-day grace period\n",
-        if redis_url.is_some() { "Redis" } else { "in memory" }
+        "store: {store}; policy: erase after 30 days without interaction, blocked users \
+         after a 7-day grace period\n"
     );
 
     let mut demo =

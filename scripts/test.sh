@@ -102,8 +102,17 @@ say "cargo doc (broken links fail)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet --features "$FEATURES"
 
 say "offline demo"
-cargo run --locked --quiet --example demo >/dev/null
-echo "demo ran"
+cargo run --locked --quiet --example demo >/tmp/retention-demo-memory.txt
+# The same script on a SQLite file prints the same story (only the store line differs).
+demo_db="$(mktemp -d)"
+DATABASE_URL="sqlite:$demo_db/demo.db" cargo run --locked --quiet --example demo \
+    >/tmp/retention-demo-sqlite.txt
+rm -rf "$demo_db"
+if ! diff <(sed 1,2d /tmp/retention-demo-memory.txt) <(sed 1,2d /tmp/retention-demo-sqlite.txt); then
+    echo "the demo told a different story on SQLite" >&2
+    exit 1
+fi
+echo "demo ran, in memory and on SQLite"
 
 say "the CLI binary runs"
 cargo run --locked --quiet --features "$FEATURES" --bin teloxide-retention -- --help >/dev/null
