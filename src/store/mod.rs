@@ -1,5 +1,6 @@
-//! Where the crate keeps what it knows: [`RedisStore`] in production, [`MemoryStore`] for
-//! development, the offline demo and tests.
+//! Where the crate keeps what it knows: [`RedisStore`] in production, `SqliteStore` (the
+//! `sqlite` feature) for a bot that runs as one process, [`MemoryStore`] for development,
+//! the offline demo and tests.
 //!
 //! A store holds, per namespace, only this (see the README's key layout):
 //!
@@ -11,7 +12,7 @@
 //! - a short-lived **feed** of erasures, so that replicas sharing one Redis drop their caches;
 //! - short-lived confirmation nonces and rate-limit counters of the privacy commands.
 //!
-//! Both stores behave identically; one behavioural test suite runs against both.
+//! Every store behaves identically; one behavioural test suite runs against each.
 //!
 //! ```
 //! use std::time::Duration;
@@ -46,11 +47,11 @@ pub use self::redis::{Diagnosis, NamespaceMeta, RedisStore, Resharded};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 
-/// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`] or
-/// [`MemoryStore`].
+/// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`],
+/// `SqliteStore` (the `sqlite` feature) or [`MemoryStore`].
 ///
 /// The trait is sealed: the crate's claim -> erase -> finish protocol is implemented by
-/// these two stores only, and one behavioural test suite runs against both.
+/// these stores only, and one behavioural test suite runs against each.
 pub trait Store: Send + Sync + 'static {
     /// Returns the backend for `namespace` (validated by the builder). Not part of the
     /// API: [`sealed::Token`] cannot be named outside this crate.
