@@ -125,7 +125,7 @@ async fn a_held_write_lock_makes_calls_time_out_not_hang() {
     bot.note_interaction(UserId(1)).await;
     // Another process holds the write lock.
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let mut other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
     let err = bot.tracked_users().await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     other.rollback().await.unwrap();
