@@ -418,6 +418,12 @@ async fn scheduled_audit_on_redis() {
     one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::redis()).await;
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_audit_on_sqlite() {
+    one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::sqlite()).await;
+}
+
 /// An existing bot on SQLite: 2,000 users in its own table (1,555 idle past 90 days) and
 /// dialogues in teloxide's `SqliteStorage`, some of users the table does not have, listed
 /// by the built-in listing.
@@ -562,7 +568,10 @@ pub(crate) fn cluster_cases() -> Vec<(&'static str, crate::common::Case)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_listed_twice_in_one_call_counts_once_and_keeps_the_later_time() {
-    for env in [Env::memory(), Env::redis()] {
+    let mut envs = vec![Env::memory(), Env::redis()];
+    #[cfg(feature = "sqlite")]
+    envs.push(Env::sqlite());
+    for env in envs {
         let retention = env.builder().await.build().unwrap();
         let at = |ms: i64| DateTime::from_timestamp_millis(ms);
         let users =

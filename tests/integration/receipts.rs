@@ -106,6 +106,12 @@ async fn receipts_on_sharded_redis() {
     receipts_are_found_with_their_key_and_expire(Env::redis_sharded()).await;
 }
 
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_on_sqlite() {
+    receipts_are_found_with_their_key_and_expire(Env::sqlite()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_are_off_unless_asked_for() {
     let env = Env::memory();

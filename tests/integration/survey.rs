@@ -79,3 +79,9 @@ async fn survey_on_redis() {
 async fn survey_on_sharded_redis() {
     the_survey_counts_users_and_erasures(Env::redis_sharded()).await;
 }
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survey_on_sqlite() {
+    the_survey_counts_users_and_erasures(Env::sqlite()).await;
+}
