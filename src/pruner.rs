@@ -277,6 +277,9 @@ impl Pruner {
                  accept the risk with RetentionBuilder::allow_allkeys_eviction"
             )));
         }
+        if let Some(why) = health.not_atomic {
+            return Err(Error::Unsafe(why));
+        }
         if health.seen_vanished {
             return Err(Error::Unsafe(format!(
                 "the set of tracked users ({{{}}}:seen, or a shard's) was lost (evicted or \

@@ -98,6 +98,9 @@ pub(crate) struct Health {
     pub(crate) eviction_policy: Option<String>,
     /// The `seen` set was lost after its marker was written (evicted or deleted).
     pub(crate) seen_vanished: bool,
+    /// Why a crash could leave an operation half done (a SQLite file without a rollback
+    /// journal), if it could: the pruner refuses to run.
+    pub(crate) not_atomic: Option<String>,
 }
 
 /// The result of finishing one erased user.

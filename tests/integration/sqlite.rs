@@ -131,3 +131,20 @@ async fn a_held_write_lock_makes_calls_time_out_not_hang() {
     other.rollback().await.unwrap();
     assert_eq!(bot.tracked_users().await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_without_a_rollback_journal_is_refused_by_the_pruner() {
+    let (_dir, url) = temp_db();
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+    let options =
+        options.create_if_missing(true).journal_mode(sqlx::sqlite::SqliteJournalMode::Memory);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let clock = ManualClock::at_unix_ms(T0);
+    let bot = retention(SqliteStore::from_pool(pool), &clock, "bot").await;
+    bot.note_interaction(UserId(1)).await;
+    clock.advance(40 * DAY);
+    let err = bot.prune_once().await.unwrap_err();
+    assert!(matches!(err, Error::Unsafe(_)), "{err:?}");
+    assert!(err.to_string().contains("journal_mode=memory"), "{err}");
+    assert_eq!(bot.tracked_users().await.unwrap(), 1, "nobody was erased");
+}

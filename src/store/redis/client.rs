@@ -198,7 +198,7 @@ impl Backend for RedisNamespace {
                 inv.arg(0);
                 self.run::<i64>(&inv).await? == 1
             };
-            Ok(Health { version, eviction_policy, seen_vanished })
+            Ok(Health { version, eviction_policy, seen_vanished, not_atomic: None })
         })
     }
 

@@ -279,6 +279,7 @@ impl Backend for Sharded {
                 version,
                 eviction_policy,
                 seen_vanished: all.iter().any(|h| h.seen_vanished),
+                not_atomic: None,
             })
         })
     }

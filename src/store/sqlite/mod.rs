@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -104,6 +105,7 @@ impl Store for SqliteStore {
             pool: self.pool.clone(),
             t: Tables::new(namespace),
             ready: OnceCell::new(),
+            warned_sync: AtomicBool::new(false),
         }))
     }
 }
@@ -227,6 +229,8 @@ struct SqliteNamespace {
     t: Tables,
     /// Set once the tables exist at this version.
     ready: OnceCell<()>,
+    /// `synchronous=OFF` was reported (once per process).
+    warned_sync: AtomicBool,
 }
 
 type Tx = Transaction<'static, Sqlite>;

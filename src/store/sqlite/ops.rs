@@ -169,7 +169,27 @@ impl Backend for SqliteNamespace {
     fn health(&self) -> BoxFuture<'_, Result<Health>> {
         Box::pin(async move {
             self.ready().await?;
-            Ok(Health::default())
+            let mut conn = self.pool.acquire().await?;
+            let journal: String =
+                sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+            let synchronous: i64 =
+                sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+            let not_atomic = matches!(journal.to_ascii_lowercase().as_str(), "off" | "memory")
+                .then(|| {
+                    format!(
+                        "the SQLite file runs with journal_mode={journal}: a crash in the middle \
+                         of an erasure's transaction can leave it half done; use WAL (what \
+                         SqliteStore::open sets) or DELETE"
+                    )
+                });
+            if synchronous == 0 && !self.warned_sync.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the SQLite file runs with synchronous=OFF: a power loss can undo the last \
+                     interactions written, and those users would look inactive since their \
+                     earlier ones; use NORMAL or FULL (what SqliteStore::open sets)"
+                );
+            }
+            Ok(Health { not_atomic, ..Health::default() })
         })
     }
 
