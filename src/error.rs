@@ -34,9 +34,9 @@ pub enum Error {
     /// Redis returned an error or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The SQL database ([`SqliteStore`](crate::SqliteStore)) returned an error or could not
-    /// be reached.
-    #[cfg(feature = "sqlite")]
+    /// The SQL database (`SqliteStore`, `PostgresStore`) returned an error or could not be
+    /// reached.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// The store did not answer within the configured store timeout.
@@ -110,7 +110,7 @@ impl Error {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
             }
-            #[cfg(feature = "sqlite")]
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
             Self::Database(e) => match e {
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
                 // SQLITE_BUSY, SQLITE_LOCKED: another connection held the lock too long.

@@ -53,6 +53,8 @@ pub use retention::{Retention, RetentionExt};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sqlx;
 pub use stats::Stats;
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;
 #[cfg(feature = "sqlite")]

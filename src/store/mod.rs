@@ -31,8 +31,8 @@ pub(crate) mod intercept;
 pub(crate) mod memory;
 mod protocol;
 pub(crate) mod redis;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 
 use std::sync::Arc;
 
@@ -44,8 +44,10 @@ pub use self::redis::connect::RedisSentinel;
 #[cfg(feature = "tls")]
 pub use self::redis::connect::RedisTls;
 pub use self::redis::{Diagnosis, NamespaceMeta, RedisStore, Resharded};
+#[cfg(feature = "postgres")]
+pub use self::sql::PostgresStore;
 #[cfg(feature = "sqlite")]
-pub use self::sqlite::SqliteStore;
+pub use self::sql::SqliteStore;
 
 /// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`],
 /// `SqliteStore` (the `sqlite` feature) or [`MemoryStore`].

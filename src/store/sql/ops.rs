@@ -1,8 +1,8 @@
-//! The protocol's operations on SQLite, each one transaction in the memory store's steps.
+//! The protocol's operations, each one locked transaction in the memory store's steps.
 
 use super::*;
 
-impl Backend for SqliteNamespace {
+impl<D: Dialect> Backend for SqlNamespace<D> {
     fn parts(&self) -> Vec<&dyn Backend> {
         vec![self]
     }
@@ -11,40 +11,34 @@ impl Backend for SqliteNamespace {
         in_tx!(self, |s, tx| {
             for chunk in seen.chunks(CHUNK) {
                 let values = vec!["(?, ?)"; chunk.len()].join(", ");
+                let seen = &s.t.seen;
                 let sql = format!(
-                    "INSERT INTO {} VALUES {values} ON CONFLICT (user) DO UPDATE \
-                         SET at = excluded.at WHERE excluded.at > at",
-                    s.t.seen
+                    "INSERT INTO {seen} (uid, at) VALUES {values} ON CONFLICT (uid) DO UPDATE \
+                     SET at = excluded.at WHERE excluded.at > {seen}.at"
                 );
-                let mut query = sqlx::query(&sql);
-                for i in chunk {
-                    query = query.bind(i.user as i64).bind(i.at);
-                }
-                query.execute(&mut **tx).await?;
+                let args = chunk.iter().flat_map(|i| [id(i.user), i.at.into()]).collect();
+                s.exec(tx, &sql, args).await?;
             }
             Ok(())
         })
     }
 
     fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>> {
-        let ClaimRequest { times, writers, limit, batch: id } = request;
+        let ClaimRequest { times, writers, limit, batch } = request;
         in_tx!(self, |s, tx| {
-            let now = now_of(times);
+            let now = now_of(times, tx.wall);
             let cutoff = now.saturating_sub(times.inactive_ms);
             let deadline = now.saturating_add(times.lease_ms);
             let held = s.writers_hold(tx, writers).await?;
             let (mut users, mut returned) = (Vec::new(), Vec::new());
             // 1. Batches whose lease expired.
-            let expired: Vec<(i64, i64)> = sqlx::query_as(&format!(
-                "SELECT batch, deadline FROM {} WHERE deadline <= ? \
-                     ORDER BY deadline, batch LIMIT 16",
+            let sql = format!(
+                "SELECT batch, deadline FROM {} WHERE deadline <= ? ORDER BY deadline, batch \
+                 LIMIT 16",
                 s.t.lease
-            ))
-            .bind(now)
-            .fetch_all(&mut **tx)
-            .await?;
-            for (old, old_deadline) in expired {
-                let old = old as u64;
+            );
+            for row in s.rows(tx, &sql, vec![now.into()]).await? {
+                let (old, old_deadline) = (row[0].i()? as u64, row[1].i()?);
                 if users.len() >= limit {
                     break;
                 }
@@ -74,19 +68,16 @@ impl Backend for SqliteNamespace {
                 // One read with the queue beside it and one removal per chunk: the common
                 // case (no erasure scheduled) costs no statement per user.
                 let room = i64::try_from(limit.saturating_sub(users.len())).unwrap_or(0);
-                let inactive: Vec<(i64, bool)> = sqlx::query_as(&format!(
-                    "SELECT s.user, q.user IS NOT NULL FROM {} s LEFT JOIN {} q \
-                     ON q.user = s.user WHERE s.at <= ? ORDER BY s.at, s.user LIMIT ?",
+                let sql = format!(
+                    "SELECT s.uid, CAST(CASE WHEN q.uid IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+                     FROM {} s LEFT JOIN {} q ON q.uid = s.uid WHERE s.at <= ? \
+                     ORDER BY s.at, s.uid LIMIT ?",
                     s.t.seen, s.t.queue
-                ))
-                .bind(cutoff)
-                .bind(room)
-                .fetch_all(&mut **tx)
-                .await?;
-                let taken: Vec<u64> = inactive.iter().map(|(u, _)| unsigned(*u)).collect();
-                for (user, queued) in inactive {
-                    let user = unsigned(user);
-                    let job = if queued {
+                );
+                let inactive = s.rows(tx, &sql, vec![cutoff.into(), room.into()]).await?;
+                let taken = inactive.iter().map(|r| r[0].user()).collect::<Result<Vec<_>>>()?;
+                for (row, user) in inactive.iter().zip(taken.iter().copied()) {
+                    let job = if row[1].i()? == 1 {
                         s.remove(tx, &s.t.queue, user).await?;
                         s.job_of(tx, user).await?
                     } else {
@@ -98,17 +89,17 @@ impl Backend for SqliteNamespace {
             }
             if !users.is_empty() {
                 let ids: Vec<u64> = users.iter().map(|c| c.user).collect();
-                s.put_batch(tx, id, &ids).await?;
-                s.set_lease(tx, id, deadline).await?;
+                s.put_batch(tx, batch, &ids).await?;
+                s.set_lease(tx, batch, deadline).await?;
             }
-            Ok(Batch { id, deadline, users, held, unreadable: Vec::new(), returned })
+            Ok(Batch { id: batch, deadline, users, held, unreadable: Vec::new(), returned })
         })
     }
 
     fn claim_user(&self, request: ClaimUser) -> BoxFuture<'_, Result<Option<Batch>>> {
-        let ClaimUser { user, reason, times, batch: id } = request;
+        let ClaimUser { user, reason, times, batch } = request;
         in_tx!(self, |s, tx| {
-            let now = now_of(times);
+            let now = now_of(times, tx.wall);
             let deadline = now.saturating_add(times.lease_ms);
             let attempts = s.job(tx, user).await?.map_or(0, |j| j.attempts);
             let job = Job { reason, marked_at: now, attempts };
@@ -123,10 +114,10 @@ impl Backend for SqliteNamespace {
             }
             s.remove(tx, &s.t.queue, user).await?;
             s.remove(tx, &s.t.seen, user).await?;
-            s.put_batch(tx, id, &[user]).await?;
-            s.set_lease(tx, id, deadline).await?;
+            s.put_batch(tx, batch, &[user]).await?;
+            s.set_lease(tx, batch, deadline).await?;
             Ok(Some(Batch {
-                id,
+                id: batch,
                 deadline,
                 users: vec![claimed(user, job)],
                 held: None,
@@ -137,28 +128,25 @@ impl Backend for SqliteNamespace {
     }
 
     fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
-        Box::pin(async { Ok(None) })
+        self.db.server_time()
     }
 
-    fn heartbeat(&self, id: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
+    fn heartbeat(&self, writer: u64, backlog: u64) -> BoxFuture<'_, Result<()>> {
         in_tx!(self, |s, tx| {
-            sqlx::query(&format!("INSERT OR REPLACE INTO {} VALUES (?, ?, ?)", s.t.writers))
-                .bind(id as i64)
-                .bind(wall_ms())
-                .bind(i64::try_from(backlog).unwrap_or(i64::MAX))
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
+            let sql = format!(
+                "INSERT INTO {} (id, at, backlog) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE \
+                 SET at = excluded.at, backlog = excluded.backlog",
+                s.t.writers
+            );
+            let backlog = i64::try_from(backlog).unwrap_or(i64::MAX);
+            s.exec(tx, &sql, vec![id(writer), tx.wall.into(), backlog.into()]).await.map(drop)
         })
     }
 
-    fn retire(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+    fn retire(&self, writer: u64) -> BoxFuture<'_, Result<()>> {
         in_tx!(self, |s, tx| {
-            sqlx::query(&format!("DELETE FROM {} WHERE id = ?", s.t.writers))
-                .bind(id as i64)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
+            let sql = format!("DELETE FROM {} WHERE id = ?", s.t.writers);
+            s.exec(tx, &sql, vec![id(writer)]).await.map(drop)
         })
     }
 
@@ -169,27 +157,7 @@ impl Backend for SqliteNamespace {
     fn health(&self) -> BoxFuture<'_, Result<Health>> {
         Box::pin(async move {
             self.ready().await?;
-            let mut conn = self.pool.acquire().await?;
-            let journal: String =
-                sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
-            let synchronous: i64 =
-                sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
-            let not_atomic = matches!(journal.to_ascii_lowercase().as_str(), "off" | "memory")
-                .then(|| {
-                    format!(
-                        "the SQLite file runs with journal_mode={journal}: a crash in the middle \
-                         of an erasure's transaction can leave it half done; use WAL (what \
-                         SqliteStore::open sets) or DELETE"
-                    )
-                });
-            if synchronous == 0 && !self.warned_sync.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "the SQLite file runs with synchronous=OFF: a power loss can undo the last \
-                     interactions written, and those users would look inactive since their \
-                     earlier ones; use NORMAL or FULL (what SqliteStore::open sets)"
-                );
-            }
-            Ok(Health { not_atomic, ..Health::default() })
+            self.db.health(&self.warned).await
         })
     }
 
@@ -200,36 +168,32 @@ impl Backend for SqliteNamespace {
     fn finish<'a>(&'a self, request: FinishRequest<'a>) -> BoxFuture<'a, Result<Option<Finish>>> {
         let FinishRequest { batch, done, failed, now, follow_up_at, stuck, receipts } = request;
         in_tx!(self, |s, tx| {
-            let lease: Option<i64> =
-                sqlx::query_scalar(&format!("SELECT deadline FROM {} WHERE batch = ?", s.t.lease))
-                    .bind(batch.id as i64)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            if lease != Some(batch.deadline) {
+            let sql = format!("SELECT deadline FROM {} WHERE batch = ?", s.t.lease);
+            let lease = s.scalar(tx, &sql, vec![id(batch.id)]).await?;
+            if lease.map(|v| v.i()).transpose()? != Some(batch.deadline) {
                 return Ok(None);
             }
             let ids: Vec<u64> = done.iter().map(|c| c.user).collect();
             let mut jobs = s.jobs(tx, &ids).await?;
             if let Some(receipts) = receipts {
-                sqlx::query(&format!("DELETE FROM {} WHERE at < ?", s.t.receipt))
-                    .bind(now - receipts.keep_ms)
-                    .execute(&mut **tx)
-                    .await?;
+                let sql = format!("DELETE FROM {} WHERE at < ?", s.t.receipt);
+                s.exec(tx, &sql, vec![(now - receipts.keep_ms).into()]).await?;
                 for (c, tag) in done.iter().zip(&receipts.tags) {
                     // An opt-out may have taken over a running erasure.
                     let reason = jobs.get(&c.user).map_or(c.reason, |j| j.reason);
-                    sqlx::query(&format!(
-                        "INSERT INTO {} (tag, at, reason, erasers, attempts) \
-                             VALUES (?, ?, ?, ?, ?)",
+                    let sql = format!(
+                        "INSERT INTO {} (tag, at, reason, erasers, attempts) VALUES (?, ?, ?, ?, ?)",
                         s.t.receipt
-                    ))
-                    .bind(tag)
-                    .bind(now)
-                    .bind(reason.code())
-                    .bind(&receipts.erasers)
-                    .bind(i64::from(c.attempts.saturating_add(1)))
-                    .execute(&mut **tx)
-                    .await?;
+                    );
+                    let attempts = i64::from(c.attempts.saturating_add(1));
+                    let args = vec![
+                        tag.as_str().into(),
+                        now.into(),
+                        reason.code().into(),
+                        receipts.erasers.as_str().into(),
+                        attempts.into(),
+                    ];
+                    s.exec(tx, &sql, args).await?;
                 }
             }
             let mut confirmed = Vec::with_capacity(done.len());
@@ -264,21 +228,20 @@ impl Backend for SqliteNamespace {
                 s.set_due(tx, c.user, due).await?;
                 let attempts = c.attempts.saturating_add(1);
                 s.put_job(tx, c.user, Job { reason, marked_at: c.marked_at, attempts }).await?;
-                let row: Option<(i64, i64)> = sqlx::query_as(&format!(
-                    "SELECT since, reported FROM {} WHERE user = ?",
-                    s.t.failing
-                ))
-                .bind(c.user as i64)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let (since, reported) = row.unwrap_or((now, 0));
+                let sql = format!("SELECT since, reported FROM {} WHERE uid = ?", s.t.failing);
+                let row = s.rows(tx, &sql, vec![id(c.user)]).await?;
+                let (since, reported) = match row.first() {
+                    Some(r) => (r[0].i()?, r[1].i()?),
+                    None => (now, 0),
+                };
                 let report = now - since >= stuck.after_ms && now - reported >= stuck.every_ms;
-                sqlx::query(&format!("INSERT OR REPLACE INTO {} VALUES (?, ?, ?)", s.t.failing))
-                    .bind(c.user as i64)
-                    .bind(since)
-                    .bind(if report { now } else { reported })
-                    .execute(&mut **tx)
-                    .await?;
+                let sql = format!(
+                    "INSERT INTO {} (uid, since, reported) VALUES (?, ?, ?) ON CONFLICT (uid) \
+                     DO UPDATE SET since = excluded.since, reported = excluded.reported",
+                    s.t.failing
+                );
+                let reported = if report { now } else { reported };
+                s.exec(tx, &sql, vec![id(c.user), since.into(), reported.into()]).await?;
                 failing.push(Failing { since, report });
             }
             s.end_batch(tx, batch.id).await?;
@@ -353,7 +316,7 @@ impl Backend for SqliteNamespace {
 
     fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
         in_tx!(self, |s, tx| {
-            let now = now_of(times);
+            let now = now_of(times, tx.wall);
             let cutoff = now.saturating_sub(times.inactive_ms);
             let mut entries = Vec::new();
             for (user, _) in s.up_to(tx, &s.t.queue, now, limit).await? {
@@ -384,38 +347,33 @@ impl Backend for SqliteNamespace {
 
     fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
         in_tx!(self, |s, tx| {
-            // AUTOINCREMENT never reuses a number, even after the rows expire.
-            let head: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = ?")
-                    .bind(format!("{}.feed", s.t.prefix))
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            Ok(head.unwrap_or(0).to_string())
+            // The highest number ever given, even after its rows expired.
+            let head = s.scalar(tx, &D::feed_head_sql(&s.t), Vec::new()).await?;
+            Ok(head.map_or(Ok(None), |v| v.opt_i())?.unwrap_or(0).to_string())
         })
     }
 
     fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
         in_tx!(self, |s, tx| {
             let after: i64 = cursor.parse().unwrap_or(0);
-            let rows: Vec<(i64, i64, i64, i64, bool)> = sqlx::query_as(&format!(
-                "SELECT seq, user, since, until, opt_out FROM {} WHERE seq > ? \
-                     ORDER BY seq LIMIT ?",
+            let sql = format!(
+                "SELECT seq, uid, since, until, opt_out FROM {} WHERE seq > ? ORDER BY seq LIMIT ?",
                 s.t.feed
-            ))
-            .bind(after)
-            .bind(i64::try_from(FEED_READ).unwrap_or(i64::MAX))
-            .fetch_all(&mut **tx)
-            .await?;
-            let next = rows.last().map_or(after, |r| r.0);
+            );
+            let limit = i64::try_from(FEED_READ).unwrap_or(i64::MAX);
+            let rows = s.rows(tx, &sql, vec![after.into(), limit.into()]).await?;
+            let next = rows.last().map_or(Ok(after), |r| r[0].i())?;
             let entries = rows
-                .into_iter()
-                .map(|(_, user, since, until, opt_out)| Invalidation {
-                    user: unsigned(user),
-                    since,
-                    until,
-                    opt_out,
+                .iter()
+                .map(|r| {
+                    Ok(Invalidation {
+                        user: r[1].user()?,
+                        since: r[2].i()?,
+                        until: r[3].i()?,
+                        opt_out: r[4].i()? == 1,
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             Ok(FeedPage { entries, cursor: next.to_string() })
         })
     }
@@ -435,10 +393,7 @@ impl Backend for SqliteNamespace {
         in_tx!(self, |s, tx| {
             let key = format!("confirm:{}", who.tag);
             let value = s.kv_get(tx, &key).await?;
-            sqlx::query(&format!("DELETE FROM {} WHERE key = ?", s.t.kv))
-                .bind(&key)
-                .execute(&mut **tx)
-                .await?;
+            s.exec(tx, &format!("DELETE FROM {} WHERE key = ?", s.t.kv), vec![key.into()]).await?;
             Ok(value)
         })
     }
@@ -455,11 +410,8 @@ impl Backend for SqliteNamespace {
             match s.kv_get(tx, &key).await? {
                 Some(count) => {
                     let next = count.parse::<u64>().unwrap_or(0) + 1;
-                    sqlx::query(&format!("UPDATE {} SET value = ? WHERE key = ?", s.t.kv))
-                        .bind(next.to_string())
-                        .bind(&key)
-                        .execute(&mut **tx)
-                        .await?;
+                    let sql = format!("UPDATE {} SET value = ? WHERE key = ?", s.t.kv);
+                    s.exec(tx, &sql, vec![next.to_string().into(), key.into()]).await?;
                     Ok(next)
                 }
                 None => {
@@ -481,13 +433,7 @@ impl Backend for SqliteNamespace {
     }
 
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
-        in_tx!(self, |s, tx| {
-            sqlx::query(&format!("INSERT OR REPLACE INTO {} VALUES ('audit', ?)", s.t.meta))
-                .bind(summary)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        })
+        in_tx!(self, |s, tx| { s.set_meta(tx, "audit", summary).await })
     }
 
     fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
@@ -514,11 +460,12 @@ impl Backend for SqliteNamespace {
                         continue;
                     }
                 }
-                sqlx::query(&format!("INSERT OR REPLACE INTO {} VALUES (?, ?)", s.t.seen))
-                    .bind(user as i64)
-                    .bind(ms)
-                    .execute(&mut **tx)
-                    .await?;
+                let sql = format!(
+                    "INSERT INTO {} (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO UPDATE \
+                     SET at = excluded.at",
+                    s.t.seen
+                );
+                s.exec(tx, &sql, vec![id(user), ms.into()]).await?;
             }
             Ok(counts)
         })
@@ -539,10 +486,11 @@ impl Backend for SqliteNamespace {
 
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
         in_tx!(self, |s, tx| {
-            sqlx::query(&format!("INSERT OR IGNORE INTO {} VALUES ('secret', ?)", s.t.meta))
-                .bind(candidate)
-                .execute(&mut **tx)
-                .await?;
+            let sql = format!(
+                "INSERT INTO {} (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING",
+                s.t.meta
+            );
+            s.exec(tx, &sql, vec![candidate.into()]).await?;
             s.meta(tx, "secret")
                 .await?
                 .ok_or_else(|| Error::Corrupt("the namespace's secret vanished".into()))
@@ -551,10 +499,7 @@ impl Backend for SqliteNamespace {
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
         in_tx!(self, |s, tx| {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", s.t.seen))
-                .fetch_one(&mut **tx)
-                .await?;
-            Ok(unsigned(n))
+            s.count(tx, &format!("SELECT COUNT(*) FROM {}", s.t.seen), Vec::new()).await
         })
     }
 
@@ -562,68 +507,59 @@ impl Backend for SqliteNamespace {
         in_tx!(self, |s, tx| {
             let mut seen = Vec::with_capacity(ranges.len());
             for r in ranges {
-                let n: i64 = sqlx::query_scalar(&format!(
-                    "SELECT COUNT(*) FROM {} WHERE at > ? AND at <= ?",
-                    s.t.seen
-                ))
-                .bind(r.after)
-                .bind(r.up_to)
-                .fetch_one(&mut **tx)
-                .await?;
-                seen.push(unsigned(n));
+                let sql = format!("SELECT COUNT(*) FROM {} WHERE at > ? AND at <= ?", s.t.seen);
+                seen.push(s.count(tx, &sql, vec![r.after.into(), r.up_to.into()]).await?);
             }
-            let failing_since: Vec<i64> =
-                sqlx::query_scalar(&format!("SELECT since FROM {}", s.t.failing))
-                    .fetch_all(&mut **tx)
-                    .await?;
+            let sql = format!("SELECT since FROM {}", s.t.failing);
+            let failing_since = s
+                .rows(tx, &sql, Vec::new())
+                .await?
+                .iter()
+                .map(|r| r[0].i())
+                .collect::<Result<Vec<_>>>()?;
             let mut survey = RawSurvey {
                 seen,
                 scheduled_due: s.count_up_to(tx, &s.t.queue, "due", now).await?,
                 failing_since,
                 ..RawSurvey::default()
             };
-            let jobs: Vec<(String, i64)> =
-                sqlx::query_as(&format!("SELECT reason, attempts FROM {}", s.t.job))
-                    .fetch_all(&mut **tx)
-                    .await?;
+            let sql = format!("SELECT reason, marked_at, attempts FROM {}", s.t.job);
             // Every job, as the Redis store counts them: scheduled and running erasures.
-            for (code, attempts) in jobs {
-                let Ok(reason) = reason(&code) else { continue };
-                survey.scheduled[reason.index()] += 1;
-                let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-                survey.max_attempts = survey.max_attempts.max(attempts);
+            for row in s.rows(tx, &sql, Vec::new()).await? {
+                let Ok(job) = job_from(&row) else { continue };
+                survey.scheduled[job.reason.index()] += 1;
+                survey.max_attempts = survey.max_attempts.max(job.attempts);
             }
-            let beats: Vec<(i64, i64, i64)> =
-                sqlx::query_as(&format!("SELECT id, at, backlog FROM {}", s.t.writers))
-                    .fetch_all(&mut **tx)
-                    .await?;
-            let wall = wall_ms();
-            // Heartbeats are stamped on the wall clock; report them on the survey's.
-            survey.writers = beats
-                .into_iter()
-                .map(|(id, at, backlog)| Heartbeat {
-                    writer: (id as u64).to_string(),
-                    at: now.saturating_sub(wall.saturating_sub(at)),
-                    backlog: unsigned(backlog),
+            let sql = format!("SELECT id, at, backlog FROM {}", s.t.writers);
+            let wall = tx.wall;
+            // Heartbeats are stamped on the store's "now"; report them on the survey's.
+            survey.writers = s
+                .rows(tx, &sql, Vec::new())
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Heartbeat {
+                        writer: (r[0].i()? as u64).to_string(),
+                        at: now.saturating_sub(wall.saturating_sub(r[1].i()?)),
+                        backlog: unsigned(r[2].i()?),
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             Ok(survey)
         })
     }
 
     fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
         in_tx!(self, |s, tx| {
-            let scheduled: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", s.t.queue))
-                .fetch_one(&mut **tx)
-                .await?;
-            let (failing, oldest): (i64, Option<i64>) =
-                sqlx::query_as(&format!("SELECT COUNT(*), MIN(since) FROM {}", s.t.failing))
-                    .fetch_one(&mut **tx)
-                    .await?;
+            let scheduled =
+                s.count(tx, &format!("SELECT COUNT(*) FROM {}", s.t.queue), Vec::new()).await?;
+            let sql = format!("SELECT COUNT(*), MIN(since) FROM {}", s.t.failing);
+            let rows = s.rows(tx, &sql, Vec::new()).await?;
+            let row = rows.first().ok_or_else(|| Error::Corrupt("no count".into()))?;
             Ok(Pending {
-                scheduled: unsigned(scheduled),
-                failing: unsigned(failing),
-                oldest_failing_since: oldest,
+                scheduled,
+                failing: unsigned(row[0].i()?),
+                oldest_failing_since: row[1].opt_i()?,
             })
         })
     }

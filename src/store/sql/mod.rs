@@ -1,0 +1,680 @@
+//! The SQL stores: the protocol on a SQL database through sqlx 0.8 (the sqlx of teloxide's
+//! SQL storages), for SQLite (`SqliteStore`) and PostgreSQL (`PostgresStore`).
+//!
+//! Every operation is one transaction that first takes the namespace's write lock (`BEGIN
+//! IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL), so operations on
+//! a namespace run one at a time, as Redis runs its Lua scripts: all or nothing, in the
+//! same steps as the memory store. The statements are written once, with `?` parameters and
+//! the SQL both databases speak; a [`Dialect`] supplies the rest (tables, locking, clock,
+//! health).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::OnceCell;
+
+use crate::erase::ErasureReason;
+use crate::error::{Error, Result};
+use crate::receipts::RawReceipt;
+use crate::store::{
+    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
+    FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat,
+    Interaction, Invalidation, Job, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
+    RawSurvey, Retry, ScheduleRequest, SeenRange, TaggedReceipt, WriterWindow, came_back,
+};
+
+mod ops;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// The version of the tables this crate writes, kept in each namespace's `meta` table.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Rows per multi-row statement (at most three parameters each).
+const CHUNK: usize = 500;
+
+/// A statement parameter.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    I(i64),
+    T(String),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Self::I(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Self::T(v.to_owned())
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Self::T(v)
+    }
+}
+
+/// A user id as stored (ids are below 2^63).
+fn id(user: u64) -> Arg {
+    Arg::I(user as i64)
+}
+
+/// A value read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Val {
+    I(i64),
+    T(String),
+    Null,
+}
+
+impl Val {
+    fn i(&self) -> Result<i64> {
+        match self {
+            Self::I(v) => Ok(*v),
+            other => Err(Error::Corrupt(format!("expected a number, got {other:?}"))),
+        }
+    }
+
+    fn opt_i(&self) -> Result<Option<i64>> {
+        match self {
+            Self::Null => Ok(None),
+            other => other.i().map(Some),
+        }
+    }
+
+    fn t(&self) -> Result<&str> {
+        match self {
+            Self::T(v) => Ok(v),
+            other => Err(Error::Corrupt(format!("expected text, got {other:?}"))),
+        }
+    }
+
+    fn user(&self) -> Result<u64> {
+        Ok(unsigned(self.i()?))
+    }
+}
+
+/// What differs between the databases.
+pub(crate) trait Dialect: Send + Sync + 'static {
+    /// An open transaction.
+    type Tx: Send + 'static;
+
+    /// The database's name, for messages.
+    const NAME: &'static str;
+
+    /// The statements that create the tables (idempotent), or why this namespace cannot
+    /// have tables here.
+    fn schema(&self, t: &Tables) -> Result<Vec<String>>;
+
+    /// Begins a transaction holding the write lock numbered `lock` (one per namespace).
+    fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>>;
+
+    fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<()>>;
+
+    /// Runs a statement; the number of rows it changed.
+    fn exec<'a>(tx: &'a mut Self::Tx, sql: &'a str, args: Vec<Arg>) -> BoxFuture<'a, Result<u64>>;
+
+    /// Runs a query; its rows.
+    fn rows<'a>(
+        tx: &'a mut Self::Tx,
+        sql: &'a str,
+        args: Vec<Arg>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<Val>>>>;
+
+    /// The time (ms) for what expires in real time (nonces, the feed, heartbeats) and the
+    /// claims' "now" when the bot gives none: the server's clock where there is a server.
+    fn now<'a>(tx: &'a mut Self::Tx) -> BoxFuture<'a, Result<i64>>;
+
+    /// A query of the feed's highest sequence number ever given (0 if none).
+    fn feed_head_sql(t: &Tables) -> String;
+
+    /// The server's clock, if the database has one of its own.
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>>;
+
+    /// What the database says about its own safety.
+    fn health<'a>(&'a self, warned: &'a AtomicBool) -> BoxFuture<'a, Result<Health>>;
+}
+
+/// The quoted table names of a namespace.
+pub(crate) struct Tables {
+    seen: String,
+    queue: String,
+    job: String,
+    failing: String,
+    lease: String,
+    batch: String,
+    receipt: String,
+    feed: String,
+    kv: String,
+    writers: String,
+    meta: String,
+    prefix: String,
+}
+
+impl Tables {
+    fn new(ns: &str) -> Self {
+        // Namespaces are letters, digits and `-_.:` (validated): safe inside quotes.
+        let name = |table: &str| format!("\"{ns}.{table}\"");
+        Self {
+            seen: name("seen"),
+            queue: name("queue"),
+            job: name("job"),
+            failing: name("failing"),
+            lease: name("lease"),
+            batch: name("batch"),
+            receipt: name("receipt"),
+            feed: name("feed"),
+            kv: name("kv"),
+            writers: name("writers"),
+            meta: name("meta"),
+            prefix: ns.to_owned(),
+        }
+    }
+
+    /// The tables with `integer` as the type of ids, times and counts and `serial` as the
+    /// feed's and receipts' growing key: the statements both dialects run.
+    fn statements(&self, integer: &str, serial: &str) -> Vec<String> {
+        let Tables {
+            seen,
+            queue,
+            job,
+            failing,
+            lease,
+            batch,
+            receipt,
+            feed,
+            kv,
+            writers,
+            meta,
+            ..
+        } = self;
+        let ns = &self.prefix;
+        let index = |table: &str, columns: &str| {
+            let name = columns.replace(", ", "_");
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"{ns}.{table}_{name}\" ON \"{ns}.{table}\" ({columns})"
+            )
+        };
+        let i = integer;
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            ),
+            format!("CREATE TABLE IF NOT EXISTS {seen} (uid {i} PRIMARY KEY, at {i} NOT NULL)"),
+            index("seen", "at, uid"),
+            format!("CREATE TABLE IF NOT EXISTS {queue} (uid {i} PRIMARY KEY, due {i} NOT NULL)"),
+            index("queue", "due, uid"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {job} (uid {i} PRIMARY KEY, reason TEXT NOT NULL, \
+                 marked_at {i} NOT NULL, attempts {i} NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {failing} (uid {i} PRIMARY KEY, since {i} NOT NULL, \
+                 reported {i} NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {lease} (batch {i} PRIMARY KEY, deadline {i} NOT NULL)"
+            ),
+            index("lease", "deadline, batch"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {batch} (batch {i} NOT NULL, pos {i} NOT NULL, \
+                 uid {i} NOT NULL, PRIMARY KEY (batch, pos))"
+            ),
+            index("batch", "uid"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {receipt} (seq {serial}, tag TEXT NOT NULL, \
+                 at {i} NOT NULL, reason TEXT NOT NULL, erasers TEXT NOT NULL, \
+                 attempts {i} NOT NULL)"
+            ),
+            index("receipt", "tag"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {feed} (seq {serial}, at {i} NOT NULL, \
+                 uid {i} NOT NULL, since {i} NOT NULL, until {i} NOT NULL, opt_out {i} NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {kv} (key TEXT PRIMARY KEY, value TEXT NOT NULL, \
+                 expires {i} NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {writers} (id {i} PRIMARY KEY, at {i} NOT NULL, \
+                 backlog {i} NOT NULL)"
+            ),
+        ]
+    }
+}
+
+/// One namespace of a SQL store.
+pub(crate) struct SqlNamespace<D: Dialect> {
+    db: Arc<D>,
+    t: Tables,
+    /// The namespace's lock number (PostgreSQL's advisory lock).
+    lock: i64,
+    /// Set once the tables exist at this version.
+    ready: OnceCell<()>,
+    /// A durability risk was reported (once per process).
+    warned: AtomicBool,
+}
+
+/// An open transaction and its "now".
+pub(crate) struct Tx<D: Dialect> {
+    inner: D::Tx,
+    /// See [`Dialect::now`].
+    wall: i64,
+}
+
+/// A stored integer read as an id or count (ids and counts are never negative).
+fn unsigned(v: i64) -> u64 {
+    v.max(0).unsigned_abs()
+}
+
+fn reason(code: &str) -> Result<ErasureReason> {
+    ErasureReason::from_code(code).ok_or_else(|| Error::Corrupt(format!("reason {code:?}")))
+}
+
+fn claimed(user: u64, Job { reason, marked_at, attempts }: Job) -> Claimed {
+    Claimed { user, reason, marked_at, attempts }
+}
+
+fn job_from(row: &[Val]) -> Result<Job> {
+    Ok(Job {
+        reason: reason(row[0].t()?)?,
+        marked_at: row[1].i()?,
+        attempts: u32::try_from(row[2].i()?).unwrap_or(u32::MAX),
+    })
+}
+
+/// `?, ?, ...`: `n` parameters.
+fn params(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A lock number for a namespace (FNV-1a of its name).
+fn lock_of(ns: &str) -> i64 {
+    let hash = ns.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash as i64
+}
+
+impl<D: Dialect> SqlNamespace<D> {
+    pub(crate) fn new(db: Arc<D>, namespace: &str) -> Self {
+        Self {
+            db,
+            t: Tables::new(namespace),
+            lock: lock_of(namespace),
+            ready: OnceCell::new(),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Creates or checks the tables, once.
+    async fn ready(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                let mut tx = self.db.begin(self.lock).await?;
+                for statement in self.db.schema(&self.t)? {
+                    D::exec(&mut tx, &statement, Vec::new()).await?;
+                }
+                let meta = &self.t.meta;
+                let version = D::rows(
+                    &mut tx,
+                    &format!("SELECT value FROM {meta} WHERE key = 'schema'"),
+                    Vec::new(),
+                )
+                .await?;
+                match version.first().map(|r| r[0].t().map(str::parse::<i64>)).transpose()? {
+                    None => {
+                        let sql = format!("INSERT INTO {meta} (key, value) VALUES ('schema', ?)");
+                        D::exec(&mut tx, &sql, vec![SCHEMA_VERSION.to_string().into()]).await?;
+                    }
+                    Some(Ok(SCHEMA_VERSION)) => {}
+                    Some(other) => {
+                        return Err(Error::config(format!(
+                            "namespace {:?} in this {} database has table version {other:?}; \
+                             this version of the crate reads version {SCHEMA_VERSION}",
+                            self.t.prefix,
+                            D::NAME
+                        )));
+                    }
+                }
+                D::commit(tx).await
+            })
+            .await
+            .copied()
+    }
+
+    /// A write transaction on this namespace's tables (created first if need be).
+    async fn begin(&self) -> Result<Tx<D>> {
+        self.ready().await?;
+        let mut inner = self.db.begin(self.lock).await?;
+        let wall = D::now(&mut inner).await?;
+        Ok(Tx { inner, wall })
+    }
+
+    async fn exec(&self, tx: &mut Tx<D>, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        D::exec(&mut tx.inner, sql, args).await
+    }
+
+    async fn rows(&self, tx: &mut Tx<D>, sql: &str, args: Vec<Arg>) -> Result<Vec<Vec<Val>>> {
+        D::rows(&mut tx.inner, sql, args).await
+    }
+
+    /// The single value of a one-row query (`None`: no row).
+    async fn scalar(&self, tx: &mut Tx<D>, sql: &str, args: Vec<Arg>) -> Result<Option<Val>> {
+        Ok(self.rows(tx, sql, args).await?.into_iter().next().and_then(|r| r.into_iter().next()))
+    }
+
+    async fn count(&self, tx: &mut Tx<D>, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        Ok(self.scalar(tx, sql, args).await?.map_or(Ok(0), |v| v.i())?.max(0).unsigned_abs())
+    }
+
+    async fn job(&self, tx: &mut Tx<D>, user: u64) -> Result<Option<Job>> {
+        let sql = format!("SELECT reason, marked_at, attempts FROM {} WHERE uid = ?", self.t.job);
+        self.rows(tx, &sql, vec![id(user)]).await?.first().map(|r| job_from(r)).transpose()
+    }
+
+    async fn job_of(&self, tx: &mut Tx<D>, user: u64) -> Result<Job> {
+        Ok(self.job(tx, user).await?.unwrap_or(Job::INACTIVE))
+    }
+
+    async fn put_job(&self, tx: &mut Tx<D>, user: u64, job: Job) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (uid, reason, marked_at, attempts) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (uid) DO UPDATE SET reason = excluded.reason, \
+             marked_at = excluded.marked_at, attempts = excluded.attempts",
+            self.t.job
+        );
+        let args = vec![
+            id(user),
+            job.reason.code().into(),
+            job.marked_at.into(),
+            i64::from(job.attempts).into(),
+        ];
+        self.exec(tx, &sql, args).await.map(drop)
+    }
+
+    /// The jobs of those of `users` that have one.
+    async fn jobs(&self, tx: &mut Tx<D>, users: &[u64]) -> Result<HashMap<u64, Job>> {
+        let mut jobs = HashMap::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT uid, reason, marked_at, attempts FROM {} WHERE uid IN ({})",
+                self.t.job,
+                params(chunk.len())
+            );
+            for row in self.rows(tx, &sql, chunk.iter().map(|u| id(*u)).collect()).await? {
+                jobs.insert(row[0].user()?, job_from(&row[1..])?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// A user's score in `table` (`seen`: `at`; `queue`: `due`).
+    async fn score(&self, tx: &mut Tx<D>, table: &str, user: u64) -> Result<Option<i64>> {
+        let column = if table == self.t.seen { "at" } else { "due" };
+        let sql = format!("SELECT {column} FROM {table} WHERE uid = ?");
+        self.scalar(tx, &sql, vec![id(user)]).await?.map(|v| v.i()).transpose()
+    }
+
+    /// Removes `user` from `table`; whether a row was there.
+    async fn remove(&self, tx: &mut Tx<D>, table: &str, user: u64) -> Result<bool> {
+        let sql = format!("DELETE FROM {table} WHERE uid = ?");
+        Ok(self.exec(tx, &sql, vec![id(user)]).await? > 0)
+    }
+
+    /// Removes every one of `users` from `table`, a chunk per statement.
+    async fn remove_all(&self, tx: &mut Tx<D>, table: &str, users: &[u64]) -> Result<()> {
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!("DELETE FROM {table} WHERE uid IN ({})", params(chunk.len()));
+            self.exec(tx, &sql, chunk.iter().map(|u| id(*u)).collect()).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_due(&self, tx: &mut Tx<D>, user: u64, due: i64) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (uid, due) VALUES (?, ?) ON CONFLICT (uid) DO UPDATE \
+             SET due = excluded.due",
+            self.t.queue
+        );
+        self.exec(tx, &sql, vec![id(user), due.into()]).await.map(drop)
+    }
+
+    /// `(user, score)` of `table` with a score at or below `max`, lowest first.
+    async fn up_to(
+        &self,
+        tx: &mut Tx<D>,
+        table: &str,
+        max: i64,
+        limit: usize,
+    ) -> Result<Vec<(u64, i64)>> {
+        let column = if table == self.t.seen { "at" } else { "due" };
+        let sql = format!(
+            "SELECT uid, {column} FROM {table} WHERE {column} <= ? ORDER BY {column}, uid LIMIT ?"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.rows(tx, &sql, vec![max.into(), limit.into()]).await?;
+        rows.iter().map(|r| Ok((r[0].user()?, r[1].i()?))).collect()
+    }
+
+    async fn count_up_to(
+        &self,
+        tx: &mut Tx<D>,
+        table: &str,
+        column: &str,
+        max: i64,
+    ) -> Result<u64> {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} <= ?");
+        self.count(tx, &sql, vec![max.into()]).await
+    }
+
+    /// The batch holding `user`, and its deadline (0 if its lease is gone).
+    async fn batch_of(&self, tx: &mut Tx<D>, user: u64) -> Result<Option<(u64, i64)>> {
+        let sql = format!(
+            "SELECT b.batch, COALESCE(l.deadline, 0) FROM {} b LEFT JOIN {} l \
+             ON l.batch = b.batch WHERE b.uid = ? LIMIT 1",
+            self.t.batch, self.t.lease
+        );
+        let rows = self.rows(tx, &sql, vec![id(user)]).await?;
+        rows.first().map(|r| Ok((r[0].i()? as u64, r[1].i()?))).transpose()
+    }
+
+    async fn set_lease(&self, tx: &mut Tx<D>, batch: u64, deadline: i64) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (batch, deadline) VALUES (?, ?) ON CONFLICT (batch) DO UPDATE \
+             SET deadline = excluded.deadline",
+            self.t.lease
+        );
+        self.exec(tx, &sql, vec![id(batch), deadline.into()]).await.map(drop)
+    }
+
+    async fn put_batch(&self, tx: &mut Tx<D>, batch: u64, users: &[u64]) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE batch = ?", self.t.batch);
+        self.exec(tx, &sql, vec![id(batch)]).await?;
+        for (n, chunk) in users.chunks(CHUNK).enumerate() {
+            let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!("INSERT INTO {} (batch, pos, uid) VALUES {values}", self.t.batch);
+            let mut args = Vec::with_capacity(chunk.len() * 3);
+            for (i, user) in chunk.iter().enumerate() {
+                let pos = i64::try_from(n * CHUNK + i).unwrap_or(i64::MAX);
+                args.extend([id(batch), pos.into(), id(*user)]);
+            }
+            self.exec(tx, &sql, args).await?;
+        }
+        Ok(())
+    }
+
+    async fn batch_users(&self, tx: &mut Tx<D>, batch: u64) -> Result<Vec<u64>> {
+        let sql = format!("SELECT uid FROM {} WHERE batch = ? ORDER BY pos", self.t.batch);
+        let rows = self.rows(tx, &sql, vec![id(batch)]).await?;
+        rows.iter().map(|r| r[0].user()).collect()
+    }
+
+    async fn end_batch(&self, tx: &mut Tx<D>, batch: u64) -> Result<()> {
+        for table in [&self.t.batch, &self.t.lease] {
+            self.exec(tx, &format!("DELETE FROM {table} WHERE batch = ?"), vec![id(batch)]).await?;
+        }
+        Ok(())
+    }
+
+    async fn came_back(&self, tx: &mut Tx<D>, user: u64, job: Job) -> Result<bool> {
+        let seen = self.score(tx, &self.t.seen, user).await?;
+        Ok(came_back(job, seen))
+    }
+
+    /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
+    /// user who came back goes to `returned`).
+    async fn take_or_drop(
+        &self,
+        tx: &mut Tx<D>,
+        user: u64,
+        users: &mut Vec<Claimed>,
+        returned: &mut Vec<u64>,
+    ) -> Result<()> {
+        let job = self.job_of(tx, user).await?;
+        if self.came_back(tx, user, job).await? {
+            self.remove(tx, &self.t.job, user).await?;
+            self.remove(tx, &self.t.failing, user).await?;
+            if job.reason.is_gone() {
+                returned.push(user);
+            }
+        } else {
+            self.remove(tx, &self.t.seen, user).await?;
+            users.push(claimed(user, job));
+        }
+        Ok(())
+    }
+
+    /// Why writers hold inactivity claims back, if they do; forgets dead writers.
+    async fn writers_hold(&self, tx: &mut Tx<D>, w: WriterWindow) -> Result<Option<String>> {
+        let now = tx.wall;
+        let sql = format!("DELETE FROM {} WHERE at < ?", self.t.writers);
+        self.exec(tx, &sql, vec![now.saturating_sub(w.dead_ms).into()]).await?;
+        let sql = format!("SELECT id, at, backlog FROM {} ORDER BY id", self.t.writers);
+        for row in self.rows(tx, &sql, Vec::new()).await? {
+            let (id, at, backlog) = (row[0].i()? as u64, row[1].i()?, row[2].i()?);
+            if backlog > 0 {
+                return Ok(Some(format!("writer {id} holds {backlog} unwritten interactions")));
+            }
+            if now - at > w.silent_ms {
+                return Ok(Some(format!(
+                    "writer {id} missed its heartbeats for {} s (it may be cut off from the store)",
+                    (now - at) / 1000
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn announce(&self, tx: &mut Tx<D>, inv: Invalidation) -> Result<()> {
+        let now = tx.wall;
+        let sql = format!("DELETE FROM {} WHERE at < ?", self.t.feed);
+        self.exec(tx, &sql, vec![(now - FEED_KEEP_MS).into()]).await?;
+        let sql = format!(
+            "INSERT INTO {} (at, uid, since, until, opt_out) VALUES (?, ?, ?, ?, ?)",
+            self.t.feed
+        );
+        let args = vec![
+            now.into(),
+            id(inv.user),
+            inv.since.into(),
+            inv.until.into(),
+            i64::from(inv.opt_out).into(),
+        ];
+        self.exec(tx, &sql, args).await.map(drop)
+    }
+
+    /// A live key-value entry (nonces, counters, the audit's lease).
+    async fn kv_get(&self, tx: &mut Tx<D>, key: &str) -> Result<Option<String>> {
+        let sql = format!("DELETE FROM {} WHERE expires <= ?", self.t.kv);
+        self.exec(tx, &sql, vec![tx.wall.into()]).await?;
+        let sql = format!("SELECT value FROM {} WHERE key = ?", self.t.kv);
+        self.scalar(tx, &sql, vec![key.into()]).await?.map(|v| v.t().map(str::to_owned)).transpose()
+    }
+
+    async fn kv_put(&self, tx: &mut Tx<D>, key: &str, value: &str, ttl_ms: i64) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (key, value, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE \
+             SET value = excluded.value, expires = excluded.expires",
+            self.t.kv
+        );
+        let expires = tx.wall.saturating_add(ttl_ms.max(1));
+        self.exec(tx, &sql, vec![key.into(), value.into(), expires.into()]).await.map(drop)
+    }
+
+    async fn meta(&self, tx: &mut Tx<D>, key: &str) -> Result<Option<String>> {
+        let sql = format!("SELECT value FROM {} WHERE key = ?", self.t.meta);
+        self.scalar(tx, &sql, vec![key.into()]).await?.map(|v| v.t().map(str::to_owned)).transpose()
+    }
+
+    async fn set_meta(&self, tx: &mut Tx<D>, key: &str, value: &str) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE \
+             SET value = excluded.value",
+            self.t.meta
+        );
+        self.exec(tx, &sql, vec![key.into(), value.into()]).await.map(drop)
+    }
+
+    async fn receipts_since(&self, tx: &mut Tx<D>, oldest: i64) -> Result<Vec<TaggedReceipt>> {
+        let sql = format!(
+            "SELECT tag, at, reason, erasers, attempts FROM {} WHERE at >= ? ORDER BY seq",
+            self.t.receipt
+        );
+        let rows = self.rows(tx, &sql, vec![oldest.into()]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaggedReceipt {
+                    tag: r[0].t()?.to_owned(),
+                    receipt: RawReceipt {
+                        at: r[1].i()?,
+                        reason: reason(r[2].t()?)?,
+                        erasers: r[3].t()?.to_owned(),
+                        attempts: u32::try_from(r[4].i()?).unwrap_or(u32::MAX),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// The expected output of a transaction's body, so that `?` inside it knows its error.
+fn typed<T, F: std::future::Future<Output = Result<T>>>(body: F) -> F {
+    body
+}
+
+/// Runs a body in one locked transaction, committed if the body succeeds and rolled back
+/// otherwise (also when the call is dropped at its timeout).
+macro_rules! in_tx {
+    ($this:ident, |$s:ident, $tx:ident| $body:block) => {
+        Box::pin(async move {
+            let mut tx = $this.begin().await?;
+            let out = {
+                let $s = $this;
+                let $tx = &mut tx;
+                typed(async move $body).await?
+            };
+            D::commit(tx.inner).await?;
+            Ok(out)
+        })
+    };
+}
+use in_tx;
+
+/// Claim times: the bot's when it gives them, else the transaction's "now".
+fn now_of(times: ClaimTimes, wall: i64) -> i64 {
+    times.now.unwrap_or(wall)
+}

@@ -1,0 +1,244 @@
+//! [`PostgresStore`]: the SQL store on PostgreSQL, shared by every replica of a bot. Each
+//! operation takes its namespace's transaction-scoped advisory lock first, so operations
+//! on a namespace run one at a time across replicas (as Redis runs its scripts), and the
+//! feed's numbers commit in order. Times come from the server's clock, as on Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{Arg, Dialect, SqlNamespace, Tables, Val};
+use crate::error::{Error, Result};
+use crate::store::{Health, Store, sealed};
+
+/// The oldest PostgreSQL the store runs on (identity columns, `pg_sequence_last_value`).
+const MIN_VERSION: i64 = 110_000;
+
+/// The longest namespace whose table and index names fit PostgreSQL's 63-byte identifiers.
+const MAX_NAMESPACE: usize = 48;
+
+/// A store on PostgreSQL, for bots that keep their data there: several replicas may share
+/// one namespace.
+///
+/// It has the protocol of [`RedisStore`](crate::RedisStore) with the same behaviour (one
+/// behavioural suite runs against every store): grouped interaction writes that never move
+/// a user back, gone marks, claims with leases and takeover, retries, receipts, the feed
+/// through which replicas drop each other's caches, writers' heartbeats, the audit's lease.
+/// Each operation is one transaction holding its namespace's advisory lock; times are the
+/// server's (`clock_timestamp()`), so replicas agree on "now" as they do on Redis. Tables
+/// are created on first use, named after the namespace (`"retention.seen"`, ...), and
+/// versioned.
+///
+/// ```no_run
+/// # async fn run() -> teloxide_retention::Result<()> {
+/// use std::time::Duration;
+/// use teloxide_retention::{PostgresStore, Retention};
+///
+/// let store = PostgresStore::open("postgres://bot@localhost/bot").await?;
+/// let retention = Retention::builder(store)
+///     .inactive_after(Duration::from_secs(180 * 24 * 3600))
+///     .build()?;
+/// # let _ = retention;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    db: Arc<PostgresDb>,
+}
+
+/// The PostgreSQL dialect over the store's pool.
+pub(crate) struct PostgresDb {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host/db`, or
+    /// `postgres:///db?host=/run/postgresql` for a unix socket).
+    pub async fn open(url: &str) -> Result<Self> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::config(format!(
+                "{} is not a PostgreSQL URL (postgres://user@host/db)",
+                redact(url)
+            )));
+        }
+        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// The store on a pool the bot already has (its own tables and the crate's share the
+    /// database).
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { db: Arc::new(PostgresDb { pool }) }
+    }
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store for PostgresStore {
+    fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
+        sealed::Bound(Arc::new(SqlNamespace::new(Arc::clone(&self.db), namespace)))
+    }
+}
+
+/// `sql` with its `?` parameters numbered as PostgreSQL writes them (`$1`, `$2`, ...).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Binds `args` to `sql`.
+fn query(
+    sql: &str,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
+        Arg::I(v) => q.bind(v),
+        Arg::T(v) => q.bind(v),
+    })
+}
+
+impl Dialect for PostgresDb {
+    type Tx = Transaction<'static, Postgres>;
+
+    const NAME: &'static str = "PostgreSQL";
+
+    fn schema(&self, t: &Tables) -> Result<Vec<String>> {
+        if t.prefix.len() > MAX_NAMESPACE {
+            return Err(Error::config(format!(
+                "namespace {:?} is longer than {MAX_NAMESPACE} bytes: PostgreSQL would cut \
+                 its table names",
+                t.prefix
+            )));
+        }
+        Ok(t.statements("BIGINT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"))
+    }
+
+    fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock).execute(&mut *tx).await?;
+            Ok(tx)
+        })
+    }
+
+    fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move { Ok(tx.commit().await?) })
+    }
+
+    fn exec<'a>(tx: &'a mut Self::Tx, sql: &'a str, args: Vec<Arg>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let sql = numbered(sql);
+            Ok(query(&sql, args).execute(&mut **tx).await?.rows_affected())
+        })
+    }
+
+    fn rows<'a>(
+        tx: &'a mut Self::Tx,
+        sql: &'a str,
+        args: Vec<Arg>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<Val>>>> {
+        Box::pin(async move {
+            let sql = numbered(sql);
+            let rows = query(&sql, args).fetch_all(&mut **tx).await?;
+            rows.iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| {
+                            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                                return Ok(v.map_or(Val::Null, Val::I));
+                            }
+                            if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+                                return Ok(v.map_or(Val::Null, |v| Val::I(i64::from(v))));
+                            }
+                            let v: Option<String> = row.try_get(i)?;
+                            Ok(v.map_or(Val::Null, Val::T))
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    fn now<'a>(tx: &'a mut Self::Tx) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            )
+            .fetch_one(&mut **tx)
+            .await?)
+        })
+    }
+
+    fn feed_head_sql(t: &Tables) -> String {
+        format!(
+            "SELECT COALESCE(pg_sequence_last_value(CAST(pg_get_serial_sequence('{}', 'seq') \
+             AS regclass)), 0)",
+            t.feed
+        )
+    }
+
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move {
+            let ms: i64 = sqlx::query_scalar(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Some(ms))
+        })
+    }
+
+    fn health<'a>(&'a self, warned: &'a AtomicBool) -> BoxFuture<'a, Result<Health>> {
+        Box::pin(async move {
+            let version: String =
+                sqlx::query_scalar("SHOW server_version_num").fetch_one(&self.pool).await?;
+            let version: i64 = version.trim().parse().unwrap_or(0);
+            if version < MIN_VERSION {
+                return Err(Error::Unsafe(format!(
+                    "PostgreSQL {version} is too old: the store needs 11 or newer"
+                )));
+            }
+            let commit: String =
+                sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&self.pool).await?;
+            if commit.eq_ignore_ascii_case("off") && !warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "PostgreSQL runs with synchronous_commit=off: a crash of the server can undo \
+                     the last interactions written, and those users would look inactive since \
+                     their earlier ones; set it to on"
+                );
+            }
+            Ok(Health::default())
+        })
+    }
+}

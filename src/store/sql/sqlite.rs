@@ -1,0 +1,188 @@
+//! [`SqliteStore`]: the SQL store on one SQLite file. Each operation begins with `BEGIN
+//! IMMEDIATE` (the write lock first, so two connections never deadlock upgrading a read).
+//! Times are the bot's clock: SQLite is one host and one process, with no server clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Arg, Dialect, SqlNamespace, Tables, Val};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::store::{Health, Store, sealed};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+/// A store on one SQLite file, for a bot that runs as one process on one host.
+///
+/// It keeps what [`MemoryStore`](crate::MemoryStore) keeps, across restarts, with the same
+/// behaviour (one behavioural suite runs against every store): grouped interaction writes
+/// that never move a user back, gone marks, claims with leases and takeover, retries,
+/// receipts, the feed, the audit's lease. Tables are created on first use, named after the
+/// namespace (`"retention.seen"`, ...), and versioned.
+///
+/// Clones share one pool. Open the store once per process and clone it; every operation is
+/// a short `BEGIN IMMEDIATE` transaction, and SQLite serialises writers.
+///
+/// ```no_run
+/// # async fn run() -> teloxide_retention::Result<()> {
+/// use std::time::Duration;
+/// use teloxide_retention::{Retention, SqliteStore};
+///
+/// let store = SqliteStore::open("sqlite:retention.db").await?;
+/// let retention = Retention::builder(store)
+///     .inactive_after(Duration::from_secs(180 * 24 * 3600))
+///     .build()?;
+/// # let _ = retention;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Arc<SqliteDb>,
+}
+
+/// The SQLite dialect over the store's pool.
+pub(crate) struct SqliteDb {
+    pool: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the SQLite file at `url` (`sqlite:retention.db`,
+    /// `sqlite:///var/lib/bot/retention.db`), in WAL mode with full sync, and checks that
+    /// it answers.
+    pub async fn open(url: &str) -> Result<Self> {
+        if !url.starts_with("sqlite:") {
+            return Err(Error::config(format!(
+                "{url:?} is not a SQLite URL (sqlite:path/to/file.db)"
+            )));
+        }
+        let options: SqliteConnectOptions = url.parse().map_err(|e| {
+            Error::config(format!("{url:?} is not a SQLite URL (sqlite:path/to/file.db): {e}"))
+        })?;
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// The store on a pool the bot already has (its own tables and the crate's share the
+    /// file). Set a `busy_timeout` on it: other connections may hold the write lock.
+    #[must_use]
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { db: Arc::new(SqliteDb { pool }) }
+    }
+}
+
+impl Store for SqliteStore {
+    fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
+        sealed::Bound(Arc::new(SqlNamespace::new(Arc::clone(&self.db), namespace)))
+    }
+}
+
+/// Binds `args` to `sql`.
+fn query(
+    sql: &str,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
+        Arg::I(v) => q.bind(v),
+        Arg::T(v) => q.bind(v),
+    })
+}
+
+impl Dialect for SqliteDb {
+    type Tx = Transaction<'static, Sqlite>;
+
+    const NAME: &'static str = "SQLite";
+
+    fn schema(&self, t: &Tables) -> Result<Vec<String>> {
+        // `INTEGER PRIMARY KEY` is the row id itself: no second copy of each user id.
+        Ok(t.statements("INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT"))
+    }
+
+    fn begin(&self, _: i64) -> BoxFuture<'_, Result<Self::Tx>> {
+        Box::pin(async move { Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?) })
+    }
+
+    fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move { Ok(tx.commit().await?) })
+    }
+
+    fn exec<'a>(tx: &'a mut Self::Tx, sql: &'a str, args: Vec<Arg>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { Ok(query(sql, args).execute(&mut **tx).await?.rows_affected()) })
+    }
+
+    fn rows<'a>(
+        tx: &'a mut Self::Tx,
+        sql: &'a str,
+        args: Vec<Arg>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<Val>>>> {
+        Box::pin(async move {
+            let rows = query(sql, args).fetch_all(&mut **tx).await?;
+            rows.iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| {
+                            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                                return Ok(v.map_or(Val::Null, Val::I));
+                            }
+                            let v: Option<String> = row.try_get(i)?;
+                            Ok(v.map_or(Val::Null, Val::T))
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    fn now<'a>(_: &'a mut Self::Tx) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async { Ok(SystemClock.now_ms()) })
+    }
+
+    fn feed_head_sql(t: &Tables) -> String {
+        // AUTOINCREMENT never reuses a number, even after the rows expire.
+        format!("SELECT seq FROM sqlite_sequence WHERE name = '{}.feed'", t.prefix)
+    }
+
+    fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn health<'a>(&'a self, warned: &'a AtomicBool) -> BoxFuture<'a, Result<Health>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            let journal: String =
+                sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+            let synchronous: i64 =
+                sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+            let not_atomic = matches!(journal.to_ascii_lowercase().as_str(), "off" | "memory")
+                .then(|| {
+                    format!(
+                        "the SQLite file runs with journal_mode={journal}: a crash in the middle \
+                         of an erasure's transaction can leave it half done; use WAL (what \
+                         SqliteStore::open sets) or DELETE"
+                    )
+                });
+            if synchronous == 0 && !warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the SQLite file runs with synchronous=OFF: a power loss can undo the last \
+                     interactions written, and those users would look inactive since their \
+                     earlier ones; use NORMAL or FULL (what SqliteStore::open sets)"
+                );
+            }
+            Ok(Health { not_atomic, ..Health::default() })
+        })
+    }
+}
