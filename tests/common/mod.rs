@@ -36,6 +36,8 @@ pub enum Backing {
     Redis,
     /// A SQLite file in a temp dir (`SqliteStore`).
     Sqlite,
+    /// A PostgreSQL server of the test's own (`PostgresStore`).
+    Postgres,
 }
 
 /// A store (shared by every `Retention` built from this env, like replicas) and a clock.
@@ -55,6 +57,12 @@ pub struct Env {
     /// env clones (one pool per process, as the store asks).
     #[cfg(feature = "sqlite")]
     pub sqlite: Option<(tempfile::TempDir, tokio::sync::OnceCell<teloxide_retention::SqliteStore>)>,
+    /// Set for PostgreSQL: the server, and the store every builder of this env clones.
+    #[cfg(feature = "postgres")]
+    pub postgres: Option<(
+        postgres::PostgresServer,
+        tokio::sync::OnceCell<teloxide_retention::PostgresStore>,
+    )>,
 }
 
 impl Env {
@@ -70,6 +78,8 @@ impl Env {
             cluster: None,
             #[cfg(feature = "sqlite")]
             sqlite: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 
@@ -88,6 +98,16 @@ impl Env {
         }
     }
 
+    /// A PostgreSQL server of its own.
+    #[cfg(feature = "postgres")]
+    pub fn postgres() -> Self {
+        Self {
+            backing: Backing::Postgres,
+            postgres: Some((postgres::PostgresServer::start(), tokio::sync::OnceCell::new())),
+            ..Self::memory()
+        }
+    }
+
     pub fn redis() -> Self {
         init_tracing();
         Self {
@@ -100,6 +120,8 @@ impl Env {
             cluster: None,
             #[cfg(feature = "sqlite")]
             sqlite: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 
@@ -118,6 +140,8 @@ impl Env {
             cluster: None,
             #[cfg(feature = "sqlite")]
             sqlite: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 
@@ -140,6 +164,8 @@ impl Env {
             cluster: Some((urls, namespace.to_owned())),
             #[cfg(feature = "sqlite")]
             sqlite: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 
@@ -159,6 +185,17 @@ impl Env {
 
     /// A builder on this env's store and clock, nothing else set.
     pub async fn bare_builder(&self) -> RetentionBuilder {
+        #[cfg(feature = "postgres")]
+        if let Some((server, store)) = &self.postgres {
+            let store = store
+                .get_or_init(|| async {
+                    teloxide_retention::PostgresStore::open(&server.url())
+                        .await
+                        .expect("open postgres")
+                })
+                .await;
+            return teloxide_retention::Retention::builder(store.clone()).clock(self.clock.clone());
+        }
         #[cfg(feature = "sqlite")]
         if let Some((dir, store)) = &self.sqlite {
             let store = store
@@ -231,6 +268,12 @@ macro_rules! both_stores {
                 async fn sqlite() {
                     run($crate::common::Env::sqlite()).await
                 }
+
+                #[cfg(feature = "postgres")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    run($crate::common::Env::postgres()).await
+                }
             }
         )*
     };
@@ -266,6 +309,12 @@ macro_rules! every_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     run($crate::common::Env::sqlite()).await
+                }
+
+                #[cfg(feature = "postgres")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    run($crate::common::Env::postgres()).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
