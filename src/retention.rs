@@ -161,6 +161,21 @@ impl Retention {
         self.inner.engine.tracker().flush().await
     }
 
+    /// For tests (the `testing` feature): applies now the erasures and gone marks that
+    /// processes sharing the store announced (read every second otherwise), then writes
+    /// what is buffered, so that whether the next interaction is `Noted::Cached` or
+    /// `Noted::Written` does not depend on when the background reader last ran.
+    ///
+    /// # Errors
+    ///
+    /// The store error if it is unreachable; the interactions stay buffered.
+    #[cfg(feature = "testing")]
+    pub async fn settle(&self) -> Result<()> {
+        let tracker = self.inner.engine.tracker();
+        tracker.catch_up().await;
+        tracker.flush().await
+    }
+
     /// Ends this process's recording: writes every buffered interaction and removes the
     /// process's heartbeat from the store, so that pruners elsewhere do not hold back
     /// erasures for inactivity waiting for it (see

@@ -455,6 +455,11 @@ impl Tracker {
         }
     }
 
+    /// Reads the feed now, applying every erasure announced since the last read.
+    pub(crate) async fn catch_up(self: &Arc<Self>) {
+        self.poll_feed().await;
+    }
+
     /// Writes everything pending and buffered now.
     pub(crate) async fn flush(self: &Arc<Self>) -> Result<()> {
         self.ensure_writer();
