@@ -424,6 +424,25 @@ async fn scheduled_audit_on_sqlite() {
     one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::sqlite()).await;
 }
 
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_audit_on_postgres() {
+    one_replica_runs_each_scheduled_audit_and_its_counts_are_kept(Env::postgres()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_on_postgres() {
+    an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(Env::postgres())
+        .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_postgres() {
+    the_audit_finds_untracked_users_and_residue(Env::postgres()).await;
+}
+
 /// An existing bot on SQLite: 2,000 users in its own table (1,555 idle past 90 days) and
 /// dialogues in teloxide's `SqliteStorage`, some of users the table does not have, listed
 /// by the built-in listing.

@@ -112,6 +112,12 @@ async fn receipts_on_sqlite() {
     receipts_are_found_with_their_key_and_expire(Env::sqlite()).await;
 }
 
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_on_postgres() {
+    receipts_are_found_with_their_key_and_expire(Env::postgres()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_are_off_unless_asked_for() {
     let env = Env::memory();

@@ -85,3 +85,9 @@ async fn survey_on_sharded_redis() {
 async fn survey_on_sqlite() {
     the_survey_counts_users_and_erasures(Env::sqlite()).await;
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survey_on_postgres() {
+    the_survey_counts_users_and_erasures(Env::postgres()).await;
+}
