@@ -14,9 +14,10 @@
 //! 5. prune time as the number of tracked users grows with the same 10% share;
 //! 6. latency: the slowest Redis call of each kind (each script, each command) at 5M tracked
 //!    users, under interactions, a pass at the largest batch, opt-outs, gone marks and previews;
-//! 9. with the `sqlite` feature: `SqliteStore` on a file on disk: interactions written
-//!    through the layer's group commit, a prune pass at 1M tracked users (10% due) with a
-//!    no-op eraser next to the naive strategy on the same database, and bytes per user;
+//! 9. with the `sqlite` feature: `SqliteStore` on a file on disk, and with `postgres` too
+//!    `PostgresStore` on a server of its own: interactions written through the layer's
+//!    group commit, bytes per user, a prune pass at 1M tracked users (10% due) with a no-op
+//!    eraser next to the naive strategy on the same database;
 //! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
 //!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
 //!    server in the same run, both over TCP, the spread of users over the masters, and each
@@ -39,6 +40,11 @@ mod certs;
 #[path = "../tests/common/cluster.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod cluster;
+
+#[cfg(feature = "postgres")]
+#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod postgres_server;
 
 /// The store's scripts by name, to name the ones in the slow log.
 #[path = "../src/store/redis/scripts.rs"]
@@ -1092,17 +1098,38 @@ async fn adoption(
     Ok(())
 }
 
-/// 9. `SqliteStore` on a file on disk (not a tmpfs: each commit syncs, as a bot's would).
+/// 9. The SQL stores: `SqliteStore` on a file on disk (not a tmpfs: each commit syncs, as a
+/// bot's would) and `PostgresStore` on a server of the bench's own (from `initdb`, with
+/// `fsync` and synchronous commits on, as in production).
 #[cfg(feature = "sqlite")]
 async fn sqlite(args: &Args, report: &mut Report) -> Result<(), BoxError> {
-    use teloxide_retention::SqliteStore;
-
-    let n = args.users;
-    println!("9. SQLite: {n} tracked users, 10% past the threshold");
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+    let store = teloxide_retention::SqliteStore::open(&url).await?;
+    sql_store("SQLite", store, &url, args, report).await?;
+    #[cfg(feature = "postgres")]
+    {
+        let server = postgres_server::PostgresServer::start_durable();
+        let store = teloxide_retention::PostgresStore::open(&server.url()).await?;
+        sql_store("PostgreSQL", store, &server.url(), args, report).await?;
+    }
+    Ok(())
+}
+
+/// One SQL store at `args.users` tracked users, 10% due; `url` for the naive strategy's
+/// own connection (through sqlx's `Any`, with the ids written into the statements).
+#[cfg(feature = "sqlite")]
+async fn sql_store(
+    name: &str,
+    store: impl teloxide_retention::Store,
+    url: &str,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let n = args.users;
+    println!("9. {name}: {n} tracked users, 10% past the threshold");
     let clock = ManualClock::at_unix_ms(NOW - 100 * DAY_MS);
-    let retention = Retention::builder(SqliteStore::open(&url).await?)
+    let retention = Retention::builder(store)
         .inactive_after(Duration::from_millis((90 * DAY_MS) as u64))
         .without_commands()
         .clock(clock.clone())
@@ -1129,63 +1156,70 @@ async fn sqlite(args: &Args, report: &mut Report) -> Result<(), BoxError> {
     record(n / 10..n).await;
     retention.flush().await?;
     let took = started.elapsed();
+    let label = |what: &str| format!("{name}: {what}");
     report.add(
-        "SQLite: interactions written",
+        &label("interactions written"),
         (n - n / 10) as f64 / took.as_secs_f64(),
         "users/s",
         None,
     );
-    let pool = sqlx::SqlitePool::connect(&url).await?;
-    // Count the pages still in the write-ahead log too.
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
-    let (pages, page): (i64, i64) = (
-        sqlx::query_scalar("PRAGMA page_count").fetch_one(&pool).await?,
-        sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await?,
-    );
-    report.add(
-        "SQLite: file bytes per tracked user",
-        (pages * page) as f64 / n as f64,
-        "bytes",
-        None,
-    );
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await?;
+    if name == "SQLite" {
+        // Count the pages still in the write-ahead log too.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&pool).await?;
+        let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await?;
+        report.add(
+            &label("file bytes per tracked user"),
+            (pages * page) as f64 / n as f64,
+            "bytes",
+            None,
+        );
+    } else {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(pg_total_relation_size('\"retention.seen\"') AS BIGINT)",
+        )
+        .fetch_one(&pool)
+        .await?;
+        report.add(&label("table bytes per tracked user"), bytes as f64 / n as f64, "bytes", None);
+    }
 
     let pass = retention.prune_once().await?;
     assert_eq!(pass.erased, n / 10, "the pass erased what was due");
     let rate = pass.erased as f64 / pass.elapsed.as_secs_f64();
-    report.add("SQLite: prune pass, no-op eraser", pass.elapsed.as_secs_f64() * 1000.0, "ms", None);
-    report.add("SQLite: prune rate, no-op eraser", rate, "users/s", None);
+    report.add(&label("prune pass, no-op eraser"), pass.elapsed.as_secs_f64() * 1000.0, "ms", None);
+    let goal = if name == "PostgreSQL" { Some(("≥ 50,000", rate >= 50_000.0)) } else { None };
+    report.add(&label("prune rate, no-op eraser"), rate, "users/s", goal);
 
     // The naive strategy on the same table: load everyone, compare, delete one by one (each
     // delete its own commit, as a bot's loop would). Timed over the first 5,000 deletions
     // of users put back for it, and the whole loop's time extrapolated from them.
     retention.shutdown().await?;
-    let mut tx = pool.begin().await?;
-    for u in 0..n / 10 {
-        sqlx::query("INSERT INTO \"retention.seen\" VALUES (?, ?)")
-            .bind((1_000_000_000 + u) as i64)
-            .bind(NOW - 100 * DAY_MS)
-            .execute(&mut *tx)
-            .await?;
+    let old = NOW - 100 * DAY_MS;
+    for chunk in (0..n / 10).collect::<Vec<_>>().chunks(500) {
+        let values: Vec<String> =
+            chunk.iter().map(|u| format!("({}, {old})", 1_000_000_000 + u)).collect();
+        let sql = format!("INSERT INTO \"retention.seen\" (uid, at) VALUES {}", values.join(", "));
+        sqlx::query(&sql).execute(&pool).await?;
     }
-    tx.commit().await?;
     let started = Instant::now();
     let all: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT user, at FROM \"retention.seen\"").fetch_all(&pool).await?;
+        sqlx::query_as("SELECT uid, at FROM \"retention.seen\"").fetch_all(&pool).await?;
     let cutoff = NOW - 90 * DAY_MS;
     let due: Vec<i64> = all.iter().filter(|(_, at)| *at < cutoff).map(|(u, _)| *u).collect();
     let load = started.elapsed();
     let sample = due.len().min(5_000);
     let started = Instant::now();
     for user in &due[..sample] {
-        sqlx::query("DELETE FROM \"retention.seen\" WHERE user = ?")
-            .bind(user)
+        sqlx::query(&format!("DELETE FROM \"retention.seen\" WHERE uid = {user}"))
             .execute(&pool)
             .await?;
     }
     let per_user = started.elapsed().as_secs_f64() / sample as f64;
     let naive = load.as_secs_f64() + per_user * due.len() as f64;
-    report.add("SQLite: naive strategy (extrapolated)", naive * 1000.0, "ms", None);
+    report.add(&label("naive strategy (extrapolated)"), naive * 1000.0, "ms", None);
     let speedup = naive / pass.elapsed.as_secs_f64();
-    report.add("SQLite: speed-up over naive", speedup, "×", Some(("≥ 20 ×", speedup >= 20.0)));
+    report.add(&label("speed-up over naive"), speedup, "×", Some(("≥ 20 ×", speedup >= 20.0)));
     Ok(())
 }

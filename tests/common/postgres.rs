@@ -67,8 +67,19 @@ fn as_server_user(cmd: &mut Command, root: bool) -> &mut Command {
 }
 
 impl PostgresServer {
-    /// Initializes a cluster in a fresh temp dir and starts a server on it.
+    /// Initializes a cluster in a fresh temp dir and starts a server on it, without
+    /// durability (a test database).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), with the durability of a production server (`fsync`,
+    /// synchronous commits, 128 MB of shared buffers): for benchmarks.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let dir = tempfile::Builder::new().prefix("retention-pg-").tempdir().expect("temp dir");
         let root = is_root();
         if root {
@@ -94,9 +105,17 @@ impl PostgresServer {
         let child = as_server_user(&mut Command::new(binary("postgres")), root)
             .args(["-D", data.to_str().unwrap(), "-k", dir.path().to_str().unwrap()])
             .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
-            // A test database: no durability needed, and little memory.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"])
+            .args(if durable {
+                ["-c", "fsync=on", "-c", "synchronous_commit=on"]
+            } else {
+                // A test database: no durability needed, and little memory.
+                ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+            })
+            .args(if durable {
+                ["-c", "full_page_writes=on", "-c", "shared_buffers=128MB"]
+            } else {
+                ["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"]
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
