@@ -3,8 +3,8 @@
 //! No token, no network, no Redis needed: the in-memory store, a simulated clock, and a
 //! fake Telegram on localhost that the real `teloxide::Bot` talks to. Set `REDIS_URL` to run
 //! the same script against your Redis (it uses, then removes, a namespace of its own), or
-//! `DATABASE_URL=sqlite:demo.db` to keep the store in a SQLite file (a namespace of its own
-//! per run, left in the file).
+//! `DATABASE_URL=sqlite:demo.db` (or `postgres://...`) to keep the store in a SQLite file or
+//! a PostgreSQL database (a namespace of its own per run, left there).
 //!
 //! Six users interact with a small bot that keeps a profile per user and relays support
 //! requests to its admin. Over six simulated weeks they ask for the privacy policy, export
@@ -196,6 +196,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(url), _) => (
             Retention::builder(RedisStore::open(url).await?).namespace(&namespace),
             "Redis".to_owned(),
+        ),
+        (None, Some(url)) if url.starts_with("postgres") => (
+            Retention::builder(teloxide_retention::PostgresStore::open(url).await?)
+                .namespace(&namespace),
+            format!("PostgreSQL (tables \"{namespace}.*\")"),
         ),
         (None, Some(url)) => (
             Retention::builder(teloxide_retention::SqliteStore::open(url).await?)
