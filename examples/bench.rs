@@ -1098,9 +1098,9 @@ async fn adoption(
     Ok(())
 }
 
-/// 9. The SQL stores: `SqliteStore` on a file on disk (not a tmpfs: each commit syncs, as a
-/// bot's would) and `PostgresStore` on a server of the bench's own (from `initdb`, with
-/// `fsync` and synchronous commits on, as in production).
+/// Section 9, the SQL stores: `SqliteStore` on a file on disk (not a tmpfs: each commit
+/// syncs, as a bot's would) and `PostgresStore` on a server of the bench's own (from
+/// `initdb`, with `fsync` and synchronous commits on, as in production).
 #[cfg(feature = "sqlite")]
 async fn sqlite(args: &Args, report: &mut Report) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
