@@ -456,6 +456,7 @@ impl Tracker {
     }
 
     /// Reads the feed now, applying every erasure announced since the last read.
+    #[cfg(feature = "testing")]
     pub(crate) async fn catch_up(self: &Arc<Self>) {
         self.poll_feed().await;
     }

@@ -148,3 +148,22 @@ async fn a_file_without_a_rollback_journal_is_refused_by_the_pruner() {
     assert!(err.to_string().contains("journal_mode=memory"), "{err}");
     assert_eq!(bot.tracked_users().await.unwrap(), 1, "nobody was erased");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_erased_id_stays_in_the_feed_past_its_window_and_a_pass() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+    bot.note_interaction(UserId(4)).await;
+    bot.erase_user(UserId(4)).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let ids = || async {
+        sqlx::query_scalar::<_, i64>("SELECT uid FROM \"bot.feed\"").fetch_all(&pool).await.unwrap()
+    };
+    assert_eq!(ids().await, [4], "the opt-out is announced to the replicas");
+    // Eleven minutes later (the feed's rows are stamped on the wall clock), with no new
+    // erasure since: the next pass removes it.
+    sqlx::query("UPDATE \"bot.feed\" SET at = at - 11 * 60 * 1000").execute(&pool).await.unwrap();
+    bot.prune_once().await.unwrap();
+    assert!(ids().await.is_empty(), "the id left the feed");
+}

@@ -579,10 +579,15 @@ impl<D: Dialect> SqlNamespace<D> {
         Ok(None)
     }
 
+    /// Removes the feed's announcements older than its window.
+    async fn trim_feed(&self, tx: &mut Tx<D>) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE at < ?", self.t.feed);
+        self.exec(tx, &sql, vec![(tx.wall - FEED_KEEP_MS).into()]).await.map(drop)
+    }
+
     async fn announce(&self, tx: &mut Tx<D>, inv: Invalidation) -> Result<()> {
         let now = tx.wall;
-        let sql = format!("DELETE FROM {} WHERE at < ?", self.t.feed);
-        self.exec(tx, &sql, vec![(now - FEED_KEEP_MS).into()]).await?;
+        self.trim_feed(tx).await?;
         let sql = format!(
             "INSERT INTO {} (at, uid, since, until, opt_out) VALUES (?, ?, ?, ?, ?)",
             self.t.feed

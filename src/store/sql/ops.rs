@@ -30,6 +30,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             let cutoff = now.saturating_sub(times.inactive_ms);
             let deadline = now.saturating_add(times.lease_ms);
             let held = s.writers_hold(tx, writers).await?;
+            // Announcements past the feed's window go at every claim too, not only when a
+            // new one comes: no id stays longer than the window and a prune interval.
+            s.trim_feed(tx).await?;
             let (mut users, mut returned) = (Vec::new(), Vec::new());
             // 1. Batches whose lease expired.
             let sql = format!(
