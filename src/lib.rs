@@ -48,8 +48,9 @@ pub use receipts::{Receipt, ReceiptKey};
 /// an older one).
 pub use redis;
 pub use retention::{Retention, RetentionExt};
-/// The `sqlx` crate (0.8, the version of teloxide's SQL storages), for the pool that
-/// [`DialogueEraser::list_sqlite`] and [`DialogueEraser::list_postgres`] take.
+/// The `sqlx` crate (0.8, the version of teloxide's SQL storages), for the pools that the
+/// SQL stores' `from_pool`, [`DialogueEraser::list_sqlite`] and
+/// [`DialogueEraser::list_postgres`] take.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sqlx;
 pub use stats::Stats;
