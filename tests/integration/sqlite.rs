@@ -167,3 +167,37 @@ async fn no_erased_id_stays_in_the_feed_past_its_window_and_a_pass() {
     bot.prune_once().await.unwrap();
     assert!(ids().await.is_empty(), "the id left the feed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_this_crate_did_not_write_are_never_erased_as_someone() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    let eraser = crate::support::Recorder::new("profiles");
+    let bot = Retention::builder(SqliteStore::open(&url).await.unwrap())
+        .namespace("bot")
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .erase_with(eraser.clone())
+        .build()
+        .unwrap();
+    bot.note_interaction(UserId(7)).await;
+    bot.flush().await.unwrap();
+    // Rows no version of this crate writes: ids that are no user (0, negative, past 2^53).
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for odd in [0, -5, 1_i64 << 60] {
+        sqlx::query("INSERT INTO \"bot.seen\" (uid, at) VALUES (?, ?)")
+            .bind(odd)
+            .bind(T0 - 1)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    clock.advance(31 * DAY);
+    let report = bot.prune_once().await.unwrap();
+    assert_eq!(report.erased, 1);
+    assert_eq!(eraser.calls().iter().map(|e| e.user.0).collect::<Vec<_>>(), [7]);
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.seen\"").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 3, "the odd rows are left in place");
+}

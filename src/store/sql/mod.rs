@@ -296,6 +296,10 @@ fn job_from(row: &[Val]) -> Result<Job> {
     })
 }
 
+/// Rows of user ids only: a row this crate did not write (0, negative, past
+/// `MAX_USER_ID`) is never claimed, so never erased as someone; it stays in place.
+const USERS: &str = "uid BETWEEN 1 AND 9007199254740991";
+
 /// `?, ?, ...`: `n` parameters.
 fn params(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -463,7 +467,8 @@ impl<D: Dialect> SqlNamespace<D> {
     ) -> Result<Vec<(u64, i64)>> {
         let column = if table == self.t.seen { "at" } else { "due" };
         let sql = format!(
-            "SELECT uid, {column} FROM {table} WHERE {column} <= ? ORDER BY {column}, uid LIMIT ?"
+            "SELECT uid, {column} FROM {table} WHERE {column} <= ? AND {USERS} \
+             ORDER BY {column}, uid LIMIT ?"
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.rows(tx, &sql, vec![max.into(), limit.into()]).await?;
@@ -682,4 +687,13 @@ use in_tx;
 /// Claim times: the bot's when it gives them, else the transaction's "now".
 fn now_of(times: ClaimTimes, wall: i64) -> i64 {
     times.now.unwrap_or(wall)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_user_range_is_the_crates() {
+        let bound = format!("uid BETWEEN 1 AND {}", crate::humans::MAX_USER_ID);
+        assert_eq!(super::USERS, bound);
+    }
 }

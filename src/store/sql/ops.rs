@@ -73,7 +73,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 let room = i64::try_from(limit.saturating_sub(users.len())).unwrap_or(0);
                 let sql = format!(
                     "SELECT s.uid, CAST(CASE WHEN q.uid IS NULL THEN 0 ELSE 1 END AS BIGINT) \
-                     FROM {} s LEFT JOIN {} q ON q.uid = s.uid WHERE s.at <= ? \
+                     FROM {} s LEFT JOIN {} q ON q.uid = s.uid WHERE s.at <= ? AND s.{USERS} \
                      ORDER BY s.at, s.uid LIMIT ?",
                     s.t.seen, s.t.queue
                 );
