@@ -57,8 +57,9 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the SQLite file at `url` (`sqlite:retention.db`,
-    /// `sqlite:///var/lib/bot/retention.db`), in WAL mode with full sync, and checks that
-    /// it answers.
+    /// `sqlite:///var/lib/bot/retention.db`), in WAL mode with full sync and
+    /// `secure_delete` (an erased user's rows are overwritten, not left in free pages), and
+    /// checks that it answers.
     pub async fn open(url: &str) -> Result<Self> {
         if !url.starts_with("sqlite:") {
             return Err(Error::config(format!(
@@ -72,13 +73,16 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            // Deleted rows are overwritten with zeros, not left in free pages of the file.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Self::from_pool(pool))
     }
 
     /// The store on a pool the bot already has (its own tables and the crate's share the
-    /// file). Set a `busy_timeout` on it: other connections may hold the write lock.
+    /// file). Set a `busy_timeout` on it (other connections may hold the write lock), and
+    /// `secure_delete` if erased rows must not linger in the file's free pages.
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self { db: Arc::new(SqliteDb { pool }) }
