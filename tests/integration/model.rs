@@ -261,8 +261,10 @@ impl Side {
                 String::new()
             }
         };
-        // Interactions a gone mark or an erasure sent back to the writer are written now.
-        self.retention.flush().await.expect("flush");
+        // Interactions a gone mark or an erasure sent back to the writer are written now, and
+        // the erasures announced are applied now, not whenever the reader's one-second timer
+        // fires: on a loaded machine it fires at another step on each side.
+        self.retention.settle().await.expect("settle");
         result
     }
 

@@ -107,6 +107,39 @@ impl Val {
     }
 }
 
+/// Binds `args` to a statement of database `DB`.
+fn bind_all<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    args.into_iter().fold(query, |q, arg| match arg {
+        Arg::I(v) => q.bind(v),
+        Arg::T(v) => q.bind(v),
+    })
+}
+
+/// A row's values: integers where the column holds one, else text (or NULL).
+fn values<R: sqlx::Row>(row: &R) -> Result<Vec<Val>>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                return Ok(v.map_or(Val::Null, Val::I));
+            }
+            let v: Option<String> = row.try_get(i)?;
+            Ok(v.map_or(Val::Null, Val::T))
+        })
+        .collect()
+}
+
 /// What differs between the databases.
 pub(crate) trait Dialect: Send + Sync + 'static {
     /// An open transaction.

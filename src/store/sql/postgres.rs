@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
-use super::{Arg, Dialect, SqlNamespace, Tables, Val};
+use super::{Arg, Dialect, SqlNamespace, Tables, Val, bind_all, values};
 use crate::error::{Error, Result};
 use crate::store::{Health, Store, sealed};
 
@@ -117,15 +117,12 @@ fn numbered(sql: &str) -> String {
     out
 }
 
-/// Binds `args` to `sql`.
+/// `sql` with `args` bound.
 fn query(
     sql: &str,
     args: Vec<Arg>,
 ) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
-    args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
-        Arg::I(v) => q.bind(v),
-        Arg::T(v) => q.bind(v),
-    })
+    bind_all(sqlx::query(sql), args)
 }
 
 impl Dialect for PostgresDb {
@@ -171,22 +168,7 @@ impl Dialect for PostgresDb {
         Box::pin(async move {
             let sql = numbered(sql);
             let rows = query(&sql, args).fetch_all(&mut **tx).await?;
-            rows.iter()
-                .map(|row| {
-                    (0..row.len())
-                        .map(|i| {
-                            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                                return Ok(v.map_or(Val::Null, Val::I));
-                            }
-                            if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
-                                return Ok(v.map_or(Val::Null, |v| Val::I(i64::from(v))));
-                            }
-                            let v: Option<String> = row.try_get(i)?;
-                            Ok(v.map_or(Val::Null, Val::T))
-                        })
-                        .collect()
-                })
-                .collect()
+            rows.iter().map(values).collect()
         })
     }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use super::{Arg, Dialect, SqlNamespace, Tables, Val};
+use super::{Arg, Dialect, SqlNamespace, Tables, Val, bind_all, values};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::store::{Health, Store, sealed};
@@ -95,15 +95,12 @@ impl Store for SqliteStore {
     }
 }
 
-/// Binds `args` to `sql`.
+/// `sql` with `args` bound.
 fn query(
     sql: &str,
     args: Vec<Arg>,
 ) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-    args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
-        Arg::I(v) => q.bind(v),
-        Arg::T(v) => q.bind(v),
-    })
+    bind_all(sqlx::query(sql), args)
 }
 
 impl Dialect for SqliteDb {
@@ -151,19 +148,7 @@ impl Dialect for SqliteDb {
     ) -> BoxFuture<'a, Result<Vec<Vec<Val>>>> {
         Box::pin(async move {
             let rows = query(sql, args).fetch_all(&mut **tx).await?;
-            rows.iter()
-                .map(|row| {
-                    (0..row.len())
-                        .map(|i| {
-                            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                                return Ok(v.map_or(Val::Null, Val::I));
-                            }
-                            let v: Option<String> = row.try_get(i)?;
-                            Ok(v.map_or(Val::Null, Val::T))
-                        })
-                        .collect()
-                })
-                .collect()
+            rows.iter().map(values).collect()
         })
     }
 
