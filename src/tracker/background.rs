@@ -35,6 +35,11 @@ impl Tracker {
         if tasks.as_ref().is_some_and(|t| t.serve(&here)) {
             return;
         }
+        if self.flushed.get().is_some() && tasks.as_ref().is_some_and(|t| t.retiring(&here)) {
+            // A clean shutdown under way: the writer wrote what it held and returned, and
+            // the heartbeat task is removing the heartbeat. Nothing is gone.
+            return;
+        }
         if let Some(old) = tasks.take() {
             old.writer.abort();
             old.pulse.abort();

@@ -529,6 +529,13 @@ impl Tasks {
             && !self.pulse.is_finished()
             && (self.runtime == here.id() || self.flavor != RuntimeFlavor::CurrentThread)
     }
+
+    /// Whether the heartbeat task alone still runs, for a caller on `here`, as it does
+    /// between the writer's last flush at shutdown and the removal of the heartbeat.
+    fn retiring(&self, here: &Handle) -> bool {
+        !self.pulse.is_finished()
+            && (self.runtime == here.id() || self.flavor != RuntimeFlavor::CurrentThread)
+    }
 }
 
 /// An erasure running in this process; see [`Tracker::begin_erasure`].
@@ -636,5 +643,58 @@ mod tests {
         assert_eq!(tracker.cached_users(), 0);
         tracker.flush().await.unwrap();
         assert_eq!(backend.status(1).await.unwrap().last_seen, Some(11_000));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_returned_at_shutdown_is_not_started_again() {
+        use crate::store::intercept::{Hook, Intercepted, Op};
+        use futures_util::future::BoxFuture;
+        use tokio::sync::Notify;
+
+        // Seen under load: the writer saw the cancellation and returned while the heartbeat
+        // task was still removing the heartbeat; `shutdown` took the writer for gone, warned
+        // "the background writer was gone", aborted the heartbeat task and started both again.
+        #[derive(Default)]
+        struct HoldRetire {
+            held: Notify,
+            released: Notify,
+        }
+        impl Hook for HoldRetire {
+            fn before(&self, op: Op) -> BoxFuture<'_, crate::error::Result<()>> {
+                Box::pin(async move {
+                    if op == Op::Retire {
+                        let released = self.released.notified();
+                        let mut released = std::pin::pin!(released);
+                        released.as_mut().enable();
+                        self.held.notify_one();
+                        released.await;
+                    }
+                    Ok(())
+                })
+            }
+        }
+        let hook = Arc::new(HoldRetire::default());
+        let store = Intercepted { store: MemoryStore::new(), hook: Arc::clone(&hook) };
+        let cancel = CancellationToken::new();
+        let tracker = Arc::new(Tracker::new(
+            &crate::config::Config::for_tests(),
+            store.bind("t", crate::store::sealed::Token).0,
+            Arc::new(SyncedClock::new(Arc::new(ManualClock::at_unix_ms(1_000)))),
+            Arc::default(),
+            Arc::default(),
+            cancel.clone(),
+        ));
+        tracker.ensure_writer();
+        cancel.cancel();
+        hook.held.notified().await;
+        while !tracker.lock_tasks().as_ref().is_some_and(|t| t.writer.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // What `shutdown` and every interaction call: the heartbeat task is left to finish.
+        tracker.ensure_writer();
+        assert!(!tracker.restart_logged.load(Ordering::Relaxed), "taken for a writer gone");
+        hook.released.notify_one();
+        assert!(tracker.shutdown().await, "everything was written");
+        assert!(!tracker.restart_logged.load(Ordering::Relaxed), "taken for a writer gone");
     }
 }

@@ -20,6 +20,7 @@ const NOBODY: u32 = 65534;
 pub struct PostgresServer {
     dir: TempDir,
     child: Child,
+    durable: bool,
 }
 
 /// `name` from PATH, else from the newest `/usr/lib/postgresql/*/bin` (where Debian's
@@ -97,33 +98,25 @@ impl PostgresServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        if root {
-            std::os::unix::fs::chown(dir.path().join("server.log"), Some(NOBODY), Some(NOBODY))
-                .expect("chown log");
-        }
-        let child = as_server_user(&mut Command::new(binary("postgres")), root)
-            .args(["-D", data.to_str().unwrap(), "-k", dir.path().to_str().unwrap()])
-            .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
-            .args(if durable {
-                ["-c", "fsync=on", "-c", "synchronous_commit=on"]
-            } else {
-                // A test database: no durability needed, and little memory.
-                ["-c", "fsync=off", "-c", "synchronous_commit=off"]
-            })
-            .args(if durable {
-                ["-c", "full_page_writes=on", "-c", "shared_buffers=128MB"]
-            } else {
-                ["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"]
-            })
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn postgres");
-        let mut server = Self { dir, child };
+        let mut server = Self { child: spawn(dir.path(), durable), dir, durable };
         server.wait_ready();
         server
+    }
+
+    /// Stops the server as a crash would (SIGQUIT: immediate shutdown, no checkpoint; the
+    /// next start replays the WAL). Connections open before it fail on their next use;
+    /// new ones are refused until [`start_again`](Self::start_again).
+    pub fn crash(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-QUIT", &pid]).status().expect("run kill");
+        assert!(status.success(), "kill -QUIT {pid} failed");
+        self.child.wait().expect("wait for postgres");
+    }
+
+    /// Starts the server again on the same data and socket after [`crash`](Self::crash).
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.dir.path(), self.durable);
+        self.wait_ready();
     }
 
     /// The connection URL of the `postgres` database, as sqlx reads it.
@@ -164,4 +157,35 @@ impl Drop for PostgresServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `postgres` on the cluster in `dir` (a new `server.log` each time: readiness is
+/// read from it).
+fn spawn(dir: &Path, durable: bool) -> Child {
+    let root = is_root();
+    let data = dir.join("data");
+    let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+    if root {
+        std::os::unix::fs::chown(dir.join("server.log"), Some(NOBODY), Some(NOBODY))
+            .expect("chown log");
+    }
+    as_server_user(&mut Command::new(binary("postgres")), root)
+        .args(["-D", data.to_str().unwrap(), "-k", dir.to_str().unwrap()])
+        .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
+        .args(if durable {
+            ["-c", "fsync=on", "-c", "synchronous_commit=on"]
+        } else {
+            // A test database: no durability needed, and little memory.
+            ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+        })
+        .args(if durable {
+            ["-c", "full_page_writes=on", "-c", "shared_buffers=128MB"]
+        } else {
+            ["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"]
+        })
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn postgres")
 }

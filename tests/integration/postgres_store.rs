@@ -1,12 +1,17 @@
 //! What only `PostgresStore` has: replicas on pools of their own sharing one namespace
-//! (the advisory lock, the feed between processes), and its errors.
+//! (the advisory lock, the feed between processes), a server crash during a pass, and its
+//! errors.
 //! (The behavioural suites and the model test run on PostgreSQL too.)
 #![cfg(feature = "postgres")]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use teloxide::types::UserId;
-use teloxide_retention::{Error, ManualClock, Noted, OptOutOutcome, PostgresStore, Retention};
+use teloxide_retention::{
+    BoxError, Eraser, Erasure, Error, ManualClock, Noted, OptOutOutcome, PostgresStore, Retention,
+};
 
 use crate::common::postgres::PostgresServer;
 use crate::common::{DAY, T0};
@@ -84,4 +89,125 @@ async fn bad_urls_and_long_namespaces_are_clear_errors() {
     let err = retention.tracked_users().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("longer than 48 bytes"), "{err}");
+}
+
+/// An eraser that holds every call until `open` is called, then lets every call through;
+/// it counts the successful calls per user.
+#[derive(Clone)]
+struct Held {
+    entered: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+    calls: Arc<Mutex<HashMap<u64, usize>>>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            entered: Arc::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl Held {
+    fn open(&self) {
+        self.gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    fn erased(&self, user: u64) -> usize {
+        self.calls.lock().unwrap().get(&user).copied().unwrap_or(0)
+    }
+}
+
+impl Eraser for Held {
+    fn name(&self) -> &str {
+        "profiles"
+    }
+
+    async fn erase(&self, erasure: Erasure) -> Result<(), BoxError> {
+        self.entered.notify_one();
+        drop(self.gate.acquire().await?);
+        *self.calls.lock().unwrap().entry(erasure.user.0).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_restarted_during_a_pass_erases_nobody_early_and_everyone_due_after_the_lease()
+{
+    // Durable: a crash keeps every commit, as on a production server.
+    let mut server = PostgresServer::start_durable();
+    let clock = ManualClock::at_unix_ms(T0);
+    let eraser = Held::default();
+    let lease = Duration::from_secs(60);
+    let retention = Retention::builder(PostgresStore::open(&server.url()).await.unwrap())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .batch_size(50)
+        .lease(lease)
+        .store_timeout(Duration::from_secs(2))
+        .clock(clock.clone())
+        .erase_with(eraser.clone())
+        .build()
+        .unwrap();
+    // 150 users gone quiet for 31 days, 50 active today.
+    for user in 1..=200u64 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+    clock.advance(31 * DAY);
+    for user in 151..=200u64 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+
+    // The pass claims its first batch and is inside the erasers when the server goes down;
+    // the erasers finish while it is down, so the pass cannot confirm them.
+    let pass = tokio::spawn({
+        let retention = retention.clone();
+        async move { retention.prune_once().await }
+    });
+    eraser.entered.notified().await;
+    tokio::task::block_in_place(|| server.crash());
+    eraser.open();
+    let report = pass.await.unwrap();
+    assert!(
+        report.as_ref().map_or(true, |r| r.erased == 0),
+        "nothing can be confirmed while the database is down: {report:?}"
+    );
+    // A new user's interaction during the outage is kept for later, not lost.
+    clock.advance(Duration::from_secs(5));
+    retention.note_interaction(UserId(201)).await;
+
+    tokio::task::block_in_place(|| server.start_again());
+    // Within the lease the first batch stays claimed; the rest of the inactive users go.
+    let report = retention.prune_once().await.unwrap();
+    assert_eq!(report.erased, 100, "{report:?}");
+    let claimed_before = (1..=150u64).filter(|u| eraser.erased(*u) > 0).count();
+    assert_eq!(claimed_before, 150, "every inactive user's erasers ran once");
+    let mut running = 0;
+    for user in 1..=150u64 {
+        let status = retention.status(UserId(user)).await.unwrap();
+        assert!(status.last_seen.is_none(), "user {user} is no longer tracked");
+        running += usize::from(status.erasure.is_some_and(|e| e.running));
+    }
+    assert_eq!(running, 50, "the batch claimed before the crash is still under its lease");
+
+    // After the lease the batch is taken over and confirmed; no active user was erased.
+    clock.advance(lease + Duration::from_secs(1));
+    let report = retention.prune_once().await.unwrap();
+    assert_eq!(report.erased, 50, "{report:?}");
+    for user in 1..=150u64 {
+        assert!(eraser.erased(user) >= 1, "user {user} was erased");
+        let status = retention.status(UserId(user)).await.unwrap();
+        assert!(status.erasure.is_none() && status.last_seen.is_none(), "user {user}: {status:?}");
+    }
+    for user in 151..=201u64 {
+        assert_eq!(eraser.erased(user), 0, "active user {user} was never erased");
+    }
+    retention.flush().await.unwrap();
+    assert_eq!(retention.tracked_users().await.unwrap(), 51);
+    let last = retention.status(UserId(201)).await.unwrap().last_seen.unwrap();
+    assert_eq!(last.timestamp_millis(), T0 + (31 * DAY).as_millis() as i64 + 5_000);
 }
