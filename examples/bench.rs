@@ -63,8 +63,8 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::{Me, UserId};
 use teloxide_retention::{
-    Adoption, BoxError, Erasure, GoneReason, Listing, ManualClock, RedisKeysEraser, RedisStore,
-    Retention, RetentionBuilder, UntrackedUsers, erase_fn,
+    Adoption, BoxError, Erasure, GonePolicy, GoneReason, Listing, ManualClock, RedisKeysEraser,
+    RedisStore, Retention, RetentionBuilder, UntrackedUsers, erase_fn,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -203,10 +203,7 @@ async fn main() -> Result<(), BoxError> {
         adoption(&url, &mut raw, &args, &mut report).await?;
     }
     if run(9) {
-        #[cfg(feature = "sqlite")]
-        sqlite(&args, &mut report).await?;
-        #[cfg(not(feature = "sqlite"))]
-        println!("9. SQLite: skipped (run with --features sqlite)");
+        stores(&url, &mut raw, &args, &mut report).await?;
     }
     if args.cluster && run(7) {
         on_cluster(&args, &mut report).await?;
@@ -839,6 +836,42 @@ async fn latency(
     retention.tracked_users().await?;
     retention.shutdown().await?;
 
+    let worst = slow_calls(raw).await?;
+    println!("  (pass erased {} users in batches of {MAX_BATCH_SIZE})", pass.erased);
+    for (kind, calls) in &worst {
+        let ms = calls.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
+        report.add(
+            &format!("slowest {kind} call at {n} users"),
+            ms,
+            "ms",
+            Some(("≤ 5 ms", ms <= 5.0)),
+        );
+        let logged: Vec<f64> = calls.iter().map(|&us| us as f64 / 1000.0).collect();
+        let count = logged.len();
+        println!("    ({count} calls over 0.1 ms, median of those {:.2} ms)", median(logged));
+    }
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
+    let quick: Vec<&str> = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split(':').next())
+        .filter(|c| {
+            let command = c.split('|').next().unwrap_or(c);
+            !worst.contains_key(&c.replace('|', " ").to_uppercase())
+                && !["evalsha", "eval", "slowlog", "config", "info", "flushall"].contains(&command)
+        })
+        .collect();
+    println!("  every call of these commands took under 0.1 ms: {}", quick.join(", "));
+    println!("  scripts not listed above took under 0.1 ms per call, or did not run");
+    slowlog(raw, 10_000, 128).await?;
+    flush(raw).await?;
+    Ok(())
+}
+
+/// The slow log's calls by kind (a script by its file name, else the command), in µs; the
+/// commands a script runs and the bench's own commands are left out.
+async fn slow_calls(
+    raw: &mut redis::aio::MultiplexedConnection,
+) -> Result<std::collections::BTreeMap<String, Vec<i64>>, BoxError> {
     let log: redis::Value = redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(raw).await?;
     let names: std::collections::HashMap<String, &str> =
         scripts::ALL.iter().map(|(name, script)| (script.get_hash().to_owned(), *name)).collect();
@@ -871,34 +904,7 @@ async fn latency(
         };
         worst.entry(kind).or_default().push(*us);
     }
-    println!("  (pass erased {} users in batches of {MAX_BATCH_SIZE})", pass.erased);
-    for (kind, calls) in &worst {
-        let ms = calls.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
-        report.add(
-            &format!("slowest {kind} call at {n} users"),
-            ms,
-            "ms",
-            Some(("≤ 5 ms", ms <= 5.0)),
-        );
-        let logged: Vec<f64> = calls.iter().map(|&us| us as f64 / 1000.0).collect();
-        let count = logged.len();
-        println!("    ({count} calls over 0.1 ms, median of those {:.2} ms)", median(logged));
-    }
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
-    let quick: Vec<&str> = stats
-        .lines()
-        .filter_map(|l| l.strip_prefix("cmdstat_")?.split(':').next())
-        .filter(|c| {
-            let command = c.split('|').next().unwrap_or(c);
-            !worst.contains_key(&c.replace('|', " ").to_uppercase())
-                && !["evalsha", "eval", "slowlog", "config", "info", "flushall"].contains(&command)
-        })
-        .collect();
-    println!("  every call of these commands took under 0.1 ms: {}", quick.join(", "));
-    println!("  scripts not listed above took under 0.1 ms per call, or did not run");
-    slowlog(raw, 10_000, 128).await?;
-    flush(raw).await?;
-    Ok(())
+    Ok(worst)
 }
 
 /// Section 7: one server and a three-master cluster, each written and pruned the same way
@@ -1098,31 +1104,67 @@ async fn adoption(
     Ok(())
 }
 
-/// Section 9, the SQL stores: `SqliteStore` on a file on disk (not a tmpfs: each commit
-/// syncs, as a bot's would) and `PostgresStore` on a server of the bench's own (from
-/// `initdb`, with `fsync` and synchronous commits on, as in production).
-#[cfg(feature = "sqlite")]
-async fn sqlite(args: &Args, report: &mut Report) -> Result<(), BoxError> {
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite:{}", dir.path().join("bench.db").display());
-    let store = teloxide_retention::SqliteStore::open(&url).await?;
-    sql_store("SQLite", store, &url, args, report).await?;
-    #[cfg(feature = "postgres")]
+/// Section 9's user ids: ten digits, as Telegram's are today.
+const FIRST_ID: u64 = 1_000_000_000;
+
+/// Section 9, every store on one workload: Redis (the bench's server), and with their
+/// features `SqliteStore` on a file on disk (not a tmpfs: each commit syncs, as a bot's
+/// would) and `PostgresStore` on a server of the bench's own (from `initdb`, with `fsync`
+/// and synchronous commits on, as in production).
+async fn stores(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    flush(raw).await?;
+    slowlog(raw, 100, 1_000_000).await?;
+    redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(raw).await?;
+    let before = used_memory(raw).await?;
+    let redis = Probe::Redis { raw: raw.clone(), before };
+    one_store("Redis", RedisStore::open(url).await?, redis, args, report).await?;
+    slowlog(raw, 10_000, 128).await?;
+    flush(raw).await?;
+    #[cfg(feature = "sqlite")]
     {
-        let server = postgres_server::PostgresServer::start_durable();
-        let store = teloxide_retention::PostgresStore::open(&server.url()).await?;
-        sql_store("PostgreSQL", store, &server.url(), args, report).await?;
+        let slowest = statements::Slowest::install();
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+        let store = teloxide_retention::SqliteStore::open(&url).await?;
+        let probe = Probe::Sql { url: url.clone(), slowest: slowest.clone() };
+        one_store("SQLite", store, probe, args, report).await?;
+        #[cfg(feature = "postgres")]
+        {
+            let server = postgres_server::PostgresServer::start_durable();
+            let store = teloxide_retention::PostgresStore::open(&server.url()).await?;
+            let probe = Probe::Sql { url: server.url(), slowest };
+            one_store("PostgreSQL", store, probe, args, report).await?;
+        }
     }
+    #[cfg(not(feature = "sqlite"))]
+    println!("9. SQLite and PostgreSQL: skipped (run with --features sqlite,postgres)");
     Ok(())
 }
 
-/// One SQL store at `args.users` tracked users, 10% due; `url` for the naive strategy's
-/// own connection (through sqlx's `Any`, with the ids written into the statements).
-#[cfg(feature = "sqlite")]
-async fn sql_store(
+/// How section 9 looks inside a store: its size, its slowest calls, and the naive loop's
+/// own access to it.
+enum Probe {
+    /// `before`: `used_memory` before the first user.
+    Redis { raw: redis::aio::MultiplexedConnection, before: u64 },
+    /// `url`: the naive loop's own connection (sqlx's `Any`, ids written into the
+    /// statements); `slowest`: every statement's time, from sqlx's events.
+    #[cfg(feature = "sqlite")]
+    Sql { url: String, slowest: statements::Slowest },
+}
+
+/// One store at `args.users` tracked users, 10% due: interactions through the group commit,
+/// bytes per user, a pass with a no-op eraser, opt-outs, gone marks, status reads and
+/// previews, the slowest call or statement of each kind, then the naive loop on the same
+/// data (load all, compare, delete one by one, timed over 5,000 deletions and extrapolated).
+async fn one_store(
     name: &str,
     store: impl teloxide_retention::Store,
-    url: &str,
+    mut probe: Probe,
     args: &Args,
     report: &mut Report,
 ) -> Result<(), BoxError> {
@@ -1131,11 +1173,18 @@ async fn sql_store(
     let clock = ManualClock::at_unix_ms(NOW - 100 * DAY_MS);
     let retention = Retention::builder(store)
         .inactive_after(Duration::from_millis((90 * DAY_MS) as u64))
+        .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(7 * 24 * 3600)))
         .without_commands()
         .clock(clock.clone())
         .max_buffered_interactions(usize::MAX / 2)
         .erase_with(erase_fn("noop", |_: Erasure| async { Ok::<_, BoxError>(()) }))
         .build()?;
+    // The tables are made before anything is timed.
+    retention.tracked_users().await?;
+    #[cfg(feature = "sqlite")]
+    if let Probe::Sql { slowest, .. } = &probe {
+        slowest.reset();
+    }
     // 10% long ago, then 90% now, 1,024 at a time through the group commit.
     let record = |users: std::ops::Range<u64>| {
         let retention = retention.clone();
@@ -1143,7 +1192,7 @@ async fn sql_store(
             futures_util::stream::iter(users)
                 .map(|u| {
                     let retention = retention.clone();
-                    async move { retention.note_interaction(UserId(1_000_000_000 + u)).await }
+                    async move { retention.note_interaction(UserId(FIRST_ID + u)).await }
                 })
                 .buffer_unordered(1024)
                 .collect::<Vec<_>>()
@@ -1157,69 +1206,279 @@ async fn sql_store(
     retention.flush().await?;
     let took = started.elapsed();
     let label = |what: &str| format!("{name}: {what}");
-    report.add(
-        &label("interactions written"),
-        (n - n / 10) as f64 / took.as_secs_f64(),
-        "users/s",
-        None,
-    );
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await?;
-    if name == "SQLite" {
-        // Count the pages still in the write-ahead log too.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&pool).await?;
-        let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await?;
-        report.add(
-            &label("file bytes per tracked user"),
-            (pages * page) as f64 / n as f64,
-            "bytes",
-            None,
-        );
-    } else {
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT CAST(pg_total_relation_size('\"retention.seen\"') AS BIGINT)",
-        )
-        .fetch_one(&pool)
-        .await?;
-        report.add(&label("table bytes per tracked user"), bytes as f64 / n as f64, "bytes", None);
+    let rate = (n - n / 10) as f64 / took.as_secs_f64();
+    report.add(&label("interactions written"), rate, "users/s", None);
+    match &mut probe {
+        Probe::Redis { raw, before } => {
+            let bytes = used_memory(raw).await?.saturating_sub(*before);
+            report.add(&label("bytes per tracked user"), bytes as f64 / n as f64, "bytes", None);
+        }
+        #[cfg(feature = "sqlite")]
+        Probe::Sql { url, slowest } => {
+            slowest.pause(true);
+            let bytes = sql::bytes(url).await?;
+            slowest.pause(false);
+            report.add(&label("bytes per tracked user"), bytes as f64 / n as f64, "bytes", None);
+        }
     }
 
     let pass = retention.prune_once().await?;
     assert_eq!(pass.erased, n / 10, "the pass erased what was due");
     let rate = pass.erased as f64 / pass.elapsed.as_secs_f64();
     report.add(&label("prune pass, no-op eraser"), pass.elapsed.as_secs_f64() * 1000.0, "ms", None);
-    let goal = if name == "PostgreSQL" { Some(("≥ 50,000", rate >= 50_000.0)) } else { None };
+    let goal = match name {
+        "PostgreSQL" => Some(("≥ 50,000", rate >= 50_000.0)),
+        "Redis" => Some(("≥ 200,000", rate >= 200_000.0)),
+        _ => None,
+    };
     report.add(&label("prune rate, no-op eraser"), rate, "users/s", goal);
-
-    // The naive strategy on the same table: load everyone, compare, delete one by one (each
-    // delete its own commit, as a bot's loop would). Timed over the first 5,000 deletions
-    // of users put back for it, and the whole loop's time extrapolated from them.
+    // The other calls a bot makes: gone marks, opt-outs (a claim of one user and its
+    // finish), status reads, previews.
+    for user in (n / 10..n / 10 + 10_000).step_by(100) {
+        retention.mark_gone(UserId(FIRST_ID + user + 1), GoneReason::Blocked).await?;
+        retention.erase_user(UserId(FIRST_ID + user + 2)).await?;
+        retention.status(UserId(FIRST_ID + user + 3)).await?;
+    }
+    retention.preview(1000).await?;
+    retention.flush().await?;
     retention.shutdown().await?;
+    // The slowest call (Redis) or statement (SQL) of each kind; kinds whose every call took
+    // under 0.1 ms are named apart, as the slow log keeps only calls over 0.1 ms.
+    let worst: Vec<(String, f64, String)> = match &mut probe {
+        Probe::Redis { raw, .. } => slow_calls(raw)
+            .await?
+            .into_iter()
+            .map(|(kind, calls)| {
+                (kind, calls.into_iter().max().unwrap_or(0) as f64 / 1000.0, String::new())
+            })
+            .collect(),
+        #[cfg(feature = "sqlite")]
+        Probe::Sql { slowest, .. } => {
+            slowest.pause(true);
+            slowest.take()
+        }
+    };
+    let mut quick = Vec::new();
+    for (kind, ms, statement) in worst {
+        if ms >= 0.1 {
+            report.add(&label(&format!("slowest {kind}")), ms, "ms", None);
+            if !statement.is_empty() {
+                println!("    ({})", statement.chars().take(160).collect::<String>());
+            }
+        } else {
+            quick.push(kind);
+        }
+    }
+    if !quick.is_empty() {
+        println!("  {name}: every call took under 0.1 ms: {}", quick.join(", "));
+    }
+
+    // The naive strategy on the same data, the due users put back for it.
     let old = NOW - 100 * DAY_MS;
-    for chunk in (0..n / 10).collect::<Vec<_>>().chunks(500) {
-        let values: Vec<String> =
-            chunk.iter().map(|u| format!("({}, {old})", 1_000_000_000 + u)).collect();
-        let sql = format!("INSERT INTO \"retention.seen\" (uid, at) VALUES {}", values.join(", "));
-        sqlx::query(&sql).execute(&pool).await?;
-    }
-    let started = Instant::now();
-    let all: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT uid, at FROM \"retention.seen\"").fetch_all(&pool).await?;
     let cutoff = NOW - 90 * DAY_MS;
-    let due: Vec<i64> = all.iter().filter(|(_, at)| *at < cutoff).map(|(u, _)| *u).collect();
-    let load = started.elapsed();
-    let sample = due.len().min(5_000);
-    let started = Instant::now();
-    for user in &due[..sample] {
-        sqlx::query(&format!("DELETE FROM \"retention.seen\" WHERE uid = {user}"))
-            .execute(&pool)
-            .await?;
-    }
-    let per_user = started.elapsed().as_secs_f64() / sample as f64;
-    let naive = load.as_secs_f64() + per_user * due.len() as f64;
+    let (load, per_user, due) = match &mut probe {
+        Probe::Redis { raw, .. } => {
+            let items: Vec<(i64, u64)> = (0..n / 10).map(|u| (old, FIRST_ID + u)).collect();
+            for chunk in items.chunks(5000) {
+                raw.zadd_multiple::<_, _, _, ()>("{retention}:seen", chunk).await?;
+            }
+            let started = Instant::now();
+            let all: Vec<(String, f64)> = raw.zrange_withscores("{retention}:seen", 0, -1).await?;
+            let due: Vec<String> =
+                all.into_iter().filter(|(_, at)| *at < cutoff as f64).map(|(u, _)| u).collect();
+            let load = started.elapsed();
+            let sample = due.len().min(5_000);
+            let started = Instant::now();
+            for user in &due[..sample] {
+                raw.zrem::<_, _, ()>("{retention}:seen", user).await?;
+            }
+            (load, started.elapsed().as_secs_f64() / sample as f64, due.len())
+        }
+        #[cfg(feature = "sqlite")]
+        Probe::Sql { url, .. } => sql::naive(url, n, old, cutoff).await?,
+    };
+    let naive = load.as_secs_f64() + per_user * due as f64;
     report.add(&label("naive strategy (extrapolated)"), naive * 1000.0, "ms", None);
     let speedup = naive / pass.elapsed.as_secs_f64();
     report.add(&label("speed-up over naive"), speedup, "×", Some(("≥ 20 ×", speedup >= 20.0)));
     Ok(())
+}
+
+/// The SQL side of section 9's probes, through sqlx's `Any` driver.
+#[cfg(feature = "sqlite")]
+mod sql {
+    use std::time::{Duration, Instant};
+
+    use teloxide_retention::BoxError;
+
+    use super::FIRST_ID;
+
+    /// The `seen` table's size with its indexes (SQLite: the whole file after a checkpoint,
+    /// the write-ahead log's pages included).
+    pub(super) async fn bytes(url: &str) -> Result<i64, BoxError> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(url).await?;
+        if url.starts_with("sqlite:") {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&pool).await?;
+            let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await?;
+            return Ok(pages * page);
+        }
+        let sql = "SELECT CAST(pg_total_relation_size('\"retention.seen\"') AS BIGINT)";
+        Ok(sqlx::query_scalar(sql).fetch_one(&pool).await?)
+    }
+
+    /// The naive loop: the due users put back, then load all, compare, and one `DELETE` per
+    /// commit, as a bot's loop would. Returns the load's time, the time per deletion over
+    /// the first 5,000, and how many were due.
+    pub(super) async fn naive(
+        url: &str,
+        n: u64,
+        old: i64,
+        cutoff: i64,
+    ) -> Result<(Duration, f64, usize), BoxError> {
+        let pool = sqlx::AnyPool::connect(url).await?;
+        for chunk in (0..n / 10).collect::<Vec<_>>().chunks(500) {
+            let values: Vec<String> =
+                chunk.iter().map(|u| format!("({}, {old})", FIRST_ID + u)).collect();
+            let sql =
+                format!("INSERT INTO \"retention.seen\" (uid, at) VALUES {}", values.join(", "));
+            sqlx::query(&sql).execute(&pool).await?;
+        }
+        let started = Instant::now();
+        let all: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT uid, at FROM \"retention.seen\"").fetch_all(&pool).await?;
+        let due: Vec<i64> = all.iter().filter(|(_, at)| *at < cutoff).map(|(u, _)| *u).collect();
+        let load = started.elapsed();
+        let sample = due.len().min(5_000);
+        let started = Instant::now();
+        for user in &due[..sample] {
+            sqlx::query(&format!("DELETE FROM \"retention.seen\" WHERE uid = {user}"))
+                .execute(&pool)
+                .await?;
+        }
+        Ok((load, started.elapsed().as_secs_f64() / sample as f64, due.len()))
+    }
+}
+
+/// The slowest execution of each kind of SQL statement, from the `tracing` event sqlx
+/// emits for every statement (target `sqlx::query`, field `elapsed_secs`). A kind is the
+/// statement's verb and its first table (`INSERT seen`, `DELETE lease`), or its first
+/// words where it names none (`BEGIN`, the server's clock).
+#[cfg(feature = "sqlite")]
+mod statements {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::subscriber::Interest;
+    use tracing::{Event, Metadata, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    const TARGET: &str = "sqlx::query";
+
+    /// Each kind's slowest time (ms) and statement; whether statements are recorded now
+    /// (not while the bench runs its own).
+    #[derive(Clone, Default)]
+    pub(super) struct Slowest {
+        worst: Arc<Mutex<BTreeMap<String, (f64, String)>>>,
+        paused: Arc<AtomicBool>,
+    }
+
+    impl Slowest {
+        /// Installs the recorder as the process's subscriber (only sqlx's statement events
+        /// are enabled: nothing else pays for it).
+        pub(super) fn install() -> Self {
+            let slowest = Self::default();
+            let subscriber = tracing_subscriber::registry().with(slowest.clone());
+            tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+            slowest
+        }
+
+        pub(super) fn reset(&self) {
+            self.worst.lock().unwrap().clear();
+        }
+
+        /// Stops (`true`) or resumes recording, around the bench's own statements.
+        pub(super) fn pause(&self, paused: bool) {
+            self.paused.store(paused, Ordering::SeqCst);
+        }
+
+        /// The slowest time (ms) and statement of each kind so far, and starts again.
+        pub(super) fn take(&self) -> Vec<(String, f64, String)> {
+            let worst = std::mem::take(&mut *self.worst.lock().unwrap());
+            worst.into_iter().map(|(kind, (ms, sql))| (kind, ms, sql)).collect()
+        }
+    }
+
+    /// The kind of `sql`: its verb and first table, else its first three words.
+    fn kind(sql: &str) -> String {
+        let sql = sql.trim();
+        let verb = sql.split_whitespace().next().unwrap_or("").to_uppercase();
+        let table = sql
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .find_map(|quoted| quoted.rsplit_once('.').map(|(_, t)| t.to_owned()));
+        let count = if sql.contains("COUNT(") { " COUNT" } else { "" };
+        match table {
+            Some(table) => format!("{verb}{count} {table}"),
+            None if sql.contains("clock_timestamp") => "SELECT clock_timestamp()".to_owned(),
+            None => sql.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        }
+    }
+
+    #[derive(Default)]
+    struct Fields {
+        summary: String,
+        statement: String,
+        secs: f64,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "summary" => self.summary = value.to_owned(),
+                "db.statement" => self.statement = value.to_owned(),
+                _ => {}
+            }
+        }
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            if field.name() == "elapsed_secs" {
+                self.secs = value;
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl<S: Subscriber> Layer<S> for Slowest {
+        fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+            if metadata.target() == TARGET { Interest::always() } else { Interest::never() }
+        }
+
+        fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
+            metadata.target() == TARGET
+        }
+
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            // sqlx gives the whole statement only where it is longer than the summary.
+            let sql = if fields.statement.trim().is_empty() {
+                &fields.summary
+            } else {
+                &fields.statement
+            };
+            if self.paused.load(Ordering::SeqCst) {
+                return;
+            }
+            let ms = fields.secs * 1000.0;
+            let mut slowest = self.worst.lock().unwrap();
+            let worst = slowest.entry(kind(sql)).or_default();
+            if ms > worst.0 {
+                *worst = (ms, sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! One protocol, every store: random sequences of operations run against `MemoryStore`, a
-//! real `redis-server` and (with the `sqlite` feature) a SQLite file side by side, and every
+//! real `redis-server`, and (with their features) a SQLite file and a PostgreSQL server side
+//! by side, and every
 //! result and the whole observable state must match after every step (proptest shrinks a
 //! failing sequence to a shortest one).
 //!
@@ -129,6 +130,9 @@ impl Side {
             .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(3600)))
             .follow_up_delay(Duration::from_secs(60))
             .lease(LEASE)
+            // The comparison is of what the stores decide, not of how fast they answer: on a
+            // loaded machine a transaction could otherwise time out on one side only.
+            .store_timeout(Duration::from_secs(30))
             .without_commands()
             .clock(clock.clone())
             .erase_with(eraser.clone())
@@ -290,6 +294,15 @@ impl Side {
     }
 }
 
+/// Prints the first disagreement as it is found: shrinking it can take minutes on a loaded
+/// machine, and a run cut off meanwhile would otherwise show nothing.
+fn first_disagreement(ops: &[Op], what: &str) {
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    if !SEEN.swap(true, Ordering::SeqCst) {
+        eprintln!("first disagreement, before shrinking: {what}\nsequence: {ops:?}");
+    }
+}
+
 #[test]
 fn every_store_agrees_on_random_operation_sequences() {
     crate::common::init_tracing();
@@ -303,13 +316,21 @@ fn every_store_agrees_on_random_operation_sequences() {
         let url = format!("sqlite:{}", sqlite_dir.path().join("model.db").display());
         teloxide_retention::SqliteStore::open(&url).await.expect("open sqlite")
     });
+    #[cfg(feature = "postgres")]
+    let pg_server = crate::common::postgres::PostgresServer::start();
+    #[cfg(feature = "postgres")]
+    let postgres = rt.block_on(async {
+        teloxide_retention::PostgresStore::open(&pg_server.url()).await.expect("open postgres")
+    });
     let cases: u32 = std::env::var("MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
     // A fixed seed by default, so that CI runs the same sequences; `MODEL_SEED` explores others.
     let seed: u64 = std::env::var("MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    // Shrinking stops after two minutes: a loaded CI machine still reports a short sequence.
+    let config =
+        Config { cases, failure_persistence: None, max_shrink_time: 120_000, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, rng);
     let case = std::sync::atomic::AtomicU32::new(0);
     let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
@@ -325,11 +346,22 @@ fn every_store_agrees_on_random_operation_sequences() {
                 "SQLite",
                 Side::new(Retention::builder(sqlite.clone()).namespace(namespace.as_str())),
             ));
+            #[cfg(feature = "postgres")]
+            others.push((
+                "PostgreSQL",
+                Side::new(Retention::builder(postgres.clone()).namespace(namespace.as_str())),
+            ));
             let mut before = memory.state().await;
             for (step, op) in ops.iter().enumerate() {
                 let a = memory.apply(op).await;
                 for (name, other) in &others {
                     let b = other.apply(op).await;
+                    if a != b {
+                        first_disagreement(
+                            &ops,
+                            &format!("step {step} ({op:?}) on {name}:\n{a}\n{b}"),
+                        );
+                    }
                     prop_assert_eq!(
                         &a,
                         &b,
@@ -343,6 +375,12 @@ fn every_store_agrees_on_random_operation_sequences() {
                 let a = memory.state().await;
                 for (name, other) in &others {
                     let b = other.state().await;
+                    if a != b {
+                        first_disagreement(
+                            &ops,
+                            &format!("state after step {step} ({op:?}) on {name}:\n{a}\n{b}"),
+                        );
+                    }
                     prop_assert_eq!(
                         &a,
                         &b,

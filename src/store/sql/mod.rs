@@ -329,9 +329,15 @@ fn job_from(row: &[Val]) -> Result<Job> {
     })
 }
 
-/// Rows of user ids only: a row this crate did not write (0, negative, past
-/// `MAX_USER_ID`) is never claimed, so never erased as someone; it stays in place.
-const USERS: &str = "uid BETWEEN 1 AND 9007199254740991";
+/// A read of the rows of `select` (its first two columns: the id and `order`) with
+/// `order <= ?`, in (`order`, `uid`) order, `LIMIT ?`; with `after`, only past the key
+/// `(?, ?)`. No condition on the id: one made SQLite, and PostgreSQL before its first
+/// `ANALYZE`, read the whole table by its primary key and sort it at every claim, where
+/// the index on (`order`, `uid`) reads only the rows returned.
+fn range_sql(select: &str, order: &str, uid: &str, after: bool) -> String {
+    let after = if after { format!(" AND ({order}, {uid}) > (?, ?)") } else { String::new() };
+    format!("{select} WHERE {order} <= ?{after} ORDER BY {order}, {uid} LIMIT ?")
+}
 
 /// `?, ?, ...`: `n` parameters.
 fn params(n: usize) -> String {
@@ -499,13 +505,50 @@ impl<D: Dialect> SqlNamespace<D> {
         limit: usize,
     ) -> Result<Vec<(u64, i64)>> {
         let column = if table == self.t.seen { "at" } else { "due" };
-        let sql = format!(
-            "SELECT uid, {column} FROM {table} WHERE {column} <= ? AND {USERS} \
-             ORDER BY {column}, uid LIMIT ?"
-        );
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.rows(tx, &sql, vec![max.into(), limit.into()]).await?;
+        let select = format!("SELECT uid, {column} FROM {table}");
+        let rows = self.range(tx, &select, column, "uid", max, limit).await?;
         rows.iter().map(|r| Ok((r[0].user()?, r[1].i()?))).collect()
+    }
+
+    /// Up to `limit` rows of `select` (see [`range_sql`]) with `order <= max`, in
+    /// (`order`, id) order, of user ids only: a row this crate did not write (0, negative,
+    /// past `MAX_USER_ID`) is skipped, never claimed, so never erased as someone, and stays
+    /// in place. The range is read by key from where the last read ended, so rows skipped
+    /// never hold back the ones after them, and the common case is one read.
+    async fn range(
+        &self,
+        tx: &mut Tx<D>,
+        select: &str,
+        order: &str,
+        uid: &str,
+        max: i64,
+        limit: usize,
+    ) -> Result<Vec<Vec<Val>>> {
+        let mut out = Vec::new();
+        let mut after: Option<(i64, i64)> = None;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let sql = range_sql(select, order, uid, after.is_some());
+            let mut args: Vec<Arg> = vec![max.into()];
+            if let Some((order, id)) = after {
+                args.extend([order.into(), id.into()]);
+            }
+            args.push(i64::try_from(want).unwrap_or(i64::MAX).into());
+            let rows = self.rows(tx, &sql, args).await?;
+            let complete = rows.len() < want;
+            let Some(last) = rows.last() else { break };
+            after = Some((last[1].i()?, last[0].i()?));
+            for row in rows {
+                let id = row[0].i()?;
+                if id > 0 && crate::humans::is_user_id(id.unsigned_abs()) {
+                    out.push(row);
+                }
+            }
+            if complete {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn count_up_to(
@@ -722,11 +765,45 @@ fn now_of(times: ClaimTimes, wall: i64) -> i64 {
     times.now.unwrap_or(wall)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
-    #[test]
-    fn the_user_range_is_the_crates() {
-        let bound = format!("uid BETWEEN 1 AND {}", crate::humans::MAX_USER_ID);
-        assert_eq!(super::USERS, bound);
+    use super::{Tables, range_sql};
+
+    /// SQLite's plan for the claim's read of the inactive range, on a table of 20,000 rows
+    /// without statistics (as after an adoption): the index on (at, uid), no sort.
+    #[tokio::test]
+    async fn the_claims_range_read_walks_the_index_and_sorts_nothing() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let t = Tables::new("plan");
+        for statement in t.statements("INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT") {
+            sqlx::query(&statement).execute(&pool).await.unwrap();
+        }
+        let values: Vec<String> =
+            (0..20_000).map(|u| format!("({}, {})", 1_000_000_000 + u, u % 7)).collect();
+        let fill = format!("INSERT INTO {} (uid, at) VALUES {}", t.seen, values.join(", "));
+        sqlx::query(&fill).execute(&pool).await.unwrap();
+        let select = format!(
+            "SELECT s.uid, s.at, CAST(CASE WHEN q.uid IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+             FROM {} s LEFT JOIN {} q ON q.uid = s.uid",
+            t.seen, t.queue
+        );
+        for after in [false, true] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", range_sql(&select, "s.at", "s.uid", after));
+            let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql).bind(3_i64);
+            if after {
+                query = query.bind(1_i64).bind(1_000_000_100_i64);
+            }
+            let plan: Vec<String> = query
+                .bind(500_i64)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.3)
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains("seen_at_uid"), "the (at, uid) index is read: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "nothing is sorted: {plan}");
+        }
     }
 }

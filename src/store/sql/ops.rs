@@ -70,17 +70,16 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             if held.is_none() {
                 // One read with the queue beside it and one removal per chunk: the common
                 // case (no erasure scheduled) costs no statement per user.
-                let room = i64::try_from(limit.saturating_sub(users.len())).unwrap_or(0);
-                let sql = format!(
-                    "SELECT s.uid, CAST(CASE WHEN q.uid IS NULL THEN 0 ELSE 1 END AS BIGINT) \
-                     FROM {} s LEFT JOIN {} q ON q.uid = s.uid WHERE s.at <= ? AND s.{USERS} \
-                     ORDER BY s.at, s.uid LIMIT ?",
+                let room = limit.saturating_sub(users.len());
+                let select = format!(
+                    "SELECT s.uid, s.at, CAST(CASE WHEN q.uid IS NULL THEN 0 ELSE 1 END AS \
+                     BIGINT) FROM {} s LEFT JOIN {} q ON q.uid = s.uid",
                     s.t.seen, s.t.queue
                 );
-                let inactive = s.rows(tx, &sql, vec![cutoff.into(), room.into()]).await?;
+                let inactive = s.range(tx, &select, "s.at", "s.uid", cutoff, room).await?;
                 let taken = inactive.iter().map(|r| r[0].user()).collect::<Result<Vec<_>>>()?;
                 for (row, user) in inactive.iter().zip(taken.iter().copied()) {
-                    let job = if row[1].i()? == 1 {
+                    let job = if row[2].i()? == 1 {
                         s.remove(tx, &s.t.queue, user).await?;
                         s.job_of(tx, user).await?
                     } else {
