@@ -14,10 +14,12 @@
 //! 5. prune time as the number of tracked users grows with the same 10% share;
 //! 6. latency: the slowest Redis call of each kind (each script, each command) at 5M tracked
 //!    users, under interactions, a pass at the largest batch, opt-outs, gone marks and previews;
-//! 9. with the `sqlite` feature: `SqliteStore` on a file on disk, and with `postgres` too
-//!    `PostgresStore` on a server of its own: interactions written through the layer's
-//!    group commit, bytes per user, a prune pass at 1M tracked users (10% due) with a no-op
-//!    eraser next to the naive strategy on the same database;
+//! 9. every store on one workload: Redis, and with the `sqlite` feature `SqliteStore` on a
+//!    file on disk, with `postgres` too `PostgresStore` on a server of its own: interactions
+//!    written through the layer's group commit, bytes per user, a prune pass at 1M tracked
+//!    users (10% due) with a no-op eraser, gone marks, opt-outs, status reads and a preview,
+//!    the slowest call (Redis's slow log) or statement (sqlx's per-statement events) of each
+//!    kind, and the naive strategy on the same data;
 //! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
 //!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
 //!    server in the same run, both over TCP, the spread of users over the masters, and each
@@ -1396,8 +1398,10 @@ mod statements {
             slowest
         }
 
+        /// Forgets what was recorded and records from now on.
         pub(super) fn reset(&self) {
             self.worst.lock().unwrap().clear();
+            self.pause(false);
         }
 
         /// Stops (`true`) or resumes recording, around the bench's own statements.

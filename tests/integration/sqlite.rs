@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use teloxide::types::UserId;
-use teloxide_retention::{Error, ManualClock, Noted, Retention, SqliteStore};
+use teloxide_retention::{Error, GoneReason, ManualClock, Noted, Retention, SqliteStore};
 
 use crate::common::{DAY, T0};
 
@@ -111,7 +111,7 @@ async fn bad_urls_and_unopenable_files_are_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_write_lock_makes_calls_time_out_not_hang() {
+async fn a_held_write_lock_makes_writes_time_out_not_hang_and_reads_go_on() {
     let (_dir, url) = temp_db();
     let clock = ManualClock::at_unix_ms(T0);
     let store = SqliteStore::open(&url).await.unwrap();
@@ -126,10 +126,13 @@ async fn a_held_write_lock_makes_calls_time_out_not_hang() {
     // Another process holds the write lock.
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     let other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-    let err = bot.tracked_users().await.unwrap_err();
+    let err = bot.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
-    other.rollback().await.unwrap();
+    // Reads take a snapshot and wait for no writer.
     assert_eq!(bot.tracked_users().await.unwrap(), 1);
+    assert!(bot.status(UserId(1)).await.unwrap().erasure.is_none(), "nothing was kept");
+    other.rollback().await.unwrap();
+    assert!(bot.mark_gone(UserId(1), GoneReason::Blocked).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

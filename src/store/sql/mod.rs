@@ -155,6 +155,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// Begins a transaction holding the write lock numbered `lock` (one per namespace).
     fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>>;
 
+    /// Begins a read-only transaction that sees one snapshot of the database and takes no
+    /// lock: for the counts and reads that change nothing (`tracked`, `preview`,
+    /// `pending`, `status`), which then never hold writers back.
+    fn begin_read(&self) -> BoxFuture<'_, Result<Self::Tx>>;
+
     fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<()>>;
 
     /// Runs a statement; the number of rows it changed.
@@ -403,6 +408,15 @@ impl<D: Dialect> SqlNamespace<D> {
     async fn begin(&self) -> Result<Tx<D>> {
         self.ready().await?;
         let mut inner = self.db.begin(self.lock).await?;
+        let wall = D::now(&mut inner).await?;
+        Ok(Tx { inner, wall })
+    }
+
+    /// A read-only transaction on one snapshot, without the namespace's lock (see
+    /// [`Dialect::begin_read`]).
+    async fn begin_read(&self) -> Result<Tx<D>> {
+        self.ready().await?;
+        let mut inner = self.db.begin_read().await?;
         let wall = D::now(&mut inner).await?;
         Ok(Tx { inner, wall })
     }
@@ -743,11 +757,18 @@ fn typed<T, F: std::future::Future<Output = Result<T>>>(body: F) -> F {
 }
 
 /// Runs a body in one locked transaction, committed if the body succeeds and rolled back
-/// otherwise (also when the call is dropped at its timeout).
+/// otherwise (also when the call is dropped at its timeout). `in_tx!(read ...)`: in a
+/// read-only transaction on one snapshot, without the lock.
 macro_rules! in_tx {
+    (read $this:ident, |$s:ident, $tx:ident| $body:block) => {
+        in_tx!(@ begin_read, $this, |$s, $tx| $body)
+    };
     ($this:ident, |$s:ident, $tx:ident| $body:block) => {
+        in_tx!(@ begin, $this, |$s, $tx| $body)
+    };
+    (@ $begin:ident, $this:ident, |$s:ident, $tx:ident| $body:block) => {
         Box::pin(async move {
-            let mut tx = $this.begin().await?;
+            let mut tx = $this.$begin().await?;
             let out = {
                 let $s = $this;
                 let $tx = &mut tx;

@@ -303,7 +303,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             Ok(RawStatus {
                 last_seen: s.score(tx, &s.t.seen, user).await?,
                 queued_due: s
@@ -317,7 +317,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn preview(&self, times: ClaimTimes, limit: usize) -> BoxFuture<'_, Result<RawPreview>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             let now = now_of(times, tx.wall);
             let cutoff = now.saturating_sub(times.inactive_ms);
             let mut entries = Vec::new();
@@ -500,7 +500,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn tracked(&self) -> BoxFuture<'_, Result<u64>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             s.count(tx, &format!("SELECT COUNT(*) FROM {}", s.t.seen), Vec::new()).await
         })
     }
@@ -552,7 +552,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             let scheduled =
                 s.count(tx, &format!("SELECT COUNT(*) FROM {}", s.t.queue), Vec::new()).await?;
             let sql = format!("SELECT COUNT(*), MIN(since) FROM {}", s.t.failing);

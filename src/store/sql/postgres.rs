@@ -149,6 +149,14 @@ impl Dialect for PostgresDb {
         })
     }
 
+    fn begin_read(&self) -> BoxFuture<'_, Result<Self::Tx>> {
+        Box::pin(async move {
+            // A read-only transaction never fails to serialize: one snapshot, no lock.
+            let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+            Ok(self.pool.begin_with(begin).await?)
+        })
+    }
+
     fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move { Ok(tx.commit().await?) })
     }

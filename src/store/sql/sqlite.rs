@@ -103,6 +103,26 @@ fn query(
     bind_all(sqlx::query(sql), args)
 }
 
+impl SqliteDb {
+    async fn begin_as(&self, statement: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        // Once, on a loaded machine, sqlx refused `BEGIN IMMEDIATE` on a pooled connection
+        // it still counted inside a transaction ("begin_with at non-zero transaction
+        // depth"; most likely one dropped at its timeout whose rollback the connection's
+        // worker thread had not run yet). Not reproduced in isolation: a mitigation that
+        // waits up to 200 ms for the count to drop, then reports the error as before.
+        let mut waits = 0;
+        loop {
+            match self.pool.begin_with(statement).await {
+                Err(sqlx::Error::InvalidSavePointStatement) if waits < 200 => {
+                    waits += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+}
+
 impl Dialect for SqliteDb {
     type Tx = Transaction<'static, Sqlite>;
 
@@ -114,23 +134,12 @@ impl Dialect for SqliteDb {
     }
 
     fn begin(&self, _: i64) -> BoxFuture<'_, Result<Self::Tx>> {
-        Box::pin(async move {
-            // Once, on a loaded machine, sqlx refused `BEGIN IMMEDIATE` on a pooled connection
-            // it still counted inside a transaction ("begin_with at non-zero transaction
-            // depth"; most likely one dropped at its timeout whose rollback the connection's
-            // worker thread had not run yet). Not reproduced in isolation: a mitigation that
-            // waits up to 200 ms for the count to drop, then reports the error as before.
-            let mut waits = 0;
-            loop {
-                match self.pool.begin_with("BEGIN IMMEDIATE").await {
-                    Err(sqlx::Error::InvalidSavePointStatement) if waits < 200 => {
-                        waits += 1;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    result => return Ok(result?),
-                }
-            }
-        })
+        Box::pin(self.begin_as("BEGIN IMMEDIATE"))
+    }
+
+    fn begin_read(&self) -> BoxFuture<'_, Result<Self::Tx>> {
+        // Deferred: in WAL mode the first read takes a snapshot, and writers go on.
+        Box::pin(self.begin_as("BEGIN DEFERRED"))
     }
 
     fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<()>> {
