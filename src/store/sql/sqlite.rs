@@ -104,21 +104,33 @@ fn query(
 }
 
 impl SqliteDb {
+    /// Begins a transaction with `statement`, in a task of its own: a call dropped at its
+    /// store timeout while sqlx begins the transaction (after SQLite ran `BEGIN`, before
+    /// sqlx made the `Transaction` that rolls back on drop) left the connection inside the
+    /// transaction; back in the pool it held the write lock, and every later call waited
+    /// for it and timed out. The task always finishes the begin, and a transaction nobody
+    /// waits for any more is dropped there, which rolls it back.
     async fn begin_as(&self, statement: &'static str) -> Result<Transaction<'static, Sqlite>> {
-        // Once, on a loaded machine, sqlx refused `BEGIN IMMEDIATE` on a pooled connection
-        // it still counted inside a transaction ("begin_with at non-zero transaction
-        // depth"; most likely one dropped at its timeout whose rollback the connection's
-        // worker thread had not run yet). Not reproduced in isolation: a mitigation that
-        // waits up to 200 ms for the count to drop, then reports the error as before.
-        let mut waits = 0;
-        loop {
-            match self.pool.begin_with(statement).await {
-                Err(sqlx::Error::InvalidSavePointStatement) if waits < 200 => {
-                    waits += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+        let pool = self.pool.clone();
+        let begun = tokio::spawn(async move {
+            // Kept from before the cause above was found: should sqlx still count a pooled
+            // connection inside a transaction, wait up to 200 ms for the count to drop.
+            let mut waits = 0;
+            loop {
+                match pool.begin_with(statement).await {
+                    Err(sqlx::Error::InvalidSavePointStatement) if waits < 200 => {
+                        waits += 1;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    result => return result,
                 }
-                result => return Ok(result?),
             }
+        });
+        match begun.await {
+            Ok(result) => Ok(result?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Its runtime is shutting down.
+            Err(_) => Err(Error::Database(sqlx::Error::WorkerCrashed)),
         }
     }
 }
@@ -198,5 +210,39 @@ impl Dialect for SqliteDb {
             }
             Ok(Health { not_atomic, ..Health::default() })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+
+    use super::SqliteStore;
+
+    /// A call dropped at its store timeout while it begins its transaction must not leave
+    /// the connection inside that transaction: it would go back to the pool holding the
+    /// write lock, and every later write would wait for it and time out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begin_dropped_at_any_moment_leaves_no_connection_in_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("begin.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        for i in 0..8000_u64 {
+            // From "at once" to past the whole begin, to hit every await inside it.
+            let limit = Duration::from_nanos((i % 600) * 250);
+            let _ = tokio::time::timeout(limit, store.db.begin_as("BEGIN IMMEDIATE")).await;
+        }
+        let mut held = Vec::new();
+        for _ in 0..store.db.pool.options().get_max_connections() {
+            let conn = tokio::time::timeout(Duration::from_secs(10), store.db.pool.acquire());
+            let mut conn =
+                conn.await.expect("no connection free: one is stuck inside a transaction").unwrap();
+            // Runs after any rollback a dropped transaction queued on this connection.
+            conn.ping().await.unwrap();
+            assert!(!conn.is_in_transaction(), "a connection was left inside a transaction");
+            held.push(conn);
+        }
     }
 }
