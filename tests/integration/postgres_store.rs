@@ -211,3 +211,36 @@ async fn the_database_restarted_during_a_pass_erases_nobody_early_and_everyone_d
     let last = retention.status(UserId(201)).await.unwrap().last_seen.unwrap();
     assert_eq!(last.timestamp_millis(), T0 + (31 * DAY).as_millis() as i64 + 5_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
+    let server = PostgresServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let eraser = Recorder::new("profiles");
+    {
+        let bot = replica(&server, &clock, &eraser).await;
+        bot.note_interaction(UserId(1)).await;
+        bot.shutdown().await.unwrap();
+    }
+    // Version 1's layout: no index on the receipts' time.
+    let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+    sqlx::query("DROP INDEX \"retention.receipt_at\"").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE \"retention.meta\" SET value = '1' WHERE key = 'schema'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let index = "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'retention.receipt_at'";
+    let count: i64 = sqlx::query_scalar(index).fetch_one(&pool).await.unwrap();
+    assert_eq!(count, 0);
+
+    let bot = replica(&server, &clock, &eraser).await;
+    assert_eq!(bot.tracked_users().await.unwrap(), 1, "the rows are kept");
+    let version: String =
+        sqlx::query_scalar("SELECT value FROM \"retention.meta\" WHERE key = 'schema'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, "2");
+    let count: i64 = sqlx::query_scalar(index).fetch_one(&pool).await.unwrap();
+    assert_eq!(count, 1);
+}

@@ -74,7 +74,52 @@ async fn namespaces_in_one_file_keep_apart_in_tables_of_their_own() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(version, "1");
+    assert_eq!(version, "2");
+}
+
+/// The indexes of `table` (SQLite's own names them `sqlite_autoindex_*`).
+async fn indexes(pool: &sqlx::SqlitePool, table: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?")
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    {
+        let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+        bot.note_interaction(UserId(1)).await;
+        bot.shutdown().await.unwrap();
+    }
+    // Version 1's layout: no index on the receipts' time.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("DROP INDEX \"bot.receipt_at\"").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE \"bot.meta\" SET value = '1' WHERE key = 'schema'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(!indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
+
+    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+    assert_eq!(bot.tracked_users().await.unwrap(), 1, "the rows are kept");
+    let version: String = sqlx::query_scalar("SELECT value FROM \"bot.meta\" WHERE key = 'schema'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(version, "2");
+    assert!(indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
+    // A version this crate never wrote is refused, not guessed at.
+    sqlx::query("UPDATE \"bot.meta\" SET value = '0' WHERE key = 'schema'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let fresh = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+    let err = fresh.tracked_users().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +132,7 @@ async fn tables_of_a_newer_version_are_refused_not_rewritten() {
         bot.shutdown().await.unwrap();
     }
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE \"bot.meta\" SET value = '2' WHERE key = 'schema'")
+    sqlx::query("UPDATE \"bot.meta\" SET value = '3' WHERE key = 'schema'")
         .execute(&pool)
         .await
         .unwrap();

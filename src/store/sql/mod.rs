@@ -37,7 +37,13 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// The version of the tables this crate writes, kept in each namespace's `meta` table.
-const SCHEMA_VERSION: i64 = 1;
+/// Tables of an older version are migrated when a store first uses the namespace (see
+/// [`Tables::migration`]); a newer version is refused, never rewritten.
+///
+/// - 1: the first layout.
+/// - 2: an index on the receipts' time, which every finish trims by (without it each
+///   finish read the whole receipt table).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Rows per multi-row statement (at most three parameters each).
 const CHUNK: usize = 500;
@@ -278,6 +284,7 @@ impl Tables {
                  attempts {i} NOT NULL)"
             ),
             index("receipt", "tag"),
+            index("receipt", "at"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {feed} (seq {serial}, at {i} NOT NULL, \
                  uid {i} NOT NULL, since {i} NOT NULL, until {i} NOT NULL, opt_out {i} NOT NULL)"
@@ -291,6 +298,18 @@ impl Tables {
                  backlog {i} NOT NULL)"
             ),
         ]
+    }
+
+    /// The statements that take tables of version `from` to `from + 1`, or `None` where
+    /// no migration exists (`from` is not an older version this crate knows).
+    fn migration(&self, from: i64) -> Option<Vec<String>> {
+        let ns = &self.prefix;
+        match from {
+            1 => Some(vec![format!(
+                "CREATE INDEX IF NOT EXISTS \"{ns}.receipt_at\" ON \"{ns}.receipt\" (at)"
+            )]),
+            _ => None,
+        }
     }
 }
 
@@ -368,36 +387,58 @@ impl<D: Dialect> SqlNamespace<D> {
         }
     }
 
-    /// Creates or checks the tables, once.
+    /// Creates the tables, or migrates them from an older version, once; refuses tables of
+    /// a newer version before touching them. All in one locked transaction: replicas
+    /// starting at once create or migrate the tables once.
     async fn ready(&self) -> Result<()> {
         self.ready
             .get_or_try_init(|| async {
                 let mut tx = self.db.begin(self.lock).await?;
-                for statement in self.db.schema(&self.t)? {
+                let meta = &self.t.meta;
+                let sql = format!(
+                    "CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                );
+                D::exec(&mut tx, &sql, Vec::new()).await?;
+                let sql = format!("SELECT value FROM {meta} WHERE key = 'schema'");
+                let found = D::rows(&mut tx, &sql, Vec::new()).await?;
+                let found = found.first().map(|r| r[0].t().map(str::to_owned)).transpose()?;
+                let refuse = |found: &str| {
+                    Error::config(format!(
+                        "namespace {:?} in this {} database has table version {found:?}; this \
+                         version of the crate reads version {SCHEMA_VERSION} and migrates \
+                         older ones",
+                        self.t.prefix,
+                        D::NAME
+                    ))
+                };
+                let mut statements = Vec::new();
+                match found.as_deref().map(|v| (v, v.parse::<i64>())) {
+                    None => statements = self.db.schema(&self.t)?,
+                    Some((_, Ok(SCHEMA_VERSION))) => {}
+                    Some((v, Ok(mut version))) if (1..SCHEMA_VERSION).contains(&version) => {
+                        while version < SCHEMA_VERSION {
+                            let step = self.t.migration(version).ok_or_else(|| refuse(v))?;
+                            statements.extend(step);
+                            version += 1;
+                        }
+                        tracing::info!(
+                            namespace = %self.t.prefix,
+                            from = v,
+                            to = SCHEMA_VERSION,
+                            "migrating the {} tables",
+                            D::NAME
+                        );
+                    }
+                    Some((v, _)) => return Err(refuse(v)),
+                }
+                for statement in statements {
                     D::exec(&mut tx, &statement, Vec::new()).await?;
                 }
-                let meta = &self.t.meta;
-                let version = D::rows(
-                    &mut tx,
-                    &format!("SELECT value FROM {meta} WHERE key = 'schema'"),
-                    Vec::new(),
-                )
-                .await?;
-                match version.first().map(|r| r[0].t().map(str::parse::<i64>)).transpose()? {
-                    None => {
-                        let sql = format!("INSERT INTO {meta} (key, value) VALUES ('schema', ?)");
-                        D::exec(&mut tx, &sql, vec![SCHEMA_VERSION.to_string().into()]).await?;
-                    }
-                    Some(Ok(SCHEMA_VERSION)) => {}
-                    Some(other) => {
-                        return Err(Error::config(format!(
-                            "namespace {:?} in this {} database has table version {other:?}; \
-                             this version of the crate reads version {SCHEMA_VERSION}",
-                            self.t.prefix,
-                            D::NAME
-                        )));
-                    }
-                }
+                let sql = format!(
+                    "INSERT INTO {meta} (key, value) VALUES ('schema', ?) ON CONFLICT (key) DO \
+                     UPDATE SET value = excluded.value"
+                );
+                D::exec(&mut tx, &sql, vec![SCHEMA_VERSION.to_string().into()]).await?;
                 D::commit(tx).await
             })
             .await
