@@ -23,9 +23,11 @@ use chrono::{DateTime, Utc};
 /// time this process writes (interactions, gone marks) is its wall clock corrected by the
 /// offset to Redis `TIME`, measured before the first write and every minute. An offset above
 /// one second is logged as a warning and counted in
-/// [`Stats::clock_skew_warnings`](crate::Stats::clock_skew_warnings). A clock that is not a
-/// [wall clock](Clock::is_wall_clock), such as [`ManualClock`], is taken as it is: it is the
-/// time of every process that shares it.
+/// [`Stats::clock_skew_warnings`](crate::Stats::clock_skew_warnings). A `PostgresStore`
+/// (feature `postgres`) does the same with the server's `clock_timestamp()`;
+/// `SqliteStore` and [`MemoryStore`](crate::MemoryStore) serve one process, whose clock
+/// decides. A clock that is not a [wall clock](Clock::is_wall_clock), such as
+/// [`ManualClock`], is taken as it is: it is the time of every process that shares it.
 ///
 /// ```
 /// use std::time::Duration;

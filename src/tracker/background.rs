@@ -251,7 +251,7 @@ impl Tracker {
             Counters::add(&self.counters.skew_warnings, 1);
             tracing::warn!(
                 offset_ms = offset,
-                "this host's clock is {} s {} Redis's; times are corrected by the offset, \
+                "this host's clock is {} s {} the store's; times are corrected by the offset, \
                  but fix the host's time synchronisation (NTP)",
                 offset.abs() as f64 / 1000.0,
                 if offset > 0 { "behind" } else { "ahead of" }
