@@ -222,14 +222,16 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
         bot.note_interaction(UserId(1)).await;
         bot.shutdown().await.unwrap();
     }
-    // Version 1's layout: no index on the receipts' time.
+    // Version 1's layout: no index on the receipts' nor the feed's time.
     let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
     sqlx::query("DROP INDEX \"retention.receipt_at\"").execute(&pool).await.unwrap();
+    sqlx::query("DROP INDEX \"retention.feed_at\"").execute(&pool).await.unwrap();
     sqlx::query("UPDATE \"retention.meta\" SET value = '1' WHERE key = 'schema'")
         .execute(&pool)
         .await
         .unwrap();
-    let index = "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'retention.receipt_at'";
+    let index = "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('retention.receipt_at', \
+                 'retention.feed_at')";
     let count: i64 = sqlx::query_scalar(index).fetch_one(&pool).await.unwrap();
     assert_eq!(count, 0);
 
@@ -242,5 +244,5 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
             .unwrap();
     assert_eq!(version, "2");
     let count: i64 = sqlx::query_scalar(index).fetch_one(&pool).await.unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(count, 2);
 }

@@ -95,9 +95,10 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
         bot.note_interaction(UserId(1)).await;
         bot.shutdown().await.unwrap();
     }
-    // Version 1's layout: no index on the receipts' time.
+    // Version 1's layout: no index on the receipts' nor the feed's time.
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     sqlx::query("DROP INDEX \"bot.receipt_at\"").execute(&pool).await.unwrap();
+    sqlx::query("DROP INDEX \"bot.feed_at\"").execute(&pool).await.unwrap();
     sqlx::query("UPDATE \"bot.meta\" SET value = '1' WHERE key = 'schema'")
         .execute(&pool)
         .await
@@ -112,6 +113,7 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
         .unwrap();
     assert_eq!(version, "2");
     assert!(indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
+    assert!(indexes(&pool, "bot.feed").await.contains(&"bot.feed_at".to_owned()));
     // A version this crate never wrote is refused, not guessed at.
     sqlx::query("UPDATE \"bot.meta\" SET value = '0' WHERE key = 'schema'")
         .execute(&pool)

@@ -41,8 +41,9 @@ pub use sqlite::SqliteStore;
 /// [`Tables::migration`]); a newer version is refused, never rewritten.
 ///
 /// - 1: the first layout.
-/// - 2: an index on the receipts' time, which every finish trims by (without it each
-///   finish read the whole receipt table).
+/// - 2: indexes on the receipts' and the feed's time, which finishes and announcements
+///   trim by (without them each trim read the whole table: a burst of gone marks, one
+///   announcement each, read the feed once per mark).
 const SCHEMA_VERSION: i64 = 2;
 
 /// Rows per multi-row statement (at most three parameters each).
@@ -289,6 +290,7 @@ impl Tables {
                 "CREATE TABLE IF NOT EXISTS {feed} (seq {serial}, at {i} NOT NULL, \
                  uid {i} NOT NULL, since {i} NOT NULL, until {i} NOT NULL, opt_out {i} NOT NULL)"
             ),
+            index("feed", "at"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {kv} (key TEXT PRIMARY KEY, value TEXT NOT NULL, \
                  expires {i} NOT NULL)"
@@ -305,9 +307,13 @@ impl Tables {
     fn migration(&self, from: i64) -> Option<Vec<String>> {
         let ns = &self.prefix;
         match from {
-            1 => Some(vec![format!(
-                "CREATE INDEX IF NOT EXISTS \"{ns}.receipt_at\" ON \"{ns}.receipt\" (at)"
-            )]),
+            1 => Some(
+                ["receipt", "feed"]
+                    .map(|t| {
+                        format!("CREATE INDEX IF NOT EXISTS \"{ns}.{t}_at\" ON \"{ns}.{t}\" (at)")
+                    })
+                    .to_vec(),
+            ),
             _ => None,
         }
     }
