@@ -1226,40 +1226,14 @@ mod tests {
         //! A store whose interaction writes wait until the test lets them through: the group
         //! commit's write of an interaction taken during an erasure lands after the finish.
 
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::Ordering;
 
-        use futures_util::future::BoxFuture;
         use tokio::sync::Notify;
 
-        use crate::store::intercept::{Hook, Intercepted, Op};
-        use crate::{ErasureReason, MemoryStore, Result};
+        use crate::store::intercept::{Hold, Intercepted, Op};
+        use crate::{ErasureReason, MemoryStore};
 
         use super::*;
-
-        /// Holds interaction writes while `hold` is set, until `released` is notified.
-        #[derive(Default)]
-        struct HoldInteractions {
-            hold: AtomicBool,
-            released: Notify,
-            /// Notified once a write is held (and waits for `released`).
-            held: Notify,
-        }
-
-        impl Hook for HoldInteractions {
-            fn before(&self, op: Op) -> BoxFuture<'_, Result<()>> {
-                Box::pin(async move {
-                    if op == Op::RecordInteractions && self.hold.load(Ordering::SeqCst) {
-                        // Registered before saying so: a release right after cannot be missed.
-                        let released = self.released.notified();
-                        let mut released = std::pin::pin!(released);
-                        released.as_mut().enable();
-                        self.held.notify_one();
-                        released.await;
-                    }
-                    Ok(())
-                })
-            }
-        }
 
         /// An eraser that lets the test act while it runs.
         struct Paused(Arc<Notify>, Arc<Notify>);
@@ -1281,7 +1255,7 @@ mod tests {
             // finish ran, so the finish did not see it in `seen` and queued no follow-up;
             // the write then tracked the opted-out user again, and whatever the update's
             // handler wrote after the erasers stayed.
-            let hook = Arc::new(HoldInteractions::default());
+            let hook = Arc::new(Hold::new(Op::RecordInteractions, false));
             let store = Intercepted { store: MemoryStore::new(), hook: Arc::clone(&hook) };
             let clock = crate::ManualClock::at_unix_ms(1_000_000);
             let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -1298,7 +1272,7 @@ mod tests {
             });
             entered.notified().await;
             // An update of the user arrives while the eraser runs; its write is held.
-            hook.hold.store(true, Ordering::SeqCst);
+            hook.on.store(true, Ordering::SeqCst);
             clock.advance(Duration::from_secs(1));
             let interaction = tokio::spawn({
                 let retention = retention.clone();
@@ -1308,7 +1282,7 @@ mod tests {
             release.notify_one();
             let outcome = opt_out.await.unwrap().unwrap();
             // Now the held write lands, after the finish.
-            hook.hold.store(false, Ordering::SeqCst);
+            hook.on.store(false, Ordering::SeqCst);
             hook.released.notify_waiters();
             assert_eq!(interaction.await.unwrap(), crate::Noted::Written);
 

@@ -57,6 +57,40 @@ pub(crate) trait Hook: Send + Sync + 'static {
     fn before(&self, op: Op) -> BoxFuture<'_, Result<()>>;
 }
 
+/// Holds each call of one operation, while on, until [`released`](Self::released) is
+/// notified: for tests that act while a store call is in flight.
+pub(crate) struct Hold {
+    op: Op,
+    /// Whether calls are held now.
+    pub(crate) on: std::sync::atomic::AtomicBool,
+    /// Notified once a call is held (and waits for `released`).
+    pub(crate) held: tokio::sync::Notify,
+    pub(crate) released: tokio::sync::Notify,
+}
+
+impl Hold {
+    /// Holds the calls of `op` from the start (`on`) or once turned on.
+    pub(crate) fn new(op: Op, on: bool) -> Self {
+        Self { op, on: on.into(), held: Default::default(), released: Default::default() }
+    }
+}
+
+impl Hook for Hold {
+    fn before(&self, op: Op) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if op == self.op && self.on.load(std::sync::atomic::Ordering::SeqCst) {
+                // Registered before saying so: a release right after cannot be missed.
+                let released = self.released.notified();
+                let mut released = std::pin::pin!(released);
+                released.as_mut().enable();
+                self.held.notify_one();
+                released.await;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// `store` behind `hook`. Its namespaces are one part each (a sharded inner store's parts
 /// are not split out), which is all the in-process doubles need.
 pub(crate) struct Intercepted<S, H> {

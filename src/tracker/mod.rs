@@ -647,33 +647,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_returned_at_shutdown_is_not_started_again() {
-        use crate::store::intercept::{Hook, Intercepted, Op};
-        use futures_util::future::BoxFuture;
-        use tokio::sync::Notify;
+        use crate::store::intercept::{Hold, Intercepted, Op};
 
         // Seen under load: the writer saw the cancellation and returned while the heartbeat
         // task was still removing the heartbeat; `shutdown` took the writer for gone, warned
         // "the background writer was gone", aborted the heartbeat task and started both again.
-        #[derive(Default)]
-        struct HoldRetire {
-            held: Notify,
-            released: Notify,
-        }
-        impl Hook for HoldRetire {
-            fn before(&self, op: Op) -> BoxFuture<'_, crate::error::Result<()>> {
-                Box::pin(async move {
-                    if op == Op::Retire {
-                        let released = self.released.notified();
-                        let mut released = std::pin::pin!(released);
-                        released.as_mut().enable();
-                        self.held.notify_one();
-                        released.await;
-                    }
-                    Ok(())
-                })
-            }
-        }
-        let hook = Arc::new(HoldRetire::default());
+        let hook = Arc::new(Hold::new(Op::Retire, true));
         let store = Intercepted { store: MemoryStore::new(), hook: Arc::clone(&hook) };
         let cancel = CancellationToken::new();
         let tracker = Arc::new(Tracker::new(
