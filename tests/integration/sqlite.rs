@@ -86,27 +86,38 @@ async fn indexes(pool: &sqlx::SqlitePool, table: &str) -> Vec<String> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
-    let (_dir, url) = temp_db();
+/// A file whose namespace `bot` tracks user 1, then says its tables are of `version`: the
+/// file, its URL and a pool of the test's own on it.
+async fn one_user_at_version(version: &str) -> (tempfile::TempDir, String, sqlx::SqlitePool) {
+    let (dir, url) = temp_db();
     let clock = ManualClock::at_unix_ms(T0);
-    {
-        let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
-        bot.note_interaction(UserId(1)).await;
-        bot.shutdown().await.unwrap();
-    }
-    // Version 1's layout: no index on the receipts' nor the feed's time.
+    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
+    bot.note_interaction(UserId(1)).await;
+    bot.shutdown().await.unwrap();
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("DROP INDEX \"bot.receipt_at\"").execute(&pool).await.unwrap();
-    sqlx::query("DROP INDEX \"bot.feed_at\"").execute(&pool).await.unwrap();
-    sqlx::query("UPDATE \"bot.meta\" SET value = '1' WHERE key = 'schema'")
+    sqlx::query("UPDATE \"bot.meta\" SET value = ? WHERE key = 'schema'")
+        .bind(version)
         .execute(&pool)
         .await
         .unwrap();
+    (dir, url, pool)
+}
+
+/// What `bot.tracked_users()` says on a fresh store on `url` (tables checked or migrated).
+async fn tracked(url: &str) -> Result<u64, Error> {
+    let clock = ManualClock::at_unix_ms(T0);
+    retention(SqliteStore::open(url).await.unwrap(), &clock, "bot").await.tracked_users().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
+    let (_dir, url, pool) = one_user_at_version("1").await;
+    // Version 1's layout: no index on the receipts' nor the feed's time.
+    sqlx::query("DROP INDEX \"bot.receipt_at\"").execute(&pool).await.unwrap();
+    sqlx::query("DROP INDEX \"bot.feed_at\"").execute(&pool).await.unwrap();
     assert!(!indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
 
-    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
-    assert_eq!(bot.tracked_users().await.unwrap(), 1, "the rows are kept");
+    assert_eq!(tracked(&url).await.unwrap(), 1, "the rows are kept");
     let version: String = sqlx::query_scalar("SELECT value FROM \"bot.meta\" WHERE key = 'schema'")
         .fetch_one(&pool)
         .await
@@ -114,38 +125,21 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
     assert_eq!(version, "2");
     assert!(indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
     assert!(indexes(&pool, "bot.feed").await.contains(&"bot.feed_at".to_owned()));
-    // A version this crate never wrote is refused, not guessed at.
-    sqlx::query("UPDATE \"bot.meta\" SET value = '0' WHERE key = 'schema'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let fresh = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
-    let err = fresh.tracked_users().await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tables_of_a_newer_version_are_refused_not_rewritten() {
-    let (_dir, url) = temp_db();
-    let clock = ManualClock::at_unix_ms(T0);
-    {
-        let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
-        bot.note_interaction(UserId(1)).await;
-        bot.shutdown().await.unwrap();
+async fn tables_of_a_newer_or_unknown_version_are_refused_not_rewritten() {
+    // 0: no version of this crate wrote it; 3: a newer one did.
+    for version in ["0", "3"] {
+        let (_dir, url, pool) = one_user_at_version(version).await;
+        let err = tracked(&url).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("table version"), "{err}");
+        // Nothing was changed: the user is still there for the version that wrote it.
+        let users: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.seen\"").fetch_one(&pool).await.unwrap();
+        assert_eq!(users, 1);
     }
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE \"bot.meta\" SET value = '3' WHERE key = 'schema'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let bot = retention(SqliteStore::open(&url).await.unwrap(), &clock, "bot").await;
-    let err = bot.tracked_users().await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
-    assert!(err.to_string().contains("table version"), "{err}");
-    // Nothing was changed: the user is still there for the version that wrote it.
-    let users: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.seen\"").fetch_one(&pool).await.unwrap();
-    assert_eq!(users, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
