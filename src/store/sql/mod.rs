@@ -1,10 +1,11 @@
 //! The SQL stores: the protocol on a SQL database through sqlx 0.8 (the sqlx of teloxide's
 //! SQL storages), for SQLite (`SqliteStore`) and PostgreSQL (`PostgresStore`).
 //!
-//! Every operation is one transaction that first takes the namespace's write lock (`BEGIN
-//! IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL), so operations on
-//! a namespace run one at a time, as Redis runs its Lua scripts: all or nothing, in the
-//! same steps as the memory store. The statements are written once, with `?` parameters and
+//! Every operation that writes is one transaction that first takes the namespace's write
+//! lock (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL), so
+//! such operations on a namespace run one at a time, as Redis runs its Lua scripts: all or
+//! nothing, in the same steps as the memory store. Operations that only read (status,
+//! counts, previews, receipts) run on one snapshot without the lock. The statements are written once, with `?` parameters and
 //! the SQL both databases speak; a [`Dialect`] supplies the rest (tables, locking, clock,
 //! health).
 

@@ -1,6 +1,6 @@
 //! [`PostgresStore`]: the SQL store on PostgreSQL, shared by every replica of a bot. Each
-//! operation takes its namespace's transaction-scoped advisory lock first, so operations
-//! on a namespace run one at a time across replicas (as Redis runs its scripts), and the
+//! operation that writes takes its namespace's transaction-scoped advisory lock first, so
+//! such operations on a namespace run one at a time across replicas (as Redis runs its scripts), and the
 //! feed's numbers commit in order. Times come from the server's clock, as on Redis.
 
 use std::sync::Arc;
@@ -27,7 +27,8 @@ const MAX_NAMESPACE: usize = 48;
 /// behavioural suite runs against every store): grouped interaction writes that never move
 /// a user back, gone marks, claims with leases and takeover, retries, receipts, the feed
 /// through which replicas drop each other's caches, writers' heartbeats, the audit's lease.
-/// Each operation is one transaction holding its namespace's advisory lock; times are the
+/// Each operation that writes is one transaction holding its namespace's advisory lock
+/// (reads run on one `REPEATABLE READ` snapshot without it); times are the
 /// server's (`clock_timestamp()`), so replicas agree on "now" as they do on Redis. Tables
 /// are created on first use, named after the namespace (`"retention.seen"`, ...), and
 /// versioned.

@@ -23,8 +23,9 @@ use std::sync::Arc;
 /// receipts, the feed, the audit's lease. Tables are created on first use, named after the
 /// namespace (`"retention.seen"`, ...), and versioned.
 ///
-/// Clones share one pool. Open the store once per process and clone it; every operation is
-/// a short `BEGIN IMMEDIATE` transaction, and SQLite serialises writers.
+/// Clones share one pool. Open the store once per process and clone it; every operation that
+/// writes is a short `BEGIN IMMEDIATE` transaction, and SQLite serialises writers (reads
+/// take a snapshot and wait for none).
 ///
 /// ```no_run
 /// # async fn run() -> teloxide_retention::Result<()> {
