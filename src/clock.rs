@@ -192,9 +192,14 @@ impl SyncedClock {
         stale && !tried
     }
 
-    /// "Now" for a claim: `None` when the store reads its own clock.
+    /// "Now" for a claim: `None` when the store reads its own clock. A wall clock that was
+    /// never measured against the store's is not trusted with a claim (a host 25 minutes
+    /// fast would erase users 25 minutes early): until the first measurement, claims read
+    /// the store's own clock too (Redis `TIME`, PostgreSQL's `clock_timestamp()`; a store
+    /// without a clock answers the first measurement at once, and then this clock decides).
     pub(crate) fn claim_now(&self) -> Option<i64> {
-        (!self.store_time.load(Ordering::Relaxed)).then(|| self.now_ms())
+        let unmeasured = self.is_wall_clock() && !self.is_synced();
+        (!unmeasured && !self.store_time.load(Ordering::Relaxed)).then(|| self.now_ms())
     }
 }
 
@@ -212,4 +217,37 @@ pub(crate) fn later(ms: i64, d: Duration) -> i64 {
 /// Unix milliseconds as a UTC date-time (clamped to chrono's range).
 pub(crate) fn to_datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host clock 25 minutes fast.
+    struct Fast;
+
+    impl Clock for Fast {
+        fn now_ms(&self) -> i64 {
+            1_700_000_000_000 + 25 * 60_000
+        }
+    }
+
+    #[test]
+    fn an_unmeasured_wall_clock_never_decides_a_claim() {
+        let clock = SyncedClock::new(Arc::new(Fast));
+        assert_eq!(clock.claim_now(), None, "before the first measurement: the store's clock");
+        // The store has a clock, measured: it decides.
+        clock.set_offset(-25 * 60_000, true);
+        assert_eq!(clock.claim_now(), None);
+        // A store without a clock of its own (memory, SQLite): this process's decides.
+        let clock = SyncedClock::new(Arc::new(Fast));
+        clock.set_offset(0, false);
+        assert_eq!(clock.claim_now(), Some(1_700_000_000_000 + 25 * 60_000));
+    }
+
+    #[test]
+    fn a_manual_clock_decides_claims_unmeasured() {
+        let clock = SyncedClock::new(Arc::new(ManualClock::at_unix_ms(5)));
+        assert_eq!(clock.claim_now(), Some(5));
+    }
 }

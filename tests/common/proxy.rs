@@ -15,13 +15,37 @@ pub struct Proxy {
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// Bytes replaced in the server's replies (same length, so RESP lengths stay right).
     rewrite: Option<(&'static [u8], &'static [u8])>,
+    /// Bytes replaced in the clients' requests, likewise.
+    rewrite_requests: Option<(&'static [u8], &'static [u8])>,
 }
 
 impl Proxy {
     /// Starts forwarding to the Redis listening on `target`.
     pub fn start(target: PathBuf) -> Self {
         let dir = tempfile::Builder::new().prefix("retention-proxy-").tempdir().expect("temp dir");
-        let proxy = Self { dir, target, tasks: Arc::default(), rewrite: None };
+        let proxy =
+            Self { dir, target, tasks: Arc::default(), rewrite: None, rewrite_requests: None };
+        proxy.listen();
+        proxy
+    }
+
+    /// Starts forwarding to `target`, replacing `from` with `to` (of the same length) in
+    /// everything the clients send: `(b"$4\r\nTIME\r\n", b"$4\r\nTIMX\r\n")` makes every
+    /// `TIME` a client sends fail, while scripts still read the clock inside Redis.
+    pub fn start_rewriting_requests(
+        target: PathBuf,
+        from: &'static [u8],
+        to: &'static [u8],
+    ) -> Self {
+        assert_eq!(from.len(), to.len(), "a rewrite keeps lengths");
+        let dir = tempfile::Builder::new().prefix("retention-proxy-").tempdir().expect("temp dir");
+        let proxy = Self {
+            dir,
+            target,
+            tasks: Arc::default(),
+            rewrite: None,
+            rewrite_requests: Some((from, to)),
+        };
         proxy.listen();
         proxy
     }
@@ -32,7 +56,13 @@ impl Proxy {
     pub fn start_rewriting(target: PathBuf, from: &'static [u8], to: &'static [u8]) -> Self {
         assert_eq!(from.len(), to.len(), "a rewrite keeps lengths");
         let dir = tempfile::Builder::new().prefix("retention-proxy-").tempdir().expect("temp dir");
-        let proxy = Self { dir, target, tasks: Arc::default(), rewrite: Some((from, to)) };
+        let proxy = Self {
+            dir,
+            target,
+            tasks: Arc::default(),
+            rewrite: Some((from, to)),
+            rewrite_requests: None,
+        };
         proxy.listen();
         proxy
     }
@@ -51,20 +81,28 @@ impl Proxy {
         let target = self.target.clone();
         let tasks = Arc::clone(&self.tasks);
         let rewrite = self.rewrite;
+        let rewrite_requests = self.rewrite_requests;
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let target = target.clone();
                 let pipe = tokio::spawn(async move {
                     let Ok(mut server) = UnixStream::connect(&target).await else { return };
-                    match rewrite {
-                        None => {
+                    match (rewrite, rewrite_requests) {
+                        (None, None) => {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                         }
-                        Some((from, to)) => {
+                        (Some((from, to)), _) => {
                             let (mut client_rx, client_tx) = client.into_split();
                             let (server_rx, mut server_tx) = server.into_split();
                             let up = tokio::io::copy(&mut client_rx, &mut server_tx);
                             let down = copy_rewriting(server_rx, client_tx, from, to);
+                            let _ = tokio::join!(up, down);
+                        }
+                        (None, Some((from, to))) => {
+                            let (client_rx, mut client_tx) = client.into_split();
+                            let (mut server_rx, server_tx) = server.into_split();
+                            let up = copy_rewriting(client_rx, server_tx, from, to);
+                            let down = tokio::io::copy(&mut server_rx, &mut client_tx);
                             let _ = tokio::join!(up, down);
                         }
                     }

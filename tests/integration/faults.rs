@@ -167,3 +167,50 @@ async fn erased_ids_leave_the_feed_within_two_windows() {
     let ttl: i64 = redis::cmd("PTTL").arg("{retention}:feed").query(&mut conn).unwrap();
     assert!(ttl > 0 && ttl <= 10 * 60 * 1000, "the feed expires within one window: {ttl}");
 }
+
+/// A host clock 25 minutes fast.
+struct FastClock;
+
+impl teloxide_retention::Clock for FastClock {
+    fn now_ms(&self) -> i64 {
+        teloxide_retention::SystemClock.now_ms() + 25 * 60_000
+    }
+}
+
+/// A claim never runs on a clock that was not measured against the store's: a bot whose
+/// `TIME` requests fail (so the first measurement fails; scripts still read Redis's clock)
+/// on a host 25 minutes fast erases nobody early. Before the fix its claim took the host's
+/// time and erased a user idle for 30 days less 10 minutes under a 30-day threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_claim_runs_on_a_clock_that_was_never_measured() {
+    use teloxide_retention::Clock;
+    let env = Env::redis();
+    let server = env.redis.as_ref().unwrap();
+    let proxy = crate::common::proxy::Proxy::start_rewriting_requests(
+        server.socket(),
+        b"$4\r\nTIME\r\n",
+        b"$4\r\nTIMX\r\n",
+    );
+    // The user, idle for 30 days less 10 minutes by the real clock (Redis's).
+    let seeder = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    let idle_since =
+        teloxide_retention::SystemClock.now_ms() - (30 * DAY).as_millis() as i64 + 600_000;
+    let at = chrono::DateTime::from_timestamp_millis(idle_since);
+    seeder.adopt([(UserId(42), at)], &teloxide_retention::Adoption::new()).await.unwrap();
+
+    let fast = Retention::builder(RedisStore::open(&proxy.url()).await.unwrap())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(FastClock)
+        .build()
+        .unwrap();
+    assert!(FastClock.now_ms() > idle_since + (30 * DAY).as_millis() as i64 + 60_000);
+    let pass = fast.prune_once().await.expect("the pass runs on Redis's clock");
+    assert_eq!(pass.erased, 0, "a claim on the unmeasured host clock erased a user early");
+    assert!(seeder.status(UserId(42)).await.unwrap().last_seen.is_some(), "still tracked");
+    assert_eq!(fast.stats().clock_skew_warnings, 0, "the clock was never measured");
+}
