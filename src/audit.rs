@@ -1,6 +1,7 @@
 //! The audit: what the erasers hold, compared with what the store tracks.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -11,7 +12,7 @@ use crate::clock::duration_ms;
 use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::Result;
-use crate::store::{ScheduleRequest, TaggedReceipt};
+use crate::store::ScheduleRequest;
 
 pub use crate::config::UntrackedUsers;
 
@@ -201,45 +202,40 @@ pub(crate) async fn last(engine: &Engine) -> Result<Option<AuditSummary>> {
 pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<AuditReport> {
     let started = Instant::now();
     let now = engine.store_now_ms().await;
-    // The receipts' tags: who was erased, when and why, by keyed hash only (the latest
-    // erasure of each).
-    let receipts: Option<HashMap<String, (ErasureReason, i64)>> = match &engine.config().receipts {
-        Some(config) => {
-            let keep = duration_ms(config.keep);
-            let tags = engine.store(|b| b.receipt_tags(now, keep)).await?;
-            let mut latest = HashMap::with_capacity(tags.len());
-            for TaggedReceipt { tag, receipt } in tags {
-                let entry = latest.entry(tag).or_insert((receipt.reason, receipt.at));
-                if receipt.at > entry.1 {
-                    *entry = (receipt.reason, receipt.at);
-                }
-            }
-            Some(latest)
-        }
-        None => None,
-    };
+    if let Some(config) = &engine.config().receipts {
+        // Receipts are looked up page by page, by their users' tags (an index on Redis,
+        // which a store of an older version may first need to fill, step by step).
+        let keep = duration_ms(config.keep);
+        while !engine.store(|b| b.index_receipts(now, keep)).await? {}
+    }
     let mut report = AuditReport::default();
     for eraser in engine.erasers() {
         let mut part = EraserAudit { eraser: eraser.name().to_owned(), ..EraserAudit::default() };
-        let mut cursor = None;
+        let mut listing = Listing::new(engine.config().eraser_timeout);
         loop {
-            let page = match eraser.list(cursor.take()).await {
+            // Taken before the page is read: an erasure confirmed after it may have removed
+            // what the page shows.
+            let listed_at = engine.now_ms();
+            let page = match listing.next(&**eraser).await {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
-                Err(e) => {
-                    part.error = Some(e.to_string());
+                Err(why) => {
+                    part.error = Some(why);
                     break;
                 }
             };
             part.can_list = true;
-            audit_page(engine, &page.users, untracked, receipts.as_ref(), now, &mut part).await?;
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
+            let users = &page.users;
+            audit_page(engine, users, untracked, listed_at, now, &mut part).await?;
+            if page.next.is_none() {
+                break;
             }
         }
         if !part.can_list && part.error.is_none() {
             tracing::info!(eraser = %part.eraser, "the audit does not cover an eraser that cannot list");
+        }
+        if let Some(error) = &part.error {
+            tracing::warn!(eraser = %part.eraser, %error, "the audit stopped listing an eraser");
         }
         let eraser = part.eraser.clone();
         metrics::counter!("teloxide_retention_audit_listed_total", "eraser" => eraser.clone())
@@ -263,52 +259,134 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
     Ok(report)
 }
 
+/// An eraser's listing, read page by page: each call bounded by the eraser timeout, and
+/// stopped when it hands back a cursor it handed before (it would never end).
+struct Listing {
+    limit: Duration,
+    cursor: Option<String>,
+    /// Hashes of the cursors handed back so far (8 bytes a page).
+    seen: HashSet<u64>,
+    done: bool,
+}
+
+impl Listing {
+    fn new(limit: Duration) -> Self {
+        Self { limit, cursor: None, seen: HashSet::new(), done: false }
+    }
+
+    /// The next page; `Ok(None)` when there is none (or the eraser cannot list); `Err`
+    /// with why the listing stopped.
+    async fn next(
+        &mut self,
+        eraser: &dyn crate::erase::DynEraser,
+    ) -> std::result::Result<Option<crate::erase::Listing>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let call = eraser.list(self.cursor.take());
+        let page = match tokio::time::timeout(self.limit, call).await {
+            Err(_) => {
+                return Err(format!(
+                    "a listing call did not answer within {:?} (eraser_timeout)",
+                    self.limit
+                ));
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Ok(Some(page))) => page,
+        };
+        match &page.next {
+            None => self.done = true,
+            Some(next) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                next.hash(&mut hasher);
+                if !self.seen.insert(hasher.finish()) {
+                    return Err(format!(
+                        "the listing handed back cursor {next:?} a second time: it would never \
+                         end"
+                    ));
+                }
+                self.cursor = Some(next.clone());
+            }
+        }
+        Ok(Some(page))
+    }
+}
+
+/// Compares one listed page with the store, and acts on what it finds:
+///
+/// 1. users the store knows (tracked, or an erasure scheduled or running) are fine;
+/// 2. of the others, a user whose receipt records an erasure confirmed after the page was
+///    listed (a later millisecond) counts as known, and nothing is done: the page may show
+///    what that erasure removed since;
+/// 3. a user whose receipt records an erasure, listed with no activity after it, is
+///    **residue** (counted as untracked too): erased again, as an erasure for inactivity marked at that erasure (an
+///    interaction since cancels it, and writers' heartbeats hold it as they hold every
+///    erasure for inactivity);
+/// 4. every other user is **untracked**: a user to adopt, also one erased before whom the
+///    eraser lists with activity after that erasure (new data, a user again).
+///
+/// Under [`UntrackedUsers::Report`] nothing is written.
 async fn audit_page(
     engine: &Engine,
     users: &[(UserId, Option<DateTime<Utc>>)],
     untracked: UntrackedUsers,
-    receipts: Option<&HashMap<String, (ErasureReason, i64)>>,
+    listed_at: i64,
     now: i64,
     part: &mut EraserAudit,
 ) -> Result<()> {
     // Service accounts and invalid ids are never users: not counted, never adopted.
-    let users: Vec<&(UserId, Option<DateTime<Utc>>)> =
-        users.iter().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
+    let users: Vec<(UserId, Option<DateTime<Utc>>)> =
+        users.iter().copied().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
     let ids: Vec<u64> = users.iter().map(|(u, _)| u.0).collect();
     part.listed += users.len() as u64;
     let known = engine.store(|b| b.known(&ids)).await?;
+    let unknown: Vec<(UserId, Option<DateTime<Utc>>)> =
+        users.into_iter().zip(known).filter(|(_, known)| !known).map(|(u, _)| u).collect();
+    part.tracked += ids.len() as u64 - unknown.len() as u64;
+    let erased = match &engine.config().receipts {
+        Some(config) if !unknown.is_empty() => {
+            let tags: Vec<String> = unknown.iter().map(|(u, _)| config.key.tag(*u)).collect();
+            let keep = duration_ms(config.keep);
+            engine.store(|b| b.erased_as(&tags, now, keep)).await?
+        }
+        _ => vec![None; unknown.len()],
+    };
+    let writes = untracked != UntrackedUsers::Report;
     let mut adopt_now = Vec::new();
-    for ((user, last_active), known) in users.into_iter().zip(known) {
-        if known {
-            part.tracked += 1;
-            continue;
+    for ((user, last_active), erased) in unknown.into_iter().zip(erased) {
+        let active_ms = last_active.map(|t| t.timestamp_millis());
+        match erased {
+            Some(e) if e.at > listed_at => {
+                // Erased while the page was read.
+                part.tracked += 1;
+                continue;
+            }
+            Some(e) if active_ms.is_none_or(|at| at <= e.at) => {
+                part.untracked += 1;
+                part.residue += 1;
+                tracing::warn!(
+                    eraser = %part.eraser,
+                    "residue: an eraser still holds data of an erased user{}",
+                    if writes { "; erasing again" } else { "" }
+                );
+                if writes {
+                    let request = ScheduleRequest {
+                        user: user.0,
+                        reason: ErasureReason::Inactive,
+                        marked_at: e.at,
+                        due: Some(now),
+                    };
+                    engine.store(|b| b.schedule(request)).await?;
+                }
+                continue;
+            }
+            _ => {}
         }
         part.untracked += 1;
-        let erased_as = receipts.and_then(|r| {
-            let key = &engine.config().receipts.as_ref()?.key;
-            r.get(&key.tag(*user)).copied()
-        });
-        if let Some((reason, erased_at)) = erased_as {
-            // Erased, yet still held: erase again at once, marked at that erasure, so that a
-            // user who came back since is not erased (an interaction after it cancels the
-            // mark, also one a replica writes only later). An opt-out is re-erased as an
-            // erasure for inactivity: a scheduled opt-out is never cancelled, and a user
-            // who opted out and came back is a user again.
-            let reason =
-                if reason == ErasureReason::OptOut { ErasureReason::Inactive } else { reason };
-            let request =
-                ScheduleRequest { user: user.0, reason, marked_at: erased_at, due: Some(now) };
-            engine.store(|b| b.schedule(request)).await?;
-            part.residue += 1;
-            tracing::warn!(
-                eraser = %part.eraser,
-                "residue: an eraser still holds data of an erased user; erasing again"
-            );
-            continue;
-        }
         match untracked {
-            UntrackedUsers::Adopt => adopt_now.push((*user, *last_active)),
-            UntrackedUsers::AdoptNow => adopt_now.push((*user, None)),
+            UntrackedUsers::Adopt => adopt_now.push((user, last_active)),
+            UntrackedUsers::AdoptNow => adopt_now.push((user, None)),
             UntrackedUsers::Report => {}
         }
     }

@@ -227,10 +227,14 @@ impl Pruner {
         PrunerHandle { token, task }
     }
 
-    /// The pruner loop; it ends when `token` is cancelled.
+    /// The pruner loop; it ends when `token` is cancelled. The scheduled audit runs beside
+    /// it as a task of its own, so that no listing (the bot's code) holds a pass or the
+    /// shutdown: shutting down stops an audit where it is (what it wrote stays, and the
+    /// next interval audits again).
     async fn run(self, token: CancellationToken) {
         let interval = self.engine.config().prune_interval;
         let mut next_audit = tokio::time::Instant::now();
+        let mut audit: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             match self.pass(&token).await {
                 Ok(report) if report.claimed > 0 => tracing::info!(
@@ -248,14 +252,24 @@ impl Pruner {
             }
             if let Some((every, untracked)) = self.engine.config().audit
                 && tokio::time::Instant::now() >= next_audit
+                && audit.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
             {
                 next_audit = tokio::time::Instant::now() + every;
-                if let Err(e) = crate::audit::scheduled(&self.engine, every, untracked).await {
-                    tracing::warn!(error = %e, "scheduled audit failed; retrying next interval");
-                }
+                let engine = Arc::clone(&self.engine);
+                audit = Some(tokio::spawn(async move {
+                    if let Err(e) = crate::audit::scheduled(&engine, every, untracked).await {
+                        tracing::warn!(error = %e, "scheduled audit failed; retrying next interval");
+                    }
+                }));
             }
             tokio::select! {
-                () = token.cancelled() => return,
+                () = token.cancelled() => {
+                    if let Some(audit) = audit {
+                        audit.abort();
+                        let _ = audit.await;
+                    }
+                    return;
+                }
                 () = tokio::time::sleep(interval) => {}
             }
         }

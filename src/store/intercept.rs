@@ -11,8 +11,8 @@ use crate::receipts::RawReceipt;
 use crate::store::sealed::{Bound, Token};
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, DynBackend,
-    FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, Marked, Pending, RawPreview,
-    RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, TaggedReceipt, WriterWindow,
+    FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Pending,
+    RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, WriterWindow,
 };
 
 /// The operations of [`Backend`], by name.
@@ -42,7 +42,8 @@ pub(crate) enum Op {
     ClaimAudit,
     RecordAudit,
     LastAudit,
-    ReceiptTags,
+    IndexReceipts,
+    ErasedAs,
     Adopt,
     Known,
     Secret,
@@ -209,8 +210,16 @@ impl<H: Hook> Backend for Forward<H> {
     fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
         forward!(self, LastAudit, self.inner.last_audit())
     }
-    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
-        forward!(self, ReceiptTags, self.inner.receipt_tags(now, keep_ms))
+    fn index_receipts(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<bool>> {
+        forward!(self, IndexReceipts, self.inner.index_receipts(now, keep_ms))
+    }
+    fn erased_as<'a>(
+        &'a self,
+        tags: &'a [String],
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>> {
+        forward!(self, ErasedAs, self.inner.erased_as(tags, now, keep_ms))
     }
     fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         forward!(self, Adopt, self.inner.adopt(users))

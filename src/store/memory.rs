@@ -9,11 +9,13 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::FEED_KEEP_MS;
+use crate::store::MAX_EXAMINED;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
-    Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation,
-    Job, Marked, Pending, PreviewEntry, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest,
-    SeenRange, Store, TaggedReceipt, WriterWindow, came_back, sealed,
+    Decision, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction,
+    Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
+    RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, sealed,
+    take_or_drop,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -134,18 +136,30 @@ impl Space {
 
     /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
     /// user who came back goes to `returned`).
-    fn take_or_drop(&mut self, user: u64, users: &mut Vec<Claimed>, returned: &mut Vec<u64>) {
+    /// `false` if the user stays where they are (see [`Decision::Hold`]).
+    fn take_or_drop(
+        &mut self,
+        user: u64,
+        hold: bool,
+        users: &mut Vec<Claimed>,
+        returned: &mut Vec<u64>,
+    ) -> bool {
         let job = self.job_of(user);
-        if self.came_back(user, job) {
-            self.job.remove(&user);
-            self.failing.remove(&user);
-            if job.reason.is_gone() {
-                returned.push(user);
+        match take_or_drop(job, self.seen.score(user), hold) {
+            Decision::Drop => {
+                self.job.remove(&user);
+                self.failing.remove(&user);
+                if job.reason.is_gone() {
+                    returned.push(user);
+                }
             }
-        } else {
-            self.seen.remove(user);
-            users.push(claimed(user, job));
+            Decision::Take => {
+                self.seen.remove(user);
+                users.push(claimed(user, job));
+            }
+            Decision::Hold => return false,
         }
+        true
     }
 
     /// See `writers_hold` in `writers.lua`; also forgets dead writers.
@@ -236,12 +250,17 @@ impl Backend for MemoryNamespace {
                 if users.len() >= limit {
                     break;
                 }
-                let mut members = s.batches.remove(&old).unwrap_or_default();
-                let rest = members.split_off(members.len().min(limit - users.len()));
+                let members = s.batches.remove(&old).unwrap_or_default();
+                let mut rest = Vec::new();
                 for user in members {
-                    s.take_or_drop(user, &mut users, &mut returned);
+                    if users.len() >= limit
+                        || !s.take_or_drop(user, held.is_some(), &mut users, &mut returned)
+                    {
+                        rest.push(user);
+                    }
                 }
-                // What does not fit stays in the old batch, still expired (see claim.lua).
+                // What does not fit, or is held, stays in the old batch, still expired (see
+                // claim.lua).
                 if rest.is_empty() {
                     s.lease.remove(old);
                 } else {
@@ -252,9 +271,15 @@ impl Backend for MemoryNamespace {
                 }
             }
             // 2. Due scheduled erasures.
-            for (user, _) in s.queue.up_to(now, limit.saturating_sub(users.len())) {
-                s.queue.remove(user);
-                s.take_or_drop(user, &mut users, &mut returned);
+            // While writers hold, erasures for inactivity stay queued: read on past them.
+            let read = if held.is_some() { MAX_EXAMINED } else { limit };
+            for (user, _) in s.queue.up_to(now, read) {
+                if users.len() >= limit {
+                    break;
+                }
+                if s.take_or_drop(user, held.is_some(), &mut users, &mut returned) {
+                    s.queue.remove(user);
+                }
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.
             if held.is_none() {
@@ -630,13 +655,32 @@ impl Backend for MemoryNamespace {
         self.ready(|s| s.last_audit.clone())
     }
 
-    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
+    fn index_receipts(&self, _now: i64, _keep_ms: i64) -> BoxFuture<'_, Result<bool>> {
+        // Receipts are found by their tag as they are.
+        Box::pin(async { Ok(true) })
+    }
+
+    fn erased_as<'a>(
+        &'a self,
+        tags: &'a [String],
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>> {
         self.ready(move |s| {
-            s.receipts
-                .iter()
-                .filter(|(_, r)| r.at >= now - keep_ms)
-                .map(|(t, r)| TaggedReceipt { tag: t.clone(), receipt: r.clone() })
-                .collect()
+            let wanted: HashMap<&str, usize> =
+                tags.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+            let mut found = vec![None; tags.len()];
+            for (tag, r) in s.receipts.iter().filter(|(_, r)| r.at >= now - keep_ms) {
+                if let Some(&i) = wanted.get(tag.as_str()) {
+                    let this = Some(LastErasure { reason: r.reason, at: r.at });
+                    found[i] = LastErasure::latest(found[i], this);
+                }
+            }
+            // A tag asked twice gets the same answer twice.
+            for (i, tag) in tags.iter().enumerate() {
+                found[i] = found[wanted[tag.as_str()]];
+            }
+            found
         })
     }
 

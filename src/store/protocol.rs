@@ -250,6 +250,39 @@ pub(crate) fn came_back(job: Job, last_seen: Option<i64>) -> bool {
         && last_seen.is_some_and(|seen| job.marked_at == 0 || seen > job.marked_at)
 }
 
+/// How many entries a claim reads past those it cannot take (values it cannot read, users
+/// it holds) before it stops for this time: they never hide the due users behind them, and
+/// a claim stays bounded. `MAX_EXAMINED` in `claim.lua`.
+pub(crate) const MAX_EXAMINED: usize = 16_384;
+
+/// What a claim does with a user of a due scheduled erasure or of a dead pruner's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Claimed into the new batch.
+    Take,
+    /// The user came back: the erasure is dropped.
+    Drop,
+    /// Left where it is: an erasure for inactivity while writers may hold unwritten
+    /// interactions (one of them may be the user's return).
+    Hold,
+}
+
+/// The claim's decision for a user with `job` (see [`Decision`]): `last_seen` is their time in
+/// `seen`, `writers_hold` whether a writer may hold unwritten interactions. An erasure for
+/// inactivity waits for the writers wherever it comes from (`seen`, a retry, a residue the
+/// audit found, a dead pruner's batch): the user's last interaction may not be written
+/// yet. Gone users and opt-outs are not held. The rule behind `take_or_drop` in
+/// `claim.lua`, the memory store and the SQL stores.
+pub(crate) fn take_or_drop(job: Job, last_seen: Option<i64>, writers_hold: bool) -> Decision {
+    if came_back(job, last_seen) {
+        Decision::Drop
+    } else if writers_hold && job.reason == ErasureReason::Inactive {
+        Decision::Hold
+    } else {
+        Decision::Take
+    }
+}
+
 /// The result of scheduling an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Marked {
@@ -310,11 +343,22 @@ pub(crate) struct FeedPage {
     pub(crate) cursor: String,
 }
 
-/// A receipt with the keyed tag of its user (see [`Hashed`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TaggedReceipt {
-    pub(crate) tag: String,
-    pub(crate) receipt: RawReceipt,
+/// The latest erasure that a user's receipts record (see [`Backend::erased_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastErasure {
+    pub(crate) reason: ErasureReason,
+    /// When the erasure was confirmed (ms).
+    pub(crate) at: i64,
+}
+
+impl LastErasure {
+    /// The later of two (`None` is older than any).
+    pub(crate) fn latest(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// A user as key names see them: a keyed hash of the id (`tag`, see
@@ -478,9 +522,21 @@ pub(crate) trait Backend: Send + Sync {
     /// The last audit's summary, if any.
     fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>>;
 
-    /// Every receipt younger than `keep_ms` at `now`, with its keyed tag (every shard).
-    /// Reads every receipt: for the audit, not hot paths.
-    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>>;
+    /// Prepares [`erased_as`](Self::erased_as) by a bounded step: a store that finds
+    /// receipts by tag through an index of their own (Redis) adds the receipts written
+    /// before the index existed. `true` once it is complete; a call does a bounded amount
+    /// of work, so the caller repeats it.
+    fn index_receipts(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<bool>>;
+
+    /// For each of `tags` (users' keyed hashes), the latest erasure that a receipt younger
+    /// than `keep_ms` at `now` records, in every shard. Read-only; its cost follows the
+    /// number of tags, not of receipts kept: the audit asks page by page.
+    fn erased_as<'a>(
+        &'a self,
+        tags: &'a [String],
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>>;
 
     /// Adopts users the bot held before it tracked them: `seen[user] = max(seen[user], ms)`
     /// (with `if_new`, only for a user not tracked yet) unless an erasure of the user is
@@ -509,6 +565,33 @@ pub(crate) trait Backend: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_take_drop_or_hold() {
+        let at = |reason, marked_at| Job { reason, marked_at, attempts: 0 };
+        let (i, o, b) = (ErasureReason::Inactive, ErasureReason::OptOut, ErasureReason::Blocked);
+        // (job, last seen, writers hold) -> decision
+        let cases = [
+            (Job::INACTIVE, None, false, Decision::Take),
+            (Job::INACTIVE, None, true, Decision::Hold),
+            (Job::INACTIVE, Some(5), false, Decision::Drop),
+            (Job::INACTIVE, Some(5), true, Decision::Drop),
+            // A residue: an erasure for inactivity marked at the recorded erasure.
+            (at(i, 10), Some(9), false, Decision::Take),
+            (at(i, 10), Some(9), true, Decision::Hold),
+            (at(i, 10), Some(11), true, Decision::Drop),
+            (at(i, 10), None, true, Decision::Hold),
+            // Gone users and opt-outs go on while writers hold.
+            (at(b, 10), None, true, Decision::Take),
+            (at(b, 10), Some(10), true, Decision::Take),
+            (at(b, 10), Some(11), true, Decision::Drop),
+            (at(o, 10), Some(11), true, Decision::Take),
+            (at(o, 10), None, false, Decision::Take),
+        ];
+        for (job, seen, hold, expected) in cases {
+            assert_eq!(take_or_drop(job, seen, hold), expected, "{job:?} {seen:?} {hold}");
+        }
+    }
 
     #[test]
     fn jobs_decode() {

@@ -287,8 +287,9 @@ pub type Case = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()
 /// for a run on a shared cluster: for the store suite's core cases.
 #[macro_export]
 macro_rules! every_store {
-    ($(async fn $name:ident($env:ident) $body:block)*) => {
+    ($($(#[$meta:meta])* async fn $name:ident($env:ident) $body:block)*) => {
         $(
+            $(#[$meta])*
             mod $name {
                 #[allow(unused_imports)]
                 use super::*;

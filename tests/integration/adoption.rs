@@ -16,29 +16,38 @@ use crate::common::{DAY, Env, T0};
 
 /// The bot's own table: user id → last activity (unix ms), as an existing bot keeps it.
 #[derive(Clone, Default)]
-struct Table(Arc<Mutex<BTreeMap<u64, i64>>>);
+pub(crate) struct Table(Arc<Mutex<BTreeMap<u64, i64>>>);
 
 impl Table {
-    fn insert(&self, user: u64, at: i64) {
+    pub(crate) fn insert(&self, user: u64, at: i64) {
         self.0.lock().unwrap().insert(user, at);
     }
 
-    fn rows(&self) -> Vec<(UserId, Option<DateTime<Utc>>)> {
+    pub(crate) fn rows(&self) -> Vec<(UserId, Option<DateTime<Utc>>)> {
         let rows = self.0.lock().unwrap();
         rows.iter().map(|(&u, &at)| (UserId(u), DateTime::from_timestamp_millis(at))).collect()
     }
 
-    fn contains(&self, user: u64) -> bool {
+    pub(crate) fn remove(&self, user: u64) {
+        self.0.lock().unwrap().remove(&user);
+    }
+
+    /// The user's last activity (ms), if the table holds them.
+    pub(crate) fn at(&self, user: u64) -> Option<i64> {
+        self.0.lock().unwrap().get(&user).copied()
+    }
+
+    pub(crate) fn contains(&self, user: u64) -> bool {
         self.0.lock().unwrap().contains_key(&user)
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
     /// An eraser that deletes the user's row and lists the table 300 rows a page
     /// (`SELECT user_id, last_active FROM t WHERE user_id > $1 ORDER BY user_id LIMIT 300`).
-    fn eraser(&self, name: &'static str) -> impl teloxide_retention::Eraser {
+    pub(crate) fn eraser(&self, name: &'static str) -> impl teloxide_retention::Eraser {
         let erase = self.clone();
         let list = self.clone();
         erase_fn(name, move |e: Erasure| {

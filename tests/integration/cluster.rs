@@ -94,7 +94,10 @@ async fn the_protocol_runs_on_redis_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_suite_runs_on_a_sharded_three_master_cluster() {
     let topology = ClusterTopology::start();
-    let cases = crate::store::every_case().into_iter().chain(crate::adoption::cluster_cases());
+    let cases = crate::store::every_case()
+        .into_iter()
+        .chain(crate::adoption::cluster_cases())
+        .chain(crate::audit::every_case());
     for (i, (name, case)) in cases.enumerate() {
         let env = crate::common::Env::cluster(topology.urls(), &format!("case{i}"));
         // A panic names its case; the other cases still run on a clean namespace.

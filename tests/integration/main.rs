@@ -9,6 +9,7 @@ mod support;
 
 mod adoption;
 mod architecture;
+mod audit;
 mod bad_input;
 mod cluster;
 mod commands;

@@ -1,6 +1,7 @@
 //! Administration of a Redis store: `RedisStore::diagnose` (what `teloxide-retention
 //! check` reports) and `RedisStore::reshard` (moving a namespace to another shard count).
 
+use super::decode::erased_score;
 use super::scripts::LAYOUT;
 use super::*;
 
@@ -487,6 +488,15 @@ impl RedisNamespace {
                     add.arg(field).arg(entry.get::<String>(field).unwrap_or_default());
                 }
                 copy.ignore();
+                // The audit's index follows its receipts.
+                let at = entry.get::<String>("t").and_then(|t| t.parse::<i64>().ok());
+                let reason = entry.get::<String>("r").unwrap_or_default();
+                if let (Some(tag), Some(score)) =
+                    (entry.get::<String>("h"), at.and_then(|at| erased_score(at, &reason)))
+                {
+                    copy.cmd("ZADD").arg(&target.keys.erased).arg("GT").arg(score).arg(tag);
+                    copy.ignore();
+                }
                 delete.arg(&entry.id);
             }
             copy.query_async::<()>(&mut conn).await?;
@@ -503,8 +513,23 @@ impl RedisNamespace {
                     .await?;
             }
         }
+        if source_ttl > 0 {
+            let target_ttl: i64 =
+                redis::cmd("PTTL").arg(&target.keys.erased).query_async(&mut conn).await?;
+            if target_ttl < source_ttl {
+                redis::cmd("PEXPIRE")
+                    .arg(&target.keys.erased)
+                    .arg(source_ttl)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+        }
         // An emptied stream stays as a key until deleted.
-        redis::cmd("DEL").arg(&self.keys.receipts).query_async::<()>(&mut conn).await?;
+        redis::cmd("DEL")
+            .arg(&self.keys.receipts)
+            .arg(&self.keys.erased)
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -587,6 +612,66 @@ impl RedisNamespace {
         redis::cmd("HDEL").arg(&k.meta).arg("created").query_async::<()>(&mut conn).await?;
         Ok((users, scheduled))
     }
+    /// Adds receipts written before the `erased` index existed (finish writes both since)
+    /// to the index, at most five pages of 1,000 a call, from where the last call stopped
+    /// (kept in `meta`); `true` once every receipt is in. Idempotent (`ZADD GT`).
+    pub(super) async fn index_receipts_step(&self, now: i64, keep_ms: i64) -> Result<bool> {
+        const PAGE: usize = 1000;
+        let mut conn = self.conn.clone();
+        let progress: Option<String> = redis::cmd("HGET")
+            .arg(&self.keys.meta)
+            .arg("erased_index")
+            .query_async(&mut conn)
+            .await?;
+        let mut start = match progress.as_deref() {
+            Some("done") => return Ok(true),
+            Some(id) => format!("({id}"),
+            None => format!("{}", now.saturating_sub(keep_ms).max(0)),
+        };
+        for _ in 0..5 {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.keys.receipts)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
+            let mut add = redis::cmd("ZADD");
+            add.arg(&self.keys.erased).arg("GT");
+            let mut any = false;
+            for entry in &page.ids {
+                let at = entry.get::<String>("t").and_then(|t| t.parse::<i64>().ok());
+                let reason = entry.get::<String>("r").unwrap_or_default();
+                // An entry this version cannot read names no erasure the audit relies on.
+                if let (Some(tag), Some(score)) =
+                    (entry.get::<String>("h"), at.and_then(|at| erased_score(at, &reason)))
+                {
+                    add.arg(score).arg(tag);
+                    any = true;
+                }
+            }
+            let mut step = redis::pipe();
+            step.atomic();
+            if any {
+                step.add_command(add).ignore();
+                if keep_ms > 0 {
+                    step.cmd("PEXPIRE").arg(&self.keys.erased).arg(keep_ms).ignore();
+                }
+            }
+            let last = page.ids.last().map(|e| e.id.clone());
+            let finished = page.ids.len() < PAGE;
+            let mark = if finished { "done".to_owned() } else { last.clone().unwrap_or_default() };
+            step.cmd("HSET").arg(&self.keys.meta).arg("erased_index").arg(&mark).ignore();
+            step.query_async::<()>(&mut conn).await?;
+            if finished {
+                return Ok(true);
+            }
+            start = format!("({}", last.unwrap_or_default());
+        }
+        Ok(false)
+    }
+
     /// Calls `f` for each receipt of this shard younger than `keep_ms` at `now`, oldest
     /// first, reading 1,000 at a time.
     pub(super) async fn each_receipt(

@@ -28,6 +28,10 @@ pub(super) struct Keys {
     pub(super) meta: String,
     pub(super) failing: String,
     pub(super) receipts: String,
+    /// The latest erasure each receipt tag records (a sorted set scored by
+    /// [`erased_score`]): the audit's lookup by tag, which the stream cannot answer
+    /// without reading every receipt.
+    pub(super) erased: String,
     pub(super) audit: String,
 }
 
@@ -46,6 +50,7 @@ impl Keys {
             meta: format!("{prefix}meta"),
             failing: format!("{prefix}failing"),
             receipts: format!("{prefix}receipts"),
+            erased: format!("{prefix}erased"),
             audit: format!("{prefix}audit"),
             tag: tag.to_owned(),
             prefix,
@@ -93,7 +98,8 @@ impl RedisNamespace {
             .key(&self.keys.writers)
             .key(&self.keys.meta)
             .key(&self.keys.failing)
-            .key(&self.keys.receipts);
+            .key(&self.keys.receipts)
+            .key(&self.keys.erased);
         inv
     }
 
@@ -553,19 +559,30 @@ impl Backend for RedisNamespace {
         })
     }
 
-    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
+    fn index_receipts(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(self.index_receipts_step(now, keep_ms))
+    }
+
+    fn erased_as<'a>(
+        &'a self,
+        tags: &'a [String],
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>> {
         Box::pin(async move {
-            let mut found = Vec::new();
-            self.each_receipt(now, keep_ms, |entry| {
-                // An entry this version cannot read names nobody the audit could match.
-                if let (Some(tag), Ok(receipt)) = (entry.get::<String>("h"), decode_receipt(entry))
-                {
-                    found.push(TaggedReceipt { tag, receipt });
-                }
-                Ok(())
-            })
-            .await?;
-            Ok(found)
+            if tags.is_empty() {
+                return Ok(Vec::new());
+            }
+            let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+                .arg(&self.keys.erased)
+                .arg(tags)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let oldest = now.saturating_sub(keep_ms);
+            Ok(scores
+                .into_iter()
+                .map(|score| score.and_then(decode_erased).filter(|e| e.at >= oldest))
+                .collect())
         })
     }
 

@@ -143,6 +143,27 @@ pub(super) fn decode_receipt(entry: &redis::streams::StreamId) -> Result<RawRece
     })
 }
 
+/// The reasons in the order of their rank in an `erased` score (`RANK` in finish.lua).
+const ERASED_RANKS: [&str; 5] = ["o", "i", "b", "d", "u"];
+
+/// A score of the `erased` index: the erasure's time (ms) times 8 plus the reason's rank,
+/// so that `ZADD GT` keeps each tag's latest erasure and one `ZMSCORE` answers for a page
+/// of tags (exact in a double: times stay below 2^50).
+pub(super) fn erased_score(at: i64, reason: &str) -> Option<i64> {
+    let rank = ERASED_RANKS.iter().position(|r| *r == reason)?;
+    Some(at.checked_mul(8)? + rank as i64)
+}
+
+/// The erasure an `erased` score records; `None` for a score this version did not write.
+pub(super) fn decode_erased(score: f64) -> Option<LastErasure> {
+    if !score.is_finite() || score < 0.0 || score.fract() != 0.0 {
+        return None;
+    }
+    let score = score as i64;
+    let reason = ErasureReason::from_code(ERASED_RANKS.get((score % 8) as usize)?)?;
+    Some(LastErasure { reason, at: score / 8 })
+}
+
 /// "Now" for a script: the given time, or empty for Redis's own clock.
 pub(super) fn now_arg(now: Option<i64>) -> String {
     now.map(|n| n.to_string()).unwrap_or_default()

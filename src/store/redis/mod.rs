@@ -35,9 +35,9 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat,
-    Interaction, Invalidation, Job, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
-    RawSurvey, Retry, ScheduleRequest, SeenRange, Store, TaggedReceipt, WriterWindow,
-    check_version, decode_job, parse_version, sealed,
+    Interaction, Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry, RawPreview,
+    RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, check_version,
+    decode_job, parse_version, sealed,
 };
 
 /// The production store: Redis 7.0 or newer, a single server (plain or `rediss://`), a

@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, FeedPage, Finish,
-    FinishRequest, Hashed, Health, Interaction, Marked, Pending, RawPreview, RawStatus, RawSurvey,
-    ScheduleRequest, SeenRange, TaggedReceipt, WriterWindow,
+    FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Pending, RawPreview,
+    RawStatus, RawSurvey, ScheduleRequest, SeenRange, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -416,10 +416,29 @@ impl Backend for Sharded {
         self.home.last_audit()
     }
 
-    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
+    fn index_receipts(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async move {
-            let all = self.every(|shard| shard.receipt_tags(now, keep_ms)).await?;
-            Ok(all.into_iter().flatten().collect())
+            let done = self.every(|shard| shard.index_receipts(now, keep_ms)).await?;
+            Ok(done.into_iter().all(|d| d))
+        })
+    }
+
+    fn erased_as<'a>(
+        &'a self,
+        tags: &'a [String],
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>> {
+        Box::pin(async move {
+            // Every shard: receipts stay where they were written when a reshard moves users.
+            let all = self.every(|shard| shard.erased_as(tags, now, keep_ms)).await?;
+            let mut latest = vec![None; tags.len()];
+            for found in all {
+                for (l, f) in latest.iter_mut().zip(found) {
+                    *l = LastErasure::latest(*l, f);
+                }
+            }
+            Ok(latest)
         })
     }
 

@@ -21,9 +21,10 @@ use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
-    FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat,
-    Interaction, Invalidation, Job, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
-    RawSurvey, Retry, ScheduleRequest, SeenRange, TaggedReceipt, WriterWindow, came_back,
+    Decision, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health,
+    Heartbeat, Interaction, Invalidation, Job, LastErasure, MAX_EXAMINED, Marked, Pending,
+    PreviewEntry, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
+    WriterWindow, came_back, take_or_drop,
 };
 
 mod ops;
@@ -489,25 +490,32 @@ impl<D: Dialect> SqlNamespace<D> {
 
     /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
     /// user who came back goes to `returned`).
+    /// `false` if the user stays where they are (see [`Decision::Hold`]).
     async fn take_or_drop(
         &self,
         tx: &mut Tx<D>,
         user: u64,
+        hold: bool,
         users: &mut Vec<Claimed>,
         returned: &mut Vec<u64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let job = self.job_of(tx, user).await?;
-        if self.came_back(tx, user, job).await? {
-            self.remove(tx, &self.t.job, user).await?;
-            self.remove(tx, &self.t.failing, user).await?;
-            if job.reason.is_gone() {
-                returned.push(user);
+        let seen = self.score(tx, &self.t.seen, user).await?;
+        match take_or_drop(job, seen, hold) {
+            Decision::Drop => {
+                self.remove(tx, &self.t.job, user).await?;
+                self.remove(tx, &self.t.failing, user).await?;
+                if job.reason.is_gone() {
+                    returned.push(user);
+                }
             }
-        } else {
-            self.remove(tx, &self.t.seen, user).await?;
-            users.push(claimed(user, job));
+            Decision::Take => {
+                self.remove(tx, &self.t.seen, user).await?;
+                users.push(claimed(user, job));
+            }
+            Decision::Hold => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Why writers hold inactivity claims back, if they do; forgets dead writers.
@@ -584,27 +592,6 @@ impl<D: Dialect> SqlNamespace<D> {
             self.t.meta
         );
         self.exec(tx, &sql, vec![key.into(), value.into()]).await.map(drop)
-    }
-
-    async fn receipts_since(&self, tx: &mut Tx<D>, oldest: i64) -> Result<Vec<TaggedReceipt>> {
-        let sql = format!(
-            "SELECT tag, at, reason, erasers, attempts FROM {} WHERE at >= ? ORDER BY seq",
-            self.t.receipt
-        );
-        let rows = self.rows(tx, &sql, vec![oldest.into()]).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TaggedReceipt {
-                    tag: r[0].t()?.to_owned(),
-                    receipt: RawReceipt {
-                        at: r[1].i()?,
-                        reason: reason(r[2].t()?)?,
-                        erasers: r[3].t()?.to_owned(),
-                        attempts: u32::try_from(r[4].i()?).unwrap_or(u32::MAX),
-                    },
-                })
-            })
-            .collect()
     }
 }
 

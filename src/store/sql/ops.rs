@@ -45,13 +45,19 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 if users.len() >= limit {
                     break;
                 }
-                let mut members = s.batch_users(tx, old).await?;
-                let rest = members.split_off(members.len().min(limit - users.len()));
+                let members = s.batch_users(tx, old).await?;
+                let mut rest = Vec::new();
                 for user in members {
-                    s.take_or_drop(tx, user, &mut users, &mut returned).await?;
+                    if users.len() >= limit
+                        || !s
+                            .take_or_drop(tx, user, held.is_some(), &mut users, &mut returned)
+                            .await?
+                    {
+                        rest.push(user);
+                    }
                 }
-                // What does not fit stays in the old batch, still expired, with a new
-                // deadline so that the batch's own pruner finds its lease lost.
+                // What does not fit, or is held, stays in the old batch, still expired, with
+                // a new deadline so that the batch's own pruner finds its lease lost.
                 if rest.is_empty() {
                     s.end_batch(tx, old).await?;
                 } else {
@@ -61,10 +67,16 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 }
             }
             // 2. Due scheduled erasures.
+            // While writers hold, erasures for inactivity stay queued: read on past them.
             let room = limit.saturating_sub(users.len());
-            for (user, _) in s.up_to(tx, &s.t.queue, now, room).await? {
-                s.remove(tx, &s.t.queue, user).await?;
-                s.take_or_drop(tx, user, &mut users, &mut returned).await?;
+            let read = if held.is_some() { MAX_EXAMINED } else { room };
+            for (user, _) in s.up_to(tx, &s.t.queue, now, read).await? {
+                if users.len() >= limit {
+                    break;
+                }
+                if s.take_or_drop(tx, user, held.is_some(), &mut users, &mut returned).await? {
+                    s.remove(tx, &s.t.queue, user).await?;
+                }
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.
             if held.is_none() {
@@ -456,8 +468,45 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         in_tx!(self, |s, tx| { s.meta(tx, "audit").await })
     }
 
-    fn receipt_tags(&self, now: i64, keep_ms: i64) -> BoxFuture<'_, Result<Vec<TaggedReceipt>>> {
-        in_tx!(self, |s, tx| { s.receipts_since(tx, now - keep_ms).await })
+    fn index_receipts(&self, _now: i64, _keep_ms: i64) -> BoxFuture<'_, Result<bool>> {
+        // Receipts are found by their tag as they are.
+        Box::pin(async { Ok(true) })
+    }
+
+    fn erased_as<'a>(
+        &'a self,
+        tags: &'a [String],
+        now: i64,
+        keep_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>> {
+        in_tx!(read self, |s, tx| {
+            // By the index on the tag: the receipts of these users only, without the lock.
+            let mut latest: HashMap<String, LastErasure> = HashMap::new();
+            for chunk in tags.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT tag, at, reason FROM {} WHERE at >= ? AND tag IN ({})",
+                    s.t.receipt,
+                    params(chunk.len())
+                );
+                let mut args = vec![Arg::from(now - keep_ms)];
+                args.extend(chunk.iter().map(|t| Arg::from(t.as_str())));
+                for row in s.rows(tx, &sql, args).await? {
+                    // A receipt this version cannot read names no erasure the audit could
+                    // rely on.
+                    let (Ok(tag), Ok(at), Ok(Some(reason))) =
+                        (row[0].t(), row[1].i(), row[2].t().map(ErasureReason::from_code))
+                    else {
+                        continue;
+                    };
+                    let this = Some(LastErasure { reason, at });
+                    let entry = latest.remove(tag);
+                    if let Some(l) = LastErasure::latest(entry, this) {
+                        latest.insert(tag.to_owned(), l);
+                    }
+                }
+            }
+            Ok(tags.iter().map(|t| latest.get(t).copied()).collect())
+        })
     }
 
     fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {

@@ -94,7 +94,9 @@ local function take(user, r, m, a)
 end
 
 -- Plans taking a user with a job (or of a dead pruner's batch) unless they came back.
--- Returns false, leaving the user in place, if their job cannot be read.
+-- Returns false, leaving the user in place, if their job cannot be read, or if it is an
+-- erasure for inactivity while a writer may hold unwritten interactions (the user's
+-- return may be among them): `take_or_drop` in protocol.rs.
 local function take_or_drop(user)
   n_handled = n_handled + 1
   local job = redis.call('HGET', KEYS[4], user)
@@ -102,6 +104,10 @@ local function take_or_drop(user)
   if not r or not is_user(user) then
     handled[user] = true
     unreadable[#unreadable + 1] = 'user ' .. user .. ' job ' .. tostring(job)
+    return false
+  end
+  if hold and r == 'i' and not came_back(user, r, m) then
+    handled[user] = true
     return false
   end
   if came_back(user, r, m) then
@@ -143,24 +149,31 @@ for e = 1, #expired, 2 do
   old_batches[#old_batches + 1] = { old, left, moved }
 end
 
--- 2. Scheduled erasures that are due: gone users, opt-outs, retries. Unreadable entries
--- stay queued; a few more are read so that they cannot starve the rest.
+-- 2. Scheduled erasures that are due: gone users, opt-outs, retries, residue. Unreadable
+-- entries stay queued; a few more are read so that they cannot starve the rest. While
+-- writers hold, erasures for inactivity stay queued too, and the queue is read on past
+-- them (up to MAX_EXAMINED entries), so that gone users and opt-outs behind them go on.
+local MAX_EXAMINED = 16384
 if #members < limit then
-  local due = redis.call('ZRANGE', KEYS[3], '-inf', fmt(now), 'BYSCORE', 'LIMIT', 0, limit - #members + 64)
-  for _, user in ipairs(due) do
-    if #members >= limit then
-      break
+  local offset = 0
+  repeat
+    local page = limit - #members + 64
+    local due = redis.call('ZRANGE', KEYS[3], '-inf', fmt(now), 'BYSCORE', 'LIMIT', offset, page)
+    offset = offset + #due
+    for _, user in ipairs(due) do
+      if #members >= limit then
+        break
+      end
+      if take_or_drop(user) then
+        rem_queue[#rem_queue + 1] = user
+      end
     end
-    if take_or_drop(user) then
-      rem_queue[#rem_queue + 1] = user
-    end
-  end
+  until not hold or #members >= limit or #due < page or offset >= MAX_EXAMINED
 end
 
 -- 3. Users inactive since the cutoff, lowest scores first; not while a writer may hold
 -- interactions it has not written. Read page by page: members that are not users (left in
 -- place, reported) must not hide the due users after them.
-local MAX_EXAMINED = 16384
 local MAX_REPORTED = 100
 local not_users = 0
 -- The users of step 3 taken as a run from rank 0 of `seen` (its lowest scores): while

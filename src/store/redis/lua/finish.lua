@@ -1,7 +1,8 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts,
+--       11 erased
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
 --       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),
@@ -22,6 +23,13 @@
 -- the id (never the id), `r` reason, `t` time (ms, the caller's clock), `e` erasers, `a`
 -- attempts. Entry ids follow the caller's clock (never going back), so that trimming by
 -- id drops receipts older than their lifetime.
+--
+-- `erased` (KEYS[11]) keeps each keyed hash's latest erasure, scored time * 8 + the
+-- reason's rank (RANK; `erased_score` in decode.rs), so that the audit finds a page of
+-- users' last erasures with one ZMSCORE instead of reading every receipt. `ZADD GT` keeps
+-- the latest; scores below the lifetime are trimmed here, and the key expires with the
+-- stream.
+local RANK = { o = 0, i = 1, b = 2, d = 3, u = 4 }
 
 local refused = fence()
 if refused then
@@ -90,6 +98,10 @@ if has_jobs or (receipt_id and n > 0) then
       redis.call('XADD', KEYS[10], 'MINID', string.format('%d', tonumber(now) - receipts_keep),
         receipt_id, 'h', ARGV[base], 'r', reason, 't', now, 'e', ARGV[10],
         'a', ARGV[base + 2])
+      if RANK[reason] then
+        redis.call('ZADD', KEYS[11], 'GT', string.format('%d', tonumber(now) * 8 + RANK[reason]),
+          ARGV[base])
+      end
     end
     if job then
       -- The job holds the reason; an opt-out may have taken over a running erasure.
@@ -135,8 +147,11 @@ for _, i in ipairs(follow_ups) do
 end
 
 if receipt_id and n > 0 then
-  -- The whole stream goes once its newest receipt has lived its time.
+  -- The whole stream goes once its newest receipt has lived its time; so does the index.
   redis.call('PEXPIRE', KEYS[10], receipts_keep)
+  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf',
+    string.format('(%d', (tonumber(now) - receipts_keep) * 8))
+  redis.call('PEXPIRE', KEYS[11], receipts_keep)
 end
 
 local now_ms = tonumber(now)
