@@ -63,6 +63,14 @@ impl Adoption {
     /// its policy first: each adopted user's time is moved forward (never back) to
     /// `date - inactive_after` where it is earlier, which makes them due at `date` at the
     /// earliest. Their status and `/mydata` show that time as their last interaction.
+    ///
+    /// No stored time is ever later than now (a time in the future would read as an
+    /// interaction that has not happened: a block during the notice would be taken for a
+    /// return), so a notice can last at most one inactivity threshold from the adoption:
+    /// [`Retention::adopt`](crate::Retention::adopt) refuses a later `date` with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), writing nothing. For a
+    /// longer notice, adopt with the longest one now and adopt again before it ends (times
+    /// only move forward), or raise the threshold.
     #[must_use]
     pub fn not_before(mut self, date: DateTime<Utc>) -> Self {
         self.not_before = Some(date);
@@ -87,6 +95,11 @@ pub struct Adopted {
     pub refused_service_accounts: u64,
     /// Ids that are no user id (0, or above 2^53 - 1): refused.
     pub refused_invalid_ids: u64,
+    /// Users whose last activity cannot be true: before Telegram existed (2013), such as
+    /// 0 written for "unknown", or more than a day after now, such as milliseconds read as
+    /// seconds. Refused, so that a bad column neither erases users at once nor restarts
+    /// their clocks; fix the times and adopt them again.
+    pub refused_implausible_times: u64,
 }
 
 impl Adopted {
@@ -104,9 +117,10 @@ where
 {
     // A tool on another machine: its clock is corrected by the store's, as the bots' are.
     let now = engine.store_now_ms().await;
-    let floor = options.not_before.map(|date| {
-        date.timestamp_millis().saturating_sub(duration_ms(engine.config().inactive_after))
-    });
+    let floor = match options.not_before {
+        Some(date) => Some(notice_floor(date, engine.config().inactive_after, now)?),
+        None => None,
+    };
     let mut adopted = Adopted::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     for (user, last_active) in users {
@@ -118,12 +132,18 @@ where
             adopted.refused_service_accounts += 1;
             continue;
         }
-        // A time in the future counts as now; none starts the clock now, for a user not
-        // tracked yet only (adopting again never restarts a clock).
+        if last_active.is_some_and(|t| !plausible(t.timestamp_millis(), now)) {
+            adopted.refused_implausible_times += 1;
+            continue;
+        }
+        // A time in the future (within a day: clocks differ) counts as now; none starts
+        // the clock now, for a user not tracked yet only (adopting again never restarts a
+        // clock). No stored time is later than now.
         let mut ms = last_active.map_or(now, |t| t.timestamp_millis().min(now));
         if let Some(floor) = floor {
             ms = ms.max(floor);
         }
+        let ms = ms.min(now);
         chunk.push(Adoptee { user: user.0, ms, if_new: last_active.is_none() });
         if chunk.len() == CHUNK {
             write(engine, &chunk, &mut adopted).await?;
@@ -132,6 +152,35 @@ where
     }
     write(engine, &chunk, &mut adopted).await?;
     Ok(adopted)
+}
+
+/// 2013-08-14T00:00:00Z, the day Telegram launched: no user was active before it.
+const TELEGRAM_LAUNCH_MS: i64 = 1_376_438_400_000;
+
+/// A day: how far a last activity may lie ahead of now (another host's clock).
+const AHEAD_MS: i64 = 24 * 3600 * 1000;
+
+/// Whether a last activity (ms) can be true at `now`.
+pub(crate) fn plausible(ms: i64, now: i64) -> bool {
+    (TELEGRAM_LAUNCH_MS..=now.saturating_add(AHEAD_MS)).contains(&ms)
+}
+
+/// The earliest time (ms) adopted users get under a notice until `date`: `date -
+/// inactive_after`, which must not be after `now` (see [`Adoption::not_before`]).
+fn notice_floor(date: DateTime<Utc>, inactive_after: std::time::Duration, now: i64) -> Result<i64> {
+    let threshold = duration_ms(inactive_after);
+    let floor = date.timestamp_millis().saturating_sub(threshold);
+    if floor > now {
+        let latest = crate::clock::to_datetime(now.saturating_add(threshold));
+        return Err(crate::Error::InvalidArgument(format!(
+            "Adoption::not_before({date}) gives more notice than the inactivity threshold \
+             ({} days) allows: no stored time may be later than now, so the latest notice \
+             date now is {latest}; adopt with that date and again before it, or raise \
+             inactive_after",
+            threshold / 86_400_000
+        )));
+    }
+    Ok(floor)
 }
 
 async fn write(engine: &Engine, chunk: &[Adoptee], adopted: &mut Adopted) -> Result<()> {

@@ -384,6 +384,9 @@ async fn audit_page(
             _ => {}
         }
         part.untracked += 1;
+        // Data is held: an activity time that cannot be true starts the clock now.
+        let last_active =
+            last_active.filter(|t| crate::adopt::plausible(t.timestamp_millis(), now));
         match untracked {
             UntrackedUsers::Adopt => adopt_now.push((user, last_active)),
             UntrackedUsers::AdoptNow => adopt_now.push((user, None)),

@@ -54,6 +54,10 @@ pub enum Error {
     /// have at most 52 significant bits). Nothing was written.
     #[error("{0} is not a user id: user ids are 1 to 2^53 - 1")]
     InvalidUser(u64),
+    /// An argument of a call is out of the range it can take (the message names it and
+    /// why); nothing was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The namespace records another shard count than the store was opened with (see
     /// `RedisStore::with_shards`); nothing is written until they match. A configuration
     /// error: [`Error::is_config`] is `true`.

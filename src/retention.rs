@@ -259,8 +259,12 @@ impl Retention {
     /// Puts users the bot already held before it installed the crate on a clock: each with
     /// the last activity the bot knows (its own table's `last_active`, the newest order,
     /// ...) or none (their clock starts now if they are not tracked yet; a tracked user
-    /// keeps theirs). A tracked time only moves forward, a time in the future counts as now, Telegram's service accounts and invalid ids are refused,
-    /// and users with a scheduled or running erasure are left as they are. Idempotent.
+    /// keeps theirs). A tracked time only moves forward and no stored time is later than
+    /// now (a time up to a day ahead counts as now); Telegram's service accounts, invalid ids
+    /// and implausible times (before 2013, or more than a day ahead: see
+    /// [`Adopted::refused_implausible_times`](crate::Adopted::refused_implausible_times))
+    /// are refused, and users with a scheduled or running erasure are left as they are.
+    /// Idempotent.
     /// Written in chunks of 500 users, one store call each (sharded stores put each user in
     /// their shard). [`Adoption`](crate::Adoption) and the README's "Adding retention
     /// to an existing bot" show the whole procedure; look at [`Retention::preview`] before
@@ -287,6 +291,9 @@ impl Retention {
     /// [`Error::Redis`] or [`Error::Timeout`] if the store fails; the chunks written before
     /// stay written (run it again: it is idempotent). [`Error::ShardCount`] /
     /// [`Error::Resharding`] for a store opened with the wrong shard count.
+    /// [`Error::InvalidArgument`] for a notice date later than one inactivity threshold from
+    /// now (see [`Adoption::not_before`](crate::Adoption::not_before)), before anything is
+    /// written.
     ///
     /// # Cancellation safety
     ///

@@ -605,6 +605,29 @@ async fn adopt_puts_a_file_of_users_on_a_clock_and_reports_bad_lines() {
     let (code, _, err) =
         run(cli(&server).args(["adopt", "--not-before", "soon", "--from-file"]).arg(&file));
     assert_eq!(code, 2, "{err}");
+    // Milliseconds are no unix seconds: read as seconds they named the year 57,970, a time
+    // that could never be undone (times only move forward).
+    let (code, _, err) = run(cli(&server)
+        .args(["adopt", "--not-before", "1767225600000", "--from-file"])
+        .arg(&file));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("milliseconds? divide by 1000"), "{err}");
+    // A notice longer than the threshold allows is refused before anything is written.
+    let far = chrono::DateTime::from_timestamp(now_s + 200 * day, 0).unwrap().to_rfc3339();
+    let (code, _, err) = run(cli(&server)
+        .args(["adopt", "--inactive-after", "90d", "--not-before", &far, "--from-file"])
+        .arg(&file));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more notice than the inactivity threshold (90 days) allows"), "{err}");
+    assert!(!dir.path().join("users.csv.progress").exists(), "nothing was adopted");
+    // A file whose times are milliseconds: each such line is a bad line, never a user
+    // whose clock would run from the year 57,970.
+    let ms_file = dir.path().join("ms.csv");
+    std::fs::write(&ms_file, format!("8,{}\n9", now_ms())).unwrap();
+    let report = json(cli(&server).args(["adopt", "--from-file"]).arg(&ms_file));
+    assert_eq!(report["newly_tracked"], 1, "{report}");
+    assert_eq!(report["bad_lines"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(probe.status(UserId(8)).await.unwrap().last_seen, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -610,3 +610,45 @@ async fn a_user_listed_twice_in_one_call_counts_once_and_keeps_the_later_time() 
         assert_eq!(seen.timestamp_millis(), T0 - 1_000);
     }
 }
+
+crate::every_store! {
+    /// No stored time is ever later than now. A notice longer than the threshold allows is
+    /// refused before anything is written (before the fix a 60-day notice on a 30-day
+    /// threshold stored a last interaction 30 days in the future, and a block during the
+    /// notice was taken for a return); a last activity a little ahead (another host's
+    /// clock) is stored as now, and one that cannot be true (0 for "unknown", milliseconds
+    /// read as seconds) is refused and counted. Fails if adoption stops clamping to now.
+    async fn no_adopted_time_is_ever_later_than_now(env) {
+        let bot = env.builder().await.build().unwrap();
+        let now = DateTime::from_timestamp_millis(T0).unwrap();
+        let err = bot
+            .adopt([(UserId(1), None)], &Adoption::new().not_before(now + chrono::Duration::days(60)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, teloxide_retention::Error::InvalidArgument(_)), "{err:?}");
+        assert!(err.to_string().contains("threshold (30 days)"), "{err}");
+        assert_eq!(bot.tracked_users().await.unwrap(), 0, "nothing was written");
+
+        let soon = now + chrono::Duration::hours(3);
+        let impossible = DateTime::from_timestamp(T0, 0).unwrap(); // ms read as seconds
+        let unknown = DateTime::from_timestamp(0, 0).unwrap();
+        let users = [
+            (UserId(1), None),
+            (UserId(2), Some(soon)),
+            (UserId(3), Some(impossible)),
+            (UserId(4), Some(unknown)),
+        ];
+        let notice = Adoption::new().not_before(now + chrono::Duration::days(30));
+        let adopted = bot.adopt(users, &notice).await.unwrap();
+        assert_eq!((adopted.newly_tracked, adopted.refused_implausible_times), (2, 2), "{adopted:?}");
+        for user in [1, 2] {
+            let seen = bot.status(UserId(user)).await.unwrap().last_seen.unwrap();
+            assert_eq!(seen.timestamp_millis(), T0, "user {user}: stored at now, never later");
+        }
+        assert_eq!(bot.status(UserId(3)).await.unwrap().last_seen, None);
+        // A block during the notice is no return: the user is not reachable.
+        env.clock.advance(DAY);
+        assert!(bot.mark_gone(UserId(2), teloxide_retention::GoneReason::Blocked).await.unwrap());
+        assert!(!bot.is_reachable(UserId(2)).await.unwrap());
+    }
+}

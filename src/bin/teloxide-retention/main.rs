@@ -180,6 +180,7 @@ impl Failure {
     fn store(e: teloxide_retention::Error) -> Self {
         match e {
             e if e.is_config() => Self::usage(e.to_string()),
+            e @ teloxide_retention::Error::InvalidArgument(_) => Self::usage(e.to_string()),
             teloxide_retention::Error::Redis(e) => Self::new(format!(
                 "cannot reach Redis (--url, REDIS_URL): {e}; is the server up and the URL \
                  right?"
@@ -259,6 +260,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<i64>() {
+        // Unix seconds reach 10^11 in the year 5138: a larger number is milliseconds (or
+        // worse), and read as seconds it would name a date nobody meant.
+        if !(0..100_000_000_000).contains(&secs) {
+            return Err(format!(
+                "{text:?} is not a time in unix seconds (milliseconds? divide by 1000), nor \
+                 RFC 3339 (2027-01-31T00:00:00Z)"
+            ));
+        }
         return DateTime::from_timestamp(secs, 0)
             .ok_or_else(|| format!("{text:?} is out of range"));
     }

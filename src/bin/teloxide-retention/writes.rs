@@ -245,7 +245,8 @@ pub(super) async fn adopt(
     let mut done = skip;
     let started = std::time::Instant::now();
     for chunk in users[skip..].chunks(CHUNK) {
-        let adopted = retention.adopt(chunk.iter().copied(), &options).await?;
+        let adopted =
+            retention.adopt(chunk.iter().copied(), &options).await.map_err(Failure::store)?;
         total = sum_adopted(total, adopted);
         done += chunk.len();
         write_progress(file, &print, done)?;
@@ -268,6 +269,7 @@ pub(super) async fn adopt(
                 "erasing": total.erasing,
                 "refused_service_accounts": total.refused_service_accounts,
                 "refused_invalid_ids": total.refused_invalid_ids,
+                "refused_implausible_times": total.refused_implausible_times,
                 "bad_lines": bad_json,
             })
         );
@@ -277,12 +279,14 @@ pub(super) async fn adopt(
         }
         println!(
             "{} users newly tracked, {} moved forward, {} kept, {} left to a running or \
-             scheduled erasure, {} refused; {} bad lines skipped",
+             scheduled erasure, {} refused, {} with an implausible last activity; {} bad \
+             lines skipped",
             thousands(total.newly_tracked),
             thousands(total.moved_forward),
             thousands(total.kept),
             thousands(total.erasing),
             thousands(total.refused_service_accounts + total.refused_invalid_ids),
+            thousands(total.refused_implausible_times),
             bad.len()
         );
     }
@@ -300,6 +304,7 @@ pub(super) fn sum_adopted(
     a.erasing += b.erasing;
     a.refused_service_accounts += b.refused_service_accounts;
     a.refused_invalid_ids += b.refused_invalid_ids;
+    a.refused_implausible_times += b.refused_implausible_times;
     a
 }
 
