@@ -527,8 +527,13 @@ impl Engine {
             self.counters.erased(claimed.reason);
             tracing::debug!(user = claimed.user, reason = %claimed.reason, "user erased");
             if claimed.reason != ErasureReason::Inactive {
+                // As every replica applies it from the feed: for an opt-out, interactions
+                // this process still holds from before it are dropped (writing them would
+                // track the user again); one inside the window gets a follow-up (already
+                // decided above, where this process took it: scheduling is idempotent).
                 let since = claimed.marked_at;
-                let inv = Invalidation { user: claimed.user, since, until: now, opt_out: false };
+                let opt_out = claimed.reason == ErasureReason::OptOut;
+                let inv = Invalidation { user: claimed.user, since, until: now, opt_out };
                 self.tracker.announced_here(inv);
                 wrote |= self.tracker.invalidate(inv).await;
             }

@@ -1229,6 +1229,36 @@ impl<E: Send + Sync + 'static> RetentionExt<E> for UpdateHandler<E> {
 mod tests {
     use super::*;
 
+    /// The replica that carries out an opt-out drops the user's interactions it still
+    /// holds from before it, as every other replica does when the feed announces it:
+    /// writing them would track the erased user again. (Before the fix it wrote them.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_opt_out_drops_the_users_interactions_buffered_before_it() {
+        use std::sync::atomic::Ordering;
+
+        use crate::store::intercept::{Fail, Intercepted, Op};
+
+        let hook = Arc::new(Fail::new(Op::RecordInteractions, true));
+        let store = Intercepted { store: crate::MemoryStore::new(), hook: Arc::clone(&hook) };
+        let clock = crate::ManualClock::at_unix_ms(1_000_000);
+        let retention = Retention::builder(store)
+            .inactive_after(Duration::from_secs(30 * 24 * 3600))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        // The store takes no interaction for a while: user 7's waits in the backlog.
+        assert_eq!(retention.note_interaction(UserId(7)).await, crate::Noted::Buffered);
+        clock.advance(Duration::from_secs(1));
+        let outcome = retention.erase_user(UserId(7)).await.unwrap();
+        assert_eq!(outcome, OptOutOutcome::Erased { follow_up: false });
+        // The store takes interactions again; the backlog is written.
+        hook.on.store(false, Ordering::SeqCst);
+        retention.flush().await.unwrap();
+        let status = retention.status(UserId(7)).await.unwrap();
+        assert_eq!((status.last_seen, status.erasure), (None, None), "user 7 stays erased");
+        assert_eq!(retention.stats().buffered_users, 0);
+    }
+
     mod held_interactions {
         //! A store whose interaction writes wait until the test lets them through: the group
         //! commit's write of an interaction taken during an erasure lands after the finish.

@@ -92,6 +92,32 @@ impl Hook for Hold {
     }
 }
 
+/// Fails each call of one operation, while on, with a timeout (as a store that does not
+/// answer): for tests of what a process keeps when a write cannot reach the store.
+pub(crate) struct Fail {
+    op: Op,
+    /// Whether calls fail now.
+    pub(crate) on: std::sync::atomic::AtomicBool,
+}
+
+impl Fail {
+    /// Fails the calls of `op` from the start (`on`) or once turned on.
+    pub(crate) fn new(op: Op, on: bool) -> Self {
+        Self { op, on: on.into() }
+    }
+}
+
+impl Hook for Fail {
+    fn before(&self, op: Op) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if op == self.op && self.on.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::Error::Timeout(std::time::Duration::ZERO));
+            }
+            Ok(())
+        })
+    }
+}
+
 /// `store` behind `hook`. Its namespaces are one part each (a sharded inner store's parts
 /// are not split out), which is all the in-process doubles need.
 pub(crate) struct Intercepted<S, H> {
