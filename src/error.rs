@@ -59,8 +59,9 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The namespace records another shard count than the store was opened with (see
-    /// `RedisStore::with_shards`); nothing is written until they match. A configuration
-    /// error: [`Error::is_config`] is `true`.
+    /// `RedisStore::with_shards`); nothing is claimed, marked or scheduled until they
+    /// match (interactions alone are written, into the namespace's own layout, each to its
+    /// user's shard there). A configuration error: [`Error::is_config`] is `true`.
     #[error(
         "namespace {namespace:?} has {recorded} shards, but the store was opened with \
          {opened}: open it with RedisStore::with_shards({recorded}), or move its users with \

@@ -269,15 +269,22 @@ async fn forget_from_a_file_interrupted_and_rerun_schedules_each_user_once() {
     assert!(text.contains("2 opt-out erasures scheduled, 1 already scheduled"), "{text}");
     assert!(text.contains("the bot's pruner carries the opt-outs out"), "{text}");
 
-    // A bad line is reported with its number and skipped; the rest is scheduled.
-    std::fs::write(&file, "7\nseven\n0\n8\n").unwrap();
+    // A bad line is reported with its number and skipped; the rest is scheduled. An id
+    // above 2^53 - 1 is such a line (it aborted the whole run before).
+    std::fs::write(&file, "7\nseven\n0\n9007199254740992\n8\n").unwrap();
     let (code, out, err) = run(cli(&server).args(["forget", "--json", "--from-file"]).arg(&file));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("line 2: \"seven\": not a user id (skipped)"), "{err}");
-    assert!(err.contains("line 3: \"0\": not a user id (skipped)"), "{err}");
+    assert!(err.contains("line 2: \"seven\": not a user id"), "{err}");
+    assert!(err.contains("line 3: \"0\": not a user id"), "{err}");
+    assert!(err.contains("line 4: \"9007199254740992\": not a user id"), "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["scheduled"], 2, "{report}");
-    assert_eq!(report["bad_lines"].as_array().map(Vec::len), Some(2), "{report}");
+    assert_eq!(report["bad_lines"].as_array().map(Vec::len), Some(3), "{report}");
+    // On the command line: a usage error before anything is scheduled.
+    let (code, _, err) = run(cli(&server).args(["forget", "10", "9007199254740992"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("9007199254740992 is not a user id"), "{err}");
+    assert_eq!(reader.status(UserId(10)).await.unwrap().erasure, None);
     for user in [7, 8] {
         let status = reader.status(UserId(user)).await.unwrap();
         assert_eq!(status.erasure.map(|e| e.reason), Some(ErasureReason::OptOut));
@@ -287,7 +294,12 @@ async fn forget_from_a_file_interrupted_and_rerun_schedules_each_user_once() {
     std::fs::write(&file, "9\nnine\n").unwrap();
     let (code, _, err) = run(cli(&server).args(["forget", "--strict", "--from-file"]).arg(&file));
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("line 2: \"nine\": not a user id (refused: --strict)"), "{err}");
+    assert!(
+        err.contains(
+            "line 2: \"nine\": not a user id (user ids are 1 to 2^53 - 1) (refused: --strict)"
+        ),
+        "{err}"
+    );
     assert!(err.contains("nothing was done (--strict)"), "{err}");
     assert_eq!(reader.status(UserId(9)).await.unwrap().erasure, None);
 }
@@ -582,7 +594,10 @@ async fn adopt_puts_a_file_of_users_on_a_clock_and_reports_bad_lines() {
         run(cli(&server).args(["adopt", "--dry-run", "--from-file"]).arg(&file));
     assert_eq!(code, 0, "{text}{err}");
     assert!(text.contains("the first pass would erase 3 users for inactivity"), "{text}");
-    assert!(err.contains("line 7: \"five\": not a user id (skipped)"), "{err}");
+    assert!(
+        err.contains("line 7: \"five\": not a user id (user ids are 1 to 2^53 - 1) (skipped)"),
+        "{err}"
+    );
     assert!(err.contains("line 8: \"6,yesterday\""), "{err}");
     let probe = bot(&server, &ManualClock::at_unix_ms(now_ms()), false).await;
     assert_eq!(probe.tracked_users().await.unwrap(), 0, "a dry run writes nothing");

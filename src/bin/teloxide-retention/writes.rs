@@ -30,8 +30,14 @@ pub(super) fn read_lines<T>(
 
 /// A user id as the files and the command line write it.
 pub(super) fn parse_id(text: &str) -> Result<u64, String> {
-    text.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| "not a user id".to_owned())
+    text.parse::<u64>()
+        .ok()
+        .filter(|id| (1..=MAX_USER_ID).contains(id))
+        .ok_or_else(|| "not a user id (user ids are 1 to 2^53 - 1)".to_owned())
 }
+
+/// The largest user id the crate stores (`Error::InvalidUser` above it).
+const MAX_USER_ID: u64 = (1 << 53) - 1;
 
 /// Says each bad line on stderr and returns them for `--json`; with `--strict`, refuses
 /// the file if there is one.
@@ -113,7 +119,14 @@ pub(super) async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: 
             let (ids, bad) = read_lines(path, parse_id)?;
             (ids, report_bad_lines(cli, path, &bad)?)
         }
-        None => (users.to_vec(), Vec::new()),
+        None => {
+            if let Some(bad) = users.iter().find(|u| !(1..=MAX_USER_ID).contains(*u)) {
+                return Err(Failure::usage(format!(
+                    "{bad} is not a user id (user ids are 1 to 2^53 - 1); nothing was scheduled"
+                )));
+            }
+            (users.to_vec(), Vec::new())
+        }
     };
     // The input file and its fingerprint, for the progress file.
     let progress = match file {

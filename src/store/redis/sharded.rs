@@ -80,13 +80,32 @@ pub(crate) struct Sharded {
     home: Arc<RedisNamespace>,
     shards: Vec<Arc<RedisNamespace>>,
     checked: AtomicBool,
+    /// Interactions were written into the namespace's recorded layout (logged once).
+    rerouted: AtomicBool,
+}
+
+/// Writes `seen` into `shards` (a layout), each interaction to its user's shard.
+async fn write_interactions(shards: &[Arc<RedisNamespace>], seen: &[Interaction]) -> Result<()> {
+    if shards.len() == 1 {
+        return shards[0].record_interactions(seen).await;
+    }
+    let mut split = vec![Vec::new(); shards.len()];
+    for &i in seen {
+        split[shard_of(i.user, shards.len())].push(i);
+    }
+    let writes = split
+        .iter()
+        .zip(shards)
+        .filter(|(part, _)| !part.is_empty())
+        .map(|(part, shard)| shard.record_interactions(part));
+    try_join_all(writes).await.map(drop)
 }
 
 impl Sharded {
     /// `shards` in index order; `home` is the namespace's own tag (the only shard when
     /// there is one).
     pub(crate) fn new(home: Arc<RedisNamespace>, shards: Vec<Arc<RedisNamespace>>) -> Self {
-        Self { home, shards, checked: AtomicBool::new(false) }
+        Self { home, shards, checked: AtomicBool::new(false), rerouted: AtomicBool::new(false) }
     }
 
     async fn ready(&self) -> Result<()> {
@@ -96,6 +115,12 @@ impl Sharded {
         self.home.check_layout(self.shards.len()).await?;
         self.checked.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The shards of this namespace's layout of `count` shards.
+    fn layout(&self, count: usize) -> Vec<Arc<RedisNamespace>> {
+        let namespace = self.home.namespace();
+        (0..count).map(|i| Arc::new(self.home.sibling(&shard_tag(namespace, i, count)))).collect()
     }
 
     /// Runs `call` on every shard of the layout that `layout_error` names as the recorded
@@ -169,20 +194,33 @@ impl Backend for Sharded {
 
     fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.ready().await?;
-            if self.shards.len() == 1 {
-                return self.fenced(self.shards[0].record_interactions(seen).await).await;
+            let written = async {
+                self.ready().await?;
+                self.fenced(write_interactions(&self.shards, seen).await).await
+            };
+            match written.await {
+                // Opened with another count than the namespace's (it was resharded under
+                // this process, or the process was started with a stale count): the
+                // interactions go to the layout the namespace has now, each to its user's
+                // shard there, where its pruners see them. A fence there (another reshard
+                // since) refuses them again, and they stay buffered.
+                Err(Error::ShardCount { namespace, recorded, opened }) => {
+                    let shards = self.layout(recorded);
+                    if write_interactions(&shards, seen).await.is_err() {
+                        return Err(Error::ShardCount { namespace, recorded, opened });
+                    }
+                    if !self.rerouted.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "namespace {namespace:?} has {recorded} shards, but the store was \
+                             opened with {opened}: interactions are written into its layout of \
+                             {recorded}; open the store with RedisStore::with_shards({recorded}) \
+                             (logged once)"
+                        );
+                    }
+                    Ok(())
+                }
+                other => other,
             }
-            let mut split = vec![Vec::new(); self.shards.len()];
-            for &i in seen {
-                split[shard_of(i.user, self.shards.len())].push(i);
-            }
-            let writes = split
-                .iter()
-                .zip(&self.shards)
-                .filter(|(part, _)| !part.is_empty())
-                .map(|(part, shard)| shard.record_interactions(part));
-            self.fenced(try_join_all(writes).await.map(drop)).await
         })
     }
 
