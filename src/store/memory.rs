@@ -14,8 +14,8 @@ use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction,
     Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
-    RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, sealed,
-    take_or_drop,
+    RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, follow_up,
+    sealed, take_or_drop,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -393,7 +393,7 @@ impl Backend for MemoryNamespace {
                             opt_out: reason == ErasureReason::OptOut,
                         });
                     }
-                    if reason == ErasureReason::OptOut && s.seen.score(c.user).is_some() {
+                    if follow_up(reason, c.reason, s.seen.score(c.user).is_some()) {
                         s.queue.set(c.user, follow_up_at);
                         s.job.insert(c.user, Job::opt_out(now));
                         return Confirmed::ErasedWithFollowUp;

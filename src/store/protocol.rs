@@ -283,6 +283,16 @@ pub(crate) fn take_or_drop(job: Job, last_seen: Option<i64>, writers_hold: bool)
     }
 }
 
+/// Whether finishing an erased user queues a follow-up opt-out erasure (due after the
+/// follow-up delay): their erasure is an opt-out now (`job`, the reason the store records)
+/// and either they interacted while the erasers ran (`interacted`: they are in `seen`
+/// again, and the update's handler may have written data after the erasers) or the opt-out
+/// took over an erasure claimed for another reason (`claimed`), whose erasers never saw
+/// that it is one. The rule behind `finish.lua`, the memory store and the SQL stores.
+pub(crate) fn follow_up(job: ErasureReason, claimed: ErasureReason, interacted: bool) -> bool {
+    job == ErasureReason::OptOut && (interacted || claimed != ErasureReason::OptOut)
+}
+
 /// The result of scheduling an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Marked {
@@ -590,6 +600,28 @@ mod tests {
         ];
         for (job, seen, hold, expected) in cases {
             assert_eq!(take_or_drop(job, seen, hold), expected, "{job:?} {seen:?} {hold}");
+        }
+    }
+
+    #[test]
+    fn finishes_follow_up_opt_outs_that_erasers_did_not_see_whole() {
+        let (i, o, b) = (ErasureReason::Inactive, ErasureReason::OptOut, ErasureReason::Blocked);
+        // (job's reason now, claimed reason, interacted) -> follow-up
+        let cases = [
+            (o, o, false, false),
+            (o, o, true, true),
+            // An opt-out took over a running erasure: its erasers saw another reason.
+            (o, i, false, true),
+            (o, b, false, true),
+            (b, b, true, false),
+            (i, i, true, false),
+        ];
+        for (job, claimed, interacted, expected) in cases {
+            assert_eq!(
+                follow_up(job, claimed, interacted),
+                expected,
+                "{job} {claimed} {interacted}"
+            );
         }
     }
 

@@ -466,6 +466,37 @@ every_store! {
         assert_eq!(pending.reason, ErasureReason::OptOut, "retried as the opt-out it became");
     }
 
+    /// An opt-out that takes over a running erasure reaches the erasers as an opt-out: once
+    /// that erasure finishes, a follow-up erases the user again for the opt-out. (Before
+    /// the fix the erasers only ever saw the earlier reason.)
+    async fn an_opt_out_that_took_over_a_running_erasure_reaches_the_erasers(env) {
+        let gate = Arc::new(Gate::default());
+        let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
+        let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+        retention.note_interaction(UserId(6)).await;
+        env.clock.advance(31 * DAY);
+        let pass = tokio::spawn({
+            let retention = retention.clone();
+            async move { retention.prune_once().await }
+        });
+        gate.entered.notified().await;
+        assert_eq!(retention.erase_user(UserId(6)).await.unwrap(), OptOutOutcome::AlreadyRunning);
+        gate.release.notify_one();
+        assert_eq!(pass.await.unwrap().unwrap().erased, 1);
+        let pending = retention.status(UserId(6)).await.unwrap().erasure.expect("a follow-up");
+        assert_eq!(pending.reason, ErasureReason::OptOut);
+        env.clock.advance(Duration::from_secs(61));
+        let pass = tokio::spawn({
+            let retention = retention.clone();
+            async move { retention.prune_once().await }
+        });
+        gate.entered.notified().await;
+        gate.release.notify_one();
+        assert_eq!(pass.await.unwrap().unwrap().erased_for(ErasureReason::OptOut), 1);
+        assert_eq!(eraser.reasons(6), [ErasureReason::Inactive, ErasureReason::OptOut]);
+        assert_eq!(retention.status(UserId(6)).await.unwrap().erasure, None);
+    }
+
     async fn replicas_see_each_others_erasures(env) {
         let a = env.builder().await.build().unwrap();
         let b = env.builder().await.build().unwrap();

@@ -221,7 +221,8 @@ impl Backend for RedisNamespace {
                 .arg(stuck.after_ms)
                 .arg(stuck.every_ms)
                 .arg(receipts.map_or(0, |r| r.keep_ms))
-                .arg(receipts.map_or("", |r| r.erasers.as_str()));
+                .arg(receipts.map_or("", |r| r.erasers.as_str()))
+                .arg(done.iter().map(|c| c.reason.code()).collect::<String>());
             for c in done {
                 inv.arg(c.user);
             }

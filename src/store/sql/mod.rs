@@ -24,7 +24,7 @@ use crate::store::{
     Decision, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health,
     Heartbeat, Interaction, Invalidation, Job, LastErasure, MAX_EXAMINED, Marked, Pending,
     PreviewEntry, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
-    WriterWindow, came_back, take_or_drop,
+    WriterWindow, came_back, follow_up, take_or_drop,
 };
 
 mod ops;

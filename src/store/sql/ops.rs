@@ -224,7 +224,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     s.announce(tx, inv).await?;
                 }
                 if reason == ErasureReason::OptOut
-                    && s.score(tx, &s.t.seen, c.user).await?.is_some()
+                    && follow_up(reason, c.reason, s.score(tx, &s.t.seen, c.user).await?.is_some())
                 {
                     s.set_due(tx, c.user, follow_up_at).await?;
                     s.put_job(tx, c.user, Job::opt_out(now)).await?;

@@ -22,17 +22,28 @@ for _, batch in ipairs(batches) do
     running[user] = true
   end
 end
--- Every read first, then the writes (all or nothing, as every script). A user listed twice
--- in one call meets the time planned for them, as if it were written.
+-- Every read first, then the writes (all or nothing, as every script). The chunk's jobs
+-- and times are read with one HMGET and one ZMSCORE, not a call per user. A user listed
+-- twice in one call meets the time planned for them, as if it were written.
+local users = {}
+for i = 2, #ARGV, 2 do
+  users[#users + 1] = ARGV[i]
+end
+local jobs, scores = {}, {}
+if #users > 0 then
+  jobs = redis.call('HMGET', KEYS[4], unpack(users))
+  scores = redis.call('ZMSCORE', KEYS[1], unpack(users))
+end
 local writes, planned = {}, {}
 for i = 1, #ARGV, 2 do
   local raw, user = ARGV[i], ARGV[i + 1]
+  local k = (i + 1) / 2
   local if_new = string.sub(raw, 1, 1) == 'n'
   local ms = tonumber(if_new and string.sub(raw, 2) or raw)
-  if running[user] or redis.call('HEXISTS', KEYS[4], user) == 1 then
+  if running[user] or jobs[k] then
     erasing = erasing + 1
   else
-    local old = planned[user] or redis.call('ZSCORE', KEYS[1], user)
+    local old = planned[user] or scores[k]
     if not old then
       new = new + 1
       planned[user] = ms

@@ -5,9 +5,10 @@
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
 --       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),
---       10 the erasers' names (a JSON array), then the erased users, then (with
---       receipts) per erased user: keyed hash, reason, attempts; then per failed user:
---       user, reason, marked_at, attempts, retry at (ms)
+--       10 the erasers' names (a JSON array), 11 the reason each erased user was claimed
+--       for (one code a user, in order), then the erased users, then (with receipts) per
+--       erased user: keyed hash, reason, attempts; then per failed user: user, reason,
+--       marked_at, attempts, retry at (ms)
 -- Returns {-1} when the lease was lost (it expired and another pruner took the batch
 -- over; that pruner finishes the job). Otherwise {k, then the k positions (1-based, among
 -- the erased users) of those whose erasure got a follow-up queued, then per failed user:
@@ -52,11 +53,12 @@ end
 local n = tonumber(ARGV[6])
 local stuck_after, report_every = tonumber(ARGV[7]), tonumber(ARGV[8])
 local receipts_keep = tonumber(ARGV[9])
--- The erased users are ARGV[11] .. ARGV[10 + n].
-local first_failed = 11 + n
+-- The erased users are ARGV[12] .. ARGV[11 + n].
+local claimed_for = ARGV[11]
+local first_failed = 12 + n
 local receipt_id
 if receipts_keep > 0 then
-  first_failed = 11 + 4 * n
+  first_failed = 12 + 4 * n
   local ms = tonumber(ARGV[1])
   local top = redis.call('XREVRANGE', KEYS[10], '+', '-', 'COUNT', 1)
   if top[1] then
@@ -73,7 +75,7 @@ local follow_ups = {}
 -- erased user needs a look, only the batch ends.
 local has_jobs = n > 0 and redis.call('HLEN', KEYS[4]) > 0
 if has_jobs or (receipt_id and n > 0) then
-  local done = { unpack(ARGV, 11, 10 + n) }
+  local done = { unpack(ARGV, 12, 11 + n) }
   local jobs = {}
   if has_jobs then
     each_chunk(done, function(...)
@@ -89,7 +91,7 @@ if has_jobs or (receipt_id and n > 0) then
   for i, user in ipairs(done) do
     local job = jobs[i] or nil
     if receipt_id then
-      local base = 8 + n + 3 * i
+      local base = 9 + n + 3 * i
       local reason = ARGV[base + 1]
       if job then
         reason = string.sub(job, 1, 1)
@@ -120,9 +122,12 @@ if has_jobs or (receipt_id and n > 0) then
         -- windows.
         redis.call('PEXPIRE', KEYS[5], keep)
       end
-      if reason == 'o' and redis.call('ZSCORE', KEYS[1], user) then
-        -- Interacted while the erasers ran: the handler of that update may have written
-        -- data after them. Erase once more when it has finished.
+      -- `follow_up` in protocol.rs: an opt-out whose user interacted while the erasers ran
+      -- (the handler of that update may have written data after them), or that took over
+      -- an erasure claimed for another reason (its erasers never saw the opt-out), is
+      -- erased once more when the handler has finished.
+      if reason == 'o' and (string.sub(claimed_for, i, i) ~= 'o'
+          or redis.call('ZSCORE', KEYS[1], user)) then
         redis.call('ZADD', KEYS[3], follow_up_at, user)
         redis.call('HSET', KEYS[4], user, 'o,' .. now .. ',0')
         follow_ups[#follow_ups + 1] = i
@@ -136,8 +141,8 @@ if has_jobs or (receipt_id and n > 0) then
   end)
 end
 if n > 0 and redis.call('HLEN', KEYS[9]) > 0 then
-  for i = 11, 10 + n, CHUNK do
-    redis.call('HDEL', KEYS[9], unpack(ARGV, i, math.min(i + CHUNK - 1, 10 + n)))
+  for i = 12, 11 + n, CHUNK do
+    redis.call('HDEL', KEYS[9], unpack(ARGV, i, math.min(i + CHUNK - 1, 11 + n)))
   end
 end
 local res = { #follow_ups }
