@@ -22,6 +22,7 @@ mod metrics;
 mod mock_bot;
 mod model;
 mod odd_data;
+mod postgres_isolation;
 mod postgres_store;
 mod promises;
 mod pruner;

@@ -27,8 +27,10 @@ const MAX_NAMESPACE: usize = 48;
 /// behavioural suite runs against every store): grouped interaction writes that never move
 /// a user back, gone marks, claims with leases and takeover, retries, receipts, the feed
 /// through which replicas drop each other's caches, writers' heartbeats, the audit's lease.
-/// Each operation that writes is one transaction holding its namespace's advisory lock
-/// (reads run on one `REPEATABLE READ` snapshot without it); times are the
+/// Each operation that writes is one `READ COMMITTED` transaction holding its namespace's
+/// advisory lock (reads run on one `REPEATABLE READ` snapshot without it); both levels are
+/// stated in each `BEGIN`, so a database or pool whose default is another level changes
+/// nothing. Times are the
 /// server's (`clock_timestamp()`), so replicas agree on "now" as they do on Redis. Tables
 /// are created on first use, named after the namespace (`"retention.seen"`, ...), and
 /// versioned.
@@ -144,7 +146,14 @@ impl Dialect for PostgresDb {
 
     fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            // READ COMMITTED, stated rather than assumed: each statement then reads what was
+            // committed before it started, so every statement after the lock sees every
+            // write the lock ordered before this transaction. Under a database's or pool's
+            // REPEATABLE READ or SERIALIZABLE default the lock's own statement would take
+            // the transaction's one snapshot before the lock was granted: a claim would
+            // read users as they were before the writes it waited for (and fail to
+            // serialize when it removed them).
+            let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock).execute(&mut *tx).await?;
             Ok(tx)
         })
