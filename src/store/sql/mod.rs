@@ -153,6 +153,15 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// have tables here.
     fn schema(&self, t: &Tables) -> Result<Vec<String>>;
 
+    /// Of the tables and indexes `names`, those the database holds under the same name in
+    /// another letter case (read inside a transaction of [`begin`](Self::begin)): SQLite
+    /// compares names without case, so those are another namespace's, which this one would
+    /// share. None where names keep their case (PostgreSQL's quoted names).
+    fn same_but_case<'a>(
+        tx: &'a mut Self::Tx,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
     /// Begins a transaction holding the write lock numbered `lock` (one per namespace).
     fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>>;
 
