@@ -46,10 +46,16 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     break;
                 }
                 let mut members = s.batch_users(tx, old).await?;
-                let rest = members.split_off(members.len().min(limit - users.len()));
+                let mut rest = members.split_off(members.len().min(limit - users.len()));
+                // Members it cannot read stay in the old batch, first, as they were.
+                let mut left = Vec::new();
                 for user in members {
-                    s.take_or_drop(tx, user, &mut users, &mut returned).await?;
+                    if !s.take_or_drop(tx, user, &mut users, &mut returned).await? {
+                        left.push(user);
+                    }
                 }
+                left.append(&mut rest);
+                let rest = left;
                 // What does not fit stays in the old batch, still expired, with a new
                 // deadline so that the batch's own pruner finds its lease lost.
                 if rest.is_empty() {
@@ -60,11 +66,16 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     s.set_lease(tx, old, lost).await?;
                 }
             }
-            // 2. Due scheduled erasures.
+            // 2. Due scheduled erasures. Entries it cannot read stay queued; a few more are
+            // read so that they cannot starve the rest.
             let room = limit.saturating_sub(users.len());
-            for (user, _) in s.up_to(tx, &s.t.queue, now, room).await? {
-                s.remove(tx, &s.t.queue, user).await?;
-                s.take_or_drop(tx, user, &mut users, &mut returned).await?;
+            for (user, _) in s.up_to(tx, &s.t.queue, now, room + 64).await? {
+                if users.len() >= limit {
+                    break;
+                }
+                if s.take_or_drop(tx, user, &mut users, &mut returned).await? {
+                    s.remove(tx, &s.t.queue, user).await?;
+                }
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.
             if held.is_none() {
@@ -76,15 +87,19 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                      BIGINT) FROM {} s LEFT JOIN {} q ON q.uid = s.uid",
                     s.t.seen, s.t.queue
                 );
-                let inactive = s.range(tx, &select, "s.at", "s.uid", cutoff, room).await?;
-                let taken = inactive.iter().map(|r| r[0].user()).collect::<Result<Vec<_>>>()?;
-                for (row, user) in inactive.iter().zip(taken.iter().copied()) {
+                let inactive = s.range(tx, "seen", &select, "s.at", cutoff, room).await?;
+                let mut taken = Vec::with_capacity(inactive.len());
+                for row in &inactive {
+                    let user = row[0].user()?;
                     let job = if row[2].i()? == 1 {
+                        // A job it cannot read: left in `seen` and the queue, reported.
+                        let Some(job) = s.readable_job(tx, user).await? else { continue };
                         s.remove(tx, &s.t.queue, user).await?;
-                        s.job_of(tx, user).await?
+                        job
                     } else {
                         Job::INACTIVE
                     };
+                    taken.push(user);
                     users.push(claimed(user, job));
                 }
                 s.remove_all(tx, &s.t.seen, &taken).await?;
@@ -94,7 +109,8 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 s.put_batch(tx, batch, &ids).await?;
                 s.set_lease(tx, batch, deadline).await?;
             }
-            Ok(Batch { id: batch, deadline, users, held, unreadable: Vec::new(), returned })
+            let unreadable = tx.take_unreadable();
+            Ok(Batch { id: batch, deadline, users, held, unreadable, returned })
         })
     }
 
@@ -335,8 +351,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             let now = now_of(times, tx.wall);
             let cutoff = now.saturating_sub(times.inactive_ms);
             let mut entries = Vec::new();
+            // Rows a claim cannot read are left out, as the claim leaves them in place.
             for (user, _) in s.up_to(tx, &s.t.queue, now, limit).await? {
-                let job = s.job_of(tx, user).await?;
+                let Some(job) = s.readable_job(tx, user).await? else { continue };
                 if !s.came_back(tx, user, job).await? {
                     let last_seen = s.score(tx, &s.t.seen, user).await?;
                     let Job { reason, marked_at, .. } = job;
@@ -347,7 +364,10 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             for (user, seen) in s.up_to(tx, &s.t.seen, cutoff, room).await? {
                 let Job { reason, marked_at, .. } = match s.score(tx, &s.t.queue, user).await? {
                     None => Job::INACTIVE,
-                    Some(due) if due > now => s.job_of(tx, user).await?,
+                    Some(due) if due > now => {
+                        let Some(job) = s.readable_job(tx, user).await? else { continue };
+                        job
+                    }
                     Some(_) => continue, // due: listed above
                 };
                 entries.push(PreviewEntry { user, reason, marked_at, last_seen: Some(seen) });
