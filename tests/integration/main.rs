@@ -31,6 +31,7 @@ mod runtimes;
 mod safety;
 mod sentinel;
 mod shards;
+mod sql_adoption;
 mod sqlite;
 mod store;
 mod survey;

@@ -19,7 +19,7 @@ use crate::support::{Recorder, eventually};
 
 /// The advisory lock of namespace `ns`, as `lock_of` in `src/store/sql/mod.rs` numbers it
 /// (FNV-1a of the name). A wrong number fails the test: no pruner would wait for it.
-fn namespace_lock(ns: &str) -> i64 {
+pub(crate) fn namespace_lock(ns: &str) -> i64 {
     let hash = ns.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });

@@ -26,6 +26,7 @@ use crate::store::{
     RawSurvey, Retry, ScheduleRequest, SeenRange, TaggedReceipt, WriterWindow, came_back,
 };
 
+mod adoption;
 mod ops;
 #[cfg(feature = "postgres")]
 mod postgres;

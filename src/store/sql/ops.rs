@@ -482,39 +482,21 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
 
     fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         in_tx!(self, |s, tx| {
+            // A few statements per chunk, not per user (see `adoption.rs`).
             let mut counts = AdoptCounts::default();
-            for &Adoptee { user, ms, if_new } in users {
-                if s.job(tx, user).await?.is_some() || s.batch_of(tx, user).await?.is_some() {
-                    counts.erasing += 1;
-                    continue;
-                }
-                match s.score(tx, &s.t.seen, user).await? {
-                    None => counts.new += 1,
-                    Some(old) if old < ms && !if_new => counts.moved += 1,
-                    Some(_) => {
-                        counts.kept += 1;
-                        continue;
-                    }
-                }
-                let sql = format!(
-                    "INSERT INTO {} (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO UPDATE \
-                     SET at = excluded.at",
-                    s.t.seen
-                );
-                s.exec(tx, &sql, vec![id(user), ms.into()]).await?;
+            for chunk in users.chunks(CHUNK) {
+                counts += s.adopt_chunk(tx, chunk).await?;
             }
             Ok(counts)
         })
     }
 
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
-        in_tx!(self, |s, tx| {
+        // Only reads: one snapshot, without the lock.
+        in_tx!(read self, |s, tx| {
             let mut known = Vec::with_capacity(users.len());
-            for &user in users {
-                known.push(
-                    s.score(tx, &s.t.seen, user).await?.is_some()
-                        || s.job(tx, user).await?.is_some(),
-                );
+            for chunk in users.chunks(CHUNK) {
+                known.extend(s.known_chunk(tx, chunk).await?);
             }
             Ok(known)
         })
