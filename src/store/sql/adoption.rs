@@ -1,6 +1,6 @@
 //! Adoption and the audit's lookups, set-based: a chunk of users costs a few statements, not
-//! a few per user (about 2,000 round trips per 500-user chunk under the namespace's lock
-//! before: 0.37 s on a local socket, over 2 s at 1 ms of latency).
+//! a few per user (before: about 2,000 statements, each a round trip, per 500-user chunk
+//! under the namespace's lock; over 2 s a chunk at 1 ms of latency).
 
 use std::collections::{HashMap, HashSet};
 
