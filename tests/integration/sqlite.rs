@@ -284,6 +284,9 @@ async fn namespaces_that_differ_only_in_case_never_share_tables() {
     );
 
     let b = bot("Shop", &b_eraser).await;
+    // At start-up, as at its first call of any kind.
+    let err = b.check_store().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
     let err = b.prune_once().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     let message = err.to_string();
