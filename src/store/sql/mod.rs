@@ -2,12 +2,13 @@
 //! SQL storages), for SQLite (`SqliteStore`) and PostgreSQL (`PostgresStore`).
 //!
 //! Every operation that writes is one transaction that first takes the namespace's write
-//! lock (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL), so
-//! such operations on a namespace run one at a time, as Redis runs its Lua scripts: all or
+//! lock (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock in a transaction
+//! that states `READ COMMITTED` on PostgreSQL, whatever the database's default), so such
+//! operations on a namespace run one at a time, as Redis runs its Lua scripts: all or
 //! nothing, in the same steps as the memory store. Operations that only read (status,
-//! counts, previews, receipts) run on one snapshot without the lock. The statements are written once, with `?` parameters and
-//! the SQL both databases speak; a [`Dialect`] supplies the rest (tables, locking, clock,
-//! health).
+//! counts, previews, receipts, the audit's lookups) run on one snapshot without the lock.
+//! The statements are written once, with `?` parameters and the SQL both databases speak;
+//! a [`Dialect`] supplies the rest (tables, locking, clock, health).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -166,7 +167,9 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<String>>>;
 
-    /// Begins a transaction holding the write lock numbered `lock` (one per namespace).
+    /// Begins a transaction holding the write lock numbered `lock` (one per namespace), in
+    /// which every statement after the lock reads what was committed before it (the
+    /// isolation is stated, never left to the database's or the pool's default).
     fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>>;
 
     /// Begins a read-only transaction that sees one snapshot of the database and takes no
