@@ -19,7 +19,8 @@
 //!    written through the layer's group commit, bytes per user, a prune pass at 1M tracked
 //!    users (10% due) with a no-op eraser, gone marks, opt-outs, status reads and a preview,
 //!    the slowest call (Redis's slow log) or statement (sqlx's per-statement events) of each
-//!    kind, and the naive strategy on the same data;
+//!    kind, the naive strategy on the same data, and adoption and the audit's lookups
+//!    (users/s, and on SQL the statements per 500-user chunk);
 //! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
 //!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
 //!    server in the same run, both over TCP, the spread of users over the masters, and each
@@ -106,6 +107,9 @@ struct Args {
     /// Users adopted and audited in section 8.
     #[arg(long, default_value_t = 1_000_000)]
     adopt_users: u64,
+    /// Users adopted and audited on each store in section 9.
+    #[arg(long, default_value_t = 100_000)]
+    store_adopt_users: u64,
     /// Run only these sections (1 to 6, 8, 9; 7 with --cluster); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
@@ -156,6 +160,7 @@ async fn main() -> Result<(), BoxError> {
         args.latency_users = 200_000;
         args.cluster_users = 50_000;
         args.adopt_users = 100_000;
+        args.store_adopt_users = 20_000;
     }
     if let Some(probe) = &args.memory_probe {
         return memory_probe(&probe[0], probe[1].parse()?).await;
@@ -1165,7 +1170,7 @@ enum Probe {
 /// data (load all, compare, delete one by one, timed over 5,000 deletions and extrapolated).
 async fn one_store(
     name: &str,
-    store: impl teloxide_retention::Store,
+    store: impl teloxide_retention::Store + Clone,
     mut probe: Probe,
     args: &Args,
     report: &mut Report,
@@ -1173,7 +1178,7 @@ async fn one_store(
     let n = args.users;
     println!("9. {name}: {n} tracked users, 10% past the threshold");
     let clock = ManualClock::at_unix_ms(NOW - 100 * DAY_MS);
-    let retention = Retention::builder(store)
+    let retention = Retention::builder(store.clone())
         .inactive_after(Duration::from_millis((90 * DAY_MS) as u64))
         .gone_policy(GonePolicy::EraseAfter(Duration::from_secs(7 * 24 * 3600)))
         .without_commands()
@@ -1303,6 +1308,83 @@ async fn one_store(
     report.add(&label("naive strategy (extrapolated)"), naive * 1000.0, "ms", None);
     let speedup = naive / pass.elapsed.as_secs_f64();
     report.add(&label("speed-up over naive"), speedup, "×", Some(("≥ 20 ×", speedup >= 20.0)));
+    adopt_on(name, store, args.store_adopt_users, &probe, report).await
+}
+
+/// Section 9's adoption on one store, in a namespace of its own: `n` users a bot held
+/// before, adopted with a last activity each (users/s), then an audit of an eraser listing
+/// the same users, which finds every one tracked (users/s: the audit's lookups). On the SQL
+/// stores also the statements each 500-user chunk ran (sqlx's events; the store's
+/// background statements of those seconds included).
+async fn adopt_on(
+    name: &str,
+    store: impl teloxide_retention::Store,
+    n: u64,
+    probe: &Probe,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    const FIRST: u64 = 2_000_000_000;
+    const PAGE: u64 = 1_000;
+    let lister = erase_fn("table", |_: Erasure| async { Ok::<_, BoxError>(()) }).list_with(
+        move |cursor: Option<String>| async move {
+            let from: u64 = cursor.map_or(Ok(FIRST), |c| c.parse())?;
+            let to = (from + PAGE).min(FIRST + n);
+            let next = (to < FIRST + n).then(|| to.to_string());
+            Ok::<_, BoxError>(Listing::page((from..to).map(UserId), next))
+        },
+    );
+    let clock = ManualClock::at_unix_ms(NOW);
+    let retention = Retention::builder(store)
+        .namespace("adoption")
+        .inactive_after(Duration::from_millis((90 * DAY_MS) as u64))
+        .without_commands()
+        .clock(clock)
+        .erase_with(lister)
+        .build()?;
+    retention.tracked_users().await?;
+    let label = |what: &str| format!("{name}: {what}");
+    let chunks = n.div_ceil(500) as f64;
+    let statements = |probe: &Probe| -> Option<f64> {
+        match probe {
+            Probe::Redis { .. } => None,
+            #[cfg(feature = "sqlite")]
+            Probe::Sql { slowest, .. } => Some(slowest.statements() as f64),
+        }
+    };
+    #[cfg(feature = "sqlite")]
+    if let Probe::Sql { slowest, .. } = probe {
+        slowest.reset();
+    }
+    let users = (FIRST..FIRST + n).map(|u| {
+        let at = chrono::DateTime::from_timestamp_millis(NOW - (u as i64 % 365) * DAY_MS);
+        (UserId(u), at)
+    });
+    let started = Instant::now();
+    let adopted = retention.adopt(users, &Adoption::new()).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(adopted.newly_tracked, n);
+    let goal = (name == "PostgreSQL").then_some(("≥ 50,000", rate >= 50_000.0));
+    report.add(&label(&format!("adopt {n} users")), rate, "users/s", goal);
+    if let Some(count) = statements(probe) {
+        report.add(&label("adopt: statements per 500 users"), count / chunks, "", None);
+    }
+    #[cfg(feature = "sqlite")]
+    if let Probe::Sql { slowest, .. } = probe {
+        slowest.reset();
+    }
+    let started = Instant::now();
+    let audited = retention.audit(UntrackedUsers::Report).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    assert_eq!((audited.erasers[0].listed, audited.erasers[0].untracked), (n, 0));
+    report.add(&label(&format!("audit {n} listed users")), rate, "users/s", None);
+    if let Some(count) = statements(probe) {
+        report.add(&label("audit: statements per 500 users"), count / chunks, "", None);
+    }
+    #[cfg(feature = "sqlite")]
+    if let Probe::Sql { slowest, .. } = probe {
+        slowest.pause(true);
+    }
+    retention.shutdown().await?;
     Ok(())
 }
 
@@ -1370,7 +1452,7 @@ mod sql {
 #[cfg(feature = "sqlite")]
 mod statements {
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
     use tracing::field::{Field, Visit};
@@ -1386,6 +1468,8 @@ mod statements {
     pub(super) struct Slowest {
         worst: Arc<Mutex<BTreeMap<String, (f64, String)>>>,
         paused: Arc<AtomicBool>,
+        /// Statements recorded since the last reset.
+        count: Arc<AtomicU64>,
     }
 
     impl Slowest {
@@ -1401,7 +1485,13 @@ mod statements {
         /// Forgets what was recorded and records from now on.
         pub(super) fn reset(&self) {
             self.worst.lock().unwrap().clear();
+            self.count.store(0, Ordering::SeqCst);
             self.pause(false);
+        }
+
+        /// Statements recorded since the last reset.
+        pub(super) fn statements(&self) -> u64 {
+            self.count.load(Ordering::SeqCst)
         }
 
         /// Stops (`true`) or resumes recording, around the bench's own statements.
@@ -1477,6 +1567,7 @@ mod statements {
             if self.paused.load(Ordering::SeqCst) {
                 return;
             }
+            self.count.fetch_add(1, Ordering::SeqCst);
             let ms = fields.secs * 1000.0;
             let mut slowest = self.worst.lock().unwrap();
             let worst = slowest.entry(kind(sql)).or_default();

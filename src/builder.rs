@@ -84,7 +84,12 @@ impl RetentionBuilder {
     /// Separates the data of several bots sharing one Redis. Default `"retention"`.
     ///
     /// Every key is `{namespace}:...`; the braces make the namespace a Redis Cluster hash
-    /// tag, so it must not contain braces itself.
+    /// tag, so it must not contain braces itself. Letters, digits, `-`, `_`, `.` and `:`,
+    /// at most 64 bytes. The SQL stores name their tables after it: on SQLite, which
+    /// compares table names without regard to case, two namespaces on one file must differ
+    /// in more than letter case (the second is refused at its first use) and none may begin
+    /// with `sqlite_`; on PostgreSQL a namespace is at most 42 bytes, so that its longest
+    /// index name fits 63 bytes (both refused by [`build`](Self::build)).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.config.namespace = namespace.into();
         self
@@ -383,7 +388,8 @@ impl RetentionBuilder {
     ///
     /// [`Error::Config`] naming the first invalid setting: a missing or zero inactivity
     /// threshold, a threshold not longer than twice the resolution, zero durations, an
-    /// empty or malformed namespace, a batch size of 0 or above 500, a lease
+    /// empty or malformed namespace (or one the store cannot hold: on SQLite one beginning
+    /// with `sqlite_`, on PostgreSQL one over 42 bytes), a batch size of 0 or above 500, a lease
     /// shorter than 5 seconds or than twice the eraser timeout, a writer timeout not
     /// longer than three heartbeats, a zero grace period,
     /// two erasers with one name, or invalid command settings.
@@ -400,6 +406,7 @@ impl RetentionBuilder {
         if let Some(commands) = &self.commands {
             commands.validate()?;
         }
+        self.store.check_namespace(&config.namespace, crate::store::sealed::Token)?;
         let backend = self.store.bind(&config.namespace, crate::store::sealed::Token).0;
         Ok(Retention::from_parts(
             config,

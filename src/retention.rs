@@ -220,8 +220,11 @@ impl Retention {
         }
     }
 
-    /// Checks now what the first write would find out: that the store answers, and that
-    /// the namespace's recorded shard count is the one the store was opened with. A bot
+    /// Checks now what the first write would find out: that the store answers, that the
+    /// namespace's recorded shard count is the one the store was opened with, and on
+    /// SQLite that no other namespace on the file differs from this one only in letter
+    /// case (they would share tables; see
+    /// [`RetentionBuilder::namespace`](crate::RetentionBuilder::namespace)). A bot
     /// that should not start on a misconfigured store calls it after
     /// [`RetentionBuilder::build`](crate::RetentionBuilder::build), as
     /// [`RedisStore::connect`](crate::RedisStore::connect) fails at start for an
@@ -245,8 +248,9 @@ impl Retention {
     /// # Errors
     ///
     /// [`Error::ShardCount`] or [`Error::Resharding`] (both [`Error::is_config`]) naming
-    /// the recorded and the opened count; [`Error::Redis`] or [`Error::Timeout`] if the
-    /// store does not answer.
+    /// the recorded and the opened count; [`Error::Config`] naming the tables of a SQLite
+    /// namespace that differs from this one only in case; [`Error::Redis`] or
+    /// [`Error::Timeout`] if the store does not answer.
     ///
     /// # Cancellation safety
     ///

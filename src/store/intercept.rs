@@ -130,6 +130,10 @@ impl<S: Store, H: Hook> Store for Intercepted<S, H> {
         let inner = self.store.bind(namespace, token).0;
         Bound(Arc::new(Forward { inner, hook: Arc::clone(&self.hook) }))
     }
+
+    fn check_namespace(&self, namespace: &str, token: Token) -> Result<()> {
+        self.store.check_namespace(namespace, token)
+    }
 }
 
 struct Forward<H> {

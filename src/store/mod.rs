@@ -59,6 +59,16 @@ pub trait Store: Send + Sync + 'static {
     /// API: [`sealed::Token`] cannot be named outside this crate.
     #[doc(hidden)]
     fn bind(&self, namespace: &str, token: sealed::Token) -> sealed::Bound;
+
+    /// Refuses, with [`Error::Config`], a `namespace` (already validated by the builder)
+    /// that this store cannot keep apart from others or would have to cut: names its
+    /// database reserves, or whose tables' names it would not hold whole. The builder calls
+    /// it before [`bind`](Self::bind). Not part of the API, as `bind`.
+    #[doc(hidden)]
+    fn check_namespace(&self, namespace: &str, token: sealed::Token) -> Result<()> {
+        let _ = (namespace, token);
+        Ok(())
+    }
 }
 
 /// How long erasure announcements stay in the feed. A process that could not read the

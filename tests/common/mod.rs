@@ -231,6 +231,20 @@ impl Env {
         }
     }
 
+    /// The URL of this env's SQL database (SQLite file or PostgreSQL server), for a test's
+    /// own connection; `None` for the other stores.
+    pub fn sql_url(&self) -> Option<String> {
+        #[cfg(feature = "postgres")]
+        if let Some((server, _)) = &self.postgres {
+            return Some(server.url());
+        }
+        #[cfg(feature = "sqlite")]
+        if let Some((dir, _)) = &self.sqlite {
+            return Some(format!("sqlite:{}", dir.path().join("retention.db").display()));
+        }
+        None
+    }
+
     pub fn redis_server(&mut self) -> &mut RedisServer {
         self.redis.as_mut().expect("a redis env")
     }

@@ -599,6 +599,8 @@ async fn a_user_listed_twice_in_one_call_counts_once_and_keeps_the_later_time() 
     let mut envs = vec![Env::memory(), Env::redis()];
     #[cfg(feature = "sqlite")]
     envs.push(Env::sqlite());
+    #[cfg(feature = "postgres")]
+    envs.push(Env::postgres());
     for env in envs {
         let retention = env.builder().await.build().unwrap();
         let at = |ms: i64| DateTime::from_timestamp_millis(ms);

@@ -1,5 +1,5 @@
-//! Redis contents that a buggy script, a manual `redis-cli` session or another tool could
-//! leave behind: only canonical ids are users (README guarantee 13).
+//! Redis contents and SQL rows that a buggy script, a manual `redis-cli` or SQL session or
+//! another tool could leave behind: only canonical ids are users (README guarantee 13).
 
 use teloxide::types::UserId;
 use teloxide_retention::{Error, Noted, OptOutOutcome};
@@ -227,4 +227,109 @@ async fn a_claim_removes_exactly_the_users_it_took_around_members_it_leaves() {
     let left: Vec<String> =
         redis::cmd("ZRANGE").arg("{retention}:seen").arg(0).arg(-1).query(&mut conn).unwrap();
     assert_eq!(left, ["0042", "9", "marker"]);
+}
+
+/// Rows a SQL store's claim reads that no version of this crate writes, put there by hand:
+/// ids that are no user id in `seen`, the queue and a crashed pruner's batch, and jobs of
+/// an unknown kind (or with negative attempts) for a due user, a user in a grace period and
+/// a user in that batch. Before the fix a job of an unknown kind failed every claim (no
+/// one was erased any more), and a negative id in a batch was erased as user 0.
+async fn odd_sql_rows_are_reported_and_left_in_place(env: Env) {
+    sqlx::any::install_default_drivers();
+    let eraser = Recorder::new("orders");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    for user in 1..=20u64 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+    // User 31 will be inactive, with an erasure scheduled for later.
+    retention.note_interaction(UserId(31)).await;
+    retention.flush().await.unwrap();
+    let pool = sqlx::AnyPool::connect(&env.sql_url().unwrap()).await.unwrap();
+    let old = crate::common::T0 - 1_000;
+    let due_later = crate::common::T0 + (40 * DAY).as_millis() as i64;
+    for sql in [
+        // Not users, older than everyone: first in every read of `seen` and the queue.
+        format!(r#"INSERT INTO "retention.seen" (uid, at) VALUES (0, {old}), (-5, {old})"#),
+        r#"INSERT INTO "retention.queue" (uid, due) VALUES (-7, 0), (0, 0)"#.to_owned(),
+        // A due user whose job is of a kind this version does not know.
+        r#"INSERT INTO "retention.queue" (uid, due) VALUES (777, 0)"#.to_owned(),
+        r#"INSERT INTO "retention.job" (uid, reason, marked_at, attempts) VALUES (777, 'x', 1, 2)"#
+            .to_owned(),
+        // User 31, inactive by then, with an erasure scheduled later whose job is unreadable.
+        format!(r#"INSERT INTO "retention.queue" (uid, due) VALUES (31, {due_later})"#),
+        r#"INSERT INTO "retention.job" (uid, reason, marked_at, attempts) VALUES (31, 'b', 1, -1)"#
+            .to_owned(),
+        // A crashed pruner's batch: user 9, no user (-3), user 10 whose job is unreadable.
+        r#"INSERT INTO "retention.lease" (batch, deadline) VALUES (555, 1)"#.to_owned(),
+        r#"INSERT INTO "retention.batch" (batch, pos, uid) VALUES (555, 0, 9), (555, 1, -3), (555, 2, 10)"#
+            .to_owned(),
+        r#"INSERT INTO "retention.job" (uid, reason, marked_at, attempts) VALUES (10, 'q', 5, 0)"#
+            .to_owned(),
+        r#"DELETE FROM "retention.seen" WHERE uid IN (9, 10)"#.to_owned(),
+    ] {
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+    }
+
+    env.clock.advance(31 * DAY);
+    let mut reported = Vec::new();
+    let first = retention.prune_once().await.unwrap();
+    reported.extend(first.unreadable.clone());
+    // Users 1-9 and 11-20: every user whose rows can be read, and nobody else.
+    assert_eq!(first.erased, 19, "{first:?}");
+    let mut erased: Vec<u64> = eraser.calls().iter().map(|c| c.user.0).collect();
+    erased.sort_unstable();
+    let expected: Vec<u64> = (1..=20).filter(|u| *u != 10).collect();
+    assert_eq!(erased, expected, "nobody is erased as user 0 or as another id");
+    for entry in [
+        "seen member 0",
+        "seen member -5",
+        "queue member -7",
+        "queue member 0",
+        "user 777 job x,1,2",
+        "user 31 job b,1,-1",
+        "batch member -3",
+        "user 10 job q,5,0",
+    ] {
+        assert!(reported.iter().any(|r| r == entry), "{entry} is reported: {reported:?}");
+    }
+    assert_eq!(reported.len(), 8, "{reported:?}");
+    // A second pass meets them again, reports them again, and erases nobody.
+    let again = retention.prune_once().await.unwrap();
+    assert_eq!((again.erased, again.unreadable.len()), (0, 8), "{again:?}");
+    // Every odd row is where it was.
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!(count(r#"SELECT COUNT(*) FROM "retention.seen" WHERE uid IN (0, -5, 31)"#).await, 3);
+    assert_eq!(
+        count(r#"SELECT COUNT(*) FROM "retention.queue" WHERE uid IN (-7, 0, 777, 31)"#).await,
+        4
+    );
+    assert_eq!(
+        count(r#"SELECT COUNT(*) FROM "retention.job" WHERE uid IN (777, 31, 10)"#).await,
+        3
+    );
+    assert_eq!(
+        count(r#"SELECT COUNT(*) FROM "retention.batch" WHERE batch = 555 AND uid IN (-3, 10)"#)
+            .await,
+        2
+    );
+    assert_eq!(count(r#"SELECT COUNT(*) FROM "retention.batch" WHERE uid = 9"#).await, 0);
+    // The dry run lists none of them, and does not fail on them.
+    let preview = retention.preview(100).await.unwrap();
+    assert!(preview.users.is_empty(), "{:?}", preview.users);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_rows_in_sqlite_are_reported_and_left_in_place() {
+    odd_sql_rows_are_reported_and_left_in_place(Env::sqlite()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_rows_in_postgres_are_reported_and_left_in_place() {
+    odd_sql_rows_are_reported_and_left_in_place(Env::postgres()).await;
 }

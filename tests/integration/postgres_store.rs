@@ -79,16 +79,35 @@ async fn bad_urls_and_long_namespaces_are_clear_errors() {
     assert!(err.to_string().contains("not a PostgreSQL URL"), "{err}");
     assert!(!err.to_string().contains("secret"), "the password is not shown: {err}");
 
+    // The longest name a namespace gets is its lease index, `"{ns}.lease_deadline_batch"`:
+    // 21 bytes more than the namespace. PostgreSQL cuts longer names at 63 bytes.
     let server = PostgresServer::start();
-    let retention = Retention::builder(PostgresStore::open(&server.url()).await.unwrap())
-        .namespace("n".repeat(60).as_str())
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .build()
+    let store = PostgresStore::open(&server.url()).await.unwrap();
+    let builder = |namespace: String| {
+        Retention::builder(store.clone())
+            .namespace(namespace)
+            .inactive_after(30 * DAY)
+            .without_commands()
+    };
+    for long in [43, 60] {
+        let err = builder("n".repeat(long)).build().expect_err("refused at build()");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("at most 42 bytes") && message.contains("63"), "{message}");
+    }
+    // At the limit every name is whole: the longest is exactly 63 bytes.
+    let longest = "n".repeat(42);
+    let retention = builder(longest.clone()).build().unwrap();
+    assert_eq!(retention.tracked_users().await.unwrap(), 0);
+    let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+    let index = format!("{longest}.lease_deadline_batch");
+    assert_eq!(index.len(), 63);
+    let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_class WHERE relname = $1")
+        .bind(&index)
+        .fetch_one(&pool)
+        .await
         .unwrap();
-    let err = retention.tracked_users().await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
-    assert!(err.to_string().contains("longer than 48 bytes"), "{err}");
+    assert_eq!(found, 1, "{index} is not cut");
 }
 
 /// An eraser that holds every call until `open` is called, then lets every call through;

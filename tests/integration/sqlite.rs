@@ -251,3 +251,89 @@ async fn rows_this_crate_did_not_write_are_never_erased_as_someone() {
         sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.seen\"").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 3, "the odd rows are left in place");
 }
+
+/// SQLite compares table names without regard to case: namespaces `shop` and `Shop` on one
+/// file would share every table, and bot B's pruner would carry out bot A's opt-out with
+/// B's erasers (A's never running). The second namespace to arrive is refused, before it
+/// writes anything; the first goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_that_differ_only_in_case_never_share_tables() {
+    let (_dir, url) = temp_db();
+    let clock = ManualClock::at_unix_ms(T0);
+    let (a_eraser, b_eraser) =
+        (crate::support::Recorder::new("a-profiles"), crate::support::Recorder::new("b-profiles"));
+    let bot = |namespace: &'static str, eraser: &crate::support::Recorder| {
+        let (url, clock, eraser) = (url.clone(), clock.clone(), eraser.clone());
+        async move {
+            // A store of its own: the other bot is another process on the same file.
+            Retention::builder(SqliteStore::open(&url).await.unwrap())
+                .namespace(namespace)
+                .inactive_after(30 * DAY)
+                .without_commands()
+                .clock(clock)
+                .erase_with(eraser)
+                .build()
+                .unwrap()
+        }
+    };
+    let a = bot("shop", &a_eraser).await;
+    assert_eq!(a.note_interaction(UserId(5)).await, Noted::Written);
+    assert_eq!(
+        a.schedule_opt_out(UserId(5)).await.unwrap(),
+        teloxide_retention::OptOutScheduled::Scheduled
+    );
+
+    let b = bot("Shop", &b_eraser).await;
+    // At start-up, as at its first call of any kind.
+    let err = b.check_store().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let err = b.prune_once().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("\"Shop\"") && message.contains("shop.seen"), "{message}");
+    assert!(message.contains("case"), "the message says why: {message}");
+    let err = b.tracked_users().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(b_eraser.calls().is_empty(), "B's erasers never ran for A's user");
+
+    // Nothing of B's was written: every table in the file is A's, in A's case.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let foreign: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name GLOB 'Shop*'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(foreign, 0);
+    // A's opt-out is still A's, carried out by A's erasers.
+    let report = a.prune_once().await.unwrap();
+    assert_eq!(report.erased, 1, "{report:?}");
+    assert_eq!(a_eraser.reasons(5), [teloxide_retention::ErasureReason::OptOut]);
+    assert!(b_eraser.calls().is_empty());
+}
+
+/// SQLite reserves table names that begin with `sqlite_` (in any case) for itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_sqlite_reserves_are_refused_at_build() {
+    let (_dir, url) = temp_db();
+    let store = SqliteStore::open(&url).await.unwrap();
+    for namespace in ["sqlite_x", "SQLite_bot", "SQLITE_"] {
+        let built = Retention::builder(store.clone())
+            .namespace(namespace)
+            .inactive_after(30 * DAY)
+            .without_commands()
+            .build();
+        let err = built.err().unwrap_or_else(|| panic!("{namespace} was accepted"));
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("sqlite_"), "{err}");
+    }
+    // Elsewhere the same names are fine, and so is `sqlite` without the underscore here.
+    assert!(
+        Retention::builder(teloxide_retention::MemoryStore::new())
+            .namespace("sqlite_x")
+            .inactive_after(30 * DAY)
+            .build()
+            .is_ok()
+    );
+    let bot = retention(store, &ManualClock::at_unix_ms(T0), "sqlite-bot").await;
+    assert_eq!(bot.tracked_users().await.unwrap(), 0);
+}

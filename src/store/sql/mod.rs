@@ -2,12 +2,13 @@
 //! SQL storages), for SQLite (`SqliteStore`) and PostgreSQL (`PostgresStore`).
 //!
 //! Every operation that writes is one transaction that first takes the namespace's write
-//! lock (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL), so
-//! such operations on a namespace run one at a time, as Redis runs its Lua scripts: all or
+//! lock (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock in a transaction
+//! that states `READ COMMITTED` on PostgreSQL, whatever the database's default), so such
+//! operations on a namespace run one at a time, as Redis runs its Lua scripts: all or
 //! nothing, in the same steps as the memory store. Operations that only read (status,
-//! counts, previews, receipts) run on one snapshot without the lock. The statements are written once, with `?` parameters and
-//! the SQL both databases speak; a [`Dialect`] supplies the rest (tables, locking, clock,
-//! health).
+//! counts, previews, receipts, the audit's lookups) run on one snapshot without the lock.
+//! The statements are written once, with `?` parameters and the SQL both databases speak;
+//! a [`Dialect`] supplies the rest (tables, locking, clock, health).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::store::{
     WriterWindow, came_back, follow_up, take_or_drop,
 };
 
+mod adoption;
 mod ops;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -104,8 +106,11 @@ impl Val {
         }
     }
 
+    /// The id as stored, bit for bit: a row this crate did not write (0, negative, past
+    /// `MAX_USER_ID`) reads as a value that is no user id (`humans::is_user_id` refuses
+    /// it), never as another user, and [`id`] writes it back unchanged.
     fn user(&self) -> Result<u64> {
-        Ok(unsigned(self.i()?))
+        Ok(self.i()? as u64)
     }
 }
 
@@ -154,7 +159,18 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// have tables here.
     fn schema(&self, t: &Tables) -> Result<Vec<String>>;
 
-    /// Begins a transaction holding the write lock numbered `lock` (one per namespace).
+    /// Of the tables and indexes `names`, those the database holds under the same name in
+    /// another letter case (read inside a transaction of [`begin`](Self::begin)): SQLite
+    /// compares names without case, so those are another namespace's, which this one would
+    /// share. None where names keep their case (PostgreSQL's quoted names).
+    fn same_but_case<'a>(
+        tx: &'a mut Self::Tx,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Begins a transaction holding the write lock numbered `lock` (one per namespace), in
+    /// which every statement after the lock reads what was committed before it (the
+    /// isolation is stated, never left to the database's or the pool's default).
     fn begin(&self, lock: i64) -> BoxFuture<'_, Result<Self::Tx>>;
 
     /// Begins a read-only transaction that sees one snapshot of the database and takes no
@@ -205,9 +221,43 @@ pub(crate) struct Tx<D: Dialect> {
     inner: D::Tx,
     /// See [`Dialect::now`].
     wall: i64,
+    /// Rows a claim read and left in place because this version cannot read them (see
+    /// [`Batch::unreadable`]), at most [`MAX_REPORTED`] by name.
+    unreadable: Vec<String>,
+    /// Such rows beyond those named.
+    unnamed: u64,
 }
 
-/// A stored integer read as an id or count (ids and counts are never negative).
+/// Rows a claim names in [`Batch::unreadable`], as the Redis claim does; it counts the rest.
+const MAX_REPORTED: usize = 100;
+
+impl<D: Dialect> Tx<D> {
+    fn new(inner: D::Tx, wall: i64) -> Self {
+        Self { inner, wall, unreadable: Vec::new(), unnamed: 0 }
+    }
+
+    /// Notes a row left in place because it cannot be read (`entry` names its table and
+    /// id, and its values where they are not the id).
+    fn report(&mut self, entry: String) {
+        if self.unreadable.len() < MAX_REPORTED {
+            self.unreadable.push(entry);
+        } else {
+            self.unnamed += 1;
+        }
+    }
+
+    /// What [`report`](Self::report) noted, for [`Batch::unreadable`].
+    fn take_unreadable(&mut self) -> Vec<String> {
+        let mut entries = std::mem::take(&mut self.unreadable);
+        if self.unnamed > 0 {
+            entries.push(format!("{} more rows this version cannot read", self.unnamed));
+            self.unnamed = 0;
+        }
+        entries
+    }
+}
+
+/// A stored count read as one (counts are never negative).
 fn unsigned(v: i64) -> u64 {
     v.max(0).unsigned_abs()
 }
@@ -220,12 +270,28 @@ fn claimed(user: u64, Job { reason, marked_at, attempts }: Job) -> Claimed {
     Claimed { user, reason, marked_at, attempts }
 }
 
+/// A job from its columns `reason, marked_at, attempts`: a known reason, integer times and
+/// attempts that are no negative number (what `claim.lua` reads as a job), else
+/// [`Error::Corrupt`].
 fn job_from(row: &[Val]) -> Result<Job> {
+    let attempts = row[2].i()?;
+    if attempts < 0 {
+        return Err(Error::Corrupt(format!("{attempts} attempts")));
+    }
     Ok(Job {
         reason: reason(row[0].t()?)?,
         marked_at: row[1].i()?,
-        attempts: u32::try_from(row[2].i()?).unwrap_or(u32::MAX),
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
     })
+}
+
+/// A stored value as a report shows it.
+fn shown(v: &Val) -> String {
+    match v {
+        Val::I(v) => v.to_string(),
+        Val::T(v) => v.clone(),
+        Val::Null => "NULL".to_owned(),
+    }
 }
 
 /// A read of the rows of `select` (its first two columns: the id and `order`) with
@@ -267,7 +333,7 @@ impl<D: Dialect> SqlNamespace<D> {
         self.ready().await?;
         let mut inner = self.db.begin(self.lock).await?;
         let wall = D::now(&mut inner).await?;
-        Ok(Tx { inner, wall })
+        Ok(Tx::new(inner, wall))
     }
 
     /// A read-only transaction on one snapshot, without the namespace's lock (see
@@ -276,7 +342,7 @@ impl<D: Dialect> SqlNamespace<D> {
         self.ready().await?;
         let mut inner = self.db.begin_read().await?;
         let wall = D::now(&mut inner).await?;
-        Ok(Tx { inner, wall })
+        Ok(Tx::new(inner, wall))
     }
 
     async fn exec(&self, tx: &mut Tx<D>, sql: &str, args: Vec<Arg>) -> Result<u64> {
@@ -301,8 +367,20 @@ impl<D: Dialect> SqlNamespace<D> {
         self.rows(tx, &sql, vec![id(user)]).await?.first().map(|r| job_from(r)).transpose()
     }
 
-    async fn job_of(&self, tx: &mut Tx<D>, user: u64) -> Result<Job> {
-        Ok(self.job(tx, user).await?.unwrap_or(Job::INACTIVE))
+    /// A claim's read of `user`'s job ([`Job::INACTIVE`] without one), or `None` where its
+    /// row cannot be read (a reason this version does not know, written by another version
+    /// or by hand): reported, and the user is left where they are.
+    async fn readable_job(&self, tx: &mut Tx<D>, user: u64) -> Result<Option<Job>> {
+        let sql = format!("SELECT reason, marked_at, attempts FROM {} WHERE uid = ?", self.t.job);
+        let Some(row) = self.rows(tx, &sql, vec![id(user)]).await?.into_iter().next() else {
+            return Ok(Some(Job::INACTIVE));
+        };
+        if let Ok(job) = job_from(&row) {
+            return Ok(Some(job));
+        }
+        let values: Vec<String> = row.iter().map(shown).collect();
+        tx.report(format!("user {user} job {}", values.join(",")));
+        Ok(None)
     }
 
     async fn put_job(&self, tx: &mut Tx<D>, user: u64, job: Job) -> Result<()> {
@@ -376,26 +454,31 @@ impl<D: Dialect> SqlNamespace<D> {
         max: i64,
         limit: usize,
     ) -> Result<Vec<(u64, i64)>> {
-        let column = if table == self.t.seen { "at" } else { "due" };
+        let (column, what) = if table == self.t.seen { ("at", "seen") } else { ("due", "queue") };
         let select = format!("SELECT uid, {column} FROM {table}");
-        let rows = self.range(tx, &select, column, "uid", max, limit).await?;
+        let rows = self.range(tx, what, &select, column, max, limit).await?;
         rows.iter().map(|r| Ok((r[0].user()?, r[1].i()?))).collect()
     }
 
-    /// Up to `limit` rows of `select` (see [`range_sql`]) with `order <= max`, in
-    /// (`order`, id) order, of user ids only: a row this crate did not write (0, negative,
-    /// past `MAX_USER_ID`) is skipped, never claimed, so never erased as someone, and stays
-    /// in place. The range is read by key from where the last read ended, so rows skipped
-    /// never hold back the ones after them, and the common case is one read.
+    /// Up to `limit` rows of `select` (see [`range_sql`]; its id is the `uid` column
+    /// beside `order`, `s.at` and `s.uid`) with `order <= max`, in (`order`, id) order, of
+    /// user ids only: a row this crate did not write (0, negative, past `MAX_USER_ID`) is
+    /// skipped, never claimed, so never erased as someone, and stays in place, reported as
+    /// a `what` member (`seen`, `queue`). The range is read by key from where the last read
+    /// ended, so rows skipped never hold back the ones after them, and the common case is
+    /// one read.
     async fn range(
         &self,
         tx: &mut Tx<D>,
+        what: &str,
         select: &str,
         order: &str,
-        uid: &str,
         max: i64,
         limit: usize,
     ) -> Result<Vec<Vec<Val>>> {
+        let uid =
+            order.rsplit_once('.').map_or("uid".to_owned(), |(alias, _)| format!("{alias}.uid"));
+        let uid = uid.as_str();
         let mut out = Vec::new();
         let mut after: Option<(i64, i64)> = None;
         while out.len() < limit {
@@ -414,6 +497,8 @@ impl<D: Dialect> SqlNamespace<D> {
                 let id = row[0].i()?;
                 if id > 0 && crate::humans::is_user_id(id.unsigned_abs()) {
                     out.push(row);
+                } else {
+                    tx.report(format!("{what} member {id}"));
                 }
             }
             if complete {
@@ -470,6 +555,8 @@ impl<D: Dialect> SqlNamespace<D> {
         Ok(())
     }
 
+    /// The members of `batch` in order, as stored (see [`Val::user`]): one that is no user
+    /// id is written back unchanged when the batch is.
     async fn batch_users(&self, tx: &mut Tx<D>, batch: u64) -> Result<Vec<u64>> {
         let sql = format!("SELECT uid FROM {} WHERE batch = ? ORDER BY pos", self.t.batch);
         let rows = self.rows(tx, &sql, vec![id(batch)]).await?;
@@ -489,8 +576,10 @@ impl<D: Dialect> SqlNamespace<D> {
     }
 
     /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
-    /// user who came back goes to `returned`).
-    /// `false` if the user stays where they are (see [`Decision::Hold`]).
+    /// user who came back goes to `returned`). `false`, leaving them in place, for a user
+    /// the claim holds (see [`Decision::Hold`]), and, reporting them, for a member that is
+    /// no user id (only a batch can hold one: the reads of ranges skip them) and a user
+    /// whose job cannot be read.
     async fn take_or_drop(
         &self,
         tx: &mut Tx<D>,
@@ -499,7 +588,11 @@ impl<D: Dialect> SqlNamespace<D> {
         users: &mut Vec<Claimed>,
         returned: &mut Vec<u64>,
     ) -> Result<bool> {
-        let job = self.job_of(tx, user).await?;
+        if !crate::humans::is_user_id(user) {
+            tx.report(format!("batch member {}", user as i64));
+            return Ok(false);
+        }
+        let Some(job) = self.readable_job(tx, user).await? else { return Ok(false) };
         let seen = self.score(tx, &self.t.seen, user).await?;
         match take_or_drop(job, seen, hold) {
             Decision::Drop => {

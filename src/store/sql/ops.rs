@@ -56,8 +56,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                         rest.push(user);
                     }
                 }
-                // What does not fit, or is held, stays in the old batch, still expired, with
-                // a new deadline so that the batch's own pruner finds its lease lost.
+                // What does not fit, is held or cannot be read stays in the old batch, still
+                // expired, with a new deadline so that the batch's own pruner finds its
+                // lease lost.
                 if rest.is_empty() {
                     s.end_batch(tx, old).await?;
                 } else {
@@ -66,10 +67,11 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     s.set_lease(tx, old, lost).await?;
                 }
             }
-            // 2. Due scheduled erasures.
-            // While writers hold, erasures for inactivity stay queued: read on past them.
+            // 2. Due scheduled erasures. Entries it cannot read stay queued; a few more are
+            // read so that they cannot starve the rest. While writers hold, erasures for
+            // inactivity stay queued too: the queue is read on past them.
             let room = limit.saturating_sub(users.len());
-            let read = if held.is_some() { MAX_EXAMINED } else { room };
+            let read = if held.is_some() { MAX_EXAMINED } else { room + 64 };
             for (user, _) in s.up_to(tx, &s.t.queue, now, read).await? {
                 if users.len() >= limit {
                     break;
@@ -88,15 +90,19 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                      BIGINT) FROM {} s LEFT JOIN {} q ON q.uid = s.uid",
                     s.t.seen, s.t.queue
                 );
-                let inactive = s.range(tx, &select, "s.at", "s.uid", cutoff, room).await?;
-                let taken = inactive.iter().map(|r| r[0].user()).collect::<Result<Vec<_>>>()?;
-                for (row, user) in inactive.iter().zip(taken.iter().copied()) {
+                let inactive = s.range(tx, "seen", &select, "s.at", cutoff, room).await?;
+                let mut taken = Vec::with_capacity(inactive.len());
+                for row in &inactive {
+                    let user = row[0].user()?;
                     let job = if row[2].i()? == 1 {
+                        // A job it cannot read: left in `seen` and the queue, reported.
+                        let Some(job) = s.readable_job(tx, user).await? else { continue };
                         s.remove(tx, &s.t.queue, user).await?;
-                        s.job_of(tx, user).await?
+                        job
                     } else {
                         Job::INACTIVE
                     };
+                    taken.push(user);
                     users.push(claimed(user, job));
                 }
                 s.remove_all(tx, &s.t.seen, &taken).await?;
@@ -106,7 +112,8 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 s.put_batch(tx, batch, &ids).await?;
                 s.set_lease(tx, batch, deadline).await?;
             }
-            Ok(Batch { id: batch, deadline, users, held, unreadable: Vec::new(), returned })
+            let unreadable = tx.take_unreadable();
+            Ok(Batch { id: batch, deadline, users, held, unreadable, returned })
         })
     }
 
@@ -347,8 +354,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             let now = now_of(times, tx.wall);
             let cutoff = now.saturating_sub(times.inactive_ms);
             let mut entries = Vec::new();
+            // Rows a claim cannot read are left out, as the claim leaves them in place.
             for (user, _) in s.up_to(tx, &s.t.queue, now, limit).await? {
-                let job = s.job_of(tx, user).await?;
+                let Some(job) = s.readable_job(tx, user).await? else { continue };
                 if !s.came_back(tx, user, job).await? {
                     let last_seen = s.score(tx, &s.t.seen, user).await?;
                     let Job { reason, marked_at, .. } = job;
@@ -359,7 +367,10 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             for (user, seen) in s.up_to(tx, &s.t.seen, cutoff, room).await? {
                 let Job { reason, marked_at, .. } = match s.score(tx, &s.t.queue, user).await? {
                     None => Job::INACTIVE,
-                    Some(due) if due > now => s.job_of(tx, user).await?,
+                    Some(due) if due > now => {
+                        let Some(job) = s.readable_job(tx, user).await? else { continue };
+                        job
+                    }
                     Some(_) => continue, // due: listed above
                 };
                 entries.push(PreviewEntry { user, reason, marked_at, last_seen: Some(seen) });
@@ -511,39 +522,21 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
 
     fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
         in_tx!(self, |s, tx| {
+            // A few statements per chunk, not per user (see `adoption.rs`).
             let mut counts = AdoptCounts::default();
-            for &Adoptee { user, ms, if_new } in users {
-                if s.job(tx, user).await?.is_some() || s.batch_of(tx, user).await?.is_some() {
-                    counts.erasing += 1;
-                    continue;
-                }
-                match s.score(tx, &s.t.seen, user).await? {
-                    None => counts.new += 1,
-                    Some(old) if old < ms && !if_new => counts.moved += 1,
-                    Some(_) => {
-                        counts.kept += 1;
-                        continue;
-                    }
-                }
-                let sql = format!(
-                    "INSERT INTO {} (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO UPDATE \
-                     SET at = excluded.at",
-                    s.t.seen
-                );
-                s.exec(tx, &sql, vec![id(user), ms.into()]).await?;
+            for chunk in users.chunks(CHUNK) {
+                counts += s.adopt_chunk(tx, chunk).await?;
             }
             Ok(counts)
         })
     }
 
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
-        in_tx!(self, |s, tx| {
+        // Only reads: one snapshot, without the lock.
+        in_tx!(read self, |s, tx| {
             let mut known = Vec::with_capacity(users.len());
-            for &user in users {
-                known.push(
-                    s.score(tx, &s.t.seen, user).await?.is_some()
-                        || s.job(tx, user).await?.is_some(),
-                );
+            for chunk in users.chunks(CHUNK) {
+                known.extend(s.known_chunk(tx, chunk).await?);
             }
             Ok(known)
         })

@@ -50,77 +50,87 @@ impl Tables {
         }
     }
 
-    /// The tables with `integer` as the type of ids, times and counts and `serial` as the
-    /// feed's and receipts' growing key: the statements both dialects run.
-    pub(super) fn statements(&self, integer: &str, serial: &str) -> Vec<String> {
-        let Tables {
-            seen,
-            queue,
-            job,
-            failing,
-            lease,
-            batch,
-            receipt,
-            feed,
-            kv,
-            writers,
-            meta,
-            ..
-        } = self;
-        let ns = &self.prefix;
-        let index = |table: &str, columns: &str| {
-            let name = columns.replace(", ", "_");
-            format!(
-                "CREATE INDEX IF NOT EXISTS \"{ns}.{table}_{name}\" ON \"{ns}.{table}\" ({columns})"
-            )
-        };
-        let i = integer;
-        vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    /// The indexes the tables have besides their primary keys: `(table, columns)`.
+    const INDEXES: [(&'static str, &'static str); 7] = [
+        ("seen", "at, uid"),
+        ("queue", "due, uid"),
+        ("lease", "deadline, batch"),
+        ("batch", "uid"),
+        ("receipt", "tag"),
+        ("receipt", "at"),
+        ("feed", "at"),
+    ];
+
+    /// The (unquoted) name of the index of `table` on `columns`.
+    fn index_name(&self, table: &str, columns: &str) -> String {
+        format!("{}.{table}_{}", self.prefix, columns.replace(", ", "_"))
+    }
+
+    /// The name of every table and index the namespace has (unquoted, as the database
+    /// lists them), except those the database names itself (primary keys, sequences).
+    pub(super) fn names(&self) -> Vec<String> {
+        let tables = Self::columns("", "").map(|(t, _)| format!("{}.{t}", self.prefix));
+        tables.into_iter().chain(Self::INDEXES.iter().map(|(t, c)| self.index_name(t, c))).collect()
+    }
+
+    /// Every table and its columns, in the order they are created, with `i` as the type of
+    /// ids, times and counts and `serial` as the feed's and receipts' growing key.
+    fn columns(i: &str, serial: &str) -> [(&'static str, String); 11] {
+        [
+            ("meta", "key TEXT PRIMARY KEY, value TEXT NOT NULL".to_owned()),
+            ("seen", format!("uid {i} PRIMARY KEY, at {i} NOT NULL")),
+            ("queue", format!("uid {i} PRIMARY KEY, due {i} NOT NULL")),
+            (
+                "job",
+                format!(
+                    "uid {i} PRIMARY KEY, reason TEXT NOT NULL, marked_at {i} NOT NULL, \
+                     attempts {i} NOT NULL"
+                ),
             ),
-            format!("CREATE TABLE IF NOT EXISTS {seen} (uid {i} PRIMARY KEY, at {i} NOT NULL)"),
-            index("seen", "at, uid"),
-            format!("CREATE TABLE IF NOT EXISTS {queue} (uid {i} PRIMARY KEY, due {i} NOT NULL)"),
-            index("queue", "due, uid"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {job} (uid {i} PRIMARY KEY, reason TEXT NOT NULL, \
-                 marked_at {i} NOT NULL, attempts {i} NOT NULL)"
+            ("failing", format!("uid {i} PRIMARY KEY, since {i} NOT NULL, reported {i} NOT NULL")),
+            ("lease", format!("batch {i} PRIMARY KEY, deadline {i} NOT NULL")),
+            (
+                "batch",
+                format!(
+                    "batch {i} NOT NULL, pos {i} NOT NULL, uid {i} NOT NULL, \
+                     PRIMARY KEY (batch, pos)"
+                ),
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {failing} (uid {i} PRIMARY KEY, since {i} NOT NULL, \
-                 reported {i} NOT NULL)"
+            (
+                "receipt",
+                format!(
+                    "seq {serial}, tag TEXT NOT NULL, at {i} NOT NULL, reason TEXT NOT NULL, \
+                     erasers TEXT NOT NULL, attempts {i} NOT NULL"
+                ),
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {lease} (batch {i} PRIMARY KEY, deadline {i} NOT NULL)"
+            (
+                "feed",
+                format!(
+                    "seq {serial}, at {i} NOT NULL, uid {i} NOT NULL, since {i} NOT NULL, \
+                     until {i} NOT NULL, opt_out {i} NOT NULL"
+                ),
             ),
-            index("lease", "deadline, batch"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {batch} (batch {i} NOT NULL, pos {i} NOT NULL, \
-                 uid {i} NOT NULL, PRIMARY KEY (batch, pos))"
-            ),
-            index("batch", "uid"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {receipt} (seq {serial}, tag TEXT NOT NULL, \
-                 at {i} NOT NULL, reason TEXT NOT NULL, erasers TEXT NOT NULL, \
-                 attempts {i} NOT NULL)"
-            ),
-            index("receipt", "tag"),
-            index("receipt", "at"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {feed} (seq {serial}, at {i} NOT NULL, \
-                 uid {i} NOT NULL, since {i} NOT NULL, until {i} NOT NULL, opt_out {i} NOT NULL)"
-            ),
-            index("feed", "at"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {kv} (key TEXT PRIMARY KEY, value TEXT NOT NULL, \
-                 expires {i} NOT NULL)"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {writers} (id {i} PRIMARY KEY, at {i} NOT NULL, \
-                 backlog {i} NOT NULL)"
-            ),
+            ("kv", format!("key TEXT PRIMARY KEY, value TEXT NOT NULL, expires {i} NOT NULL")),
+            ("writers", format!("id {i} PRIMARY KEY, at {i} NOT NULL, backlog {i} NOT NULL")),
         ]
+    }
+
+    /// The tables with `integer` as the type of ids, times and counts and `serial` as the
+    /// feed's and receipts' growing key, each followed by its indexes: the statements both
+    /// dialects run.
+    pub(super) fn statements(&self, integer: &str, serial: &str) -> Vec<String> {
+        let ns = &self.prefix;
+        let mut statements = Vec::new();
+        for (table, columns) in Self::columns(integer, serial) {
+            statements.push(format!("CREATE TABLE IF NOT EXISTS \"{ns}.{table}\" ({columns})"));
+            for (_, on) in Self::INDEXES.iter().filter(|(t, _)| *t == table) {
+                statements.push(format!(
+                    "CREATE INDEX IF NOT EXISTS \"{}\" ON \"{ns}.{table}\" ({on})",
+                    self.index_name(table, on)
+                ));
+            }
+        }
+        statements
     }
 
     /// The statements that take tables of version `from` to `from + 1`, or `None` where
@@ -148,6 +158,22 @@ impl<D: Dialect> SqlNamespace<D> {
         self.ready
             .get_or_try_init(|| async {
                 let mut tx = self.db.begin(self.lock).await?;
+                // Before anything is written: tables another namespace owns under these
+                // names in another case (SQLite compares names without case) are refused.
+                let names = self.t.names();
+                let shared = D::same_but_case(&mut tx, &names).await?;
+                if !shared.is_empty() {
+                    return Err(Error::config(format!(
+                        "namespace {:?} would share the tables of another namespace in this {} \
+                         file ({}): {} compares table names without regard to letter case; \
+                         give each bot on one file a namespace that differs from the others \
+                         in more than case",
+                        self.t.prefix,
+                        D::NAME,
+                        shared.join(", "),
+                        D::NAME
+                    )));
+                }
                 let meta = &self.t.meta;
                 let sql = format!(
                     "CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -197,5 +223,27 @@ impl<D: Dialect> SqlNamespace<D> {
             })
             .await
             .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tables;
+
+    /// The names checked for clashes and lengths are exactly those the statements create.
+    #[test]
+    fn names_are_those_the_statements_create() {
+        let t = Tables::new("ns");
+        let mut created: Vec<String> = t
+            .statements("INTEGER", "INTEGER")
+            .iter()
+            .map(|s| s.split('"').nth(1).unwrap().to_owned())
+            .collect();
+        let mut names = t.names();
+        created.sort();
+        names.sort();
+        assert_eq!(created, names);
+        assert!(names.contains(&"ns.lease_deadline_batch".to_owned()));
+        assert_eq!(names.iter().map(String::len).max(), Some("ns".len() + 21));
     }
 }

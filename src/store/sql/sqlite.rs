@@ -94,6 +94,19 @@ impl Store for SqliteStore {
     fn bind(&self, namespace: &str, _: sealed::Token) -> sealed::Bound {
         sealed::Bound(Arc::new(SqlNamespace::new(Arc::clone(&self.db), namespace)))
     }
+
+    /// SQLite reserves names that begin with `sqlite_`, in any case, for itself. (Two
+    /// namespaces that differ only in case are refused at the second one's first use, when
+    /// the file can be read: see [`Dialect::same_but_case`].)
+    fn check_namespace(&self, namespace: &str, _: sealed::Token) -> Result<()> {
+        if namespace.len() >= 7 && namespace[..7].eq_ignore_ascii_case("sqlite_") {
+            return Err(Error::config(format!(
+                "namespace {namespace:?} begins with \"sqlite_\", which SQLite reserves for \
+                 its own tables (in any letter case); choose another"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `sql` with `args` bound.
@@ -144,6 +157,28 @@ impl Dialect for SqliteDb {
     fn schema(&self, t: &Tables) -> Result<Vec<String>> {
         // `INTEGER PRIMARY KEY` is the row id itself: no second copy of each user id.
         Ok(t.statements("INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT"))
+    }
+
+    fn same_but_case<'a>(
+        tx: &'a mut Self::Tx,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            // `lower` folds ASCII letters, as SQLite's comparison of names does (namespaces
+            // are ASCII).
+            let sql = format!(
+                "SELECT name FROM sqlite_master WHERE lower(name) IN ({})",
+                super::params(names.len())
+            );
+            let lower = names.iter().map(|n| Arg::T(n.to_ascii_lowercase())).collect();
+            let found: Vec<String> = query(&sql, lower)
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|row| sqlx::Row::try_get(row, 0))
+                .collect::<std::result::Result<_, _>>()?;
+            Ok(found.into_iter().filter(|name| !names.contains(name)).collect())
+        })
     }
 
     fn begin(&self, _: i64) -> BoxFuture<'_, Result<Self::Tx>> {
