@@ -88,6 +88,9 @@ async fn adoption_and_the_audits_lookups_run_a_few_statements_per_chunk() {
 
 /// The audit's lookups only read: they run while another process holds the namespace's
 /// write lock, where every write waits (and times out at the store timeout).
+/// So do the other reads the docs call lock-free: the survey's counts, the last audit's
+/// summary and a replica's polling of the feed (before the fix each of them took the lock
+/// and timed out).
 async fn the_audit_reads_while_the_write_lock_is_held(env: Env, hold: impl AsyncFnOnce()) {
     let retention = env
         .builder()
@@ -96,14 +99,25 @@ async fn the_audit_reads_while_the_write_lock_is_held(env: Env, hold: impl Async
         .store_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
+    let replica = env.builder().await.store_timeout(Duration::from_millis(500)).build().unwrap();
     let adopted = (1..=600u64).map(|u| (UserId(u), None));
     assert_eq!(retention.adopt(adopted, &Adoption::new()).await.unwrap().newly_tracked, 600);
+    // The replica serves user 700 from its cache; the bot erases them (a feed entry).
+    assert!(replica.note_interaction(UserId(700)).await.is_stored());
+    assert_eq!(replica.stats().cached_users, 1);
+    retention.erase_user(UserId(700)).await.unwrap();
     hold().await;
     let err = retention.mark_gone(UserId(5), teloxide_retention::GoneReason::Blocked).await;
     assert!(err.unwrap_err().is_unavailable(), "writes wait for the lock");
     let audit = retention.audit(UntrackedUsers::Report).await.unwrap();
     let part = &audit.erasers[0];
     assert_eq!((part.listed, part.tracked, part.untracked), (1_000, 600, 400), "{part:?}");
+    assert_eq!(retention.survey().await.unwrap().tracked, 600);
+    assert_eq!(retention.last_audit().await.unwrap(), None);
+    crate::support::eventually("the replica reads the feed while the lock is held", || async {
+        replica.stats().cached_users == 0
+    })
+    .await;
 }
 
 #[cfg(feature = "sqlite")]

@@ -385,7 +385,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             // The highest number ever given, even after its rows expired.
             let head = s.scalar(tx, &D::feed_head_sql(&s.t), Vec::new()).await?;
             Ok(head.map_or(Ok(None), |v| v.opt_i())?.unwrap_or(0).to_string())
@@ -393,7 +393,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             let after: i64 = cursor.parse().unwrap_or(0);
             let sql = format!(
                 "SELECT seq, uid, since, until, opt_out FROM {} WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -476,7 +476,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn last_audit(&self) -> BoxFuture<'_, Result<Option<String>>> {
-        in_tx!(self, |s, tx| { s.meta(tx, "audit").await })
+        in_tx!(read self, |s, tx| { s.meta(tx, "audit").await })
     }
 
     fn index_receipts(&self, _now: i64, _keep_ms: i64) -> BoxFuture<'_, Result<bool>> {
@@ -562,7 +562,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
     }
 
     fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>> {
-        in_tx!(self, |s, tx| {
+        in_tx!(read self, |s, tx| {
             let mut seen = Vec::with_capacity(ranges.len());
             for r in ranges {
                 let sql = format!("SELECT COUNT(*) FROM {} WHERE at > ? AND at <= ?", s.t.seen);
