@@ -15,6 +15,7 @@ use crate::commands::{Commands, Flows};
 use crate::engine::Engine;
 use crate::humans::is_trackable;
 use crate::stats::Counters;
+use crate::store::Budget;
 use crate::tracker::Noted;
 
 /// A privacy command's answer in progress: whether the layer handled the update. Boxed:
@@ -118,6 +119,14 @@ impl Layer {
                             done => done,
                         };
                     };
+                    // The store time this update may wait for in all (see `Budget`), made
+                    // only where the store is called.
+                    let mut budget = None;
+                    let mut budget = || {
+                        budget
+                            .get_or_insert_with(|| Budget::new(layer.engine.config().store_timeout))
+                            .clone()
+                    };
                     let observed = match classify(&update, layer.engine.config().detect_blocks) {
                         Event::Nothing => Observed::default(),
                         Event::Interaction(user)
@@ -125,13 +134,13 @@ impl Layer {
                         {
                             Observed::default()
                         }
-                        event => Box::pin(layer.observe(event)).await,
+                        event => Box::pin(budget().scope(layer.observe(event))).await,
                     };
                     if observed.refuse {
                         return ControlFlow::Break(Ok(()));
                     }
                     if layer.commands.as_ref().is_some_and(|c| c.may_handle(&update))
-                        && answer(&layer, &update, &deps).await
+                        && budget().scope(answer(&layer, &update, &deps)).await
                     {
                         return ControlFlow::Break(Ok(()));
                     }
@@ -206,8 +215,10 @@ impl Layer {
                 Observed { refuse: false, consumed: true }
             }
             Event::Unblocked(user) => {
-                self.engine.tracker().user_returned(user).await;
-                Observed { consumed: true, ..self.interaction(user).await }
+                // Together: a hung store holds the update once, not once per call.
+                let (_, observed) =
+                    tokio::join!(self.engine.tracker().user_returned(user), self.interaction(user));
+                Observed { consumed: true, ..observed }
             }
             Event::RemovedFromChat(chat, performer) => {
                 self.engine.hooks().removed_from_chat(chat);

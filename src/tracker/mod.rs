@@ -274,7 +274,11 @@ impl Tracker {
         // The writer may be busy with a slow store (a hung Redis), or still reading where
         // the feed stands before its first write: never wait longer than the store timeout.
         // The interaction is not lost: it moves to the backlog, which the writer retries.
-        match timeout(self.store_timeout, slot.wait()).await {
+        let limit = crate::store::Budget::limit(self.store_timeout);
+        let waited = std::time::Instant::now();
+        let written = timeout(limit, slot.wait()).await;
+        crate::store::Budget::charge(waited.elapsed());
+        match written {
             Ok(true) => return Noted::Written,
             Ok(false) => {}
             Err(_) => {

@@ -214,3 +214,38 @@ async fn no_claim_runs_on_a_clock_that_was_never_measured() {
     assert!(seeder.status(UserId(42)).await.unwrap().last_seen.is_some(), "still tracked");
     assert_eq!(fast.stats().clock_skew_warnings, 0, "the clock was never measured");
 }
+
+/// An update waits for a hung store once, not once per store call the crate makes for it:
+/// an unblock (cancelling the mark and recording the interaction) and `/mydata` (the
+/// interaction, the key naming the user, the rate limit) each answer within the store
+/// timeout and a margin. (Before the fix an unblock waited twice the store timeout, and
+/// `/mydata` three times.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_store_holds_an_update_once_whatever_the_crate_asks_it() {
+    use crate::common::{FakeBotApi, dispatch, updates};
+    let timeout = Duration::from_secs(3);
+    let bound = timeout * 3 / 2;
+    let mut env = Env::redis();
+    let retention =
+        env.bare_builder().await.inactive_after(30 * DAY).store_timeout(timeout).build().unwrap();
+    assert!(retention.mark_gone(UserId(5), teloxide_retention::GoneReason::Blocked).await.unwrap());
+    let api = FakeBotApi::start().await;
+    let tree = || {
+        retention.wrap(
+            teloxide::dptree::entry()
+                .endpoint(|| async { Ok::<_, teloxide_retention::BoxError>(()) }),
+        )
+    };
+    // Warm up the dispatcher's own start (getMe), with the store still answering.
+    dispatch(&api, tree(), vec![updates::message(6, "hi")]).await;
+    env.redis_server().pause();
+    for (what, update) in
+        [("an unblock", updates::unblocked(5)), ("/mydata", updates::message(7, "/mydata"))]
+    {
+        let started = Instant::now();
+        dispatch(&api, tree(), vec![update]).await;
+        let took = started.elapsed();
+        assert!(took <= bound, "{what} waited {took:?} for a store timeout of {timeout:?}");
+    }
+    env.redis_server().resume();
+}
