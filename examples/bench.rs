@@ -110,7 +110,10 @@ struct Args {
     /// Users adopted and audited on each store in section 9.
     #[arg(long, default_value_t = 100_000)]
     store_adopt_users: u64,
-    /// Run only these sections (1 to 6, 8, 9; 7 with --cluster); all by default.
+    /// Users adopted, and erased users with a receipt, in section 10 (each store).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_users: u64,
+    /// Run only these sections (1 to 6, 8 to 10; 7 with --cluster); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Internal: records USERS users at URL in this fresh process and prints its memory
@@ -161,6 +164,7 @@ async fn main() -> Result<(), BoxError> {
         args.cluster_users = 50_000;
         args.adopt_users = 100_000;
         args.store_adopt_users = 20_000;
+        args.scale_users = 50_000;
     }
     if let Some(probe) = &args.memory_probe {
         return memory_probe(&probe[0], probe[1].parse()?).await;
@@ -211,6 +215,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if run(9) {
         stores(&url, &mut raw, &args, &mut report).await?;
+    }
+    if run(10) {
+        at_scale(&url, &mut raw, &args, &mut report).await?;
     }
     if args.cluster && run(7) {
         on_cluster(&args, &mut report).await?;
@@ -1388,6 +1395,207 @@ async fn adopt_on(
     Ok(())
 }
 
+/// Section 10, adoption and the audit at scale on every store: N users adopted with a last
+/// activity each (users/s, the slowest store call), then N receipts of erased users (written
+/// straight into the store, as a bot's past erasures left them), then an audit of an eraser
+/// listing the N tracked users and the N erased ones (every erased one is residue, looked
+/// up by its keyed hash): users/s, the slowest store call, and the peak growth of the
+/// process's memory while it runs (it must not grow with the users or the receipts).
+async fn at_scale(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let n = args.scale_users;
+    println!("10. adoption and the audit of {n} users and {n} receipts on every store");
+    flush(raw).await?;
+    slowlog(raw, 100, 100_000).await?;
+    let redis = Probe::Redis { raw: raw.clone(), before: 0 };
+    scale_on("Redis", RedisStore::open(url).await?, n, &redis, report).await?;
+    slowlog(raw, 10_000, 128).await?;
+    flush(raw).await?;
+    #[cfg(feature = "sqlite")]
+    {
+        let slowest = statements::Slowest::install();
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+        let store = teloxide_retention::SqliteStore::open(&url).await?;
+        let probe = Probe::Sql { url: url.clone(), slowest: slowest.clone() };
+        scale_on("SQLite", store, n, &probe, report).await?;
+        #[cfg(feature = "postgres")]
+        {
+            let server = postgres_server::PostgresServer::start_durable();
+            let store = teloxide_retention::PostgresStore::open(&server.url()).await?;
+            let probe = Probe::Sql { url: server.url(), slowest };
+            scale_on("PostgreSQL", store, n, &probe, report).await?;
+        }
+    }
+    #[cfg(not(feature = "sqlite"))]
+    println!("10. SQLite and PostgreSQL: skipped (run with --features sqlite,postgres)");
+    Ok(())
+}
+
+/// The receipt key of section 10, and a user's tag under it (the crate's `ReceiptKey::tag`:
+/// hex HMAC-SHA256 of the decimal id).
+const SCALE_KEY: &[u8; 32] = b"section 10's receipt key, 32 b.!";
+
+fn scale_tag(user: u64) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SCALE_KEY).expect("any length");
+    mac.update(user.to_string().as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The slowest store call since the last reset, in ms: Redis's slow log, or the slowest SQL
+/// statement of any kind.
+async fn slowest_store_ms(probe: &Probe) -> Result<f64, BoxError> {
+    match probe {
+        Probe::Redis { raw, .. } => slowest_call_ms(&mut raw.clone()).await,
+        #[cfg(feature = "sqlite")]
+        Probe::Sql { slowest, .. } => {
+            Ok(slowest.take().into_iter().map(|(_, ms, _)| ms).fold(0.0, f64::max))
+        }
+    }
+}
+
+async fn reset_slowest(probe: &Probe) -> Result<(), BoxError> {
+    match probe {
+        Probe::Redis { raw, .. } => {
+            redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(&mut raw.clone()).await?;
+        }
+        #[cfg(feature = "sqlite")]
+        Probe::Sql { slowest, .. } => {
+            slowest.take();
+            slowest.reset();
+        }
+    }
+    Ok(())
+}
+
+/// Section 10 on one store, in the namespace `scale`.
+async fn scale_on(
+    name: &str,
+    store: impl teloxide_retention::Store,
+    n: u64,
+    probe: &Probe,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    const TRACKED: u64 = 2_000_000_000;
+    const ERASED: u64 = 3_000_000_000;
+    const PAGE: u64 = 1_000;
+    // The tracked users, then the erased ones, 1,000 a page.
+    let lister = erase_fn("table", |_: Erasure| async { Ok::<_, BoxError>(()) }).list_with(
+        move |cursor: Option<String>| async move {
+            let at: u64 = cursor.map_or(Ok(0), |c| c.parse())?;
+            let to = (at + PAGE).min(2 * n);
+            let users = (at..to).map(|i| UserId(if i < n { TRACKED + i } else { ERASED + i - n }));
+            let next = (to < 2 * n).then(|| to.to_string());
+            Ok::<_, BoxError>(Listing::page(users, next))
+        },
+    );
+    let clock = ManualClock::at_unix_ms(NOW);
+    let key = teloxide_retention::ReceiptKey::new(*SCALE_KEY)?;
+    let retention = Retention::builder(store)
+        .namespace("scale")
+        .inactive_after(Duration::from_millis((90 * DAY_MS) as u64))
+        .without_commands()
+        .clock(clock)
+        .receipts(key, Duration::from_millis((60 * DAY_MS) as u64))
+        .erase_with(lister)
+        .build()?;
+    retention.tracked_users().await?;
+    let label = |what: &str| format!("{name} at scale: {what}");
+
+    reset_slowest(probe).await?;
+    let users = (TRACKED..TRACKED + n).map(|u| {
+        let at = chrono::DateTime::from_timestamp_millis(NOW - (u as i64 % 365) * DAY_MS);
+        (UserId(u), at)
+    });
+    let started = Instant::now();
+    let adopted = retention.adopt(users, &Adoption::new()).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(adopted.newly_tracked, n);
+    let goal = match name {
+        "Redis" => Some((">= 200k", rate >= 200_000.0)),
+        "PostgreSQL" => Some((">= 50k", rate >= 50_000.0)),
+        _ => None,
+    };
+    report.add(&label(&format!("adopt {n} users")), rate, "users/s", goal);
+    let slowest = slowest_store_ms(probe).await?;
+    let goal = (name == "Redis").then_some(("<= 5", slowest <= 5.0));
+    report.add(&label("adopt: slowest store call"), slowest, "ms", goal);
+
+    // Past erasures' receipts, a day old.
+    let at = NOW - DAY_MS;
+    match probe {
+        Probe::Redis { raw, .. } => {
+            let mut raw = raw.clone();
+            for chunk in (ERASED..ERASED + n).collect::<Vec<_>>().chunks(1_000) {
+                let mut pipe = redis::pipe();
+                for &user in chunk {
+                    let tag = scale_tag(user);
+                    pipe.cmd("XADD")
+                        .arg("{scale}:receipts")
+                        .arg("*")
+                        .arg(&[("h", tag.as_str()), ("r", "o"), ("e", "[]"), ("a", "1")])
+                        .arg("t")
+                        .arg(at)
+                        .ignore();
+                    pipe.cmd("ZADD").arg("{scale}:erased").arg(at * 8).arg(tag).ignore();
+                }
+                pipe.query_async::<()>(&mut raw).await?;
+            }
+            redis::cmd("HSET")
+                .arg("{scale}:meta")
+                .arg("erased_index")
+                .arg("done")
+                .query_async::<()>(&mut raw)
+                .await?;
+        }
+        #[cfg(feature = "sqlite")]
+        Probe::Sql { url, slowest } => {
+            slowest.pause(true);
+            let tags: Vec<String> = (ERASED..ERASED + n).map(scale_tag).collect();
+            sql::seed_receipts(url, "scale", &tags, at).await?;
+        }
+    }
+
+    reset_slowest(probe).await?;
+    let rss_before = rss_bytes();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_before));
+    let sampler = tokio::spawn({
+        let peak = std::sync::Arc::clone(&peak);
+        async move {
+            loop {
+                peak.fetch_max(rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let audited = retention.audit(UntrackedUsers::Report).await?;
+    let rate = (2 * n) as f64 / started.elapsed().as_secs_f64();
+    sampler.abort();
+    let growth = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(rss_before);
+    let part = &audited.erasers[0];
+    assert_eq!((part.listed, part.tracked, part.residue), (2 * n, n, n), "{part:?}");
+    report.add(&label(&format!("audit {} listed, {n} receipts", 2 * n)), rate, "users/s", None);
+    report.add(&label("audit: slowest store call"), slowest_store_ms(probe).await?, "ms", None);
+    report.add(
+        &label("audit: peak process memory growth"),
+        growth as f64 / (1024.0 * 1024.0),
+        "MiB",
+        None,
+    );
+    #[cfg(feature = "sqlite")]
+    if let Probe::Sql { slowest, .. } = probe {
+        slowest.pause(true);
+    }
+    retention.shutdown().await?;
+    Ok(())
+}
+
 /// The SQL side of section 9's probes, through sqlx's `Any` driver.
 #[cfg(feature = "sqlite")]
 mod sql {
@@ -1415,6 +1623,29 @@ mod sql {
     /// The naive loop: the due users put back, then load all, compare, and one `DELETE` per
     /// commit, as a bot's loop would. Returns the load's time, the time per deletion over
     /// the first 5,000, and how many were due.
+    /// Writes receipts of `tags`, erased `at` (an opt-out each), into `namespace`'s
+    /// receipts table, 500 rows a statement.
+    pub(super) async fn seed_receipts(
+        url: &str,
+        namespace: &str,
+        tags: &[String],
+        at: i64,
+    ) -> Result<(), BoxError> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(url).await?;
+        for chunk in tags.chunks(500) {
+            let values: Vec<String> =
+                chunk.iter().map(|t| format!("('{t}', {at}, 'o', '[]', 1)")).collect();
+            let sql = format!(
+                "INSERT INTO \"{namespace}.receipt\" (tag, at, reason, erasers, attempts) VALUES {}",
+                values.join(", ")
+            );
+            sqlx::query(&sql).execute(&pool).await?;
+        }
+        pool.close().await;
+        Ok(())
+    }
+
     pub(super) async fn naive(
         url: &str,
         n: u64,
