@@ -1531,6 +1531,7 @@ async fn scale_on(
     match probe {
         Probe::Redis { raw, .. } => {
             let mut raw = raw.clone();
+            let before = used_memory(&mut raw).await?;
             for chunk in (ERASED..ERASED + n).collect::<Vec<_>>().chunks(1_000) {
                 let mut pipe = redis::pipe();
                 for &user in chunk {
@@ -1552,6 +1553,26 @@ async fn scale_on(
                 .arg("done")
                 .query_async::<()>(&mut raw)
                 .await?;
+            let index: u64 = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg("{scale}:erased")
+                .arg("SAMPLES")
+                .arg(0)
+                .query_async(&mut raw)
+                .await?;
+            let all = used_memory(&mut raw).await?.saturating_sub(before);
+            report.add(
+                &label("bytes per receipt (stream + index)"),
+                all as f64 / n as f64,
+                "B",
+                None,
+            );
+            report.add(
+                &label("bytes per receipt in the index"),
+                index as f64 / n as f64,
+                "B",
+                None,
+            );
         }
         #[cfg(feature = "sqlite")]
         Probe::Sql { url, slowest } => {
