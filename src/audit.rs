@@ -27,14 +27,24 @@ pub use crate::config::UntrackedUsers;
 ///   app, a payment callback), or held since before the crate was installed. The audit puts
 ///   them on a clock as [`UntrackedUsers`] says (adopted, see [`crate::Adoption`]);
 /// - with receipts on ([`RetentionBuilder::receipts`](crate::RetentionBuilder::receipts)),
-///   an untracked user who has a receipt is **residue**: their erasure completed, yet the
-///   eraser still holds data about them (a missed table or column). Their erasure is
-///   scheduled again at once, and counted against that eraser. It is marked at the erasure
-///   the receipt records, so that a user who came back since (an interaction after it,
-///   even one a replica writes only later) is not erased; after an opt-out it is scheduled
-///   as an erasure for inactivity for that reason (a scheduled opt-out is never cancelled).
+///   an untracked user whose receipt records an erasure, and whom the eraser lists with no
+///   activity after it, is **residue**: their erasure completed, yet the eraser still holds
+///   data about them (a missed table or column). Their erasure is scheduled again at once
+///   (counted against that eraser, and as untracked), as an erasure for inactivity marked at
+///   the erasure the receipt records: a user who came back since (an interaction after it,
+///   even one a replica writes only later) is not erased, and writers that may hold
+///   unwritten interactions hold it back, as every erasure for inactivity;
+/// - a user the eraser lists with activity after their recorded erasure is new data (an
+///   order that bypassed the layer), never residue: untracked, a user to adopt;
+/// - a user whose erasure was confirmed after the page was listed counts as tracked:
+///   the page may show what that erasure removed since.
 ///
-/// Memory stays bounded by a page (and the receipts' tags); the audit stores no user id.
+/// [`UntrackedUsers::Report`] only counts: it writes nothing. Each listing call is bounded
+/// by the eraser timeout, and a listing that hands back a cursor it handed before is
+/// stopped; both end that eraser's audit with [`EraserAudit::error`].
+///
+/// Memory stays bounded by a page: receipts are looked up page by page by the users'
+/// keyed hashes; the audit stores no user id.
 ///
 /// ```
 /// use std::time::Duration;
@@ -103,7 +113,8 @@ pub struct EraserAudit {
     /// Of the untracked, users now put on a clock (see [`UntrackedUsers`]).
     pub adopted: u64,
     /// Of the untracked, users whose erasure completed (a receipt says so) yet whom the
-    /// eraser still holds: their erasure is scheduled again.
+    /// eraser still lists, with no activity after that erasure: their erasure is scheduled
+    /// again (not under [`UntrackedUsers::Report`]).
     pub residue: u64,
     /// Why listing stopped early, if it did (the counts cover the pages read).
     pub error: Option<String>,

@@ -138,7 +138,8 @@ impl RetentionBuilder {
         self
     }
 
-    /// How long one eraser call may take before it counts as failed. Default 30 s.
+    /// How long one eraser call may take before it counts as failed. Default 30 s. It
+    /// bounds each listing call of the audit ([`Eraser::list`](crate::Eraser::list)) too.
     pub fn eraser_timeout(mut self, timeout: Duration) -> Self {
         self.config.eraser_timeout = timeout;
         self

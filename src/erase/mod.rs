@@ -248,9 +248,14 @@ pub trait Eraser: Send + Sync + 'static {
     ///
     /// The default returns `Ok(None)`: this eraser cannot list, and the audit says so.
     ///
+    /// Each call is bounded by the eraser timeout
+    /// ([`RetentionBuilder::eraser_timeout`](crate::RetentionBuilder::eraser_timeout)), and a
+    /// listing must move forward: a cursor handed back twice stops it.
+    ///
     /// # Errors
     ///
-    /// Any error stops the audit of this eraser, which reports it.
+    /// Any error stops the audit of this eraser, which reports it; so do a call that does
+    /// not answer in time and a repeated cursor.
     fn list(
         &self,
         cursor: Option<String>,
