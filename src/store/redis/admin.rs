@@ -502,26 +502,11 @@ impl RedisNamespace {
             copy.query_async::<()>(&mut conn).await?;
             delete.query_async::<()>(&mut conn).await?;
         }
-        if source_ttl > 0 {
-            let target_ttl: i64 =
-                redis::cmd("PTTL").arg(&target.keys.receipts).query_async(&mut conn).await?;
-            if target_ttl < source_ttl {
-                redis::cmd("PEXPIRE")
-                    .arg(&target.keys.receipts)
-                    .arg(source_ttl)
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-        }
-        if source_ttl > 0 {
-            let target_ttl: i64 =
-                redis::cmd("PTTL").arg(&target.keys.erased).query_async(&mut conn).await?;
-            if target_ttl < source_ttl {
-                redis::cmd("PEXPIRE")
-                    .arg(&target.keys.erased)
-                    .arg(source_ttl)
-                    .query_async::<()>(&mut conn)
-                    .await?;
+        // The receipts (and their index) live at least as long as the moved ones would have.
+        for key in [&target.keys.receipts, &target.keys.erased] {
+            let target_ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await?;
+            if source_ttl > 0 && target_ttl < source_ttl {
+                redis::cmd("PEXPIRE").arg(key).arg(source_ttl).query_async::<()>(&mut conn).await?;
             }
         }
         // An emptied stream stays as a key until deleted.
