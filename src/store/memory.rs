@@ -563,7 +563,13 @@ impl Backend for MemoryNamespace {
 
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
         self.ready(|s| {
-            users.iter().map(|u| s.seen.score(*u).is_some() || s.job.contains_key(u)).collect()
+            // A batch claimed for inactivity alone keeps no job: its users are known too.
+            let running: std::collections::HashSet<u64> =
+                s.batches.values().flatten().copied().collect();
+            users
+                .iter()
+                .map(|u| s.seen.score(*u).is_some() || s.job.contains_key(u) || running.contains(u))
+                .collect()
         })
     }
 

@@ -176,6 +176,36 @@ crate::every_store! {
         assert_eq!((nine.last_seen, nine.erasure), (None, None), "user 9 stays erased");
     }
 
+    /// A user whose erasure for inactivity is running (a batch keeps no job for them) is
+    /// known to the audit: never adopted while being erased. (Before the fix the audit
+    /// counted them untracked and tracked them again.)
+    async fn a_user_in_a_running_erasure_is_known_to_the_audit(env) {
+        let gate = Arc::new(crate::support::Gate::default());
+        let held = Table::default();
+        held.insert(9, T0);
+        let list = held.clone();
+        let lister = erase_fn("lister", |_: Erasure| async { Ok::<_, BoxError>(()) })
+            .list_with(move |_cursor: Option<String>| {
+                let page = list.rows();
+                async move { Ok::<_, BoxError>(Listing::page_with_activity(page, None)) }
+            });
+        let bot = env
+            .builder()
+            .await
+            .erase_with(lister)
+            .erase_with(crate::support::Recorder::new("profiles").gated(Arc::clone(&gate)))
+            .build()
+            .unwrap();
+        assert!(bot.note_interaction(UserId(9)).await.is_stored());
+        bot.flush().await.unwrap();
+        env.clock.advance(31 * DAY);
+        crate::support::kill_pass_inside_eraser(&bot, &gate).await;
+        let report = bot.audit(UntrackedUsers::Adopt).await.unwrap();
+        let part = &report.erasers[0];
+        assert_eq!((part.listed, part.tracked, part.untracked), (1, 1, 0), "{part:?}");
+        assert_eq!(bot.status(UserId(9)).await.unwrap().last_seen, None, "not tracked again");
+    }
+
     /// A listing call that never answers, and one that hands back the same cursor for
     /// ever, end the audit of their eraser with the reason; the other erasers are audited.
     async fn a_hung_or_endless_listing_ends_with_its_reason(env) {

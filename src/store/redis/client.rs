@@ -401,18 +401,30 @@ impl Backend for RedisNamespace {
             if users.is_empty() {
                 return Ok(Vec::new());
             }
-            // Tracked (`seen`) or with a job (scheduled or running: a running erasure keeps
-            // its job until it is confirmed).
-            let (seen, jobs): (Vec<Option<f64>>, Vec<Option<String>>) = redis::pipe()
-                .cmd("ZMSCORE")
-                .arg(&self.keys.seen)
-                .arg(users)
-                .cmd("HMGET")
-                .arg(&self.keys.job)
-                .arg(users)
-                .query_async(&mut self.conn.clone())
-                .await?;
-            Ok(seen.iter().zip(&jobs).map(|(s, j)| s.is_some() || j.is_some()).collect())
+            // Tracked (`seen`), with a job (scheduled, or running with a reason), or in a
+            // running batch (one claimed for inactivity alone keeps no job). Only a few
+            // batches run at a time: their member lists are read whole.
+            let (seen, jobs, running): (Vec<Option<f64>>, Vec<Option<String>>, Vec<String>) =
+                redis::pipe()
+                    .cmd("ZMSCORE")
+                    .arg(&self.keys.seen)
+                    .arg(users)
+                    .cmd("HMGET")
+                    .arg(&self.keys.job)
+                    .arg(users)
+                    .cmd("HVALS")
+                    .arg(&self.keys.batches)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+            let running: std::collections::HashSet<&str> =
+                running.iter().flat_map(|b| b.split(',')).filter(|u| !u.is_empty()).collect();
+            Ok(users
+                .iter()
+                .zip(seen.iter().zip(&jobs))
+                .map(|(u, (s, j))| {
+                    s.is_some() || j.is_some() || running.contains(u.to_string().as_str())
+                })
+                .collect())
         })
     }
 

@@ -107,11 +107,14 @@ impl<D: Dialect> SqlNamespace<D> {
     pub(super) async fn known_chunk(&self, tx: &mut Tx<D>, users: &[u64]) -> Result<Vec<bool>> {
         let ids = distinct(users.iter().copied());
         let list = params(ids.len());
+        // Tracked, with a job, or in a running batch (one claimed for inactivity alone keeps
+        // no job).
         let sql = format!(
-            "SELECT uid FROM {} WHERE uid IN ({list}) UNION SELECT uid FROM {} WHERE uid IN ({list})",
-            self.t.seen, self.t.job
+            "SELECT uid FROM {} WHERE uid IN ({list}) UNION SELECT uid FROM {} WHERE uid IN \
+             ({list}) UNION SELECT uid FROM {} WHERE uid IN ({list})",
+            self.t.seen, self.t.job, self.t.batch
         );
-        let args = ids.iter().chain(ids.iter()).map(|u| id(*u)).collect();
+        let args = ids.iter().chain(ids.iter()).chain(ids.iter()).map(|u| id(*u)).collect();
         let known: HashSet<u64> =
             self.rows(tx, &sql, args).await?.iter().map(|r| r[0].user()).collect::<Result<_>>()?;
         Ok(users.iter().map(|u| known.contains(u)).collect())
