@@ -9,13 +9,12 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::FEED_KEEP_MS;
-use crate::store::MAX_EXAMINED;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction,
     Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
     RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, follow_up,
-    sealed, take_or_drop,
+    postponed, sealed, take_or_drop,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -136,16 +135,17 @@ impl Space {
 
     /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
     /// user who came back goes to `returned`).
-    /// `false` if the user stays where they are (see [`Decision::Hold`]).
+    /// Applies the claim's [`Decision`] for `user` (a held user stays where they are).
     fn take_or_drop(
         &mut self,
         user: u64,
         hold: bool,
         users: &mut Vec<Claimed>,
         returned: &mut Vec<u64>,
-    ) -> bool {
+    ) -> Decision {
         let job = self.job_of(user);
-        match take_or_drop(job, self.seen.score(user), hold) {
+        let decision = take_or_drop(job, self.seen.score(user), hold);
+        match decision {
             Decision::Drop => {
                 self.job.remove(&user);
                 self.failing.remove(&user);
@@ -157,9 +157,9 @@ impl Space {
                 self.seen.remove(user);
                 users.push(claimed(user, job));
             }
-            Decision::Hold => return false,
+            Decision::Hold => {}
         }
-        true
+        decision
     }
 
     /// See `writers_hold` in `writers.lua`; also forgets dead writers.
@@ -253,14 +253,14 @@ impl Backend for MemoryNamespace {
                 let members = s.batches.remove(&old).unwrap_or_default();
                 let mut rest = Vec::new();
                 for user in members {
-                    if users.len() >= limit
-                        || !s.take_or_drop(user, held.is_some(), &mut users, &mut returned)
-                    {
+                    if users.len() >= limit {
                         rest.push(user);
+                    } else {
+                        // Decided when nothing held: a takeover finishes it.
+                        s.take_or_drop(user, false, &mut users, &mut returned);
                     }
                 }
-                // What does not fit, or is held, stays in the old batch, still expired (see
-                // claim.lua).
+                // What does not fit stays in the old batch, still expired (see claim.lua).
                 if rest.is_empty() {
                     s.lease.remove(old);
                 } else {
@@ -270,15 +270,18 @@ impl Backend for MemoryNamespace {
                     s.lease.set(old, if old_deadline == now { now - 1 } else { now });
                 }
             }
-            // 2. Due scheduled erasures.
-            // While writers hold, erasures for inactivity stay queued: read on past them.
-            let read = if held.is_some() { MAX_EXAMINED } else { limit };
-            for (user, _) in s.queue.up_to(now, read) {
+            // 2. Due scheduled erasures. While writers hold, an erasure for inactivity is
+            // postponed (see `postponed`), so that those behind it go on.
+            let postponed = postponed(now, writers);
+            for (user, _) in s.queue.up_to(now, limit.saturating_sub(users.len()) + 64) {
                 if users.len() >= limit {
                     break;
                 }
-                if s.take_or_drop(user, held.is_some(), &mut users, &mut returned) {
-                    s.queue.remove(user);
+                match s.take_or_drop(user, held.is_some(), &mut users, &mut returned) {
+                    Decision::Hold => s.queue.set(user, postponed),
+                    Decision::Take | Decision::Drop => {
+                        s.queue.remove(user);
+                    }
                 }
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.

@@ -250,11 +250,6 @@ pub(crate) fn came_back(job: Job, last_seen: Option<i64>) -> bool {
         && last_seen.is_some_and(|seen| job.marked_at == 0 || seen > job.marked_at)
 }
 
-/// How many entries a claim reads past those it cannot take (values it cannot read, users
-/// it holds) before it stops for this time: they never hide the due users behind them, and
-/// a claim stays bounded. `MAX_EXAMINED` in `claim.lua`.
-pub(crate) const MAX_EXAMINED: usize = 16_384;
-
 /// What a claim does with a user of a due scheduled erasure or of a dead pruner's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -269,10 +264,11 @@ pub(crate) enum Decision {
 
 /// The claim's decision for a user with `job` (see [`Decision`]): `last_seen` is their time in
 /// `seen`, `writers_hold` whether a writer may hold unwritten interactions. An erasure for
-/// inactivity waits for the writers wherever it comes from (`seen`, a retry, a residue the
-/// audit found, a dead pruner's batch): the user's last interaction may not be written
-/// yet. Gone users and opt-outs are not held. The rule behind `take_or_drop` in
-/// `claim.lua`, the memory store and the SQL stores.
+/// inactivity waits for the writers wherever it comes from (`seen`, or the queue: a retry,
+/// a residue the audit found): the user's last interaction may not be written yet. Gone
+/// users and opt-outs are not held, nor a dead pruner's batch (decided when nothing held:
+/// its takeover passes `false`). The rule behind `take_or_drop` in `claim.lua`, the memory
+/// store and the SQL stores.
 pub(crate) fn take_or_drop(job: Job, last_seen: Option<i64>, writers_hold: bool) -> Decision {
     if came_back(job, last_seen) {
         Decision::Drop
@@ -291,6 +287,13 @@ pub(crate) fn take_or_drop(job: Job, last_seen: Option<i64>, writers_hold: bool)
 /// that it is one. The rule behind `finish.lua`, the memory store and the SQL stores.
 pub(crate) fn follow_up(job: ErasureReason, claimed: ErasureReason, interacted: bool) -> bool {
     job == ErasureReason::OptOut && (interacted || claimed != ErasureReason::OptOut)
+}
+
+/// When a queued erasure for inactivity that a claim holds back becomes due again: one
+/// silent window later (three heartbeats), so that the queue's head moves on and gone users
+/// and opt-outs behind it are claimed while writers hold (`postponed` in `claim.lua`).
+pub(crate) fn postponed(now: i64, writers: WriterWindow) -> i64 {
+    now.saturating_add(writers.silent_ms.max(1))
 }
 
 /// The result of scheduling an erasure.

@@ -23,9 +23,9 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health,
-    Heartbeat, Interaction, Invalidation, Job, LastErasure, MAX_EXAMINED, Marked, Pending,
-    PreviewEntry, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
-    WriterWindow, came_back, follow_up, take_or_drop,
+    Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry,
+    RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, WriterWindow, came_back,
+    follow_up, postponed, take_or_drop,
 };
 
 mod adoption;
@@ -576,10 +576,10 @@ impl<D: Dialect> SqlNamespace<D> {
     }
 
     /// Takes a user with a job (or of a dead pruner's batch) unless they came back (a gone
-    /// user who came back goes to `returned`). `false`, leaving them in place, for a user
-    /// the claim holds (see [`Decision::Hold`]), and, reporting them, for a member that is
-    /// no user id (only a batch can hold one: the reads of ranges skip them) and a user
-    /// whose job cannot be read.
+    /// user who came back goes to `returned`), or holds them (see [`Decision`]). `None`,
+    /// leaving them in place and reporting them, for a member that is no user id (only a
+    /// batch can hold one: the reads of ranges skip them) and a user whose job cannot be
+    /// read.
     async fn take_or_drop(
         &self,
         tx: &mut Tx<D>,
@@ -587,14 +587,15 @@ impl<D: Dialect> SqlNamespace<D> {
         hold: bool,
         users: &mut Vec<Claimed>,
         returned: &mut Vec<u64>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Decision>> {
         if !crate::humans::is_user_id(user) {
             tx.report(format!("batch member {}", user as i64));
-            return Ok(false);
+            return Ok(None);
         }
-        let Some(job) = self.readable_job(tx, user).await? else { return Ok(false) };
+        let Some(job) = self.readable_job(tx, user).await? else { return Ok(None) };
         let seen = self.score(tx, &self.t.seen, user).await?;
-        match take_or_drop(job, seen, hold) {
+        let decision = take_or_drop(job, seen, hold);
+        match decision {
             Decision::Drop => {
                 self.remove(tx, &self.t.job, user).await?;
                 self.remove(tx, &self.t.failing, user).await?;
@@ -606,9 +607,9 @@ impl<D: Dialect> SqlNamespace<D> {
                 self.remove(tx, &self.t.seen, user).await?;
                 users.push(claimed(user, job));
             }
-            Decision::Hold => return Ok(false),
+            Decision::Hold => {}
         }
-        Ok(true)
+        Ok(Some(decision))
     }
 
     /// Why writers hold inactivity claims back, if they do; forgets dead writers.

@@ -48,17 +48,17 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 let members = s.batch_users(tx, old).await?;
                 let mut rest = Vec::new();
                 for user in members {
+                    // Decided when nothing held: a takeover finishes it.
                     if users.len() >= limit
-                        || !s
-                            .take_or_drop(tx, user, held.is_some(), &mut users, &mut returned)
+                        || s.take_or_drop(tx, user, false, &mut users, &mut returned)
                             .await?
+                            .is_none()
                     {
                         rest.push(user);
                     }
                 }
-                // What does not fit, is held or cannot be read stays in the old batch, still
-                // expired, with a new deadline so that the batch's own pruner finds its
-                // lease lost.
+                // What does not fit or cannot be read stays in the old batch, still expired,
+                // with a new deadline so that the batch's own pruner finds its lease lost.
                 if rest.is_empty() {
                     s.end_batch(tx, old).await?;
                 } else {
@@ -68,16 +68,20 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 }
             }
             // 2. Due scheduled erasures. Entries it cannot read stay queued; a few more are
-            // read so that they cannot starve the rest. While writers hold, erasures for
-            // inactivity stay queued too: the queue is read on past them.
+            // read so that they cannot starve the rest. While writers hold, an erasure for
+            // inactivity is postponed (see `postponed`), so that those behind it go on.
             let room = limit.saturating_sub(users.len());
-            let read = if held.is_some() { MAX_EXAMINED } else { room + 64 };
-            for (user, _) in s.up_to(tx, &s.t.queue, now, read).await? {
+            let later = postponed(now, writers);
+            for (user, _) in s.up_to(tx, &s.t.queue, now, room + 64).await? {
                 if users.len() >= limit {
                     break;
                 }
-                if s.take_or_drop(tx, user, held.is_some(), &mut users, &mut returned).await? {
-                    s.remove(tx, &s.t.queue, user).await?;
+                match s.take_or_drop(tx, user, held.is_some(), &mut users, &mut returned).await? {
+                    None => {}
+                    Some(Decision::Hold) => s.set_due(tx, user, later).await?,
+                    Some(Decision::Take | Decision::Drop) => {
+                        s.remove(tx, &s.t.queue, user).await?;
+                    }
                 }
             }
             // 3. Inactive users, unless a writer may hold unwritten interactions.

@@ -94,21 +94,19 @@ local function take(user, r, m, a)
 end
 
 -- Plans taking a user with a job (or of a dead pruner's batch) unless they came back.
--- Returns false, leaving the user in place, if their job cannot be read, or if it is an
--- erasure for inactivity while a writer may hold unwritten interactions (the user's
--- return may be among them): `take_or_drop` in protocol.rs.
-local function take_or_drop(user)
+-- Returns 'left' if their job cannot be read (left in place, reported); 'held' for an
+-- erasure for inactivity from the queue while a writer may hold unwritten interactions
+-- (the user's return may be among them; `may_hold`: a dead pruner's batch was decided
+-- when nothing held, and its takeover finishes it); 'done' once taken or dropped.
+-- `take_or_drop` in protocol.rs.
+local function take_or_drop(user, may_hold)
   n_handled = n_handled + 1
   local job = redis.call('HGET', KEYS[4], user)
   local r, m, a = parse(job)
   if not r or not is_user(user) then
     handled[user] = true
     unreadable[#unreadable + 1] = 'user ' .. user .. ' job ' .. tostring(job)
-    return false
-  end
-  if hold and r == 'i' and not came_back(user, r, m) then
-    handled[user] = true
-    return false
+    return 'left'
   end
   if came_back(user, r, m) then
     dropped[user] = true
@@ -116,12 +114,15 @@ local function take_or_drop(user)
     if r ~= 'i' then
       returned[#returned + 1] = user
     end
+  elseif may_hold and hold and r == 'i' then
+    handled[user] = true
+    return 'held'
   else
     handled[user] = true
     rem_seen[#rem_seen + 1] = user
     take(user, r, m, a)
   end
-  return true
+  return 'done'
 end
 
 -- 1. Batches whose lease expired: their pruner crashed or stalled. The limit counts users,
@@ -135,7 +136,7 @@ for e = 1, #expired, 2 do
   end
   local left = {}
   for user in string.gmatch(redis.call('HGET', KEYS[6], old) or '', '[^,]+') do
-    if #members >= limit or not take_or_drop(user) then
+    if #members >= limit or take_or_drop(user, false) == 'left' then
       left[#left + 1] = user
     end
   end
@@ -151,29 +152,28 @@ end
 
 -- 2. Scheduled erasures that are due: gone users, opt-outs, retries, residue. Unreadable
 -- entries stay queued; a few more are read so that they cannot starve the rest. While
--- writers hold, erasures for inactivity stay queued too, and the queue is read on past
--- them (up to MAX_EXAMINED entries), so that gone users and opt-outs behind them go on.
-local MAX_EXAMINED = 16384
+-- writers hold, an erasure for inactivity is postponed by one silent window (`postponed`
+-- in protocol.rs), so that the queue's head moves on to gone users and opt-outs.
+local postpone = {}
 if #members < limit then
-  local offset = 0
-  repeat
-    local page = limit - #members + 64
-    local due = redis.call('ZRANGE', KEYS[3], '-inf', fmt(now), 'BYSCORE', 'LIMIT', offset, page)
-    offset = offset + #due
-    for _, user in ipairs(due) do
-      if #members >= limit then
-        break
-      end
-      if take_or_drop(user) then
-        rem_queue[#rem_queue + 1] = user
-      end
+  local due = redis.call('ZRANGE', KEYS[3], '-inf', fmt(now), 'BYSCORE', 'LIMIT', 0, limit - #members + 64)
+  for _, user in ipairs(due) do
+    if #members >= limit then
+      break
     end
-  until not hold or #members >= limit or #due < page or offset >= MAX_EXAMINED
+    local outcome = take_or_drop(user, true)
+    if outcome == 'done' then
+      rem_queue[#rem_queue + 1] = user
+    elseif outcome == 'held' then
+      postpone[#postpone + 1] = user
+    end
+  end
 end
 
 -- 3. Users inactive since the cutoff, lowest scores first; not while a writer may hold
 -- interactions it has not written. Read page by page: members that are not users (left in
 -- place, reported) must not hide the due users after them.
+local MAX_EXAMINED = 16384
 local MAX_REPORTED = 100
 local not_users = 0
 -- The users of step 3 taken as a run from rank 0 of `seen` (its lowest scores): while
@@ -259,6 +259,12 @@ if run > 0 then
 end
 each_chunk(rem_seen, function(...) redis.call('ZREM', KEYS[1], ...) end)
 each_chunk(rem_queue, function(...) redis.call('ZREM', KEYS[3], ...) end)
+if #postpone > 0 then
+  local later = fmt(now + math.max(tonumber(ARGV[6]), 1))
+  for _, user in ipairs(postpone) do
+    redis.call('ZADD', KEYS[3], later, user)
+  end
+end
 for _, b in ipairs(old_batches) do
   local old, left, moved = b[1], b[2], b[3]
   if #left > 0 then
