@@ -1547,10 +1547,20 @@ async fn scale_on(
                 }
                 pipe.query_async::<()>(&mut raw).await?;
             }
+            // As a finish writes them: in the index already, and read past by it.
+            let top: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg("{scale}:receipts")
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut raw)
+                .await?;
+            let last = top.ids.first().map(|e| e.id.clone()).unwrap_or_default();
             redis::cmd("HSET")
                 .arg("{scale}:meta")
                 .arg("erased_index")
-                .arg("done")
+                .arg(last)
                 .query_async::<()>(&mut raw)
                 .await?;
             let index: u64 = redis::cmd("MEMORY")

@@ -213,9 +213,12 @@ pub(crate) async fn last(engine: &Engine) -> Result<Option<AuditSummary>> {
 pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<AuditReport> {
     let started = Instant::now();
     let now = engine.store_now_ms().await;
-    if let Some(config) = &engine.config().receipts {
-        // Receipts are looked up page by page, by their users' tags (an index on Redis,
-        // which a store of an older version may first need to fill, step by step).
+    if let Some(config) = &engine.config().receipts
+        && untracked != UntrackedUsers::Report
+    {
+        // Receipts are looked up page by page, by their users' tags (an index on Redis, to
+        // which receipts an older version wrote are added, step by step). A report writes
+        // nothing: it looks up what is indexed so far.
         let keep = duration_ms(config.keep);
         while !engine.store(|b| b.index_receipts(now, keep)).await? {}
     }
@@ -366,6 +369,10 @@ async fn audit_page(
     let writes = untracked != UntrackedUsers::Report;
     let mut adopt_now = Vec::new();
     for ((user, last_active), erased) in unknown.into_iter().zip(erased) {
+        // An activity time that cannot be true (a sentinel, milliseconds read as seconds)
+        // is no activity: it neither makes leftovers new data nor starts a clock.
+        let last_active =
+            last_active.filter(|t| crate::adopt::plausible(t.timestamp_millis(), now));
         let active_ms = last_active.map(|t| t.timestamp_millis());
         match erased {
             Some(e) if e.at > listed_at => {
@@ -395,9 +402,6 @@ async fn audit_page(
             _ => {}
         }
         part.untracked += 1;
-        // Data is held: an activity time that cannot be true starts the clock now.
-        let last_active =
-            last_active.filter(|t| crate::adopt::plausible(t.timestamp_millis(), now));
         match untracked {
             UntrackedUsers::Adopt => adopt_now.push((user, last_active)),
             UntrackedUsers::AdoptNow => adopt_now.push((user, None)),

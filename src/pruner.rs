@@ -250,9 +250,15 @@ impl Pruner {
                 }
                 Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),
             }
+            if let Some(done) = audit.take_if(|a| a.is_finished())
+                && let Err(e) = done.await
+                && e.is_panic()
+            {
+                tracing::error!("the scheduled audit panicked: {e}");
+            }
             if let Some((every, untracked)) = self.engine.config().audit
                 && tokio::time::Instant::now() >= next_audit
-                && audit.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+                && audit.is_none()
             {
                 next_audit = tokio::time::Instant::now() + every;
                 let engine = Arc::clone(&self.engine);

@@ -232,7 +232,7 @@ impl Flows<'_> {
             return;
         }
         self.replace_prompt(bot, query, texts.removing.clone()).await;
-        let text = match self.engine.erase_user(presser).await {
+        let text = match crate::store::Budget::exempt(self.engine.erase_user(presser)).await {
             Ok(OptOutOutcome::Erased { .. }) => texts.removed.clone(),
             Ok(OptOutOutcome::Retrying { failed }) => {
                 texts.removal_pending.replace("{failed}", &failed.len().to_string())

@@ -136,6 +136,10 @@ pub(crate) async fn bounded<T>(
     call: impl std::future::Future<Output = crate::Result<T>>,
 ) -> crate::Result<T> {
     let limit = Budget::limit(limit);
+    if limit.is_zero() {
+        // The update's budget is spent: the call is not even issued.
+        return Err(crate::Error::Timeout(limit));
+    }
     let started = std::time::Instant::now();
     let result =
         tokio::time::timeout(limit, call).await.unwrap_or(Err(crate::Error::Timeout(limit)));
@@ -163,6 +167,14 @@ impl Budget {
     pub(crate) fn new(total: std::time::Duration) -> Self {
         let nanos = u64::try_from(total.as_nanos()).unwrap_or(u64::MAX);
         Self(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(nanos)))
+    }
+
+    /// Runs `work` outside the budget of the update being handled: each of its store calls
+    /// is bounded by the store timeout alone. For an erasure the user confirmed: once
+    /// claimed it is durable, and cutting its finish short would only make the erasers run
+    /// again after the lease.
+    pub(crate) async fn exempt<F: std::future::Future>(work: F) -> F::Output {
+        BUDGET.scope(Self::new(std::time::Duration::MAX), work).await
     }
 
     /// Runs `work` with this budget.

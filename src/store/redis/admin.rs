@@ -597,9 +597,11 @@ impl RedisNamespace {
         redis::cmd("HDEL").arg(&k.meta).arg("created").query_async::<()>(&mut conn).await?;
         Ok((users, scheduled))
     }
-    /// Adds receipts written before the `erased` index existed (finish writes both since)
-    /// to the index, at most five pages of 1,000 a call, from where the last call stopped
-    /// (kept in `meta`); `true` once every receipt is in. Idempotent (`ZADD GT`).
+    /// Adds receipts the `erased` index may lack (written before it existed, or by a
+    /// process of an older version during a rolling upgrade; finish writes both) to the
+    /// index, at most five pages of 1,000 a call, from where the last call stopped (the
+    /// stream id kept in `meta`); `true` once it has read to the stream's end. Every audit
+    /// reads on from there, so it reads each receipt once. Idempotent (`ZADD GT`).
     pub(super) async fn index_receipts_step(&self, now: i64, keep_ms: i64) -> Result<bool> {
         const PAGE: usize = 1000;
         let mut conn = self.conn.clone();
@@ -608,10 +610,10 @@ impl RedisNamespace {
             .arg("erased_index")
             .query_async(&mut conn)
             .await?;
+        let oldest = format!("{}", now.saturating_sub(keep_ms).max(0));
         let mut start = match progress.as_deref() {
-            Some("done") => return Ok(true),
-            Some(id) => format!("({id}"),
-            None => format!("{}", now.saturating_sub(keep_ms).max(0)),
+            Some(id) if id.contains('-') => format!("({id}"),
+            _ => oldest,
         };
         for _ in 0..5 {
             let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -644,15 +646,15 @@ impl RedisNamespace {
                     step.cmd("PEXPIRE").arg(&self.keys.erased).arg(keep_ms).ignore();
                 }
             }
-            let last = page.ids.last().map(|e| e.id.clone());
             let finished = page.ids.len() < PAGE;
-            let mark = if finished { "done".to_owned() } else { last.clone().unwrap_or_default() };
-            step.cmd("HSET").arg(&self.keys.meta).arg("erased_index").arg(&mark).ignore();
+            if let Some(last) = page.ids.last().map(|e| e.id.clone()) {
+                step.cmd("HSET").arg(&self.keys.meta).arg("erased_index").arg(&last).ignore();
+                start = format!("({last}");
+            }
             step.query_async::<()>(&mut conn).await?;
             if finished {
                 return Ok(true);
             }
-            start = format!("({}", last.unwrap_or_default());
         }
         Ok(false)
     }

@@ -205,6 +205,10 @@ impl Backend for Sharded {
                 // shard there, where its pruners see them. A fence there (another reshard
                 // since) refuses them again, and they stay buffered.
                 Err(Error::ShardCount { namespace, recorded, opened }) => {
+                    // A recorded count out of range (written by hand) is no layout to write to.
+                    if !(1..=MAX_SHARDS).contains(&recorded) {
+                        return Err(Error::ShardCount { namespace, recorded, opened });
+                    }
                     let shards = self.layout(recorded);
                     if write_interactions(&shards, seen).await.is_err() {
                         return Err(Error::ShardCount { namespace, recorded, opened });
