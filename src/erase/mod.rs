@@ -134,6 +134,12 @@ pub struct Listing {
 
 impl Listing {
     /// A page of `users` (without activity times), followed by the page at `next`.
+    ///
+    /// Without times the audit cannot tell new data from leftovers: with receipts on, a
+    /// listed user whose erasure completed counts as residue and is erased again, even if
+    /// the data is new (an order that bypassed the layer). Prefer
+    /// [`Listing::page_with_activity`] wherever the storage knows when it last wrote a
+    /// user's data.
     #[must_use]
     pub fn page(users: impl IntoIterator<Item = UserId>, next: Option<String>) -> Self {
         Self { users: users.into_iter().map(|u| (u, None)).collect(), next }
