@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use teloxide_retention::{ManualClock, MemoryStore, RedisStore, RetentionBuilder};
 
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisServer, wait};
 
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A fixed start time: 2023-11-14T22:13:20Z.

@@ -13,7 +13,7 @@ use teloxide_retention::{
 
 use crate::common::proxy::Proxy;
 use crate::common::{DAY, Env, RedisServer};
-use crate::support::{Gate, Recorder, eventually};
+use crate::support::{Gate, Recorder, eventually, prune_until_nothing_held};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -195,7 +195,7 @@ async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wr
     proxy.restore();
     eventually("the replica wrote its buffer", || async { replica.stats().buffered_users == 0 })
         .await;
-    pass_with_nothing_held(&pruner).await;
+    assert_eq!(prune_until_nothing_held(&pruner).await, 0, "nobody is erased");
     assert_eq!(pruner.tracked_users().await.unwrap(), 1000);
     assert_eq!(eraser.calls().len(), 1, "only the opt-out");
 }
@@ -234,7 +234,7 @@ async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_
 
     raw(&server, &["CONFIG", "SET", "maxmemory", "0"]);
     eventually("the bot wrote its buffer", || async { bot.stats().buffered_users == 0 }).await;
-    pass_with_nothing_held(&pruner).await;
+    assert_eq!(prune_until_nothing_held(&pruner).await, 0, "nobody is erased");
     assert!(eraser.calls().is_empty());
 }
 
@@ -466,19 +466,4 @@ async fn a_cut_off_replica_follows_up_its_buffered_interactions_and_drops_older_
         (None, None),
         "the interaction from before the opt-out does not track the erased user again"
     );
-}
-
-/// Runs passes until one runs with nothing held back (a live writer's heartbeat may be late
-/// on a loaded machine, which holds inactivity back: the safe side); none may erase anyone.
-async fn pass_with_nothing_held(pruner: &Retention) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let report = pruner.prune_once().await.unwrap();
-        assert_eq!(report.erased, 0, "{report:?}");
-        if report.inactivity_held.is_none() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still held: {report:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
