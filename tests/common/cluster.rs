@@ -59,7 +59,39 @@ impl ClusterTopology {
         );
         let topology = Self { nodes, frozen: None };
         topology.wait_ok();
+        topology.wait_formed();
         topology
+    }
+
+    /// Waits until every node sees three masters serving slots and three replicas, with no
+    /// node in a handshake or failing: `cluster_state:ok` comes as soon as the slots are
+    /// covered, while a node may still list a replica-to-be as a master (a reshard to it
+    /// then fails with "not known or not a master").
+    fn wait_formed(&self) {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let what =
+                format!("the node on port {} to see three masters and three replicas", node.port());
+            wait::retry(&what, POLL, || {
+                let view: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut node.sync_connection())
+                    .map_err(|e| e.to_string())?;
+                let flags = |l: &str| l.split_whitespace().nth(2).unwrap_or_default().to_owned();
+                let lines: Vec<&str> = view.lines().collect();
+                let serving = lines
+                    .iter()
+                    .filter(|l| flags(l).contains("master") && l.split_whitespace().count() > 8);
+                let replicas = lines.iter().filter(|l| flags(l).contains("slave"));
+                let settled = lines.iter().all(|l| {
+                    let f = flags(l);
+                    !f.contains("fail") && !f.contains("handshake") && !f.contains("noaddr")
+                });
+                match (serving.count(), replicas.count(), settled) {
+                    (3, 3, true) => Ok(()),
+                    _ => Err(view),
+                }
+            });
+        }
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -95,7 +127,8 @@ impl ClusterTopology {
             .expect("a running node")
     }
 
-    /// `(node id, port, slot ranges)` of every healthy master, from `CLUSTER NODES`.
+    /// `(node id, port, slot ranges)` of every healthy master that serves slots, from
+    /// `CLUSTER NODES`.
     fn masters(&self) -> Vec<Master> {
         let nodes: String = wait::retry("a node to answer CLUSTER NODES", POLL, || {
             redis::cmd("CLUSTER").arg("NODES").query(&mut self.any().sync_connection())
@@ -116,6 +149,7 @@ impl ClusterTopology {
                     .collect();
                 (f[0].to_owned(), port, ranges)
             })
+            .filter(|(_, _, ranges): &Master| !ranges.is_empty())
             .collect()
     }
 
