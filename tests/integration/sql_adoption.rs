@@ -93,7 +93,7 @@ async fn the_audit_reads_while_the_write_lock_is_held(env: Env, hold: impl Async
         .builder()
         .await
         .erase_with(listing(1_000))
-        .store_timeout(Duration::from_millis(500))
+        .store_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     let adopted = (1..=600u64).map(|u| (UserId(u), None));
