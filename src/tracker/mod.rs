@@ -20,7 +20,7 @@
 //!   them again on its own runtime; the batch the old writer had in flight is written again
 //!   (writes never move a user back, so writing twice is harmless).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -407,6 +407,16 @@ impl Tracker {
     ///
     /// Returns whether interactions were sent to the writer.
     pub(crate) async fn invalidate(self: &Arc<Self>, inv: Invalidation) -> bool {
+        let applied = self.apply(inv);
+        if applied.follow_up {
+            self.schedule_follow_up(inv.user).await;
+        }
+        applied.write
+    }
+
+    /// What [`invalidate`](Self::invalidate) does in memory, at once: the follow-up it
+    /// calls for is the caller's to schedule.
+    fn apply(self: &Arc<Self>, inv: Invalidation) -> Applied {
         let within = |ms: i64| ms >= inv.since && ms <= inv.until;
         let (write, in_window) = {
             let mut st = self.lock();
@@ -439,10 +449,7 @@ impl Tracker {
             self.ensure_writer();
             self.wake.notify_one();
         }
-        if inv.opt_out && in_window {
-            self.schedule_follow_up(inv.user).await;
-        }
-        write
+        Applied { write, follow_up: inv.opt_out && in_window }
     }
 
     /// Writes the pending interactions now and waits for a write in flight, so that the
@@ -567,17 +574,36 @@ impl Drop for Erasing<'_> {
     }
 }
 
+/// What applying an invalidation did, and what it leaves to do.
+struct Applied {
+    /// Interactions were sent to the writer.
+    write: bool,
+    /// An interaction inside an opt-out's window: a follow-up erasure is due.
+    follow_up: bool,
+}
+
 /// Follows the store's feed of erasures.
 #[derive(Default)]
 struct FeedReader {
     cursor: Option<String>,
     last_ok: Option<Instant>,
+    /// Users whose follow-up erasure a read called for and that is not scheduled yet.
+    follow_ups: VecDeque<u64>,
 }
 
 impl FeedReader {
     /// Reads the feed until it is caught up (a burst larger than one read is not left for
     /// later polls, where it could expire unseen), applying each invalidation.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe (the writer bounds each poll by `store_timeout`): a page's invalidations
+    /// are applied to memory at once, together with the move of the cursor past them, and
+    /// the follow-up erasures they call for wait in `follow_ups` until each is scheduled
+    /// (scheduling is idempotent), by this poll or the next: a poll cut short never leaves
+    /// users of a page it read in the cache, nor their follow-ups unsent.
     async fn poll(&mut self, tracker: &Arc<Tracker>) {
+        self.schedule_follow_ups(tracker).await;
         loop {
             let read = match &self.cursor {
                 None => tracker
@@ -608,13 +634,22 @@ impl FeedReader {
             self.cursor = Some(next);
             self.last_ok = Some(Instant::now());
             for inv in invalidations {
-                if !tracker.is_own_echo(&inv) {
-                    tracker.invalidate(inv).await;
+                if !tracker.is_own_echo(&inv) && tracker.apply(inv).follow_up {
+                    self.follow_ups.push_back(inv.user);
                 }
             }
+            self.schedule_follow_ups(tracker).await;
             if !full {
                 return;
             }
+        }
+    }
+
+    /// Schedules the follow-ups waiting in `follow_ups`, each removed once its call ended.
+    async fn schedule_follow_ups(&mut self, tracker: &Tracker) {
+        while let Some(&user) = self.follow_ups.front() {
+            tracker.schedule_follow_up(user).await;
+            self.follow_ups.pop_front();
         }
     }
 }
@@ -647,6 +682,61 @@ mod tests {
         assert_eq!(tracker.cached_users(), 0);
         tracker.flush().await.unwrap();
         assert_eq!(backend.status(1).await.unwrap().last_seen, Some(11_000));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_read_cut_short_forgets_the_whole_page_and_sends_every_follow_up() {
+        use crate::store::intercept::{Hold, Intercepted, Op};
+
+        // Seen under load (safety::a_burst_of_erasures_larger_than_one_feed_read_…): the
+        // writer bounds each feed poll by `store_timeout`; a poll that ran out while it
+        // scheduled the follow-up of one opt-out had moved its cursor past the whole page,
+        // so the page's later users stayed cached for good and got no follow-up.
+        let memory = MemoryStore::new();
+        let hook = Arc::new(Hold::new(Op::Schedule, false));
+        let store = Intercepted { store: memory.clone(), hook: Arc::clone(&hook) };
+        let clock = ManualClock::at_unix_ms(1_000);
+        let tracker = Arc::new(Tracker::new(
+            &crate::config::Config::for_tests(),
+            store.bind("t", crate::store::sealed::Token).0,
+            Arc::new(SyncedClock::new(Arc::new(clock.clone()))),
+            Arc::default(),
+            Arc::default(),
+            CancellationToken::new(),
+        ));
+        tracker.poll_feed().await;
+        for user in 1..=3 {
+            assert_eq!(tracker.note_interaction(user, false).await, Noted::Written);
+        }
+        assert_eq!(tracker.cached_users(), 3);
+        // Follow-ups hang from now on (held before the erasures: the writer's own poll, every
+        // second, may read them first).
+        hook.on.store(true, Ordering::SeqCst);
+        // Another replica erases all three while their interactions are in the window (the
+        // clocks stand still), so each invalidation calls for a follow-up.
+        let other = crate::Retention::builder(memory)
+            .namespace("t")
+            .inactive_after(Duration::from_secs(90 * 24 * 3600))
+            .without_commands()
+            .clock(clock)
+            .build()
+            .unwrap();
+        for user in 1..=3 {
+            other.erase_user(teloxide::types::UserId(user)).await.unwrap();
+        }
+
+        // The first follow-up hangs, and the poll is cut short there.
+        let cut = timeout(Duration::from_millis(200), tracker.poll_feed()).await;
+        assert!(cut.is_err(), "the poll waited on the held follow-up");
+        assert_eq!(tracker.cached_users(), 0, "every user of the page read is forgotten");
+
+        hook.on.store(false, Ordering::SeqCst);
+        hook.released.notify_waiters();
+        tracker.poll_feed().await;
+        for user in 1..=3 {
+            let status = tracker.backend.status(user).await.unwrap();
+            assert!(status.job.is_some(), "user {user}'s follow-up is scheduled: {status:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

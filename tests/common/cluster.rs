@@ -1,10 +1,13 @@
 //! A Redis Cluster of three masters with one replica each, made by
-//! `redis-cli --cluster create`, on OS-chosen ports of 127.0.0.1; killed on drop.
+//! `redis-cli --cluster create`, on OS-chosen ports of 127.0.0.1; killed on drop. Every
+//! wait and every read of the nodes' view retries until
+//! [`patience`](wait::patience): during a failover a node may refuse, drop a
+//! connection or answer with a view still changing.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::redis_server::RedisServer;
+use super::redis_server::{RedisServer, wait};
 
 /// A master's node id, port and slot ranges.
 type Master = (String, u16, Vec<(u16, u16)>);
@@ -27,13 +30,8 @@ pub struct ClusterTopology {
     frozen: Option<u16>,
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How often a wait asks again.
+const POLL: Duration = Duration::from_millis(100);
 
 fn redis_cli() -> Command {
     let mut cmd =
@@ -61,7 +59,39 @@ impl ClusterTopology {
         );
         let topology = Self { nodes, frozen: None };
         topology.wait_ok();
+        topology.wait_formed();
         topology
+    }
+
+    /// Waits until every node sees three masters serving slots and three replicas, with no
+    /// node in a handshake or failing: `cluster_state:ok` comes as soon as the slots are
+    /// covered, while a node may still list a replica-to-be as a master (a reshard to it
+    /// then fails with "not known or not a master").
+    fn wait_formed(&self) {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let what =
+                format!("the node on port {} to see three masters and three replicas", node.port());
+            wait::retry(&what, POLL, || {
+                let view: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut node.sync_connection())
+                    .map_err(|e| e.to_string())?;
+                let flags = |l: &str| l.split_whitespace().nth(2).unwrap_or_default().to_owned();
+                let lines: Vec<&str> = view.lines().collect();
+                let serving = lines
+                    .iter()
+                    .filter(|l| flags(l).contains("master") && l.split_whitespace().count() > 8);
+                let replicas = lines.iter().filter(|l| flags(l).contains("slave"));
+                let settled = lines.iter().all(|l| {
+                    let f = flags(l);
+                    !f.contains("fail") && !f.contains("handshake") && !f.contains("noaddr")
+                });
+                match (serving.count(), replicas.count(), settled) {
+                    (3, 3, true) => Ok(()),
+                    _ => Err(view),
+                }
+            });
+        }
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -72,10 +102,14 @@ impl ClusterTopology {
     /// `slot`-holding masters.
     pub fn wait_ok(&self) {
         for node in self.nodes.iter().filter(|n| n.is_running() && Some(n.port()) != self.frozen) {
-            let mut conn = node.sync_connection();
-            wait_for("cluster_state:ok", || {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
-                info.contains("cluster_state:ok")
+            let what = format!("cluster_state:ok on the node on port {}", node.port());
+            wait::retry(&what, POLL, || {
+                match redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut node.sync_connection())
+                {
+                    Ok(info) if info.contains("cluster_state:ok") => Ok(()),
+                    Ok(_) => Err("cluster_state is not ok".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
             });
         }
     }
@@ -93,10 +127,12 @@ impl ClusterTopology {
             .expect("a running node")
     }
 
-    /// `(node id, port, slot ranges)` of every healthy master, from `CLUSTER NODES`.
+    /// `(node id, port, slot ranges)` of every healthy master that serves slots, from
+    /// `CLUSTER NODES`.
     fn masters(&self) -> Vec<Master> {
-        let mut conn = self.any().sync_connection();
-        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).unwrap();
+        let nodes: String = wait::retry("a node to answer CLUSTER NODES", POLL, || {
+            redis::cmd("CLUSTER").arg("NODES").query(&mut self.any().sync_connection())
+        });
         nodes
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail"))
@@ -113,6 +149,7 @@ impl ClusterTopology {
                     .collect();
                 (f[0].to_owned(), port, ranges)
             })
+            .filter(|(_, _, ranges): &Master| !ranges.is_empty())
             .collect()
     }
 
@@ -164,12 +201,14 @@ impl ClusterTopology {
     /// Waits until the replica has every write of the master on `port`.
     pub fn sync_replica_of(&self, port: u16) {
         let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
-        let mut conn = node.sync_connection();
         // A replica still making its first sync (slow on a loaded machine) acknowledges
-        // nothing yet: ask again, for up to a minute.
-        wait_for("the replica to acknowledge the writes", || {
-            let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut conn).unwrap();
-            acked >= 1
+        // nothing yet: ask again.
+        wait::retry("the replica to acknowledge the writes", POLL, || {
+            match redis::cmd("WAIT").arg(1).arg(5000).query::<i64>(&mut node.sync_connection()) {
+                Ok(acked) if acked >= 1 => Ok(()),
+                Ok(_) => Err("no replica acknowledged within 5 s".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
         });
     }
 
@@ -177,7 +216,7 @@ impl ClusterTopology {
     pub fn kill_master_of(&mut self, slot: u16) -> u16 {
         let (_, port) = self.master_of(slot);
         self.nodes.iter_mut().find(|n| n.port() == port).unwrap().stop();
-        wait_for("the replica to take the slot over", || {
+        wait::until("the replica to take the slot over", POLL, || {
             self.try_master_of(slot).is_some_and(|(_, now)| now != port)
         });
         self.wait_ok();
@@ -195,7 +234,7 @@ impl ClusterTopology {
 
     /// Waits until another master than the one on `old` serves `slot`; returns its port.
     pub fn wait_for_new_master_of(&self, slot: u16, old: u16) -> u16 {
-        wait_for("the replica to take the slot over", || {
+        wait::until("the replica to take the slot over", POLL, || {
             self.try_master_of(slot).is_some_and(|(_, now)| now != old)
         });
         self.wait_ok();

@@ -23,11 +23,21 @@ use std::time::Duration;
 
 use teloxide_retention::{ManualClock, MemoryStore, RedisStore, RetentionBuilder};
 
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisServer, wait};
 
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A fixed start time: 2023-11-14T22:13:20Z.
 pub const T0: i64 = 1_700_000_000_000;
+
+/// The store timeout of every env's builders: a healthy store answers within it even on a
+/// loaded machine (a PostgreSQL claim took over the crate's default 2 s there). Tests of
+/// the timeout itself, and of outages, set their own.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store timeout of tests that take Redis away: each call during the outage may wait
+/// for it, so it stays short, while a healthy Redis on a loaded machine still answers well
+/// within it (their calls before and after the outage run under it too).
+pub const OUTAGE_STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +193,13 @@ impl Env {
         self.bare_builder().await.inactive_after(30 * DAY).without_commands()
     }
 
-    /// A builder on this env's store and clock, nothing else set.
+    /// A builder on this env's store and clock with [`STORE_TIMEOUT`], nothing else set.
     pub async fn bare_builder(&self) -> RetentionBuilder {
+        self.store_builder().await.store_timeout(STORE_TIMEOUT)
+    }
+
+    /// A builder on this env's store and clock.
+    async fn store_builder(&self) -> RetentionBuilder {
         #[cfg(feature = "postgres")]
         if let Some((server, store)) = &self.postgres {
             let store = store

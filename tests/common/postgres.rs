@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::redis_server::wait;
+
 /// The port number only names the socket file (`.s.PGSQL.5432`) in the server's own dir.
 const PORT: u16 = 5432;
 /// `nobody`'s uid and gid on Debian, the server's user when the tests run as root.
@@ -130,7 +132,8 @@ impl PostgresServer {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let patience = wait::patience();
+        let deadline = Instant::now() + patience;
         loop {
             // The socket exists a moment before the server accepts sessions; the log says
             // when it does.
@@ -144,7 +147,9 @@ impl PostgresServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "postgres did not start within 60 s: {}",
+                "postgres did not log \"ready to accept connections\" within {patience:?} ({} \
+                 sets the limit): {}",
+                wait::PATIENCE_VAR,
                 std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -1,6 +1,8 @@
 //! A real `redis-server` per test: its own temp dir and unix socket (no TCP port, so the
 //! machine's own Redis on 6379 is never touched), ready when it answers PING, killed on
-//! drop. A missing binary fails the test with an install hint; nothing is skipped.
+//! drop. A missing binary fails the test with an install hint; nothing is skipped. Every
+//! wait for the server retries until [`patience`](wait::patience), then fails with
+//! what it waited for and the server's log.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,11 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::certs::{TestCerts, install_crypto_provider};
+
+// Declared here, not in `common`, as examples/bench.rs includes this file and the other
+// servers' files without `common`; `common` re-exports it.
+#[path = "wait.rs"]
+pub mod wait;
 
 pub struct RedisServer {
     dir: TempDir,
@@ -138,15 +145,16 @@ impl RedisServer {
             .arg(16383)
             .query(&mut conn)
             .expect("CLUSTER ADDSLOTSRANGE");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
-            if info.contains("cluster_state:ok") {
-                break;
+        wait::retry("the single-node cluster to be ok", Duration::from_millis(50), || {
+            match self
+                .try_connection()
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+            {
+                Ok(info) if info.contains("cluster_state:ok") => Ok(()),
+                Ok(info) => Err(info),
+                Err(e) => Err(e.to_string()),
             }
-            assert!(Instant::now() < deadline, "the cluster never became ok:\n{info}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -171,8 +179,20 @@ impl RedisServer {
         }
     }
 
+    /// A new connection to the server; retried until it connects (a loaded machine may
+    /// be slow to accept), failing with the server's log.
     pub fn sync_connection(&self) -> redis::Connection {
-        self.client().unwrap().get_connection().unwrap()
+        let what = format!("a connection to redis-server at {}", self.url());
+        wait::retry(&what, Duration::from_millis(20), || {
+            self.try_connection().map_err(|e| format!("{e}; log:\n{}", read(&self.log())))
+        })
+    }
+
+    /// One attempt at a connection, bounded so that a hung server fails the attempt.
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let conn = self.client()?.get_connection_with_timeout(Duration::from_secs(10))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(conn)
     }
 
     fn log(&self) -> PathBuf {
@@ -237,19 +257,26 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let patience = wait::patience();
+        let deadline = Instant::now() + patience;
         loop {
-            if let Ok(client) = self.client()
-                && let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return;
-            }
+            let pinged = self
+                .try_connection()
+                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+            let error = match pinged {
+                Ok(_) => return,
+                Err(e) => e,
+            };
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("redis-server exited with {status}; log:\n{}", read(&self.log()));
             }
             if Instant::now() > deadline {
-                panic!("redis-server did not answer PING within 10 s; log:\n{}", read(&self.log()));
+                panic!(
+                    "redis-server did not answer PING within {patience:?} (last: {error}; {} \
+                     sets the limit); log:\n{}",
+                    wait::PATIENCE_VAR,
+                    read(&self.log())
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

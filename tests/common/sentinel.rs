@@ -1,13 +1,17 @@
 //! A Sentinel deployment started by a test: one master, one replica and three
 //! `redis-server --sentinel` processes, all on OS-chosen ports of 127.0.0.1 in their own temp
 //! dirs, killed on drop.
+//!
+//! Every read of a sentinel or a server retries until [`patience`](wait::patience):
+//! a failover closes clients' connections (Sentinel demotes the old master with `REPLICAOF`
+//! and `CLIENT KILL`), so a read may meet a refused connection or an end of file.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::redis_server::{RedisServer, free_port};
+use super::redis_server::{RedisServer, free_port, wait};
 
 pub const MASTER_NAME: &str = "mymaster";
 
@@ -30,16 +34,40 @@ impl Drop for Sentinel {
     }
 }
 
-fn connection(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap().get_connection().unwrap()
+/// How often a wait asks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Sends `cmd` to the server or sentinel on `port` over a new connection (a failover may
+/// have cut any older one).
+fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(10))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    cmd.query(&mut conn)
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+/// The role (`master`, `slave`, `sentinel`) the server on `port` answers `ROLE` with.
+fn role(port: u16) -> redis::RedisResult<String> {
+    let role: Vec<redis::Value> = query(port, &redis::cmd("ROLE"))?;
+    match role.first() {
+        Some(redis::Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        other => Err(std::io::Error::other(format!("ROLE answered {other:?}")).into()),
     }
+}
+
+/// Waits until the server on `port` answers `ROLE` with `expected`.
+fn wait_for_role(what: &str, port: u16, expected: &str) {
+    wait::retry(what, POLL, || match role(port) {
+        Ok(role) if role == expected => Ok(()),
+        Ok(role) => Err(format!("it is a {role}")),
+        Err(e) => Err(e.to_string()),
+    });
+}
+
+/// The port of the master that the sentinel on `sentinel` names.
+fn named_master(sentinel: u16) -> redis::RedisResult<u16> {
+    let cmd = redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).clone();
+    query::<(String, u16)>(sentinel, &cmd).map(|(_, port)| port)
 }
 
 impl SentinelTopology {
@@ -47,11 +75,13 @@ impl SentinelTopology {
         let master = RedisServer::start_tcp(&[]);
         let master_port = master.port().to_string();
         let replica = RedisServer::start_tcp(&["--replicaof", "127.0.0.1", &master_port]);
-        let mut replica_conn = replica.sync_connection();
-        wait_for("the replica to sync", || {
-            let info: String =
-                redis::cmd("INFO").arg("replication").query(&mut replica_conn).unwrap();
-            info.contains("master_link_status:up")
+        let replica_port = replica.port();
+        wait::retry("the replica to sync", POLL, || {
+            match query::<String>(replica_port, redis::cmd("INFO").arg("replication")) {
+                Ok(info) if info.contains("master_link_status:up") => Ok(()),
+                Ok(_) => Err("master_link_status is not up".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
         });
         let sentinels = (0..3)
             .map(|_| {
@@ -83,20 +113,17 @@ impl SentinelTopology {
             })
             .collect::<Vec<_>>();
         for sentinel in &sentinels {
-            wait_for("a sentinel to answer", || {
-                redis::Client::open(format!("redis://127.0.0.1:{}/", sentinel.port))
-                    .and_then(|c| c.get_connection())
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                    .is_ok()
+            let port = sentinel.port;
+            wait::retry("a sentinel to answer PING", POLL, || {
+                query::<String>(port, &redis::cmd("PING"))
             });
-            let mut conn = connection(sentinel.port);
-            wait_for("a sentinel to see the replica", || {
-                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
-                    .arg("REPLICAS")
-                    .arg(MASTER_NAME)
-                    .query(&mut conn)
-                    .unwrap_or_default();
-                !replicas.is_empty()
+            let replicas = redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME).clone();
+            wait::retry("a sentinel to see the replica", POLL, || {
+                match query::<Vec<redis::Value>>(port, &replicas) {
+                    Ok(found) if !found.is_empty() => Ok(()),
+                    Ok(_) => Err("no replica yet".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
             });
         }
         Self { master, replica, sentinels }
@@ -109,59 +136,64 @@ impl SentinelTopology {
 
     /// The port of the master the sentinels name now.
     pub fn master_port(&self) -> u16 {
-        let mut conn = connection(self.sentinels[0].port);
-        let (_, port): (String, u16) = redis::cmd("SENTINEL")
-            .arg("GET-MASTER-ADDR-BY-NAME")
-            .arg(MASTER_NAME)
-            .query(&mut conn)
-            .unwrap();
-        port
+        let sentinel = self.sentinels[0].port;
+        wait::retry("a sentinel to name the master", POLL, || named_master(sentinel))
     }
 
     /// Waits until the replica has every write of the master so far.
     pub fn sync_replica(&self) {
-        let mut conn = connection(self.master_port());
-        let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut conn).unwrap();
-        assert_eq!(acked, 1, "the replica acknowledged the writes");
+        let master = self.master_port();
+        // A replica still making its first sync (slow on a loaded machine) acknowledges
+        // nothing yet: ask again.
+        wait::retry("the replica to acknowledge the master's writes", POLL, || {
+            match query::<i64>(master, redis::cmd("WAIT").arg(1).arg(5000)) {
+                Ok(acked) if acked >= 1 => Ok(()),
+                Ok(_) => Err("no replica acknowledged within 5 s".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
     }
 
     /// `SENTINEL FAILOVER`: the replica becomes the master. Returns once every sentinel
     /// names it, it answers as a master and the old master answers as its replica.
     pub fn failover(&self) -> u16 {
         let old = self.master_port();
-        let mut conn = connection(self.sentinels[0].port);
-        // A sentinel refuses ("NOGOODSLAVE") until it has the replica's INFO.
-        wait_for("a sentinel to accept the failover", || {
-            let asked: redis::RedisResult<()> =
-                redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query(&mut conn);
-            match asked {
-                Ok(()) => true,
-                Err(e) if e.to_string().contains("NOGOODSLAVE") => false,
+        let sentinel = self.sentinels[0].port;
+        // A sentinel refuses ("NOGOODSLAVE") until it has the replica's INFO, and answers
+        // "INPROG" once a failover it started runs: both are "not yet" or "done".
+        let failover = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).clone();
+        wait::retry("a sentinel to accept the failover", POLL, || {
+            match query::<()>(sentinel, &failover) {
+                Ok(()) => Ok(()),
+                Err(e) if e.to_string().contains("INPROG") => Ok(()),
+                Err(e) if e.to_string().contains("NOGOODSLAVE") || is_transient(&e) => {
+                    Err(e.to_string())
+                }
                 Err(e) => panic!("SENTINEL FAILOVER: {e}"),
             }
         });
-        wait_for("the sentinels to name the new master", || {
-            self.sentinels.iter().all(|s| {
-                let (_, port): (String, u16) = redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(MASTER_NAME)
-                    .query(&mut connection(s.port))
-                    .unwrap();
-                port != old
-            })
+        wait::retry("every sentinel to name the new master", POLL, || {
+            for s in &self.sentinels {
+                match named_master(s.port) {
+                    Ok(port) if port != old => {}
+                    Ok(_) => return Err(format!("sentinel {} still names {old}", s.port)),
+                    Err(e) => return Err(format!("sentinel {}: {e}", s.port)),
+                }
+            }
+            Ok(())
         });
         let new = self.master_port();
-        wait_for("the new master to accept writes", || {
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection(new)).unwrap();
-            matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master")
-        });
+        wait_for_role("the new master to answer as a master", new, "master");
         // Sentinel demotes the old master right after: until then it still takes writes,
         // which its resync with the new master throws away (Redis replication is
-        // asynchronous; the README's Sentinel section says what that means).
-        wait_for("the old master to become a replica", || {
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection(old)).unwrap();
-            matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"slave")
-        });
+        // asynchronous; the README's Sentinel section says what that means). The demotion
+        // closes the old master's clients: a read may end early, and is asked again.
+        wait_for_role("the old master to answer as a replica", old, "slave");
         new
     }
+}
+
+/// An error of the connection (refused, reset, end of file, timeout) rather than an answer.
+fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }

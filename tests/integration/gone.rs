@@ -454,7 +454,7 @@ async fn gone_signals_during_a_redis_outage_are_marked_once_it_is_back() {
     let retention = env
         .builder()
         .await
-        .store_timeout(Duration::from_millis(300))
+        .store_timeout(crate::common::OUTAGE_STORE_TIMEOUT)
         .on_gone({
             let gone = Arc::clone(&gone);
             move |user, _| gone.lock().unwrap().push(user.0)
@@ -517,7 +517,7 @@ async fn gone_marks_beyond_the_buffer_are_dropped_and_counted() {
     let retention = env
         .builder()
         .await
-        .store_timeout(Duration::from_millis(300))
+        .store_timeout(crate::common::OUTAGE_STORE_TIMEOUT)
         .max_buffered_interactions(2)
         .build()
         .unwrap();
@@ -584,7 +584,7 @@ async fn is_reachable_answers_from_marks_kept_in_memory_during_an_outage() {
         .await
         .inactive_after(30 * DAY)
         .without_commands()
-        .store_timeout(std::time::Duration::from_millis(300))
+        .store_timeout(crate::common::OUTAGE_STORE_TIMEOUT)
         .build()
         .unwrap();
     retention.note_interaction(UserId(5)).await;

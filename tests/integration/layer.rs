@@ -286,7 +286,8 @@ async fn updates_the_wrapped_tree_lets_through_reach_the_next_branch_once() {
 async fn when_redis_is_down_updates_are_handled_and_recorded_once_it_is_back() {
     let mut env = crate::common::Env::redis();
     let api = FakeBotApi::start().await;
-    let retention = env.builder().await.store_timeout(Duration::from_millis(500)).build().unwrap();
+    let retention =
+        env.builder().await.store_timeout(crate::common::OUTAGE_STORE_TIMEOUT).build().unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let tree = || retention.wrap(counting_tree(Arc::clone(&seen)));
     dispatch(&api, tree(), vec![u::message(1, "before")]).await;
@@ -323,7 +324,7 @@ async fn users_written_before_the_erasure_feed_could_be_read_are_not_served_from
     // the erasure feed stands; an erasure announced in between would pass it unseen, so
     // those users must not be served from its cache.
     let mut env = crate::common::Env::redis();
-    let a = env.builder().await.store_timeout(Duration::from_millis(300)).build().unwrap();
+    let a = env.builder().await.store_timeout(crate::common::OUTAGE_STORE_TIMEOUT).build().unwrap();
     env.redis_server().stop();
     assert_eq!(a.note_interaction(UserId(5)).await, teloxide_retention::Noted::Buffered);
     env.redis_server().restart();
@@ -345,7 +346,7 @@ async fn a_full_buffer_drops_and_counts_further_users() {
     let retention = env
         .builder()
         .await
-        .store_timeout(Duration::from_millis(300))
+        .store_timeout(crate::common::OUTAGE_STORE_TIMEOUT)
         .max_buffered_interactions(3)
         .build()
         .unwrap();
@@ -368,8 +369,13 @@ async fn a_full_buffer_drops_and_counts_further_users() {
 async fn strict_mode_refuses_to_handle_updates_it_could_not_record() {
     let mut env = crate::common::Env::redis();
     let api = FakeBotApi::start().await;
-    let retention =
-        env.builder().await.strict(true).store_timeout(Duration::from_millis(300)).build().unwrap();
+    let retention = env
+        .builder()
+        .await
+        .strict(true)
+        .store_timeout(crate::common::OUTAGE_STORE_TIMEOUT)
+        .build()
+        .unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let tree = || retention.wrap(counting_tree(Arc::clone(&seen)));
 

@@ -100,7 +100,8 @@ async fn scheduled_erasures_run_while_inactivity_is_held_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_marks_report_the_store_error_during_an_outage_and_keep_nothing() {
     let mut env = Env::redis();
-    let retention = env.builder().await.store_timeout(Duration::from_millis(500)).build().unwrap();
+    let retention =
+        env.builder().await.store_timeout(crate::common::OUTAGE_STORE_TIMEOUT).build().unwrap();
     assert!(retention.note_interaction(UserId(5)).await.is_stored());
     env.redis_server().stop();
     let err = retention.mark_gone(UserId(5), GoneReason::Blocked).await.unwrap_err();
@@ -123,7 +124,8 @@ async fn gone_marks_report_the_store_error_during_an_outage_and_keep_nothing() {
 async fn a_kept_block_is_undone_by_a_later_interaction_of_the_user() {
     let mut env = Env::redis();
     let api = FakeBotApi::start().await;
-    let retention = env.builder().await.store_timeout(Duration::from_millis(300)).build().unwrap();
+    let retention =
+        env.builder().await.store_timeout(crate::common::OUTAGE_STORE_TIMEOUT).build().unwrap();
     let tree = || teloxide::dptree::entry().endpoint(|| async { Ok::<_, RequestError>(()) });
     dispatch(&api, retention.wrap(tree()), vec![u::message(5, "hi"), u::message(6, "hi")]).await;
     env.redis_server().stop();

@@ -13,7 +13,7 @@ use teloxide_retention::{
 
 use crate::common::proxy::Proxy;
 use crate::common::{DAY, Env, RedisServer};
-use crate::support::{Gate, Recorder, eventually};
+use crate::support::{Gate, Recorder, eventually, prune_until_nothing_held};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -49,16 +49,16 @@ fn count(server: &RedisServer, args: &[&str]) -> i64 {
     }
 }
 
-/// A retention on `store` sharing `clock`, with a 30-day threshold and fast heartbeats
+/// A retention on `store` sharing `clock`, with a 30-day threshold, fast heartbeats
 /// (250 ms: a writer silent for 750 ms counts as cut off; the tests wait for that state,
-/// and never assume a live writer beats on time).
-fn replica(store: RedisStore, clock: &ManualClock, store_timeout_ms: u64) -> RetentionBuilder {
+/// and never assume a live writer beats on time) and the outage tests' store timeout.
+fn replica(store: RedisStore, clock: &ManualClock) -> RetentionBuilder {
     Retention::builder(store)
         .inactive_after(30 * DAY)
         .without_commands()
         .clock(clock.clone())
         .heartbeat_every(Duration::from_millis(250))
-        .store_timeout(Duration::from_millis(store_timeout_ms))
+        .store_timeout(crate::common::OUTAGE_STORE_TIMEOUT)
 }
 
 async fn open(server: &RedisServer) -> RedisStore {
@@ -126,7 +126,9 @@ async fn a_pruner_whose_clock_runs_fast_neither_erases_early_nor_takes_over_live
 
     // The skew was measured, corrected, logged and counted.
     let stats = fast.stats();
-    assert!((stats.clock_offset_ms + 25 * 60_000).abs() < 2_000, "{stats:?}");
+    // Within 10 s: the measurement's error is half a round trip, which a loaded machine
+    // stretches; the skew is 25 minutes.
+    assert!((stats.clock_offset_ms + 25 * 60_000).abs() < 10_000, "{stats:?}");
     assert!(stats.clock_skew_warnings >= 1, "{stats:?}");
 }
 
@@ -147,7 +149,9 @@ async fn a_bot_whose_clock_runs_slow_writes_redis_time() {
         assert!(bot.note_interaction(UserId(user)).await.is_stored());
         let stored = bot.status(UserId(user)).await.unwrap().last_seen.unwrap().timestamp_millis();
         let now = redis_time(&server);
-        assert!((now - stored).abs() < 2_000, "user {user}: stored {stored}, Redis time {now}");
+        // Within 10 s (a loaded machine stretches the calls between the two readings); the
+        // skew is 25 minutes.
+        assert!((now - stored).abs() < 10_000, "user {user}: stored {stored}, Redis time {now}");
     }
 }
 
@@ -159,7 +163,7 @@ async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wr
     let server = RedisServer::start();
     let proxy = Proxy::start(server.socket());
     let clock = ManualClock::at_unix_ms(redis_time(&server));
-    let builder = |store: RedisStore| replica(store, &clock, 300);
+    let builder = |store: RedisStore| replica(store, &clock);
     let replica = builder(RedisStore::open(&proxy.url()).await.unwrap()).build().unwrap();
     let eraser = Recorder::new("profiles");
     let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
@@ -195,7 +199,7 @@ async fn a_replica_cut_off_from_redis_holds_back_inactivity_erasures_until_it_wr
     proxy.restore();
     eventually("the replica wrote its buffer", || async { replica.stats().buffered_users == 0 })
         .await;
-    pass_with_nothing_held(&pruner).await;
+    assert_eq!(prune_until_nothing_held(&pruner).await, 0, "nobody is erased");
     assert_eq!(pruner.tracked_users().await.unwrap(), 1000);
     assert_eq!(eraser.calls().len(), 1, "only the opt-out");
 }
@@ -207,7 +211,7 @@ async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_
     // the OOM were erased as inactive; a claim that failed halfway kept its removals.
     let server = RedisServer::start();
     let clock = ManualClock::at_unix_ms(redis_time(&server));
-    let builder = |store: RedisStore| replica(store, &clock, 500);
+    let builder = |store: RedisStore| replica(store, &clock);
     let bot = builder(open(&server).await).build().unwrap();
     let eraser = Recorder::new("profiles");
     let pruner = builder(open(&server).await).erase_with(eraser.clone()).build().unwrap();
@@ -234,7 +238,7 @@ async fn under_memory_pressure_nothing_is_claimed_and_the_writers_backlog_holds_
 
     raw(&server, &["CONFIG", "SET", "maxmemory", "0"]);
     eventually("the bot wrote its buffer", || async { bot.stats().buffered_users == 0 }).await;
-    pass_with_nothing_held(&pruner).await;
+    assert_eq!(prune_until_nothing_held(&pruner).await, 0, "nobody is erased");
     assert!(eraser.calls().is_empty());
 }
 
@@ -414,7 +418,7 @@ async fn a_cut_off_replica_follows_up_its_buffered_interactions_and_drops_older_
     let server = RedisServer::start();
     let proxy = Proxy::start(server.socket());
     let clock = ManualClock::at_unix_ms(redis_time(&server));
-    let builder = |store: RedisStore| replica(store, &clock, 300);
+    let builder = |store: RedisStore| replica(store, &clock);
     let cut_off = builder(RedisStore::open(&proxy.url()).await.unwrap()).build().unwrap();
     let gate = Arc::new(Gate::default());
     let eraser = Recorder::new("profiles").gated(Arc::clone(&gate));
@@ -466,19 +470,4 @@ async fn a_cut_off_replica_follows_up_its_buffered_interactions_and_drops_older_
         (None, None),
         "the interaction from before the opt-out does not track the erased user again"
     );
-}
-
-/// Runs passes until one runs with nothing held back (a live writer's heartbeat may be late
-/// on a loaded machine, which holds inactivity back: the safe side); none may erase anyone.
-async fn pass_with_nothing_held(pruner: &Retention) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let report = pruner.prune_once().await.unwrap();
-        assert_eq!(report.erased, 0, "{report:?}");
-        if report.inactivity_held.is_none() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still held: {report:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

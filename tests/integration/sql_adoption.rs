@@ -96,7 +96,7 @@ async fn the_audit_reads_while_the_write_lock_is_held(env: Env, hold: impl Async
         .builder()
         .await
         .erase_with(listing(1_000))
-        .store_timeout(Duration::from_millis(500))
+        .store_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     let replica = env.builder().await.store_timeout(Duration::from_millis(500)).build().unwrap();

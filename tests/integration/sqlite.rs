@@ -160,7 +160,7 @@ async fn a_held_write_lock_makes_writes_time_out_not_hang_and_reads_go_on() {
         .inactive_after(30 * DAY)
         .without_commands()
         .clock(clock.clone())
-        .store_timeout(Duration::from_millis(300))
+        .store_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     bot.note_interaction(UserId(1)).await;

@@ -120,15 +120,21 @@ impl Eraser for Recorder {
 }
 
 /// Polls `check` until it holds, for effects of background tasks (never for prunes, which
-/// tests run explicitly). Fails after ten seconds.
+/// tests run explicitly). Returns as soon as it holds; fails after
+/// [`patience`](crate::common::wait::patience) (120 s, or `RETENTION_TEST_PATIENCE_SECS`).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let patience = crate::common::wait::patience();
+    let deadline = tokio::time::Instant::now() + patience;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {patience:?} waiting for: {what} ({} sets the limit)",
+            crate::common::wait::PATIENCE_VAR
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -182,9 +188,10 @@ pub async fn interactions_reach_the_new_master(
 /// many they erased (more than `expected` if a pass erases more). After a topology switch
 /// the first passes may fail, and a shard may still hold inactivity back for a heartbeat
 /// written during the outage (a backlog the next heartbeat clears): that is the safe side,
-/// so passes go on for up to 30 s. A last pass checks that nobody else is due.
+/// so passes go on for up to [`patience`](crate::common::wait::patience). A last pass
+/// checks that nobody else is due.
 pub async fn prune_settled(bot: &teloxide_retention::Retention, expected: u64) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + crate::common::wait::patience();
     let mut erased = 0;
     while erased < expected && tokio::time::Instant::now() < deadline {
         match bot.prune_once().await {
@@ -198,6 +205,25 @@ pub async fn prune_settled(bot: &teloxide_retention::Retention, expected: u64) -
     // The last pass must succeed: an error here would hide users left due.
     let last = bot.prune_once().await.expect("the last pass, once the store is back");
     erased + last.erased
+}
+
+/// Runs prune passes until one runs with nothing held back, and returns how many users
+/// they erased between them. A writer's heartbeat that still reports a backlog it has
+/// written since (the next heartbeat clears it; late on a loaded machine) holds inactivity
+/// back: the safe side, so passes go on for up to
+/// [`patience`](crate::common::wait::patience).
+pub async fn prune_until_nothing_held(pruner: &teloxide_retention::Retention) -> u64 {
+    let deadline = tokio::time::Instant::now() + crate::common::wait::patience();
+    let mut erased = 0;
+    loop {
+        let report = pruner.prune_once().await.unwrap();
+        erased += report.erased;
+        if report.inactivity_held.is_none() {
+            return erased;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still held: {report:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs prune passes until one claims nobody, and returns how many users they erased.
