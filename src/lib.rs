@@ -49,8 +49,16 @@ pub use receipts::{Receipt, ReceiptKey};
 pub use redis;
 pub use retention::{Retention, RetentionExt};
 /// The `sqlx` crate (0.8, the version of teloxide's SQL storages), for the pools that the
-/// SQL stores' `from_pool`, [`DialogueEraser::list_sqlite`] and
-/// [`DialogueEraser::list_postgres`] take.
+/// SQL stores' `from_pool`,
+#[cfg_attr(feature = "sqlite", doc = "[`DialogueEraser::list_sqlite`]")]
+#[cfg_attr(not(feature = "sqlite"), doc = "`DialogueEraser::list_sqlite` (`sqlite` feature)")]
+/// and
+#[cfg_attr(feature = "postgres", doc = "[`DialogueEraser::list_postgres`]")]
+#[cfg_attr(
+    not(feature = "postgres"),
+    doc = "`DialogueEraser::list_postgres` (`postgres` feature)"
+)]
+/// take.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sqlx;
 pub use stats::Stats;

@@ -105,8 +105,12 @@ where
     /// (`None`: the first). teloxide's storages keep their connection to themselves, so a
     /// listing reads the storage through a connection of the bot's own. For teloxide's
     /// storages it is built in: [`list_redis`](Self::list_redis),
-    /// [`list_sqlite`](Self::list_sqlite) (`sqlite` feature) and
-    /// [`list_postgres`](Self::list_postgres) (`postgres` feature); this is for any other.
+    #[cfg_attr(feature = "sqlite", doc = "[`list_sqlite`](Self::list_sqlite)")]
+    #[cfg_attr(not(feature = "sqlite"), doc = "`list_sqlite`")]
+    /// (`sqlite` feature) and
+    #[cfg_attr(feature = "postgres", doc = "[`list_postgres`](Self::list_postgres)")]
+    #[cfg_attr(not(feature = "postgres"), doc = "`list_postgres`")]
+    /// (`postgres` feature); this is for any other.
     #[must_use]
     pub fn list_with<L, Fut, E>(self, list: L) -> Self
     where

@@ -185,7 +185,8 @@ impl RedisStore {
     /// [`RedisStore::connect`] to fail at start instead.
     ///
     /// A `rediss://` URL trusts the webpki roots; for a private CA or a client certificate
-    /// use [`RedisStore::open_with_tls`].
+    #[cfg_attr(feature = "tls", doc = "use [`RedisStore::open_with_tls`].")]
+    #[cfg_attr(not(feature = "tls"), doc = "use `RedisStore::open_with_tls` (`tls` feature).")]
     ///
     /// # Errors
     ///
