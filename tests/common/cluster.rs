@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::redis_server::{RedisServer, wait};
+use super::redis_server::{RedisServer, wait, wait_replicated};
 
 /// A master's node id, port and slot ranges.
 type Master = (String, u16, Vec<(u16, u16)>);
@@ -200,16 +200,7 @@ impl ClusterTopology {
 
     /// Waits until the replica has every write of the master on `port`.
     pub fn sync_replica_of(&self, port: u16) {
-        let node = self.nodes.iter().find(|n| n.port() == port).unwrap();
-        // A replica still making its first sync (slow on a loaded machine) acknowledges
-        // nothing yet: ask again.
-        wait::retry("the replica to acknowledge the writes", POLL, || {
-            match redis::cmd("WAIT").arg(1).arg(5000).query::<i64>(&mut node.sync_connection()) {
-                Ok(acked) if acked >= 1 => Ok(()),
-                Ok(_) => Err("no replica acknowledged within 5 s".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
+        wait_replicated(port);
     }
 
     /// Kills the master serving `slot` and waits until its replica serves it.

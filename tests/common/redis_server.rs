@@ -325,6 +325,47 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("<no log: {e}>"))
 }
 
+/// Waits until a replica of the master on 127.0.0.1:`port` has acknowledged every write
+/// the master took so far: the master's replication offset now. (`WAIT` answers for the
+/// writes of its own connection only: on a fresh one, which wrote nothing, it returns at
+/// once, whatever the replica still lacks.)
+pub fn wait_replicated(port: u16) {
+    let every = Duration::from_millis(50);
+    let info = || -> Result<String, String> {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        redis::cmd("INFO").arg("replication").query(&mut conn).map_err(|e| e.to_string())
+    };
+    let field = |info: &str, name: &str| -> Option<i64> {
+        info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let what = format!("the replication offset of the master on port {port}");
+    let target = wait::retry(&what, every, || {
+        let info = info()?;
+        field(&info, "master_repl_offset:").ok_or(info)
+    });
+    let what = format!("a replica of the master on port {port} to acknowledge offset {target}");
+    wait::retry(&what, every, || {
+        let info = info()?;
+        // "slave0:ip=127.0.0.1,port=…,state=online,offset=…,lag=0"
+        let acked = info
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .filter_map(|l| {
+                l.split(',').find_map(|kv| kv.strip_prefix("offset=")?.parse::<i64>().ok())
+            })
+            .max();
+        match acked {
+            Some(acked) if acked >= target => Ok(()),
+            _ => Err(info),
+        }
+    });
+}
+
 /// A TCP port the OS reports free (below 55536, so that a cluster bus port fits too).
 pub fn free_port() -> u16 {
     loop {

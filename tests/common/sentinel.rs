@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::redis_server::{RedisServer, free_port, wait};
+use super::redis_server::{RedisServer, free_port, wait, wait_replicated};
 
 pub const MASTER_NAME: &str = "mymaster";
 
@@ -142,16 +142,7 @@ impl SentinelTopology {
 
     /// Waits until the replica has every write of the master so far.
     pub fn sync_replica(&self) {
-        let master = self.master_port();
-        // A replica still making its first sync (slow on a loaded machine) acknowledges
-        // nothing yet: ask again.
-        wait::retry("the replica to acknowledge the master's writes", POLL, || {
-            match query::<i64>(master, redis::cmd("WAIT").arg(1).arg(5000)) {
-                Ok(acked) if acked >= 1 => Ok(()),
-                Ok(_) => Err("no replica acknowledged within 5 s".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
+        wait_replicated(self.master_port());
     }
 
     /// `SENTINEL FAILOVER`: the replica becomes the master. Returns once every sentinel
