@@ -1,7 +1,7 @@
 //! Administration of a Redis store: `RedisStore::diagnose` (what `teloxide-retention
 //! check` reports) and `RedisStore::reshard` (moving a namespace to another shard count).
 
-use super::decode::erased_score;
+use super::decode::erased_entry;
 use super::scripts::LAYOUT;
 use super::*;
 
@@ -489,11 +489,7 @@ impl RedisNamespace {
                 }
                 copy.ignore();
                 // The audit's index follows its receipts.
-                let at = entry.get::<String>("t").and_then(|t| t.parse::<i64>().ok());
-                let reason = entry.get::<String>("r").unwrap_or_default();
-                if let (Some(tag), Some(score)) =
-                    (entry.get::<String>("h"), at.and_then(|at| erased_score(at, &reason)))
-                {
+                if let Some((score, tag)) = erased_entry(entry) {
                     copy.cmd("ZADD").arg(&target.keys.erased).arg("GT").arg(score).arg(tag);
                     copy.ignore();
                 }
@@ -597,6 +593,24 @@ impl RedisNamespace {
         redis::cmd("HDEL").arg(&k.meta).arg("created").query_async::<()>(&mut conn).await?;
         Ok((users, scheduled))
     }
+    /// Up to `count` receipts of this shard's stream from `start` (an XRANGE start: an id,
+    /// `(id` after it, or a time in ms).
+    async fn receipts_from(
+        &self,
+        conn: &mut Conn,
+        start: &str,
+        count: usize,
+    ) -> Result<redis::streams::StreamRangeReply> {
+        Ok(redis::cmd("XRANGE")
+            .arg(&self.keys.receipts)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(conn)
+            .await?)
+    }
+
     /// Adds receipts the `erased` index may lack (written before it existed, or by a
     /// process of an older version during a rolling upgrade; finish writes both) to the
     /// index, at most five pages of 1,000 a call, from where the last call stopped (the
@@ -616,27 +630,13 @@ impl RedisNamespace {
             _ => oldest,
         };
         for _ in 0..5 {
-            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&self.keys.receipts)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(PAGE)
-                .query_async(&mut conn)
-                .await?;
+            let page = self.receipts_from(&mut conn, &start, PAGE).await?;
             let mut add = redis::cmd("ZADD");
             add.arg(&self.keys.erased).arg("GT");
             let mut any = false;
-            for entry in &page.ids {
-                let at = entry.get::<String>("t").and_then(|t| t.parse::<i64>().ok());
-                let reason = entry.get::<String>("r").unwrap_or_default();
-                // An entry this version cannot read names no erasure the audit relies on.
-                if let (Some(tag), Some(score)) =
-                    (entry.get::<String>("h"), at.and_then(|at| erased_score(at, &reason)))
-                {
-                    add.arg(score).arg(tag);
-                    any = true;
-                }
+            for (score, tag) in page.ids.iter().filter_map(erased_entry) {
+                add.arg(score).arg(tag);
+                any = true;
             }
             let mut step = redis::pipe();
             step.atomic();
@@ -671,14 +671,7 @@ impl RedisNamespace {
         let mut conn = self.conn.clone();
         let mut start = format!("{}", now.saturating_sub(keep_ms).max(0));
         loop {
-            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&self.keys.receipts)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(PAGE)
-                .query_async(&mut conn)
-                .await?;
+            let page = self.receipts_from(&mut conn, &start, PAGE).await?;
             let Some(last) = page.ids.last() else { return Ok(()) };
             start = format!("({}", last.id);
             for entry in &page.ids {

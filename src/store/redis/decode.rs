@@ -154,6 +154,14 @@ pub(super) fn erased_score(at: i64, reason: &str) -> Option<i64> {
     Some(at.checked_mul(8)? + rank as i64)
 }
 
+/// A receipts stream entry as a member of the `erased` index: its score and keyed hash;
+/// `None` for an entry this version cannot read (it names no erasure the audit relies on).
+pub(super) fn erased_entry(entry: &redis::streams::StreamId) -> Option<(i64, String)> {
+    let at = entry.get::<String>("t")?.parse::<i64>().ok()?;
+    let score = erased_score(at, &entry.get::<String>("r")?)?;
+    Some((score, entry.get::<String>("h")?))
+}
+
 /// The erasure an `erased` score records; `None` for a score this version did not write.
 pub(super) fn decode_erased(score: f64) -> Option<LastErasure> {
     if !score.is_finite() || score < 0.0 || score.fract() != 0.0 {
