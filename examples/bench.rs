@@ -1,4 +1,4 @@
-//! Benchmarks: `cargo run --release --example bench` (add `-- --help` for options).
+//! Benchmarks: `cargo run --release -p teloxide-retention-tests --example bench` (add `-- --help` for options).
 //!
 //! Starts its own `redis-server` on a unix socket in a temp dir and measures, side by side in
 //! one run (figures are ratios because shared machines are noisy):

@@ -1,5 +1,5 @@
 //! The `Retained` bot adaptor's cost on the success path:
-//! `cargo run --release --example bench_adaptor` (add `-- --quick` for a short run).
+//! `cargo run --release -p teloxide-retention-tests --example bench_adaptor` (add `-- --quick` for a short run).
 //!
 //! Side by side in one process, against a fake Bot API on loopback (the same local server
 //! the tests use):

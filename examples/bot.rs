@@ -1,7 +1,7 @@
 //! A real bot with data retention, to copy from.
 //!
 //! ```sh
-//! TELOXIDE_TOKEN=123:ABC REDIS_URL=redis://127.0.0.1/ cargo run --example bot
+//! TELOXIDE_TOKEN=123:ABC REDIS_URL=redis://127.0.0.1/ cargo run -p teloxide-retention-tests --example bot
 //! ```
 //!
 //! The bot remembers each user's last message in a Redis hash `profile:<user id>` (its own

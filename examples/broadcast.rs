@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! TELOXIDE_TOKEN=123:ABC REDIS_URL=redis://127.0.0.1/ \
-//!     cargo run --example broadcast -- --namespace example-bot "New menu!" 1001 1002 1003
+//!     cargo run -p teloxide-retention-tests --example broadcast -- --namespace example-bot "New menu!" 1001 1002 1003
 //! ```
 //!
 //! The bot is wrapped in the `Retained` adaptor, so users who blocked the bot, deleted their

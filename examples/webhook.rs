@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! TELOXIDE_TOKEN=123:ABC WEBHOOK_URL=https://bot.example.org/webhook \
-//!     REDIS_URL=redis://127.0.0.1/ cargo run --example webhook
+//!     REDIS_URL=redis://127.0.0.1/ cargo run -p teloxide-retention-tests --example webhook
 //! ```
 //!
 //! The server listens on port 8443 (`PORT` overrides it); a reverse proxy with TLS forwards

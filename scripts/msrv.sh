@@ -13,7 +13,7 @@ cp -r Cargo.toml src examples tests README.md "$scratch"
 (
     cd "$scratch"
     cargo generate-lockfile -q
-    cargo tree -e normal --features cli,sqlite,postgres,testing --prefix none | awk '{print $1 " " $2}' | sort -u >normal.txt
+    cargo tree -p teloxide-retention -e normal --features cli,sqlite,postgres,testing --prefix none | awk '{print $1 " " $2}' | sort -u >normal.txt
     cargo metadata --format-version 1 | python3 -c '
 import json, sys
 ours = sys.argv[1]

@@ -14,9 +14,8 @@ if ! command -v stress-ng >/dev/null 2>&1; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stress-ng
 fi
 
-FEATURES="cli,sqlite,postgres,testing"
 # Build first, unloaded, so that the runs measure the tests, not the compiler.
-cargo nextest run --locked --all-targets --features "$FEATURES" --no-run
+cargo nextest run --locked --workspace --all-targets --no-run
 
 cores=$(nproc)
 stress-ng --cpu "$cores" --timeout 0 --quiet &
@@ -25,6 +24,6 @@ trap 'kill "$load" 2>/dev/null || true' EXIT
 
 for run in $(seq 1 "$runs"); do
     echo "==> run $run of $runs with $cores cores loaded"
-    cargo nextest run --locked --all-targets --features "$FEATURES" --no-fail-fast
+    cargo nextest run --locked --workspace --all-targets --no-fail-fast
 done
 echo "==> $runs runs passed under load"

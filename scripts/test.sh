@@ -5,7 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+stage_started=$started
+stages=""
+# Each stage's time goes into the summary printed at the end (the README's Development
+# section reports it).
+say() {
+    local now
+    now=$(date +%s)
+    if [ -n "${stage:-}" ]; then stages+="$(printf '%5d s  %s' $((now - stage_started)) "$stage")"$'\n'; fi
+    stage="$*"
+    stage_started=$now
+    printf '\n==> %s (at %d s)\n' "$*" $((now - started))
+}
 
 install_redis() {
     local sudo=""
@@ -28,8 +40,8 @@ install_redis() {
     fi
 }
 
-# teloxide_tests (a dev-dependency) builds teloxide with native-tls: OpenSSL's headers and
-# pkg-config.
+# teloxide_tests (a dev-dependency of the test crate, tests/) builds teloxide with
+# native-tls: OpenSSL's headers and pkg-config. The library and its demo need neither.
 if command -v apt-get >/dev/null 2>&1 && ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl 2>/dev/null; }; then
     say "OpenSSL headers or pkg-config not found: installing them"
     sudo=""
@@ -74,20 +86,15 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
     fi
 fi
 
-# Every feature the tests cover: the CLI, the SQL listings and the test kit.
-FEATURES="cli,sqlite,postgres,testing"
-
+# The workspace: the library (with its CLI, SQL stores and test kit, which the test crate
+# turns on), its two examples, and the test crate (tests/) with every integration test and
+# the real-bot and benchmark examples.
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
-say "cargo clippy --all-targets --features $FEATURES -- -D warnings"
-cargo clippy --locked --all-targets --features "$FEATURES" -- -D warnings
+say "clippy of the workspace, every target"
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
-# Every combination the README's feature table names builds, lints and documents
-# cleanly: none, each feature alone (without the default `tls`), the defaults with the test
-# kit (a bot's dev-dependency), and all (above, and rustdoc below). A `cfg` that breaks one
-# combination (an import, a doc link to an item only another feature adds) fails here.
-# The library is enough for clippy (plus the binary for `cli`, which is what it builds).
 say "clippy and rustdoc of each feature combination"
 matrix_started=$(date +%s)
 check_features() {
@@ -114,15 +121,22 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest not found: installing it"
     cargo install --locked cargo-nextest
 fi
-cargo nextest run --locked --all-targets --features "$FEATURES" --no-fail-fast
+cargo nextest run --locked --workspace --all-targets --no-fail-fast
+
+# The library alone from here on, with its own dev-dependencies only (what a user who
+# clones it and runs the demo builds): its doc tests, the docs, the two examples. The
+# README's code blocks are the test crate's doc tests.
+LIB_FEATURES="sqlite,postgres,testing"
 
 say "doc tests (README included)"
-cargo test --locked --doc --features "$FEATURES"
+cargo test --locked --doc -p teloxide-retention --features "$LIB_FEATURES"
+cargo test --locked --doc -p teloxide-retention-tests
 
 say "cargo doc (broken links fail)"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet --features "$FEATURES"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet -p teloxide-retention --features "cli,$LIB_FEATURES"
 
 say "offline demo"
+cargo build --locked --quiet --examples
 cargo run --locked --quiet --example demo >/tmp/retention-demo-memory.txt
 # The same script on a SQLite file prints the same story (only the store line differs).
 demo_db="$(mktemp -d)"
@@ -135,8 +149,6 @@ if ! diff <(sed 1,2d /tmp/retention-demo-memory.txt) <(sed 1,2d /tmp/retention-d
 fi
 echo "demo ran, in memory and on SQLite"
 
-say "the CLI binary runs"
-cargo run --locked --quiet --features "$FEATURES" --bin teloxide-retention -- --help >/dev/null
-echo "teloxide-retention --help ran"
-
-say "all checks passed"
+say "done"
+printf '\nTime by stage:\n%s' "$stages"
+echo "all checks passed in $(($(date +%s) - started)) s"

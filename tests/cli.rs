@@ -7,7 +7,6 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use assert_cmd::prelude::*;
 use serde_json::Value;
 use teloxide::types::UserId;
 use teloxide_retention::{
@@ -22,9 +21,14 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The CLI binary of this build (the test crate's copy of `src/bin/teloxide-retention`).
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_teloxide-retention-under-test"))
+}
+
 /// The CLI on `server`'s namespace "shop" with a 90-day threshold.
 fn cli(server: &RedisServer) -> Command {
-    let mut cmd = Command::cargo_bin("teloxide-retention").expect("the CLI binary (feature cli)");
+    let mut cmd = binary();
     cmd.env("REDIS_URL", server.url())
         .env("RETENTION_NAMESPACE", "shop")
         .env("RETENTION_INACTIVE_AFTER", "90d")
@@ -442,13 +446,13 @@ fn an_unreachable_redis_is_a_failure_that_says_so() {
     let port = common::redis_server::free_port();
     let url = format!("redis://127.0.0.1:{port}/");
     for args in [&["stats"][..], &["check"], &["status", "7"], &["forget", "7"]] {
-        let mut cmd = Command::cargo_bin("teloxide-retention").unwrap();
+        let mut cmd = binary();
         cmd.env("REDIS_URL", &url).env("RETENTION_INACTIVE_AFTER", "90d").args(args);
         let (code, _, err) = run(&mut cmd);
         assert_eq!(code, 3, "{args:?}: {err}");
         assert!(err.contains("cannot reach Redis (--url, REDIS_URL)"), "{args:?}: {err}");
     }
-    let mut cmd = Command::cargo_bin("teloxide-retention").unwrap();
+    let mut cmd = binary();
     let (code, out, _) = run(cmd.env("REDIS_URL", &url).args(["check", "--json"]));
     assert_eq!(code, 3);
     let report: Value = serde_json::from_str(&out).unwrap();
@@ -549,7 +553,7 @@ async fn the_cli_reads_a_sharded_namespace_on_a_three_master_cluster() {
     }
     bot.shutdown().await.unwrap();
     let on_cluster = |args: &[&str]| {
-        let mut cmd = Command::cargo_bin("teloxide-retention").unwrap();
+        let mut cmd = binary();
         cmd.env("REDIS_URL", urls.join(","))
             .env("RETENTION_NAMESPACE", "shop")
             .env("RETENTION_INACTIVE_AFTER", "90d")

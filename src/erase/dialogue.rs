@@ -45,14 +45,17 @@ use crate::error::BoxError;
 /// ```
 ///
 /// With a serializing storage (here SQLite, with teloxide's `sqlite-storage-rustls`
-/// feature):
+/// feature; commented out here, as the library's own doc tests build without teloxide's
+/// storages):
 ///
 /// ```no_run
-/// use teloxide::dispatching::dialogue::{SqliteStorage, serializer::Json};
 /// use teloxide_retention::DialogueEraser;
+/// # use teloxide::dispatching::dialogue::{InMemStorage, Storage};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
+/// // use teloxide::dispatching::dialogue::{SqliteStorage, serializer::Json};
+/// // let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
+/// # let storage = InMemStorage::<serde_json::Value>::new();
 /// let eraser = DialogueEraser::for_any_state(storage).with_export();
 /// # let _ = eraser;
 /// # Ok(())
@@ -131,11 +134,13 @@ where
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use teloxide::dispatching::dialogue::{RedisStorage, serializer::Json};
     /// use teloxide_retention::{DialogueEraser, redis};
+    /// # use teloxide::dispatching::dialogue::{InMemStorage, Storage};
     ///
     /// let url = "redis://127.0.0.1/2";
-    /// let storage = RedisStorage::open(url, Json).await?;
+    /// // use teloxide::dispatching::dialogue::{RedisStorage, serializer::Json};
+    /// // let storage = RedisStorage::open(url, Json).await?;
+    /// # let storage = InMemStorage::<serde_json::Value>::new();
     /// let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
     /// let eraser = DialogueEraser::for_any_state(storage).list_redis(conn);
     /// # let _ = eraser;
@@ -160,10 +165,12 @@ where
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use teloxide::dispatching::dialogue::{SqliteStorage, serializer::Json};
     /// use teloxide_retention::DialogueEraser;
+    /// # use teloxide::dispatching::dialogue::{InMemStorage, Storage};
     ///
-    /// let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
+    /// // use teloxide::dispatching::dialogue::{SqliteStorage, serializer::Json};
+    /// // let storage = SqliteStorage::open("dialogues.sqlite", Json).await?;
+    /// # let storage = InMemStorage::<serde_json::Value>::new();
     /// let pool = sqlx::SqlitePool::connect("sqlite://dialogues.sqlite").await?;
     /// let eraser = DialogueEraser::for_any_state(storage).list_sqlite(pool);
     /// # let _ = eraser;

@@ -25,6 +25,11 @@ use teloxide_retention::{ManualClock, MemoryStore, RedisStore, RetentionBuilder}
 
 pub use redis_server::{RedisServer, wait};
 
+/// The repository's root (the test crate is its `tests/` folder).
+pub fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent")
+}
+
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A fixed start time: 2023-11-14T22:13:20Z.
 pub const T0: i64 = 1_700_000_000_000;

@@ -18,7 +18,7 @@ fn sources() -> Vec<(String, PathBuf)> {
             }
         }
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::common::repo_root().join("src");
     let mut files = Vec::new();
     walk(&src, &mut files);
     files.sort();
@@ -173,7 +173,7 @@ fn retention_methods_live_in_the_handle_and_its_builder() {
 /// `scripts.rs`) reads or writes: `-- KEYS: 1 seen, 2 lease, ...` against `KEYS[n]`.
 #[test]
 fn every_lua_header_lists_the_keys_its_script_uses() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/redis");
+    let root = crate::common::repo_root().join("src/store/redis");
     let registry = std::fs::read_to_string(root.join("scripts.rs")).unwrap();
     let used = |text: &str| -> BTreeSet<u32> {
         text.match_indices("KEYS[")
@@ -241,7 +241,7 @@ fn every_lua_header_lists_the_keys_its_script_uses() {
 /// public Redis types are the one exception).
 #[test]
 fn nothing_outside_the_redis_code_imports_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::common::repo_root().join("src");
     for (_, path) in sources() {
         let relative = path.strip_prefix(&src).unwrap().to_str().unwrap().to_owned();
         if relative.starts_with("store/redis/") || relative == "store/mod.rs" {
@@ -258,7 +258,7 @@ fn nothing_outside_the_redis_code_imports_it() {
 /// code (doc comments, comments, blank lines and unit tests are free).
 #[test]
 fn no_source_file_grows_past_700_lines_of_code() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::common::repo_root().join("src");
     for (_, path) in sources() {
         let relative = path.strip_prefix(&src).unwrap().to_str().unwrap().to_owned();
         let text = std::fs::read_to_string(&path).unwrap();

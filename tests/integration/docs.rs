@@ -11,10 +11,9 @@ fn block_after(readme: &str, heading: &str, lang: &str) -> String {
 
 #[test]
 fn the_quick_start_is_the_example_that_compiles_verbatim() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::common::repo_root().join("README.md")).unwrap();
     let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quick_start.rs"))
+        std::fs::read_to_string(crate::common::repo_root().join("examples/quick_start.rs"))
             .unwrap();
     // The example (built with every other target) is the README's block plus a header.
     let example: Vec<&str> = example.lines().skip_while(|l| l.starts_with("//!")).collect();
@@ -39,11 +38,9 @@ fn the_quick_start_is_the_example_that_compiles_verbatim() {
 /// The README's "Testing your bot" shows `tests/testing_kit.rs` from its first `use` on.
 #[test]
 fn the_testing_section_is_the_kit_test_that_runs() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::common::repo_root().join("README.md")).unwrap();
     let test =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testing_kit.rs"))
-            .unwrap();
+        std::fs::read_to_string(crate::common::repo_root().join("tests/testing_kit.rs")).unwrap();
     let test = &test[test.find("use std::time::Duration;").unwrap()..];
     let code = block_after(&readme, "## Testing your bot", "rust,ignore");
     assert_eq!(code.trim(), test.trim(), "README and tests/testing_kit.rs differ");
@@ -54,8 +51,7 @@ fn the_testing_section_is_the_kit_test_that_runs() {
 /// No README block carries rustdoc's hidden `# ` lines, which crates.io shows verbatim.
 #[test]
 fn readme_code_blocks_have_no_hidden_lines() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::common::repo_root().join("README.md")).unwrap();
     let mut in_rust = false;
     for (n, line) in readme.lines().enumerate() {
         let trimmed = line.trim_start();
