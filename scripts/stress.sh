@@ -24,6 +24,6 @@ trap 'kill "$load" 2>/dev/null || true' EXIT
 
 for run in $(seq 1 "$runs"); do
     echo "==> run $run of $runs with $cores cores loaded"
-    cargo nextest run --locked --workspace --all-targets --no-fail-fast
+    cargo nextest run --locked --workspace --all-targets --no-fail-fast --config-file scripts/nextest.toml
 done
 echo "==> $runs runs passed under load"
