@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use teloxide::types::UserId;
 
 use crate::clock::duration_ms;
-use crate::engine::Engine;
 use crate::error::Result;
+use crate::parts::Parts;
 use crate::store::Adoptee;
 
 /// Users per store call while adopting: the same bound as interactions (`INTERACTION_CHUNK`).
@@ -111,14 +111,14 @@ impl Adopted {
 }
 
 /// Adopts `users`; see `Retention::adopt`.
-pub(crate) async fn adopt<I>(engine: &Engine, users: I, options: &Adoption) -> Result<Adopted>
+pub(crate) async fn adopt<I>(parts: &Parts, users: I, options: &Adoption) -> Result<Adopted>
 where
     I: IntoIterator<Item = (UserId, Option<DateTime<Utc>>)>,
 {
     // A tool on another machine: its clock is corrected by the store's, as the bots' are.
-    let now = engine.store_now_ms().await;
+    let now = parts.store_now_ms().await;
     let floor = match options.not_before {
-        Some(date) => Some(notice_floor(date, engine.config().inactive_after, now)?),
+        Some(date) => Some(notice_floor(date, parts.config.inactive_after, now)?),
         None => None,
     };
     let mut adopted = Adopted::default();
@@ -146,11 +146,11 @@ where
         let ms = ms.min(now);
         chunk.push(Adoptee { user: user.0, ms, if_new: last_active.is_none() });
         if chunk.len() == CHUNK {
-            write(engine, &chunk, &mut adopted).await?;
+            write(parts, &chunk, &mut adopted).await?;
             chunk.clear();
         }
     }
-    write(engine, &chunk, &mut adopted).await?;
+    write(parts, &chunk, &mut adopted).await?;
     Ok(adopted)
 }
 
@@ -183,11 +183,11 @@ fn notice_floor(date: DateTime<Utc>, inactive_after: std::time::Duration, now: i
     Ok(floor)
 }
 
-async fn write(engine: &Engine, chunk: &[Adoptee], adopted: &mut Adopted) -> Result<()> {
+async fn write(parts: &Parts, chunk: &[Adoptee], adopted: &mut Adopted) -> Result<()> {
     if chunk.is_empty() {
         return Ok(());
     }
-    let counts = engine.store(|b| b.adopt(chunk)).await?;
+    let counts = parts.door.call(|b| b.adopt(chunk)).await?;
     adopted.newly_tracked += counts.new;
     adopted.moved_forward += counts.moved;
     adopted.kept += counts.kept;

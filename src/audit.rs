@@ -9,9 +9,9 @@ use teloxide::types::UserId;
 
 use crate::adopt::{Adoption, adopt};
 use crate::clock::duration_ms;
-use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::Result;
+use crate::parts::Parts;
 use crate::store::ScheduleRequest;
 
 pub use crate::config::UntrackedUsers;
@@ -187,49 +187,49 @@ impl AuditSummary {
 /// The scheduled audit: runs it if this replica takes this interval's lease, and keeps its
 /// counts in the store. `None` if another replica holds the lease.
 pub(crate) async fn scheduled(
-    engine: &Engine,
+    parts: &Parts,
     every: Duration,
     untracked: UntrackedUsers,
 ) -> Result<Option<AuditReport>> {
     let holder = crate::store::random_id();
-    if !engine.store(|b| b.claim_audit(duration_ms(every), holder)).await? {
+    if !parts.door.call(|b| b.claim_audit(duration_ms(every), holder)).await? {
         tracing::debug!("another replica runs this interval's audit");
         return Ok(None);
     }
-    let report = audit(engine, untracked).await?;
-    let at = DateTime::from_timestamp_millis(engine.now_ms()).unwrap_or_default();
+    let report = audit(parts, untracked).await?;
+    let at = DateTime::from_timestamp_millis(parts.now_ms()).unwrap_or_default();
     let summary = AuditSummary::of(&report, at).to_json();
-    engine.store(|b| b.record_audit(&summary)).await?;
+    parts.door.call(|b| b.record_audit(&summary)).await?;
     Ok(Some(report))
 }
 
 /// The last scheduled audit's summary; see `Retention::last_audit`.
-pub(crate) async fn last(engine: &Engine) -> Result<Option<AuditSummary>> {
-    let raw = engine.store(|b| b.last_audit()).await?;
+pub(crate) async fn last(parts: &Parts) -> Result<Option<AuditSummary>> {
+    let raw = parts.door.call(|b| b.last_audit()).await?;
     Ok(raw.as_deref().and_then(AuditSummary::from_json))
 }
 
 /// Audits every eraser; see `Retention::audit`.
-pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<AuditReport> {
+pub(crate) async fn audit(parts: &Parts, untracked: UntrackedUsers) -> Result<AuditReport> {
     let started = Instant::now();
-    let now = engine.store_now_ms().await;
-    if let Some(config) = &engine.config().receipts
+    let now = parts.store_now_ms().await;
+    if let Some(config) = &parts.config.receipts
         && untracked != UntrackedUsers::Report
     {
         // Receipts are looked up page by page, by their users' tags (an index on Redis, to
         // which receipts an older version wrote are added, step by step). A report writes
         // nothing: it looks up what is indexed so far.
         let keep = duration_ms(config.keep);
-        while !engine.store(|b| b.index_receipts(now, keep)).await? {}
+        while !parts.door.call(|b| b.index_receipts(now, keep)).await? {}
     }
     let mut report = AuditReport::default();
-    for eraser in engine.erasers() {
+    for eraser in &parts.erasers {
         let mut part = EraserAudit { eraser: eraser.name().to_owned(), ..EraserAudit::default() };
-        let mut listing = Listing::new(engine.config().eraser_timeout);
+        let mut listing = Listing::new(parts.config.eraser_timeout);
         loop {
             // Taken before the page is read: an erasure confirmed after it may have removed
             // what the page shows.
-            let listed_at = engine.now_ms();
+            let listed_at = parts.now_ms();
             let page = match listing.next(&**eraser).await {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
@@ -240,7 +240,7 @@ pub(crate) async fn audit(engine: &Engine, untracked: UntrackedUsers) -> Result<
             };
             part.can_list = true;
             let users = &page.users;
-            audit_page(engine, users, untracked, listed_at, now, &mut part).await?;
+            audit_page(parts, users, untracked, listed_at, now, &mut part).await?;
             if page.next.is_none() {
                 break;
             }
@@ -342,7 +342,7 @@ impl Listing {
 ///
 /// Under [`UntrackedUsers::Report`] nothing is written.
 async fn audit_page(
-    engine: &Engine,
+    parts: &Parts,
     users: &[(UserId, Option<DateTime<Utc>>)],
     untracked: UntrackedUsers,
     listed_at: i64,
@@ -354,15 +354,15 @@ async fn audit_page(
         users.iter().copied().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
     let ids: Vec<u64> = users.iter().map(|(u, _)| u.0).collect();
     part.listed += users.len() as u64;
-    let known = engine.store(|b| b.known(&ids)).await?;
+    let known = parts.door.call(|b| b.known(&ids)).await?;
     let unknown: Vec<(UserId, Option<DateTime<Utc>>)> =
         users.into_iter().zip(known).filter(|(_, known)| !known).map(|(u, _)| u).collect();
     part.tracked += ids.len() as u64 - unknown.len() as u64;
-    let erased = match &engine.config().receipts {
+    let erased = match &parts.config.receipts {
         Some(config) if !unknown.is_empty() => {
             let tags: Vec<String> = unknown.iter().map(|(u, _)| config.key.tag(*u)).collect();
             let keep = duration_ms(config.keep);
-            engine.store(|b| b.erased_as(&tags, now, keep)).await?
+            parts.door.call(|b| b.erased_as(&tags, now, keep)).await?
         }
         _ => vec![None; unknown.len()],
     };
@@ -395,7 +395,7 @@ async fn audit_page(
                         marked_at: e.at,
                         due: Some(now),
                     };
-                    engine.store(|b| b.schedule(request)).await?;
+                    parts.door.call(|b| b.schedule(request)).await?;
                 }
                 continue;
             }
@@ -409,7 +409,7 @@ async fn audit_page(
         }
     }
     if !adopt_now.is_empty() {
-        let adopted = adopt(engine, adopt_now, &Adoption::new()).await?;
+        let adopted = adopt(parts, adopt_now, &Adoption::new()).await?;
         part.adopted += adopted.newly_tracked + adopted.moved_forward;
     }
     Ok(())

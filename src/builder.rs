@@ -10,7 +10,7 @@ use teloxide::types::{ChatId, UserId};
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::Commands;
-use crate::config::{GonePolicy, PartialConfig};
+use crate::config::{Config, GonePolicy};
 use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
 use crate::gone::GoneReason;
@@ -45,14 +45,16 @@ pub struct RetentionBuilder {
     erasers: Vec<Arc<dyn DynEraser>>,
     commands: Option<Commands>,
     hooks: Hooks,
-    config: PartialConfig,
+    config: Config,
+    /// Required; kept apart until `build()` says so if it is missing.
+    inactive_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for RetentionBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetentionBuilder")
             .field("namespace", &self.config.namespace)
-            .field("inactive_after", &self.config.inactive_after)
+            .field("inactive_after", &self.inactive_after)
             .field("erasers", &self.erasers.len())
             .finish_non_exhaustive()
     }
@@ -66,7 +68,8 @@ impl RetentionBuilder {
             erasers: Vec::new(),
             commands: Some(Commands::default()),
             hooks: Hooks::default(),
-            config: PartialConfig::default(),
+            config: Config::default(),
+            inactive_after: None,
         }
     }
 
@@ -77,7 +80,7 @@ impl RetentionBuilder {
     /// opt-outs still are). Every time computed from a duration saturates, so no setting
     /// wraps around into the past.
     pub fn inactive_after(mut self, threshold: Duration) -> Self {
-        self.config.inactive_after = Some(threshold);
+        self.inactive_after = Some(threshold);
         self
     }
 
@@ -108,7 +111,7 @@ impl RetentionBuilder {
 
     /// How often the background pruner runs a pass. Default 10 minutes.
     pub fn prune_every(mut self, interval: Duration) -> Self {
-        self.config.prune_interval = interval;
+        self.config.prune_every = interval;
         self
     }
 
@@ -199,7 +202,7 @@ impl RetentionBuilder {
     /// how many interactions it has not written yet. Default 5 s.
     ///
     /// Pruners hold back erasures for inactivity while any such process reports unwritten
-    /// interactions, or has missed three heartbeats (it may be cut off from Redis and
+    /// interactions, or has missed three heartbeats (it may be cut off from the store and
     /// buffering), so that nobody whose interaction waits in a buffer is erased as inactive.
     /// Gone users, opt-outs and retries are erased meanwhile.
     pub fn heartbeat_every(mut self, interval: Duration) -> Self {
@@ -395,7 +398,11 @@ impl RetentionBuilder {
     /// longer than three heartbeats, a zero grace period,
     /// two erasers with one name, or invalid command settings.
     pub fn build(self) -> Result<Retention> {
-        let config = self.config.validate()?;
+        let inactive_after = self.inactive_after.ok_or_else(|| {
+            Error::config("inactive_after is required: how long may a user stay inactive?")
+        })?;
+        let config = Config { inactive_after, ..self.config };
+        config.validate()?;
         let mut names: Vec<&str> = self.erasers.iter().map(|e| e.name()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -408,15 +415,9 @@ impl RetentionBuilder {
             commands.validate()?;
         }
         self.store.check_namespace(&config.namespace, crate::store::sealed::Token)?;
-        let backend = self.store.bind(&config.namespace, crate::store::sealed::Token).0;
-        Ok(Retention::from_parts(
-            config,
-            backend,
-            self.clock,
-            self.erasers,
-            self.commands,
-            self.hooks,
-        ))
+        let bound = self.store.bind(&config.namespace, crate::store::sealed::Token);
+        let door = crate::store::Door::new(bound.0, config.store_timeout);
+        Ok(Retention::from_parts(config, door, self.clock, self.erasers, self.commands, self.hooks))
     }
 }
 

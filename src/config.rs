@@ -51,13 +51,15 @@ pub enum UntrackedUsers {
     Report,
 }
 
-/// Validated settings.
+/// The settings, one type: the builder fills it from these defaults and validates it once
+/// at `build()`; every part reads it.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) namespace: String,
+    /// Required: the builder sets it before validating (zero until then).
     pub(crate) inactive_after: Duration,
     pub(crate) resolution: Duration,
-    pub(crate) prune_interval: Duration,
+    pub(crate) prune_every: Duration,
     pub(crate) batch_size: usize,
     pub(crate) prune_concurrency: usize,
     pub(crate) lease: Duration,
@@ -77,59 +79,13 @@ pub(crate) struct Config {
     pub(crate) audit: Option<(Duration, UntrackedUsers)>,
 }
 
-impl Config {
-    /// How writers' heartbeats hold back inactivity claims: silent after three missed
-    /// heartbeats, dead after the writer timeout.
-    pub(crate) fn writer_window(&self) -> crate::store::WriterWindow {
-        crate::store::WriterWindow {
-            silent_ms: crate::clock::duration_ms(self.heartbeat.saturating_mul(3)),
-            dead_ms: crate::clock::duration_ms(self.writer_timeout),
-        }
-    }
-
-    /// When a failing erasure is stuck; a stuck one is reported once a day.
-    pub(crate) fn stuck_window(&self) -> crate::store::StuckWindow {
-        crate::store::StuckWindow {
-            after_ms: crate::clock::duration_ms(self.stuck_after),
-            every_ms: crate::clock::duration_ms(STUCK_REPORT_EVERY),
-        }
-    }
-}
-
-/// How often a stuck erasure is reported (logged, counted, passed to `on_stuck`).
-pub(crate) const STUCK_REPORT_EVERY: Duration = Duration::from_secs(24 * 3600);
-
-pub(crate) struct PartialConfig {
-    pub(crate) namespace: String,
-    pub(crate) inactive_after: Option<Duration>,
-    pub(crate) resolution: Duration,
-    pub(crate) prune_interval: Duration,
-    pub(crate) batch_size: usize,
-    pub(crate) prune_concurrency: usize,
-    pub(crate) lease: Duration,
-    pub(crate) eraser_timeout: Duration,
-    pub(crate) follow_up_delay: Duration,
-    pub(crate) gone_policy: GonePolicy,
-    pub(crate) strict: bool,
-    pub(crate) max_buffered_interactions: usize,
-    pub(crate) store_timeout: Duration,
-    pub(crate) detect_blocks: bool,
-    pub(crate) heartbeat: Duration,
-    pub(crate) writer_timeout: Duration,
-    pub(crate) allow_allkeys_eviction: bool,
-    pub(crate) stuck_after: Duration,
-    pub(crate) receipts: Option<crate::receipts::ReceiptConfig>,
-    /// How often the pruner audits the erasers, and what it does with untracked users.
-    pub(crate) audit: Option<(Duration, UntrackedUsers)>,
-}
-
-impl Default for PartialConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
             namespace: "retention".to_owned(),
-            inactive_after: None,
+            inactive_after: Duration::ZERO,
             resolution: Duration::from_secs(60),
-            prune_interval: Duration::from_secs(10 * 60),
+            prune_every: Duration::from_secs(10 * 60),
             batch_size: 500,
             prune_concurrency: 4,
             lease: Duration::from_secs(120),
@@ -150,16 +106,14 @@ impl Default for PartialConfig {
     }
 }
 
-impl PartialConfig {
-    pub(crate) fn validate(self) -> Result<Config> {
+impl Config {
+    /// Checks the settings together; the builder calls it once, at `build()`.
+    pub(crate) fn validate(&self) -> Result<()> {
         let c = self;
-        let inactive_after = c.inactive_after.ok_or_else(|| {
-            Error::config("inactive_after is required: how long may a user stay inactive?")
-        })?;
         for (name, value) in [
-            ("inactive_after", inactive_after),
+            ("inactive_after", c.inactive_after),
             ("resolution", c.resolution),
-            ("prune_every", c.prune_interval),
+            ("prune_every", c.prune_every),
             ("lease", c.lease),
             ("eraser_timeout", c.eraser_timeout),
             ("follow_up_delay", c.follow_up_delay),
@@ -183,11 +137,10 @@ impl PartialConfig {
             return Err(Error::config("receipts must be kept for longer than zero"));
         }
         crate::store::validate_namespace(&c.namespace)?;
-        if inactive_after <= c.resolution.saturating_mul(2) {
+        if c.inactive_after <= c.resolution.saturating_mul(2) {
             return Err(Error::config(format!(
-                "inactive_after ({inactive_after:?}) must be longer than twice the \
-                 resolution ({:?})",
-                c.resolution
+                "inactive_after ({:?}) must be longer than twice the resolution ({:?})",
+                c.inactive_after, c.resolution
             )));
         }
         if c.batch_size == 0 || c.batch_size > MAX_BATCH_SIZE {
@@ -226,37 +179,36 @@ impl PartialConfig {
                 "the gone grace period must be longer than zero; use GonePolicy::EraseNow",
             ));
         }
-        Ok(Config {
-            namespace: c.namespace,
-            inactive_after,
-            resolution: c.resolution,
-            prune_interval: c.prune_interval,
-            batch_size: c.batch_size,
-            prune_concurrency: c.prune_concurrency,
-            lease: c.lease,
-            eraser_timeout: c.eraser_timeout,
-            follow_up_delay: c.follow_up_delay,
-            gone_policy: c.gone_policy,
-            strict: c.strict,
-            max_buffered_interactions: c.max_buffered_interactions,
-            store_timeout: c.store_timeout,
-            detect_blocks: c.detect_blocks,
-            heartbeat: c.heartbeat,
-            writer_timeout: c.writer_timeout,
-            allow_allkeys_eviction: c.allow_allkeys_eviction,
-            stuck_after: c.stuck_after,
-            receipts: c.receipts,
-            audit: c.audit,
-        })
+        Ok(())
+    }
+
+    /// How writers' heartbeats hold back inactivity claims: silent after three missed
+    /// heartbeats, dead after the writer timeout.
+    pub(crate) fn writer_window(&self) -> crate::store::WriterWindow {
+        crate::store::WriterWindow {
+            silent_ms: crate::clock::duration_ms(self.heartbeat.saturating_mul(3)),
+            dead_ms: crate::clock::duration_ms(self.writer_timeout),
+        }
+    }
+
+    /// When a failing erasure is stuck; a stuck one is reported once a day.
+    pub(crate) fn stuck_window(&self) -> crate::store::StuckWindow {
+        crate::store::StuckWindow {
+            after_ms: crate::clock::duration_ms(self.stuck_after),
+            every_ms: crate::clock::duration_ms(STUCK_REPORT_EVERY),
+        }
     }
 }
+
+/// How often a stuck erasure is reported (logged, counted, passed to `on_stuck`).
+pub(crate) const STUCK_REPORT_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 impl Config {
     /// The defaults, with a 90-day threshold.
     pub(crate) fn for_tests() -> Self {
-        PartialConfig { inactive_after: Some(90 * DAY), ..PartialConfig::default() }
-            .validate()
-            .expect("the defaults are valid")
+        let config = Config { inactive_after: 90 * DAY, ..Config::default() };
+        config.validate().expect("the defaults are valid");
+        config
     }
 }

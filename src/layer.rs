@@ -12,8 +12,8 @@ use teloxide::prelude::Requester;
 use teloxide::types::{AllowedUpdate, ChatMemberKind, Me, Update, UpdateKind, UserId};
 
 use crate::commands::{Commands, Flows};
-use crate::engine::Engine;
 use crate::humans::is_trackable;
+use crate::parts::Parts;
 use crate::stats::Counters;
 use crate::store::Budget;
 use crate::tracker::Noted;
@@ -26,13 +26,13 @@ type Answer<'a> = futures_util::future::BoxFuture<'a, bool>;
 /// privacy commands, shared by every update's run.
 #[derive(Clone)]
 pub(crate) struct Layer {
-    engine: Arc<Engine>,
+    parts: Arc<Parts>,
     commands: Option<Arc<Commands>>,
 }
 
 impl Layer {
-    pub(crate) fn new(engine: Arc<Engine>, commands: Option<Arc<Commands>>) -> Self {
-        Self { engine, commands }
+    pub(crate) fn new(parts: Arc<Parts>, commands: Option<Arc<Commands>>) -> Self {
+        Self { parts, commands }
     }
 
     /// Wraps `handler` for a dispatcher whose bot is `R`, which it requires; see
@@ -124,13 +124,13 @@ impl Layer {
                     let mut budget = None;
                     let mut budget = || {
                         budget
-                            .get_or_insert_with(|| Budget::new(layer.engine.config().store_timeout))
+                            .get_or_insert_with(|| Budget::new(layer.parts.config.store_timeout))
                             .clone()
                     };
-                    let observed = match classify(&update, layer.engine.config().detect_blocks) {
+                    let observed = match classify(&update, layer.parts.config.detect_blocks) {
                         Event::Nothing => Observed::default(),
                         Event::Interaction(user)
-                            if layer.engine.tracker().note_interaction_cached(user.0) =>
+                            if layer.parts.tracker.note_interaction_cached(user.0) =>
                         {
                             Observed::default()
                         }
@@ -184,7 +184,7 @@ impl Layer {
     /// kinds plus those the enabled features need.
     fn description(&self, tree: &DpHandlerDescription) -> DpHandlerDescription {
         let mut interests = Vec::new();
-        if self.engine.config().detect_blocks || self.engine.hooks().removed_from_chat.is_some() {
+        if self.parts.config.detect_blocks || self.parts.hooks.removed_from_chat.is_some() {
             interests.push(interest(Update::filter_my_chat_member()));
         }
         if self.commands.is_some() {
@@ -203,7 +203,7 @@ impl Layer {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         let Some(commands) = &self.commands else { return false };
-        Flows { engine: &self.engine, commands }.run::<R>(update, deps).await
+        Flows { parts: &self.parts, commands }.run::<R>(update, deps).await
     }
 
     /// Records what an update says about its user.
@@ -211,17 +211,17 @@ impl Layer {
         match event {
             Event::Interaction(user) => self.interaction(user).await,
             Event::Blocked(user) => {
-                self.engine.tracker().mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
+                self.parts.tracker.mark_gone_or_keep(user, crate::GoneReason::Blocked).await;
                 Observed { refuse: false, consumed: true }
             }
             Event::Unblocked(user) => {
                 // Together: a hung store holds the update once, not once per call.
                 let (_, observed) =
-                    tokio::join!(self.engine.tracker().user_returned(user), self.interaction(user));
+                    tokio::join!(self.parts.tracker.user_returned(user), self.interaction(user));
                 Observed { consumed: true, ..observed }
             }
             Event::RemovedFromChat(chat, performer) => {
-                self.engine.hooks().removed_from_chat(chat);
+                self.parts.hooks.removed_from_chat(chat);
                 let mut observed = match performer {
                     Some(user) => self.interaction(user).await,
                     None => Observed::default(),
@@ -234,11 +234,11 @@ impl Layer {
     }
 
     async fn interaction(&self, user: UserId) -> Observed {
-        let strict = self.engine.config().strict;
-        let recorded = self.engine.note_interaction(user.0).await;
+        let strict = self.parts.config.strict;
+        let recorded = self.parts.note_interaction(user.0).await;
         let refuse = strict && !recorded.is_stored();
         if refuse {
-            Counters::add(&self.engine.counters().strict_refusals, 1);
+            Counters::add(&self.parts.counters.strict_refusals, 1);
             tracing::error!(
                 user = user.0,
                 ?recorded,

@@ -18,9 +18,11 @@ mod gone;
 mod hooks;
 mod humans;
 mod layer;
+mod parts;
 mod pruner;
 mod receipts;
 mod retention;
+mod rights;
 mod stats;
 mod store;
 mod survey;
@@ -35,7 +37,6 @@ pub use builder::RetentionBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Commands, Texts};
 pub use config::GonePolicy;
-pub use engine::{OptOutOutcome, OptOutScheduled, PendingErasure, UserStatus};
 pub use erase::{
     DialogueEraser, Eraser, Erasure, ErasureReason, Export, FnEraser, Listing, RedisKeysEraser,
     erase_fn,
@@ -51,6 +52,7 @@ pub use receipts::{Receipt, ReceiptKey};
 /// an older one).
 pub use redis;
 pub use retention::{Retention, RetentionExt};
+pub use rights::{OptOutOutcome, PendingErasure, UserStatus};
 /// The `sqlx` crate (0.8, the version of teloxide's SQL storages), for the pools that the
 /// SQL stores' `from_pool`,
 #[cfg_attr(feature = "sqlite", doc = "[`DialogueEraser::list_sqlite`]")]
@@ -65,6 +67,7 @@ pub use retention::{Retention, RetentionExt};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sqlx;
 pub use stats::Stats;
+pub use store::Marked;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "tls")]

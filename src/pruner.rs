@@ -8,11 +8,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::to_datetime;
-use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
+use crate::parts::Parts;
 use crate::stats::{Counters, PerReason};
-use crate::store::{Backend, ClaimRequest, random_id};
+use crate::store::{ClaimRequest, Part, random_id};
 use futures_util::stream::{self, StreamExt};
 
 /// What one prune pass did.
@@ -181,12 +181,12 @@ impl PrunerHandle {
 /// The pruner: passes over the store's due users, through the erasure engine.
 #[derive(Clone)]
 pub(crate) struct Pruner {
-    engine: Arc<Engine>,
+    parts: Arc<Parts>,
 }
 
 impl Pruner {
-    pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub(crate) fn new(parts: Arc<Parts>) -> Self {
+        Self { parts }
     }
 
     /// One pass now; see `Retention::prune_once`.
@@ -196,12 +196,12 @@ impl Pruner {
 
     /// The dry run; see `Retention::preview`.
     pub(crate) async fn preview(&self, limit: usize) -> Result<PrunePreview> {
-        self.engine.sync_clock().await;
+        self.parts.sync_clock().await;
         // The claim's own times: on the store's clock where the claim reads it.
-        let times = self.engine.claim_times();
-        let raw = self.engine.store(|b| b.preview(times, limit)).await?;
-        let window = self.engine.config().writer_window();
-        let held = self.engine.store(|b| b.writers_holding(window)).await?;
+        let times = self.parts.claim_times();
+        let raw = self.parts.door.call(|b| b.preview(times, limit)).await?;
+        let window = self.parts.config.writer_window();
+        let held = self.parts.door.call(|b| b.writers_holding(window)).await?;
         Ok(PrunePreview {
             inactivity_held: held,
             inactive: raw.inactive_total,
@@ -232,7 +232,7 @@ impl Pruner {
     /// shutdown: shutting down stops an audit where it is (what it wrote stays, and the
     /// next interval audits again).
     async fn run(self, token: CancellationToken) {
-        let interval = self.engine.config().prune_interval;
+        let interval = self.parts.config.prune_every;
         let mut next_audit = tokio::time::Instant::now();
         let mut audit: Option<tokio::task::JoinHandle<()>> = None;
         loop {
@@ -256,14 +256,14 @@ impl Pruner {
             {
                 tracing::error!("the scheduled audit panicked: {e}");
             }
-            if let Some((every, untracked)) = self.engine.config().audit
+            if let Some((every, untracked)) = self.parts.config.audit
                 && tokio::time::Instant::now() >= next_audit
                 && audit.is_none()
             {
                 next_audit = tokio::time::Instant::now() + every;
-                let engine = Arc::clone(&self.engine);
+                let parts = Arc::clone(&self.parts);
                 audit = Some(tokio::spawn(async move {
-                    if let Err(e) = crate::audit::scheduled(&engine, every, untracked).await {
+                    if let Err(e) = crate::audit::scheduled(&parts, every, untracked).await {
                         tracing::warn!(error = %e, "scheduled audit failed; retrying next interval");
                     }
                 }));
@@ -284,11 +284,11 @@ impl Pruner {
     /// Refuses to prune where erasing could be wrong: a Redis older than 7.0, an eviction
     /// policy that may drop any key, or a `seen` set that vanished.
     async fn check_store(&self) -> Result<()> {
-        let health = self.engine.store(|b| b.health()).await?;
+        let health = self.parts.door.call(|b| b.health()).await?;
         crate::store::check_version(health.version.as_deref())?;
         if let Some(policy) = &health.eviction_policy
             && policy.starts_with("allkeys-")
-            && !self.engine.config().allow_allkeys_eviction
+            && !self.parts.config.allow_allkeys_eviction
         {
             return Err(Error::Unsafe(format!(
                 "Redis runs with maxmemory-policy {policy}, so it may evict the set of \
@@ -306,7 +306,7 @@ impl Pruner {
                  deleted): users tracked before are unknown now, so their data would never \
                  be erased for inactivity; restore it from a backup, or call \
                  Retention::accept_lost_tracking to prune with what is left",
-                self.engine.config().namespace
+                self.parts.config.namespace
             )));
         }
         Ok(())
@@ -315,21 +315,21 @@ impl Pruner {
     /// See `Retention::accept_lost_tracking`.
     pub(crate) async fn accept_lost_tracking(&self) -> Result<()> {
         tracing::warn!("accepting the loss of the set of tracked users");
-        self.engine.store(|b| b.accept_lost_tracking()).await
+        self.parts.door.call(|b| b.accept_lost_tracking()).await
     }
 
     /// One pass: claims from every part of the store (each shard of a sharded namespace),
     /// at most `prune_concurrency` at a time, until none has due users left.
     async fn pass(&self, token: &CancellationToken) -> Result<PassReport> {
         let started = Instant::now();
-        self.engine.sync_clock().await;
+        self.parts.sync_clock().await;
         self.check_store().await?;
-        let parts = self.engine.parts();
-        let concurrency = self.engine.config().prune_concurrency.clamp(1, parts.len().max(1));
+        let store_parts = self.parts.door.parts();
+        let concurrency = self.parts.config.prune_concurrency.clamp(1, store_parts.len().max(1));
         // Indices, not the parts themselves: a closure over borrowed parts is not `Send`
         // for every lifetime, which `tokio::spawn` needs.
-        let passes: Vec<Result<PassReport>> = stream::iter(0..parts.len())
-            .map(|i| self.pass_over(parts[i], token))
+        let passes: Vec<Result<PassReport>> = stream::iter(0..store_parts.len())
+            .map(|i| self.pass_over(store_parts[i], token))
             .buffer_unordered(concurrency)
             .collect()
             .await;
@@ -350,14 +350,14 @@ impl Pruner {
             );
         }
         if let Some(why) = &report.inactivity_held {
-            Counters::add(&self.engine.counters().inactivity_held, 1);
+            Counters::add(&self.parts.counters.inactivity_held, 1);
             tracing::warn!(reason = %why, "holding back erasures for inactivity");
         }
         if let Some(e) = failure {
             return Err(e);
         }
         report.elapsed = started.elapsed();
-        Counters::add(&self.engine.counters().prune_passes, 1);
+        Counters::add(&self.parts.counters.prune_passes, 1);
         metrics::histogram!("teloxide_retention_prune_pass_duration_seconds")
             .record(report.elapsed.as_secs_f64());
         if let Err(e) = self.sample_gauges().await {
@@ -368,35 +368,35 @@ impl Pruner {
 
     /// Sets the gauges of the `metrics` facade from the store (after each pass).
     async fn sample_gauges(&self) -> Result<()> {
-        let engine = &self.engine;
-        let now = engine.now_ms();
-        let tracked = engine.store(|b| b.tracked()).await?;
-        let due = engine.store(|b| b.preview(engine.claim_times(), 0)).await?;
-        let pending = engine.store(|b| b.pending()).await?;
-        let age = pending.oldest_failing_since.map_or(0, |since| now.saturating_sub(since).max(0));
+        let parts = &self.parts;
+        let now = parts.now_ms();
+        let tracked = parts.door.call(|b| b.tracked()).await?;
+        let due = parts.door.call(|b| b.preview(parts.claim_times(), 0)).await?;
+        let queue = parts.door.call(|b| b.queued()).await?;
+        let age = queue.oldest_failing_since.map_or(0, |since| now.saturating_sub(since).max(0));
         let set = |name: &'static str, value: u64| metrics::gauge!(name).set(value as f64);
         set("teloxide_retention_tracked_users", tracked);
         set("teloxide_retention_due_users", due.inactive_total + due.due_total);
-        set("teloxide_retention_scheduled_erasures", pending.scheduled);
-        set("teloxide_retention_failing_erasures", pending.failing);
+        set("teloxide_retention_scheduled_erasures", queue.scheduled);
+        set("teloxide_retention_failing_erasures", queue.failing);
         metrics::gauge!("teloxide_retention_oldest_failing_erasure_age_seconds")
             .set(age as f64 / 1000.0);
-        set("teloxide_retention_buffered_interactions", engine.tracker().gauges().buffered_users);
+        set("teloxide_retention_buffered_interactions", parts.tracker.gauges().buffered_users);
         Ok(())
     }
 
     /// Claims from one part of the store until it has no due users left.
-    async fn pass_over(&self, part: &dyn Backend, token: &CancellationToken) -> Result<PassReport> {
-        let config = &self.engine.config();
+    async fn pass_over(&self, part: Part<'_>, token: &CancellationToken) -> Result<PassReport> {
+        let config = &self.parts.config;
         let mut report = PassReport::default();
         while !token.is_cancelled() {
-            let claim = part.claim(ClaimRequest {
-                times: self.engine.claim_times(),
+            let request = ClaimRequest {
+                times: self.parts.claim_times(),
                 writers: config.writer_window(),
                 limit: config.batch_size,
                 batch: random_id(),
-            });
-            let mut batch = self.engine.call(claim).await?;
+            };
+            let mut batch = part.call(|b| b.claim(request)).await?;
             for entry in std::mem::take(&mut batch.unreadable) {
                 // Every claim of the pass meets them again: report each once.
                 if !report.unreadable.contains(&entry) {
@@ -409,14 +409,14 @@ impl Pruner {
             for user in std::mem::take(&mut batch.returned) {
                 tracing::info!(user, "a gone user came back; erasure cancelled");
                 report.returned += 1;
-                self.engine.hooks().returned(user);
+                self.parts.hooks.returned(user);
             }
             if batch.users.is_empty() {
                 break;
             }
             report.batches += 1;
             report.claimed += batch.users.len() as u64;
-            let finished = self.engine.erase_batch(&batch).await?;
+            let finished = crate::engine::erase(&self.parts, &batch, None).await?;
             if finished.lease_lost {
                 report.leases_lost += batch.users.len() as u64;
                 continue;

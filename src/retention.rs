@@ -11,15 +11,16 @@ use teloxide::types::{AllowedUpdate, BotCommand, Recipient, UserId};
 use crate::clock::Clock;
 use crate::commands::Commands;
 use crate::config::Config;
-use crate::engine::{Engine, OptOutOutcome, UserStatus};
 use crate::erase::DynEraser;
 use crate::error::{Error, Result};
 use crate::gone::GoneReason;
 use crate::hooks::Hooks;
 use crate::layer::Layer;
+use crate::parts::Parts;
 use crate::pruner::{PassReport, PrunePreview, Pruner, PrunerHandle};
+use crate::rights::{OptOutOutcome, UserStatus};
 use crate::stats::Stats;
-use crate::store::DynBackend;
+use crate::store::Door;
 use crate::tracker::Noted;
 
 /// Data retention for one bot: tracking, erasure, the pruner and the privacy commands.
@@ -35,15 +36,15 @@ pub struct Retention {
 /// What the clones share: the engine (tracker, store, erasers) and the privacy commands.
 /// The handle only delegates; the work is done in the modules below it.
 pub(crate) struct Inner {
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) parts: Arc<Parts>,
     pub(crate) commands: Option<Arc<Commands>>,
 }
 
 impl std::fmt::Debug for Retention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retention")
-            .field("namespace", &self.inner.engine.config().namespace)
-            .field("inactive_after", &self.inner.engine.config().inactive_after)
+            .field("namespace", &self.inner.parts.config.namespace)
+            .field("inactive_after", &self.inner.parts.config.inactive_after)
             .field("erasers", &self.eraser_names())
             .finish_non_exhaustive()
     }
@@ -52,27 +53,25 @@ impl std::fmt::Debug for Retention {
 impl Retention {
     pub(crate) fn from_parts(
         config: Config,
-        backend: DynBackend,
+        door: Door,
         clock: Arc<dyn Clock>,
         erasers: Vec<Arc<dyn DynEraser>>,
         commands: Option<Commands>,
         hooks: Hooks,
     ) -> Self {
-        let engine = Engine::new(config, backend, clock, erasers, hooks);
-        Self {
-            inner: Arc::new(Inner { engine: Arc::new(engine), commands: commands.map(Arc::new) }),
-        }
+        let parts = Parts::new(config, door, clock, erasers, hooks);
+        Self { inner: Arc::new(Inner { parts: Arc::new(parts), commands: commands.map(Arc::new) }) }
     }
 
-    /// The layer over this retention's engine and commands.
+    /// The layer over this retention's parts and commands.
     fn layer(&self) -> Layer {
-        Layer::new(Arc::clone(&self.inner.engine), self.inner.commands.clone())
+        Layer::new(Arc::clone(&self.inner.parts), self.inner.commands.clone())
     }
 
     /// The inactivity threshold.
     #[must_use]
     pub fn inactive_after(&self) -> Duration {
-        self.inner.engine.config().inactive_after
+        self.inner.parts.config.inactive_after
     }
 
     /// The names of the registered erasers, in registration order.
@@ -95,7 +94,7 @@ impl Retention {
     /// ```
     #[must_use]
     pub fn eraser_names(&self) -> Vec<&str> {
-        self.inner.engine.eraser_names()
+        self.inner.parts.eraser_names()
     }
 
     /// Records that `user` interacted now, as the layer does for every update.
@@ -128,7 +127,7 @@ impl Retention {
         if !crate::humans::is_trackable_id(user) {
             return Noted::Ignored;
         }
-        self.inner.engine.note_interaction(user.0).await
+        self.inner.parts.note_interaction(user.0).await
     }
 
     /// Writes every buffered interaction now.
@@ -158,7 +157,7 @@ impl Retention {
     ///
     /// Cancel-safe: what was not written stays buffered.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.engine.tracker().flush().await
+        self.inner.parts.tracker.flush().await
     }
 
     /// For tests (the `testing` feature): applies now the erasures and gone marks that
@@ -171,7 +170,7 @@ impl Retention {
     /// The store error if it is unreachable; the interactions stay buffered.
     #[cfg(feature = "testing")]
     pub async fn settle(&self) -> Result<()> {
-        let tracker = self.inner.engine.tracker();
+        let tracker = &self.inner.parts.tracker;
         tracker.catch_up().await;
         tracker.flush().await
     }
@@ -213,10 +212,10 @@ impl Retention {
     ///
     /// Cancel-safe: the writer finishes on its own.
     pub async fn shutdown(&self) -> Result<()> {
-        if self.inner.engine.tracker().shutdown().await {
+        if self.inner.parts.tracker.shutdown().await {
             Ok(())
         } else {
-            Err(Error::Timeout(self.inner.engine.config().store_timeout))
+            Err(Error::Timeout(self.inner.parts.config.store_timeout))
         }
     }
 
@@ -256,8 +255,8 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads (and records the shard count of a new namespace).
     pub async fn check_store(&self) -> Result<()> {
-        let engine = &self.inner.engine;
-        engine.store(|b| b.tracked()).await.map(drop)
+        let parts = &self.inner.parts;
+        parts.door.call(|b| b.tracked()).await.map(drop)
     }
 
     /// Puts users the bot already held before it installed the crate on a clock: each with
@@ -307,7 +306,7 @@ impl Retention {
     where
         I: IntoIterator<Item = (UserId, Option<chrono::DateTime<chrono::Utc>>)>,
     {
-        crate::adopt::adopt(&self.inner.engine, users, options).await
+        crate::adopt::adopt(&self.inner.parts, users, options).await
     }
 
     /// Audits every registered eraser that can list what its storage holds
@@ -327,7 +326,7 @@ impl Retention {
     /// Cancel-safe: what it adopted or scheduled before is kept, and running it again
     /// finishes the job.
     pub async fn audit(&self, untracked: crate::UntrackedUsers) -> Result<crate::AuditReport> {
-        crate::audit::audit(&self.inner.engine, untracked).await
+        crate::audit::audit(&self.inner.parts, untracked).await
     }
 
     /// The counts of the last scheduled audit
@@ -342,7 +341,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn last_audit(&self) -> Result<Option<crate::AuditSummary>> {
-        crate::audit::last(&self.inner.engine).await
+        crate::audit::last(&self.inner.parts).await
     }
 
     /// What the store holds about `user`.
@@ -376,7 +375,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn status(&self, user: UserId) -> Result<UserStatus> {
-        self.inner.engine.status(user).await
+        crate::rights::status(&self.inner.parts, user).await
     }
 
     /// Counts what the namespace holds, for operators: tracked users by time since their
@@ -411,7 +410,7 @@ impl Retention {
     /// Cancel-safe: it only reads. It reads every scheduled erasure, so it is meant for
     /// operators, not for every update.
     pub async fn survey(&self) -> Result<crate::Survey> {
-        crate::survey::survey(&self.inner.engine).await
+        crate::survey::survey(&self.inner.parts).await
     }
 
     /// Schedules an opt-out erasure of `user`, due now, for the pruners of the bots sharing
@@ -424,14 +423,14 @@ impl Retention {
     /// ```
     /// # use std::time::Duration;
     /// # use teloxide::types::UserId;
-    /// # use teloxide_retention::{MemoryStore, OptOutScheduled, Retention};
+    /// # use teloxide_retention::{Marked, MemoryStore, Retention};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), teloxide_retention::Error> {
     /// let retention = Retention::builder(MemoryStore::new())
     ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
     ///     .build()?;
-    /// assert_eq!(retention.schedule_opt_out(UserId(7)).await?, OptOutScheduled::Scheduled);
-    /// assert_eq!(retention.schedule_opt_out(UserId(7)).await?, OptOutScheduled::AlreadyScheduled);
+    /// assert_eq!(retention.schedule_opt_out(UserId(7)).await?, Marked::Scheduled);
+    /// assert_eq!(retention.schedule_opt_out(UserId(7)).await?, Marked::AlreadyScheduled);
     /// assert_eq!(retention.prune_once().await?.erased, 1);
     /// # Ok(()) }
     /// ```
@@ -441,8 +440,8 @@ impl Retention {
     /// [`Error::InvalidUser`] for 0 or an id above 2^53 - 1; [`Error::Redis`] or
     /// [`Error::Timeout`] if the store cannot be written; nothing was scheduled then, or the
     /// call may be repeated.
-    pub async fn schedule_opt_out(&self, user: UserId) -> Result<crate::OptOutScheduled> {
-        self.inner.engine.schedule_opt_out(user).await
+    pub async fn schedule_opt_out(&self, user: UserId) -> Result<crate::Marked> {
+        crate::rights::schedule_opt_out(&self.inner.parts, user).await
     }
 
     /// The erasure receipts of `user`, oldest first, found with the key given to
@@ -475,13 +474,13 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn receipt(&self, user: UserId) -> Result<Vec<crate::Receipt>> {
-        let Some(receipts) = &self.inner.engine.config().receipts else {
+        let Some(receipts) = &self.inner.parts.config.receipts else {
             return Err(Error::config(
                 "receipts are off; turn them on with RetentionBuilder::receipts, or look a \
                  user up with Retention::receipt_with and the key",
             ));
         };
-        self.inner.engine.receipts(user, &receipts.key).await
+        crate::rights::receipts(&self.inner.parts, user, &receipts.key).await
     }
 
     /// Like [`Retention::receipt`], with a key given here: for tools that look receipts
@@ -497,7 +496,7 @@ impl Retention {
         user: UserId,
         key: &crate::ReceiptKey,
     ) -> Result<Vec<crate::Receipt>> {
-        self.inner.engine.receipts(user, key).await
+        crate::rights::receipts(&self.inner.parts, user, key).await
     }
 
     /// Number of tracked users: the entries of the store's `seen` (members that are not
@@ -528,7 +527,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn tracked_users(&self) -> Result<u64> {
-        self.inner.engine.store(|b| b.tracked()).await
+        self.inner.parts.door.call(|b| b.tracked()).await
     }
 
     /// Erases `user` now, on their request: the store's entries and every eraser's data.
@@ -569,7 +568,7 @@ impl Retention {
     /// Not cancel-safe: a cancelled call may leave a claimed user, which the pruner erases
     /// once the lease expires.
     pub async fn erase_user(&self, user: UserId) -> Result<OptOutOutcome> {
-        self.inner.engine.erase_user(user).await
+        crate::rights::erase_user(&self.inner.parts, user).await
     }
 
     /// What this crate and every exporting eraser hold about `user`, as the JSON document
@@ -602,7 +601,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn export(&self, user: UserId) -> Result<serde_json::Value> {
-        self.inner.engine.export(user, None).await
+        crate::rights::export(&self.inner.parts, user, None).await
     }
 
     /// Counters since this instance was built.
@@ -629,7 +628,7 @@ impl Retention {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.inner.engine.counters().snapshot(self.inner.engine.tracker().gauges())
+        self.inner.parts.counters.snapshot(self.inner.parts.tracker.gauges())
     }
 
     /// Marks `user` as gone, as the layer does for a block; what follows is the
@@ -669,7 +668,7 @@ impl Retention {
     ///
     /// Cancel-safe: the mark is written in one script call, or not at all.
     pub async fn mark_gone(&self, user: UserId, reason: GoneReason) -> Result<bool> {
-        self.inner.engine.tracker().mark_gone(user, reason).await
+        self.inner.parts.tracker.mark_gone(user, reason).await
     }
 
     /// Whether `user` can be messaged, as far as Telegram has told the bot: `false` while
@@ -705,13 +704,13 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn is_reachable(&self, user: UserId) -> Result<bool> {
-        self.inner.engine.tracker().is_reachable(user).await
+        self.inner.parts.tracker.is_reachable(user).await
     }
 
     /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory
     /// (bounded by `max_buffered_interactions`) and written once the store answers again.
     pub(crate) async fn mark_gone_or_keep(&self, user: UserId, reason: GoneReason) {
-        self.inner.engine.tracker().mark_gone_or_keep(user, reason).await;
+        self.inner.parts.tracker.mark_gone_or_keep(user, reason).await;
     }
 
     /// Reports a failed request to `chat`; marks the user gone if the error says so.
@@ -732,7 +731,7 @@ impl Retention {
         chat: impl Into<Recipient>,
         err: &RequestError,
     ) -> Result<Option<GoneReason>> {
-        self.inner.engine.tracker().note_send_error(chat, err).await
+        self.inner.parts.tracker.note_send_error(chat, err).await
     }
 
     /// Runs one prune pass now and returns what it did.
@@ -772,7 +771,7 @@ impl Retention {
     /// next pass after the lease finishes it. Use [`PrunerHandle::shutdown`](crate::PrunerHandle::shutdown) to stop
     /// between batches.
     pub async fn prune_once(&self) -> Result<PassReport> {
-        Pruner::new(Arc::clone(&self.inner.engine)).prune_once().await
+        Pruner::new(Arc::clone(&self.inner.parts)).prune_once().await
     }
 
     /// Lists up to `limit` users the next pass would erase, with reasons, without erasing
@@ -808,7 +807,7 @@ impl Retention {
     ///
     /// Cancel-safe: it only reads.
     pub async fn preview(&self, limit: usize) -> Result<PrunePreview> {
-        Pruner::new(Arc::clone(&self.inner.engine)).preview(limit).await
+        Pruner::new(Arc::clone(&self.inner.parts)).preview(limit).await
     }
 
     /// Starts the background pruner on the current Tokio runtime: a pass now, then one
@@ -835,7 +834,7 @@ impl Retention {
     ///
     /// Outside a Tokio runtime.
     pub fn spawn_pruner(&self) -> PrunerHandle {
-        Pruner::new(Arc::clone(&self.inner.engine)).spawn()
+        Pruner::new(Arc::clone(&self.inner.parts)).spawn()
     }
 
     /// Accepts that the set of tracked users was lost (a prune pass fails with
@@ -847,7 +846,7 @@ impl Retention {
     ///
     /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be written.
     pub async fn accept_lost_tracking(&self) -> Result<()> {
-        Pruner::new(Arc::clone(&self.inner.engine)).accept_lost_tracking().await
+        Pruner::new(Arc::clone(&self.inner.parts)).accept_lost_tracking().await
     }
 
     /// Wraps `handler` for a dispatcher whose bot is [`teloxide::Bot`] or
@@ -924,7 +923,7 @@ impl Retention {
     where
         E: Send + Sync + 'static,
     {
-        self.inner.engine.tracker().start_if_in_runtime();
+        self.inner.parts.tracker.start_if_in_runtime();
         self.layer().wrap_bot::<E>(handler)
     }
 
@@ -945,7 +944,7 @@ impl Retention {
         E: Send + Sync + 'static,
     {
         // A process that wraps a handler tracks interactions: it announces itself now.
-        self.inner.engine.tracker().start_if_in_runtime();
+        self.inner.parts.tracker.start_if_in_runtime();
         self.layer().wrap_for::<R, E>(handler)
     }
 
@@ -1210,7 +1209,7 @@ impl Retention {
     /// ```
     #[must_use]
     pub fn privacy_text(&self, language: Option<&str>) -> String {
-        crate::commands::privacy_text(self.inner.commands.as_deref(), &self.inner.engine, language)
+        crate::commands::privacy_text(self.inner.commands.as_deref(), &self.inner.parts, language)
     }
 }
 

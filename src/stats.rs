@@ -31,7 +31,7 @@ pub struct Stats {
     /// Users erased, by reason: [`Stats::erased_for`].
     erased: PerReason,
     /// Users whose erasure failed and was scheduled for a retry.
-    pub erasure_failures: u64,
+    pub erasure_retries: u64,
     /// Reports of stuck erasures (failing for longer than
     /// [`RetentionBuilder::stuck_after`](crate::RetentionBuilder::stuck_after)); each stuck
     /// erasure is reported once a day, by one process, while it keeps failing.
@@ -127,10 +127,10 @@ pub(crate) struct Counters {
     pub(crate) layout_errors: Counter,
     pub(crate) interactions_buffered: Counter,
     pub(crate) interactions_dropped: Counter,
-    pub(crate) marks_dropped: Counter,
+    pub(crate) gone_marks_dropped: Counter,
     pub(crate) strict_refusals: Counter,
     erased: [AtomicU64; ErasureReason::ALL.len()],
-    pub(crate) erasure_failures: Counter,
+    pub(crate) erasure_retries: Counter,
     pub(crate) stuck_erasures: Counter,
     marked_gone: [AtomicU64; ErasureReason::ALL.len()],
     pub(crate) follow_ups: Counter,
@@ -150,10 +150,10 @@ impl Default for Counters {
             layout_errors: Counter::new("teloxide_retention_layout_errors_total"),
             interactions_buffered: Counter::new("teloxide_retention_interactions_buffered_total"),
             interactions_dropped: Counter::new("teloxide_retention_interactions_dropped_total"),
-            marks_dropped: Counter::new("teloxide_retention_gone_marks_dropped_total"),
+            gone_marks_dropped: Counter::new("teloxide_retention_gone_marks_dropped_total"),
             strict_refusals: Counter::new("teloxide_retention_strict_refusals_total"),
             erased: Default::default(),
-            erasure_failures: Counter::new("teloxide_retention_erasure_failures_total"),
+            erasure_retries: Counter::new("teloxide_retention_erasure_retries_total"),
             stuck_erasures: Counter::new("teloxide_retention_stuck_erasures_total"),
             marked_gone: Default::default(),
             follow_ups: Counter::new("teloxide_retention_follow_ups_total"),
@@ -196,10 +196,10 @@ impl Counters {
             layout_errors: get(&self.layout_errors),
             interactions_buffered: get(&self.interactions_buffered),
             interactions_dropped: get(&self.interactions_dropped),
-            gone_marks_dropped: get(&self.marks_dropped),
+            gone_marks_dropped: get(&self.gone_marks_dropped),
             strict_refusals: get(&self.strict_refusals),
             erased: per_reason(&self.erased),
-            erasure_failures: get(&self.erasure_failures),
+            erasure_retries: get(&self.erasure_retries),
             stuck_erasures: get(&self.stuck_erasures),
             marked_gone: per_reason(&self.marked_gone).total(),
             follow_ups: get(&self.follow_ups),

@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::clock::{duration_ms, to_datetime};
-use crate::engine::Engine;
 use crate::erase::ErasureReason;
 use crate::error::Result;
+use crate::parts::Parts;
 use crate::store::SeenRange;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -121,10 +121,10 @@ fn edges(threshold: Duration) -> Vec<Duration> {
     edges
 }
 
-pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
+pub(crate) async fn survey(parts: &Parts) -> Result<Survey> {
     // Ages are measured against Redis's clock, as the pruner's are.
-    let now = engine.store_now_ms().await;
-    let threshold = engine.config().inactive_after;
+    let now = parts.store_now_ms().await;
+    let threshold = parts.config.inactive_after;
     let t = duration_ms(threshold);
     let edges = edges(threshold);
     // Inactivity in [lo, hi) is a last interaction in (now - hi, now - lo]; the youngest
@@ -141,8 +141,8 @@ pub(crate) async fn survey(engine: &Engine) -> Result<Survey> {
     let past = now - t;
     ranges.push(range(past, past + duration_ms(DAY)));
     ranges.push(range(past, past + duration_ms(7 * DAY)));
-    let raw = engine.store(|b| b.survey(now, &ranges)).await?;
-    let stuck_ms = duration_ms(engine.config().stuck_after);
+    let raw = parts.door.call(|b| b.survey(now, &ranges)).await?;
+    let stuck_ms = duration_ms(parts.config.stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
     let inactivity: Vec<InactivityBucket> = buckets
         .iter()

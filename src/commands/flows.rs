@@ -16,8 +16,9 @@ use teloxide::utils::html;
 use crate::clock::duration_ms;
 use crate::commands::privacy::{human_bytes, privacy_text};
 use crate::commands::{Commands, Texts};
-use crate::engine::{Engine, OptOutOutcome};
 use crate::humans::is_trackable;
+use crate::parts::Parts;
+use crate::rights::OptOutOutcome;
 use crate::store::random_id;
 
 /// Callback data of the confirmation buttons: `rtn:rm:<requester>:<nonce>:<y|n>`.
@@ -47,7 +48,7 @@ impl Commands {
 /// The privacy commands at work on one update: their configuration and the engine they
 /// export and erase with.
 pub(crate) struct Flows<'a> {
-    pub(crate) engine: &'a Engine,
+    pub(crate) parts: &'a Parts,
     pub(crate) commands: &'a Commands,
 }
 
@@ -99,7 +100,7 @@ impl Flows<'_> {
         let slash = format!("/{name}");
 
         if command == Command::Privacy {
-            self.say(bot, chat, privacy_text(Some(commands), self.engine, language), None).await;
+            self.say(bot, chat, privacy_text(Some(commands), self.parts, language), None).await;
             return;
         }
         if !msg.chat.is_private() && !commands.answer_in_groups {
@@ -133,10 +134,10 @@ impl Flows<'_> {
         let commands = self.commands;
         let action = if command == Command::Remove { "erase" } else { "export" };
         let window_ms = duration_ms(commands.window).max(1);
-        let window = self.engine.now_ms().div_euclid(window_ms);
+        let window = self.parts.now_ms().div_euclid(window_ms);
         let counted = async {
-            let who = self.engine.hashed(user).await?;
-            self.engine.store(|b| b.count_use(&who, action, window, window_ms)).await
+            let who = self.parts.hashed(user).await?;
+            self.parts.door.call(|b| b.count_use(&who, action, window, window_ms)).await
         };
         match counted.await {
             Ok(count) => Ok(count <= u64::from(commands.uses_per_window)),
@@ -153,12 +154,12 @@ impl Flows<'_> {
     {
         let commands = self.commands;
         let nonce = random_id();
-        let issued = self.engine.now_ms();
+        let issued = self.parts.now_ms();
         let ttl = duration_ms(commands.confirm_within);
         let stored = async {
-            let who = self.engine.hashed(user).await?;
+            let who = self.parts.hashed(user).await?;
             let value = format!("{nonce:016x}:{issued}");
-            self.engine.store(|b| b.put_nonce(&who, value, ttl)).await
+            self.parts.door.call(|b| b.put_nonce(&who, value, ttl)).await
         };
         if let Err(e) = stored.await {
             tracing::warn!(error = %e, "could not store a /removemydata confirmation");
@@ -166,7 +167,7 @@ impl Flows<'_> {
             return;
         }
         let mut text = texts.remove_prompt.clone();
-        for item in texts.stored_items(self.engine.eraser_names()) {
+        for item in texts.stored_items(self.parts.eraser_names()) {
             text.push_str("\n• ");
             text.push_str(&item);
         }
@@ -203,8 +204,8 @@ impl Flows<'_> {
             return;
         }
         let taken = async {
-            let who = self.engine.hashed(presser).await?;
-            self.engine.store(|b| b.take_nonce(&who)).await
+            let who = self.parts.hashed(presser).await?;
+            self.parts.door.call(|b| b.take_nonce(&who)).await
         };
         let stored = match taken.await {
             Ok(stored) => stored,
@@ -214,7 +215,7 @@ impl Flows<'_> {
                 return;
             }
         };
-        let now = self.engine.now_ms();
+        let now = self.parts.now_ms();
         let fresh = stored.as_deref().and_then(|s| s.split_once(':')).is_some_and(|(n, issued)| {
             n == *nonce
                 && issued
@@ -232,7 +233,11 @@ impl Flows<'_> {
             return;
         }
         self.replace_prompt(bot, query, texts.removing.clone()).await;
-        let text = match crate::store::Budget::exempt(self.engine.erase_user(presser)).await {
+        let text = match crate::store::Budget::exempt(crate::rights::erase_user(
+            self.parts, presser,
+        ))
+        .await
+        {
             Ok(OptOutOutcome::Erased { .. }) => texts.removed.clone(),
             Ok(OptOutOutcome::Retrying { failed }) => {
                 texts.removal_pending.replace("{failed}", &failed.len().to_string())
@@ -251,14 +256,14 @@ impl Flows<'_> {
         R: Requester<Err = RequestError> + Clone + Send + Sync + 'static,
     {
         let commands = self.commands;
-        let labels = crate::engine::ExportTexts {
+        let labels = crate::rights::ExportTexts {
             descriptions: &texts.eraser_descriptions,
             undescribed: &texts.other_records,
             note: &texts.export_note,
             no_copy: &texts.export_no_copy,
             unreadable: &texts.export_unreadable,
         };
-        let document = match self.engine.export(user, Some(&labels)).await {
+        let document = match crate::rights::export(self.parts, user, Some(&labels)).await {
             Ok(document) => document,
             Err(e) => {
                 tracing::warn!(error = %e, "could not build a /mydata export");
@@ -352,7 +357,7 @@ impl Flows<'_> {
 
     async fn failed_send(&self, chat: ChatId, err: &RequestError) {
         tracing::warn!(error = %err, chat = chat.0, "a privacy command could not answer");
-        if let Err(e) = self.engine.tracker().note_send_error(chat, err).await {
+        if let Err(e) = self.parts.tracker.note_send_error(chat, err).await {
             tracing::warn!(error = %e, "could not mark a gone user");
         }
     }

@@ -4,22 +4,22 @@ use std::time::Duration;
 
 use crate::commands::{Commands, Texts};
 use crate::config::GonePolicy;
-use crate::engine::Engine;
+use crate::parts::Parts;
 
 /// The `/privacy` answer for a user whose language is `language`; see
 /// `Retention::privacy_text`.
 pub(crate) fn privacy_text(
     commands: Option<&Commands>,
-    engine: &Engine,
+    parts: &Parts,
     language: Option<&str>,
 ) -> String {
-    let config = &engine.config();
+    let config = &parts.config;
     let default = Texts::default();
     let texts = commands.map_or(&default, |c| c.texts_for(language));
     let duration = |d: Duration| (texts.duration)(d);
     let mut lines = vec![texts.privacy_title.clone(), String::new()];
 
-    let items = texts.stored_items(engine.eraser_names());
+    let items = texts.stored_items(parts.eraser_names());
     lines.push(texts.privacy_stored.replace("{items}", &items.join("; ")));
     lines.push(if is_never(config.inactive_after) {
         texts.privacy_kept_until_deleted.clone()

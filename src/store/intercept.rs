@@ -11,7 +11,7 @@ use crate::receipts::RawReceipt;
 use crate::store::sealed::{Bound, Token};
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, DynBackend,
-    FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Pending,
+    FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Queued,
     RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, WriterWindow,
 };
 
@@ -49,7 +49,7 @@ pub(crate) enum Op {
     Secret,
     Tracked,
     Survey,
-    Pending,
+    Queued,
 }
 
 /// What a test double does before an operation reaches the store: wait, count, or fail it
@@ -266,7 +266,7 @@ impl<H: Hook> Backend for Forward<H> {
     fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>> {
         forward!(self, Survey, self.inner.survey(now, ranges))
     }
-    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
-        forward!(self, Pending, self.inner.pending())
+    fn queued(&self) -> BoxFuture<'_, Result<Queued>> {
+        forward!(self, Queued, self.inner.queued())
     }
 }

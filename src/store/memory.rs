@@ -12,9 +12,9 @@ use crate::store::FEED_KEEP_MS;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction,
-    Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry, RawPreview, RawStatus,
-    RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, follow_up,
-    postponed, sealed, take_or_drop,
+    Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey,
+    Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, follow_up, postponed,
+    sealed, take_or_drop,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -155,7 +155,7 @@ impl Space {
             }
             Decision::Take => {
                 self.seen.remove(user);
-                users.push(claimed(user, job));
+                users.push(Claimed::from_job(user, job));
             }
             Decision::Hold => {}
         }
@@ -171,7 +171,7 @@ impl Space {
                 Some(format!("writer {id} holds {backlog} unwritten interactions"))
             } else if ms(at.elapsed()) > w.silent_ms {
                 Some(format!(
-                    "writer {id} missed its heartbeats for {} s (it may be cut off from Redis)",
+                    "writer {id} missed its heartbeats for {} s (it may be cut off from the store)",
                     at.elapsed().as_secs()
                 ))
             } else {
@@ -195,10 +195,6 @@ impl Space {
         self.kv.retain(|_, (_, expires)| *expires > now);
         self.kv.get_mut(key)
     }
-}
-
-fn claimed(user: u64, Job { reason, marked_at, attempts }: Job) -> Claimed {
-    Claimed { user, reason, marked_at, attempts }
 }
 
 fn ttl(ms: i64) -> Instant {
@@ -246,7 +242,7 @@ impl Backend for MemoryNamespace {
             let held = s.writers_hold(writers);
             let (mut users, mut returned) = (Vec::new(), Vec::new());
             // 1. Batches whose lease expired.
-            for (old, old_deadline) in s.lease.up_to(now, 16) {
+            for (old, old_deadline) in s.lease.up_to(now, crate::store::EXPIRED_BATCHES_PER_CLAIM) {
                 if users.len() >= limit {
                     break;
                 }
@@ -290,7 +286,7 @@ impl Backend for MemoryNamespace {
                     let job =
                         if s.queue.remove(user).is_some() { s.job_of(user) } else { Job::INACTIVE };
                     s.seen.remove(user);
-                    users.push(claimed(user, job));
+                    users.push(Claimed::from_job(user, job));
                 }
             }
             if !users.is_empty() {
@@ -321,7 +317,7 @@ impl Backend for MemoryNamespace {
             s.seen.remove(user);
             s.batches.insert(id, vec![user]);
             s.lease.set(id, deadline);
-            let users = vec![claimed(user, job)];
+            let users = vec![Claimed::from_job(user, job)];
             Some(Batch {
                 id,
                 deadline,
@@ -588,7 +584,7 @@ impl Backend for MemoryNamespace {
         ttl_ms: i64,
     ) -> BoxFuture<'a, Result<u64>> {
         self.ready(|s| {
-            let key = format!("rate:{action}:{}:{window}", who.tag);
+            let key = crate::store::rate_key(action, &who.tag, window);
             match s.kv_get(&key) {
                 Some((count, _)) => {
                     let next = count.parse::<u64>().unwrap_or(0) + 1;
@@ -603,8 +599,8 @@ impl Backend for MemoryNamespace {
         })
     }
 
-    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
-        self.ready(|s| Pending {
+    fn queued(&self) -> BoxFuture<'_, Result<Queued>> {
+        self.ready(|s| Queued {
             scheduled: s.queue.scores.len() as u64,
             failing: s.failing.len() as u64,
             oldest_failing_since: s.failing.values().map(|(since, _)| *since).min(),

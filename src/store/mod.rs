@@ -26,6 +26,7 @@
 //! # Ok::<(), teloxide_retention::Error>(())
 //! ```
 
+mod door;
 #[cfg(test)]
 pub(crate) mod intercept;
 pub(crate) mod memory;
@@ -38,7 +39,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+pub(crate) use self::door::{Budget, Door, Part};
 pub use self::memory::MemoryStore;
+pub use self::protocol::Marked;
 pub(crate) use self::protocol::*;
 pub use self::redis::connect::RedisSentinel;
 #[cfg(feature = "tls")]
@@ -130,81 +133,6 @@ pub(crate) fn validate_namespace(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs a store call under the store timeout `limit`.
-pub(crate) async fn bounded<T>(
-    limit: std::time::Duration,
-    call: impl std::future::Future<Output = crate::Result<T>>,
-) -> crate::Result<T> {
-    let limit = Budget::limit(limit);
-    if limit.is_zero() {
-        // The update's budget is spent: the call is not even issued.
-        return Err(crate::Error::Timeout(limit));
-    }
-    let started = std::time::Instant::now();
-    let result =
-        tokio::time::timeout(limit, call).await.unwrap_or(Err(crate::Error::Timeout(limit)));
-    let spent = started.elapsed();
-    Budget::charge(spent);
-    metrics::histogram!("teloxide_retention_store_call_duration_seconds")
-        .record(spent.as_secs_f64());
-    result
-}
-
-tokio::task_local! {
-    static BUDGET: Budget;
-}
-
-/// The store time one update may wait for in all, shared by every store call made while
-/// the crate handles it (an unblock cancels a mark and records an interaction; a privacy
-/// command checks its rate limit and stores a nonce...): each call is bounded by what is
-/// left, so a hung store holds an update for at most the store timeout, not once per call.
-/// Calls outside a budget (background tasks, the bot's own calls) are bounded by the store
-/// timeout alone.
-#[derive(Clone)]
-pub(crate) struct Budget(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl Budget {
-    pub(crate) fn new(total: std::time::Duration) -> Self {
-        let nanos = u64::try_from(total.as_nanos()).unwrap_or(u64::MAX);
-        Self(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(nanos)))
-    }
-
-    /// Runs `work` outside the budget of the update being handled: each of its store calls
-    /// is bounded by the store timeout alone. For an erasure the user confirmed: once
-    /// claimed it is durable, and cutting its finish short would only make the erasers run
-    /// again after the lease.
-    pub(crate) async fn exempt<F: std::future::Future>(work: F) -> F::Output {
-        BUDGET.scope(Self::new(std::time::Duration::MAX), work).await
-    }
-
-    /// Runs `work` with this budget.
-    pub(crate) async fn scope<F: std::future::Future>(&self, work: F) -> F::Output {
-        BUDGET.scope(self.clone(), work).await
-    }
-
-    /// `limit`, or what is left of the budget of the update being handled if less.
-    pub(crate) fn limit(limit: std::time::Duration) -> std::time::Duration {
-        BUDGET
-            .try_with(|b| {
-                let left = b.0.load(std::sync::atomic::Ordering::Relaxed);
-                limit.min(std::time::Duration::from_nanos(left))
-            })
-            .unwrap_or(limit)
-    }
-
-    /// Charges `spent` to the budget of the update being handled, if any.
-    pub(crate) fn charge(spent: std::time::Duration) {
-        let spent = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
-        let _ = BUDGET.try_with(|b| {
-            let _ = b.0.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |left| Some(left.saturating_sub(spent)),
-            );
-        });
-    }
-}
-
 /// An unpredictable 64-bit id (SipHash with a per-process random key over a counter), for
 /// batch ids and confirmation nonces.
 pub(crate) fn random_id() -> u64 {
@@ -225,5 +153,13 @@ mod tests {
             assert!(ids.contains(&format!(" {} = true", reason.code())), "{reason:?}");
         }
         assert!(ids.contains(&format!("local MAX_USER_ID = {}\n", crate::humans::MAX_USER_ID)));
+    }
+
+    #[test]
+    fn the_claim_script_takes_over_as_many_expired_batches_as_the_other_stores() {
+        let claim = include_str!("redis/lua/claim.lua");
+        let n = super::EXPIRED_BATCHES_PER_CLAIM;
+        assert!(claim.contains(&format!("'BYSCORE', 'LIMIT', 0, {n}, 'WITHSCORES'")));
+        assert!(claim.contains(&format!("limit - #members + {n} + n_handled")));
     }
 }

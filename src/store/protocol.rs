@@ -30,6 +30,23 @@ pub(crate) struct Claimed {
     pub(crate) attempts: u32,
 }
 
+impl Claimed {
+    /// `user`, claimed with their scheduled erasure `job`.
+    pub(crate) fn from_job(user: u64, Job { reason, marked_at, attempts }: Job) -> Self {
+        Self { user, reason, marked_at, attempts }
+    }
+}
+
+/// How many batches whose lease expired one claim takes over at most, before the due
+/// queue and the inactive users (`claim.lua` writes the number out; a unit test pins it).
+pub(crate) const EXPIRED_BATCHES_PER_CLAIM: usize = 16;
+
+/// The key of a privacy command's rate-limit counter: `action` by the user of `tag` in the
+/// window numbered `window`.
+pub(crate) fn rate_key(action: &str, tag: &str, window: i64) -> String {
+    format!("rate:{action}:{tag}:{window}")
+}
+
 /// Users claimed together under one lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Batch {
@@ -164,9 +181,9 @@ pub(crate) struct Finish {
     pub(crate) failing: Vec<Failing>,
 }
 
-/// Scheduled and failing erasures of a namespace.
+/// The erasure queue of a namespace: scheduled and failing erasures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Pending {
+pub(crate) struct Queued {
     /// Scheduled erasures (gone marks, opt-outs, retries), due or not.
     pub(crate) scheduled: u64,
     /// Erasures whose last attempt failed.
@@ -296,14 +313,18 @@ pub(crate) fn postponed(now: i64, writers: WriterWindow) -> i64 {
     now.saturating_add(writers.silent_ms.max(1))
 }
 
-/// The result of scheduling an erasure.
+/// What scheduling an erasure of a user did: the answer of
+/// [`Retention::schedule_opt_out`](crate::Retention::schedule_opt_out), and of the store
+/// to every mark (a gone mark, a follow-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Marked {
-    /// Newly scheduled (or upgraded to an opt-out).
+#[non_exhaustive]
+pub enum Marked {
+    /// Newly scheduled, or an earlier gone mark upgraded to an opt-out.
     Scheduled,
-    /// An erasure was already scheduled and is kept as it was.
+    /// An erasure was already scheduled; it is kept as it was.
     AlreadyScheduled,
-    /// The user is being erased right now.
+    /// The user is being erased right now; for an opt-out, the running erasure counts as
+    /// one.
     AlreadyRunning,
 }
 
@@ -375,7 +396,7 @@ impl LastErasure {
 }
 
 /// A user as key names see them: a keyed hash of the id (`tag`, see
-/// `Engine::hashed`), never the id, so that no key name keeps a raw user id. `user` only
+/// `Parts::hashed`), never the id, so that no key name keeps a raw user id. `user` only
 /// picks the user's shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hashed {
@@ -572,7 +593,7 @@ pub(crate) trait Backend: Send + Sync {
     fn survey<'a>(&'a self, now: i64, ranges: &'a [SeenRange]) -> BoxFuture<'a, Result<RawSurvey>>;
 
     /// Scheduled and failing erasures (for the metrics' gauges).
-    fn pending(&self) -> BoxFuture<'_, Result<Pending>>;
+    fn queued(&self) -> BoxFuture<'_, Result<Queued>>;
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ impl Tracker {
         });
     }
 
-    /// Puts the batch a writer that is gone had in flight back into the pending batch: it
+    /// Puts the batch a writer that is gone had in flight back into the next commit: it
     /// may or may not have reached the store, and writing it again never moves a user back.
     pub(super) fn recover_in_flight(&self) {
         let mut st = self.lock();
@@ -71,7 +71,7 @@ impl Tracker {
             return;
         }
         for (user, ms) in st.in_flight.drain() {
-            let score = st.pending.entry(user).or_insert(ms);
+            let score = st.next_commit.entry(user).or_insert(ms);
             *score = (*score).max(ms);
         }
         // Callers that waited for it wait for the next write instead (never past the store
@@ -112,10 +112,10 @@ impl Tracker {
                 // an erasure announced after a write comes after the cursor and drops the
                 // cached user. (Users written while it cannot be read are dropped from the
                 // cache once it can: see `FeedReader::poll`.)
-                let _ = timeout(self.store_timeout, self.poll_feed()).await;
+                let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
-            self.write_pending().await;
+            self.write_next_commit().await;
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
             }
@@ -128,7 +128,7 @@ impl Tracker {
                     // Read the erasures announced meanwhile first: interactions of users
                     // who opted out since are dropped from the backlog instead of tracking
                     // them again (see `invalidate`).
-                    let _ = timeout(self.store_timeout, self.poll_feed()).await;
+                    let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                     next_poll = Instant::now() + FEED_POLL;
                 }
                 if self.write_backlog().await.is_ok() {
@@ -139,8 +139,8 @@ impl Tracker {
                 }
             }
             if next_poll <= Instant::now() {
-                // Bounded: pending interactions wait for this loop.
-                let _ = timeout(self.store_timeout, self.poll_feed()).await;
+                // Bounded: interactions of the next commit wait for this loop.
+                let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
             if next_sweep <= Instant::now() {
@@ -170,10 +170,9 @@ impl Tracker {
                 () = tokio::time::sleep(self.heartbeat) => {}
             }
         }
-        let wait = self.store_timeout.saturating_mul(4);
+        let wait = self.door.timeout().saturating_mul(4);
         if let Ok(true) = timeout(wait, self.flushed.wait()).await.copied() {
-            let retire = self.backend.retire(self.writer_id);
-            let _ = timeout(self.store_timeout, retire).await;
+            let _ = self.door.call(|b| b.retire(self.writer_id)).await;
         }
         let _ = self.retired.set(());
     }
@@ -191,7 +190,7 @@ impl Tracker {
         // Tasks whose runtime is gone cannot finish: start them on this one, where they see
         // the cancellation at once, write what is left and remove the heartbeat.
         self.ensure_writer();
-        let wait = self.store_timeout.saturating_mul(6);
+        let wait = self.door.timeout().saturating_mul(6);
         let _ = timeout(wait, self.retired.wait()).await;
         self.flushed.get().copied().unwrap_or(false)
     }
@@ -204,14 +203,11 @@ impl Tracker {
     pub(super) async fn beat(&self) {
         let backlog = {
             let st = self.lock();
-            let unwritten = if st.healthy { 0 } else { st.pending.len() };
+            let unwritten = if st.healthy { 0 } else { st.next_commit.len() };
             (st.backlog.len() + unwritten) as u64
         };
-        let beat = self.backend.heartbeat(self.writer_id, backlog);
-        match timeout(self.store_timeout, beat).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "could not send a heartbeat"),
-            Err(_) => tracing::debug!("could not send a heartbeat: the store did not answer"),
+        if let Err(e) = self.door.call(|b| b.heartbeat(self.writer_id, backlog)).await {
+            tracing::debug!(error = %e, "could not send a heartbeat");
         }
     }
 
@@ -228,14 +224,10 @@ impl Tracker {
     /// this process took before it.
     pub(super) async fn sync_clock(&self) {
         let before = self.clock.local_ms();
-        let time = match timeout(self.store_timeout, self.backend.server_time()).await {
-            Ok(Ok(time)) => time,
-            Ok(Err(e)) => {
+        let time = match self.door.call(|b| b.server_time()).await {
+            Ok(time) => time,
+            Err(e) => {
                 tracing::debug!(error = %e, "could not read the store's clock");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("could not read the store's clock: the store did not answer");
                 return;
             }
         };
@@ -262,7 +254,7 @@ impl Tracker {
         let delta = offset - old;
         if first && delta != 0 {
             let st = &mut *st;
-            for score in st.pending.values_mut().chain(st.backlog.values_mut()) {
+            for score in st.next_commit.values_mut().chain(st.backlog.values_mut()) {
                 *score = score.saturating_add(delta);
             }
             for seen in st.cache.values_mut() {
@@ -278,15 +270,15 @@ impl Tracker {
         }
     }
 
-    /// Writes the pending batch and completes its waiters.
-    pub(super) async fn write_pending(&self) {
+    /// Writes the next commit and completes its waiters.
+    pub(super) async fn write_next_commit(&self) {
         let (seen, slot) = {
             let mut st = self.lock();
-            if st.pending.is_empty() {
+            if st.next_commit.is_empty() {
                 return;
             }
             let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
-            st.in_flight = std::mem::take(&mut st.pending);
+            st.in_flight = std::mem::take(&mut st.next_commit);
             st.in_flight_slot = Arc::clone(&slot);
             (interactions(&st.in_flight), slot)
         };
@@ -343,15 +335,11 @@ impl Tracker {
     /// original times: a user who interacted since (their interaction is in the store now) is
     /// not erased, exactly as if the mark had been stored when it happened.
     pub(super) async fn write_marks(self: &Arc<Self>) -> Result<()> {
-        let marks: Vec<(u64, PendingMark)> =
-            self.lock().marks.iter().map(|(u, m)| (*u, *m)).collect();
+        let marks: Vec<(u64, KeptMark)> = self.lock().marks.iter().map(|(u, m)| (*u, *m)).collect();
         for (user, mark) in marks {
-            let PendingMark { reason, marked_at, due } = mark;
-            let schedule = self.backend.schedule(ScheduleRequest { user, reason, marked_at, due });
-            let marked = match timeout(self.store_timeout, schedule).await {
-                Ok(result) => result?,
-                Err(_) => return Err(Error::Timeout(self.store_timeout)),
-            };
+            let KeptMark { reason, marked_at, due } = mark;
+            let request = ScheduleRequest { user, reason, marked_at, due };
+            let marked = self.door.call(|b| b.schedule(request)).await?;
             {
                 let mut st = self.lock();
                 // Remove it unless the user came back meanwhile (and it is gone already).
@@ -395,10 +383,7 @@ impl Tracker {
     }
 
     pub(super) async fn write(&self, seen: &[Interaction]) -> Result<()> {
-        match timeout(self.store_timeout, self.backend.record_interactions(seen)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(self.store_timeout)),
-        }
+        self.door.call(|b| b.record_interactions(seen)).await
     }
 
     pub(super) fn written(&self, st: &mut State, written: &[Interaction]) {
@@ -410,14 +395,14 @@ impl Tracker {
         }
     }
 
-    /// Empties the cache; interactions it skipped writing join the pending batch.
+    /// Empties the cache; interactions it skipped writing join the next commit.
     pub(super) fn forget_cache(&self) {
         let mut st = self.lock();
         let st = &mut *st;
         let mut skipped = false;
         for (user, seen) in st.cache.drain() {
             if seen.skipped > seen.written {
-                let score = st.pending.entry(user).or_insert(seen.skipped);
+                let score = st.next_commit.entry(user).or_insert(seen.skipped);
                 *score = (*score).max(seen.skipped);
                 skipped = true;
             }

@@ -18,7 +18,7 @@ impl Tracker {
         if self.has_mark(user.0) {
             return Ok(false);
         }
-        let status = crate::store::bounded(self.store_timeout, self.backend.status(user.0)).await?;
+        let status = self.door.call(|b| b.status(user.0)).await?;
         Ok(match status.job {
             Some(job) if job.reason.is_gone() => came_back(job, status.last_seen),
             _ => true,
@@ -48,28 +48,23 @@ impl Tracker {
     }
 
     /// A gone mark made now, due as the `GonePolicy` says.
-    pub(super) fn gone_mark(&self, reason: GoneReason) -> PendingMark {
+    pub(super) fn gone_mark(&self, reason: GoneReason) -> KeptMark {
         let now = self.clock.now_ms();
         let due = match self.gone_policy {
             GonePolicy::EraseNow => Some(now),
             GonePolicy::EraseAfter(grace) => Some(later(now, grace)),
             GonePolicy::MarkOnly => None,
         };
-        PendingMark { reason: reason.into(), marked_at: now, due }
+        KeptMark { reason: reason.into(), marked_at: now, due }
     }
 
-    pub(super) async fn write_mark(
-        self: &Arc<Self>,
-        user: UserId,
-        mark: PendingMark,
-    ) -> Result<bool> {
+    pub(super) async fn write_mark(self: &Arc<Self>, user: UserId, mark: KeptMark) -> Result<bool> {
         if !crate::humans::is_trackable_id(user) {
             return Ok(false);
         }
-        let PendingMark { reason, marked_at, due } = mark;
+        let KeptMark { reason, marked_at, due } = mark;
         let request = ScheduleRequest { user: user.0, reason, marked_at, due };
-        let marked =
-            crate::store::bounded(self.store_timeout, self.backend.schedule(request)).await?;
+        let marked = self.door.call(|b| b.schedule(request)).await?;
         if marked != Marked::Scheduled {
             return Ok(false);
         }
@@ -85,8 +80,7 @@ impl Tracker {
     /// Cancels a scheduled gone erasure of `user` (they unblocked the bot). Opt-outs stay.
     pub(crate) async fn user_returned(&self, user: UserId) {
         self.forget_mark(user.0);
-        match crate::store::bounded(self.store_timeout, self.backend.unschedule_gone(user.0)).await
-        {
+        match self.door.call(|b| b.unschedule_gone(user.0)).await {
             Ok(true) => {
                 tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled");
                 self.hooks.returned(user.0);
@@ -111,13 +105,13 @@ impl Tracker {
 
     /// Keeps a gone mark the store could not take, to write it when the store answers again.
     /// Returns `false` if the buffer is full (the mark is lost).
-    pub(crate) fn keep_mark(self: &Arc<Self>, user: u64, mark: PendingMark) -> bool {
+    pub(crate) fn keep_mark(self: &Arc<Self>, user: u64, mark: KeptMark) -> bool {
         {
             let mut st = self.lock();
             // Later interactions must not be served from the cache: they cancel the mark.
             st.cache.remove(&user);
             if st.marks.len() >= self.max_buffered && !st.marks.contains_key(&user) {
-                Counters::add(&self.counters.marks_dropped, 1);
+                Counters::add(&self.counters.gone_marks_dropped, 1);
                 return false;
             }
             // An earlier mark of the user stays: it started the grace period.

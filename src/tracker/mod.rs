@@ -2,7 +2,7 @@
 //!
 //! - **Cache.** A user written less than the resolution ago is not written again: an active
 //!   user costs one hash-map lookup.
-//! - **Group commit.** Users not in the cache join the pending batch; one background writer
+//! - **Group commit.** Users not in the cache join the next commit; one background writer
 //!   sends the whole batch as one `ZADD GT` while the next batch fills. Concurrent first
 //!   interactions of one user share the same write.
 //! - **Outages.** A failed write moves its users to a bounded backlog that the writer
@@ -40,7 +40,7 @@ use crate::gone::{GoneReason, gone_user};
 use crate::hooks::Hooks;
 use crate::stats::{Counters, Gauges};
 use crate::store::{
-    DynBackend, FeedPage, Interaction, Invalidation, Marked, ScheduleRequest, came_back, random_id,
+    Door, FeedPage, Interaction, Invalidation, Marked, ScheduleRequest, came_back, random_id,
 };
 use crate::store::{FEED_KEEP_MS, FEED_READ};
 use teloxide::RequestError;
@@ -90,7 +90,7 @@ struct Seen {
 
 /// A gone mark waiting for the store: written as if it had been written at `marked_at`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PendingMark {
+pub(crate) struct KeptMark {
     pub(crate) reason: ErasureReason,
     pub(crate) marked_at: i64,
     pub(crate) due: Option<i64>,
@@ -101,23 +101,24 @@ type UserMap<V> = HashMap<u64, V, rustc_hash::FxBuildHasher>;
 
 struct State {
     cache: UserMap<Seen>,
-    pending: UserMap<i64>,
-    /// Completes when `pending` has been written (`true`) or failed (`false`).
+    /// Interactions the next group commit writes (user, time).
+    next_commit: UserMap<i64>,
+    /// Completes when `next_commit` has been written (`true`) or failed (`false`).
     slot: Arc<SetOnce<bool>>,
     /// The batch being written right now, and its completion.
     in_flight: UserMap<i64>,
     in_flight_slot: Arc<SetOnce<bool>>,
     backlog: UserMap<i64>,
     /// Gone marks the store could not take.
-    marks: UserMap<PendingMark>,
+    marks: UserMap<KeptMark>,
     healthy: bool,
     /// Users with an erasure running in this process: never served from the cache.
-    erasing: UserMap<Erasure>,
+    erasing: UserMap<RunningErasure>,
 }
 
 /// An erasure of one user running in this process.
 #[derive(Default)]
-struct Erasure {
+struct RunningErasure {
     /// Guards alive ([`Tracker::begin_erasure`]).
     guards: usize,
     /// The user interacted meanwhile: that update's handler may write data after the
@@ -128,14 +129,14 @@ struct Erasure {
 pub(crate) struct Tracker {
     state: Mutex<State>,
     wake: Notify,
-    backend: DynBackend,
+    /// The store, behind the one bounded door every part of the crate uses.
+    door: Door,
     clock: Arc<SyncedClock>,
     /// Names this process's heartbeat in the store.
     writer_id: u64,
     heartbeat: Duration,
     resolution_ms: i64,
     follow_up_ms: i64,
-    store_timeout: Duration,
     gone_policy: GonePolicy,
     max_buffered: usize,
     counters: Arc<Counters>,
@@ -163,7 +164,7 @@ pub(crate) struct Tracker {
 impl Tracker {
     pub(crate) fn new(
         config: &Config,
-        backend: DynBackend,
+        door: Door,
         clock: Arc<SyncedClock>,
         counters: Arc<Counters>,
         hooks: Arc<Hooks>,
@@ -172,7 +173,7 @@ impl Tracker {
         Self {
             state: Mutex::new(State {
                 cache: UserMap::default(),
-                pending: UserMap::default(),
+                next_commit: UserMap::default(),
                 slot: Arc::new(SetOnce::new()),
                 in_flight: UserMap::default(),
                 in_flight_slot: Arc::new(SetOnce::new()),
@@ -182,13 +183,12 @@ impl Tracker {
                 erasing: UserMap::default(),
             }),
             wake: Notify::new(),
-            backend,
+            door,
             clock,
             writer_id: random_id(),
             heartbeat: config.heartbeat,
             resolution_ms: duration_ms(config.resolution),
             follow_up_ms: duration_ms(config.follow_up_delay),
-            store_timeout: config.store_timeout,
             gone_policy: config.gone_policy,
             max_buffered: config.max_buffered_interactions,
             counters,
@@ -249,7 +249,7 @@ impl Tracker {
             if self.cached(&mut st, user, now) {
                 return Noted::Cached;
             }
-            let slot = if let Some(score) = st.pending.get_mut(&user) {
+            let slot = if let Some(score) = st.next_commit.get_mut(&user) {
                 *score = (*score).max(now);
                 Arc::clone(&st.slot)
             } else if !st.erasing.contains_key(&user)
@@ -260,7 +260,7 @@ impl Tracker {
             } else if !st.healthy && !must_store {
                 return self.buffer(&mut st, [(user, now)]);
             } else {
-                st.pending.insert(user, now);
+                st.next_commit.insert(user, now);
                 Arc::clone(&st.slot)
             };
             (now, slot)
@@ -274,7 +274,7 @@ impl Tracker {
         // The writer may be busy with a slow store (a hung Redis), or still reading where
         // the feed stands before its first write: never wait longer than the store timeout.
         // The interaction is not lost: it moves to the backlog, which the writer retries.
-        let limit = crate::store::Budget::limit(self.store_timeout);
+        let limit = crate::store::Budget::limit(self.door.timeout());
         let waited = std::time::Instant::now();
         let written = timeout(limit, slot.wait()).await;
         crate::store::Budget::charge(waited.elapsed());
@@ -285,7 +285,7 @@ impl Tracker {
                 // Still waiting for the writer: move it to the backlog, so that "buffered"
                 // is what the heartbeat reports (a write in flight stays in flight).
                 let mut st = self.lock();
-                return match st.pending.remove(&user) {
+                return match st.next_commit.remove(&user) {
                     Some(ms) => self.buffer(&mut st, [(user, ms)]),
                     None => Noted::Buffered,
                 };
@@ -369,23 +369,14 @@ impl Tracker {
         let now = self.clock.now_ms();
         let due = Some(now.saturating_add(self.follow_up_ms));
         let request = ScheduleRequest { user, reason: ErasureReason::OptOut, marked_at: now, due };
-        let scheduled = self.backend.schedule(request);
-        match timeout(self.store_timeout, scheduled).await {
-            Ok(Ok(marked)) => {
+        match self.door.call(|b| b.schedule(request)).await {
+            Ok(marked) => {
                 if marked == Marked::Scheduled {
                     Counters::add(&self.counters.follow_ups, 1);
                 }
                 true
             }
-            Err(_) => {
-                tracing::warn!(
-                    user,
-                    "could not schedule a follow-up erasure after an in-flight update: the \
-                     store did not answer in time"
-                );
-                false
-            }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(
                     user,
                     error = %e,
@@ -426,13 +417,13 @@ impl Tracker {
             if let Some(seen) = st.cache.remove(&inv.user) {
                 in_window = within(seen.written) || within(seen.skipped);
                 if seen.skipped >= inv.since {
-                    let score = st.pending.entry(inv.user).or_insert(seen.skipped);
+                    let score = st.next_commit.entry(inv.user).or_insert(seen.skipped);
                     *score = (*score).max(seen.skipped);
                     write = true;
                 }
             }
             if inv.opt_out {
-                for unwritten in [&mut st.pending, &mut st.backlog] {
+                for unwritten in [&mut st.next_commit, &mut st.backlog] {
                     match unwritten.get(&inv.user) {
                         Some(&ms) if ms < inv.since => {
                             unwritten.remove(&inv.user);
@@ -452,17 +443,17 @@ impl Tracker {
         Applied { write, follow_up: inv.opt_out && in_window }
     }
 
-    /// Writes the pending interactions now and waits for a write in flight, so that the
+    /// Writes the interactions of the next commit now and waits for a write in flight, so that the
     /// store holds every interaction taken before the call (or, if it fails, the backlog
     /// does). Bounded by the store timeout.
     pub(crate) async fn settle(&self) {
-        self.write_pending().await;
+        self.write_next_commit().await;
         let in_flight = {
             let st = self.lock();
             (!st.in_flight.is_empty()).then(|| Arc::clone(&st.in_flight_slot))
         };
         if let Some(slot) = in_flight {
-            let _ = timeout(self.store_timeout, slot.wait()).await;
+            let _ = timeout(self.door.timeout(), slot.wait()).await;
         }
     }
 
@@ -472,10 +463,10 @@ impl Tracker {
         self.poll_feed().await;
     }
 
-    /// Writes everything pending and buffered now.
+    /// Writes the next commit and everything buffered now.
     pub(crate) async fn flush(self: &Arc<Self>) -> Result<()> {
         self.ensure_writer();
-        self.write_pending().await;
+        self.write_next_commit().await;
         self.write_backlog().await
     }
 
@@ -556,6 +547,11 @@ pub(crate) struct Erasing<'a> {
 }
 
 impl Erasing<'_> {
+    /// The user being erased.
+    pub(crate) fn user(&self) -> u64 {
+        self.user
+    }
+
     /// The user interacted since the first guard of this erasure was taken.
     pub(crate) fn interacted(&self) -> bool {
         self.tracker.lock().erasing.get(&self.user).is_some_and(|e| e.interacted)
@@ -607,11 +603,11 @@ impl FeedReader {
         loop {
             let read = match &self.cursor {
                 None => tracker
-                    .backend
-                    .feed_head()
+                    .door
+                    .call(|b| b.feed_head())
                     .await
                     .map(|cursor| FeedPage { entries: Vec::new(), cursor }),
-                Some(cursor) => tracker.backend.feed_read(cursor).await,
+                Some(cursor) => tracker.door.call(|b| b.feed_read(cursor)).await,
             };
             let FeedPage { entries: invalidations, cursor: next } = match read {
                 Ok(read) => read,
@@ -665,11 +661,12 @@ mod tests {
     async fn forgetting_the_cache_keeps_the_interactions_it_skipped() {
         // The feed reader forgets the cache after a gap; before the fix the interactions it
         // had served from the cache (not written) were forgotten with it.
+        let config = crate::config::Config::for_tests();
         let backend = MemoryStore::new().bind("t", crate::store::sealed::Token).0;
         let clock = ManualClock::at_unix_ms(1_000);
         let tracker = Arc::new(Tracker::new(
-            &crate::config::Config::for_tests(),
-            Arc::clone(&backend),
+            &config,
+            Door::new(Arc::clone(&backend), config.store_timeout),
             Arc::new(SyncedClock::new(Arc::new(clock.clone()))),
             Arc::default(),
             Arc::default(),
@@ -698,7 +695,10 @@ mod tests {
         let clock = ManualClock::at_unix_ms(1_000);
         let tracker = Arc::new(Tracker::new(
             &crate::config::Config::for_tests(),
-            store.bind("t", crate::store::sealed::Token).0,
+            Door::new(
+                store.bind("t", crate::store::sealed::Token).0,
+                crate::config::Config::for_tests().store_timeout,
+            ),
             Arc::new(SyncedClock::new(Arc::new(clock.clone()))),
             Arc::default(),
             Arc::default(),
@@ -734,7 +734,7 @@ mod tests {
         hook.released.notify_waiters();
         tracker.poll_feed().await;
         for user in 1..=3 {
-            let status = tracker.backend.status(user).await.unwrap();
+            let status = tracker.door.call(|b| b.status(user)).await.unwrap();
             assert!(status.job.is_some(), "user {user}'s follow-up is scheduled: {status:?}");
         }
     }
@@ -751,7 +751,10 @@ mod tests {
         let cancel = CancellationToken::new();
         let tracker = Arc::new(Tracker::new(
             &crate::config::Config::for_tests(),
-            store.bind("t", crate::store::sealed::Token).0,
+            Door::new(
+                store.bind("t", crate::store::sealed::Token).0,
+                crate::config::Config::for_tests().store_timeout,
+            ),
             Arc::new(SyncedClock::new(Arc::new(ManualClock::at_unix_ms(1_000)))),
             Arc::default(),
             Arc::default(),

@@ -270,3 +270,39 @@ fn no_source_file_grows_past_700_lines_of_code() {
         assert!(lines <= 700, "{relative} has {lines} lines of code (at most 700)");
     }
 }
+
+/// One door to the store: outside `store/`, no code holds the store itself (`DynBackend`,
+/// `dyn Backend`, a `backend` field); every call goes through `store::Door`, which bounds
+/// it by the store timeout (or the update's budget) and times it in the histogram. And one
+/// way into the tracker: only `parts.rs` (which builds it) and the tracker itself name it;
+/// every feature reaches it as `parts.tracker`.
+#[test]
+fn every_store_call_goes_through_the_door_and_the_tracker_through_the_parts() {
+    let src = crate::common::repo_root().join("src");
+    let mut doors = 0;
+    for (module, path) in sources() {
+        let relative = path.strip_prefix(&src).unwrap().to_str().unwrap().to_owned();
+        let code = code(&path);
+        if relative == "store/door.rs" {
+            doors += 1;
+            assert!(
+                !code.contains("pub(crate) async fn bounded")
+                    && !code.contains("pub async fn bounded"),
+                "the bound is the door's own"
+            );
+        }
+        if module == "store" {
+            continue;
+        }
+        for pattern in ["DynBackend", "dyn Backend", ".backend", "fn bounded"] {
+            assert!(
+                !code.contains(pattern),
+                "{relative} reaches the store past its door ({pattern})"
+            );
+        }
+        if module != "tracker" && relative != "parts.rs" {
+            assert!(!code.contains("Tracker"), "{relative} names the tracker; use parts.tracker");
+        }
+    }
+    assert_eq!(doors, 1, "src/store/door.rs holds the door");
+}

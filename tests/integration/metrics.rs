@@ -54,7 +54,7 @@ async fn the_prometheus_exporter_serves_every_metric_after_a_run() {
     assert_eq!(value(&page, "teloxide_retention_interactions_written_total"), 5.0);
     assert_eq!(value(&page, "teloxide_retention_gone_marks_total{reason=\"blocked\"}"), 1.0);
     assert_eq!(value(&page, "teloxide_retention_erasures_total{reason=\"opt_out\"}"), 1.0);
-    assert_eq!(value(&page, "teloxide_retention_erasure_failures_total"), 1.0);
+    assert_eq!(value(&page, "teloxide_retention_erasure_retries_total"), 1.0);
     assert_eq!(value(&page, "teloxide_retention_eraser_failures_total{eraser=\"profiles\"}"), 1.0);
     // Gauges sampled by the pass: four users tracked, the gone mark scheduled (not due for
     // its grace period), nothing failing.

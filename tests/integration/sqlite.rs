@@ -278,10 +278,7 @@ async fn namespaces_that_differ_only_in_case_never_share_tables() {
     };
     let a = bot("shop", &a_eraser).await;
     assert_eq!(a.note_interaction(UserId(5)).await, Noted::Written);
-    assert_eq!(
-        a.schedule_opt_out(UserId(5)).await.unwrap(),
-        teloxide_retention::OptOutScheduled::Scheduled
-    );
+    assert_eq!(a.schedule_opt_out(UserId(5)).await.unwrap(), teloxide_retention::Marked::Scheduled);
 
     let b = bot("Shop", &b_eraser).await;
     // At start-up, as at its first call of any kind.

@@ -152,7 +152,7 @@ every_store! {
         assert_eq!(flaky.erased(9), 1);
         assert_eq!(steady.erased(9), 3, "erasers are called again on retry: they must be idempotent");
         assert_eq!(retention.status(UserId(9)).await.unwrap().erasure, None);
-        assert_eq!(retention.stats().erasure_failures, 2);
+        assert_eq!(retention.stats().erasure_retries, 2);
     }
 
     async fn a_pruner_killed_mid_batch_leaves_nothing_behind(env) {

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use teloxide::types::UserId;
 use teloxide_retention::{
-    Adoption, OptOutScheduled, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
+    Adoption, Marked, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
 };
 
 /// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.

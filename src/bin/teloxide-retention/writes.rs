@@ -154,8 +154,8 @@ pub(super) async fn forget(cli: &Cli, users: &[u64], file: Option<&Path>, rate: 
             .await;
         for outcome in outcomes {
             let key = match outcome? {
-                OptOutScheduled::Scheduled => "scheduled",
-                OptOutScheduled::AlreadyScheduled => "already_scheduled",
+                Marked::Scheduled => "scheduled",
+                Marked::AlreadyScheduled => "already_scheduled",
                 _ => "running",
             };
             *counts.entry(key).or_default() += 1;

@@ -62,7 +62,7 @@ impl Keys {
     }
 
     fn counter(&self, action: &str, who: &Hashed, window: i64) -> String {
-        format!("{}rate:{action}:{}:{window}", self.prefix, who.tag)
+        format!("{}{}", self.prefix, crate::store::rate_key(action, &who.tag, window))
     }
 }
 
@@ -499,7 +499,7 @@ impl Backend for RedisNamespace {
         })
     }
 
-    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+    fn queued(&self) -> BoxFuture<'_, Result<Queued>> {
         Box::pin(async move {
             let (scheduled, failing): (u64, Vec<String>) = redis::pipe()
                 .cmd("ZCARD")
@@ -509,7 +509,7 @@ impl Backend for RedisNamespace {
                 .query_async(&mut self.conn.clone())
                 .await?;
             let since = |v: &String| v.split(',').next().and_then(|s| s.parse::<i64>().ok());
-            Ok(Pending {
+            Ok(Queued {
                 scheduled,
                 failing: failing.len() as u64,
                 oldest_failing_since: failing.iter().filter_map(since).min(),

@@ -52,7 +52,7 @@ pub(super) fn claim_user_reply(request: &ClaimUser, reply: &[i64]) -> Result<Opt
 /// `finish.lua`'s reply for a batch of `done` confirmed users: `{-1}` (lease lost), or `{k,
 /// k positions (1-based) of follow-ups, then (since, report) per failed user}`.
 pub(super) fn finish_reply(done: usize, reply: &[Value]) -> Result<Option<Finish>> {
-    let k = int(reply.first().ok_or_else(|| Error::Unsafe("finish replied nothing".into()))?)?;
+    let k = int(reply.first().ok_or_else(|| Error::Corrupt("finish replied nothing".into()))?)?;
     if k < 0 {
         return Ok(None);
     }
@@ -61,7 +61,7 @@ pub(super) fn finish_reply(done: usize, reply: &[Value]) -> Result<Option<Finish
     for position in &reply[1..=k] {
         let at = usize::try_from(int(position)?).ok().and_then(|p| p.checked_sub(1));
         let slot = at.and_then(|i| confirmed.get_mut(i)).ok_or_else(|| {
-            Error::Unsafe(format!("finish named follow-up {position:?} of {done}"))
+            Error::Corrupt(format!("finish named follow-up {position:?} of {done}"))
         })?;
         *slot = Confirmed::ErasedWithFollowUp;
     }
@@ -132,9 +132,9 @@ pub(super) fn decode_receipt(entry: &redis::streams::StreamId) -> Result<RawRece
     let field = |name: &str| {
         entry
             .get::<String>(name)
-            .ok_or_else(|| Error::Unsafe(format!("receipt {} lacks its field `{name}`", entry.id)))
+            .ok_or_else(|| Error::Corrupt(format!("receipt {} lacks its field `{name}`", entry.id)))
     };
-    let bad = |what: &str| Error::Unsafe(format!("receipt {} has an unreadable {what}", entry.id));
+    let bad = |what: &str| Error::Corrupt(format!("receipt {} has an unreadable {what}", entry.id));
     Ok(RawReceipt {
         at: field("t")?.parse().map_err(|_| bad("time"))?,
         reason: ErasureReason::from_code(&field("r")?).ok_or_else(|| bad("reason"))?,

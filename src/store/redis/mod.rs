@@ -35,7 +35,7 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat,
-    Interaction, Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry, RawPreview,
+    Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued, RawPreview,
     RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Store, WriterWindow, check_version,
     decode_job, parse_version, sealed,
 };

@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, FeedPage, Finish,
-    FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Pending, RawPreview,
-    RawStatus, RawSurvey, ScheduleRequest, SeenRange, WriterWindow,
+    FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Queued, RawPreview, RawStatus,
+    RawSurvey, ScheduleRequest, SeenRange, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -532,10 +532,10 @@ impl Backend for Sharded {
         self.home.secret(candidate)
     }
 
-    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+    fn queued(&self) -> BoxFuture<'_, Result<Queued>> {
         Box::pin(async move {
-            let all = self.every(Backend::pending).await?;
-            Ok(Pending {
+            let all = self.every(Backend::queued).await?;
+            Ok(Queued {
                 scheduled: all.iter().map(|p| p.scheduled).sum(),
                 failing: all.iter().map(|p| p.failing).sum(),
                 oldest_failing_since: all.iter().filter_map(|p| p.oldest_failing_since).min(),

@@ -23,7 +23,7 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health,
-    Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, Pending, PreviewEntry,
+    Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued,
     RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, WriterWindow, came_back,
     follow_up, postponed, take_or_drop,
 };
@@ -264,10 +264,6 @@ fn unsigned(v: i64) -> u64 {
 
 fn reason(code: &str) -> Result<ErasureReason> {
     ErasureReason::from_code(code).ok_or_else(|| Error::Corrupt(format!("reason {code:?}")))
-}
-
-fn claimed(user: u64, Job { reason, marked_at, attempts }: Job) -> Claimed {
-    Claimed { user, reason, marked_at, attempts }
 }
 
 /// A job from its columns `reason, marked_at, attempts`: a known reason, integer times and
@@ -605,7 +601,7 @@ impl<D: Dialect> SqlNamespace<D> {
             }
             Decision::Take => {
                 self.remove(tx, &self.t.seen, user).await?;
-                users.push(claimed(user, job));
+                users.push(Claimed::from_job(user, job));
             }
             Decision::Hold => {}
         }

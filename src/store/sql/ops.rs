@@ -37,8 +37,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             // 1. Batches whose lease expired.
             let sql = format!(
                 "SELECT batch, deadline FROM {} WHERE deadline <= ? ORDER BY deadline, batch \
-                 LIMIT 16",
-                s.t.lease
+                 LIMIT {}",
+                s.t.lease,
+                crate::store::EXPIRED_BATCHES_PER_CLAIM
             );
             for row in s.rows(tx, &sql, vec![now.into()]).await? {
                 let (old, old_deadline) = (row[0].i()? as u64, row[1].i()?);
@@ -107,7 +108,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                         Job::INACTIVE
                     };
                     taken.push(user);
-                    users.push(claimed(user, job));
+                    users.push(Claimed::from_job(user, job));
                 }
                 s.remove_all(tx, &s.t.seen, &taken).await?;
             }
@@ -144,7 +145,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             Ok(Some(Batch {
                 id: batch,
                 deadline,
-                users: vec![claimed(user, job)],
+                users: vec![Claimed::from_job(user, job)],
                 held: None,
                 unreadable: Vec::new(),
                 returned: Vec::new(),
@@ -449,7 +450,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         ttl_ms: i64,
     ) -> BoxFuture<'a, Result<u64>> {
         in_tx!(self, |s, tx| {
-            let key = format!("rate:{action}:{}:{window}", who.tag);
+            let key = crate::store::rate_key(action, &who.tag, window);
             match s.kv_get(tx, &key).await? {
                 Some(count) => {
                     let next = count.parse::<u64>().unwrap_or(0) + 1;
@@ -617,14 +618,14 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         })
     }
 
-    fn pending(&self) -> BoxFuture<'_, Result<Pending>> {
+    fn queued(&self) -> BoxFuture<'_, Result<Queued>> {
         in_tx!(read self, |s, tx| {
             let scheduled =
                 s.count(tx, &format!("SELECT COUNT(*) FROM {}", s.t.queue), Vec::new()).await?;
             let sql = format!("SELECT COUNT(*), MIN(since) FROM {}", s.t.failing);
             let rows = s.rows(tx, &sql, Vec::new()).await?;
             let row = rows.first().ok_or_else(|| Error::Corrupt("no count".into()))?;
-            Ok(Pending {
+            Ok(Queued {
                 scheduled,
                 failing: unsigned(row[0].i()?),
                 oldest_failing_since: row[1].opt_i()?,
