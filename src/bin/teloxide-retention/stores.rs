@@ -16,7 +16,7 @@ use super::*;
 const DEFAULT_REDIS: &str = "redis://127.0.0.1/";
 
 /// How long the CLI waits for a SQL database to give it a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The store the options name, with the name of the option or variable that named it
 /// (`--url` or `REDIS_URL`, `--database-url` or `DATABASE_URL`), for messages.
