@@ -797,3 +797,223 @@ every_store! {
         assert_eq!(reader.tracked_users().await.unwrap(), 100_000, "each user adopted once");
     }
 }
+
+/// Records `version` as the table version of namespace "shop", as a crate of that version
+/// would have left it.
+async fn set_table_version(db: &Db, version: &str) {
+    let sql = format!("UPDATE \"shop.meta\" SET value = '{version}' WHERE key = 'schema'");
+    let updated = match db {
+        Db::Sqlite(..) => {
+            let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+            sqlx::query(&sql).execute(&pool).await.unwrap().rows_affected()
+        }
+        Db::Postgres(..) => {
+            let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+            sqlx::query(&sql).execute(&pool).await.unwrap().rows_affected()
+        }
+        Db::Redis(_) => unreachable!("Redis has no tables"),
+    };
+    assert_eq!(updated, 1);
+}
+
+/// `check` on a SQL store: what the database says (PostgreSQL: version, the isolation
+/// levels the store runs at, durability, the clock against `clock_timestamp()`; SQLite:
+/// version, journal mode, `synchronous`), the table version, a namespace no bot has used
+/// (a warning, exit 0), and tables of another version: a problem for `check` (exit 1), a
+/// failure (exit 3) that says so for every other command, which writes nothing.
+async fn check_on_sql(db: Db) {
+    seed(&db).await.shutdown().await.unwrap();
+
+    let (code, text, err) = run(cli(&db).arg("check"));
+    assert_eq!(code, 0, "{text}{err}");
+    let said: &[&str] = match db.kind() {
+        Kind::Sqlite => &[
+            "ok       version      SQLite 3.",
+            "ok       journal      journal_mode wal",
+            "ok       synchronous  synchronous FULL",
+            "ok       clock        SQLite has no clock of its own",
+        ],
+        Kind::Postgres => &[
+            "ok       version      PostgreSQL ",
+            "ok       isolation    writes run at READ COMMITTED, reads at REPEATABLE READ",
+            "durability   synchronous_commit ",
+            "ok       clock        this machine's clock is ",
+            " ms off PostgreSQL's clock_timestamp()",
+        ],
+        Kind::Redis => unreachable!(),
+    };
+    let common = [
+        "ok       namespace    namespace \"shop\": tables \"shop.*\", version 2",
+        "ok       tracking     23 users tracked",
+    ];
+    for line in said.iter().chain(&common) {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let check = json(cli(&db).arg("check"));
+    assert_eq!(check["ok"], true, "{check}");
+    let checks = check["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["check"] == "namespace" && c["level"] == "ok"), "{check}");
+
+    // Before a bot's first run: a warning, exit 0, and nothing created.
+    for _ in 0..2 {
+        let (code, text, _) = run(cli(&db).args(["check", "--namespace", "nobody"]));
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains(
+                "warning  namespace    namespace \"nobody\" not found (table \"nobody.meta\" is \
+                 missing)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("fine before the first deploy"), "{text}");
+    }
+
+    // Tables of a newer version (a newer crate wrote them) or an older one (this CLI would
+    // migrate them under a bot that still reads them as they are).
+    for (version, found) in [
+        ("3", "has tables of version \"3\", which this teloxide-retention cannot read"),
+        ("1", "has tables of version 1, older than this teloxide-retention's"),
+    ] {
+        set_table_version(&db, version).await;
+        let (code, text, _) = run(cli(&db).arg("check"));
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("problem  namespace    namespace \"shop\" in this "), "{text}");
+        assert!(text.contains(found), "{text}");
+        for args in [&["stats"][..], &["status", "3"], &["forget", "3"], &["preview"]] {
+            let (code, out, err) = run(cli(&db).args(args));
+            assert_eq!(code, 3, "{args:?}: {out}{err}");
+            assert!(err.contains(found), "{args:?}: {err}");
+            assert!(err.contains("use the teloxide-retention version the bot runs"), "{err}");
+        }
+        let (code, out, _) = run(cli(&db).args(["stats", "--json"]));
+        assert_eq!(code, 3);
+        let report: Value = serde_json::from_str(&out).unwrap();
+        assert!(report["error"].as_str().unwrap().contains(found), "{report}");
+    }
+    set_table_version(&db, "2").await;
+    let reader = bot(&db, &ManualClock::at_unix_ms(now_ms()), false).await;
+    assert_eq!(reader.status(UserId(3)).await.unwrap().erasure, None, "nothing was scheduled");
+    let (code, text, _) = run(cli(&db).arg("check"));
+    assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_sqlite_reports_the_file_and_its_tables() {
+    check_on_sql(Db::start(Kind::Sqlite).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_postgres_reports_the_server_and_its_tables() {
+    check_on_sql(Db::start(Kind::Postgres).await).await;
+}
+
+/// The CLI with no store named, whatever the tests' environment holds.
+fn unnamed() -> Command {
+    let mut cmd = binary();
+    cmd.env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("RETENTION_INACTIVE_AFTER", "90d")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Bad store settings are refused before anything is read or written: two stores named,
+/// Redis options with a SQL database, a URL of no known kind or a malformed one (a usage
+/// error, exit 2), an unreachable server, a missing file or one that is no SQLite database
+/// (a failure, exit 3). A password in a URL is never printed, in text or JSON.
+#[test]
+fn bad_store_settings_are_refused_and_passwords_never_printed() {
+    const SECRET: &str = "hunter2secret";
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("bot.db").display());
+
+    // Two stores, through variables, options, or both.
+    let (code, _, err) = run(unnamed()
+        .env("REDIS_URL", "redis://127.0.0.1/")
+        .env("DATABASE_URL", &sqlite)
+        .arg("stats"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("two stores are named: REDIS_URL (Redis) and DATABASE_URL"), "{err}");
+    let (code, _, err) = run(unnamed()
+        .args(["stats", "--url", "redis://127.0.0.1/"])
+        .args(["--database-url", &sqlite]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("two stores are named: --url (Redis) and --database-url"), "{err}");
+    let (code, _, err) = run(unnamed().env("REDIS_URL", "redis://127.0.0.1/").args([
+        "stats",
+        "--database-url",
+        &sqlite,
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("REDIS_URL (Redis) and --database-url"), "{err}");
+
+    // Redis-only options with a SQL database.
+    for (args, says) in [
+        (&["--cluster"][..], "--cluster only applies to Redis"),
+        (&["--sentinel", "mymaster"], "--sentinel only applies to Redis"),
+        (&["--shards", "3"], "--shards only applies to Redis"),
+    ] {
+        let (code, _, err) = run(unnamed().env("DATABASE_URL", &sqlite).arg("stats").args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(err.contains("but DATABASE_URL names a SQL database"), "{err}");
+    }
+    let (code, _, err) = run(unnamed()
+        .env("DATABASE_URL", &sqlite)
+        .env("REDIS_TLS_CA", "/etc/ca.pem")
+        .args(["stats", "--shards", "2"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--shards, REDIS_TLS_CA only apply to Redis"), "{err}");
+
+    // Malformed or unknown URLs: usage errors that show the URL without its password.
+    for (url, says) in [
+        (format!("postgres://bot:{SECRET}@db.example:99999/bot"), "is not a valid PostgreSQL URL"),
+        (format!("mysql://bot:{SECRET}@db.example/bot"), "names no database this tool knows"),
+    ] {
+        for json in [false, true] {
+            let mut cmd = unnamed();
+            cmd.env("DATABASE_URL", &url).arg("stats");
+            if json {
+                cmd.arg("--json");
+            }
+            let (code, out, err) = run(&mut cmd);
+            assert_eq!(code, 2, "{url}: {err}");
+            assert!(err.contains(says), "{url}: {err}");
+            assert!(err.contains("bot:***@db.example"), "{url}: {err}");
+            assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}{err}");
+        }
+    }
+    // A server that does not answer: a failure, said without the password.
+    let port = common::redis_server::free_port();
+    let url = format!("postgres://bot:{SECRET}@127.0.0.1:{port}/bot");
+    let (code, out, err) = run(unnamed().env("DATABASE_URL", &url).args(["status", "7", "--json"]));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach PostgreSQL at \"postgres://bot:***@127.0.0.1:{port}/bot\""
+        )),
+        "{err}"
+    );
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}{err}");
+
+    // No file at the path: never created (a mistyped path would become an empty database).
+    let (code, _, err) = run(unnamed().env("DATABASE_URL", &sqlite).args(["forget", "7"]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no SQLite database at"), "{err}");
+    assert!(!dir.path().join("bot.db").exists(), "the CLI created a file");
+
+    // A file that is no SQLite database.
+    let path = dir.path().join("users.csv");
+    std::fs::write(&path, "1,2026-01-01T00:00:00Z\n".repeat(500)).unwrap();
+    let (code, _, err) =
+        run(unnamed().env("DATABASE_URL", format!("sqlite:{}", path.display())).arg("check"));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("is no SQLite database this tool can read"), "{err}");
+    assert!(err.contains("file is not a database"), "{err}");
+
+    // With no store named, the local Redis is the default, and `--help` says so.
+    let (code, out, _) = run(unnamed().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("with none named, the Redis at redis://127.0.0.1/ is used"), "{out}");
+}
