@@ -52,7 +52,11 @@ impl Db {
         match kind {
             Kind::Redis => Self::Redis(RedisServer::start()),
             Kind::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
+                // In memory where the system has a tmpfs: each commit syncs to disk otherwise.
+                let shm = std::path::Path::new("/dev/shm");
+                let mut dir = tempfile::Builder::new();
+                dir.prefix("retention-cli-");
+                let dir = if shm.is_dir() { dir.tempdir_in(shm) } else { dir.tempdir() }.unwrap();
                 let url = format!("sqlite:{}", dir.path().join("bot.db").display());
                 let store = SqliteStore::open(&url).await.unwrap();
                 Self::Sqlite(dir, store)
@@ -967,9 +971,28 @@ fn bad_store_settings_are_refused_and_passwords_never_printed() {
     assert!(err.contains("--shards, REDIS_TLS_CA only apply to Redis"), "{err}");
 
     // Malformed or unknown URLs: usage errors that show the URL without its password.
-    for (url, says) in [
-        (format!("postgres://bot:{SECRET}@db.example:99999/bot"), "is not a valid PostgreSQL URL"),
-        (format!("mysql://bot:{SECRET}@db.example/bot"), "names no database this tool knows"),
+    // (A password with an unescaped `/` or `@`, and one given as a parameter, too.)
+    for (url, says, shown) in [
+        (
+            format!("postgres://bot:{SECRET}@db.example:99999/bot"),
+            "is not a valid PostgreSQL URL",
+            "bot:***@db.example:99999/bot",
+        ),
+        (
+            "postgres://bot:hunter2/se@cret@db.example:99999/bot".to_owned(),
+            "is not a valid PostgreSQL URL",
+            "bot:***@db.example:99999/bot",
+        ),
+        (
+            format!("postgres://db.example:99999/bot?user=bot&password={SECRET}"),
+            "is not a valid PostgreSQL URL",
+            "db.example:99999/bot?user=bot&password=***",
+        ),
+        (
+            format!("mysql://bot:{SECRET}@db.example/bot"),
+            "names no database this tool knows",
+            "bot:***@db.example",
+        ),
     ] {
         for json in [false, true] {
             let mut cmd = unnamed();
@@ -980,8 +1003,10 @@ fn bad_store_settings_are_refused_and_passwords_never_printed() {
             let (code, out, err) = run(&mut cmd);
             assert_eq!(code, 2, "{url}: {err}");
             assert!(err.contains(says), "{url}: {err}");
-            assert!(err.contains("bot:***@db.example"), "{url}: {err}");
-            assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}{err}");
+            assert!(err.contains(shown), "{url}: {err}");
+            for secret in [SECRET, "hunter2"] {
+                assert!(!out.contains(secret) && !err.contains(secret), "{out}{err}");
+            }
         }
     }
     // A server that does not answer: a failure, said without the password.

@@ -113,15 +113,32 @@ impl Target {
     }
 }
 
-/// `url` without the password of its user part (`postgres://bot:***@host/db`), for
-/// messages: whatever the URL holds, its password is never printed.
+/// `url` without its password (`postgres://bot:***@host/db`; a `password=` parameter's
+/// value too), for messages: whatever the URL holds, its password is never printed. The
+/// user part ends at the last `@` before the query, so a password with an unescaped `/` or
+/// `@` is hidden whole.
 pub(super) fn redact(url: &str) -> String {
-    let Some(scheme) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme + 3..];
-    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
-    let Some(at) = authority.rfind('@') else { return url.to_owned() };
-    let user = authority[..at].split(':').next().unwrap_or("");
-    format!("{}{user}:***{}", &url[..scheme + 3], &rest[at..])
+    let Some(scheme) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let (rest, query) = match url[scheme..].find(['?', '#']) {
+        Some(i) => url[scheme..].split_at(i),
+        None => (&url[scheme..], ""),
+    };
+    let rest = match rest.rfind('@').and_then(|at| Some((rest[..at].split_once(':')?.0, at))) {
+        Some((user, at)) => format!("{user}:***{}", &rest[at..]),
+        None => rest.to_owned(),
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _))
+                if key.trim_start_matches(['?', '#']).eq_ignore_ascii_case("password") =>
+            {
+                format!("{key}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}{rest}{}", &url[..scheme], query.join("&"))
 }
 
 /// TLS settings from --tls-ca, --tls-cert and --tls-key; `None` without them.
@@ -301,7 +318,8 @@ pub(super) fn refuse_other_tables(
     };
     Err(Failure::new(format!(
         "namespace {:?} in this {database} database has tables of {found}: use the \
-         teloxide-retention version the bot runs (its `cargo install --version`)",
+         teloxide-retention version the bot runs (cargo install teloxide-retention \
+         --version VERSION --features cli)",
         cli.namespace
     )))
 }
