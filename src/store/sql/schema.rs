@@ -263,7 +263,26 @@ impl<D: Dialect> SqlNamespace<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::Tables;
+    use super::{SCHEMA_VERSION, TableVersion, Tables};
+
+    /// What a recorded version means: `ready` creates, keeps, migrates or refuses as the
+    /// diagnosis says.
+    #[test]
+    fn a_recorded_version_reads_as_missing_current_older_or_unsupported() {
+        let current = SCHEMA_VERSION.to_string();
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        for (recorded, expected) in [
+            (None, TableVersion::Missing),
+            (Some(current.as_str()), TableVersion::Current(SCHEMA_VERSION)),
+            (Some("1"), TableVersion::Older(1)),
+            (Some(newer.as_str()), TableVersion::Unsupported(newer.clone())),
+            (Some("0"), TableVersion::Unsupported("0".to_owned())),
+            (Some("-1"), TableVersion::Unsupported("-1".to_owned())),
+            (Some("two"), TableVersion::Unsupported("two".to_owned())),
+        ] {
+            assert_eq!(TableVersion::of(recorded), expected, "{recorded:?}");
+        }
+    }
 
     /// The names checked for clashes and lengths are exactly those the statements create.
     #[test]
