@@ -83,8 +83,17 @@ async fn main() -> Result<(), HandlerError> {
     // The crate emits through the `metrics` facade; this exporter serves it to Prometheus.
     let metrics_addr: std::net::SocketAddr =
         std::env::var("METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9184".into()).parse()?;
+    // Histograms as Prometheus histograms (`_bucket` series, which the dashboard in
+    // examples/grafana-dashboard.json draws as heatmaps and percentiles), not summaries.
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(metrics_addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ],
+        )?
         .install()?;
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".into());
     let redis =

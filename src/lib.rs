@@ -68,14 +68,16 @@ pub use rights::{OptOutOutcome, PendingErasure, UserStatus};
 pub use sqlx;
 pub use stats::Stats;
 pub use store::Marked;
-#[cfg(feature = "postgres")]
-pub use store::PostgresStore;
 #[cfg(feature = "tls")]
 pub use store::RedisTls;
-#[cfg(feature = "sqlite")]
-pub use store::SqliteStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::TableVersion;
 pub use store::{
     Diagnosis, MemoryStore, NamespaceMeta, RedisSentinel, RedisStore, Resharded, Store,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresDiagnosis, PostgresStore};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteDiagnosis, SqliteStore};
 pub use survey::{InactivityBucket, Survey, WriterHeartbeat};
 pub use tracker::Noted;

@@ -382,6 +382,26 @@ impl Pruner {
         metrics::gauge!("teloxide_retention_oldest_failing_erasure_age_seconds")
             .set(age as f64 / 1000.0);
         set("teloxide_retention_buffered_interactions", parts.tracker.gauges().buffered_users);
+        // The inactivity histogram and the writers' heartbeats, as `Retention::survey` (and
+        // the CLI's `stats`) gives them.
+        let survey = crate::survey::survey(parts).await?;
+        for bucket in &survey.inactivity {
+            metrics::gauge!("teloxide_retention_inactive_users", "age" => bucket.label(survey.inactive_after))
+                .set(bucket.users as f64);
+        }
+        set("teloxide_retention_writers", survey.writers.len() as u64);
+        set(
+            "teloxide_retention_unwritten_interactions",
+            survey.writers.iter().map(|w| w.unwritten).sum(),
+        );
+        let oldest_beat = survey
+            .writers
+            .iter()
+            .map(|w| (survey.taken_at - w.last_beat).num_milliseconds().max(0))
+            .max()
+            .unwrap_or(0);
+        metrics::gauge!("teloxide_retention_oldest_heartbeat_age_seconds")
+            .set(oldest_beat as f64 / 1000.0);
         Ok(())
     }
 
@@ -396,7 +416,10 @@ impl Pruner {
                 limit: config.batch_size,
                 batch: random_id(),
             };
+            let claiming = std::time::Instant::now();
             let mut batch = part.call(|b| b.claim(request)).await?;
+            metrics::histogram!("teloxide_retention_claim_duration_seconds")
+                .record(claiming.elapsed().as_secs_f64());
             for entry in std::mem::take(&mut batch.unreadable) {
                 // Every claim of the pass meets them again: report each once.
                 if !report.unreadable.contains(&entry) {

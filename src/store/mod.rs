@@ -47,10 +47,12 @@ pub use self::redis::connect::RedisSentinel;
 #[cfg(feature = "tls")]
 pub use self::redis::connect::RedisTls;
 pub use self::redis::{Diagnosis, NamespaceMeta, RedisStore, Resharded};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::sql::TableVersion;
 #[cfg(feature = "postgres")]
-pub use self::sql::PostgresStore;
+pub use self::sql::{PostgresDiagnosis, PostgresStore};
 #[cfg(feature = "sqlite")]
-pub use self::sql::SqliteStore;
+pub use self::sql::{SqliteDiagnosis, SqliteStore};
 
 /// Where a [`Retention`](crate::Retention) keeps what it knows: [`RedisStore`],
 /// `SqliteStore` (the `sqlite` feature) or [`MemoryStore`].

@@ -1,9 +1,9 @@
-//! `teloxide-retention`: see and steer a bot's retention from a shell, on the Redis the bot
-//! uses. Nothing here erases data: `forget` schedules opt-outs that the bot's pruner
-//! carries out with its erasers.
+//! `teloxide-retention`: see and steer a bot's retention from a shell, on the store the bot
+//! uses (Redis, SQLite or PostgreSQL). Nothing here erases data: `forget` schedules
+//! opt-outs that the bot's pruner carries out with its erasers.
 //!
 //! Exit codes: 0 success; 1 `check` found a problem; 2 invalid arguments; 3 the command
-//! failed (Redis unreachable, unreadable file, ...).
+//! failed (store unreachable, unreadable file, tables of another version, ...).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,35 +12,41 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use teloxide::types::UserId;
-use teloxide_retention::{
-    Adoption, Marked, ReceiptKey, RedisSentinel, RedisStore, RedisTls, Retention, Survey,
-};
+use teloxide_retention::{Adoption, Marked, ReceiptKey, Retention, Survey};
 
-/// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
-///
-/// Reads the namespace the bot writes in Redis. Nothing here erases data: `forget`
-/// schedules opt-out erasures that the bot's pruner carries out with its erasers.
 mod check;
 mod reads;
+mod stores;
 mod writes;
 
 use check::check;
 use reads::{export, preview, receipt, stats, status};
+use stores::{Target, retention};
 use writes::{adopt, forget};
 
+/// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
+///
+/// Reads the namespace the bot writes in its store: Redis (--url, REDIS_URL), or SQLite or
+/// PostgreSQL (--database-url, DATABASE_URL). Name exactly one store; with none named, the
+/// Redis at redis://127.0.0.1/ is used. Nothing here erases data: `forget` schedules
+/// opt-out erasures that the bot's pruner carries out with its erasers.
 #[derive(Parser)]
 #[command(name = "teloxide-retention", version)]
 struct Cli {
     /// The bot's Redis: a redis://, rediss:// or redis+unix:// URL; with --cluster, the
     /// URLs of some of the cluster's nodes, comma-separated; with --sentinel, the sentinels'
-    /// URLs, comma-separated.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1/", global = true)]
-    url: String,
+    /// URLs, comma-separated. [default, when no store is named: redis://127.0.0.1/]
+    #[arg(long, env = "REDIS_URL", global = true)]
+    url: Option<String>,
+    /// The bot's SQL database, instead of Redis: sqlite:path/to/file.db (a file the bot
+    /// already uses) or postgres://user:password@host/db (postgresql:// too).
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
     /// The URL(s) name Redis Cluster nodes.
     #[arg(long, global = true)]
     cluster: bool,
@@ -59,8 +65,8 @@ struct Cli {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE", env = "REDIS_TLS_KEY", global = true, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// The namespace's shard count, if the bot sets one (default: 24 on a cluster, 1
-    /// elsewhere).
+    /// The namespace's shard count on Redis, if the bot sets one (default: 24 on a
+    /// cluster, 1 elsewhere).
     #[arg(long, global = true)]
     shards: Option<usize>,
     /// The bot's inactivity threshold (`inactive_after`), such as 90d, 36h or 45m: the
@@ -79,6 +85,9 @@ struct Cli {
     strict: bool,
     #[command(subcommand)]
     command: Command,
+    /// The store the options name (set from them before any command runs).
+    #[arg(skip)]
+    target: Target,
 }
 
 #[derive(Subcommand)]
@@ -116,7 +125,7 @@ enum Command {
         /// lines are reported with their numbers and skipped).
         #[arg(long, value_name = "FILE")]
         from_file: Option<PathBuf>,
-        /// At most this many users per second (0: as fast as Redis takes them).
+        /// At most this many users per second (0: as fast as the store takes them).
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
@@ -142,12 +151,15 @@ enum Command {
         /// (needs --inactive-after).
         #[arg(long)]
         dry_run: bool,
-        /// At most this many users per second (0: as fast as Redis takes them).
+        /// At most this many users per second (0: as fast as the store takes them).
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
-    /// Check the Redis and the namespace: version, eviction policy, persistence, clock
-    /// skew, namespace metadata. Exits with 1 on a problem, so it can gate a deploy.
+    /// Check the store and the namespace. Redis: version, eviction policy, persistence,
+    /// clock skew, namespace metadata. PostgreSQL: version, the isolation levels the store
+    /// runs at, durability, the clock against clock_timestamp(), the table version. SQLite:
+    /// version, journal mode, synchronous, the table version. Exits with 1 on a problem, so
+    /// it can gate a deploy.
     Check,
     /// Find a user's erasure receipts with the bot's receipt key.
     Receipt {
@@ -176,7 +188,7 @@ impl Failure {
     }
 
     /// A library error: its configuration errors are usage errors, the store's are said
-    /// as not reaching Redis.
+    /// as not reaching Redis or the database.
     fn store(e: teloxide_retention::Error) -> Self {
         match e {
             e if e.is_config() => Self::usage(e.to_string()),
@@ -184,6 +196,10 @@ impl Failure {
             teloxide_retention::Error::Redis(e) => Self::new(format!(
                 "cannot reach Redis (--url, REDIS_URL): {e}; is the server up and the URL \
                  right?"
+            )),
+            teloxide_retention::Error::Database(e) => Self::new(format!(
+                "the database failed (--database-url, DATABASE_URL): {e}; is the server up \
+                 and the URL right?"
             )),
             e => Self::new(e.to_string()),
         }
@@ -199,15 +215,19 @@ impl<E: std::fmt::Display> From<E> for Failure {
 type Outcome = Result<ExitCode, Failure>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(3);
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let outcome = match Target::named(&cli, &matches) {
+        Ok(target) => {
+            cli.target = target;
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(&cli)),
+                Err(e) => Err(Failure::new(format!("cannot start the runtime: {e}"))),
+            }
         }
+        Err(failure) => Err(failure),
     };
-    match runtime.block_on(run(&cli)) {
+    match outcome {
         Ok(code) => code,
         Err(Failure(message, code)) => {
             if cli.json {
@@ -276,71 +296,6 @@ fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
     })
 }
 
-/// TLS settings from --tls-ca, --tls-cert and --tls-key; `None` without them.
-fn tls(cli: &Cli) -> Result<Option<RedisTls>, Failure> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path)
-            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
-    };
-    let mut tls = None;
-    if let Some(ca) = &cli.tls_ca {
-        tls = Some(RedisTls::new().ca_pem(read(ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
-        tls = Some(tls.unwrap_or_default().client_cert_pem(read(cert)?, read(key)?));
-    }
-    Ok(tls)
-}
-
-/// The bot's store, as the options describe it.
-async fn store(cli: &Cli) -> Result<RedisStore, Failure> {
-    let urls: Vec<&str> = cli.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-    let tls = tls(cli)?;
-    let store = if cli.cluster {
-        match &tls {
-            Some(tls) => {
-                RedisStore::open_cluster_with_tls(urls, tls).await.map_err(Failure::store)?
-            }
-            None => RedisStore::open_cluster(urls).await.map_err(Failure::store)?,
-        }
-    } else if let Some(master) = &cli.sentinel {
-        let mut sentinel = RedisSentinel::new(master.as_str(), urls);
-        if let Some(tls) = tls {
-            sentinel = sentinel.master_tls(tls.clone()).sentinel_tls(tls);
-        }
-        RedisStore::open_sentinel(&sentinel).map_err(Failure::store)?
-    } else {
-        match (urls.as_slice(), &tls) {
-            // Connected now: an unreachable or untrusted server fails here, said plainly.
-            ([url], Some(tls)) => {
-                RedisStore::connect_with_tls(url, tls).await.map_err(Failure::store)?
-            }
-            ([url], None) => RedisStore::connect(url).await.map_err(Failure::store)?,
-            _ => {
-                return Err(Failure::usage("several URLs need --cluster or --sentinel MASTER"));
-            }
-        }
-    };
-    Ok(match cli.shards {
-        Some(n) => store.with_shards(n).map_err(Failure::store)?,
-        None => store,
-    })
-}
-
-/// A `Retention` on the bot's namespace that only reads and schedules: no erasers, no
-/// commands, and no heartbeat (it records no interactions).
-async fn retention(cli: &Cli, threshold: Option<Duration>) -> Result<Retention, Failure> {
-    // Commands that do not depend on the threshold still need one to build.
-    let threshold = threshold.unwrap_or(Duration::from_secs(365 * 86_400));
-    Retention::builder(store(cli).await?)
-        .namespace(cli.namespace.as_str())
-        .inactive_after(threshold)
-        .stuck_after(cli.stuck_after)
-        .without_commands()
-        .build()
-        .map_err(Failure::store)
-}
-
 fn threshold(cli: &Cli, command: &str) -> Result<Duration, Failure> {
     cli.inactive_after.ok_or_else(|| {
         Failure::usage(format!(
@@ -350,7 +305,7 @@ fn threshold(cli: &Cli, command: &str) -> Result<Duration, Failure> {
     })
 }
 
-/// A spinner on stderr while a command waits on Redis (hidden when stderr is no terminal).
+/// A spinner on stderr while a command waits on the store (hidden when stderr is no terminal).
 fn spinner(what: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(what.to_owned());
     bar.enable_steady_tick(Duration::from_millis(100));

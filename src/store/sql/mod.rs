@@ -37,10 +37,11 @@ mod schema;
 mod sqlite;
 
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresDiagnosis, PostgresStore};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteDiagnosis, SqliteStore};
 
+pub use schema::TableVersion;
 pub(crate) use schema::Tables;
 
 /// Rows per multi-row statement (at most three parameters each).

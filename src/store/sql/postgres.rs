@@ -10,9 +10,20 @@ use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::{Arg, Dialect, SqlNamespace, Tables, Val, bind_all, values};
+use chrono::{DateTime, Utc};
+
+use super::{Arg, Dialect, SqlNamespace, TableVersion, Tables, Val, bind_all, values};
 use crate::error::{Error, Result};
-use crate::store::{Health, Store, sealed};
+use crate::store::{Health, Store, sealed, validate_namespace};
+
+/// How each write transaction begins: see [`Dialect::begin`] for why the level is stated.
+const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// How each read-only transaction begins: one snapshot, which never fails to serialize.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// The server's clock in unix milliseconds: the one clock of the store.
+const CLOCK_SQL: &str = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
 /// The oldest PostgreSQL the store runs on (identity columns, `pg_sequence_last_value`).
 const MIN_VERSION: i64 = 110_000;
@@ -103,6 +114,105 @@ impl PostgresStore {
     }
 }
 
+/// What [`PostgresStore::diagnose`] found: what matters to the crate about the server and
+/// a namespace's tables. The CLI's `check` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresDiagnosis {
+    /// `server_version`, such as `16.4`.
+    pub version: String,
+    /// The isolation level the store's write transactions run at, as the server reports it
+    /// inside one (`read committed`: stated in each `BEGIN`, whatever the default).
+    pub write_isolation: String,
+    /// The isolation level of the store's read-only transactions, as the server reports it
+    /// (`repeatable read`: one snapshot per read).
+    pub read_isolation: String,
+    /// The database's `default_transaction_isolation`, which the store overrides.
+    pub default_isolation: String,
+    /// `synchronous_commit`: `off` lets a server crash undo the last interactions written.
+    pub synchronous_commit: String,
+    /// The server's clock (`clock_timestamp()`), the one clock every replica uses.
+    pub server_time: DateTime<Utc>,
+    /// This machine's clock when the server's was read (the middle of the round trip).
+    pub local_time: DateTime<Utc>,
+    /// The version of the namespace's tables.
+    pub tables: TableVersion,
+}
+
+impl PostgresStore {
+    /// Reads what matters to the crate about the server and `namespace`'s tables: the
+    /// server's version, the isolation levels the store's transactions run at, the
+    /// server's clock against this machine's, and the tables' version. It creates,
+    /// migrates and locks nothing; a bot may call it at start.
+    ///
+    /// ```no_run
+    /// # async fn run() -> teloxide_retention::Result<()> {
+    /// use teloxide_retention::{PostgresStore, TableVersion};
+    ///
+    /// let store = PostgresStore::open("postgres://bot@localhost/bot").await?;
+    /// let found = store.diagnose("retention").await?;
+    /// assert_eq!(found.write_isolation, "read committed");
+    /// if let TableVersion::Unsupported(v) = &found.tables {
+    ///     eprintln!("the tables are of version {v}: upgrade the crate");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace; [`Error::Database`] if the database
+    /// does not answer.
+    pub async fn diagnose(&self, namespace: &str) -> Result<PostgresDiagnosis> {
+        validate_namespace(namespace)?;
+        check_length(namespace)?;
+        let pool = &self.db.pool;
+        let show = |setting: &'static str| async move {
+            let value: String = sqlx::query_scalar(setting).fetch_one(pool).await?;
+            Ok::<_, Error>(value)
+        };
+        let version = show("SHOW server_version").await?;
+        let default_isolation = show("SHOW default_transaction_isolation").await?;
+        let synchronous_commit = show("SHOW synchronous_commit").await?;
+        let mut isolation = Vec::new();
+        for begin in [BEGIN_WRITE, BEGIN_READ] {
+            // Dropped without a commit: rolled back.
+            let mut tx = pool.begin_with(begin).await?;
+            let level: String =
+                sqlx::query_scalar("SHOW transaction_isolation").fetch_one(&mut *tx).await?;
+            isolation.push(level);
+        }
+        let read_isolation = isolation.pop().unwrap_or_default();
+        let write_isolation = isolation.pop().unwrap_or_default();
+        let before = Utc::now();
+        let ms: i64 = sqlx::query_scalar(CLOCK_SQL).fetch_one(pool).await?;
+        let local_time = before + (Utc::now() - before) / 2;
+        let server_time = DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| Error::Corrupt(format!("clock_timestamp() is {ms} ms")))?;
+        let meta = Tables::new(namespace).meta;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&meta)
+            .fetch_one(pool)
+            .await?;
+        let recorded: Option<String> = if exists {
+            let sql = format!("SELECT value FROM {meta} WHERE key = 'schema'");
+            sqlx::query_scalar(&sql).fetch_optional(pool).await?
+        } else {
+            None
+        };
+        Ok(PostgresDiagnosis {
+            version,
+            write_isolation,
+            read_isolation,
+            default_isolation,
+            synchronous_commit,
+            server_time,
+            local_time,
+            tables: TableVersion::of(recorded.as_deref()),
+        })
+    }
+}
+
 /// A URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
@@ -177,7 +287,7 @@ impl Dialect for PostgresDb {
             // the transaction's one snapshot before the lock was granted: a claim would
             // read users as they were before the writes it waited for (and fail to
             // serialize when it removed them).
-            let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+            let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock).execute(&mut *tx).await?;
             Ok(tx)
         })
@@ -186,8 +296,7 @@ impl Dialect for PostgresDb {
     fn begin_read(&self) -> BoxFuture<'_, Result<Self::Tx>> {
         Box::pin(async move {
             // A read-only transaction never fails to serialize: one snapshot, no lock.
-            let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-            Ok(self.pool.begin_with(begin).await?)
+            Ok(self.pool.begin_with(BEGIN_READ).await?)
         })
     }
 
@@ -215,13 +324,7 @@ impl Dialect for PostgresDb {
     }
 
     fn now<'a>(tx: &'a mut Self::Tx) -> BoxFuture<'a, Result<i64>> {
-        Box::pin(async move {
-            Ok(sqlx::query_scalar(
-                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-            )
-            .fetch_one(&mut **tx)
-            .await?)
-        })
+        Box::pin(async move { Ok(sqlx::query_scalar(CLOCK_SQL).fetch_one(&mut **tx).await?) })
     }
 
     fn feed_head_sql(t: &Tables) -> String {
@@ -234,11 +337,7 @@ impl Dialect for PostgresDb {
 
     fn server_time(&self) -> BoxFuture<'_, Result<Option<i64>>> {
         Box::pin(async move {
-            let ms: i64 = sqlx::query_scalar(
-                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-            )
-            .fetch_one(&self.pool)
-            .await?;
+            let ms: i64 = sqlx::query_scalar(CLOCK_SQL).fetch_one(&self.pool).await?;
             Ok(Some(ms))
         })
     }

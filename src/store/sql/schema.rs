@@ -14,6 +14,37 @@ use crate::error::{Error, Result};
 ///   announcement each, read the feed once per mark).
 const SCHEMA_VERSION: i64 = 2;
 
+/// The version of a namespace's tables in a SQL database, as `SqliteStore::diagnose` and
+/// `PostgresStore::diagnose` find it, against the version this crate writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TableVersion {
+    /// The namespace has no tables in this database: no bot has used it yet (the first
+    /// store call creates them), or the namespace is misspelt.
+    Missing,
+    /// The version this crate reads and writes.
+    Current(i64),
+    /// An older version, which the first store call migrates to the current one.
+    Older(i64),
+    /// A version this crate cannot read (a newer crate wrote it, or the recorded value is
+    /// no version): the store refuses the namespace, and writes nothing to it.
+    Unsupported(String),
+}
+
+impl TableVersion {
+    /// The version recorded in a namespace's `meta` table (`None`: no tables).
+    pub(super) fn of(recorded: Option<&str>) -> Self {
+        match recorded.map(|v| (v, v.parse::<i64>())) {
+            None => Self::Missing,
+            Some((_, Ok(SCHEMA_VERSION))) => Self::Current(SCHEMA_VERSION),
+            Some((_, Ok(version))) if (1..SCHEMA_VERSION).contains(&version) => {
+                Self::Older(version)
+            }
+            Some((v, _)) => Self::Unsupported(v.to_owned()),
+        }
+    }
+}
+
 /// The quoted table names of a namespace.
 pub(crate) struct Tables {
     pub(super) seen: String,
@@ -192,24 +223,28 @@ impl<D: Dialect> SqlNamespace<D> {
                     ))
                 };
                 let mut statements = Vec::new();
-                match found.as_deref().map(|v| (v, v.parse::<i64>())) {
-                    None => statements = self.db.schema(&self.t)?,
-                    Some((_, Ok(SCHEMA_VERSION))) => {}
-                    Some((v, Ok(mut version))) if (1..SCHEMA_VERSION).contains(&version) => {
+                match TableVersion::of(found.as_deref()) {
+                    TableVersion::Missing => statements = self.db.schema(&self.t)?,
+                    TableVersion::Current(_) => {}
+                    TableVersion::Older(from) => {
+                        let mut version = from;
                         while version < SCHEMA_VERSION {
-                            let step = self.t.migration(version).ok_or_else(|| refuse(v))?;
+                            let step = self
+                                .t
+                                .migration(version)
+                                .ok_or_else(|| refuse(&from.to_string()))?;
                             statements.extend(step);
                             version += 1;
                         }
                         tracing::info!(
                             namespace = %self.t.prefix,
-                            from = v,
+                            from,
                             to = SCHEMA_VERSION,
                             "migrating the {} tables",
                             D::NAME
                         );
                     }
-                    Some((v, _)) => return Err(refuse(v)),
+                    TableVersion::Unsupported(v) => return Err(refuse(&v)),
                 }
                 for statement in statements {
                     D::exec(&mut tx, &statement, Vec::new()).await?;
@@ -228,7 +263,26 @@ impl<D: Dialect> SqlNamespace<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::Tables;
+    use super::{SCHEMA_VERSION, TableVersion, Tables};
+
+    /// What a recorded version means: `ready` creates, keeps, migrates or refuses as the
+    /// diagnosis says.
+    #[test]
+    fn a_recorded_version_reads_as_missing_current_older_or_unsupported() {
+        let current = SCHEMA_VERSION.to_string();
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        for (recorded, expected) in [
+            (None, TableVersion::Missing),
+            (Some(current.as_str()), TableVersion::Current(SCHEMA_VERSION)),
+            (Some("1"), TableVersion::Older(1)),
+            (Some(newer.as_str()), TableVersion::Unsupported(newer.clone())),
+            (Some("0"), TableVersion::Unsupported("0".to_owned())),
+            (Some("-1"), TableVersion::Unsupported("-1".to_owned())),
+            (Some("two"), TableVersion::Unsupported("two".to_owned())),
+        ] {
+            assert_eq!(TableVersion::of(recorded), expected, "{recorded:?}");
+        }
+    }
 
     /// The names checked for clashes and lengths are exactly those the statements create.
     #[test]

@@ -8,10 +8,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
-use super::{Arg, Dialect, SqlNamespace, Tables, Val, bind_all, values};
+use super::{Arg, Dialect, SqlNamespace, TableVersion, Tables, Val, bind_all, values};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::store::{Health, Store, sealed};
+use crate::store::{Health, Store, sealed, validate_namespace};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -87,6 +87,86 @@ impl SqliteStore {
     #[must_use]
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self { db: Arc::new(SqliteDb { pool }) }
+    }
+}
+
+/// What [`SqliteStore::diagnose`] found: what matters to the crate about the file and a
+/// namespace's tables. The CLI's `check` prints it.
+///
+/// SQLite has no clock of its own: the bot's clock is the store's, on the one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteDiagnosis {
+    /// The SQLite library's version (`sqlite_version()`).
+    pub version: String,
+    /// `PRAGMA journal_mode` (`wal` as [`SqliteStore::open`] sets it; `off` or `memory`
+    /// can leave an erasure's transaction half done after a crash).
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`, by name (`OFF`, `NORMAL`, `FULL` or `EXTRA`): `OFF` lets a
+    /// power loss undo the last interactions written.
+    pub synchronous: String,
+    /// The version of the namespace's tables.
+    pub tables: TableVersion,
+}
+
+impl SqliteStore {
+    /// Reads what matters to the crate about the file and `namespace`'s tables: SQLite's
+    /// version, the journal mode, `synchronous`, and the tables' version. It creates,
+    /// migrates and locks nothing.
+    ///
+    /// ```no_run
+    /// # async fn run() -> teloxide_retention::Result<()> {
+    /// use teloxide_retention::{SqliteStore, TableVersion};
+    ///
+    /// let store = SqliteStore::open("sqlite:retention.db").await?;
+    /// let found = store.diagnose("retention").await?;
+    /// assert_eq!(found.journal_mode, "wal");
+    /// assert!(!matches!(found.tables, TableVersion::Unsupported(_)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace; [`Error::Database`] if the file cannot
+    /// be read (no SQLite database, say).
+    pub async fn diagnose(&self, namespace: &str) -> Result<SqliteDiagnosis> {
+        validate_namespace(namespace)?;
+        let mut conn = self.db.pool.acquire().await?;
+        let version: String =
+            sqlx::query_scalar("SELECT sqlite_version()").fetch_one(&mut *conn).await?;
+        let journal_mode: String =
+            sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+        let synchronous: i64 =
+            sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+        let synchronous = match synchronous {
+            0 => "OFF".to_owned(),
+            1 => "NORMAL".to_owned(),
+            2 => "FULL".to_owned(),
+            3 => "EXTRA".to_owned(),
+            other => other.to_string(),
+        };
+        let t = Tables::new(namespace);
+        // The name as the file lists it: unquoted.
+        let name = format!("{namespace}.meta");
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+        )
+        .bind(&name)
+        .fetch_one(&mut *conn)
+        .await?;
+        let recorded: Option<String> = if exists > 0 {
+            let sql = format!("SELECT value FROM {} WHERE key = 'schema'", t.meta);
+            sqlx::query_scalar(&sql).fetch_optional(&mut *conn).await?
+        } else {
+            None
+        };
+        Ok(SqliteDiagnosis {
+            version,
+            journal_mode,
+            synchronous,
+            tables: TableVersion::of(recorded.as_deref()),
+        })
     }
 }
 
