@@ -98,8 +98,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 # The suite is written for nextest (a process per test: process-wide state such as the
 # metrics recorder and teloxide_tests' lock is per test), so it is installed when missing
 # rather than replaced by `cargo test`.
-if ! cargo nextest --version >/dev/null 2>&1; then
-    say "cargo-nextest not found: installing it"
+# scripts/nextest.toml orders the tests by priority: cargo-nextest 0.9.91 or newer.
+nextest_version=$(cargo nextest --version 2>/dev/null | sed -n 's/^cargo-nextest \([0-9.]*\).*/\1/p' | head -1)
+if [ -z "$nextest_version" ] || [ "$(printf '%s\n' 0.9.91 "$nextest_version" | sort -V | head -1)" != 0.9.91 ]; then
+    say "cargo-nextest ${nextest_version:-not found}: installing a current one"
     cargo install --locked cargo-nextest
 fi
 
@@ -112,11 +114,25 @@ cargo nextest run --locked --workspace --all-targets --no-run
 # built with other features, into other files. The tests' report follows at the end.
 say "tests (in the background), and beside them the checks below"
 tests_log=$(mktemp)
-tests_started=$(date +%s)
-cargo nextest run --locked --workspace --all-targets --no-fail-fast \
-    --config-file scripts/nextest.toml >"$tests_log" 2>&1 &
+(
+    tests_started=$(date +%s)
+    rc=0
+    cargo nextest run --locked --workspace --all-targets --no-fail-fast \
+        --config-file scripts/nextest.toml >"$tests_log" 2>&1 || rc=$?
+    echo "$(($(date +%s) - tests_started))" >"$tests_log.took"
+    exit "$rc"
+) &
 tests_pid=$!
-trap 'kill "$tests_pid" 2>/dev/null || true' EXIT
+# A check below that fails stops the tests (nextest stops its tests and their servers on
+# an interrupt) and shows what they printed before the script exits with the failure.
+stop_tests() {
+    pkill -INT -P "$tests_pid" 2>/dev/null || true
+    wait "$tests_pid" 2>/dev/null || true
+    echo "==> what the tests printed before they were stopped:"
+    cat "$tests_log"
+    rm -f "$tests_log" "$tests_log.took"
+}
+trap stop_tests EXIT
 
 # Every combination the README's feature table names builds, lints and documents
 # cleanly: none, each feature alone (without the default `tls`), the defaults with the test
@@ -170,9 +186,9 @@ say "waiting for the tests"
 tests_rc=0
 wait "$tests_pid" || tests_rc=$?
 trap - EXIT
-tests_took=$(($(date +%s) - tests_started))
+tests_took=$(cat "$tests_log.took" 2>/dev/null || echo 0)
 cat "$tests_log"
-rm -f "$tests_log"
+rm -f "$tests_log" "$tests_log.took"
 if [ "$tests_rc" -ne 0 ]; then
     echo "the tests failed (above)" >&2
     exit "$tests_rc"

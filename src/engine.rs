@@ -46,7 +46,12 @@ pub(crate) async fn erase(
         .filter(|c| c.reason == ErasureReason::OptOut && Some(c.user) != held_user)
         .map(|c| (c.user, parts.tracker.begin_erasure(c.user)))
         .collect();
-    erasing.extend(held.map(|e| (e.user(), e)));
+    if let Some(e) = held {
+        // Claimed now: a gone mark kept in memory since the guard was taken (the store
+        // failed meanwhile) is superseded by this erasure, as at the guard itself.
+        parts.tracker.forget_mark(e.user());
+        erasing.push((e.user(), e));
+    }
     let failures = run_erasers(parts, &batch.users).await;
     let mut done = Vec::with_capacity(batch.users.len());
     let mut failed = Vec::new();

@@ -22,7 +22,7 @@ use crate::tracker::Noted;
 /// the rare path stays out of the per-update future.
 type Answer<'a> = futures_util::future::BoxFuture<'a, bool>;
 
-/// The layer: what it needs from the engine (the tracker, configuration, hooks) and the
+/// The layer: what it needs from the shared parts (the tracker, configuration, hooks) and the
 /// privacy commands, shared by every update's run.
 #[derive(Clone)]
 pub(crate) struct Layer {

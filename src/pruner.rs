@@ -245,7 +245,9 @@ impl Pruner {
                     "prune pass done"
                 ),
                 Ok(_) => tracing::debug!("prune pass: nothing to erase"),
-                Err(e @ (Error::Unsafe(_) | Error::Config(_))) => {
+                // Refused (unsafe or misconfigured), or a reply or value this version cannot
+                // read: an operator has to act; logged as an error.
+                Err(e @ (Error::Unsafe(_) | Error::Config(_) | Error::Corrupt(_))) => {
                     tracing::error!(error = %e, "prune pass refused; retrying next interval");
                 }
                 Err(e) => tracing::warn!(error = %e, "prune pass failed; retrying next interval"),

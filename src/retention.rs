@@ -33,7 +33,7 @@ pub struct Retention {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// What the clones share: the engine (tracker, store, erasers) and the privacy commands.
+/// What the clones share: the parts (tracker, store, erasers) and the privacy commands.
 /// The handle only delegates; the work is done in the modules below it.
 pub(crate) struct Inner {
     pub(crate) parts: Arc<Parts>,

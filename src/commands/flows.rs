@@ -45,7 +45,7 @@ impl Commands {
     }
 }
 
-/// The privacy commands at work on one update: their configuration and the engine they
+/// The privacy commands at work on one update: their configuration and the shared parts they
 /// export and erase with.
 pub(crate) struct Flows<'a> {
     pub(crate) parts: &'a Parts,
