@@ -187,7 +187,8 @@ async fn write(parts: &Parts, chunk: &[Adoptee], adopted: &mut Adopted) -> Resul
     if chunk.is_empty() {
         return Ok(());
     }
-    let counts = parts.door.call(|b| b.adopt(chunk)).await?;
+    let now = parts.clock.claim_now();
+    let counts = parts.door.call(|b| b.adopt(chunk, now)).await?;
     adopted.newly_tracked += counts.new;
     adopted.moved_forward += counts.moved;
     adopted.kept += counts.kept;

@@ -155,8 +155,12 @@ impl<H: Hook> Backend for Forward<H> {
     fn parts(&self) -> Vec<&dyn Backend> {
         vec![self]
     }
-    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
-        forward!(self, RecordInteractions, self.inner.record_interactions(seen))
+    fn record_interactions<'a>(
+        &'a self,
+        seen: &'a [Interaction],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<()>> {
+        forward!(self, RecordInteractions, self.inner.record_interactions(seen, now))
     }
     fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Batch>> {
         forward!(self, Claim, self.inner.claim(request))
@@ -251,8 +255,12 @@ impl<H: Hook> Backend for Forward<H> {
     ) -> BoxFuture<'a, Result<Vec<Option<LastErasure>>>> {
         forward!(self, ErasedAs, self.inner.erased_as(tags, now, keep_ms))
     }
-    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
-        forward!(self, Adopt, self.inner.adopt(users))
+    fn adopt<'a>(
+        &'a self,
+        users: &'a [Adoptee],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<AdoptCounts>> {
+        forward!(self, Adopt, self.inner.adopt(users, now))
     }
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
         forward!(self, Known, self.inner.known(users))

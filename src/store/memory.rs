@@ -225,10 +225,15 @@ impl Backend for MemoryNamespace {
         vec![self]
     }
 
-    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(
+        &'a self,
+        seen: &'a [Interaction],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<()>> {
         self.ready(|s| {
+            let now = now.unwrap_or_else(|| SystemClock.now_ms());
             for &Interaction { user, at } in seen {
-                s.seen.set_gt(user, at);
+                s.seen.set_gt(user, crate::store::no_later_than(at, now));
             }
         })
     }
@@ -537,11 +542,17 @@ impl Backend for MemoryNamespace {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(
+        &'a self,
+        users: &'a [Adoptee],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<AdoptCounts>> {
         // As adopt.lua.
         self.ready(|s| {
             let mut counts = AdoptCounts::default();
+            let now = now.unwrap_or_else(|| SystemClock.now_ms());
             for &Adoptee { user, ms, if_new } in users {
+                let ms = crate::store::no_later_than(ms, now);
                 if s.job.contains_key(&user) || s.batch_of(user).is_some() {
                     counts.erasing += 1;
                     continue;

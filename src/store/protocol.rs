@@ -37,6 +37,15 @@ impl Claimed {
     }
 }
 
+/// A time to store, no later than `now` (invariant 11: no stored time is later than the
+/// store's now). `now` is the writer's claim clock when it has one (an injected clock, or
+/// its estimate of the store's once measured), else the store's own: a writer whose clock
+/// runs ahead and has not measured the store's yet never stores a future time.
+/// `interactions.lua` and `adopt.lua` cap alike, at Redis's `TIME`.
+pub(crate) fn no_later_than(ms: i64, now: i64) -> i64 {
+    ms.min(now)
+}
+
 /// How many batches whose lease expired one claim takes over at most, before the due
 /// queue and the inactive users (`claim.lua` writes the number out; a unit test pins it).
 pub(crate) const EXPIRED_BATCHES_PER_CLAIM: usize = 16;
@@ -457,8 +466,13 @@ pub(crate) trait Backend: Send + Sync {
     /// whole backend, which sends it back to that part.
     fn parts(&self) -> Vec<&dyn Backend>;
 
-    /// Records interactions: `seen[user] = max(seen[user], ms)`.
-    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>>;
+    /// Records interactions: `seen[user] = max(seen[user], ms)`, each `ms` no later than
+    /// `now` ([`no_later_than`]): the writer's claim clock, or the store's own if `None`.
+    fn record_interactions<'a>(
+        &'a self,
+        seen: &'a [Interaction],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// Claims up to `limit` users whose erasure is due into a new batch, leased until
     /// `now + lease`: users of expired batches, due queue entries, then users inactive past
@@ -574,8 +588,12 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Adopts users the bot held before it tracked them: `seen[user] = max(seen[user], ms)`
     /// (with `if_new`, only for a user not tracked yet) unless an erasure of the user is
-    /// scheduled or running.
-    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>>;
+    /// scheduled or running; each `ms` no later than `now`, as for interactions.
+    fn adopt<'a>(
+        &'a self,
+        users: &'a [Adoptee],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<AdoptCounts>>;
 
     /// For each of `users`, whether the store knows them: tracked, or with an erasure
     /// scheduled or running. Read-only.

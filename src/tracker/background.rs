@@ -383,7 +383,10 @@ impl Tracker {
     }
 
     pub(super) async fn write(&self, seen: &[Interaction]) -> Result<()> {
-        self.door.call(|b| b.record_interactions(seen)).await
+        // Never stored later than now: this process's estimate of the store's clock, or the
+        // store's own before the first measurement.
+        let now = self.clock.claim_now();
+        self.door.call(|b| b.record_interactions(seen, now)).await
     }
 
     pub(super) fn written(&self, st: &mut State, written: &[Interaction]) {

@@ -215,6 +215,50 @@ async fn no_claim_runs_on_a_clock_that_was_never_measured() {
     assert_eq!(fast.stats().clock_skew_warnings, 0, "the clock was never measured");
 }
 
+/// No stored time is later than the store's now (invariant 11): a bot on a host 25
+/// minutes fast whose clock was never measured (its `TIME` requests fail) records an
+/// interaction and adopts a user, and both are stored at Redis's now, not 25 minutes in the
+/// future. Before the fix they kept the host's time: the users looked active for 25
+/// minutes more than they were, and a later block looked like a return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmeasured_fast_clock_never_stores_a_future_time() {
+    use teloxide_retention::Clock;
+    let env = Env::redis();
+    let server = env.redis.as_ref().unwrap();
+    let proxy = crate::common::proxy::Proxy::start_rewriting_requests(
+        server.socket(),
+        b"$4\r\nTIME\r\n",
+        b"$4\r\nTIMX\r\n",
+    );
+    let fast = Retention::builder(RedisStore::open(&proxy.url()).await.unwrap())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(FastClock)
+        .build()
+        .unwrap();
+    assert!(fast.note_interaction(UserId(7)).await.is_stored());
+    let at = chrono::DateTime::from_timestamp_millis(FastClock.now_ms());
+    let adopted =
+        fast.adopt([(UserId(8), at)], &teloxide_retention::Adoption::new()).await.unwrap();
+    assert_eq!(adopted.newly_tracked, 1, "{adopted:?}");
+    // Read on Redis's clock, through a store of its own.
+    let reader = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    let real_now = teloxide_retention::SystemClock.now_ms();
+    for user in [7, 8] {
+        let seen = reader.status(UserId(user)).await.unwrap().last_seen.expect("tracked");
+        assert!(
+            seen.timestamp_millis() <= real_now + 5_000,
+            "user {user} stored at {seen}, {} s after the store's now",
+            (seen.timestamp_millis() - real_now) / 1000
+        );
+    }
+    assert_eq!(fast.stats().clock_skew_warnings, 0, "the clock was never measured");
+}
+
 /// An update waits for a hung store once, not once per store call the crate makes for it:
 /// an unblock (cancelling the mark and recording the interaction) and `/mydata` (the
 /// interaction, the key naming the user, the rate limit) each answer within the store

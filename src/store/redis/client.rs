@@ -116,14 +116,31 @@ impl Backend for RedisNamespace {
         vec![self]
     }
 
-    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(
+        &'a self,
+        seen: &'a [Interaction],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // One fenced `ZADD GT` per chunk; the chunks go out together over the multiplexed
             // connection.
             let writes = seen.chunks(INTERACTION_CHUNK).map(|chunk| async move {
                 let mut inv = self.invocation(&INTERACTIONS);
-                for i in chunk {
-                    inv.arg(i.at).arg(i.user);
+                // No time later than now: this process's clock when it gives one, else the
+                // script caps at Redis's (given the largest time, it knows when to look).
+                match now {
+                    Some(now) => {
+                        inv.arg("");
+                        for i in chunk {
+                            inv.arg(crate::store::no_later_than(i.at, now)).arg(i.user);
+                        }
+                    }
+                    None => {
+                        inv.arg(chunk.iter().map(|i| i.at).max().unwrap_or(0));
+                        for i in chunk {
+                            inv.arg(i.at).arg(i.user);
+                        }
+                    }
                 }
                 self.run::<()>(&inv).await
             });
@@ -380,13 +397,20 @@ impl Backend for RedisNamespace {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(
+        &'a self,
+        users: &'a [Adoptee],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<AdoptCounts>> {
         Box::pin(async move {
             let mut total = AdoptCounts::default();
             for chunk in users.chunks(INTERACTION_CHUNK) {
                 let mut inv = self.invocation(&ADOPT);
+                // No time later than now, as for interactions.
+                inv.arg(if now.is_some() { "" } else { "now" });
                 for a in chunk {
-                    let ms = if a.if_new { format!("n{}", a.ms) } else { a.ms.to_string() };
+                    let at = now.map_or(a.ms, |now| crate::store::no_later_than(a.ms, now));
+                    let ms = if a.if_new { format!("n{at}") } else { at.to_string() };
                     inv.arg(ms).arg(a.user);
                 }
                 let [new, moved, kept, erasing]: [u64; 4] = self.run(&inv).await?;

@@ -85,9 +85,13 @@ pub(crate) struct Sharded {
 }
 
 /// Writes `seen` into `shards` (a layout), each interaction to its user's shard.
-async fn write_interactions(shards: &[Arc<RedisNamespace>], seen: &[Interaction]) -> Result<()> {
+async fn write_interactions(
+    shards: &[Arc<RedisNamespace>],
+    seen: &[Interaction],
+    now: Option<i64>,
+) -> Result<()> {
     if shards.len() == 1 {
-        return shards[0].record_interactions(seen).await;
+        return shards[0].record_interactions(seen, now).await;
     }
     let mut split = vec![Vec::new(); shards.len()];
     for &i in seen {
@@ -97,7 +101,7 @@ async fn write_interactions(shards: &[Arc<RedisNamespace>], seen: &[Interaction]
         .iter()
         .zip(shards)
         .filter(|(part, _)| !part.is_empty())
-        .map(|(part, shard)| shard.record_interactions(part));
+        .map(|(part, shard)| shard.record_interactions(part, now));
     try_join_all(writes).await.map(drop)
 }
 
@@ -192,11 +196,15 @@ impl Backend for Sharded {
         self.shards.iter().map(|s| &**s as &dyn Backend).collect()
     }
 
-    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(
+        &'a self,
+        seen: &'a [Interaction],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let written = async {
                 self.ready().await?;
-                self.fenced(write_interactions(&self.shards, seen).await).await
+                self.fenced(write_interactions(&self.shards, seen, now).await).await
             };
             match written.await {
                 // Opened with another count than the namespace's (it was resharded under
@@ -210,7 +218,7 @@ impl Backend for Sharded {
                         return Err(Error::ShardCount { namespace, recorded, opened });
                     }
                     let shards = self.layout(recorded);
-                    if write_interactions(&shards, seen).await.is_err() {
+                    if write_interactions(&shards, seen, now).await.is_err() {
                         return Err(Error::ShardCount { namespace, recorded, opened });
                     }
                     if !self.rerouted.swap(true, Ordering::Relaxed) {
@@ -484,7 +492,11 @@ impl Backend for Sharded {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(
+        &'a self,
+        users: &'a [Adoptee],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<AdoptCounts>> {
         Box::pin(async move {
             self.ready().await?;
             let count = self.shards.len();
@@ -496,7 +508,7 @@ impl Backend for Sharded {
                 .iter()
                 .zip(&self.shards)
                 .filter(|(part, _)| !part.is_empty())
-                .map(|(part, shard)| shard.adopt(part));
+                .map(|(part, shard)| shard.adopt(part, now));
             let mut total = AdoptCounts::default();
             for counts in self.fenced(try_join_all(adopted).await).await? {
                 total += counts;

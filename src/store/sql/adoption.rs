@@ -64,6 +64,7 @@ impl<D: Dialect> SqlNamespace<D> {
         &self,
         tx: &mut Tx<D>,
         users: &[Adoptee],
+        now: Option<i64>,
     ) -> Result<AdoptCounts> {
         let ids = distinct(users.iter().map(|a| a.user));
         let args = || ids.iter().map(|u| id(*u));
@@ -87,7 +88,14 @@ impl<D: Dialect> SqlNamespace<D> {
                 entry.erasing = true;
             }
         }
-        let (counts, writes) = plan(users, found);
+        let capped: Vec<Adoptee> = users
+            .iter()
+            .map(|a| Adoptee {
+                ms: crate::store::no_later_than(a.ms, now.unwrap_or(tx.wall)),
+                ..*a
+            })
+            .collect();
+        let (counts, writes) = plan(&capped, found);
         if !writes.is_empty() {
             let seen = &self.t.seen;
             let values = vec!["(?, ?)"; writes.len()].join(", ");

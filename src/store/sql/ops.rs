@@ -7,7 +7,11 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         vec![self]
     }
 
-    fn record_interactions<'a>(&'a self, seen: &'a [Interaction]) -> BoxFuture<'a, Result<()>> {
+    fn record_interactions<'a>(
+        &'a self,
+        seen: &'a [Interaction],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<()>> {
         in_tx!(self, |s, tx| {
             for chunk in seen.chunks(CHUNK) {
                 let values = vec!["(?, ?)"; chunk.len()].join(", ");
@@ -16,7 +20,15 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     "INSERT INTO {seen} (uid, at) VALUES {values} ON CONFLICT (uid) DO UPDATE \
                      SET at = excluded.at WHERE excluded.at > {seen}.at"
                 );
-                let args = chunk.iter().flat_map(|i| [id(i.user), i.at.into()]).collect();
+                let args = chunk
+                    .iter()
+                    .flat_map(|i| {
+                        [
+                            id(i.user),
+                            crate::store::no_later_than(i.at, now.unwrap_or(tx.wall)).into(),
+                        ]
+                    })
+                    .collect();
                 s.exec(tx, &sql, args).await?;
             }
             Ok(())
@@ -531,12 +543,16 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         })
     }
 
-    fn adopt<'a>(&'a self, users: &'a [Adoptee]) -> BoxFuture<'a, Result<AdoptCounts>> {
+    fn adopt<'a>(
+        &'a self,
+        users: &'a [Adoptee],
+        now: Option<i64>,
+    ) -> BoxFuture<'a, Result<AdoptCounts>> {
         in_tx!(self, |s, tx| {
             // A few statements per chunk, not per user (see `adoption.rs`).
             let mut counts = AdoptCounts::default();
             for chunk in users.chunks(CHUNK) {
-                counts += s.adopt_chunk(tx, chunk).await?;
+                counts += s.adopt_chunk(tx, chunk, now).await?;
             }
             Ok(counts)
         })

@@ -1,11 +1,14 @@
 -- Adopts users the bot held before it tracked them: each gets a `seen` time, never moved
 -- back (a tracked user keeps the later of the two), unless an erasure of theirs is
--- scheduled or running (left as it is: adoption never resurrects an opted-out user).
+-- scheduled or running (left as it is: adoption never resurrects an opted-out user), and
+-- never later than Redis's clock.
 --
 -- KEYS: 1 seen, 2 lease, 4 job, 6 batches, 8 meta
--- ARGV: ms, user, ms, user, ... (at most INTERACTION_CHUNK pairs; canonical ids); an `ms`
---       written `n<ms>` applies only to a user not tracked yet (the bot knew no time: a
---       tracked user keeps theirs, so adopting again never restarts a clock)
+-- ARGV: 1 'now' to cap every time at Redis's clock, or '' when the caller's clock decides
+--       (it capped them itself); then ms, user, ms, user, ... (at most INTERACTION_CHUNK
+--       pairs; canonical ids); an `ms` written `n<ms>` applies only to a user not tracked
+--       yet (the bot knew no time: a tracked user keeps theirs, so adopting again never
+--       restarts a clock)
 -- Returns {newly tracked, moved forward, kept, left because an erasure is scheduled or
 -- running}; a `LAYOUT` error if these keys' layout is no longer read (fence.lua and
 -- batches.lua are prepended).
@@ -26,7 +29,7 @@ end
 -- and times are read with one HMGET and one ZMSCORE, not a call per user. A user listed
 -- twice in one call meets the time planned for them, as if it were written.
 local users = {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
 end
 local jobs, scores = {}, {}
@@ -34,12 +37,17 @@ if #users > 0 then
   jobs = redis.call('HMGET', KEYS[4], unpack(users))
   scores = redis.call('ZMSCORE', KEYS[1], unpack(users))
 end
+local now = math.huge
+if ARGV[1] ~= '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local writes, planned = {}, {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local raw, user = ARGV[i], ARGV[i + 1]
-  local k = (i + 1) / 2
+  local k = i / 2
   local if_new = string.sub(raw, 1, 1) == 'n'
-  local ms = tonumber(if_new and string.sub(raw, 2) or raw)
+  local ms = math.min(tonumber(if_new and string.sub(raw, 2) or raw), now)
   if running[user] or jobs[k] then
     erasing = erasing + 1
   else
