@@ -1,4 +1,6 @@
-//! Test support: a real redis-server per test, and the crate's own test kit
+//! Test support: the stores a test runs on ([`Env`]: memory, a real redis-server per test,
+//! plain, sharded or over TLS, a Redis Cluster, a SQLite file, a PostgreSQL server of its
+//! own), [`every_store!`] to run a test on each, and the crate's own test kit
 //! (`teloxide_retention::testing`: a fake Bot API, real update JSON, a real teloxide
 //! `Dispatcher` fed with those updates), the one bot authors use.
 #![allow(dead_code, unreachable_pub)]
