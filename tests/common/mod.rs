@@ -297,9 +297,9 @@ pub type Case = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()
 /// }
 /// ```
 ///
-/// - `#[stores(store, ...)]` on a case: it runs on these stores instead (any of `memory`,
-///   `redis`, `redis_sharded`, `redis_tls`, `sqlite`, `postgres`). Say in the case's doc
-///   comment why it cannot run on the others.
+/// - `#[stores(store, ...)]` on a case: it runs on exactly these stores (any of `memory`,
+///   `redis`, `redis_sharded`, `redis_tls`, `sqlite`, `postgres`). A case that leaves one of
+///   the five out says why in its doc comment.
 /// - `#![with_tls]` first in the block: every case also runs on Redis over TLS with a client
 ///   certificate (`name::redis_tls`). For the store suite's core cases only, so that the
 ///   suite does not grow by a TLS run of every test.
