@@ -1,4 +1,6 @@
-//! Test support: a real redis-server per test, and the crate's own test kit
+//! Test support: the stores a test runs on ([`Env`]: memory, a real redis-server per test,
+//! plain, sharded or over TLS, a Redis Cluster, a SQLite file, a PostgreSQL server of its
+//! own), [`every_store!`] to run a test on each, and the crate's own test kit
 //! (`teloxide_retention::testing`: a fake Bot API, real update JSON, a real teloxide
 //! `Dispatcher` fed with those updates), the one bot authors use.
 #![allow(dead_code, unreachable_pub)]
@@ -275,106 +277,139 @@ impl Env {
     }
 }
 
-/// Runs a test body against both stores: `both_stores! { async fn name(env) { ... } }`
-/// creates `name::memory` and `name::redis`.
-#[macro_export]
-macro_rules! both_stores {
-    ($(async fn $name:ident($env:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                async fn run($env: $crate::common::Env) $body
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn memory() {
-                    run($crate::common::Env::memory()).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    run($crate::common::Env::redis()).await
-                }
-
-                #[cfg(feature = "sqlite")]
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    run($crate::common::Env::sqlite()).await
-                }
-
-                #[cfg(feature = "postgres")]
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    run($crate::common::Env::postgres()).await
-                }
-            }
-        )*
-    };
-}
-
 /// One case of a store suite, run on an env it is given.
 pub type Case = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Like [`both_stores!`], plus runs on Redis over TLS (`name::redis_tls`) and on Redis with
-/// three shards per namespace (`name::redis_sharded`), and `every_case()` listing the cases
-/// for a run on a shared cluster: for the store suite's core cases.
+/// The one way to run a test on every store: each `async fn name(env) { ... }` in the block
+/// becomes `mod name` with one test per store, named after it: `name::memory`,
+/// `name::redis`, `name::redis_sharded` (three shards per namespace), `name::sqlite` and
+/// `name::postgres` (the SQL ones with their features). Doc comments and other attributes
+/// of a case go on its `mod`.
+///
+/// ```ignore
+/// every_store! {
+///     /// What the case shows.
+///     async fn records_last_interaction(env) { ... }
+///
+///     /// Plants another process's heartbeat: the memory store serves one process only.
+///     #[stores(redis, sqlite, postgres)]
+///     async fn a_residue_waits_for_silent_writers(env) { ... }
+/// }
+/// ```
+///
+/// - `#[stores(store, ...)]` on a case: it runs on exactly these stores (any of `memory`,
+///   `redis`, `redis_sharded`, `redis_tls`, `sqlite`, `postgres`). A case that leaves one of
+///   the five out says why in its doc comment.
+/// - `#![with_tls]` first in the block: every case also runs on Redis over TLS with a client
+///   certificate (`name::redis_tls`). For the store suite's core cases only, so that the
+///   suite does not grow by a TLS run of every test.
+/// - `#![on_cluster]` first in the block: the block defines `every_case()`, its cases by
+///   name, which `cluster::the_store_suite_runs_on_a_sharded_three_master_cluster` runs on
+///   one shared Redis Cluster. At most one such block per module.
 #[macro_export]
 macro_rules! every_store {
-    ($($(#[$meta:meta])* async fn $name:ident($env:ident) $body:block)*) => {
+    // The block's cases, each with the flags of the block (one token tree).
+    (@cases $flags:tt $($(#[$($attr:tt)*])* async fn $name:ident($env:ident) $body:block)*) => {
         $(
-            $(#[$meta])*
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                async fn run($env: $crate::common::Env) $body
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn memory() {
-                    run($crate::common::Env::memory()).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    run($crate::common::Env::redis()).await
-                }
-
-                #[cfg(feature = "sqlite")]
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    run($crate::common::Env::sqlite()).await
-                }
-
-                #[cfg(feature = "postgres")]
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    run($crate::common::Env::postgres()).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis_tls() {
-                    run($crate::common::Env::redis_tls()).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis_sharded() {
-                    run($crate::common::Env::redis_sharded()).await
-                }
-
-                /// This case as a future, for suites that run every case on one server.
-                pub(crate) fn boxed(
-                    env: $crate::common::Env,
-                ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-                    Box::pin(run(env))
-                }
-            }
+            $crate::every_store!(
+                @case $flags [] [memory redis redis_sharded sqlite postgres]
+                $(#[$($attr)*])* async fn $name($env) $body
+            );
         )*
+        $crate::every_store!(@block $flags [$($name)*]);
+    };
 
-        /// Every case of this suite, by name, for one shared server (a cluster).
+    // One case, its attributes read one by one: `#[stores(...)]` sets its stores, the others
+    // (doc comments) go on its module.
+    (@case $flags:tt [$($attrs:tt)*] $stores:tt
+        #[stores($($store:ident),+ $(,)?)] $($rest:tt)*) => {
+        $crate::every_store!(@case $flags [$($attrs)*] [$($store)+] $($rest)*);
+    };
+    (@case $flags:tt [$($attrs:tt)*] $stores:tt #[$($attr:tt)*] $($rest:tt)*) => {
+        $crate::every_store!(@case $flags [$($attrs)* #[$($attr)*]] $stores $($rest)*);
+    };
+    (@case [$($flag:ident)*] [$($attrs:tt)*] [$($store:ident)+]
+        async fn $name:ident($env:ident) $body:block) => {
+        $($attrs)*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($env: $crate::common::Env) $body
+
+            $($crate::every_store!(@test $store);)+
+            $($crate::every_store!(@case_flag $flag);)*
+        }
+    };
+
+    // One test of a case on one store.
+    (@test memory) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn memory() {
+            run($crate::common::Env::memory()).await
+        }
+    };
+    (@test redis) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis() {
+            run($crate::common::Env::redis()).await
+        }
+    };
+    (@test redis_sharded) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_sharded() {
+            run($crate::common::Env::redis_sharded()).await
+        }
+    };
+    (@test redis_tls) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_tls() {
+            run($crate::common::Env::redis_tls()).await
+        }
+    };
+    (@test sqlite) => {
+        #[cfg(feature = "sqlite")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            run($crate::common::Env::sqlite()).await
+        }
+    };
+    (@test postgres) => {
+        #[cfg(feature = "postgres")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres() {
+            run($crate::common::Env::postgres()).await
+        }
+    };
+
+    // What a block's flag adds to each case, and to the block.
+    (@case_flag with_tls) => {
+        $crate::every_store!(@test redis_tls);
+    };
+    (@case_flag on_cluster) => {
+        /// This case as a future, for suites that run every case on one server.
+        pub(crate) fn boxed(
+            env: $crate::common::Env,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            Box::pin(run(env))
+        }
+    };
+    (@block [$($flag:ident)*] $names:tt) => {
+        $($crate::every_store!(@block_flag $flag $names);)*
+    };
+    (@block_flag with_tls $names:tt) => {};
+    (@block_flag on_cluster [$($name:ident)*]) => {
+        /// Every case of this block, by name, for one shared server (a cluster).
         pub(crate) fn every_case() -> Vec<(&'static str, $crate::common::Case)> {
             vec![$((stringify!($name), $name::boxed as $crate::common::Case)),*]
         }
+    };
+
+    // The block: its flags (inner attributes), then its cases.
+    ($(#![$flag:ident])* $($(#[$($attr:tt)*])* async fn $name:ident($env:ident) $body:block)*) => {
+        $crate::every_store!(
+            @cases [$($flag)*] $($(#[$($attr)*])* async fn $name($env) $body)*
+        );
     };
 }
 

@@ -96,7 +96,6 @@ async fn the_store_suite_runs_on_a_sharded_three_master_cluster() {
     let topology = ClusterTopology::start();
     let cases = crate::store::every_case()
         .into_iter()
-        .chain(crate::adoption::cluster_cases())
         .chain(crate::adoption::every_case())
         .chain(crate::audit::every_case());
     for (i, (name, case)) in cases.enumerate() {

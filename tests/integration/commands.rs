@@ -11,9 +11,9 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide_retention::{BoxError, Commands, Erasure, ErasureReason, Retention, Texts, erase_fn};
 
-use crate::both_stores;
 use crate::common::bot_api::{BOT_USERNAME, multipart_field, uploaded_file};
 use crate::common::{DAY, Env, FakeBotApi, dispatch, updates as u};
+use crate::every_store;
 use crate::support::{Gate, Recorder};
 
 /// The bot's own tree: counts messages that reach it.
@@ -80,7 +80,7 @@ impl Bot {
     }
 }
 
-both_stores! {
+every_store! {
     async fn removemydata_asks_then_erases_everything_then_says_done(env) {
         let eraser = Recorder::new("profiles");
         let bot = Bot::new(&env, Commands::default(), eraser.clone()).await;
@@ -373,7 +373,7 @@ both_stores! {
         if env.redis.is_some() {
             // The counters expire with their window: nothing outlives it.
             let mut conn = env.redis_connection();
-            let keys: Vec<String> = redis::cmd("KEYS").arg("{retention}:rate:*").query(&mut conn).unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS").arg("{retention*}:rate:*").query(&mut conn).unwrap();
             assert!(!keys.is_empty());
             for key in keys {
                 let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();

@@ -1,4 +1,5 @@
-//! The built-in erasers: a teloxide dialogue `Storage` and the bot's own Redis keys.
+//! The built-in erasers (a teloxide dialogue `Storage` and the bot's own Redis keys), and a
+//! stuck erasure reported once a day and retried, on every store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use teloxide_retention::{
     Clock, DialogueEraser, ErasureReason, OptOutOutcome, RedisKeysEraser, Retention,
 };
 
-use crate::both_stores;
 use crate::common::{DAY, Env, RedisServer, T0, updates::GROUP};
+use crate::every_store;
 use crate::support::Recorder;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -246,7 +247,7 @@ async fn a_redis_keys_eraser_opened_from_a_url_erases_and_lists() {
     assert!(err.is_config(), "{err}");
 }
 
-both_stores! {
+every_store! {
     async fn a_stuck_erasure_is_reported_once_a_day_by_one_replica_and_retried(env) {
         let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
         // Two replicas share the store and the eraser, which fails 21 times.

@@ -17,9 +17,9 @@ use teloxide_retention::{
     ErasureReason, GonePolicy, GoneReason, NoteGone, Retained, RetainedExt, Retention,
 };
 
-use crate::both_stores;
 use crate::common::bot_api::BOT_ID;
 use crate::common::{DAY, Env, FakeBotApi, dispatch, updates as u};
+use crate::every_store;
 use crate::support::Recorder;
 
 /// A bot whose handlers only take messages, and reply to each.
@@ -80,7 +80,7 @@ fn reason_of(status: &teloxide_retention::UserStatus) -> Option<ErasureReason> {
     status.erasure.as_ref().map(|e| e.reason)
 }
 
-both_stores! {
+every_store! {
     async fn a_block_marks_the_user_gone_and_an_unblock_cancels_it(env) {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();

@@ -11,8 +11,8 @@ use teloxide::prelude::*;
 use teloxide::types::AllowedUpdate;
 use teloxide_retention::{MemoryStore, Retention, RetentionExt};
 
-use crate::both_stores;
 use crate::common::{DAY, FakeBotApi, dispatch, updates as u};
+use crate::every_store;
 use crate::support::eventually;
 
 /// A tree that handles the usual update kinds and counts what reaches it.
@@ -33,7 +33,7 @@ fn counting_tree(seen: Arc<AtomicUsize>) -> UpdateHandler<RequestError> {
         .branch(Update::filter_poll().endpoint(count()))
 }
 
-both_stores! {
+every_store! {
     async fn tracks_the_human_user_of_every_kind_of_update_and_nobody_else(env) {
         let api = FakeBotApi::start().await;
         let retention = env.builder().await.build().unwrap();
@@ -432,7 +432,7 @@ async fn a_block_ends_at_the_layer_and_other_updates_reach_the_next_branch() {
 /// check on the id alone guards `note_interaction` and gone marks).
 const SERVICE_IDS: [u64; 3] = [777_000, 1_087_968_824, 136_817_688];
 
-both_stores! {
+every_store! {
     async fn service_accounts_are_never_tracked_nor_marked_whatever_is_bot_says(env) {
         let retention = env.builder().await.build().unwrap();
         let api = FakeBotApi::start().await;

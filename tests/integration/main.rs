@@ -1,6 +1,8 @@
-//! Integration tests: every store behaviour against real Redis and the in-memory store, the
+//! Integration tests: the store behaviours on every store (memory, real Redis, sharded
+//! Redis, SQLite, PostgreSQL; `every_store!` in `common/mod.rs`), Redis's own faults against
+//! real servers, the layer through real teloxide dispatching, and the Bot API through a
+//! local fake server.
 #![allow(unreachable_pub)]
-//! layer through real teloxide dispatching, and the Bot API through a local fake server.
 
 #[path = "../common/mod.rs"]
 mod common;

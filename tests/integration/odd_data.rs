@@ -4,8 +4,8 @@
 use teloxide::types::UserId;
 use teloxide_retention::{Error, Noted, OptOutOutcome};
 
-use crate::both_stores;
 use crate::common::{DAY, Env};
+use crate::every_store;
 use crate::support::Recorder;
 
 /// Members of `seen` that are not users. Before the fix `013950000` was read as user
@@ -98,7 +98,7 @@ async fn more_odd_members_than_a_batch_never_hide_the_due_users_behind_them() {
     assert!(first.unreadable.len() <= 101, "reports are bounded: {}", first.unreadable.len());
 }
 
-both_stores! {
+every_store! {
     async fn ids_outside_the_user_range_are_refused_everywhere(env) {
         let retention = env.builder().await.build().unwrap();
         for id in [0, 1 << 53, u64::MAX] {

@@ -9,12 +9,12 @@ use teloxide::types::{ChatId, Recipient, UserId};
 use teloxide::{ApiError, RequestError};
 use teloxide_retention::{ErasureReason, Error, GonePolicy, GoneReason, RedisStore, Retention};
 
-use crate::both_stores;
 use crate::common::proxy::Proxy;
 use crate::common::{DAY, Env, FakeBotApi, dispatch, updates as u};
+use crate::every_store;
 use crate::support::{Recorder, eventually};
 
-both_stores! {
+every_store! {
     async fn note_send_error_marks_exactly_the_users_a_telegram_error_says_are_gone(env) {
         let retention = env.builder().await.build().unwrap();
         let api = |e: ApiError| RequestError::Api(e);

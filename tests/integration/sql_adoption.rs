@@ -10,6 +10,7 @@ use teloxide::types::UserId;
 use teloxide_retention::{Adopted, Adoption, BoxError, Erasure, Listing, UntrackedUsers, erase_fn};
 
 use crate::common::{DAY, Env, T0};
+use crate::every_store;
 
 /// An eraser whose listing holds users `1..=n`, 500 a page.
 fn listing(n: u64) -> impl teloxide_retention::Eraser {
@@ -200,24 +201,17 @@ async fn adopt_everything(env: &Env) -> (Adopted, Vec<Option<i64>>) {
     (adopted, times)
 }
 
-async fn adoption_agrees_with_the_memory_store(env: Env) {
-    let (adopted, times) = adopt_everything(&env).await;
-    let (expected, expected_times) = adopt_everything(&Env::memory()).await;
-    assert_eq!(adopted, expected);
-    assert!(adopted.erasing >= 70 && adopted.moved_forward > 0 && adopted.kept > 0, "{adopted:?}");
-    for (user, (got, want)) in times.iter().zip(&expected_times).enumerate() {
-        assert_eq!(got, want, "user {}", user + 1);
+every_store! {
+    /// The SQL stores' set-based adoption (this module's subject) adopts as the memory store
+    /// does.
+    #[stores(sqlite, postgres)]
+    async fn adoption_agrees_with_the_memory_store(env) {
+        let (adopted, times) = adopt_everything(&env).await;
+        let (expected, expected_times) = adopt_everything(&Env::memory()).await;
+        assert_eq!(adopted, expected);
+        assert!(adopted.erasing >= 70 && adopted.moved_forward > 0 && adopted.kept > 0, "{adopted:?}");
+        for (user, (got, want)) in times.iter().zip(&expected_times).enumerate() {
+            assert_eq!(got, want, "user {}", user + 1);
+        }
     }
-}
-
-#[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adoption_on_sqlite_agrees_with_the_memory_store() {
-    adoption_agrees_with_the_memory_store(Env::sqlite()).await;
-}
-
-#[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adoption_on_postgres_agrees_with_the_memory_store() {
-    adoption_agrees_with_the_memory_store(Env::postgres()).await;
 }
