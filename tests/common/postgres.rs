@@ -1,7 +1,11 @@
-//! A real PostgreSQL server per test: `initdb` into its own temp dir, `postgres` listening on
-//! a unix socket in that dir only (no TCP, so the machine's own server on 5432 is never
-//! touched), ready when it accepts a connection, killed on drop. A missing binary fails the
-//! test with an install hint; nothing is skipped.
+//! A real PostgreSQL server per test: a fresh cluster in its own temp dir, `postgres`
+//! listening on a unix socket in that dir only (no TCP, so the machine's own server on 5432
+//! is never touched), ready when it accepts a connection, killed on drop. A missing binary
+//! fails the test with an install hint; nothing is skipped.
+//!
+//! The cluster is a copy of one `initdb` made once per machine, user and PostgreSQL version
+//! (a template in the temp dir): `initdb` costs a second or two of CPU, and about a hundred
+//! tests start a server.
 //!
 //! PostgreSQL refuses to run as root; when the tests do, the server runs as `nobody`.
 
@@ -62,6 +66,49 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A cluster made by `initdb`, once per machine, user and PostgreSQL version: made in a
+/// temp dir of its own and renamed into place, so that tests starting at once never see a
+/// half-made one (the loser of a race drops its own).
+fn template(root: bool) -> PathBuf {
+    let initdb = binary("initdb");
+    let version = Command::new(&initdb).arg("--version").output().expect("run initdb --version");
+    let version: String = String::from_utf8_lossy(&version.stdout)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .collect();
+    let uid = if root {
+        NOBODY
+    } else {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+    };
+    let template = std::env::temp_dir()
+        .join(format!("retention-pg-template-{uid}-{}", version.trim_matches('-')));
+    if template.join("PG_VERSION").is_file() {
+        return template;
+    }
+    let making =
+        tempfile::Builder::new().prefix("retention-pg-making-").tempdir().expect("temp dir");
+    if root {
+        std::os::unix::fs::chown(making.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
+    let data = making.path().join("data");
+    let out = as_server_user(&mut Command::new(&initdb), root)
+        .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        .arg("--no-sync")
+        .output()
+        .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another test may have won the race: its template is as good.
+    let _ = std::fs::rename(&data, &template);
+    assert!(template.join("PG_VERSION").is_file(), "no cluster template at {}", template.display());
+    template
+}
+
 fn as_server_user(cmd: &mut Command, root: bool) -> &mut Command {
     if root {
         cmd.uid(NOBODY).gid(NOBODY);
@@ -89,15 +136,15 @@ impl PostgresServer {
             std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
         }
         let data = dir.path().join("data");
-        let out = as_server_user(&mut Command::new(binary("initdb")), root)
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-            .arg("--no-sync")
+        let template = template(root);
+        let out = Command::new("cp")
+            .args(["-a", template.to_str().unwrap(), data.to_str().unwrap()])
             .output()
-            .expect("run initdb");
+            .expect("run cp");
         assert!(
             out.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
+            "copying the cluster template {} failed: {}",
+            template.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         let mut server = Self { child: spawn(dir.path(), durable), dir, durable };
