@@ -81,18 +81,25 @@ fn existing_bot_table() -> Table {
     table
 }
 
+/// The existing bot of these tests: its table, and a retention on `env` that erases from it
+/// (a 90-day threshold).
+async fn existing_bot(env: &crate::common::Env) -> (Table, Retention) {
+    let table = existing_bot_table();
+    let retention = env
+        .bare_builder()
+        .await
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .erase_with(table.eraser("users"))
+        .build()
+        .unwrap();
+    (table, retention)
+}
+
 every_store! {
     #![on_cluster]
     async fn an_existing_bot_adopts_its_users_and_the_first_pass_erases_exactly_the_idle(env) {
-        let table = existing_bot_table();
-        let retention = env
-            .bare_builder()
-            .await
-            .inactive_after(90 * DAY)
-            .without_commands()
-            .erase_with(table.eraser("users"))
-            .build()
-            .unwrap();
+        let (table, retention) = existing_bot(&env).await;
         // Measured before the feature: a pass a year later erased 0 users, "tracked users: 0".
         let adopted = retention.adopt(table.rows(), &Adoption::new()).await.unwrap();
         assert_eq!(adopted.newly_tracked, 2_000, "{adopted:?}");
@@ -111,15 +118,7 @@ every_store! {
     }
 
     async fn not_before_gives_notice_and_opt_outs_are_not_resurrected(env) {
-        let table = existing_bot_table();
-        let retention = env
-            .bare_builder()
-            .await
-            .inactive_after(90 * DAY)
-            .without_commands()
-            .erase_with(table.eraser("users"))
-            .build()
-            .unwrap();
+        let (table, retention) = existing_bot(&env).await;
         // One user asked to be forgotten before the adoption: their erasure is scheduled.
         retention.schedule_opt_out(UserId(1_000_001)).await.unwrap();
         let notice = DateTime::from_timestamp_millis(T0).unwrap() + chrono::Duration::days(30);

@@ -177,6 +177,26 @@ impl teloxide_retention::Clock for FastClock {
     }
 }
 
+/// A proxy to `server` that makes every `TIME` a client sends fail (so the first
+/// measurement of the clock fails), while scripts still read Redis's clock.
+fn time_failing_proxy(server: &crate::common::RedisServer) -> crate::common::proxy::Proxy {
+    crate::common::proxy::Proxy::start_rewriting_requests(
+        server.socket(),
+        b"$4\r\nTIME\r\n",
+        b"$4\r\nTIMX\r\n",
+    )
+}
+
+/// A bot on a host 25 minutes fast, through `proxy`, with a 30-day threshold.
+async fn fast_bot(proxy: &crate::common::proxy::Proxy) -> Retention {
+    Retention::builder(RedisStore::open(&proxy.url()).await.unwrap())
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(FastClock)
+        .build()
+        .unwrap()
+}
+
 /// A claim never runs on a clock that was not measured against the store's: a bot whose
 /// `TIME` requests fail (so the first measurement fails; scripts still read Redis's clock)
 /// on a host 25 minutes fast erases nobody early. Before the fix its claim took the host's
@@ -186,11 +206,7 @@ async fn no_claim_runs_on_a_clock_that_was_never_measured() {
     use teloxide_retention::Clock;
     let env = Env::redis();
     let server = env.redis.as_ref().unwrap();
-    let proxy = crate::common::proxy::Proxy::start_rewriting_requests(
-        server.socket(),
-        b"$4\r\nTIME\r\n",
-        b"$4\r\nTIMX\r\n",
-    );
+    let proxy = time_failing_proxy(server);
     // The user, idle for 30 days less 10 minutes by the real clock (Redis's).
     let seeder = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
         .inactive_after(30 * DAY)
@@ -202,12 +218,7 @@ async fn no_claim_runs_on_a_clock_that_was_never_measured() {
     let at = chrono::DateTime::from_timestamp_millis(idle_since);
     seeder.adopt([(UserId(42), at)], &teloxide_retention::Adoption::new()).await.unwrap();
 
-    let fast = Retention::builder(RedisStore::open(&proxy.url()).await.unwrap())
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .clock(FastClock)
-        .build()
-        .unwrap();
+    let fast = fast_bot(&proxy).await;
     assert!(FastClock.now_ms() > idle_since + (30 * DAY).as_millis() as i64 + 60_000);
     let pass = fast.prune_once().await.expect("the pass runs on Redis's clock");
     assert_eq!(pass.erased, 0, "a claim on the unmeasured host clock erased a user early");
@@ -225,17 +236,8 @@ async fn an_unmeasured_fast_clock_never_stores_a_future_time() {
     use teloxide_retention::Clock;
     let env = Env::redis();
     let server = env.redis.as_ref().unwrap();
-    let proxy = crate::common::proxy::Proxy::start_rewriting_requests(
-        server.socket(),
-        b"$4\r\nTIME\r\n",
-        b"$4\r\nTIMX\r\n",
-    );
-    let fast = Retention::builder(RedisStore::open(&proxy.url()).await.unwrap())
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .clock(FastClock)
-        .build()
-        .unwrap();
+    let proxy = time_failing_proxy(server);
+    let fast = fast_bot(&proxy).await;
     assert!(fast.note_interaction(UserId(7)).await.is_stored());
     let at = chrono::DateTime::from_timestamp_millis(FastClock.now_ms());
     let adopted =

@@ -39,13 +39,7 @@ async fn the_prometheus_exporter_serves_every_metric_after_a_run() {
         .unwrap();
 
     // Five users; one blocks the bot, one opts out (its eraser fails once), three go idle.
-    for user in 1..=5 {
-        retention.note_interaction(UserId(user)).await;
-    }
-    retention.flush().await.unwrap();
-    assert!(retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap());
-    let outcome = retention.erase_user(UserId(2)).await.unwrap();
-    assert!(matches!(outcome, OptOutOutcome::Retrying { .. }), "{outcome:?}");
+    five_users_one_gone_one_opting_out(&retention).await;
     clock.advance(Duration::from_secs(60));
     let first = retention.prune_once().await.unwrap();
     assert_eq!(first.erased, 1, "the opt-out retry");
@@ -185,13 +179,7 @@ async fn the_grafana_dashboard_queries_only_metrics_the_crate_emits() {
         .erase_with(orders)
         .build()
         .unwrap();
-    for user in 1..=5 {
-        retention.note_interaction(UserId(user)).await;
-    }
-    retention.flush().await.unwrap();
-    assert!(retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap());
-    let outcome = retention.erase_user(UserId(2)).await.unwrap();
-    assert!(matches!(outcome, OptOutOutcome::Retrying { .. }), "{outcome:?}");
+    five_users_one_gone_one_opting_out(&retention).await;
     retention.audit(UntrackedUsers::Adopt).await.unwrap();
     // Failing for two hours: stuck at this pass; then past the threshold, the idle users
     // are erased.
@@ -263,4 +251,17 @@ async fn the_grafana_dashboard_queries_only_metrics_the_crate_emits() {
     ] {
         assert!(queried.contains(&format!("{PREFIX}{metric}")), "no panel shows {metric}");
     }
+}
+
+/// Five users interact; user 1 blocks the bot and user 2 opts out, whose erasure fails once
+/// (the retention's first eraser fails its first call): the scenario both metric tests
+/// start from.
+async fn five_users_one_gone_one_opting_out(retention: &Retention) {
+    for user in 1..=5 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+    assert!(retention.mark_gone(UserId(1), GoneReason::Blocked).await.unwrap());
+    let outcome = retention.erase_user(UserId(2)).await.unwrap();
+    assert!(matches!(outcome, OptOutOutcome::Retrying { .. }), "{outcome:?}");
 }
