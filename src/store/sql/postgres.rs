@@ -214,15 +214,42 @@ impl PostgresStore {
 }
 
 /// A URL without its password, for messages.
+/// `url` with its password hidden, for error messages: the userinfo's (which ends at the
+/// last `@` before the query, since an unescaped password may hold `@` or `/`) and a
+/// `password=` query parameter's.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let user = &url[scheme + 3..at];
-            let user = user.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+    let Some(scheme) = url.find("://") else {
+        return url.to_owned();
+    };
+    let start = scheme + 3;
+    let (main, query) = match url[start..].find('?') {
+        Some(q) => url.split_at(start + q),
+        None => (url, ""),
+    };
+    let mut out = match main[start..].rfind('@') {
+        Some(at) => {
+            let at = start + at;
+            let user = main[start..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &main[..start], &main[at..])
         }
-        _ => url.to_owned(),
+        None => main.to_owned(),
+    };
+    if let Some(params) = query.strip_prefix('?') {
+        let params: Vec<String> =
+            params
+                .split('&')
+                .map(|p| {
+                    if p.starts_with("password=") {
+                        "password=***".to_owned()
+                    } else {
+                        p.to_owned()
+                    }
+                })
+                .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 impl Store for PostgresStore {
@@ -363,5 +390,25 @@ impl Dialect for PostgresDb {
             }
             Ok(Health::default())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_password_never_shows_in_a_message() {
+        for (url, shown) in [
+            ("postgres://bot:secret@db/bot", "postgres://bot:***@db/bot"),
+            ("postgres://bot:se@cr/et@db/bot", "postgres://bot:***@db/bot"),
+            (
+                "postgres://db/bot?user=bot&password=secret",
+                "postgres://db/bot?user=bot&password=***",
+            ),
+            ("postgres://db/bot", "postgres://db/bot"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
     }
 }
