@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use teloxide::RequestError;
+use teloxide::requests::Requester;
 use teloxide::types::{ChatId, UserId};
 
 use crate::clock::{Clock, SystemClock};
@@ -15,6 +17,7 @@ use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
 use crate::gone::GoneReason;
 use crate::hooks::{ErasedUser, Hooks, StuckErasure};
+use crate::probe::{Prober, Probes};
 use crate::receipts::ReceiptKey;
 use crate::retention::Retention;
 use crate::store::Store;
@@ -48,6 +51,8 @@ pub struct RetentionBuilder {
     config: Config,
     /// Required; kept apart until `build()` says so if it is missing.
     inactive_after: Option<Duration>,
+    /// The bot's way to reach Telegram for probes, with its settings.
+    prober: Option<Prober>,
 }
 
 impl std::fmt::Debug for RetentionBuilder {
@@ -70,6 +75,7 @@ impl RetentionBuilder {
             hooks: Hooks::default(),
             config: Config::default(),
             inactive_after: None,
+            prober: None,
         }
     }
 
@@ -386,6 +392,50 @@ impl RetentionBuilder {
         self
     }
 
+    /// Gives the pruner a way to reach Telegram (the bot's `Bot`, or a `Throttle<Bot>` so
+    /// that probes share the bot's pace), so that it confirms ambiguous gone marks by a
+    /// probe before erasing; `probes` says which, and how fast.
+    ///
+    /// A probe sends one chat action ("typing") to the user's private chat: the user keeps
+    /// nothing (at most a "typing" indicator for five seconds, if the chat is open), and
+    /// Telegram answers as it does a message. When a mark whose reason `probes` confirms
+    /// (by default [`GoneReason::Unreachable`]: "chat not found" and the `Forbidden`s that
+    /// are not a block or a deleted account) falls due, the pruner probes the user first:
+    /// - **reachable**: the mark is dropped and the user keeps their data (counted in
+    ///   [`PassReport::kept_reachable`](crate::PassReport::kept_reachable), and passed to
+    ///   [`on_returned`](Self::on_returned)); they stay on the inactivity clock;
+    /// - **gone**: erased, as without probes;
+    /// - **unknown** (a rate limit, a server or network error, no answer): asked again at
+    ///   the next pass, until [`Probes::give_up_after`](crate::Probes::give_up_after)
+    ///   past its due time, when it is erased unconfirmed, as without probes.
+    ///
+    /// Probes run in the pruner before each claim, at most one per
+    /// [`Probes::interval`](crate::Probes::interval) in this process. Every replica that
+    /// runs a pruner should be given one: a pruner without it erases such marks
+    /// unconfirmed. A confirmed mark falls due five minutes after it was made at the
+    /// earliest (the probes look that far ahead), even under [`GonePolicy::EraseNow`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide_retention::{MemoryStore, Probes, Retention};
+    ///
+    /// let bot = Bot::from_env();
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .probe_with(bot.clone(), Probes::new())
+    ///     .build()?;
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    pub fn probe_with<R>(mut self, requester: R, probes: Probes) -> Self
+    where
+        R: Requester<Err = RequestError> + Send + Sync + 'static,
+    {
+        self.config.probes = Some(probes.clone());
+        self.prober = Some(Prober::new(requester, probes));
+        self
+    }
+
     /// Validates the configuration and builds the [`Retention`].
     ///
     /// # Errors
@@ -417,7 +467,15 @@ impl RetentionBuilder {
         self.store.check_namespace(&config.namespace, crate::store::sealed::Token)?;
         let bound = self.store.bind(&config.namespace, crate::store::sealed::Token);
         let door = crate::store::Door::new(bound.0, config.store_timeout);
-        Ok(Retention::from_parts(config, door, self.clock, self.erasers, self.commands, self.hooks))
+        Ok(Retention::from_parts(
+            config,
+            door,
+            self.clock,
+            self.erasers,
+            self.commands,
+            self.hooks,
+            self.prober,
+        ))
     }
 }
 

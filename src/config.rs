@@ -77,6 +77,8 @@ pub(crate) struct Config {
     pub(crate) receipts: Option<crate::receipts::ReceiptConfig>,
     /// How often the pruner audits the erasers, and what it does with untracked users.
     pub(crate) audit: Option<(Duration, UntrackedUsers)>,
+    /// How the pruner probes users; `Some` once the bot gave a way to reach Telegram.
+    pub(crate) probes: Option<crate::probe::Probes>,
 }
 
 impl Default for Config {
@@ -102,6 +104,7 @@ impl Default for Config {
             stuck_after: Duration::from_secs(3 * 24 * 3600),
             receipts: None,
             audit: None,
+            probes: None,
         }
     }
 }
@@ -135,6 +138,9 @@ impl Config {
             && receipts.keep.is_zero()
         {
             return Err(Error::config("receipts must be kept for longer than zero"));
+        }
+        if let Some(probes) = &c.probes {
+            probes.validate()?;
         }
         crate::store::validate_namespace(&c.namespace)?;
         if c.inactive_after <= c.resolution.saturating_mul(2) {

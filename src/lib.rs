@@ -19,6 +19,7 @@ mod hooks;
 mod humans;
 mod layer;
 mod parts;
+mod probe;
 mod pruner;
 mod receipts;
 mod retention;
@@ -44,6 +45,7 @@ pub use erase::{
 pub use error::{BoxError, Error, Result};
 pub use gone::{GoneReason, gone_reason};
 pub use hooks::{ErasedUser, StuckErasure};
+pub use probe::{Probes, Reachability};
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
 pub use receipts::{Receipt, ReceiptKey};
 /// The `redis` crate (1.x) this crate is built on: connections for [`RedisKeysEraser`],

@@ -36,6 +36,8 @@ pub(crate) struct Parts {
     pub(crate) tracker: Arc<Tracker>,
     /// The counters behind `Stats` and the metrics.
     pub(crate) counters: Arc<Counters>,
+    /// The bot's way to probe users (see `Probes`), if it gave one.
+    pub(crate) prober: Option<crate::probe::Prober>,
     /// Cancelled when the last holder (a `Retention` clone, a running pruner, a wrapped
     /// handler) lets go; stops the tracker's background writer.
     cancel: CancellationToken,
@@ -53,6 +55,7 @@ impl Parts {
         clock: Arc<dyn crate::clock::Clock>,
         erasers: Vec<Arc<dyn DynEraser>>,
         hooks: Hooks,
+        prober: Option<crate::probe::Prober>,
     ) -> Self {
         let hooks = Arc::new(hooks);
         let counters = Arc::new(Counters::default());
@@ -74,6 +77,7 @@ impl Parts {
             hooks,
             tracker,
             counters,
+            prober,
             cancel,
             secret: tokio::sync::OnceCell::new(),
         }

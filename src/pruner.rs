@@ -1,4 +1,5 @@
 //! The pruner: erases users who are inactive past the threshold, gone, or whose erasure is
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -7,12 +8,15 @@ use teloxide::types::UserId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::duration_ms;
 use crate::clock::to_datetime;
+use crate::config::GonePolicy;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::parts::Parts;
+use crate::probe::{LOOKAHEAD, Prober, Reachability};
 use crate::stats::{Counters, PerReason};
-use crate::store::{ClaimRequest, Part, random_id};
+use crate::store::{ClaimRequest, ClaimTimes, DUE_SCAN_SLACK, Job, Part, Unschedule, random_id};
 use futures_util::stream::{self, StreamExt};
 
 /// What one prune pass did.
@@ -31,6 +35,15 @@ pub struct PassReport {
     pub returned: u64,
     /// Users whose erasers failed; they are retried in a later pass.
     pub failed: u64,
+    /// Gone marks a probe found reachable: dropped, the user keeps their data (see
+    /// [`Probes`](crate::Probes)); each also went to
+    /// [`RetentionBuilder::on_returned`](crate::RetentionBuilder::on_returned).
+    pub kept_reachable: u64,
+    /// Gone marks a probe confirmed as gone before their erasure.
+    pub confirmed_gone: u64,
+    /// Gone marks whose probe found no answer (or that no probe reached in this pass):
+    /// asked again at the next pass.
+    pub probes_postponed: u64,
     /// Users whose lease expired before confirmation; another pruner finishes them.
     pub leases_lost: u64,
     /// Script calls that claimed users (batches).
@@ -63,6 +76,9 @@ impl PassReport {
         }
         self.returned += part.returned;
         self.failed += part.failed;
+        self.kept_reachable += part.kept_reachable;
+        self.confirmed_gone += part.confirmed_gone;
+        self.probes_postponed += part.probes_postponed;
         self.leases_lost += part.leases_lost;
         self.batches += part.batches;
         self.inactivity_held = self.inactivity_held.take().or(part.inactivity_held);
@@ -411,7 +427,22 @@ impl Pruner {
     async fn pass_over(&self, part: Part<'_>, token: &CancellationToken) -> Result<PassReport> {
         let config = &self.parts.config;
         let mut report = PassReport::default();
+        // The gone marks this pass probed (or postponed): each is probed once a pass.
+        let mut probed = HashMap::new();
         while !token.is_cancelled() {
+            if let Some(prober) = &self.parts.prober {
+                let started = Instant::now();
+                self.confirm_due_marks(part, prober, &mut probed, &mut report).await?;
+                if started.elapsed() > LOOKAHEAD / 2 {
+                    // The claim could take marks that fell due after the probes' look
+                    // ahead; the next pass probes them first.
+                    tracing::warn!(
+                        took = ?started.elapsed(),
+                        "probing the due gone marks took too long; claiming at the next pass"
+                    );
+                    break;
+                }
+            }
             let request = ClaimRequest {
                 times: self.parts.claim_times(),
                 writers: config.writer_window(),
@@ -454,4 +485,92 @@ impl Pruner {
         }
         Ok(report)
     }
+
+    /// Probes, before a claim, the gone marks whose reason [`Probes`](crate::Probes)
+    /// confirms and which the claim could take: every such mark due within [`LOOKAHEAD`]
+    /// among the first entries the claim examines (a claim looks at no more than its
+    /// batch and [`DUE_SCAN_SLACK`] due entries, in due order). A reachable user's mark is
+    /// dropped; a gone one's is left for the claim; one without an answer, or that the
+    /// probes of this claim had no time for, is postponed past the look-ahead, so that no
+    /// claim takes it unconfirmed. A mark due longer ago than `give_up_after` is left to
+    /// the claim unprobed.
+    async fn confirm_due_marks(
+        &self,
+        part: Part<'_>,
+        prober: &Prober,
+        probed: &mut HashMap<u64, Probed>,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let parts = &self.parts;
+        let settings = &prober.settings;
+        let now = parts.now_ms();
+        let ahead = now.saturating_add(duration_ms(LOOKAHEAD));
+        let times = ClaimTimes { now: Some(ahead), ..parts.claim_times() };
+        let limit = parts.config.batch_size + DUE_SCAN_SLACK;
+        let preview = part.call(|b| b.preview(times, limit)).await?;
+        let grace = match parts.config.gone_policy {
+            GonePolicy::EraseAfter(grace) => duration_ms(grace),
+            GonePolicy::EraseNow | GonePolicy::MarkOnly => 0,
+        };
+        let give_up = duration_ms(settings.give_up_after);
+        // Asked again at the next pass: past this claim's look-ahead.
+        let retry_at = ahead.saturating_add(duration_ms(parts.config.prune_every.min(LOOKAHEAD)));
+        let probing_ends = Instant::now() + LOOKAHEAD / 4;
+        for entry in preview.entries {
+            if entry.marked_at == 0 || !settings.confirms(entry.reason) {
+                continue;
+            }
+            let due = entry.marked_at.saturating_add(grace);
+            if now.saturating_sub(due) > give_up {
+                continue;
+            }
+            let mark = Job { reason: entry.reason, marked_at: entry.marked_at, attempts: 0 };
+            let user = entry.user;
+            let found = match probed.get(&user) {
+                Some(Probed::Gone | Probed::Kept) => continue,
+                Some(Probed::Postponed(to)) if *to > ahead => continue,
+                Some(Probed::Postponed(_)) => Reachability::Unknown,
+                None if Instant::now() < probing_ends => {
+                    let found = prober.probe(UserId(user)).await;
+                    parts.counters.probed(found);
+                    found
+                }
+                None => Reachability::Unknown,
+            };
+            match found {
+                Reachability::Reachable => {
+                    let drop = Unschedule { user, only: Some(mark), postpone_to: None };
+                    if part.call(|b| b.unschedule_gone(drop)).await? {
+                        tracing::info!(user, reason = %entry.reason, "a probe reached a user marked gone; mark dropped");
+                        report.kept_reachable += 1;
+                        Counters::add(&parts.counters.kept_reachable, 1);
+                        parts.hooks.returned(user);
+                    }
+                    probed.insert(user, Probed::Kept);
+                }
+                Reachability::Gone(_) => {
+                    report.confirmed_gone += 1;
+                    probed.insert(user, Probed::Gone);
+                }
+                Reachability::Unknown => {
+                    let later = Unschedule { user, only: Some(mark), postpone_to: Some(retry_at) };
+                    if part.call(|b| b.unschedule_gone(later)).await? {
+                        report.probes_postponed += 1;
+                    }
+                    probed.insert(user, Probed::Postponed(retry_at));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a pass did with a gone mark it probed.
+enum Probed {
+    /// Found reachable: the mark was dropped.
+    Kept,
+    /// Found gone: the claim erases the user.
+    Gone,
+    /// No answer (or no probe in time): due again at this time (ms).
+    Postponed(i64),
 }

@@ -58,8 +58,9 @@ impl Retention {
         erasers: Vec<Arc<dyn DynEraser>>,
         commands: Option<Commands>,
         hooks: Hooks,
+        prober: Option<crate::probe::Prober>,
     ) -> Self {
-        let parts = Parts::new(config, door, clock, erasers, hooks);
+        let parts = Parts::new(config, door, clock, erasers, hooks, prober);
         Self { inner: Arc::new(Inner { parts: Arc::new(parts), commands: commands.map(Arc::new) }) }
     }
 
@@ -705,6 +706,48 @@ impl Retention {
     /// Cancel-safe: it only reads.
     pub async fn is_reachable(&self, user: UserId) -> Result<bool> {
         self.inner.parts.tracker.is_reachable(user).await
+    }
+
+    /// Probes `user` now: sends one chat action ("typing") to their private chat through
+    /// the requester given to
+    /// [`RetentionBuilder::probe_with`](crate::RetentionBuilder::probe_with), at the
+    /// probes' pace, and classifies the answer. A gone answer marks the user as a failed
+    /// send would (the [`GonePolicy`](crate::GonePolicy) applies); a reachable one is not an
+    /// interaction (an idle user stays on the inactivity clock).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide_retention::{MemoryStore, Probes, Reachability, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .probe_with(Bot::from_env(), Probes::new())
+    ///     .build()?;
+    /// if let Reachability::Gone(reason) = retention.probe(UserId(42)).await? {
+    ///     println!("user 42 is gone: {reason}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) if the builder was given no requester;
+    /// [`Error::Redis`](crate::Error::Redis) or [`Error::Timeout`](crate::Error::Timeout)
+    /// if a gone user's mark cannot be written.
+    pub async fn probe(&self, user: UserId) -> Result<crate::Reachability> {
+        let Some(prober) = &self.inner.parts.prober else {
+            return Err(crate::Error::config(
+                "Retention::probe needs a way to reach Telegram: RetentionBuilder::probe_with",
+            ));
+        };
+        let found = prober.probe(user).await;
+        self.inner.parts.counters.probed(found);
+        if let crate::Reachability::Gone(reason) = found {
+            self.inner.parts.tracker.mark_gone(user, reason).await?;
+        }
+        Ok(found)
     }
 
     /// Like [`Retention::mark_gone`], but a mark the store cannot take is kept in memory

@@ -59,6 +59,15 @@ pub struct Stats {
     pub buffered_users: u64,
     /// Gone marks kept in memory, waiting for the store.
     pub buffered_gone_marks: u64,
+    /// Probes that reached their user (see [`Probes`](crate::Probes)).
+    pub probes_reachable: u64,
+    /// Probes that found their user gone.
+    pub probes_gone: u64,
+    /// Probes without an answer that says either (rate limits, server or network errors,
+    /// timeouts).
+    pub probes_unknown: u64,
+    /// Gone marks dropped because a probe reached the user: they kept their data.
+    pub kept_reachable: u64,
 }
 
 impl Stats {
@@ -138,6 +147,9 @@ pub(crate) struct Counters {
     pub(crate) prune_passes: Counter,
     pub(crate) skew_warnings: Counter,
     pub(crate) inactivity_held: Counter,
+    /// Probes by outcome: reachable, gone, unknown.
+    probes: [AtomicU64; 3],
+    pub(crate) kept_reachable: Counter,
 }
 
 impl Default for Counters {
@@ -161,6 +173,8 @@ impl Default for Counters {
             prune_passes: Counter::new("teloxide_retention_prune_passes_total"),
             skew_warnings: Counter::new("teloxide_retention_clock_skew_warnings_total"),
             inactivity_held: Counter::new("teloxide_retention_inactivity_held_total"),
+            probes: Default::default(),
+            kept_reachable: Counter::new("teloxide_retention_kept_reachable_total"),
         }
     }
 }
@@ -181,6 +195,18 @@ impl Counters {
     pub(crate) fn marked_gone(&self, reason: ErasureReason) {
         self.marked_gone[reason.index()].fetch_add(1, Ordering::Relaxed);
         metrics::counter!("teloxide_retention_gone_marks_total", "reason" => reason.as_str())
+            .increment(1);
+    }
+
+    /// A probe found `found`.
+    pub(crate) fn probed(&self, found: crate::Reachability) {
+        let i = match found {
+            crate::Reachability::Reachable => 0,
+            crate::Reachability::Gone(_) => 1,
+            crate::Reachability::Unknown => 2,
+        };
+        self.probes[i].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("teloxide_retention_probes_total", "outcome" => found.label())
             .increment(1);
     }
 
@@ -211,6 +237,10 @@ impl Counters {
             cached_users: gauges.cached_users,
             buffered_users: gauges.buffered_users,
             buffered_gone_marks: gauges.buffered_gone_marks,
+            probes_reachable: self.probes[0].load(Ordering::Relaxed),
+            probes_gone: self.probes[1].load(Ordering::Relaxed),
+            probes_unknown: self.probes[2].load(Ordering::Relaxed),
+            kept_reachable: get(&self.kept_reachable),
         }
     }
 }

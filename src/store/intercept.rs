@@ -12,7 +12,7 @@ use crate::store::sealed::{Bound, Token};
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, DynBackend,
     FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Queued,
-    RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, WriterWindow,
+    RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, Unschedule, WriterWindow,
 };
 
 /// The operations of [`Backend`], by name.
@@ -200,8 +200,8 @@ impl<H: Hook> Backend for Forward<H> {
     fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>> {
         forward!(self, Schedule, self.inner.schedule(request))
     }
-    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
-        forward!(self, UnscheduleGone, self.inner.unschedule_gone(user))
+    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
+        forward!(self, UnscheduleGone, self.inner.unschedule_gone(request))
     }
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
         forward!(self, Status, self.inner.status(user))

@@ -13,8 +13,8 @@ use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction,
     Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey,
-    Retry, ScheduleRequest, SeenRange, Store, WriterWindow, came_back, follow_up, postponed,
-    sealed, take_or_drop,
+    Retry, ScheduleRequest, SeenRange, Store, Unschedule, WriterWindow, came_back, follow_up,
+    postponed, sealed, take_or_drop,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -274,7 +274,9 @@ impl Backend for MemoryNamespace {
             // 2. Due scheduled erasures. While writers hold, an erasure for inactivity is
             // postponed (see `postponed`), so that those behind it go on.
             let postponed = postponed(now, writers);
-            for (user, _) in s.queue.up_to(now, limit.saturating_sub(users.len()) + 64) {
+            for (user, _) in
+                s.queue.up_to(now, limit.saturating_sub(users.len()) + crate::store::DUE_SCAN_SLACK)
+            {
                 if users.len() >= limit {
                     break;
                 }
@@ -458,10 +460,21 @@ impl Backend for MemoryNamespace {
         })
     }
 
-    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
-        self.ready(|s| {
+    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
+        let Unschedule { user, only, postpone_to } = request;
+        self.ready(move |s| {
             let Some(job) = s.job.get(&user) else { return false };
-            if !job.reason.is_gone() || s.queue.remove(user).is_none() {
+            if !job.reason.is_gone() || only.is_some_and(|o| o != *job) {
+                return false;
+            }
+            if let Some(due) = postpone_to {
+                // Only while it waits in the queue (not running).
+                return s.queue.score(user).is_some() && {
+                    s.queue.set(user, due);
+                    true
+                };
+            }
+            if s.queue.remove(user).is_none() {
                 return false;
             }
             s.job.remove(&user);

@@ -164,4 +164,11 @@ mod tests {
         assert!(claim.contains(&format!("'BYSCORE', 'LIMIT', 0, {n}, 'WITHSCORES'")));
         assert!(claim.contains(&format!("limit - #members + {n} + n_handled")));
     }
+
+    #[test]
+    fn the_claim_script_examines_as_many_due_entries_as_the_probes_preview() {
+        let claim = include_str!("redis/lua/claim.lua");
+        let n = super::DUE_SCAN_SLACK;
+        assert!(claim.contains(&format!("'BYSCORE', 'LIMIT', 0, limit - #members + {n})")));
+    }
 }

@@ -50,6 +50,11 @@ pub(crate) fn no_later_than(ms: i64, now: i64) -> i64 {
 /// queue and the inactive users (`claim.lua` writes the number out; a unit test pins it).
 pub(crate) const EXPIRED_BATCHES_PER_CLAIM: usize = 16;
 
+/// How many due entries beyond its limit a claim examines at most (users who came back
+/// are dropped without counting): `claim.lua` writes the number out, and the probes of
+/// the pruner (`pruner.rs`) preview as many.
+pub(crate) const DUE_SCAN_SLACK: usize = 64;
+
 /// The key of a privacy command's rate-limit counter: `action` by the user of `tag` in the
 /// window numbered `window`.
 pub(crate) fn rate_key(action: &str, tag: &str, window: i64) -> String {
@@ -243,6 +248,24 @@ pub(crate) struct ScheduleRequest {
     pub(crate) marked_at: i64,
     /// When it is due (`None`: never, a mark only).
     pub(crate) due: Option<i64>,
+}
+
+/// A gone mark to cancel or postpone (see [`Backend::unschedule_gone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unschedule {
+    pub(crate) user: u64,
+    /// Only while the user's scheduled erasure is exactly this job (a probe's answer is
+    /// about the mark it probed); `None`: whatever gone mark is scheduled.
+    pub(crate) only: Option<Job>,
+    /// `None`: cancel the mark; `Some(due)`: keep it, due at `due` (ms) instead.
+    pub(crate) postpone_to: Option<i64>,
+}
+
+impl Unschedule {
+    /// Cancels whatever gone mark `user` has (they unblocked the bot).
+    pub(crate) fn any(user: u64) -> Self {
+        Self { user, only: None, postpone_to: None }
+    }
 }
 
 /// A scheduled or running erasure as the store records it.
@@ -523,8 +546,9 @@ pub(crate) trait Backend: Send + Sync {
     /// Schedules an erasure (an upgrade to an opt-out replaces a gone mark).
     fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>>;
 
-    /// Cancels a scheduled gone erasure (not an opt-out); `true` if one was cancelled.
-    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>>;
+    /// Cancels a scheduled gone erasure (never an opt-out, nor one running), or postpones
+    /// it; `true` if it was cancelled or postponed.
+    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>>;
 
     /// What the store holds about `user`.
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>>;

@@ -55,6 +55,14 @@ impl Tracker {
             GonePolicy::EraseAfter(grace) => Some(later(now, grace)),
             GonePolicy::MarkOnly => None,
         };
+        // A mark the pruner confirms by a probe is due after the probes' look-ahead at
+        // the earliest: none falls due unprobed while a claim's probes run.
+        let due = match &self.probes {
+            Some(probes) if probes.confirms(reason.into()) => {
+                due.map(|d| d.max(later(now, crate::probe::LOOKAHEAD)))
+            }
+            _ => due,
+        };
         KeptMark { reason: reason.into(), marked_at: now, due }
     }
 
@@ -80,7 +88,7 @@ impl Tracker {
     /// Cancels a scheduled gone erasure of `user` (they unblocked the bot). Opt-outs stay.
     pub(crate) async fn user_returned(&self, user: UserId) {
         self.forget_mark(user.0);
-        match self.door.call(|b| b.unschedule_gone(user.0)).await {
+        match self.door.call(|b| b.unschedule_gone(Unschedule::any(user.0))).await {
             Ok(true) => {
                 tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled");
                 self.hooks.returned(user.0);

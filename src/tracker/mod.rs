@@ -40,7 +40,8 @@ use crate::gone::{GoneReason, gone_user};
 use crate::hooks::Hooks;
 use crate::stats::{Counters, Gauges};
 use crate::store::{
-    Door, FeedPage, Interaction, Invalidation, Marked, ScheduleRequest, came_back, random_id,
+    Door, FeedPage, Interaction, Invalidation, Marked, ScheduleRequest, Unschedule, came_back,
+    random_id,
 };
 use crate::store::{FEED_KEEP_MS, FEED_READ};
 use teloxide::RequestError;
@@ -138,6 +139,8 @@ pub(crate) struct Tracker {
     resolution_ms: i64,
     follow_up_ms: i64,
     gone_policy: GonePolicy,
+    /// Which gone marks the pruner confirms by a probe.
+    probes: Option<crate::probe::Probes>,
     max_buffered: usize,
     counters: Arc<Counters>,
     hooks: Arc<Hooks>,
@@ -190,6 +193,7 @@ impl Tracker {
             resolution_ms: duration_ms(config.resolution),
             follow_up_ms: duration_ms(config.follow_up_delay),
             gone_policy: config.gone_policy,
+            probes: config.probes.clone(),
             max_buffered: config.max_buffered_interactions,
             counters,
             hooks,

@@ -27,6 +27,7 @@ mod model;
 mod odd_data;
 mod postgres_isolation;
 mod postgres_store;
+mod probes;
 mod promises;
 mod pruner;
 mod receipts;

@@ -273,10 +273,21 @@ impl Backend for RedisNamespace {
         })
     }
 
-    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
+        let Unschedule { user, only, postpone_to } = request;
         Box::pin(async move {
             let mut inv = self.invocation(&UNSCHEDULE_GONE);
             inv.arg(user);
+            match only {
+                Some(Job { reason, marked_at, attempts }) => {
+                    inv.arg(format!("{},{marked_at},{attempts}", reason.code()))
+                }
+                None => inv.arg(""),
+            };
+            match postpone_to {
+                Some(due) => inv.arg(due),
+                None => inv.arg(""),
+            };
             let code: i64 = self.run(&inv).await?;
             Ok(code == 1)
         })

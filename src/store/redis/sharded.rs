@@ -18,7 +18,7 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, FeedPage, Finish,
     FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Queued, RawPreview, RawStatus,
-    RawSurvey, ScheduleRequest, SeenRange, WriterWindow,
+    RawSurvey, ScheduleRequest, SeenRange, Unschedule, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -359,10 +359,10 @@ impl Backend for Sharded {
         })
     }
 
-    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async move {
             self.ready().await?;
-            self.fenced(self.shard(user).unschedule_gone(user).await).await
+            self.fenced(self.shard(request.user).unschedule_gone(request).await).await
         })
     }
 

@@ -24,8 +24,8 @@ use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
     Decision, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health,
     Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued,
-    RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, WriterWindow, came_back,
-    follow_up, postponed, take_or_drop,
+    RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Unschedule, WriterWindow,
+    came_back, follow_up, postponed, take_or_drop,
 };
 
 mod adoption;

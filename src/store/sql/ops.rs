@@ -85,7 +85,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             // inactivity is postponed (see `postponed`), so that those behind it go on.
             let room = limit.saturating_sub(users.len());
             let later = postponed(now, writers);
-            for (user, _) in s.up_to(tx, &s.t.queue, now, room + 64).await? {
+            for (user, _) in
+                s.up_to(tx, &s.t.queue, now, room + crate::store::DUE_SCAN_SLACK).await?
+            {
                 if users.len() >= limit {
                     break;
                 }
@@ -340,10 +342,22 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         })
     }
 
-    fn unschedule_gone(&self, user: u64) -> BoxFuture<'_, Result<bool>> {
+    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
+        let Unschedule { user, only, postpone_to } = request;
         in_tx!(self, |s, tx| {
             let Some(job) = s.job(tx, user).await? else { return Ok(false) };
-            if !job.reason.is_gone() || !s.remove(tx, &s.t.queue, user).await? {
+            if !job.reason.is_gone() || only.is_some_and(|o| o != job) {
+                return Ok(false);
+            }
+            if let Some(due) = postpone_to {
+                // Only while it waits in the queue (not running).
+                if s.score(tx, &s.t.queue, user).await?.is_none() {
+                    return Ok(false);
+                }
+                s.set_due(tx, user, due).await?;
+                return Ok(true);
+            }
+            if !s.remove(tx, &s.t.queue, user).await? {
                 return Ok(false);
             }
             s.remove(tx, &s.t.job, user).await?;

@@ -1,9 +1,11 @@
--- Cancels a scheduled gone erasure (the user unblocked the bot). Opt-outs and retries of
--- inactivity erasures stay.
+-- Cancels a scheduled gone erasure (the user unblocked the bot, or a probe found them
+-- reachable), or postpones it (a probe could not tell). Opt-outs, retries of inactivity
+-- erasures and running erasures stay.
 --
 -- KEYS: 3 queue, 4 job, 8 meta, 9 failing
--- ARGV: 1 user
--- Returns 1 if an erasure was cancelled.
+-- ARGV: 1 user, 2 only this job ("<reason>,<marked_at>,<attempts>"; empty: any gone
+--       mark), 3 postpone to (ms; empty: cancel)
+-- Returns 1 if the erasure was cancelled or postponed.
 
 local refused = fence()
 if refused then
@@ -17,6 +19,23 @@ end
 local r = string.sub(job, 1, 1)
 if r == 'o' or r == 'i' then
   return 0
+end
+if ARGV[2] ~= '' then
+  -- The same mark: reason, time and attempts, compared as numbers.
+  local want_r, want_at, want_n = string.match(ARGV[2], '^(%a),(%-?%d+),(%d+)$')
+  local have_r, have_at, have_n = string.match(job, '^(%a),(%-?%d+),(%d+)$')
+  if not have_r or have_r ~= want_r or tonumber(have_at) ~= tonumber(want_at)
+      or tonumber(have_n) ~= tonumber(want_n) then
+    return 0
+  end
+end
+if ARGV[3] ~= '' then
+  -- Only while it waits in the queue: a running erasure is the pruner's.
+  if not redis.call('ZSCORE', KEYS[3], user) then
+    return 0
+  end
+  redis.call('ZADD', KEYS[3], ARGV[3], user)
+  return 1
 end
 if redis.call('ZREM', KEYS[3], user) == 1 then
   redis.call('HDEL', KEYS[4], user)

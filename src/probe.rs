@@ -1,0 +1,253 @@
+//! Reachability probes: one chat action ("typing") sent to a user's private chat, its
+//! answer classified with the rules the adaptor applies to a failed send.
+//!
+//! Telegram answers `sendChatAction` like a message: 403 "bot was blocked by the user",
+//! 403 "user is deactivated", 400 "chat not found". The user keeps nothing: at most a
+//! "typing" indicator for five seconds, and only if they have the chat open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use teloxide::RequestError;
+use teloxide::requests::{Request, Requester};
+use teloxide::types::{ChatAction, ChatId, UserId};
+
+use crate::erase::ErasureReason;
+use crate::error::{Error, Result};
+use crate::gone::{GoneReason, gone_reason};
+
+/// What a probe found out about a user; see [`Retention::probe`](crate::Retention::probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reachability {
+    /// Telegram accepted the chat action: the bot can reach the user.
+    Reachable,
+    /// Telegram refused it in a way that means the user is gone, for this reason.
+    Gone(GoneReason),
+    /// No answer that says either: a rate limit (429), a server or network error, an error
+    /// that is not about the user, or no answer within the probe's timeout. Never taken as
+    /// reachable or as gone.
+    Unknown,
+}
+
+impl Reachability {
+    /// Classifies the answer to a request sent to the private chat of `user`.
+    #[must_use]
+    pub fn of<T>(user: UserId, answer: &std::result::Result<T, RequestError>) -> Self {
+        match answer {
+            Ok(_) => Self::Reachable,
+            Err(e) => gone_reason(ChatId::from(user), e).map_or(Self::Unknown, Self::Gone),
+        }
+    }
+
+    /// The label of the `teloxide_retention_probes_total` metric.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Reachable => "reachable",
+            Self::Gone(_) => "gone",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// How the pruner probes users; see
+/// [`RetentionBuilder::probe_with`](crate::RetentionBuilder::probe_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide_retention::{GoneReason, Probes};
+///
+/// let probes = Probes::new()
+///     // Unreachable marks (the ambiguous 403s and 400s) and blocks learnt from a failed send.
+///     .confirm([GoneReason::Unreachable, GoneReason::Blocked])
+///     .one_every(Duration::from_millis(500));
+/// assert_eq!(probes.confirm.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Probes {
+    /// Gone marks of these reasons are confirmed by a probe when they fall due: a
+    /// reachable user keeps their data, a gone one is erased, an unknown answer is asked
+    /// again at the next pass. Default: [`GoneReason::Unreachable`] only (a block seen as
+    /// a `my_chat_member` update and a "user is deactivated" answer need no probe).
+    pub confirm: Vec<GoneReason>,
+    /// The shortest time between two probes of this process (default one second, well
+    /// under Telegram's limits on sends).
+    pub interval: Duration,
+    /// A mark whose probes found no answer for this long after its due time is erased
+    /// unconfirmed, as without probes (default three days).
+    pub give_up_after: Duration,
+    /// A probe without an answer within this is unknown (default ten seconds).
+    pub timeout: Duration,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Self {
+            confirm: vec![GoneReason::Unreachable],
+            interval: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(3 * 24 * 3600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Probes {
+    /// The defaults.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Confirms gone marks of these reasons before erasing (empty: none).
+    #[must_use]
+    pub fn confirm(mut self, reasons: impl IntoIterator<Item = GoneReason>) -> Self {
+        self.confirm = reasons.into_iter().collect();
+        self
+    }
+
+    /// At most one probe per `interval`.
+    #[must_use]
+    pub fn one_every(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Erases a mark unconfirmed once its probes found no answer for `after` past its due
+    /// time.
+    #[must_use]
+    pub fn give_up_after(mut self, after: Duration) -> Self {
+        self.give_up_after = after;
+        self
+    }
+
+    /// A probe without an answer within `timeout` is unknown.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether a due erasure for `reason` is confirmed by a probe first.
+    pub(crate) fn confirms(&self, reason: ErasureReason) -> bool {
+        GoneReason::of(reason).is_some_and(|r| self.confirm.contains(&r))
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval.is_zero() {
+            return Err(Error::config("Probes::interval must not be zero"));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::config("Probes::timeout must not be zero"));
+        }
+        if self.timeout > LOOKAHEAD / 4 {
+            return Err(Error::config(format!(
+                "Probes::timeout ({:?}) must be at most {:?}: a probe runs before a claim \
+                 that must not wait for it",
+                self.timeout,
+                LOOKAHEAD / 4
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How far ahead of now the pruner probes the marks that are due: a mark falling due
+/// while the probes of a claim run must have been probed too (see `pruner.rs`). A claim
+/// is skipped when its probes took more than half of it.
+pub(crate) const LOOKAHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// A way to reach Telegram, type-erased.
+trait Reach: Send + Sync {
+    fn chat_action(&self, user: UserId) -> BoxFuture<'static, Reachability>;
+}
+
+struct ByRequester<R>(R);
+
+impl<R> Reach for ByRequester<R>
+where
+    R: Requester<Err = RequestError> + Send + Sync + 'static,
+{
+    fn chat_action(&self, user: UserId) -> BoxFuture<'static, Reachability> {
+        let sending = self.0.send_chat_action(ChatId::from(user), ChatAction::Typing).send();
+        Box::pin(async move { Reachability::of(user, &sending.await) })
+    }
+}
+
+/// The pruner's prober: the bot's requester, paced and bounded.
+pub(crate) struct Prober {
+    reach: Arc<dyn Reach>,
+    pub(crate) settings: Probes,
+    /// The earliest time of this process's next probe.
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Prober {
+    pub(crate) fn new<R>(requester: R, settings: Probes) -> Self
+    where
+        R: Requester<Err = RequestError> + Send + Sync + 'static,
+    {
+        Self {
+            reach: Arc::new(ByRequester(requester)),
+            settings,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Sends one chat action to `user`, at this process's pace, and classifies the answer.
+    pub(crate) async fn probe(&self, user: UserId) -> Reachability {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.settings.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        let answer = tokio::time::timeout(self.settings.timeout, self.reach.chat_action(user));
+        answer.await.unwrap_or(Reachability::Unknown)
+    }
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use teloxide::ApiError;
+
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_as_a_failed_send_is() {
+        let user = UserId(42);
+        let api = |e| Err::<(), _>(RequestError::Api(e));
+        assert_eq!(Reachability::of(user, &Ok::<_, RequestError>(())), Reachability::Reachable);
+        assert_eq!(
+            Reachability::of(user, &api(ApiError::BotBlocked)),
+            Reachability::Gone(GoneReason::Blocked)
+        );
+        assert_eq!(
+            Reachability::of(user, &api(ApiError::ChatNotFound)),
+            Reachability::Gone(GoneReason::Unreachable)
+        );
+        let limited =
+            Err::<(), _>(RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3)));
+        assert_eq!(Reachability::of(user, &limited), Reachability::Unknown);
+        let other = api(ApiError::Unknown("Bad Request: something else".into()));
+        assert_eq!(Reachability::of(user, &other), Reachability::Unknown);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(Probes::new().validate().is_ok());
+        assert!(Probes::new().one_every(Duration::ZERO).validate().is_err());
+        assert!(Probes::new().timeout(Duration::from_secs(3600)).validate().is_err());
+        assert!(Probes::new().confirms(ErasureReason::Unreachable));
+        assert!(!Probes::new().confirms(ErasureReason::Blocked));
+        assert!(!Probes::new().confirm([GoneReason::Blocked]).confirms(ErasureReason::OptOut));
+    }
+}
