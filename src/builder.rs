@@ -17,7 +17,7 @@ use crate::erase::{DynEraser, Eraser};
 use crate::error::{Error, Result};
 use crate::gone::GoneReason;
 use crate::hooks::{ErasedUser, Hooks, StuckErasure};
-use crate::probe::{Prober, Probes};
+use crate::probe::{Census, Prober, Probes};
 use crate::receipts::ReceiptKey;
 use crate::retention::Retention;
 use crate::store::Store;
@@ -433,6 +433,37 @@ impl RetentionBuilder {
     {
         self.config.probes = Some(probes.clone());
         self.prober = Some(Prober::new(requester, probes));
+        self
+    }
+
+    /// Turns the census on (off by default; it needs [`probe_with`](Self::probe_with)):
+    /// each prune pass probes tracked users idle for at least
+    /// [`Census::idle_for`](crate::Census::idle_for), longest idle first, at the probes'
+    /// pace and for at most [`Census::per_pass`](crate::Census::per_pass), and goes on at
+    /// the next pass where it stopped. One replica probes at a time (a lease in the store,
+    /// as the scheduled audit's), and no user is probed twice within
+    /// [`Census::every`](crate::Census::every).
+    ///
+    /// A gone answer marks the user with its reason (the [`GonePolicy`]'s grace applies, and
+    /// an `unreachable` mark is probed again when it falls due); a reachable one records
+    /// when the user was last reachable and is never an interaction: an idle user stays on
+    /// the inactivity clock. What the census keeps per user (two times) is erased with the
+    /// user. `/privacy` tells users about it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use teloxide::prelude::*;
+    /// use teloxide_retention::{Census, MemoryStore, Probes, Retention};
+    ///
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(Duration::from_secs(90 * 24 * 3600))
+    ///     .probe_with(Bot::from_env(), Probes::new())
+    ///     .census(Census::new())
+    ///     .build()?;
+    /// # Ok::<(), teloxide_retention::Error>(())
+    /// ```
+    pub fn census(mut self, census: Census) -> Self {
+        self.config.census = Some(census);
         self
     }
 

@@ -79,6 +79,8 @@ pub(crate) struct Config {
     pub(crate) audit: Option<(Duration, UntrackedUsers)>,
     /// How the pruner probes users; `Some` once the bot gave a way to reach Telegram.
     pub(crate) probes: Option<crate::probe::Probes>,
+    /// The census, if on (it needs `probes`).
+    pub(crate) census: Option<crate::probe::Census>,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             receipts: None,
             audit: None,
             probes: None,
+            census: None,
         }
     }
 }
@@ -141,6 +144,14 @@ impl Config {
         }
         if let Some(probes) = &c.probes {
             probes.validate()?;
+        }
+        if let Some(census) = &c.census {
+            if c.probes.is_none() {
+                return Err(Error::config(
+                    "census needs a way to reach Telegram: RetentionBuilder::probe_with",
+                ));
+            }
+            census.validate()?;
         }
         crate::store::validate_namespace(&c.namespace)?;
         if c.inactive_after <= c.resolution.saturating_mul(2) {

@@ -45,7 +45,7 @@ pub use erase::{
 pub use error::{BoxError, Error, Result};
 pub use gone::{GoneReason, gone_reason};
 pub use hooks::{ErasedUser, StuckErasure};
-pub use probe::{Probes, Reachability};
+pub use probe::{Census, Probes, Reachability};
 pub use pruner::{PassReport, PreviewEntry, PrunePreview, PrunerHandle};
 pub use receipts::{Receipt, ReceiptKey};
 /// The `redis` crate (1.x) this crate is built on: connections for [`RedisKeysEraser`],

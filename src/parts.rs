@@ -38,6 +38,8 @@ pub(crate) struct Parts {
     pub(crate) counters: Arc<Counters>,
     /// The bot's way to probe users (see `Probes`), if it gave one.
     pub(crate) prober: Option<crate::probe::Prober>,
+    /// This process's name in leases it holds for long (the census's).
+    pub(crate) holder: u64,
     /// Cancelled when the last holder (a `Retention` clone, a running pruner, a wrapped
     /// handler) lets go; stops the tracker's background writer.
     cancel: CancellationToken,
@@ -78,6 +80,7 @@ impl Parts {
             tracker,
             counters,
             prober,
+            holder: random_id(),
             cancel,
             secret: tokio::sync::OnceCell::new(),
         }

@@ -153,6 +153,78 @@ impl Probes {
     }
 }
 
+/// The census: the pruner probes tracked users idle for a while, so that users who blocked
+/// the bot or deleted their account are found without waiting for the inactivity
+/// threshold; see [`RetentionBuilder::census`](crate::RetentionBuilder::census).
+///
+/// ```
+/// use std::time::Duration;
+/// use teloxide_retention::Census;
+///
+/// const DAY: Duration = Duration::from_secs(24 * 3600);
+/// let census = Census::new().idle_for(14 * DAY).every(60 * DAY);
+/// assert_eq!(census.idle_for, 14 * DAY);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Census {
+    /// Users idle at least this long are probed (default 30 days).
+    pub idle_for: Duration,
+    /// No user is probed twice within this (default 30 days): a round that completes
+    /// sooner waits for its users' time to come again.
+    pub every: Duration,
+    /// The longest a prune pass probes (default five minutes, and at most half of
+    /// `prune_every`): the census goes on at the next pass where it stopped.
+    pub per_pass: Duration,
+}
+
+impl Default for Census {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        Self { idle_for: 30 * DAY, every: 30 * DAY, per_pass: Duration::from_secs(5 * 60) }
+    }
+}
+
+impl Census {
+    /// The defaults.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Probes users idle at least `idle`.
+    #[must_use]
+    pub fn idle_for(mut self, idle: Duration) -> Self {
+        self.idle_for = idle;
+        self
+    }
+
+    /// Probes no user twice within `every`.
+    #[must_use]
+    pub fn every(mut self, every: Duration) -> Self {
+        self.every = every;
+        self
+    }
+
+    /// Probes for at most `budget` per prune pass.
+    #[must_use]
+    pub fn per_pass(mut self, budget: Duration) -> Self {
+        self.per_pass = budget;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (name, value) in
+            [("idle_for", self.idle_for), ("every", self.every), ("per_pass", self.per_pass)]
+        {
+            if value.is_zero() {
+                return Err(Error::config(format!("Census::{name} must be longer than zero")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How far ahead of now the pruner probes the marks that are due: a mark falling due
 /// while the probes of a claim run must have been probed too (see `pruner.rs`). A claim
 /// is skipped when its probes took more than half of it.

@@ -14,9 +14,18 @@ use crate::config::GonePolicy;
 use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::parts::Parts;
-use crate::probe::{LOOKAHEAD, Prober, Reachability};
+use crate::probe::{Census, LOOKAHEAD, Prober, Reachability};
 use crate::stats::{Counters, PerReason};
-use crate::store::{ClaimRequest, ClaimTimes, DUE_SCAN_SLACK, Job, Part, Unschedule, random_id};
+use crate::store::{
+    CensusAnswer, CensusWalk, ClaimRequest, ClaimTimes, DUE_SCAN_SLACK, Job, Part, Unschedule,
+    random_id,
+};
+
+/// Idle users a step of the census walks past at most.
+const CENSUS_STEP: usize = 100;
+
+/// Census probes in flight at once (each still waits for its slot of the pace).
+const CENSUS_IN_FLIGHT: usize = 8;
 use futures_util::stream::{self, StreamExt};
 
 /// What one prune pass did.
@@ -44,6 +53,15 @@ pub struct PassReport {
     /// Gone marks whose probe found no answer (or that no probe reached in this pass):
     /// asked again at the next pass.
     pub probes_postponed: u64,
+    /// Idle users the census walked past (probed, or skipped as probed recently or
+    /// already marked); see [`Census`](crate::Census).
+    pub census_walked: u64,
+    /// Users the census probed.
+    pub census_probed: u64,
+    /// Users the census found gone (and marked).
+    pub census_found_gone: u64,
+    /// Census rounds completed (the walk reached the last idle user).
+    pub census_rounds: u64,
     /// Users whose lease expired before confirmation; another pruner finishes them.
     pub leases_lost: u64,
     /// Script calls that claimed users (batches).
@@ -79,6 +97,10 @@ impl PassReport {
         self.kept_reachable += part.kept_reachable;
         self.confirmed_gone += part.confirmed_gone;
         self.probes_postponed += part.probes_postponed;
+        self.census_walked += part.census_walked;
+        self.census_probed += part.census_probed;
+        self.census_found_gone += part.census_found_gone;
+        self.census_rounds += part.census_rounds;
         self.leases_lost += part.leases_lost;
         self.batches += part.batches;
         self.inactivity_held = self.inactivity_held.take().or(part.inactivity_held);
@@ -483,7 +505,78 @@ impl Pruner {
             }
             report.failed += finished.failed.len() as u64;
         }
+        if let (Some(prober), Some(census)) = (&self.parts.prober, &self.parts.config.census) {
+            self.census(part, prober, census, token, &mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// Runs the census on one part of the store for at most its budget (see `Census`):
+    /// walks on from where the last pass stopped, probes the idle users the walk returns,
+    /// marks the gone ones and records the answers. Only while this process holds the
+    /// census's lease.
+    async fn census(
+        &self,
+        part: Part<'_>,
+        prober: &Prober,
+        census: &Census,
+        token: &CancellationToken,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let parts = &self.parts;
+        let budget = census.per_pass.min(parts.config.prune_every / 2);
+        let ttl = duration_ms(budget).saturating_add(30_000);
+        if !part.call(|b| b.census_lease(ttl, parts.holder)).await? {
+            return Ok(());
+        }
+        let ends = Instant::now() + budget;
+        while !token.is_cancelled() && Instant::now() < ends {
+            let now = parts.now_ms();
+            // As many users as the probes' pace fits in what is left, so that a step never
+            // walks past users it cannot probe.
+            let left = ends.saturating_duration_since(Instant::now());
+            let fit = left.as_nanos() / prober.settings.interval.as_nanos().max(1);
+            let walk = CensusWalk {
+                idle_up_to: now.saturating_sub(duration_ms(census.idle_for)),
+                probed_since: now.saturating_sub(duration_ms(census.every)),
+                limit: usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, CENSUS_STEP),
+            };
+            let page = part.call(|b| b.census_walk(walk)).await?;
+            report.census_walked += page.walked;
+            let mut answers = Vec::with_capacity(page.users.len());
+            // A few probes in flight at once, each at its slot of the pace: a slow answer
+            // does not slow the census below its rate.
+            let found: Vec<(u64, Reachability)> = stream::iter(page.users)
+                .take_while(|_| std::future::ready(!token.is_cancelled()))
+                .map(|user| async move { (user, prober.probe(UserId(user)).await) })
+                .buffered(CENSUS_IN_FLIGHT)
+                .collect()
+                .await;
+            for (user, found) in found {
+                parts.counters.probed(found);
+                report.census_probed += 1;
+                match found {
+                    Reachability::Reachable => answers.push(CensusAnswer { user, reachable: true }),
+                    Reachability::Gone(reason) => {
+                        answers.push(CensusAnswer { user, reachable: false });
+                        report.census_found_gone += 1;
+                        tracing::info!(user, %reason, "the census found a user gone");
+                        parts.tracker.mark_gone(UserId(user), reason).await?;
+                    }
+                    Reachability::Unknown => {}
+                }
+            }
+            part.call(|b| b.census_record(&answers, now)).await?;
+            if page.round_done {
+                report.census_rounds += 1;
+                Counters::add(&parts.counters.census_rounds, 1);
+                break;
+            }
+            if !part.call(|b| b.census_lease(ttl, parts.holder)).await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Probes, before a claim, the gone marks whose reason [`Probes`](crate::Probes)

@@ -68,6 +68,8 @@ pub struct Stats {
     pub probes_unknown: u64,
     /// Gone marks dropped because a probe reached the user: they kept their data.
     pub kept_reachable: u64,
+    /// Census rounds this process completed (see [`Census`](crate::Census)).
+    pub census_rounds: u64,
 }
 
 impl Stats {
@@ -150,6 +152,7 @@ pub(crate) struct Counters {
     /// Probes by outcome: reachable, gone, unknown.
     probes: [AtomicU64; 3],
     pub(crate) kept_reachable: Counter,
+    pub(crate) census_rounds: Counter,
 }
 
 impl Default for Counters {
@@ -175,6 +178,7 @@ impl Default for Counters {
             inactivity_held: Counter::new("teloxide_retention_inactivity_held_total"),
             probes: Default::default(),
             kept_reachable: Counter::new("teloxide_retention_kept_reachable_total"),
+            census_rounds: Counter::new("teloxide_retention_census_rounds_total"),
         }
     }
 }
@@ -241,6 +245,7 @@ impl Counters {
             probes_gone: self.probes[1].load(Ordering::Relaxed),
             probes_unknown: self.probes[2].load(Ordering::Relaxed),
             kept_reachable: get(&self.kept_reachable),
+            census_rounds: get(&self.census_rounds),
         }
     }
 }

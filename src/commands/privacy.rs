@@ -36,6 +36,9 @@ pub(crate) fn privacy_text(
             texts.privacy_gone_marked.replace("{duration}", &duration(config.inactive_after))
         }
     });
+    if let Some(census) = &config.census {
+        lines.push(texts.privacy_census.replace("{duration}", &duration(census.idle_for)));
+    }
     if let Some(commands) = commands {
         if let Some(remove) = &commands.remove {
             lines.push(texts.privacy_remove_hint.replace("{command}", &format!("/{remove}")));

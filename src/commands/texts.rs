@@ -103,6 +103,8 @@ pub struct Texts {
     pub privacy_gone_kept: String,
     /// Blocked or deleted users are only noted; inactivity erases them after `{duration}`.
     pub privacy_gone_marked: String,
+    /// With the census on: users idle for `{duration}` are probed now and then.
+    pub privacy_census: String,
     /// How to delete everything now (`{command}`).
     pub privacy_remove_hint: String,
     /// How to get a copy (`{command}`).
@@ -186,6 +188,11 @@ impl Texts {
                                   and your data is deleted after {duration} without use like \
                                   anyone else's."
                 .into(),
+            privacy_census: "If you have not used the bot for {duration}, it checks now and \
+                             then whether it can still reach you: your chat may show \
+                             \"typing…\" for a few seconds, nothing is sent, and only when you \
+                             were last reachable is noted (deleted with your data)."
+                .into(),
             privacy_remove_hint: "Send {command} to delete all your data now.".into(),
             privacy_export_hint: "Send {command} to get a copy of your data as a file.".into(),
             duration: english_duration,
@@ -268,6 +275,12 @@ impl Texts {
             privacy_gone_marked: "Wenn Sie den Bot blockieren oder Ihr Konto löschen: Das wird \
                                   vermerkt, und Ihre Daten werden wie bei allen anderen gelöscht, \
                                   wenn Sie den Bot {duration} lang nicht genutzt haben."
+                .into(),
+            privacy_census: "Wenn Sie den Bot {duration} lang nicht genutzt haben, prüft er ab \
+                             und zu, ob er Sie noch erreicht: Ihr Chat zeigt dann vielleicht \
+                             einige Sekunden lang „schreibt…“, gesendet wird nichts, und \
+                             vermerkt wird nur, wann Sie zuletzt erreichbar waren (gelöscht mit \
+                             Ihren Daten)."
                 .into(),
             privacy_remove_hint: "Senden Sie {command}, um jetzt alle Ihre Daten zu löschen."
                 .into(),

@@ -10,9 +10,10 @@ use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::sealed::{Bound, Token};
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, DynBackend,
-    FeedPage, Finish, FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Queued,
-    RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange, Store, Unschedule, WriterWindow,
+    AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
+    ClaimTimes, ClaimUser, DynBackend, FeedPage, Finish, FinishRequest, Hashed, Health,
+    Interaction, LastErasure, Marked, Queued, RawPreview, RawStatus, RawSurvey, ScheduleRequest,
+    SeenRange, Store, Unschedule, WriterWindow,
 };
 
 /// The operations of [`Backend`], by name.
@@ -40,6 +41,9 @@ pub(crate) enum Op {
     TakeNonce,
     CountUse,
     ClaimAudit,
+    CensusLease,
+    CensusWalk,
+    CensusRecord,
     RecordAudit,
     LastAudit,
     IndexReceipts,
@@ -237,6 +241,19 @@ impl<H: Hook> Backend for Forward<H> {
     }
     fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
         forward!(self, ClaimAudit, self.inner.claim_audit(ttl_ms, holder))
+    }
+    fn census_lease(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        forward!(self, CensusLease, self.inner.census_lease(ttl_ms, holder))
+    }
+    fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>> {
+        forward!(self, CensusWalk, self.inner.census_walk(walk))
+    }
+    fn census_record<'a>(
+        &'a self,
+        answers: &'a [CensusAnswer],
+        at: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        forward!(self, CensusRecord, self.inner.census_record(answers, at))
     }
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
         forward!(self, RecordAudit, self.inner.record_audit(summary))

@@ -268,6 +268,57 @@ impl Unschedule {
     }
 }
 
+/// A step of the census's walk over idle users (see [`Backend::census_walk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CensusWalk {
+    /// Users last seen at or before this (ms) are idle enough to probe.
+    pub(crate) idle_up_to: i64,
+    /// Users probed at or after this (ms) are not probed again.
+    pub(crate) probed_since: i64,
+    /// Idle users to walk past at most (each probed or skipped).
+    pub(crate) limit: usize,
+}
+
+/// What a step of the census's walk found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CensusPage {
+    /// Idle users to probe: tracked, without a scheduled or running erasure, not probed
+    /// since the walk's `probed_since`; in the walk's order (longest idle first).
+    pub(crate) users: Vec<u64>,
+    /// Idle users walked past (probed or not).
+    pub(crate) walked: u64,
+    /// The walk reached the last idle user: the round is complete, and the next walk
+    /// starts a new one.
+    pub(crate) round_done: bool,
+}
+
+/// One answer the census got (see [`Backend::census_record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CensusAnswer {
+    pub(crate) user: u64,
+    /// Telegram accepted the probe (else it said the user is gone).
+    pub(crate) reachable: bool,
+}
+
+/// Where the census's walk stands, as the store keeps it: the last interaction time the
+/// walk reached, and how many users with exactly that time it walked past. It names no
+/// user, so that no key or row keeps an erased user's id.
+pub(crate) fn census_cursor(raw: Option<&str>) -> (i64, u64) {
+    raw.and_then(|r| {
+        let (at, skip) = r.split_once(',')?;
+        Some((at.parse().ok()?, skip.parse().ok()?))
+    })
+    .unwrap_or((i64::MIN, 0))
+}
+
+/// The cursor after a step that walked `times` (the last interaction times of the users
+/// it walked, in order) from `(at, skip)`.
+pub(crate) fn census_next(at: i64, skip: u64, times: &[i64]) -> (i64, u64) {
+    let Some(&last) = times.last() else { return (at, skip) };
+    let same = times.iter().rev().take_while(|&&t| t == last).count() as u64;
+    if last == at { (at, skip + same) } else { (last, same) }
+}
+
 /// A scheduled or running erasure as the store records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Job {
@@ -587,6 +638,24 @@ pub(crate) trait Backend: Send + Sync {
     /// Takes the lease of the scheduled audit for `ttl_ms` (as `holder`); `false` if another
     /// replica holds it, which then runs this interval's audit.
     fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>>;
+
+    /// Takes or renews the census's lease for `ttl_ms` (as `holder`); `false` while another
+    /// replica holds it.
+    fn census_lease(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>>;
+
+    /// Walks on from where the census stands over tracked users idle up to
+    /// `walk.idle_up_to`, longest idle first, and moves the cursor past them.
+    fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>>;
+
+    /// Records the census's answers at `at` (ms): when each user was probed, and for a
+    /// reachable one when they were last reachable. Users no longer tracked (erased
+    /// meanwhile) get nothing: the census keeps no state of a user the store does not
+    /// track, and an erasure removes what it kept.
+    fn census_record<'a>(
+        &'a self,
+        answers: &'a [CensusAnswer],
+        at: i64,
+    ) -> BoxFuture<'a, Result<()>>;
 
     /// Keeps `summary` (counts only, JSON) as the last audit's.
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>>;

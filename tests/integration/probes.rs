@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use teloxide::prelude::*;
 use teloxide_retention::testing::TelegramError;
-use teloxide_retention::{ErasureReason, GoneReason, Probes, Reachability, Retention};
+use teloxide_retention::{Census, ErasureReason, GoneReason, Probes, Reachability, Retention};
 
 use crate::common::{DAY, Env, FakeBotApi};
 use crate::every_store;
@@ -184,3 +184,170 @@ async fn probing_without_a_requester_is_a_configuration_error() {
         .probe_with(FakeBotApi::start().await.bot(), Probes::new().one_every(Duration::ZERO));
     assert!(bad.build().unwrap_err().to_string().contains("interval"));
 }
+
+/// The census's pace in the tests: a tenth of a millisecond between probes.
+const PACE: Duration = Duration::from_micros(100);
+
+/// A retention on `env` with the census on: users idle a week are probed, a 90-day
+/// threshold, probes through `api` at [`PACE`].
+async fn census(env: &Env, api: &FakeBotApi) -> Retention {
+    env.builder()
+        .await
+        .inactive_after(90 * DAY)
+        // teloxide waits 10 s after a 5xx before it answers: a probe that meets one is
+        // unknown at its timeout.
+        .probe_with(api.bot(), Probes::new().one_every(PACE).timeout(Duration::from_secs(1)))
+        .census(Census::new().idle_for(7 * DAY))
+        .build()
+        .unwrap()
+}
+
+/// Each user's count of chat actions the fake API received.
+fn probes_by_chat(api: &FakeBotApi) -> std::collections::HashMap<i64, usize> {
+    let mut by_chat = std::collections::HashMap::new();
+    for sent in api.sent().iter().filter(|s| s.method == "sendchataction") {
+        *by_chat.entry(sent.chat_id.unwrap()).or_insert(0) += 1;
+    }
+    by_chat
+}
+
+every_store! {
+    /// A 10,000-user base with 1,000 deleted accounts and 500 blocks: one census round
+    /// finds exactly those, probes nobody twice and never goes faster than its pace; the
+    /// gone users are erased after the grace, the others keep their clock, and nothing the
+    /// census kept outlives an erased user.
+    async fn the_census_finds_the_gone_users_of_an_idle_base_in_one_round(env) {
+        const USERS: u64 = 10_000;
+        let api = FakeBotApi::start().await;
+        let retention = census(&env, &api).await;
+        let users = (1..=USERS).map(|u| (UserId(u), None));
+        let adopted = retention.adopt(users, &Default::default()).await.unwrap();
+        assert_eq!(adopted.newly_tracked, USERS);
+        for user in 1..=1_000 {
+            api.fail_chat_with(user * 10, TelegramError::Deactivated);
+        }
+        for user in 1..=500 {
+            api.fail_chat_with(user * 10 - 3, TelegramError::Blocked);
+        }
+        // Not idle long enough: nobody is probed.
+        env.clock.advance(6 * DAY);
+        let rounds = env.shard_count(); // one walk per shard
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!((report.census_probed, report.census_rounds), (0, rounds), "{report:?}");
+
+        env.clock.advance(2 * DAY);
+        let started = std::time::Instant::now();
+        let report = retention.prune_once().await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(report.census_probed, USERS, "{report:?}");
+        assert_eq!(report.census_found_gone, 1_500, "{report:?}");
+        assert_eq!((report.census_rounds, report.erased), (rounds, 0), "{report:?}");
+        let by_chat = probes_by_chat(&api);
+        assert_eq!(by_chat.len() as u64, USERS);
+        assert!(by_chat.values().all(|n| *n == 1), "a user probed twice in one round");
+        // The pace, measured over the run: USERS probes take at least USERS - 1 gaps.
+        assert!(elapsed >= PACE * (USERS as u32 - 1), "{USERS} probes in {elapsed:?}");
+        for user in [10, 20, 10_000] {
+            assert_eq!(job_of(&retention, user).await, Some(ErasureReason::Deactivated));
+        }
+        for user in [7, 4_997] {
+            assert_eq!(job_of(&retention, user).await, Some(ErasureReason::Blocked));
+        }
+        for user in [1, 9_999] {
+            let status = retention.status(UserId(user)).await.unwrap();
+            assert_eq!(status.erasure, None, "user {user}");
+            // Reachable is no interaction: the clock is where adoption put it.
+            assert_eq!(status.last_seen.unwrap().timestamp_millis(), crate::common::T0);
+        }
+
+        // The next pass: the round is done and every user was probed within `every`.
+        api.clear();
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!((report.census_probed, report.census_rounds), (0, rounds), "{report:?}");
+        assert!(probes_by_chat(&api).is_empty());
+
+        // After the grace: the 1,500 gone users are erased, nobody else.
+        env.clock.advance(8 * DAY);
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!(report.erased_for(ErasureReason::Deactivated), 1_000, "{report:?}");
+        assert_eq!(report.erased_for(ErasureReason::Blocked), 500, "{report:?}");
+        assert_eq!(report.erased, 1_500, "{report:?}");
+        assert_eq!(retention.tracked_users().await.unwrap(), USERS - 1_500);
+        // A round per pass (and shard): before the users were idle, the round that
+        // probed them, the one that found them probed, and the one after the grace.
+        assert_eq!(retention.stats().census_rounds, 4 * rounds);
+    }
+
+    /// Two replicas pruning at once: one holds the census's lease, so nobody is probed
+    /// twice in a round.
+    async fn two_replicas_never_probe_one_user_twice_in_a_round(env) {
+        const USERS: u64 = 2_000;
+        let api = FakeBotApi::start().await;
+        let (a, b) = (census(&env, &api).await, census(&env, &api).await);
+        a.adopt((1..=USERS).map(|u| (UserId(u), None)), &Default::default()).await.unwrap();
+        env.clock.advance(8 * DAY);
+        let (ra, rb) = tokio::join!(a.prune_once(), b.prune_once());
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.census_probed + rb.census_probed, USERS, "{ra:?} {rb:?}");
+        let by_chat = probes_by_chat(&api);
+        assert_eq!(by_chat.len() as u64, USERS);
+        assert!(by_chat.values().all(|n| *n == 1), "a user probed twice in one round");
+    }
+
+    /// Rate limits and server errors in the census mark nobody; the users are probed again
+    /// in the next round.
+    async fn the_census_takes_no_unknown_answer_for_gone(env) {
+        let api = FakeBotApi::start().await;
+        let retention = census(&env, &api).await;
+        retention.adopt((1..=3).map(|u| (UserId(u), None)), &Default::default()).await.unwrap();
+        api.fail_chat_with(1, TelegramError::TooManyRequests { retry_after: 1 });
+        api.fail_chat_with(2, TelegramError::Other { status: 500, description: "Internal Server Error".into() });
+        env.clock.advance(8 * DAY);
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!((report.census_probed, report.census_found_gone), (3, 0), "{report:?}");
+        for user in 1..=3 {
+            assert_eq!(job_of(&retention, user).await, None, "user {user}");
+        }
+        assert_eq!(retention.stats().probes_unknown, 2);
+        // Unknown answers record nothing: the next round asks users 1 and 2 again.
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!(report.census_probed, 2, "{report:?}");
+    }
+}
+
+/// The census needs a way to reach Telegram, and says so at `build()`.
+#[tokio::test]
+async fn a_census_without_probes_is_refused() {
+    let env = Env::memory();
+    let err = env.builder().await.census(Census::new()).build().unwrap_err();
+    assert!(err.to_string().contains("probe_with"), "{err}");
+}
+
+/// `/privacy` tells users about the census when it is on.
+#[tokio::test]
+async fn privacy_mentions_the_census_when_it_is_on() {
+    let env = Env::memory();
+    let api = FakeBotApi::start().await;
+    let off = env.builder().await.build().unwrap();
+    assert!(!off.privacy_text(None).contains("typing"));
+    let on = census(&env, &api).await;
+    assert!(on.privacy_text(None).contains("typing"), "{}", on.privacy_text(None));
+}
+
+/// What the census keeps goes with the erased user: no Redis key keeps their id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_census_keeps_nothing_of_an_erased_user_on_redis() {
+    let env = Env::redis();
+    let api = FakeBotApi::start().await;
+    let retention = census(&env, &api).await;
+    retention.adopt([(UserId(1), None), (UserId(2), None)], &Default::default()).await.unwrap();
+    env.clock.advance(8 * DAY);
+    assert_eq!(retention.prune_once().await.unwrap().census_probed, 2);
+    let mut conn = env.redis_connection();
+    let kept: Vec<String> = redis::cmd("HKEYS").arg("{retention}:probes").query(&mut conn).unwrap();
+    assert_eq!(kept, ["1", "2"]);
+    retention.erase_user(UserId(1)).await.unwrap();
+    let kept: Vec<String> = redis::cmd("HKEYS").arg("{retention}:probes").query(&mut conn).unwrap();
+    assert_eq!(kept, ["2"]);
+}
+

@@ -531,6 +531,7 @@ impl RedisNamespace {
             (&self.keys.queue, "ZSCAN"),
             (&self.keys.job, "HSCAN"),
             (&self.keys.failing, "HSCAN"),
+            (&self.keys.probes, "HSCAN"),
         ] {
             let mut cursor = 0u64;
             loop {
@@ -558,8 +559,10 @@ impl RedisNamespace {
                         pipe.cmd("ZADD").arg(&target.keys.queue).arg(value).arg(member);
                     } else if key == &self.keys.job {
                         pipe.cmd("HSET").arg(&target.keys.job).arg(member).arg(value);
-                    } else {
+                    } else if key == &self.keys.failing {
                         pipe.cmd("HSET").arg(&target.keys.failing).arg(member).arg(value);
+                    } else {
+                        pipe.cmd("HSET").arg(&target.keys.probes).arg(member).arg(value);
                     }
                     pipe.ignore();
                 }
@@ -587,6 +590,8 @@ impl RedisNamespace {
             .arg(&k.feed)
             .arg(&k.writers)
             .arg(&k.failing)
+            .arg(&k.probes)
+            .arg(&k.census)
             .query_async::<()>(&mut conn)
             .await?;
         // The home keeps its `meta` (the shard count); a shard's goes with it.

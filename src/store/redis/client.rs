@@ -3,8 +3,8 @@
 
 use super::decode::*;
 use super::scripts::{
-    ADOPT, CLAIM, CLAIM_USER, COUNT_USE, FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW,
-    SCHEDULE, STATUS, UNSCHEDULE_GONE,
+    ADOPT, CENSUS_LEASE, CENSUS_RECORD, CENSUS_WALK, CLAIM, CLAIM_USER, COUNT_USE, FINISH,
+    HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNSCHEDULE_GONE,
 };
 use super::*;
 
@@ -33,6 +33,10 @@ pub(super) struct Keys {
     /// without reading every receipt.
     pub(super) erased: String,
     pub(super) audit: String,
+    /// The census's state per user: user -> "<last probed>,<last reachable>" (ms).
+    pub(super) probes: String,
+    /// The census's lease.
+    pub(super) census: String,
 }
 
 impl Keys {
@@ -52,6 +56,8 @@ impl Keys {
             receipts: format!("{prefix}receipts"),
             erased: format!("{prefix}erased"),
             audit: format!("{prefix}audit"),
+            probes: format!("{prefix}probes"),
+            census: format!("{prefix}census"),
             tag: tag.to_owned(),
             prefix,
         }
@@ -99,7 +105,9 @@ impl RedisNamespace {
             .key(&self.keys.meta)
             .key(&self.keys.failing)
             .key(&self.keys.receipts)
-            .key(&self.keys.erased);
+            .key(&self.keys.erased)
+            .key(&self.keys.probes)
+            .key(&self.keys.census);
         inv
     }
 
@@ -582,6 +590,56 @@ impl Backend for RedisNamespace {
                 .query_async(&mut self.conn.clone())
                 .await?;
             Ok(taken.is_some())
+        })
+    }
+
+    fn census_lease(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CENSUS_LEASE);
+            inv.arg(holder).arg(ttl_ms.max(1));
+            let held: i64 = self.run(&inv).await?;
+            Ok(held == 1)
+        })
+    }
+
+    fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CENSUS_WALK);
+            inv.arg(walk.idle_up_to).arg(walk.probed_since).arg(walk.limit.max(1));
+            let reply: Vec<Value> = self.run(&inv).await?;
+            let int = |v: Option<&Value>| match v {
+                Some(Value::Int(n)) => Ok(*n),
+                other => Err(Error::Corrupt(format!("census_walk replied {other:?}"))),
+            };
+            let walked = int(reply.first())?;
+            let round_done = int(reply.get(1))? == 1;
+            let users = reply[2..]
+                .iter()
+                .map(|v| {
+                    text(v)?
+                        .parse()
+                        .map_err(|_| Error::Corrupt(format!("census_walk replied user {v:?}")))
+                })
+                .collect::<Result<Vec<u64>>>()?;
+            Ok(CensusPage { users, walked: walked.unsigned_abs(), round_done })
+        })
+    }
+
+    fn census_record<'a>(
+        &'a self,
+        answers: &'a [CensusAnswer],
+        at: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for chunk in answers.chunks(500) {
+                let mut inv = self.invocation(&CENSUS_RECORD);
+                inv.arg(at);
+                for a in chunk {
+                    inv.arg(a.user).arg(u8::from(a.reachable));
+                }
+                let _: i64 = self.run(&inv).await?;
+            }
+            Ok(())
         })
     }
 

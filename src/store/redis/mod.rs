@@ -33,11 +33,11 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
-    FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat,
-    Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued, RawPreview,
-    RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Store, Unschedule, WriterWindow,
-    check_version, decode_job, parse_version, sealed,
+    AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
+    ClaimTimes, ClaimUser, Claimed, Confirmed, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish,
+    FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked,
+    PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
+    Store, Unschedule, WriterWindow, check_version, decode_job, parse_version, sealed,
 };
 
 /// The production store: Redis 7.0 or newer, a single server (plain or `rediss://`), a

@@ -49,10 +49,15 @@ pub(crate) static ADOPT: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "l
 pub(crate) static HOLDING: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
 pub(crate) static LAYOUT: LazyLock<Script> = script!("#!lua flags=allow-oom", "lua/layout.lua");
+pub(crate) static CENSUS_WALK: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/census_walk.lua");
+pub(crate) static CENSUS_RECORD: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/census_record.lua");
+pub(crate) static CENSUS_LEASE: LazyLock<Script> = script!("#!lua", "lua/census_lease.lua");
 
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
-pub(crate) static ALL: [(&str, &LazyLock<Script>); 14] = [
+pub(crate) static ALL: [(&str, &LazyLock<Script>); 17] = [
     ("claim", &CLAIM),
     ("claim_user", &CLAIM_USER),
     ("schedule", &SCHEDULE),
@@ -67,4 +72,7 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 14] = [
     ("layout", &LAYOUT),
     ("interactions", &INTERACTIONS),
     ("adopt", &ADOPT),
+    ("census_walk", &CENSUS_WALK),
+    ("census_record", &CENSUS_RECORD),
+    ("census_lease", &CENSUS_LEASE),
 ];

@@ -16,9 +16,10 @@ use super::RedisNamespace;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, FeedPage, Finish,
-    FinishRequest, Hashed, Health, Interaction, LastErasure, Marked, Queued, RawPreview, RawStatus,
-    RawSurvey, ScheduleRequest, SeenRange, Unschedule, WriterWindow,
+    AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
+    ClaimTimes, ClaimUser, FeedPage, Finish, FinishRequest, Hashed, Health, Interaction,
+    LastErasure, Marked, Queued, RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange,
+    Unschedule, WriterWindow,
 };
 
 /// Redis Cluster's number of hash slots.
@@ -456,6 +457,34 @@ impl Backend for Sharded {
     fn claim_audit(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
         // One lease for the namespace, in the home.
         self.home.claim_audit(ttl_ms, holder)
+    }
+
+    fn census_lease(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        // The pruner walks each shard through its parts (`Backend::parts`), each with its
+        // own lease and cursor; the namespace as a whole walks the home's.
+        self.home.census_lease(ttl_ms, holder)
+    }
+
+    fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>> {
+        self.home.census_walk(walk)
+    }
+
+    fn census_record<'a>(
+        &'a self,
+        answers: &'a [CensusAnswer],
+        at: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.ready().await?;
+            let count = self.shards.len();
+            let mut split: Vec<Vec<CensusAnswer>> = vec![Vec::new(); count];
+            for a in answers {
+                split[shard_of(a.user, count)].push(*a);
+            }
+            let writes =
+                split.iter().zip(&self.shards).map(|(part, shard)| shard.census_record(part, at));
+            self.fenced(try_join_all(writes).await.map(drop)).await
+        })
     }
 
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {

@@ -21,11 +21,12 @@ use crate::erase::ErasureReason;
 use crate::error::{Error, Result};
 use crate::receipts::RawReceipt;
 use crate::store::{
-    AdoptCounts, Adoptee, Backend, Batch, ClaimRequest, ClaimTimes, ClaimUser, Claimed, Confirmed,
-    Decision, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish, FinishRequest, Hashed, Health,
-    Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry, Queued,
-    RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Unschedule, WriterWindow,
-    came_back, follow_up, postponed, take_or_drop,
+    AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
+    ClaimTimes, ClaimUser, Claimed, Confirmed, Decision, FEED_KEEP_MS, FEED_READ, Failing,
+    FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job,
+    LastErasure, Marked, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry,
+    ScheduleRequest, SeenRange, Unschedule, WriterWindow, came_back, census_cursor, census_next,
+    follow_up, postponed, take_or_drop,
 };
 
 mod adoption;

@@ -262,6 +262,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             }
             // A user without a job has no failing entry either (they go together).
             s.remove_all(tx, &s.t.failing, &with_job).await?;
+            // What the census kept about the erased users goes with them.
+            let erased: Vec<u64> = done.iter().map(|c| c.user).collect();
+            s.remove_all(tx, &s.t.probes, &erased).await?;
             let mut failing = Vec::with_capacity(failed.len());
             for &Retry { claimed: c, due } in failed {
                 let reason = s.job(tx, c.user).await?.map_or(c.reason, |j| j.reason);
@@ -499,6 +502,85 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             }
             s.kv_put(tx, "audit", &holder.to_string(), ttl_ms).await?;
             Ok(true)
+        })
+    }
+
+    fn census_lease(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
+        in_tx!(self, |s, tx| {
+            let holder = holder.to_string();
+            if s.kv_get(tx, "census").await?.is_some_and(|h| h != holder) {
+                return Ok(false);
+            }
+            s.kv_put(tx, "census", &holder, ttl_ms).await?;
+            Ok(true)
+        })
+    }
+
+    fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>> {
+        let CensusWalk { idle_up_to, probed_since, limit } = walk;
+        in_tx!(self, |s, tx| {
+            let (at, skip) = census_cursor(s.meta(tx, "census").await?.as_deref());
+            let sql = format!(
+                "SELECT s.uid, s.at, j.uid, p.probed_at FROM {} s LEFT JOIN {} j ON j.uid = s.uid \
+                 LEFT JOIN {} p ON p.uid = s.uid WHERE s.at >= ? AND s.at <= ? \
+                 ORDER BY s.at, s.uid LIMIT ? OFFSET ?",
+                s.t.seen, s.t.job, s.t.probes
+            );
+            let args = vec![
+                at.into(),
+                idle_up_to.into(),
+                i64::try_from(limit).unwrap_or(i64::MAX).into(),
+                i64::try_from(skip).unwrap_or(i64::MAX).into(),
+            ];
+            let rows = s.rows(tx, &sql, args).await?;
+            let round_done = rows.len() < limit;
+            let mut users = Vec::new();
+            let mut times = Vec::with_capacity(rows.len());
+            for row in &rows {
+                times.push(row[1].i()?);
+                let uid = row[0].i()?;
+                // A row this crate did not write is never probed (the claim reports it).
+                if uid <= 0 || !crate::humans::is_user_id(uid.unsigned_abs()) {
+                    continue;
+                }
+                let erasing = row[2].opt_i()?.is_some();
+                let recent = row[3].opt_i()?.is_some_and(|probed| probed >= probed_since);
+                if !erasing && !recent {
+                    users.push(uid.unsigned_abs());
+                }
+            }
+            if round_done {
+                let sql = format!("DELETE FROM {} WHERE key = 'census'", s.t.meta);
+                s.exec(tx, &sql, Vec::new()).await?;
+            } else {
+                let (at, skip) = census_next(at, skip, &times);
+                s.set_meta(tx, "census", &format!("{at},{skip}")).await?;
+            }
+            Ok(CensusPage { users, walked: rows.len() as u64, round_done })
+        })
+    }
+
+    fn census_record<'a>(
+        &'a self,
+        answers: &'a [CensusAnswer],
+        at: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        in_tx!(self, |s, tx| {
+            // Only users still tracked: an erased user gets no row again.
+            let sql = format!(
+                "INSERT INTO {p} (uid, probed_at, reachable_at) \
+                 SELECT uid, ?, ? FROM {seen} WHERE uid = ? \
+                 ON CONFLICT (uid) DO UPDATE SET probed_at = excluded.probed_at, \
+                 reachable_at = CASE WHEN excluded.reachable_at > {p}.reachable_at \
+                 THEN excluded.reachable_at ELSE {p}.reachable_at END",
+                p = s.t.probes,
+                seen = s.t.seen
+            );
+            for a in answers {
+                let reachable = if a.reachable { at } else { 0 };
+                s.exec(tx, &sql, vec![at.into(), reachable.into(), id(a.user)]).await?;
+            }
+            Ok(())
         })
     }
 

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 /// - 2: indexes on the receipts' and the feed's time, which finishes and announcements
 ///   trim by (without them each trim read the whole table: a burst of gone marks, one
 ///   announcement each, read the feed once per mark).
-const SCHEMA_VERSION: i64 = 2;
+/// - 3: the census's table `probes` (when each user was last probed and last reachable).
+const SCHEMA_VERSION: i64 = 3;
 
 /// The version of a namespace's tables in a SQL database, as `SqliteStore::diagnose` and
 /// `PostgresStore::diagnose` find it, against the version this crate writes.
@@ -57,6 +58,7 @@ pub(crate) struct Tables {
     pub(super) feed: String,
     pub(super) kv: String,
     pub(super) writers: String,
+    pub(super) probes: String,
     pub(super) meta: String,
     pub(super) prefix: String,
 }
@@ -76,6 +78,7 @@ impl Tables {
             feed: name("feed"),
             kv: name("kv"),
             writers: name("writers"),
+            probes: name("probes"),
             meta: name("meta"),
             prefix: ns.to_owned(),
         }
@@ -106,7 +109,7 @@ impl Tables {
 
     /// Every table and its columns, in the order they are created, with `i` as the type of
     /// ids, times and counts and `serial` as the feed's and receipts' growing key.
-    fn columns(i: &str, serial: &str) -> [(&'static str, String); 11] {
+    fn columns(i: &str, serial: &str) -> [(&'static str, String); 12] {
         [
             ("meta", "key TEXT PRIMARY KEY, value TEXT NOT NULL".to_owned()),
             ("seen", format!("uid {i} PRIMARY KEY, at {i} NOT NULL")),
@@ -143,6 +146,10 @@ impl Tables {
             ),
             ("kv", format!("key TEXT PRIMARY KEY, value TEXT NOT NULL, expires {i} NOT NULL")),
             ("writers", format!("id {i} PRIMARY KEY, at {i} NOT NULL, backlog {i} NOT NULL")),
+            (
+                "probes",
+                format!("uid {i} PRIMARY KEY, probed_at {i} NOT NULL, reachable_at {i} NOT NULL"),
+            ),
         ]
     }
 
@@ -165,7 +172,8 @@ impl Tables {
     }
 
     /// The statements that take tables of version `from` to `from + 1`, or `None` where
-    /// no migration exists (`from` is not an older version this crate knows).
+    /// no migration exists (`from` is not an older version this crate knows). Tables a
+    /// version adds come with `ready`'s `CREATE TABLE IF NOT EXISTS` statements.
     fn migration(&self, from: i64) -> Option<Vec<String>> {
         let ns = &self.prefix;
         match from {
@@ -176,6 +184,7 @@ impl Tables {
                     })
                     .to_vec(),
             ),
+            2 => Some(Vec::new()),
             _ => None,
         }
     }
@@ -227,6 +236,9 @@ impl<D: Dialect> SqlNamespace<D> {
                     TableVersion::Missing => statements = self.db.schema(&self.t)?,
                     TableVersion::Current(_) => {}
                     TableVersion::Older(from) => {
+                        // New tables (and indexes) first: every statement creates only
+                        // what is missing.
+                        statements = self.db.schema(&self.t)?;
                         let mut version = from;
                         while version < SCHEMA_VERSION {
                             let step = self

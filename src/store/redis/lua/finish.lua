@@ -1,7 +1,8 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts, 11 erased
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts,
+--       11 erased, 12 probes
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
 --       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),
@@ -143,6 +144,12 @@ end
 if n > 0 and redis.call('HLEN', KEYS[9]) > 0 then
   for i = 12, 11 + n, CHUNK do
     redis.call('HDEL', KEYS[9], unpack(ARGV, i, math.min(i + CHUNK - 1, 11 + n)))
+  end
+end
+-- What the census kept about the erased users goes with them (no key keeps their id).
+if n > 0 and redis.call('EXISTS', KEYS[12]) == 1 then
+  for i = 12, 11 + n, CHUNK do
+    redis.call('HDEL', KEYS[12], unpack(ARGV, i, math.min(i + CHUNK - 1, 11 + n)))
   end
 end
 local res = { #follow_ups }
