@@ -442,6 +442,12 @@ impl Pruner {
             .unwrap_or(0);
         metrics::gauge!("teloxide_retention_oldest_heartbeat_age_seconds")
             .set(oldest_beat as f64 / 1000.0);
+        if parts.config.census.is_some() {
+            set("teloxide_retention_census_probed_users", survey.census.probed_users);
+            set("teloxide_retention_census_idle_users", survey.census.idle_users.unwrap_or(0));
+            metrics::gauge!("teloxide_retention_census_round_left_seconds")
+                .set(survey.census.round_left.unwrap_or_default().as_secs_f64());
+        }
         Ok(())
     }
 

@@ -414,6 +414,45 @@ impl Retention {
         crate::survey::survey(&self.inner.parts).await
     }
 
+    /// Where the census stands, counted as if it ran with `census` and one probe per
+    /// `interval`: users idle long enough, how many it keeps a probe time of, and at most
+    /// how long a round takes. Works whether the census is on or not (the CLI's
+    /// `census --dry-run` prints it), so that an operator sees what turning it on means.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use teloxide::types::UserId;
+    /// use teloxide_retention::{Census, ManualClock, MemoryStore, Retention};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), teloxide_retention::Error> {
+    /// const DAY: Duration = Duration::from_secs(24 * 3600);
+    /// let clock = ManualClock::starting_now();
+    /// let retention = Retention::builder(MemoryStore::new())
+    ///     .inactive_after(90 * DAY)
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// retention.note_interaction(UserId(1)).await;
+    /// retention.flush().await?;
+    /// clock.advance(31 * DAY);
+    /// let estimate =
+    ///     retention.census_estimate(&Census::new(), Duration::from_secs(1)).await?;
+    /// assert_eq!(estimate.idle_users, Some(1));
+    /// assert_eq!(estimate.round_takes, Some(Duration::from_secs(1)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store cannot be read.
+    pub async fn census_estimate(
+        &self,
+        census: &crate::Census,
+        interval: Duration,
+    ) -> Result<crate::CensusProgress> {
+        let with = Some((census.idle_for, interval));
+        Ok(crate::survey::survey_with(&self.inner.parts, with).await?.census)
+    }
+
     /// Schedules an opt-out erasure of `user`, due now, for the pruners of the bots sharing
     /// this store to carry out with all their erasers (unlike [`Retention::erase_user`],
     /// which erases here and now). For tools without erasers, such as the CLI's `forget`.

@@ -52,6 +52,26 @@ pub struct Survey {
     pub max_failed_attempts: u32,
     /// The processes that record interactions, by their last heartbeat.
     pub writers: Vec<WriterHeartbeat>,
+    /// Where the census stands (see [`Census`](crate::Census)).
+    pub census: CensusProgress,
+}
+
+/// Where the census stands, in a [`Survey`] or from
+/// [`Retention::census_estimate`](crate::Retention::census_estimate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CensusProgress {
+    /// Tracked users the census keeps a probe time of (probed at least once).
+    pub probed_users: u64,
+    /// Idle users the current round has walked past (0 between rounds).
+    pub round_walked: u64,
+    /// Users idle long enough to be probed (`None`: no census settings to count with).
+    pub idle_users: Option<u64>,
+    /// At most how long a whole round of `idle_users` takes at the probes' pace
+    /// (users probed within `Census::every` are passed without a probe).
+    pub round_takes: Option<Duration>,
+    /// At most how long the current round still takes at that pace.
+    pub round_left: Option<Duration>,
 }
 
 /// Users whose last interaction was between `from` and `to` ago.
@@ -122,6 +142,19 @@ fn edges(threshold: Duration) -> Vec<Duration> {
 }
 
 pub(crate) async fn survey(parts: &Parts) -> Result<Survey> {
+    let census = match (&parts.config.census, &parts.config.probes) {
+        (Some(census), Some(probes)) => Some((census.idle_for, probes.interval)),
+        _ => None,
+    };
+    survey_with(parts, census).await
+}
+
+/// The survey, with the census's progress counted for users idle `idle_for`, probed one per
+/// `interval`.
+pub(crate) async fn survey_with(
+    parts: &Parts,
+    census: Option<(Duration, Duration)>,
+) -> Result<Survey> {
     // Ages are measured against Redis's clock, as the pruner's are.
     let now = parts.store_now_ms().await;
     let threshold = parts.config.inactive_after;
@@ -141,7 +174,22 @@ pub(crate) async fn survey(parts: &Parts) -> Result<Survey> {
     let past = now - t;
     ranges.push(range(past, past + duration_ms(DAY)));
     ranges.push(range(past, past + duration_ms(7 * DAY)));
+    if let Some((idle_for, _)) = census {
+        ranges.push(range(i64::MIN, now.saturating_sub(duration_ms(idle_for))));
+    }
     let raw = parts.door.call(|b| b.survey(now, &ranges)).await?;
+    let idle_users = census.and_then(|_| raw.seen.get(edges.len() + 2).copied());
+    let pace = |users: u64| {
+        census
+            .map(|(_, interval)| interval.saturating_mul(u32::try_from(users).unwrap_or(u32::MAX)))
+    };
+    let census = CensusProgress {
+        probed_users: raw.census_probed,
+        round_walked: raw.census_walked,
+        idle_users,
+        round_takes: idle_users.and_then(pace),
+        round_left: idle_users.and_then(|idle| pace(idle.saturating_sub(raw.census_walked))),
+    };
     let stuck_ms = duration_ms(parts.config.stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
     let inactivity: Vec<InactivityBucket> = buckets
@@ -176,6 +224,7 @@ pub(crate) async fn survey(parts: &Parts) -> Result<Survey> {
                 unwritten: beat.backlog,
             })
             .collect(),
+        census,
     })
 }
 

@@ -306,6 +306,26 @@ every_store! {
         // The CLI itself leaves no heartbeat (it would hold `reshard` back for an hour).
         let stats = json(cli(&db).arg("stats"));
         assert_eq!(stats["writers"].as_array().unwrap().len(), 0, "{stats}");
+        assert_eq!(stats["census"]["probed_users"], 0, "{stats}");
+    }
+
+    /// `census --dry-run` counts the users idle long enough and the round's length at the
+    /// pace; without --dry-run it refuses (this tool sends no probes).
+    async fn census_dry_run_estimates_a_round(db) {
+        let bot = seed(&db).await;
+        // The seed's users idle 30 days or more: the last two buckets of `stats`.
+        let estimate =
+            json(cli(&db).args(["census", "--dry-run", "--idle-for", "30d", "--interval-ms", "500"]));
+        assert_eq!(estimate["idle_users"], 12, "{estimate}");
+        assert_eq!(estimate["round_takes_seconds"], 6, "{estimate}");
+        assert_eq!(estimate["probed_users"], 0, "{estimate}");
+        let (code, text, _) =
+            run(cli(&db).args(["census", "--dry-run", "--idle-for", "7d"]));
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("idle for 7 d or more: 14 users"), "{text}");
+        let (code, _, err) = run(cli(&db).arg("census"));
+        assert_eq!(code, 2, "{err}");
+        bot.shutdown().await.unwrap();
     }
 }
 

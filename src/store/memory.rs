@@ -668,6 +668,12 @@ impl Backend for MemoryNamespace {
                     Heartbeat { writer: id.to_string(), at, backlog: *backlog }
                 })
                 .collect();
+            survey.census_probed = s.probes.len() as u64;
+            if s.census.is_some() {
+                let (at, skip) = census_cursor(s.census.as_deref());
+                let before = s.seen.order.range(..(at, 0)).count() as u64;
+                survey.census_walked = before + skip;
+            }
             survey
         })
     }

@@ -221,6 +221,10 @@ pub(crate) struct RawSurvey {
     pub(crate) max_attempts: u32,
     /// Writers' heartbeats.
     pub(crate) writers: Vec<Heartbeat>,
+    /// Users the census keeps a probe time of.
+    pub(crate) census_probed: u64,
+    /// Users the census's walk passed in its current round (0 between rounds).
+    pub(crate) census_walked: u64,
 }
 
 /// A writer's last heartbeat.

@@ -352,4 +352,3 @@ async fn the_census_keeps_nothing_of_an_erased_user_on_redis() {
     let kept: Vec<String> = redis::cmd("HKEYS").arg("{retention}:probes").query(&mut conn).unwrap();
     assert_eq!(kept, ["2"]);
 }
-

@@ -25,7 +25,7 @@ mod stores;
 mod writes;
 
 use check::check;
-use reads::{export, preview, receipt, stats, status};
+use reads::{census, export, preview, receipt, stats, status};
 use stores::{Target, retention};
 use writes::{adopt, forget};
 
@@ -155,6 +155,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// Estimate a census round over the current base: users idle long enough, users probed
+    /// so far, where the current round stands, and at most how long a round takes at the
+    /// pace. The census itself runs in the bot's pruner (RetentionBuilder::census).
+    Census {
+        /// Only estimate (required: this tool sends no probes).
+        #[arg(long, required = true)]
+        dry_run: bool,
+        /// Users idle at least this long are probed (the bot's `Census::idle_for`).
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        idle_for: Duration,
+        /// One probe per this many milliseconds (the bot's `Probes::interval`).
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Check the store and the namespace. Redis: version, eviction policy, persistence,
     /// clock skew, namespace metadata. PostgreSQL: version, the isolation levels the store
     /// runs at, durability, the clock against clock_timestamp(), the table version. SQLite:
@@ -252,6 +266,9 @@ async fn run(cli: &Cli) -> Outcome {
             adopt(cli, from_file, *not_before, *dry_run, *rate).await
         }
         Command::Check => check(cli).await,
+        Command::Census { dry_run: _, idle_for, interval_ms } => {
+            census(cli, *idle_for, Duration::from_millis(*interval_ms)).await
+        }
         Command::Receipt { user, key_file } => receipt(cli, UserId(*user), key_file).await,
     }
 }

@@ -30,6 +30,7 @@ pub(super) fn survey_json(cli: &Cli, s: &Survey) -> Value {
             "oldest_age_seconds": s.oldest_failing_since.map(|t| (s.taken_at - t).num_seconds()),
             "max_failed_attempts": s.max_failed_attempts,
         },
+        "census": census_json(&s.census),
         "writers": s.writers.iter().map(|w| json!({
             "id": w.id,
             "last_beat": w.last_beat.to_rfc3339(),
@@ -104,6 +105,14 @@ pub(super) fn survey_text(cli: &Cli, s: &Survey) -> String {
             let _ = writeln!(out, "failing erasures: 0");
         }
     }
+    if s.census.probed_users > 0 || s.census.round_walked > 0 {
+        let _ = writeln!(
+            out,
+            "census: {} users probed; current round walked {} idle users",
+            thousands(s.census.probed_users),
+            thousands(s.census.round_walked)
+        );
+    }
     if s.writers.is_empty() {
         let _ = writeln!(out, "writers: none (no bot records interactions now)");
     } else {
@@ -140,6 +149,50 @@ pub(super) async fn stats(cli: &Cli) -> Outcome {
         print!("{}", survey_text(cli, &survey));
         println!("{}", audit_line(audit.as_ref()));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn census_json(c: &teloxide_retention::CensusProgress) -> Value {
+    json!({
+        "probed_users": c.probed_users,
+        "round_walked": c.round_walked,
+        "idle_users": c.idle_users,
+        "round_takes_seconds": c.round_takes.map(|d| d.as_secs()),
+        "round_left_seconds": c.round_left.map(|d| d.as_secs()),
+    })
+}
+
+/// `census --dry-run`: what a census round over the current base takes.
+pub(super) async fn census(cli: &Cli, idle_for: Duration, interval: Duration) -> Outcome {
+    if interval.is_zero() {
+        return Err(Failure::usage("--interval-ms must be at least 1".to_owned()));
+    }
+    let retention = retention(cli, cli.inactive_after).await?;
+    let spinner = spinner("counting");
+    let census = teloxide_retention::Census::new().idle_for(idle_for);
+    let estimate = retention.census_estimate(&census, interval).await;
+    spinner.finish_and_clear();
+    let estimate = estimate?;
+    if cli.json {
+        println!("{}", census_json(&estimate));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let span = |d: Option<Duration>| {
+        age(chrono::Duration::from_std(d.unwrap_or_default()).unwrap_or_default())
+    };
+    println!(
+        "idle for {} or more: {} users; at one probe per {} ms a round takes at most {}",
+        age(chrono::Duration::from_std(idle_for).unwrap_or_default()),
+        thousands(estimate.idle_users.unwrap_or(0)),
+        interval.as_millis(),
+        span(estimate.round_takes)
+    );
+    println!(
+        "probed so far: {} users; the current round walked {} and has at most {} left",
+        thousands(estimate.probed_users),
+        thousands(estimate.round_walked),
+        span(estimate.round_left)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

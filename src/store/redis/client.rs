@@ -511,17 +511,40 @@ impl Backend for RedisNamespace {
             pipe.cmd("HVALS").arg(&self.keys.job);
             pipe.cmd("HVALS").arg(&self.keys.failing);
             pipe.cmd("HGETALL").arg(&self.keys.writers);
+            pipe.cmd("HLEN").arg(&self.keys.probes);
+            pipe.cmd("HGET").arg(&self.keys.meta).arg("census");
             let mut replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
             fn parse<T: FromRedisValue>(reply: Option<Value>) -> Result<T> {
                 redis::from_redis_value(reply.unwrap_or(Value::Nil))
                     .map_err(|e| Error::Redis(redis::RedisError::from(e)))
             }
+            let cursor: Option<String> = parse(replies.pop())?;
+            let census_probed: u64 = parse(replies.pop())?;
+            let census_walked = match cursor {
+                Some(raw) => {
+                    let (at, skip) = census_cursor(Some(&raw));
+                    let before: u64 = redis::cmd("ZCOUNT")
+                        .arg(&self.keys.seen)
+                        .arg("-inf")
+                        .arg(format!("({at}"))
+                        .query_async(&mut self.conn.clone())
+                        .await?;
+                    before + skip
+                }
+                None => 0,
+            };
             let writers: Vec<(String, String)> = parse(replies.pop())?;
             let failing: Vec<String> = parse(replies.pop())?;
             let jobs: Vec<String> = parse(replies.pop())?;
             let scheduled_due: u64 = parse(replies.pop())?;
             let seen = replies.into_iter().map(|v| parse(Some(v))).collect::<Result<Vec<u64>>>()?;
-            let mut survey = RawSurvey { seen, scheduled_due, ..RawSurvey::default() };
+            let mut survey = RawSurvey {
+                seen,
+                scheduled_due,
+                census_probed,
+                census_walked,
+                ..RawSurvey::default()
+            };
             // A job this version cannot read is the claim's to report, not a reason to fail.
             for job in jobs.iter().filter_map(|job| decode_job(job).ok()) {
                 survey.scheduled[job.reason.index()] += 1;

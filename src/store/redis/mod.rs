@@ -37,7 +37,8 @@ use crate::store::{
     ClaimTimes, ClaimUser, Claimed, Confirmed, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish,
     FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked,
     PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
-    Store, Unschedule, WriterWindow, check_version, decode_job, parse_version, sealed,
+    Store, Unschedule, WriterWindow, census_cursor, check_version, decode_job, parse_version,
+    sealed,
 };
 
 /// The production store: Redis 7.0 or newer, a single server (plain or `rediss://`), a

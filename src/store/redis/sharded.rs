@@ -600,6 +600,8 @@ impl Backend for Sharded {
                     *sum += n;
                 }
                 total.scheduled_due += part.scheduled_due;
+                total.census_probed += part.census_probed;
+                total.census_walked += part.census_walked;
                 total.failing_since.extend(part.failing_since);
                 total.max_attempts = total.max_attempts.max(part.max_attempts);
                 // Every shard gets every heartbeat: the first shard's are all of them.

@@ -726,6 +726,13 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     })
                 })
                 .collect::<Result<_>>()?;
+            let sql = format!("SELECT COUNT(*) FROM {}", s.t.probes);
+            survey.census_probed = s.count(tx, &sql, Vec::new()).await?;
+            if let Some(raw) = s.meta(tx, "census").await? {
+                let (at, skip) = census_cursor(Some(&raw));
+                let sql = format!("SELECT COUNT(*) FROM {} WHERE at < ?", s.t.seen);
+                survey.census_walked = s.count(tx, &sql, vec![at.into()]).await? + skip;
+            }
             Ok(survey)
         })
     }
