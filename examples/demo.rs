@@ -6,12 +6,15 @@
 //! `DATABASE_URL=sqlite:demo.db` (or `postgres://...`) to keep the store in a SQLite file or
 //! a PostgreSQL database (a namespace of its own per run, left there).
 //!
-//! Six users interact with a small bot that keeps a profile per user and relays support
+//! Seven users interact with a small bot that keeps a profile per user and relays support
 //! requests to its admin. Over six simulated weeks they ask for the privacy policy, export
-//! and delete their data, block the bot, and go quiet; the pruner erases them, with the
-//! bot's own data, as the policy says. The bot talks to Telegram through the `Retained`
-//! adaptor, so a failed send marks exactly the user it was for: when the admin has blocked
-//! the bot, relaying dave's request marks the admin, not dave.
+//! and delete their data, block the bot, delete their account, and go quiet; the pruner
+//! erases them, with the bot's own data, as the policy says. The bot talks to Telegram
+//! through the `Retained` adaptor, so a failed send marks exactly the user it was for: when
+//! the admin has blocked the bot, relaying dave's request marks the admin, not dave. The
+//! pruner probes before it trusts an ambiguous "chat not found" (frank keeps his data), and
+//! its census finds grace, who deleted her account without a word, a week after she went
+//! quiet instead of after the 30-day threshold.
 
 use teloxide_retention::testing::{self as bot_api, updates};
 
@@ -25,8 +28,8 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::Me;
 use teloxide_retention::{
-    BoxError, Clock, Commands, DialogueEraser, Eraser, Erasure, ErasureReason, Export, ManualClock,
-    MemoryStore, RedisStore, Retained, RetainedExt, Retention, Texts,
+    BoxError, Census, Clock, Commands, DialogueEraser, Eraser, Erasure, ErasureReason, Export,
+    ManualClock, MemoryStore, Probes, RedisStore, Retained, RetainedExt, Retention, Texts,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -36,7 +39,7 @@ const START_MS: i64 = 1_767_603_600_000;
 /// The bot's admin, who receives support requests (and has blocked the bot).
 const ADMIN: u64 = 1000;
 
-const USERS: [(u64, &str); 7] = [
+const USERS: [(u64, &str); 8] = [
     (ADMIN, "admin"),
     (1001, "alice"),
     (1002, "bob"),
@@ -44,6 +47,7 @@ const USERS: [(u64, &str); 7] = [
     (1004, "dave"),
     (1005, "erin"),
     (1006, "frank"),
+    (1007, "grace"),
 ];
 
 /// The bot's own data: a profile per user, in memory here (a database table in a real bot).
@@ -114,6 +118,8 @@ struct Demo {
     profiles: Profiles,
     /// Requests to Telegram already printed.
     printed: usize,
+    /// Marks already reported.
+    marks: std::collections::BTreeSet<(u64, ErasureReason)>,
     erased: Arc<Mutex<BTreeMap<u64, (i64, ErasureReason)>>>,
 }
 
@@ -166,7 +172,45 @@ impl Demo {
     async fn next_day(&mut self, days: u32) {
         for _ in 0..days {
             self.clock.advance(DAY);
+            // Marks made before the pass (by blocks, failed sends) are not the census's.
+            for (id, _) in USERS {
+                let marked = self.retention.status(UserId(id)).await.expect("status").erasure;
+                if let Some(mark) = marked {
+                    self.marks.insert((id, mark.reason));
+                }
+            }
             let report = self.retention.prune_once().await.expect("prune pass");
+            if report.census_probed > 0 {
+                println!(
+                    "day {:>2} │ pruner│ census: probed {} idle user(s) (a \"typing\" action \
+                     each), {} gone",
+                    self.day(),
+                    report.census_probed,
+                    report.census_found_gone
+                );
+            }
+            for (id, _) in USERS {
+                let marked = self.retention.status(UserId(id)).await.expect("status").erasure;
+                if let Some(mark) = marked.filter(|m| self.marks.insert((id, m.reason))) {
+                    if report.census_found_gone > 0 && mark.reason == ErasureReason::Deactivated {
+                        let due = mark.due.map_or("-".to_owned(), |d| d.date_naive().to_string());
+                        let name = Self::name(id);
+                        println!(
+                            "day {:>2} │ pruner│ census: {name}'s account is deleted → marked, \
+                             erased on {due} unless she returns",
+                            self.day()
+                        );
+                    }
+                }
+            }
+            if report.kept_reachable > 0 {
+                println!(
+                    "day {:>2} │ pruner│ probe: {} user(s) marked unreachable answered → mark \
+                     dropped, data kept",
+                    self.day(),
+                    report.kept_reachable
+                );
+            }
             if report.erased > 0 {
                 let erased: Vec<String> = ErasureReason::ALL
                     .into_iter()
@@ -218,6 +262,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .commands(Commands::default().texts(texts))
         .erase_with(profiles.clone())
         .erase_with(DialogueEraser::new(Arc::clone(&dialogues)).with_export())
+        // Probe before trusting an ambiguous "unreachable", and find gone users among
+        // those idle a week (fast probes here; the default is one a second).
+        .probe_with(telegram.bot(), Probes::new().one_every(Duration::from_millis(5)))
+        .census(Census::new().idle_for(7 * DAY))
         .on_erased({
             let erased = Arc::clone(&erased);
             let clock = clock.clone();
@@ -232,11 +280,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("teloxide-retention demo");
     println!(
         "store: {store}; policy: erase after 30 days without interaction, blocked users \
-         after a 7-day grace period\n"
+         after a 7-day grace period; users idle a week are probed (census)\n"
     );
 
-    let mut demo =
-        Demo { retention, handler, telegram, bot, me, clock, profiles, printed: 0, erased };
+    let mut demo = Demo {
+        retention,
+        handler,
+        telegram,
+        bot,
+        me,
+        clock,
+        profiles,
+        printed: 0,
+        marks: Default::default(),
+        erased,
+    };
     use updates as u;
 
     for (id, name) in USERS.into_iter().filter(|(id, _)| *id != ADMIN) {
@@ -293,6 +351,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     demo.next_day(1).await;
     demo.telegram.fail_chat(1004, 403, "Forbidden: user is deactivated");
+    // A "chat not found" that passes: frank is still there.
+    demo.telegram.fail_chat(1006, 400, "Bad Request: chat not found");
     println!("day {:>2} │ bot   │ broadcasts \"New menu!\" to everyone with a profile", demo.day());
     let recipients: Vec<u64> = demo.profiles.lock().keys().copied().collect();
     for user in recipients {
@@ -303,6 +363,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     demo.printed = demo.telegram.sent().len();
+    demo.telegram.heal_chat(1006);
+    demo.note("frank's \"chat not found\" was transient: a probe confirms before erasing");
+    // Telegram tells the bot nothing when an account is deleted.
+    println!("day {:>2} │ grace │ deletes her Telegram account (the bot is not told)", demo.day());
+    demo.telegram.fail_chat(1007, 403, "Forbidden: user is deactivated");
 
     demo.next_day(2).await;
     demo.update(1002, "unblocks the bot", u::unblocked(1002)).await;

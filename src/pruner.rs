@@ -644,6 +644,11 @@ impl Pruner {
                         report.kept_reachable += 1;
                         Counters::add(&parts.counters.kept_reachable, 1);
                         parts.hooks.returned(user);
+                        if parts.config.census.is_some() {
+                            // The census need not ask again within its interval.
+                            let answer = [CensusAnswer { user, reachable: true }];
+                            part.call(|b| b.census_record(&answer, now)).await?;
+                        }
                     }
                     probed.insert(user, Probed::Kept);
                 }
