@@ -21,6 +21,10 @@
 //!    the slowest call (Redis's slow log) or statement (sqlx's per-statement events) of each
 //!    kind, the naive strategy on the same data, and adoption and the audit's lookups
 //!    (users/s, and on SQL the statements per 500-user chunk);
+//! 11. the census: probes per second it drives against the fake Bot API (the pruner on one
+//!     core: a current-thread runtime), Redis time and memory per probed user, and the
+//!     process's memory growth over bases of two sizes (flat: it keeps nothing per user);
+//!     with the `sqlite` feature, the same rate on a SQLite file;
 //! 7. with `--cluster` (it starts six more servers): write throughput and prune rate on a
 //!    Redis Cluster of three masters (one replica each, the default 24 shards) next to one
 //!    server in the same run, both over TCP, the spread of users over the masters, and each
@@ -66,8 +70,8 @@ use teloxide::dispatching::{UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
 use teloxide::types::{Me, UserId};
 use teloxide_retention::{
-    Adoption, BoxError, Erasure, GonePolicy, GoneReason, Listing, ManualClock, RedisKeysEraser,
-    RedisStore, Retention, RetentionBuilder, UntrackedUsers, erase_fn,
+    Adoption, BoxError, Census, Erasure, GonePolicy, GoneReason, Listing, ManualClock, Probes,
+    RedisKeysEraser, RedisStore, Retention, RetentionBuilder, UntrackedUsers, erase_fn,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -113,7 +117,10 @@ struct Args {
     /// Users adopted, and erased users with a receipt, in section 10 (each store).
     #[arg(long, default_value_t = 1_000_000)]
     scale_users: u64,
-    /// Run only these sections (1 to 6, 8 to 10; 7 with --cluster); all by default.
+    /// Idle users of the census in section 11, the smaller and the larger base.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000])]
+    census_users: Vec<u64>,
+    /// Run only these sections (1 to 6, 8 to 11; 7 with --cluster); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Internal: records USERS users at URL in this fresh process and prints its memory
@@ -165,6 +172,7 @@ async fn main() -> Result<(), BoxError> {
         args.adopt_users = 100_000;
         args.store_adopt_users = 20_000;
         args.scale_users = 50_000;
+        args.census_users = vec![2_000, 10_000];
     }
     if let Some(probe) = &args.memory_probe {
         return memory_probe(&probe[0], probe[1].parse()?).await;
@@ -218,6 +226,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if run(10) {
         at_scale(&url, &mut raw, &args, &mut report).await?;
+    }
+    if run(11) {
+        census(&url, &mut raw, &args, &mut report).await?;
     }
     if args.cluster && run(7) {
         on_cluster(&args, &mut report).await?;
@@ -1157,6 +1168,151 @@ async fn stores(
     }
     #[cfg(not(feature = "sqlite"))]
     println!("9. SQLite and PostgreSQL: skipped (run with --features sqlite,postgres)");
+    Ok(())
+}
+
+/// What one census pass over `n` idle users did, on a store built by `store`.
+struct CensusRun {
+    probed: u64,
+    found_gone: u64,
+    seconds: f64,
+    rss_growth: u64,
+}
+
+/// Runs one census pass over `n` users idle 40 days, 1 % of them deleted accounts, on a
+/// current-thread runtime of its own (the pruner on one core; the fake API serves from its
+/// own thread).
+fn census_run(
+    store: impl FnOnce() -> Result<RetentionBuilder, BoxError> + Send + 'static,
+    n: u64,
+) -> Result<CensusRun, BoxError> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let api = teloxide_retention::testing::FakeBotApi::start().await;
+            for user in (1..=n).step_by(100) {
+                api.fail_chat_with(
+                    user as i64,
+                    teloxide_retention::testing::TelegramError::Deactivated,
+                );
+            }
+            let clock = ManualClock::at_unix_ms(NOW);
+            let retention = store()?
+                .inactive_after(Duration::from_millis(90 * DAY_MS as u64))
+                .clock(clock.clone())
+                .probe_with(api.bot(), Probes::new().one_every(Duration::from_micros(1)))
+                .census(Census::new().per_pass(Duration::from_secs(3600)))
+                .prune_every(Duration::from_secs(24 * 3600))
+                .build()?;
+            let since = chrono::DateTime::from_timestamp_millis(NOW - 40 * DAY_MS);
+            retention.adopt((1..=n).map(|u| (UserId(u), since)), &Adoption::new()).await?;
+            let rss_before = rss_bytes();
+            let started = Instant::now();
+            let pass = retention.prune_once().await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let rss_growth = rss_bytes().saturating_sub(rss_before);
+            retention.shutdown().await?;
+            Ok(CensusRun {
+                probed: pass.census_probed,
+                found_gone: pass.census_found_gone,
+                seconds,
+                rss_growth,
+            })
+        })
+    })
+    .join()
+    .map_err(|_| "the census thread panicked")?
+}
+
+/// 11. The census.
+async fn census(
+    url: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+    args: &Args,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    println!("11. the census over {:?} idle users", args.census_users);
+    let mut growth = Vec::new();
+    for &n in &args.census_users {
+        flush(raw).await?;
+        let before = used_memory(raw).await?;
+        redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(raw).await?;
+        let url = url.to_owned();
+        let run = census_run(
+            move || {
+                let rt = tokio::runtime::Handle::current();
+                let store = tokio::task::block_in_place(|| rt.block_on(RedisStore::open(&url)))?;
+                Ok(Retention::builder(store))
+            },
+            n,
+        )?;
+        assert_eq!((run.probed, run.found_gone), (n, n / 100));
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
+        let script_usec: f64 = stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum();
+        // Each probed user's field in `{ns}:probes` (the gone ones' marks aside).
+        let probes_bytes: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg("{retention}:probes")
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(raw)
+            .await?;
+        let after = used_memory(raw).await?;
+        let _ = (before, after);
+        report.add(
+            &format!("census, Redis, {n} idle: probes/s (one core)"),
+            n as f64 / run.seconds,
+            "probes/s",
+            None,
+        );
+        report.add(
+            &format!("census, Redis, {n} idle: Redis script time per probed user"),
+            script_usec / n as f64,
+            "µs",
+            None,
+        );
+        report.add(
+            &format!("census, Redis, {n} idle: Redis memory per probed user"),
+            probes_bytes as f64 / n as f64,
+            "bytes",
+            None,
+        );
+        report.add(
+            &format!("census, Redis, {n} idle: process memory growth"),
+            run.rss_growth as f64 / (1024.0 * 1024.0),
+            "MiB",
+            None,
+        );
+        growth.push(run.rss_growth);
+    }
+    #[cfg(feature = "sqlite")]
+    {
+        let n = args.census_users[0];
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite:{}", dir.path().join("census.db").display());
+        let run = census_run(
+            move || {
+                let rt = tokio::runtime::Handle::current();
+                let store = tokio::task::block_in_place(|| {
+                    rt.block_on(teloxide_retention::SqliteStore::open(&url))
+                })?;
+                Ok(Retention::builder(store))
+            },
+            n,
+        )?;
+        assert_eq!(run.probed, n);
+        report.add(
+            &format!("census, SQLite, {n} idle: probes/s (one core)"),
+            n as f64 / run.seconds,
+            "probes/s",
+            None,
+        );
+    }
     Ok(())
 }
 

@@ -566,19 +566,26 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         at: i64,
     ) -> BoxFuture<'a, Result<()>> {
         in_tx!(self, |s, tx| {
-            // Only users still tracked: an erased user gets no row again.
-            let sql = format!(
-                "INSERT INTO {p} (uid, probed_at, reachable_at) \
-                 SELECT uid, ?, ? FROM {seen} WHERE uid = ? \
-                 ON CONFLICT (uid) DO UPDATE SET probed_at = excluded.probed_at, \
-                 reachable_at = CASE WHEN excluded.reachable_at > {p}.reachable_at \
-                 THEN excluded.reachable_at ELSE {p}.reachable_at END",
-                p = s.t.probes,
-                seen = s.t.seen
-            );
-            for a in answers {
-                let reachable = if a.reachable { at } else { 0 };
-                s.exec(tx, &sql, vec![at.into(), reachable.into(), id(a.user)]).await?;
+            // Set-based: one statement per chunk of reachable users and one per chunk of
+            // gone ones. Only users still tracked: an erased user gets no row again.
+            for reachable in [true, false] {
+                let users: Vec<u64> =
+                    answers.iter().filter(|a| a.reachable == reachable).map(|a| a.user).collect();
+                for chunk in users.chunks(CHUNK) {
+                    let sql = format!(
+                        "INSERT INTO {p} (uid, probed_at, reachable_at) \
+                         SELECT uid, ?, ? FROM {seen} WHERE uid IN ({}) \
+                         ON CONFLICT (uid) DO UPDATE SET probed_at = excluded.probed_at, \
+                         reachable_at = CASE WHEN excluded.reachable_at > {p}.reachable_at \
+                         THEN excluded.reachable_at ELSE {p}.reachable_at END",
+                        params(chunk.len()),
+                        p = s.t.probes,
+                        seen = s.t.seen
+                    );
+                    let mut args = vec![at.into(), (if reachable { at } else { 0 }).into()];
+                    args.extend(chunk.iter().map(|u| id(*u)));
+                    s.exec(tx, &sql, args).await?;
+                }
             }
             Ok(())
         })
