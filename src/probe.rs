@@ -230,9 +230,10 @@ impl Census {
 /// is skipped when its probes took more than half of it.
 pub(crate) const LOOKAHEAD: Duration = Duration::from_secs(5 * 60);
 
-/// A way to reach Telegram, type-erased.
+/// A way to reach Telegram, type-erased: the answer, and how long Telegram asked the bot
+/// to wait (a 429's `retry_after`).
 trait Reach: Send + Sync {
-    fn chat_action(&self, user: UserId) -> BoxFuture<'static, Reachability>;
+    fn chat_action(&self, user: UserId) -> BoxFuture<'static, (Reachability, Option<Duration>)>;
 }
 
 struct ByRequester<R>(R);
@@ -241,11 +242,21 @@ impl<R> Reach for ByRequester<R>
 where
     R: Requester<Err = RequestError> + Send + Sync + 'static,
 {
-    fn chat_action(&self, user: UserId) -> BoxFuture<'static, Reachability> {
+    fn chat_action(&self, user: UserId) -> BoxFuture<'static, (Reachability, Option<Duration>)> {
         let sending = self.0.send_chat_action(ChatId::from(user), ChatAction::Typing).send();
-        Box::pin(async move { Reachability::of(user, &sending.await) })
+        Box::pin(async move {
+            let answer = sending.await;
+            let wait = match &answer {
+                Err(RequestError::RetryAfter(seconds)) => Some(seconds.duration()),
+                _ => None,
+            };
+            (Reachability::of(user, &answer), wait)
+        })
     }
 }
+
+/// The longest a 429 holds the probes back (Telegram asks for seconds, rarely minutes).
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The pruner's prober: the bot's requester, paced and bounded.
 pub(crate) struct Prober {
@@ -268,6 +279,8 @@ impl Prober {
     }
 
     /// Sends one chat action to `user`, at this process's pace, and classifies the answer.
+    /// A rate limit (429) pushes every later probe of this process back by the wait
+    /// Telegram asked for.
     pub(crate) async fn probe(&self, user: UserId) -> Reachability {
         let slot = {
             let mut next = self.next.lock().await;
@@ -277,7 +290,13 @@ impl Prober {
         };
         tokio::time::sleep_until(slot).await;
         let answer = tokio::time::timeout(self.settings.timeout, self.reach.chat_action(user));
-        answer.await.unwrap_or(Reachability::Unknown)
+        let (found, wait) = answer.await.unwrap_or((Reachability::Unknown, None));
+        if let Some(wait) = wait {
+            tracing::warn!(?wait, "Telegram asked the probes to slow down");
+            let mut next = self.next.lock().await;
+            *next = (*next).max(tokio::time::Instant::now() + wait.min(MAX_BACKOFF));
+        }
+        found
     }
 }
 

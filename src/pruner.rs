@@ -17,8 +17,8 @@ use crate::parts::Parts;
 use crate::probe::{Census, LOOKAHEAD, Prober, Reachability};
 use crate::stats::{Counters, PerReason};
 use crate::store::{
-    CensusAnswer, CensusWalk, ClaimRequest, ClaimTimes, DUE_SCAN_SLACK, Job, Part, Unschedule,
-    random_id,
+    CensusAnswer, CensusPage, CensusWalk, ClaimRequest, ClaimTimes, DUE_SCAN_SLACK, Job, Part,
+    Unschedule, random_id,
 };
 
 /// Idle users a step of the census walks past at most.
@@ -26,6 +26,10 @@ const CENSUS_STEP: usize = 100;
 
 /// Census probes in flight at once (each still waits for its slot of the pace).
 const CENSUS_IN_FLIGHT: usize = 8;
+
+/// Idle users the census walks past at most in one pass, probed or not: a base whose
+/// round is done is walked again a slice per pass, not whole at every pass.
+const CENSUS_WALK_PER_PASS: u64 = 50_000;
 use futures_util::stream::{self, StreamExt};
 
 /// What one prune pass did.
@@ -396,6 +400,9 @@ impl Pruner {
         if let Some(e) = failure {
             return Err(e);
         }
+        if let (Some(prober), Some(census)) = (&self.parts.prober, &self.parts.config.census) {
+            self.census(prober, census, token, &mut report).await?;
+        }
         report.elapsed = started.elapsed();
         Counters::add(&self.parts.counters.prune_passes, 1);
         metrics::histogram!("teloxide_retention_prune_pass_duration_seconds")
@@ -458,18 +465,10 @@ impl Pruner {
         // The gone marks this pass probed (or postponed): each is probed once a pass.
         let mut probed = HashMap::new();
         while !token.is_cancelled() {
-            if let Some(prober) = &self.parts.prober {
-                let started = Instant::now();
-                self.confirm_due_marks(part, prober, &mut probed, &mut report).await?;
-                if started.elapsed() > LOOKAHEAD / 2 {
-                    // The claim could take marks that fell due after the probes' look
-                    // ahead; the next pass probes them first.
-                    tracing::warn!(
-                        took = ?started.elapsed(),
-                        "probing the due gone marks took too long; claiming at the next pass"
-                    );
-                    break;
-                }
+            if let Some(prober) = &self.parts.prober
+                && !self.confirm_due_marks(part, prober, token, &mut probed, &mut report).await?
+            {
+                break; // cancelled
             }
             let request = ClaimRequest {
                 times: self.parts.claim_times(),
@@ -511,19 +510,15 @@ impl Pruner {
             }
             report.failed += finished.failed.len() as u64;
         }
-        if let (Some(prober), Some(census)) = (&self.parts.prober, &self.parts.config.census) {
-            self.census(part, prober, census, token, &mut report).await?;
-        }
         Ok(report)
     }
 
-    /// Runs the census on one part of the store for at most its budget (see `Census`):
-    /// walks on from where the last pass stopped, probes the idle users the walk returns,
-    /// marks the gone ones and records the answers. Only while this process holds the
-    /// census's lease.
+    /// Runs the census for at most its budget (see `Census`), after the pass's claims:
+    /// while this process holds the census's lease (one for the namespace), walks each
+    /// part of the store on from where it stands, a step of each part in turn, probes the
+    /// idle users the walks return, marks the gone ones and records the answers.
     async fn census(
         &self,
-        part: Part<'_>,
         prober: &Prober,
         census: &Census,
         token: &CancellationToken,
@@ -532,140 +527,198 @@ impl Pruner {
         let parts = &self.parts;
         let budget = census.per_pass.min(parts.config.prune_every / 2);
         let ttl = duration_ms(budget).saturating_add(30_000);
-        if !part.call(|b| b.census_lease(ttl, parts.holder)).await? {
+        if token.is_cancelled() || !parts.door.call(|b| b.census_lease(ttl, parts.holder)).await? {
             return Ok(());
         }
         let ends = Instant::now() + budget;
-        while !token.is_cancelled() && Instant::now() < ends {
-            let now = parts.now_ms();
-            // As many users as the probes' pace fits in what is left, so that a step never
-            // walks past users it cannot probe.
-            let left = ends.saturating_duration_since(Instant::now());
-            let fit = left.as_nanos() / prober.settings.interval.as_nanos().max(1);
-            let walk = CensusWalk {
-                idle_up_to: now.saturating_sub(duration_ms(census.idle_for)),
-                probed_since: now.saturating_sub(duration_ms(census.every)),
-                limit: usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, CENSUS_STEP),
-            };
-            let page = part.call(|b| b.census_walk(walk)).await?;
-            report.census_walked += page.walked;
-            let mut answers = Vec::with_capacity(page.users.len());
-            // A few probes in flight at once, each at its slot of the pace: a slow answer
-            // does not slow the census below its rate.
-            let found: Vec<(u64, Reachability)> = stream::iter(page.users)
-                .take_while(|_| std::future::ready(!token.is_cancelled()))
-                .map(|user| async move { (user, prober.probe(UserId(user)).await) })
-                .buffered(CENSUS_IN_FLIGHT)
-                .collect()
-                .await;
-            for (user, found) in found {
-                parts.counters.probed(found);
-                report.census_probed += 1;
-                match found {
-                    Reachability::Reachable => answers.push(CensusAnswer { user, reachable: true }),
-                    Reachability::Gone(reason) => {
-                        answers.push(CensusAnswer { user, reachable: false });
-                        report.census_found_gone += 1;
-                        tracing::info!(user, %reason, "the census found a user gone");
-                        parts.tracker.mark_gone(UserId(user), reason).await?;
-                    }
-                    Reachability::Unknown => {}
+        let store_parts = parts.door.parts();
+        let mut done = vec![false; store_parts.len()];
+        let mut walked = 0;
+        'walk: while !token.is_cancelled() && Instant::now() < ends && walked < CENSUS_WALK_PER_PASS
+        {
+            for (i, part) in store_parts.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                if token.is_cancelled() || Instant::now() >= ends {
+                    break 'walk;
+                }
+                let page = self.census_step(*part, prober, census, ends, report).await?;
+                walked += page.walked;
+                if page.round_done {
+                    done[i] = true;
+                    report.census_rounds += 1;
+                    Counters::add(&parts.counters.census_rounds, 1);
                 }
             }
-            part.call(|b| b.census_record(&answers, now)).await?;
-            if page.round_done {
-                report.census_rounds += 1;
-                Counters::add(&parts.counters.census_rounds, 1);
-                break;
-            }
-            if !part.call(|b| b.census_lease(ttl, parts.holder)).await? {
+            if done.iter().all(|d| *d)
+                || !parts.door.call(|b| b.census_lease(ttl, parts.holder)).await?
+            {
                 break;
             }
         }
         Ok(())
     }
 
+    /// One step of the census on one part: walks past at most as many idle users as the
+    /// probes' pace fits before `ends`, probes those the walk returns, marks the gone ones
+    /// and records the answers.
+    async fn census_step(
+        &self,
+        part: Part<'_>,
+        prober: &Prober,
+        census: &Census,
+        ends: Instant,
+        report: &mut PassReport,
+    ) -> Result<CensusPage> {
+        let parts = &self.parts;
+        let now = parts.now_ms();
+        // As many users as the probes' pace fits in what is left, so that a step never
+        // walks past users it cannot probe.
+        let left = ends.saturating_duration_since(Instant::now());
+        let fit = left.as_nanos() / prober.settings.interval.as_nanos().max(1);
+        let walk = CensusWalk {
+            idle_up_to: now.saturating_sub(duration_ms(census.idle_for)),
+            probed_since: now.saturating_sub(duration_ms(census.every)),
+            limit: usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, CENSUS_STEP),
+        };
+        let mut page = part.call(|b| b.census_walk(walk)).await?;
+        report.census_walked += page.walked;
+        // A few probes in flight at once, each at its slot of the pace: a slow answer does
+        // not slow the census below its rate.
+        let found: Vec<(u64, Reachability)> = stream::iter(std::mem::take(&mut page.users))
+            .map(|user| async move { (user, prober.probe(UserId(user)).await) })
+            .buffered(CENSUS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut answers = Vec::with_capacity(found.len());
+        for (user, found) in found {
+            parts.counters.probed(found);
+            report.census_probed += 1;
+            match found {
+                Reachability::Reachable => answers.push(CensusAnswer { user, reachable: true }),
+                Reachability::Gone(reason) => {
+                    tracing::info!(user, %reason, "the census found a user gone");
+                    match parts.tracker.mark_gone(UserId(user), reason).await {
+                        Ok(_) => {
+                            report.census_found_gone += 1;
+                            answers.push(CensusAnswer { user, reachable: false });
+                        }
+                        // Not recorded: the next round asks again.
+                        Err(e) => tracing::warn!(user, error = %e, "could not mark a user gone"),
+                    }
+                }
+                Reachability::Unknown => {}
+            }
+        }
+        part.call(|b| b.census_record(&answers, now)).await?;
+        Ok(page)
+    }
+
     /// Probes, before a claim, the gone marks whose reason [`Probes`](crate::Probes)
-    /// confirms and which the claim could take: every such mark due within [`LOOKAHEAD`]
-    /// among the first entries the claim examines (a claim looks at no more than its
-    /// batch and [`DUE_SCAN_SLACK`] due entries, in due order). A reachable user's mark is
-    /// dropped; a gone one's is left for the claim; one without an answer, or that the
-    /// probes of this claim had no time for, is postponed past the look-ahead, so that no
-    /// claim takes it unconfirmed. A mark due longer ago than `give_up_after` is left to
-    /// the claim unprobed.
+    /// confirms and which the claim could take, until none is left unconfirmed among the
+    /// due entries the claim examines (no more than its batch and [`DUE_SCAN_SLACK`] due
+    /// entries, in due order). Each round previews that many entries [`LOOKAHEAD`] ahead:
+    /// a reachable user's mark is dropped; a gone one's is left for the claim; one without
+    /// an answer, or that the probes had no time for, is postponed past the look-ahead, so
+    /// that the entries behind it come into view. A retry (a confirmed erasure that
+    /// failed) and a mark due longer ago than `give_up_after` are left to the claim
+    /// unprobed. `false` when the pass is cancelled: no claim follows.
     async fn confirm_due_marks(
         &self,
         part: Part<'_>,
         prober: &Prober,
-        probed: &mut HashMap<u64, Probed>,
+        token: &CancellationToken,
+        probed: &mut HashMap<(u64, i64), Probed>,
         report: &mut PassReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let parts = &self.parts;
         let settings = &prober.settings;
-        let now = parts.now_ms();
-        let ahead = now.saturating_add(duration_ms(LOOKAHEAD));
-        let times = ClaimTimes { now: Some(ahead), ..parts.claim_times() };
-        let limit = parts.config.batch_size + DUE_SCAN_SLACK;
-        let preview = part.call(|b| b.preview(times, limit)).await?;
         let grace = match parts.config.gone_policy {
             GonePolicy::EraseAfter(grace) => duration_ms(grace),
             GonePolicy::EraseNow | GonePolicy::MarkOnly => 0,
         };
         let give_up = duration_ms(settings.give_up_after);
-        // Asked again at the next pass: past this claim's look-ahead.
-        let retry_at = ahead.saturating_add(duration_ms(parts.config.prune_every.min(LOOKAHEAD)));
+        let limit = parts.config.batch_size + DUE_SCAN_SLACK;
         let probing_ends = Instant::now() + LOOKAHEAD / 4;
-        for entry in preview.entries {
-            if entry.marked_at == 0 || !settings.confirms(entry.reason) {
-                continue;
+        loop {
+            if token.is_cancelled() {
+                return Ok(false);
             }
-            let due = entry.marked_at.saturating_add(grace);
-            if now.saturating_sub(due) > give_up {
-                continue;
-            }
-            let mark = Job { reason: entry.reason, marked_at: entry.marked_at, attempts: 0 };
-            let user = entry.user;
-            let found = match probed.get(&user) {
-                Some(Probed::Gone | Probed::Kept) => continue,
-                Some(Probed::Postponed(to)) if *to > ahead => continue,
-                Some(Probed::Postponed(_)) => Reachability::Unknown,
-                None if Instant::now() < probing_ends => {
-                    let found = prober.probe(UserId(user)).await;
-                    parts.counters.probed(found);
-                    found
+            let now = parts.now_ms();
+            let ahead = now.saturating_add(duration_ms(LOOKAHEAD));
+            let times = ClaimTimes { now: Some(ahead), ..parts.claim_times() };
+            let preview = part.call(|b| b.preview(times, limit)).await?;
+            // Asked again at the next pass: past this look-ahead.
+            let retry_at =
+                ahead.saturating_add(duration_ms(parts.config.prune_every.min(LOOKAHEAD)));
+            let mut changed = false;
+            for entry in preview.entries {
+                if !entry.queued
+                    || entry.marked_at == 0
+                    || entry.attempts > 0
+                    || !settings.confirms(entry.reason)
+                    || now.saturating_sub(entry.marked_at.saturating_add(grace)) > give_up
+                {
+                    continue;
                 }
-                None => Reachability::Unknown,
-            };
-            match found {
-                Reachability::Reachable => {
-                    let drop = Unschedule { user, only: Some(mark), postpone_to: None };
-                    if part.call(|b| b.unschedule_gone(drop)).await? {
-                        tracing::info!(user, reason = %entry.reason, "a probe reached a user marked gone; mark dropped");
-                        report.kept_reachable += 1;
-                        Counters::add(&parts.counters.kept_reachable, 1);
-                        parts.hooks.returned(user);
-                        if parts.config.census.is_some() {
-                            // The census need not ask again within its interval.
-                            let answer = [CensusAnswer { user, reachable: true }];
-                            part.call(|b| b.census_record(&answer, now)).await?;
+                let (user, key) = (entry.user, (entry.user, entry.marked_at));
+                let found = match probed.get(&key) {
+                    Some(Probed::Left | Probed::Kept) => continue,
+                    Some(Probed::Postponed(to)) if *to > ahead => continue,
+                    Some(Probed::Postponed(_)) => Reachability::Unknown,
+                    None if Instant::now() < probing_ends && !token.is_cancelled() => {
+                        let found = prober.probe(UserId(user)).await;
+                        parts.counters.probed(found);
+                        found
+                    }
+                    None => Reachability::Unknown,
+                };
+                changed = true;
+                let mark = Job { reason: entry.reason, marked_at: entry.marked_at, attempts: 0 };
+                match found {
+                    Reachability::Reachable => {
+                        let drop = Unschedule { user, only: Some(mark), postpone_to: None };
+                        if part.call(|b| b.unschedule_gone(drop)).await? {
+                            tracing::info!(
+                                user,
+                                reason = %entry.reason,
+                                "a probe reached a user marked gone; mark dropped"
+                            );
+                            report.kept_reachable += 1;
+                            Counters::add(&parts.counters.kept_reachable, 1);
+                            parts.hooks.returned(user);
+                            probed.insert(key, Probed::Kept);
+                            if parts.config.census.is_some() {
+                                // The census need not ask again within its interval.
+                                let answer = [CensusAnswer { user, reachable: true }];
+                                part.call(|b| b.census_record(&answer, now)).await?;
+                            }
+                        } else {
+                            // The mark changed meanwhile (an opt-out, a claim): not ours.
+                            probed.insert(key, Probed::Left);
                         }
                     }
-                    probed.insert(user, Probed::Kept);
-                }
-                Reachability::Gone(_) => {
-                    report.confirmed_gone += 1;
-                    probed.insert(user, Probed::Gone);
-                }
-                Reachability::Unknown => {
-                    let later = Unschedule { user, only: Some(mark), postpone_to: Some(retry_at) };
-                    if part.call(|b| b.unschedule_gone(later)).await? {
-                        report.probes_postponed += 1;
+                    Reachability::Gone(_) => {
+                        report.confirmed_gone += 1;
+                        probed.insert(key, Probed::Left);
                     }
-                    probed.insert(user, Probed::Postponed(retry_at));
+                    Reachability::Unknown => {
+                        let later =
+                            Unschedule { user, only: Some(mark), postpone_to: Some(retry_at) };
+                        if part.call(|b| b.unschedule_gone(later)).await? {
+                            report.probes_postponed += 1;
+                        }
+                        probed.insert(key, Probed::Postponed(retry_at));
+                    }
                 }
             }
+            if !changed {
+                // Every mark the claim can examine is confirmed (or past give_up_after):
+                // this preview was the last, and the claim follows at once.
+                return Ok(true);
+            }
         }
-        Ok(())
     }
 }
 
@@ -673,8 +726,8 @@ impl Pruner {
 enum Probed {
     /// Found reachable: the mark was dropped.
     Kept,
-    /// Found gone: the claim erases the user.
-    Gone,
+    /// Found gone (or the mark changed meanwhile): left for the claim.
+    Left,
     /// No answer (or no probe in time): due again at this time (ms).
     Postponed(i64),
 }

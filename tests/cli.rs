@@ -867,7 +867,7 @@ async fn check_on_sql(db: Db) {
         Kind::Redis => unreachable!(),
     };
     let common = [
-        "ok       namespace    namespace \"shop\": tables \"shop.*\", version 2",
+        "ok       namespace    namespace \"shop\": tables \"shop.*\", version 3",
         "ok       tracking     23 users tracked",
     ];
     for line in said.iter().chain(&common) {
@@ -895,7 +895,7 @@ async fn check_on_sql(db: Db) {
     // Tables of a newer version (a newer crate wrote them) or an older one (this CLI would
     // migrate them under a bot that still reads them as they are).
     for (version, found) in [
-        ("3", "has tables of version \"3\", which this teloxide-retention cannot read"),
+        ("4", "has tables of version \"4\", which this teloxide-retention cannot read"),
         ("1", "has tables of version 1, older than this teloxide-retention's"),
     ] {
         set_table_version(&db, version).await;
@@ -914,7 +914,7 @@ async fn check_on_sql(db: Db) {
         let report: Value = serde_json::from_str(&out).unwrap();
         assert!(report["error"].as_str().unwrap().contains(found), "{report}");
     }
-    set_table_version(&db, "2").await;
+    set_table_version(&db, "3").await;
     let reader = bot(&db, &ManualClock::at_unix_ms(now_ms()), false).await;
     assert_eq!(reader.status(UserId(3)).await.unwrap().erasure, None, "nothing was scheduled");
     let (code, text, _) = run(cli(&db).arg("check"));

@@ -475,10 +475,11 @@ impl Backend for MemoryNamespace {
             }
             if let Some(due) = postpone_to {
                 // Only while it waits in the queue (not running).
-                return s.queue.score(user).is_some() && {
-                    s.queue.set(user, due);
+                // Later only: never brought forward.
+                return s.queue.score(user).is_some_and(|current| {
+                    s.queue.set(user, due.max(current));
                     true
-                };
+                });
             }
             if s.queue.remove(user).is_none() {
                 return false;
@@ -507,18 +508,33 @@ impl Backend for MemoryNamespace {
                 let job = s.job_of(user);
                 if !s.came_back(user, job) {
                     let last_seen = s.seen.score(user);
-                    let Job { reason, marked_at, .. } = job;
-                    entries.push(PreviewEntry { user, reason, marked_at, last_seen });
+                    let Job { reason, marked_at, attempts } = job;
+                    entries.push(PreviewEntry {
+                        user,
+                        reason,
+                        marked_at,
+                        last_seen,
+                        queued: true,
+                        attempts,
+                    });
                 }
             }
             let room = limit.saturating_sub(entries.len());
             for (user, seen) in s.seen.up_to(cutoff, room) {
-                let Job { reason, marked_at, .. } = match s.queue.score(user) {
+                let Job { reason, marked_at, attempts } = match s.queue.score(user) {
                     None => Job::INACTIVE,
                     Some(due) if due > now => s.job_of(user),
                     Some(_) => continue, // due: listed above
                 };
-                entries.push(PreviewEntry { user, reason, marked_at, last_seen: Some(seen) });
+                let last_seen = Some(seen);
+                entries.push(PreviewEntry {
+                    user,
+                    reason,
+                    marked_at,
+                    last_seen,
+                    queued: false,
+                    attempts,
+                });
             }
             RawPreview {
                 inactive_total: s.seen.count_up_to(cutoff),

@@ -443,6 +443,10 @@ pub(crate) struct PreviewEntry {
     /// When the user was marked (0 if not).
     pub(crate) marked_at: i64,
     pub(crate) last_seen: Option<i64>,
+    /// Listed as a due scheduled erasure (else as a user inactive past the cutoff).
+    pub(crate) queued: bool,
+    /// Earlier failed attempts of the erasure.
+    pub(crate) attempts: u32,
 }
 
 /// An erasure (or gone mark) announced to every process sharing the store.

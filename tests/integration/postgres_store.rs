@@ -252,6 +252,7 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
     let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
     sqlx::query("DROP INDEX \"retention.receipt_at\"").execute(&pool).await.unwrap();
     sqlx::query("DROP INDEX \"retention.feed_at\"").execute(&pool).await.unwrap();
+    sqlx::query("DROP TABLE \"retention.probes\"").execute(&pool).await.unwrap();
     sqlx::query("UPDATE \"retention.meta\" SET value = '1' WHERE key = 'schema'")
         .execute(&pool)
         .await
@@ -268,7 +269,12 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
     let count: i64 = sqlx::query_scalar(index).fetch_one(&pool).await.unwrap();
     assert_eq!(count, 2);
+    let probes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM \"retention.probes\"")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(probes, 0, "version 3's table is there");
 }

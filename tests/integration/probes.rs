@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use teloxide::prelude::*;
 use teloxide_retention::testing::TelegramError;
-use teloxide_retention::{Census, ErasureReason, GoneReason, Probes, Reachability, Retention};
+use teloxide_retention::{
+    Census, ErasureReason, GonePolicy, GoneReason, Probes, Reachability, Retention,
+};
 
 use crate::common::{DAY, Env, FakeBotApi};
 use crate::every_store;
@@ -105,7 +107,7 @@ every_store! {
         retention.flush().await.unwrap();
         assert!(retention.mark_gone(UserId(4), GoneReason::Unreachable).await.unwrap());
         env.clock.advance(8 * DAY);
-        api.fail_chat_with(4, TelegramError::TooManyRequests { retry_after: 5 });
+        api.fail_chat_with(4, TelegramError::TooManyRequests { retry_after: 1 });
         let report = retention.prune_once().await.unwrap();
         assert_eq!((report.erased, report.kept_reachable), (0, 0), "{report:?}");
         assert_eq!(report.probes_postponed, 1, "{report:?}");
@@ -150,6 +152,72 @@ every_store! {
         assert_eq!((report.kept_reachable, report.erased), (1, 1), "{report:?}");
         assert_eq!((probed(&api, 5), probed(&api, 6)), (1, 0));
         assert_eq!(retention.status(UserId(6)).await.unwrap().last_seen, None);
+    }
+
+    /// More due unreachable marks than a claim examines, and no probe can tell: none is
+    /// erased unconfirmed (each round of probes postpones what it cannot confirm, so the
+    /// claim never reaches a mark nobody probed).
+    async fn marks_beyond_what_a_claim_examines_are_never_erased_unconfirmed(env) {
+        const MARKS: u64 = 200;
+        let api = FakeBotApi::start().await;
+        let returned = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&returned);
+        let retention = env
+            .builder()
+            .await
+            .batch_size(10)
+            .probe_with(api.bot(), fast())
+            .on_returned(move |user| seen.lock().unwrap().push(user.0))
+            .build()
+            .unwrap();
+        for user in 1..=MARKS {
+            retention.note_interaction(UserId(user)).await;
+        }
+        retention.flush().await.unwrap();
+        for user in 1..=MARKS {
+            assert!(retention.mark_gone(UserId(user), GoneReason::Unreachable).await.unwrap());
+        }
+        // An answer that says nothing about the user (not gone, not reachable).
+        let odd = TelegramError::Other { status: 400, description: "Bad Request: odd".into() };
+        api.fail_method("sendchataction", odd);
+        env.clock.advance(8 * DAY);
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!(report.erased, 0, "{report:?}");
+        assert_eq!(report.probes_postponed, MARKS, "{report:?}");
+        for user in [1, MARKS / 2, MARKS] {
+            assert_eq!(job_of(&retention, user).await, Some(ErasureReason::Unreachable));
+        }
+        assert!(returned.lock().unwrap().is_empty());
+    }
+
+    /// A user inactive past the threshold whose mark is not due (a grace, or a mark only)
+    /// is erased for inactivity without a probe, and their mark is never brought forward.
+    async fn an_inactive_users_pending_mark_is_neither_probed_nor_made_due(env) {
+        let api = FakeBotApi::start().await;
+        for policy in [GonePolicy::MarkOnly, GonePolicy::EraseAfter(60 * DAY)] {
+            api.clear();
+            let retention = env
+                .builder()
+                .await
+                .gone_policy(policy)
+                .probe_with(api.bot(), fast())
+                .build()
+                .unwrap();
+            retention.note_interaction(UserId(8)).await;
+            retention.flush().await.unwrap();
+            assert!(retention.mark_gone(UserId(8), GoneReason::Unreachable).await.unwrap());
+            let due = retention.status(UserId(8)).await.unwrap().erasure.unwrap().due;
+            env.clock.advance(10 * DAY);
+            retention.prune_once().await.unwrap();
+            assert_eq!(probed(&api, 8), 0, "{policy:?}");
+            let status = retention.status(UserId(8)).await.unwrap();
+            assert_eq!(status.erasure.unwrap().due, due, "{policy:?}: the mark moved");
+            env.clock.advance(25 * DAY);
+            let report = retention.prune_once().await.unwrap();
+            assert_eq!(report.erased, 1, "{policy:?}: {report:?}");
+            assert_eq!(probed(&api, 8), 0, "{policy:?}");
+            retention.shutdown().await.unwrap();
+        }
     }
 
     /// `Retention::probe`: a gone answer marks the user, a reachable one is no interaction.

@@ -74,7 +74,7 @@ async fn namespaces_in_one_file_keep_apart_in_tables_of_their_own() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
 }
 
 /// The indexes of `table` (SQLite's own names them `sqlite_autoindex_*`).
@@ -112,9 +112,10 @@ async fn tracked(url: &str) -> Result<u64, Error> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
     let (_dir, url, pool) = one_user_at_version("1").await;
-    // Version 1's layout: no index on the receipts' nor the feed's time.
+    // Version 1's layout: no index on the receipts' nor the feed's time, no `probes`.
     sqlx::query("DROP INDEX \"bot.receipt_at\"").execute(&pool).await.unwrap();
     sqlx::query("DROP INDEX \"bot.feed_at\"").execute(&pool).await.unwrap();
+    sqlx::query("DROP TABLE \"bot.probes\"").execute(&pool).await.unwrap();
     assert!(!indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
 
     assert_eq!(tracked(&url).await.unwrap(), 1, "the rows are kept");
@@ -122,15 +123,49 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
     assert!(indexes(&pool, "bot.receipt").await.contains(&"bot.receipt_at".to_owned()));
     assert!(indexes(&pool, "bot.feed").await.contains(&"bot.feed_at".to_owned()));
+    let probes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.probes\"").fetch_one(&pool).await.unwrap();
+    assert_eq!(probes, 0, "version 3's table is there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_of_version_2_get_the_census_table_and_the_census_runs() {
+    let (_dir, url, pool) = one_user_at_version("2").await;
+    sqlx::query("DROP TABLE \"bot.probes\"").execute(&pool).await.unwrap();
+    let clock = ManualClock::at_unix_ms(T0);
+    let api = crate::common::FakeBotApi::start().await;
+    let bot = SqliteStore::open(&url).await.unwrap();
+    let bot = Retention::builder(bot)
+        .namespace("bot")
+        .inactive_after(90 * DAY)
+        .clock(clock.clone())
+        .probe_with(
+            api.bot(),
+            teloxide_retention::Probes::new().one_every(Duration::from_millis(1)),
+        )
+        .census(teloxide_retention::Census::new().idle_for(7 * DAY))
+        .build()
+        .unwrap();
+    clock.advance(8 * DAY);
+    let report = bot.prune_once().await.unwrap();
+    assert_eq!(report.census_probed, 1, "{report:?}");
+    let version: String = sqlx::query_scalar("SELECT value FROM \"bot.meta\" WHERE key = 'schema'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(version, "3");
+    let probes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM \"bot.probes\"").fetch_one(&pool).await.unwrap();
+    assert_eq!(probes, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_of_a_newer_or_unknown_version_are_refused_not_rewritten() {
-    // 0: no version of this crate wrote it; 3: a newer one did.
-    for version in ["0", "3"] {
+    // 0: no version of this crate wrote it; 4: a newer one did.
+    for version in ["0", "4"] {
         let (_dir, url, pool) = one_user_at_version(version).await;
         let err = tracked(&url).await.unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err:?}");

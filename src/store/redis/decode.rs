@@ -92,7 +92,7 @@ pub(super) fn preview_reply(reply: &[Value]) -> Result<RawPreview> {
         return Err(Error::Corrupt("short preview reply".into()));
     };
     let entries = rest
-        .chunks_exact(4)
+        .chunks_exact(6)
         .map(|c| {
             let seen = text(&c[3])?;
             Ok(PreviewEntry {
@@ -100,6 +100,8 @@ pub(super) fn preview_reply(reply: &[Value]) -> Result<RawPreview> {
                 reason: reason_of(&c[1])?,
                 marked_at: int(&c[2])?,
                 last_seen: if seen.is_empty() { None } else { Some(parse_num(&seen)?) },
+                queued: int(&c[4])? == 1,
+                attempts: u32::try_from(int(&c[5])?).unwrap_or(u32::MAX),
             })
         })
         .collect::<Result<_>>()?;

@@ -50,7 +50,7 @@ pub(crate) static HOLDING: LazyLock<Script> =
     script!("#!lua flags=no-writes", "lua/writers.lua", "lua/holding.lua");
 pub(crate) static LAYOUT: LazyLock<Script> = script!("#!lua flags=allow-oom", "lua/layout.lua");
 pub(crate) static CENSUS_WALK: LazyLock<Script> =
-    script!("#!lua", "lua/fence.lua", "lua/census_walk.lua");
+    script!("#!lua", "lua/fence.lua", "lua/ids.lua", "lua/census_walk.lua");
 pub(crate) static CENSUS_RECORD: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/census_record.lua");
 pub(crate) static CENSUS_LEASE: LazyLock<Script> = script!("#!lua", "lua/census_lease.lua");

@@ -354,10 +354,11 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             }
             if let Some(due) = postpone_to {
                 // Only while it waits in the queue (not running).
-                if s.score(tx, &s.t.queue, user).await?.is_none() {
+                let Some(current) = s.score(tx, &s.t.queue, user).await? else {
                     return Ok(false);
-                }
-                s.set_due(tx, user, due).await?;
+                };
+                // Later only: never brought forward.
+                s.set_due(tx, user, due.max(current)).await?;
                 return Ok(true);
             }
             if !s.remove(tx, &s.t.queue, user).await? {
@@ -393,13 +394,20 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 let Some(job) = s.readable_job(tx, user).await? else { continue };
                 if !s.came_back(tx, user, job).await? {
                     let last_seen = s.score(tx, &s.t.seen, user).await?;
-                    let Job { reason, marked_at, .. } = job;
-                    entries.push(PreviewEntry { user, reason, marked_at, last_seen });
+                    let Job { reason, marked_at, attempts } = job;
+                    entries.push(PreviewEntry {
+                        user,
+                        reason,
+                        marked_at,
+                        last_seen,
+                        queued: true,
+                        attempts,
+                    });
                 }
             }
             let room = limit.saturating_sub(entries.len());
             for (user, seen) in s.up_to(tx, &s.t.seen, cutoff, room).await? {
-                let Job { reason, marked_at, .. } = match s.score(tx, &s.t.queue, user).await? {
+                let Job { reason, marked_at, attempts } = match s.score(tx, &s.t.queue, user).await? {
                     None => Job::INACTIVE,
                     Some(due) if due > now => {
                         let Some(job) = s.readable_job(tx, user).await? else { continue };
@@ -407,7 +415,15 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     }
                     Some(_) => continue, // due: listed above
                 };
-                entries.push(PreviewEntry { user, reason, marked_at, last_seen: Some(seen) });
+                let last_seen = Some(seen);
+                entries.push(PreviewEntry {
+                    user,
+                    reason,
+                    marked_at,
+                    last_seen,
+                    queued: false,
+                    attempts,
+                });
             }
             Ok(RawPreview {
                 inactive_total: s.count_up_to(tx, &s.t.seen, "at", cutoff).await?,
@@ -575,8 +591,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     let sql = format!(
                         "INSERT INTO {p} (uid, probed_at, reachable_at) \
                          SELECT uid, ?, ? FROM {seen} WHERE uid IN ({}) \
-                         ON CONFLICT (uid) DO UPDATE SET probed_at = excluded.probed_at, \
-                         reachable_at = CASE WHEN excluded.reachable_at > {p}.reachable_at \
+                         ON CONFLICT (uid) DO UPDATE SET probed_at = CASE WHEN \
+                         excluded.probed_at > {p}.probed_at THEN excluded.probed_at ELSE \
+                         {p}.probed_at END, reachable_at = CASE WHEN excluded.reachable_at > {p}.reachable_at \
                          THEN excluded.reachable_at ELSE {p}.reachable_at END",
                         params(chunk.len()),
                         p = s.t.probes,

@@ -36,7 +36,7 @@ if walked > 0 then
   local probes = redis.call('HMGET', KEYS[12], unpack(members))
   for i, user in ipairs(members) do
     -- Only user ids (the `seen` marker and entries written by hand are no users).
-    if string.match(user, '^[1-9]%d*$') and not jobs[i] then
+    if is_user(user) and not jobs[i] then
       local probed = probes[i] and tonumber(string.match(probes[i], '^(%-?%d+),'))
       if not probed or probed < probed_since then
         out[#out + 1] = user

@@ -5,8 +5,9 @@
 -- KEYS: 1 seen, 2 lease, 3 queue, 4 job
 -- ARGV: 1 now (ms), or '' for Redis's own clock, 2 inactive after (ms), 3 limit of listed
 --       users
--- Returns {inactive_total, due_total, expired_leases, user, reason, marked_at, last_seen, ...}
--- with last_seen '' when the user has no entry. Scheduled users who came back are not
+-- Returns {inactive_total, due_total, expired_leases, user, reason, marked_at, last_seen,
+-- from the due queue (1, or 0: inactive), failed attempts, ...} with last_seen '' when the
+-- user has no entry. Scheduled users who came back are not
 -- listed (the next claim drops them), nor are members that are not users or jobs this
 -- version cannot read (the claim reports those). (ids.lua and writers.lua are prepended.)
 
@@ -21,22 +22,24 @@ local out = {
 }
 local listed = 0
 
-local function list(user, r, m, seen)
+local function list(user, r, m, seen, queued, attempts)
   out[#out + 1] = user
   out[#out + 1] = r
   out[#out + 1] = m
   out[#out + 1] = seen or ''
+  out[#out + 1] = queued
+  out[#out + 1] = tonumber(attempts) or 0
   listed = listed + 1
 end
 
 for _, user in ipairs(redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)) do
   local job = redis.call('HGET', KEYS[4], user) or 'i,0,0'
-  local r, m = string.match(job, '^(%a),(%-?%d+),')
+  local r, m, n = string.match(job, '^(%a),(%-?%d+),(%d+)')
   local seen = redis.call('ZSCORE', KEYS[1], user)
   if not REASONS[r] or not is_user(user) then
     -- Not listed: the claim reports it.
   elseif r == 'o' or not seen or (tonumber(m) ~= 0 and tonumber(seen) <= tonumber(m)) then
-    list(user, r, m, seen)
+    list(user, r, m, seen, 1, n)
   end
 end
 
@@ -48,14 +51,14 @@ if listed < limit then
     if not is_user(user) then
       -- Not listed: the claim reports it.
     elseif not due then
-      list(user, 'i', 0, seen)
+      list(user, 'i', 0, seen, 0, 0)
     elseif tonumber(due) > tonumber(now) then
       -- Scheduled but not due yet (a grace period): the claim takes them now, with the
       -- scheduled reason. Due scheduled users were listed above.
       local job = redis.call('HGET', KEYS[4], user) or 'i,0,0'
-      local r, m = string.match(job, '^(%a),(%-?%d+),')
+      local r, m, n = string.match(job, '^(%a),(%-?%d+),(%d+)')
       if REASONS[r] then
-        list(user, r, m, seen)
+        list(user, r, m, seen, 0, n)
       end
     end
   end

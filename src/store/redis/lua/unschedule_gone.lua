@@ -34,7 +34,9 @@ if ARGV[3] ~= '' then
   if not redis.call('ZSCORE', KEYS[3], user) then
     return 0
   end
-  redis.call('ZADD', KEYS[3], ARGV[3], user)
+  -- Later only: a postponement never brings a mark forward (nor makes a mark-only one,
+  -- due never, due).
+  redis.call('ZADD', KEYS[3], 'GT', ARGV[3], user)
   return 1
 end
 if redis.call('ZREM', KEYS[3], user) == 1 then
