@@ -1,8 +1,7 @@
 -- Ends a batch: confirms users whose erasers all succeeded and requeues the others
 -- (compare-and-delete: only while the batch's lease still carries our deadline).
 --
--- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts,
---       11 erased, 12 probes
+-- KEYS: 1 seen, 2 lease, 3 queue, 4 job, 5 feed, 6 batches, 8 meta, 9 failing, 10 receipts, 11 erased, 12 probes
 -- ARGV: 1 now (ms), 2 follow-up due (ms), 3 feed retention (ms), 4 batch id,
 --       5 lease deadline, 6 number of erased users, 7 stuck after (ms), 8 report a stuck
 --       erasure at most once per (ms), 9 how long receipts live (ms; 0: no receipts),

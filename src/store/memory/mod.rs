@@ -9,13 +9,14 @@ use crate::erase::ErasureReason;
 use crate::error::Result;
 use crate::receipts::RawReceipt;
 use crate::store::FEED_KEEP_MS;
+
+mod census;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
     ClaimTimes, ClaimUser, Claimed, Confirmed, Decision, Failing, FeedPage, Finish, FinishRequest,
     Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry,
     Queued, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Store, Unschedule,
-    WriterWindow, came_back, census_cursor, census_next, follow_up, postponed, sealed,
-    take_or_drop,
+    WriterWindow, came_back, follow_up, postponed, sealed, take_or_drop,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -684,12 +685,7 @@ impl Backend for MemoryNamespace {
                     Heartbeat { writer: id.to_string(), at, backlog: *backlog }
                 })
                 .collect();
-            survey.census_probed = s.probes.len() as u64;
-            if s.census.is_some() {
-                let (at, skip) = census_cursor(s.census.as_deref());
-                let before = s.seen.order.range(..(at, 0)).count() as u64;
-                survey.census_walked = before + skip;
-            }
+            (survey.census_probed, survey.census_walked) = s.census_survey();
             survey
         })
     }
@@ -705,45 +701,11 @@ impl Backend for MemoryNamespace {
     }
 
     fn census_lease(&self, ttl_ms: i64, holder: u64) -> BoxFuture<'_, Result<bool>> {
-        self.ready(move |s| {
-            let holder = holder.to_string();
-            if s.kv_get("census").is_some_and(|(h, _)| *h != holder) {
-                return false;
-            }
-            s.kv.insert("census".to_owned(), (holder, ttl(ttl_ms)));
-            true
-        })
+        self.ready(move |s| s.census_lease(ttl_ms, holder))
     }
 
     fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>> {
-        let CensusWalk { idle_up_to, probed_since, limit } = walk;
-        self.ready(move |s| {
-            let (at, skip) = census_cursor(s.census.as_deref());
-            let walked: Vec<(i64, u64)> = s
-                .seen
-                .order
-                .range((at, 0)..)
-                .take_while(|(t, _)| *t <= idle_up_to)
-                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-                .take(limit)
-                .copied()
-                .collect();
-            let round_done = walked.len() < limit;
-            let users = walked
-                .iter()
-                .map(|&(_, user)| user)
-                .filter(|user| !s.job.contains_key(user))
-                .filter(|user| s.probes.get(user).is_none_or(|(probed, _)| *probed < probed_since))
-                .collect();
-            let times: Vec<i64> = walked.iter().map(|(t, _)| *t).collect();
-            s.census = if round_done {
-                None
-            } else {
-                let (at, skip) = census_next(at, skip, &times);
-                Some(format!("{at},{skip}"))
-            };
-            CensusPage { users, walked: walked.len() as u64, round_done }
-        })
+        self.ready(move |s| s.census_walk(walk))
     }
 
     fn census_record<'a>(
@@ -751,18 +713,7 @@ impl Backend for MemoryNamespace {
         answers: &'a [CensusAnswer],
         at: i64,
     ) -> BoxFuture<'a, Result<()>> {
-        self.ready(move |s| {
-            for a in answers {
-                if s.seen.score(a.user).is_none() {
-                    continue;
-                }
-                let entry = s.probes.entry(a.user).or_insert((0, 0));
-                entry.0 = entry.0.max(at);
-                if a.reachable {
-                    entry.1 = entry.1.max(at);
-                }
-            }
-        })
+        self.ready(move |s| s.census_record(answers, at))
     }
 
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
