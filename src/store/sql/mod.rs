@@ -25,11 +25,12 @@ use crate::store::{
     ClaimTimes, ClaimUser, Claimed, Confirmed, Decision, FEED_KEEP_MS, FEED_READ, Failing,
     FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job,
     LastErasure, Marked, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry,
-    ScheduleRequest, SeenRange, Unschedule, WriterWindow, came_back, census_cursor, census_next,
-    follow_up, postponed, take_or_drop,
+    ScheduleRequest, SeenRange, Unschedule, WriterWindow, came_back, census_cursor, follow_up,
+    postponed, take_or_drop,
 };
 
 mod adoption;
+mod census;
 mod ops;
 #[cfg(feature = "postgres")]
 mod postgres;
