@@ -191,16 +191,17 @@ impl Demo {
             }
             for (id, _) in USERS {
                 let marked = self.retention.status(UserId(id)).await.expect("status").erasure;
-                if let Some(mark) = marked.filter(|m| self.marks.insert((id, m.reason))) {
-                    if report.census_found_gone > 0 && mark.reason == ErasureReason::Deactivated {
-                        let due = mark.due.map_or("-".to_owned(), |d| d.date_naive().to_string());
-                        let name = Self::name(id);
-                        println!(
-                            "day {:>2} │ pruner│ census: {name}'s account is deleted → marked, \
-                             erased on {due} unless she returns",
-                            self.day()
-                        );
-                    }
+                if let Some(mark) = marked.filter(|m| self.marks.insert((id, m.reason)))
+                    && report.census_found_gone > 0
+                    && mark.reason == ErasureReason::Deactivated
+                {
+                    let due = mark.due.map_or("-".to_owned(), |d| d.date_naive().to_string());
+                    let name = Self::name(id);
+                    println!(
+                        "day {:>2} │ pruner│ census: {name}'s account is deleted → marked, \
+                         erased on {due} unless she returns",
+                        self.day()
+                    );
                 }
             }
             if report.kept_reachable > 0 {
