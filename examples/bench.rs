@@ -131,6 +131,10 @@ struct Args {
     /// prints it (section 1 runs it several times).
     #[arg(long, hide = true, value_name = "URL")]
     overhead_probe: Option<String>,
+    /// Internal: runs the census over USERS idle users on STORE, probing through the fake
+    /// Bot API at API, in this fresh process, and prints what it did (section 11 runs it).
+    #[arg(long, hide = true, num_args = 3, value_names = ["STORE", "API", "USERS"])]
+    census_probe: Option<Vec<String>>,
 }
 
 struct Report {
@@ -179,6 +183,16 @@ async fn main() -> Result<(), BoxError> {
     }
     if let Some(url) = &args.overhead_probe {
         return overhead_probe(url, args.updates / 4).await;
+    }
+    if let Some(probe) = &args.census_probe {
+        let (store, api) = (probe[0].clone(), probe[1].clone());
+        let run = census_run(store, api, probe[2].parse()?)?;
+        println!(
+            "{}",
+            json!({ "probed": run.probed, "found_gone": run.found_gone,
+                    "seconds": run.seconds, "rss_growth": run.rss_growth })
+        );
+        return Ok(());
     }
     let server = redis_server::RedisServer::start();
     let url = server.url();
@@ -1171,7 +1185,7 @@ async fn stores(
     Ok(())
 }
 
-/// What one census pass over `n` idle users did, on a store built by `store`.
+/// What the census did over `n` idle users, in its own process.
 struct CensusRun {
     probed: u64,
     found_gone: u64,
@@ -1179,49 +1193,73 @@ struct CensusRun {
     rss_growth: u64,
 }
 
-/// Runs one census pass over `n` users idle 40 days, 1 % of them deleted accounts, on a
-/// current-thread runtime of its own (the pruner on one core; the fake API serves from its
-/// own thread).
-fn census_run(
-    store: impl FnOnce() -> Result<RetentionBuilder, BoxError> + Send + 'static,
-    n: u64,
-) -> Result<CensusRun, BoxError> {
+/// Runs the census over `n` users idle 40 days on `store` (a Redis or `sqlite:` URL),
+/// probing through the fake Bot API at `api`, pass after pass until a round completes: on
+/// a current-thread runtime of its own (the pruner on one core; the fake API serves from
+/// the parent process, so this process's memory is the census's).
+fn census_run(store: String, api: String, n: u64) -> Result<CensusRun, BoxError> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
-            let api = teloxide_retention::testing::FakeBotApi::start().await;
-            for user in (1..=n).step_by(100) {
-                api.fail_chat_with(
-                    user as i64,
-                    teloxide_retention::testing::TelegramError::Deactivated,
-                );
-            }
+            let bot = Bot::new("12345:TEST-TOKEN").set_api_url(api.parse()?);
+            let builder = if store.starts_with("sqlite:") {
+                #[cfg(feature = "sqlite")]
+                let builder =
+                    Retention::builder(teloxide_retention::SqliteStore::open(&store).await?);
+                #[cfg(not(feature = "sqlite"))]
+                let builder: RetentionBuilder = return Err("the sqlite feature is off".into());
+                builder
+            } else {
+                Retention::builder(RedisStore::open(&store).await?)
+            };
             let clock = ManualClock::at_unix_ms(NOW);
-            let retention = store()?
+            let retention = builder
                 .inactive_after(Duration::from_millis(90 * DAY_MS as u64))
                 .clock(clock.clone())
-                .probe_with(api.bot(), Probes::new().one_every(Duration::from_micros(1)))
+                .probe_with(bot, Probes::new().one_every(Duration::from_micros(1)))
                 .census(Census::new().per_pass(Duration::from_secs(3600)))
                 .prune_every(Duration::from_secs(24 * 3600))
                 .build()?;
             let since = chrono::DateTime::from_timestamp_millis(NOW - 40 * DAY_MS);
             retention.adopt((1..=n).map(|u| (UserId(u), since)), &Adoption::new()).await?;
+            if !store.starts_with("sqlite:") {
+                // Redis's script time from here on is the census's (and the passes').
+                let mut raw =
+                    redis::Client::open(store.as_str())?.get_multiplexed_async_connection().await?;
+                redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut raw).await?;
+            }
             let rss_before = rss_bytes();
             let started = Instant::now();
-            let pass = retention.prune_once().await?;
+            let (mut probed, mut found_gone) = (0, 0);
+            loop {
+                let pass = retention.prune_once().await?;
+                probed += pass.census_probed;
+                found_gone += pass.census_found_gone;
+                if pass.census_rounds > 0 {
+                    break;
+                }
+            }
             let seconds = started.elapsed().as_secs_f64();
             let rss_growth = rss_bytes().saturating_sub(rss_before);
             retention.shutdown().await?;
-            Ok(CensusRun {
-                probed: pass.census_probed,
-                found_gone: pass.census_found_gone,
-                seconds,
-                rss_growth,
-            })
+            Ok(CensusRun { probed, found_gone, seconds, rss_growth })
         })
     })
     .join()
     .map_err(|_| "the census thread panicked")?
+}
+
+/// Section 11's figures of one store: the census over `n` users in a fresh process.
+async fn census_in_process(store: &str, api: &str, n: u64) -> Result<CensusRun, BoxError> {
+    let args = vec!["--census-probe".to_owned(), store.to_owned(), api.to_owned(), n.to_string()];
+    let out = run_probe(args).await?;
+    let num = |k: &str| out[k].as_f64().unwrap_or(0.0);
+    Ok(CensusRun {
+        probed: num("probed") as u64,
+        found_gone: num("found_gone") as u64,
+        seconds: num("seconds"),
+        rss_growth: num("rss_growth") as u64,
+    })
 }
 
 /// 11. The census.
@@ -1232,21 +1270,16 @@ async fn census(
     report: &mut Report,
 ) -> Result<(), BoxError> {
     println!("11. the census over {:?} idle users", args.census_users);
-    let mut growth = Vec::new();
+    let api = teloxide_retention::testing::FakeBotApi::start().await;
+    let largest = args.census_users.iter().copied().max().unwrap_or(0);
+    for user in (1..=largest).step_by(100) {
+        api.fail_chat_with(user as i64, teloxide_retention::testing::TelegramError::Deactivated);
+    }
     for &n in &args.census_users {
         flush(raw).await?;
-        let before = used_memory(raw).await?;
-        redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(raw).await?;
-        let url = url.to_owned();
-        let run = census_run(
-            move || {
-                let rt = tokio::runtime::Handle::current();
-                let store = tokio::task::block_in_place(|| rt.block_on(RedisStore::open(&url)))?;
-                Ok(Retention::builder(store))
-            },
-            n,
-        )?;
-        assert_eq!((run.probed, run.found_gone), (n, n / 100));
+        api.clear();
+        let run = census_in_process(url, &api.url(), n).await?;
+        assert_eq!((run.probed, run.found_gone), (n, n.div_ceil(100)));
         let stats: String = redis::cmd("INFO").arg("commandstats").query_async(raw).await?;
         let script_usec: f64 = stats
             .lines()
@@ -1254,7 +1287,7 @@ async fn census(
             .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
             .filter_map(|v| v.parse::<f64>().ok())
             .sum();
-        // Each probed user's field in `{ns}:probes` (the gone ones' marks aside).
+        // The census's field of each probed user in `{ns}:probes`.
         let probes_bytes: u64 = redis::cmd("MEMORY")
             .arg("USAGE")
             .arg("{retention}:probes")
@@ -1262,49 +1295,30 @@ async fn census(
             .arg(0)
             .query_async(raw)
             .await?;
-        let after = used_memory(raw).await?;
-        let _ = (before, after);
+        let name = |what: &str| format!("census, Redis, {n} idle: {what}");
+        report.add(&name("probes/s (one core)"), n as f64 / run.seconds, "probes/s", None);
+        // Every script of the passes (claims, the walk, the answers, the marks).
+        report.add(&name("Redis script time per probed user"), script_usec / n as f64, "µs", None);
         report.add(
-            &format!("census, Redis, {n} idle: probes/s (one core)"),
-            n as f64 / run.seconds,
-            "probes/s",
-            None,
-        );
-        report.add(
-            &format!("census, Redis, {n} idle: Redis script time per probed user"),
-            script_usec / n as f64,
-            "µs",
-            None,
-        );
-        report.add(
-            &format!("census, Redis, {n} idle: Redis memory per probed user"),
+            &name("Redis memory per probed user"),
             probes_bytes as f64 / n as f64,
             "bytes",
             None,
         );
         report.add(
-            &format!("census, Redis, {n} idle: process memory growth"),
+            &name("process memory growth"),
             run.rss_growth as f64 / (1024.0 * 1024.0),
             "MiB",
             None,
         );
-        growth.push(run.rss_growth);
     }
     #[cfg(feature = "sqlite")]
     {
         let n = args.census_users[0];
         let dir = tempfile::tempdir()?;
-        let url = format!("sqlite:{}", dir.path().join("census.db").display());
-        let run = census_run(
-            move || {
-                let rt = tokio::runtime::Handle::current();
-                let store = tokio::task::block_in_place(|| {
-                    rt.block_on(teloxide_retention::SqliteStore::open(&url))
-                })?;
-                Ok(Retention::builder(store))
-            },
-            n,
-        )?;
+        let store = format!("sqlite:{}", dir.path().join("census.db").display());
+        api.clear();
+        let run = census_in_process(&store, &api.url(), n).await?;
         assert_eq!(run.probed, n);
         report.add(
             &format!("census, SQLite, {n} idle: probes/s (one core)"),

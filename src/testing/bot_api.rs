@@ -163,6 +163,13 @@ impl FakeBotApi {
         self.bot.clone()
     }
 
+    /// The server's address (`http://127.0.0.1:PORT`), for a bot in another process:
+    /// `Bot::new(token).set_api_url(url.parse()?)`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.server.uri()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

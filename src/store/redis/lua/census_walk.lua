@@ -14,17 +14,28 @@ local refused = fence()
 if refused then
   return refused
 end
-local idle_up_to, probed_since, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local idle_up_to, probed_since, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local at, skip = '-inf', 0
+local start = 0
 local cursor = redis.call('HGET', KEYS[8], 'census')
 if cursor then
   local a, s = string.match(cursor, '^(%-?%d+),(%d+)$')
   if a then
     at, skip = a, tonumber(s)
+    -- By rank, not `BYSCORE ... LIMIT skip`: a step costs O(log n) however many users
+    -- share the cursor's time (an adoption gives thousands one time).
+    start = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. a) + skip
   end
 end
-local rows = redis.call('ZRANGE', KEYS[1], at, idle_up_to, 'BYSCORE', 'LIMIT', skip, limit,
-  'WITHSCORES')
+local ranked = redis.call('ZRANGE', KEYS[1], start, start + limit - 1, 'WITHSCORES')
+local rows = {}
+for i = 1, #ranked, 2 do
+  if tonumber(ranked[i + 1]) > idle_up_to then
+    break
+  end
+  rows[#rows + 1] = ranked[i]
+  rows[#rows + 1] = ranked[i + 1]
+end
 local walked = #rows / 2
 local members = {}
 for i = 1, #rows, 2 do
