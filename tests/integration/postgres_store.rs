@@ -278,3 +278,54 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
         .unwrap();
     assert_eq!(probes, 0, "version 3's table is there");
 }
+
+/// A host clock 25 minutes fast.
+struct FastClock;
+
+impl teloxide_retention::Clock for FastClock {
+    fn now_ms(&self) -> i64 {
+        teloxide_retention::SystemClock.now_ms() + 25 * 60_000
+    }
+}
+
+/// PostgreSQL's clock decides (invariant 11 and the claims): a bot on a host 25 minutes
+/// fast stores interactions and adopted times at the server's now, never in the future, and
+/// its pass erases nobody early (a user idle 30 days less 10 minutes under a 30-day
+/// threshold stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_host_clock_neither_stores_a_future_time_nor_erases_early() {
+    use teloxide_retention::Clock;
+    let server = PostgresServer::start();
+    let open = || async { PostgresStore::open(&server.url()).await.unwrap() };
+    let real = Retention::builder(open().await)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    let idle_since =
+        teloxide_retention::SystemClock.now_ms() - (30 * DAY).as_millis() as i64 + 600_000;
+    let at = chrono::DateTime::from_timestamp_millis(idle_since);
+    real.adopt([(UserId(42), at)], &teloxide_retention::Adoption::new()).await.unwrap();
+
+    let fast = Retention::builder(open().await)
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(FastClock)
+        .build()
+        .unwrap();
+    assert!(fast.note_interaction(UserId(7)).await.is_stored());
+    let ahead = chrono::DateTime::from_timestamp_millis(FastClock.now_ms());
+    fast.adopt([(UserId(8), ahead)], &teloxide_retention::Adoption::new()).await.unwrap();
+    let pass = fast.prune_once().await.unwrap();
+    assert_eq!(pass.erased, 0, "a claim on the fast host clock erased a user early");
+    let real_now = teloxide_retention::SystemClock.now_ms();
+    for user in [7, 8] {
+        let seen = real.status(UserId(user)).await.unwrap().last_seen.expect("tracked");
+        assert!(
+            seen.timestamp_millis() <= real_now + 5_000,
+            "user {user} stored at {seen}, {} s after the server's now",
+            (seen.timestamp_millis() - real_now) / 1000
+        );
+    }
+    assert!(real.status(UserId(42)).await.unwrap().last_seen.is_some(), "still tracked");
+}
