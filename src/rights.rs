@@ -25,6 +25,11 @@ pub struct UserStatus {
     pub last_seen: Option<DateTime<Utc>>,
     /// A scheduled or running erasure.
     pub erasure: Option<PendingErasure>,
+    /// When the census (or a confirmation) last probed the user, if it did (see
+    /// [`Census`](crate::Census)).
+    pub last_probed: Option<DateTime<Utc>>,
+    /// When a probe last found the user reachable, if one did.
+    pub last_reachable: Option<DateTime<Utc>>,
 }
 
 /// An erasure that is scheduled or running.
@@ -99,7 +104,14 @@ pub(crate) async fn status(parts: &Parts, user: UserId) -> Result<UserStatus> {
             failed_attempts: 0,
         })
     });
-    Ok(UserStatus { user, last_seen: raw.last_seen.map(to_datetime), erasure })
+    let (probed, reachable) = raw.probes.unwrap_or((0, 0));
+    Ok(UserStatus {
+        user,
+        last_seen: raw.last_seen.map(to_datetime),
+        erasure,
+        last_probed: (probed > 0).then(|| to_datetime(probed)),
+        last_reachable: (reachable > 0).then(|| to_datetime(reachable)),
+    })
 }
 
 /// Erases `user` now as an opt-out; see `Retention::erase_user`. The erasure walks one
@@ -189,7 +201,7 @@ pub(crate) async fn export(
          replaces it.",
         |t| t.note,
     );
-    Ok(json!({
+    let mut copy = json!({
         "user_id": user.0,
         "generated_at": generated.to_rfc3339(),
         "retention": {
@@ -198,11 +210,18 @@ pub(crate) async fn export(
             "erasure": erasure,
             "note": note,
         },
+
         "policy": {
             "inactive_after_days": parts.config.inactive_after.as_secs_f64() / 86_400.0,
         },
         "bot_data": exports,
-    }))
+    });
+    // What the census keeps, once it has probed the user.
+    if let Some(probed) = status.last_probed {
+        copy["retention"]["last_probed"] = json!(probed.to_rfc3339());
+        copy["retention"]["last_reachable"] = json!(status.last_reachable.map(|t| t.to_rfc3339()));
+    }
+    Ok(copy)
 }
 
 /// Schedules an opt-out erasure of `user`, due now, for the pruners to carry out.

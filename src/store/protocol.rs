@@ -424,6 +424,8 @@ pub(crate) struct RawStatus {
     pub(crate) leased_until: Option<i64>,
     /// A scheduled or running erasure.
     pub(crate) job: Option<Job>,
+    /// What the census keeps: (last probed, last found reachable; 0 if never), ms.
+    pub(crate) probes: Option<(i64, i64)>,
 }
 
 /// A read-only view of what the next pass would claim.

@@ -321,12 +321,21 @@ every_store! {
         for user in [7, 4_997] {
             assert_eq!(job_of(&retention, user).await, Some(ErasureReason::Blocked));
         }
+        let probed_at = crate::common::T0 + (8 * DAY).as_millis() as i64;
         for user in [1, 9_999] {
             let status = retention.status(UserId(user)).await.unwrap();
             assert_eq!(status.erasure, None, "user {user}");
             // Reachable is no interaction: the clock is where adoption put it.
             assert_eq!(status.last_seen.unwrap().timestamp_millis(), crate::common::T0);
+            assert_eq!(status.last_reachable.unwrap().timestamp_millis(), probed_at);
         }
+        let gone = retention.status(UserId(10)).await.unwrap();
+        assert_eq!(gone.last_probed.unwrap().timestamp_millis(), probed_at);
+        assert_eq!(gone.last_reachable, None);
+        // `/mydata` shows what the census keeps.
+        let copy = retention.export(UserId(1)).await.unwrap();
+        let expected = chrono::DateTime::from_timestamp_millis(probed_at).unwrap().to_rfc3339();
+        assert_eq!(copy["retention"]["last_reachable"], expected.as_str(), "{copy}");
 
         // The next pass: the round is done and every user was probed within `every`.
         api.clear();

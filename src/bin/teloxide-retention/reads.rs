@@ -307,9 +307,21 @@ pub(super) async fn status(cli: &Cli, user: UserId) -> Outcome {
                     "running": e.running,
                     "failed_attempts": e.failed_attempts,
                 })),
+                "last_probed": time(status.last_probed),
+                "last_reachable": time(status.last_reachable),
             })
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(probed) = status.last_probed {
+        let reachable = status.last_reachable.map_or("never found reachable".to_owned(), |t| {
+            format!("last reachable {}", t.format("%Y-%m-%d %H:%M:%S UTC"))
+        });
+        println!(
+            "user {}: last probed {} ({reachable})",
+            user.0,
+            probed.format("%Y-%m-%d %H:%M:%S UTC")
+        );
     }
     match status.last_seen {
         Some(t) => {

@@ -497,6 +497,7 @@ impl Backend for MemoryNamespace {
             queued_due: s.queue.score(user).map(|d| (d != i64::MAX).then_some(d)),
             leased_until: s.batch_of(user).map(|(_, deadline)| deadline),
             job: s.job.get(&user).copied(),
+            probes: s.probes.get(&user).copied(),
         })
     }
 

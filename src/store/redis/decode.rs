@@ -74,14 +74,21 @@ pub(super) fn finish_reply(done: usize, reply: &[Value]) -> Result<Option<Finish
 
 /// `status.lua`'s reply: the user's `seen` score, queue score, job and batch deadline,
 /// each nil when absent.
-pub(super) fn status_reply(reply: [Option<String>; 4]) -> Result<RawStatus> {
-    let [seen, queued, job, leased] = reply;
+pub(super) fn status_reply(reply: [Option<String>; 5]) -> Result<RawStatus> {
+    let [seen, queued, job, leased, probes] = reply;
+    let probes = probes
+        .map(|raw| {
+            let (probed, reachable) = raw.split_once(',').unwrap_or((raw.as_str(), "0"));
+            Ok::<_, Error>((parse_num(probed)?, parse_num(reachable)?))
+        })
+        .transpose()?;
     let score = |v: Option<String>| v.as_deref().map(parse_num).transpose();
     Ok(RawStatus {
         last_seen: score(seen)?,
         queued_due: score(queued)?.map(|d| (d != i64::MAX).then_some(d)),
         leased_until: score(leased)?,
         job: job.as_deref().map(decode_job).transpose()?,
+        probes,
     })
 }
 

@@ -380,6 +380,14 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     .map(|d| (d != i64::MAX).then_some(d)),
                 leased_until: s.batch_of(tx, user).await?.map(|(_, deadline)| deadline),
                 job: s.job(tx, user).await?,
+                probes: {
+                    let sql = format!(
+                        "SELECT probed_at, reachable_at FROM {} WHERE uid = ?",
+                        s.t.probes
+                    );
+                    let rows = s.rows(tx, &sql, vec![id(user)]).await?;
+                    rows.first().map(|r| Ok::<_, Error>((r[0].i()?, r[1].i()?))).transpose()?
+                },
             })
         })
     }
