@@ -429,3 +429,17 @@ async fn the_census_keeps_nothing_of_an_erased_user_on_redis() {
     let kept: Vec<String> = redis::cmd("HKEYS").arg("{retention}:probes").query(&mut conn).unwrap();
     assert_eq!(kept, ["2"]);
 }
+
+/// Probes can go through the bot's own `Throttle`, sharing its pace with the bot's sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_go_through_the_bots_throttle() {
+    use teloxide::requests::RequesterExt;
+    let env = Env::memory();
+    let api = FakeBotApi::start().await;
+    let throttled = api.bot().throttle(teloxide::adaptors::throttle::Limits::default());
+    let retention = env.builder().await.probe_with(throttled, fast()).build().unwrap();
+    api.fail_chat_with(3, TelegramError::Blocked);
+    assert_eq!(retention.probe(UserId(2)).await.unwrap(), Reachability::Reachable);
+    assert_eq!(retention.probe(UserId(3)).await.unwrap(), Reachability::Gone(GoneReason::Blocked));
+    assert_eq!(probed(&api, 2) + probed(&api, 3), 2);
+}
