@@ -170,6 +170,11 @@ async fn the_grafana_dashboard_queries_only_metrics_the_crate_emits() {
             Ok::<_, BoxError>(Listing::page([UserId(3), UserId(40)], None))
         },
     );
+    // Probes and the census, through a fake Bot API that reaches everyone.
+    let api = crate::common::FakeBotApi::start().await;
+    let probes = teloxide_retention::Probes::new()
+        .one_every(Duration::from_millis(1))
+        .give_up_after(60 * DAY);
     let retention = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
         .inactive_after(30 * DAY)
         .stuck_after(Duration::from_secs(3600))
@@ -177,9 +182,13 @@ async fn the_grafana_dashboard_queries_only_metrics_the_crate_emits() {
         .clock(clock.clone())
         .erase_with(broken)
         .erase_with(orders)
+        .probe_with(api.bot(), probes)
+        .census(teloxide_retention::Census::new().idle_for(Duration::from_secs(3600)))
         .build()
         .unwrap();
     five_users_one_gone_one_opting_out(&retention).await;
+    // A mark a probe finds reachable when it falls due.
+    assert!(retention.mark_gone(UserId(3), GoneReason::Unreachable).await.unwrap());
     retention.audit(UntrackedUsers::Adopt).await.unwrap();
     // Failing for two hours: stuck at this pass; then past the threshold, the idle users
     // are erased.
