@@ -40,6 +40,8 @@ pub(crate) struct Parts {
     pub(crate) prober: Option<crate::probe::Prober>,
     /// This process's name in leases it holds for long (the census's).
     pub(crate) holder: u64,
+    /// Which part of the store the census walks first at its next pass (turn by turn).
+    pub(crate) census_turn: std::sync::atomic::AtomicUsize,
     /// Cancelled when the last holder (a `Retention` clone, a running pruner, a wrapped
     /// handler) lets go; stops the tracker's background writer.
     cancel: CancellationToken,
@@ -81,6 +83,7 @@ impl Parts {
             counters,
             prober,
             holder: random_id(),
+            census_turn: std::sync::atomic::AtomicUsize::new(0),
             cancel,
             secret: tokio::sync::OnceCell::new(),
         }

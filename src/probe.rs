@@ -255,8 +255,9 @@ where
     }
 }
 
-/// The longest a 429 holds the probes back (Telegram asks for seconds, rarely minutes).
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest a probe waits out a 429's `retry_after` (Telegram asks for seconds, rarely
+/// minutes); a probe due in a longer wait is unknown, unsent.
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The pruner's prober: the bot's requester, paced and bounded.
 pub(crate) struct Prober {
@@ -264,6 +265,8 @@ pub(crate) struct Prober {
     pub(crate) settings: Probes,
     /// The earliest time of this process's next probe.
     next: tokio::sync::Mutex<tokio::time::Instant>,
+    /// Until when Telegram asked this bot to wait (a 429's `retry_after`).
+    blocked_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Prober {
@@ -275,6 +278,7 @@ impl Prober {
             reach: Arc::new(ByRequester(requester)),
             settings,
             next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            blocked_until: std::sync::Mutex::new(None),
         }
     }
 
@@ -289,12 +293,23 @@ impl Prober {
             slot
         };
         tokio::time::sleep_until(slot).await;
+        // Telegram asked to wait (a 429 of an earlier probe): a short wait is waited out; a
+        // long one makes this probe unknown without sending it (asked again later).
+        let blocked = *self.blocked_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = blocked.filter(|u| *u > tokio::time::Instant::now()) {
+            if until - tokio::time::Instant::now() > MAX_WAIT {
+                return Reachability::Unknown;
+            }
+            tokio::time::sleep_until(until).await;
+        }
         let answer = tokio::time::timeout(self.settings.timeout, self.reach.chat_action(user));
         let (found, wait) = answer.await.unwrap_or((Reachability::Unknown, None));
         if let Some(wait) = wait {
             tracing::warn!(?wait, "Telegram asked the probes to slow down");
-            let mut next = self.next.lock().await;
-            *next = (*next).max(tokio::time::Instant::now() + wait.min(MAX_BACKOFF));
+            let until = tokio::time::Instant::now() + wait;
+            let mut blocked =
+                self.blocked_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *blocked = Some(blocked.map_or(until, |b| b.max(until)));
         }
         found
     }

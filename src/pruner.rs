@@ -400,8 +400,11 @@ impl Pruner {
         if let Some(e) = failure {
             return Err(e);
         }
-        if let (Some(prober), Some(census)) = (&self.parts.prober, &self.parts.config.census) {
-            self.census(prober, census, token, &mut report).await?;
+        if let (Some(prober), Some(census)) = (&self.parts.prober, &self.parts.config.census)
+            && let Err(e) = self.census(prober, census, token, &mut report).await
+        {
+            // The pass's erasures stand; the census goes on at the next pass.
+            tracing::warn!(error = %e, "the census stopped early");
         }
         report.elapsed = started.elapsed();
         Counters::add(&self.parts.counters.prune_passes, 1);
@@ -532,18 +535,25 @@ impl Pruner {
         }
         let ends = Instant::now() + budget;
         let store_parts = parts.door.parts();
+        let count = store_parts.len().max(1);
+        // Each pass starts one part further, so that every part gets its turn.
+        let first =
+            self.parts.census_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % count;
         let mut done = vec![false; store_parts.len()];
         let mut walked = 0;
         'walk: while !token.is_cancelled() && Instant::now() < ends && walked < CENSUS_WALK_PER_PASS
         {
-            for (i, part) in store_parts.iter().enumerate() {
+            for i in (0..count).map(|k| (first + k) % count) {
                 if done[i] {
                     continue;
                 }
                 if token.is_cancelled() || Instant::now() >= ends {
                     break 'walk;
                 }
-                let page = self.census_step(*part, prober, census, ends, report).await?;
+                let sharing = done.iter().filter(|d| !**d).count().max(1);
+                let part = store_parts[i];
+                let page =
+                    self.census_step(part, prober, census, ends, sharing, token, report).await?;
                 walked += page.walked;
                 if page.round_done {
                     done[i] = true;
@@ -563,19 +573,23 @@ impl Pruner {
     /// One step of the census on one part: walks past at most as many idle users as the
     /// probes' pace fits before `ends`, probes those the walk returns, marks the gone ones
     /// and records the answers.
+    #[allow(clippy::too_many_arguments)]
     async fn census_step(
         &self,
         part: Part<'_>,
         prober: &Prober,
         census: &Census,
         ends: Instant,
+        sharing: usize,
+        token: &CancellationToken,
         report: &mut PassReport,
     ) -> Result<CensusPage> {
         let parts = &self.parts;
         let now = parts.now_ms();
-        // As many users as the probes' pace fits in what is left, so that a step never
-        // walks past users it cannot probe.
-        let left = ends.saturating_duration_since(Instant::now());
+        // As many users as the probes' pace fits in this part's share of what is left, so
+        // that a step never walks past users it cannot probe, nor takes the others' time.
+        let left =
+            ends.saturating_duration_since(Instant::now()) / u32::try_from(sharing).unwrap_or(1);
         let fit = left.as_nanos() / prober.settings.interval.as_nanos().max(1);
         let walk = CensusWalk {
             idle_up_to: now.saturating_sub(duration_ms(census.idle_for)),
@@ -586,7 +600,9 @@ impl Pruner {
         report.census_walked += page.walked;
         // A few probes in flight at once, each at its slot of the pace: a slow answer does
         // not slow the census below its rate.
+        // A cancelled pass probes no more; the answers so far are recorded.
         let found: Vec<(u64, Reachability)> = stream::iter(std::mem::take(&mut page.users))
+            .take_while(|_| std::future::ready(!token.is_cancelled()))
             .map(|user| async move { (user, prober.probe(UserId(user)).await) })
             .buffered(CENSUS_IN_FLIGHT)
             .collect()
@@ -623,7 +639,8 @@ impl Pruner {
     /// an answer, or that the probes had no time for, is postponed past the look-ahead, so
     /// that the entries behind it come into view. A retry (a confirmed erasure that
     /// failed) and a mark due longer ago than `give_up_after` are left to the claim
-    /// unprobed. `false` when the pass is cancelled: no claim follows.
+    /// unprobed. `false` when the pass is cancelled, or when the marks to confirm outlast
+    /// half the look-ahead: no claim follows in this part this pass.
     async fn confirm_due_marks(
         &self,
         part: Part<'_>,
@@ -640,7 +657,8 @@ impl Pruner {
         };
         let give_up = duration_ms(settings.give_up_after);
         let limit = parts.config.batch_size + DUE_SCAN_SLACK;
-        let probing_ends = Instant::now() + LOOKAHEAD / 4;
+        let started = Instant::now();
+        let probing_ends = started + LOOKAHEAD / 4;
         loop {
             if token.is_cancelled() {
                 return Ok(false);
@@ -653,6 +671,8 @@ impl Pruner {
             let retry_at =
                 ahead.saturating_add(duration_ms(parts.config.prune_every.min(LOOKAHEAD)));
             let mut changed = false;
+            // Postponements of this round, in one store call.
+            let mut later = Vec::new();
             for entry in preview.entries {
                 if !entry.queued
                     || entry.marked_at == 0
@@ -678,8 +698,8 @@ impl Pruner {
                 let mark = Job { reason: entry.reason, marked_at: entry.marked_at, attempts: 0 };
                 match found {
                     Reachability::Reachable => {
-                        let drop = Unschedule { user, only: Some(mark), postpone_to: None };
-                        if part.call(|b| b.unschedule_gone(drop)).await? {
+                        let drop = [Unschedule { user, only: Some(mark), postpone_to: None }];
+                        if part.call(|b| b.unschedule_gone(&drop)).await?.first() == Some(&true) {
                             tracing::info!(
                                 user,
                                 reason = %entry.reason,
@@ -704,14 +724,29 @@ impl Pruner {
                         probed.insert(key, Probed::Left);
                     }
                     Reachability::Unknown => {
-                        let later =
-                            Unschedule { user, only: Some(mark), postpone_to: Some(retry_at) };
-                        if part.call(|b| b.unschedule_gone(later)).await? {
-                            report.probes_postponed += 1;
-                        }
+                        later.push(Unschedule {
+                            user,
+                            only: Some(mark),
+                            postpone_to: Some(retry_at),
+                        });
                         probed.insert(key, Probed::Postponed(retry_at));
                     }
                 }
+            }
+            if !later.is_empty() {
+                let done = part.call(|b| b.unschedule_gone(&later)).await?;
+                report.probes_postponed += done.iter().filter(|d| **d).count() as u64;
+            }
+            if changed && started.elapsed() > LOOKAHEAD / 2 {
+                // A backlog larger than one look-ahead can move: no claim in this part
+                // this pass (a claim now could take a mark nobody probed); the next pass
+                // goes on.
+                tracing::warn!(
+                    took = ?started.elapsed(),
+                    "the due gone marks to confirm outlast the look-ahead; claiming at the \
+                     next pass"
+                );
+                return Ok(false);
             }
             if !changed {
                 // Every mark the claim can examine is confirmed (or past give_up_after):

@@ -204,8 +204,11 @@ impl<H: Hook> Backend for Forward<H> {
     fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>> {
         forward!(self, Schedule, self.inner.schedule(request))
     }
-    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
-        forward!(self, UnscheduleGone, self.inner.unschedule_gone(request))
+    fn unschedule_gone<'a>(
+        &'a self,
+        requests: &'a [Unschedule],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        forward!(self, UnscheduleGone, self.inner.unschedule_gone(requests))
     }
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {
         forward!(self, Status, self.inner.status(user))

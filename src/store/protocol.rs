@@ -607,9 +607,12 @@ pub(crate) trait Backend: Send + Sync {
     /// Schedules an erasure (an upgrade to an opt-out replaces a gone mark).
     fn schedule(&self, request: ScheduleRequest) -> BoxFuture<'_, Result<Marked>>;
 
-    /// Cancels a scheduled gone erasure (never an opt-out, nor one running), or postpones
-    /// it; `true` if it was cancelled or postponed.
-    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>>;
+    /// Cancels scheduled gone erasures (never an opt-out, nor one running), or postpones
+    /// them, in one call; per request, `true` if it was cancelled or postponed.
+    fn unschedule_gone<'a>(
+        &'a self,
+        requests: &'a [Unschedule],
+    ) -> BoxFuture<'a, Result<Vec<bool>>>;
 
     /// What the store holds about `user`.
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>>;

@@ -55,15 +55,19 @@ impl Tracker {
             GonePolicy::EraseAfter(grace) => Some(later(now, grace)),
             GonePolicy::MarkOnly => None,
         };
-        // A mark the pruner confirms by a probe is due after the probes' look-ahead at
-        // the earliest: none falls due unprobed while a claim's probes run.
-        let due = match &self.probes {
-            Some(probes) if probes.confirms(reason.into()) => {
-                due.map(|d| d.max(later(now, crate::probe::LOOKAHEAD)))
+        KeptMark { reason: reason.into(), marked_at: now, due }
+    }
+
+    /// A mark the pruner confirms by a probe is due after the probes' look-ahead at the
+    /// earliest, counted when it is written (a mark kept in memory during an outage may be
+    /// written long after it was made): none falls due unprobed while a claim's probes run.
+    fn not_before_probes(&self, reason: crate::ErasureReason, due: Option<i64>) -> Option<i64> {
+        match &self.probes {
+            Some(probes) if probes.confirms(reason) => {
+                due.map(|d| d.max(later(self.clock.now_ms(), crate::probe::LOOKAHEAD)))
             }
             _ => due,
-        };
-        KeptMark { reason: reason.into(), marked_at: now, due }
+        }
     }
 
     pub(super) async fn write_mark(self: &Arc<Self>, user: UserId, mark: KeptMark) -> Result<bool> {
@@ -71,6 +75,7 @@ impl Tracker {
             return Ok(false);
         }
         let KeptMark { reason, marked_at, due } = mark;
+        let due = self.not_before_probes(reason, due);
         let request = ScheduleRequest { user: user.0, reason, marked_at, due };
         let marked = self.door.call(|b| b.schedule(request)).await?;
         if marked != Marked::Scheduled {
@@ -88,7 +93,8 @@ impl Tracker {
     /// Cancels a scheduled gone erasure of `user` (they unblocked the bot). Opt-outs stay.
     pub(crate) async fn user_returned(&self, user: UserId) {
         self.forget_mark(user.0);
-        match self.door.call(|b| b.unschedule_gone(Unschedule::any(user.0))).await {
+        let request = [Unschedule::any(user.0)];
+        match self.door.call(|b| b.unschedule_gone(&request)).await.map(|done| done[0]) {
             Ok(true) => {
                 tracing::info!(user = user.0, "user unblocked the bot; erasure cancelled");
                 self.hooks.returned(user.0);

@@ -125,6 +125,28 @@ struct Space {
 }
 
 impl Space {
+    /// See `Backend::unschedule_gone` (and `unschedule_gone.lua`), one request.
+    fn unschedule_gone(&mut self, request: Unschedule) -> bool {
+        let Unschedule { user, only, postpone_to } = request;
+        let Some(job) = self.job.get(&user) else { return false };
+        if !job.reason.is_gone() || only.is_some_and(|o| o != *job) {
+            return false;
+        }
+        if let Some(due) = postpone_to {
+            // Only while it waits in the queue (not running), and later only.
+            return self.queue.score(user).is_some_and(|current| {
+                self.queue.set(user, due.max(current));
+                true
+            });
+        }
+        if self.queue.remove(user).is_none() {
+            return false;
+        }
+        self.job.remove(&user);
+        self.failing.remove(&user);
+        true
+    }
+
     fn came_back(&self, user: u64, job: Job) -> bool {
         came_back(job, self.seen.score(user))
     }
@@ -467,28 +489,11 @@ impl Backend for MemoryNamespace {
         })
     }
 
-    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
-        let Unschedule { user, only, postpone_to } = request;
-        self.ready(move |s| {
-            let Some(job) = s.job.get(&user) else { return false };
-            if !job.reason.is_gone() || only.is_some_and(|o| o != *job) {
-                return false;
-            }
-            if let Some(due) = postpone_to {
-                // Only while it waits in the queue (not running).
-                // Later only: never brought forward.
-                return s.queue.score(user).is_some_and(|current| {
-                    s.queue.set(user, due.max(current));
-                    true
-                });
-            }
-            if s.queue.remove(user).is_none() {
-                return false;
-            }
-            s.job.remove(&user);
-            s.failing.remove(&user);
-            true
-        })
+    fn unschedule_gone<'a>(
+        &'a self,
+        requests: &'a [Unschedule],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        self.ready(move |s| requests.iter().map(|r| s.unschedule_gone(*r)).collect())
     }
 
     fn status(&self, user: u64) -> BoxFuture<'_, Result<RawStatus>> {

@@ -281,23 +281,31 @@ impl Backend for RedisNamespace {
         })
     }
 
-    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
-        let Unschedule { user, only, postpone_to } = request;
+    fn unschedule_gone<'a>(
+        &'a self,
+        requests: &'a [Unschedule],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move {
-            let mut inv = self.invocation(&UNSCHEDULE_GONE);
-            inv.arg(user);
-            match only {
-                Some(Job { reason, marked_at, attempts }) => {
-                    inv.arg(format!("{},{marked_at},{attempts}", reason.code()))
+            let mut done = Vec::with_capacity(requests.len());
+            for chunk in requests.chunks(500) {
+                let mut inv = self.invocation(&UNSCHEDULE_GONE);
+                for &Unschedule { user, only, postpone_to } in chunk {
+                    inv.arg(user);
+                    match only {
+                        Some(Job { reason, marked_at, attempts }) => {
+                            inv.arg(format!("{},{marked_at},{attempts}", reason.code()))
+                        }
+                        None => inv.arg(""),
+                    };
+                    match postpone_to {
+                        Some(due) => inv.arg(due),
+                        None => inv.arg(""),
+                    };
                 }
-                None => inv.arg(""),
-            };
-            match postpone_to {
-                Some(due) => inv.arg(due),
-                None => inv.arg(""),
-            };
-            let code: i64 = self.run(&inv).await?;
-            Ok(code == 1)
+                let codes: Vec<i64> = self.run(&inv).await?;
+                done.extend(codes.into_iter().map(|c| c == 1));
+            }
+            Ok(done)
         })
     }
 

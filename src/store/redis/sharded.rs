@@ -360,10 +360,30 @@ impl Backend for Sharded {
         })
     }
 
-    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
+    fn unschedule_gone<'a>(
+        &'a self,
+        requests: &'a [Unschedule],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move {
             self.ready().await?;
-            self.fenced(self.shard(request.user).unschedule_gone(request).await).await
+            let count = self.shards.len();
+            // Each shard answers for its users; the answers go back in the callers' order.
+            let mut split: Vec<Vec<(usize, Unschedule)>> = vec![Vec::new(); count];
+            for (i, r) in requests.iter().enumerate() {
+                split[shard_of(r.user, count)].push((i, *r));
+            }
+            let parts: Vec<Vec<Unschedule>> =
+                split.iter().map(|p| p.iter().map(|&(_, r)| r).collect()).collect();
+            let asked =
+                parts.iter().zip(&self.shards).map(|(part, shard)| shard.unschedule_gone(part));
+            let answers = self.fenced(try_join_all(asked).await).await?;
+            let mut done = vec![false; requests.len()];
+            for (part, answers) in split.iter().zip(answers) {
+                for (&(i, _), answer) in part.iter().zip(answers) {
+                    done[i] = answer;
+                }
+            }
+            Ok(done)
         })
     }
 

@@ -445,6 +445,29 @@ impl<D: Dialect> SqlNamespace<D> {
         self.exec(tx, &sql, vec![id(user), due.into()]).await.map(drop)
     }
 
+    /// See `Backend::unschedule_gone` (and `unschedule_gone.lua`), one request.
+    async fn unschedule_gone_in(&self, tx: &mut Tx<D>, request: Unschedule) -> Result<bool> {
+        let Unschedule { user, only, postpone_to } = request;
+        let Some(job) = self.job(tx, user).await? else { return Ok(false) };
+        if !job.reason.is_gone() || only.is_some_and(|o| o != job) {
+            return Ok(false);
+        }
+        if let Some(due) = postpone_to {
+            // Only while it waits in the queue (not running), and later only.
+            let Some(current) = self.score(tx, &self.t.queue, user).await? else {
+                return Ok(false);
+            };
+            self.set_due(tx, user, due.max(current)).await?;
+            return Ok(true);
+        }
+        if !self.remove(tx, &self.t.queue, user).await? {
+            return Ok(false);
+        }
+        self.remove(tx, &self.t.job, user).await?;
+        self.remove(tx, &self.t.failing, user).await?;
+        Ok(true)
+    }
+
     /// `(user, score)` of `table` with a score at or below `max`, lowest first.
     async fn up_to(
         &self,

@@ -345,28 +345,16 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         })
     }
 
-    fn unschedule_gone(&self, request: Unschedule) -> BoxFuture<'_, Result<bool>> {
-        let Unschedule { user, only, postpone_to } = request;
+    fn unschedule_gone<'a>(
+        &'a self,
+        requests: &'a [Unschedule],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
         in_tx!(self, |s, tx| {
-            let Some(job) = s.job(tx, user).await? else { return Ok(false) };
-            if !job.reason.is_gone() || only.is_some_and(|o| o != job) {
-                return Ok(false);
+            let mut done = Vec::with_capacity(requests.len());
+            for &request in requests {
+                done.push(s.unschedule_gone_in(tx, request).await?);
             }
-            if let Some(due) = postpone_to {
-                // Only while it waits in the queue (not running).
-                let Some(current) = s.score(tx, &s.t.queue, user).await? else {
-                    return Ok(false);
-                };
-                // Later only: never brought forward.
-                s.set_due(tx, user, due.max(current)).await?;
-                return Ok(true);
-            }
-            if !s.remove(tx, &s.t.queue, user).await? {
-                return Ok(false);
-            }
-            s.remove(tx, &s.t.job, user).await?;
-            s.remove(tx, &s.t.failing, user).await?;
-            Ok(true)
+            Ok(done)
         })
     }
 
