@@ -451,6 +451,15 @@ pub(crate) struct PreviewEntry {
     pub(crate) attempts: u32,
 }
 
+impl PreviewEntry {
+    /// `user` with their scheduled erasure `job` (or [`Job::INACTIVE`]), listed from the due
+    /// queue (`queued`) or as inactive.
+    pub(crate) fn new(user: u64, job: Job, last_seen: Option<i64>, queued: bool) -> Self {
+        let Job { reason, marked_at, attempts } = job;
+        Self { user, reason, marked_at, last_seen, queued, attempts }
+    }
+}
+
 /// An erasure (or gone mark) announced to every process sharing the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Invalidation {

@@ -422,3 +422,12 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A host clock 25 minutes fast (the tests of clock faults).
+pub struct FastClock;
+
+impl teloxide_retention::Clock for FastClock {
+    fn now_ms(&self) -> i64 {
+        teloxide_retention::SystemClock.now_ms() + 25 * 60_000
+    }
+}

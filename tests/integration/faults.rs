@@ -168,14 +168,7 @@ async fn erased_ids_leave_the_feed_within_two_windows() {
     assert!(ttl > 0 && ttl <= 10 * 60 * 1000, "the feed expires within one window: {ttl}");
 }
 
-/// A host clock 25 minutes fast.
-struct FastClock;
-
-impl teloxide_retention::Clock for FastClock {
-    fn now_ms(&self) -> i64 {
-        teloxide_retention::SystemClock.now_ms() + 25 * 60_000
-    }
-}
+use crate::common::FastClock;
 
 /// A proxy to `server` that makes every `TIME` a client sends fail (so the first
 /// measurement of the clock fails), while scripts still read Redis's clock.

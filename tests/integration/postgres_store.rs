@@ -279,14 +279,7 @@ async fn tables_of_version_1_are_migrated_and_keep_their_rows() {
     assert_eq!(probes, 0, "version 3's table is there");
 }
 
-/// A host clock 25 minutes fast.
-struct FastClock;
-
-impl teloxide_retention::Clock for FastClock {
-    fn now_ms(&self) -> i64 {
-        teloxide_retention::SystemClock.now_ms() + 25 * 60_000
-    }
-}
+use crate::common::FastClock;
 
 /// PostgreSQL's clock decides (invariant 11 and the claims): a bot on a host 25 minutes
 /// fast stores interactions and adopted times at the server's now, never in the future, and

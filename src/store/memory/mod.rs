@@ -515,33 +515,17 @@ impl Backend for MemoryNamespace {
                 let job = s.job_of(user);
                 if !s.came_back(user, job) {
                     let last_seen = s.seen.score(user);
-                    let Job { reason, marked_at, attempts } = job;
-                    entries.push(PreviewEntry {
-                        user,
-                        reason,
-                        marked_at,
-                        last_seen,
-                        queued: true,
-                        attempts,
-                    });
+                    entries.push(PreviewEntry::new(user, job, last_seen, true));
                 }
             }
             let room = limit.saturating_sub(entries.len());
             for (user, seen) in s.seen.up_to(cutoff, room) {
-                let Job { reason, marked_at, attempts } = match s.queue.score(user) {
+                let job = match s.queue.score(user) {
                     None => Job::INACTIVE,
                     Some(due) if due > now => s.job_of(user),
                     Some(_) => continue, // due: listed above
                 };
-                let last_seen = Some(seen);
-                entries.push(PreviewEntry {
-                    user,
-                    reason,
-                    marked_at,
-                    last_seen,
-                    queued: false,
-                    attempts,
-                });
+                entries.push(PreviewEntry::new(user, job, Some(seen), false));
             }
             RawPreview {
                 inactive_total: s.seen.count_up_to(cutoff),

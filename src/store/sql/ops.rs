@@ -390,20 +390,12 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 let Some(job) = s.readable_job(tx, user).await? else { continue };
                 if !s.came_back(tx, user, job).await? {
                     let last_seen = s.score(tx, &s.t.seen, user).await?;
-                    let Job { reason, marked_at, attempts } = job;
-                    entries.push(PreviewEntry {
-                        user,
-                        reason,
-                        marked_at,
-                        last_seen,
-                        queued: true,
-                        attempts,
-                    });
+                    entries.push(PreviewEntry::new(user, job, last_seen, true));
                 }
             }
             let room = limit.saturating_sub(entries.len());
             for (user, seen) in s.up_to(tx, &s.t.seen, cutoff, room).await? {
-                let Job { reason, marked_at, attempts } = match s.score(tx, &s.t.queue, user).await? {
+                let job = match s.score(tx, &s.t.queue, user).await? {
                     None => Job::INACTIVE,
                     Some(due) if due > now => {
                         let Some(job) = s.readable_job(tx, user).await? else { continue };
@@ -411,15 +403,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     }
                     Some(_) => continue, // due: listed above
                 };
-                let last_seen = Some(seen);
-                entries.push(PreviewEntry {
-                    user,
-                    reason,
-                    marked_at,
-                    last_seen,
-                    queued: false,
-                    attempts,
-                });
+                entries.push(PreviewEntry::new(user, job, Some(seen), false));
             }
             Ok(RawPreview {
                 inactive_total: s.count_up_to(tx, &s.t.seen, "at", cutoff).await?,
