@@ -24,6 +24,9 @@ use crate::store::{
 /// Idle users a step of the census walks past at most.
 const CENSUS_STEP: usize = 100;
 
+/// Census entries a sweep looks at, per pass and part of the store.
+const CENSUS_SWEEP: usize = 1_000;
+
 /// Census probes in flight at once (each still waits for its slot of the pace).
 const CENSUS_IN_FLIGHT: usize = 8;
 
@@ -66,6 +69,8 @@ pub struct PassReport {
     pub census_found_gone: u64,
     /// Census rounds completed (the walk reached the last idle user).
     pub census_rounds: u64,
+    /// Census entries removed of users a replica of an older version erased.
+    pub census_swept: u64,
     /// Users whose lease expired before confirmation; another pruner finishes them.
     pub leases_lost: u64,
     /// Script calls that claimed users (batches).
@@ -105,6 +110,7 @@ impl PassReport {
         self.census_probed += part.census_probed;
         self.census_found_gone += part.census_found_gone;
         self.census_rounds += part.census_rounds;
+        self.census_swept += part.census_swept;
         self.leases_lost += part.leases_lost;
         self.batches += part.batches;
         self.inactivity_held = self.inactivity_held.take().or(part.inactivity_held);
@@ -535,6 +541,14 @@ impl Pruner {
         }
         let ends = Instant::now() + budget;
         let store_parts = parts.door.parts();
+        // What an older replica's erasures left of the census (a page a pass and part).
+        for part in &store_parts {
+            let swept = part.call(|b| b.census_sweep(CENSUS_SWEEP)).await?;
+            if swept > 0 {
+                tracing::info!(swept, "removed the census's state of users erased elsewhere");
+            }
+            report.census_swept += swept;
+        }
         let count = store_parts.len().max(1);
         // Each pass starts one part further, so that every part gets its turn.
         let first =

@@ -44,6 +44,7 @@ pub(crate) enum Op {
     CensusLease,
     CensusWalk,
     CensusRecord,
+    CensusSweep,
     RecordAudit,
     LastAudit,
     IndexReceipts,
@@ -250,6 +251,9 @@ impl<H: Hook> Backend for Forward<H> {
     }
     fn census_walk(&self, walk: CensusWalk) -> BoxFuture<'_, Result<CensusPage>> {
         forward!(self, CensusWalk, self.inner.census_walk(walk))
+    }
+    fn census_sweep(&self, limit: usize) -> BoxFuture<'_, Result<u64>> {
+        forward!(self, CensusSweep, self.inner.census_sweep(limit))
     }
     fn census_record<'a>(
         &'a self,

@@ -679,6 +679,11 @@ pub(crate) trait Backend: Send + Sync {
         at: i64,
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// Removes what the census keeps of up to about `limit` users the store neither tracks
+    /// nor erases (a replica of a version without the census erased them and left it),
+    /// walking on from where the last sweep stopped; returns how many it removed.
+    fn census_sweep(&self, limit: usize) -> BoxFuture<'_, Result<u64>>;
+
     /// Keeps `summary` (counts only, JSON) as the last audit's.
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>>;
 

@@ -392,6 +392,44 @@ every_store! {
     }
 }
 
+every_store! {
+    /// What the census kept of a user a replica without the census erased (a rolling
+    /// upgrade) is swept by the next pass; a tracked user's stays.
+    #[stores(redis, sqlite, postgres)]
+    async fn the_census_sweeps_what_an_older_replica_left(env) {
+        let api = FakeBotApi::start().await;
+        let retention = census(&env, &api).await;
+        retention.adopt([(UserId(1), None)], &Default::default()).await.unwrap();
+        env.clock.advance(8 * DAY);
+        assert_eq!(retention.prune_once().await.unwrap().census_probed, 1);
+        // User 99's field, left by an erasure of a version that knew no census.
+        let orphan = |conn: &mut redis::Connection| -> u64 {
+            redis::cmd("HSET").arg("{retention}:probes").arg(99).arg("5,5").query(conn).unwrap()
+        };
+        match env.sql_url() {
+            None => assert_eq!(orphan(&mut env.redis_connection()), 1),
+            Some(url) if url.starts_with("sqlite:") => {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query("INSERT INTO \"retention.probes\" VALUES (99, 5, 5)")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                sqlx::query("INSERT INTO \"retention.probes\" VALUES (99, 5, 5)")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        }
+        let report = retention.prune_once().await.unwrap();
+        assert_eq!(report.census_swept, 1, "{report:?}");
+        assert_eq!(retention.survey().await.unwrap().census.probed_users, 1);
+        assert!(retention.status(UserId(1)).await.unwrap().last_probed.is_some());
+    }
+}
+
 /// The census needs a way to reach Telegram, and says so at `build()`.
 #[tokio::test]
 async fn a_census_without_probes_is_refused() {

@@ -58,6 +58,14 @@ impl Space {
         }
     }
 
+    /// See `Backend::census_sweep`: the whole map at once (it lives in this process).
+    pub(super) fn census_sweep(&mut self) -> u64 {
+        let before = self.probes.len();
+        let (seen, job) = (&self.seen, &self.job);
+        self.probes.retain(|user, _| seen.score(*user).is_some() || job.contains_key(user));
+        (before - self.probes.len()) as u64
+    }
+
     /// The census's part of a survey: users with a probe time, and users the current
     /// round walked past.
     pub(super) fn census_survey(&self) -> (u64, u64) {

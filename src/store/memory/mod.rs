@@ -698,6 +698,10 @@ impl Backend for MemoryNamespace {
         self.ready(move |s| s.census_walk(walk))
     }
 
+    fn census_sweep(&self, _limit: usize) -> BoxFuture<'_, Result<u64>> {
+        self.ready(|s| s.census_sweep())
+    }
+
     fn census_record<'a>(
         &'a self,
         answers: &'a [CensusAnswer],

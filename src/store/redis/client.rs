@@ -3,8 +3,8 @@
 
 use super::decode::*;
 use super::scripts::{
-    ADOPT, CENSUS_LEASE, CENSUS_RECORD, CENSUS_WALK, CLAIM, CLAIM_USER, COUNT_USE, FINISH,
-    HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNSCHEDULE_GONE,
+    ADOPT, CENSUS_LEASE, CENSUS_RECORD, CENSUS_SWEEP, CENSUS_WALK, CLAIM, CLAIM_USER, COUNT_USE,
+    FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNSCHEDULE_GONE,
 };
 use super::*;
 
@@ -653,6 +653,15 @@ impl Backend for RedisNamespace {
                 })
                 .collect::<Result<Vec<u64>>>()?;
             Ok(CensusPage { users, walked: walked.unsigned_abs(), round_done })
+        })
+    }
+
+    fn census_sweep(&self, limit: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&CENSUS_SWEEP);
+            inv.arg(limit.max(1));
+            let removed: i64 = self.run(&inv).await?;
+            Ok(removed.unsigned_abs())
         })
     }
 

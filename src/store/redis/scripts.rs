@@ -54,10 +54,12 @@ pub(crate) static CENSUS_WALK: LazyLock<Script> =
 pub(crate) static CENSUS_RECORD: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/census_record.lua");
 pub(crate) static CENSUS_LEASE: LazyLock<Script> = script!("#!lua", "lua/census_lease.lua");
+pub(crate) static CENSUS_SWEEP: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/census_sweep.lua");
 
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
-pub(crate) static ALL: [(&str, &LazyLock<Script>); 17] = [
+pub(crate) static ALL: [(&str, &LazyLock<Script>); 18] = [
     ("claim", &CLAIM),
     ("claim_user", &CLAIM_USER),
     ("schedule", &SCHEDULE),
@@ -75,4 +77,5 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 17] = [
     ("census_walk", &CENSUS_WALK),
     ("census_record", &CENSUS_RECORD),
     ("census_lease", &CENSUS_LEASE),
+    ("census_sweep", &CENSUS_SWEEP),
 ];

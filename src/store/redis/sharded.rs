@@ -489,6 +489,13 @@ impl Backend for Sharded {
         self.home.census_walk(walk)
     }
 
+    fn census_sweep(&self, limit: usize) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let swept = self.every(|shard| shard.census_sweep(limit)).await?;
+            Ok(swept.into_iter().sum())
+        })
+    }
+
     fn census_record<'a>(
         &'a self,
         answers: &'a [CensusAnswer],

@@ -54,6 +54,20 @@ impl<D: Dialect> SqlNamespace<D> {
         Ok(CensusPage { users, walked: rows.len() as u64, round_done })
     }
 
+    /// See `Backend::census_sweep`: up to `limit` rows of users neither tracked nor
+    /// erasing, found by key.
+    pub(super) async fn census_sweep_in(&self, tx: &mut Tx<D>, limit: usize) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM {p} WHERE uid IN (SELECT p.uid FROM {p} p \
+             LEFT JOIN {seen} s ON s.uid = p.uid LEFT JOIN {job} j ON j.uid = p.uid \
+             WHERE s.uid IS NULL AND j.uid IS NULL LIMIT ?)",
+            p = self.t.probes,
+            seen = self.t.seen,
+            job = self.t.job
+        );
+        self.exec(tx, &sql, vec![i64::try_from(limit).unwrap_or(i64::MAX).into()]).await
+    }
+
     /// See `Backend::census_record`: set-based, one statement per chunk of reachable users
     /// and one per chunk of gone ones; only users still tracked (an erased user gets no row
     /// again); times never go back.

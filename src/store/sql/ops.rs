@@ -516,6 +516,10 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         in_tx!(self, |s, tx| { s.census_walk_in(tx, walk).await })
     }
 
+    fn census_sweep(&self, limit: usize) -> BoxFuture<'_, Result<u64>> {
+        in_tx!(self, |s, tx| { s.census_sweep_in(tx, limit).await })
+    }
+
     fn census_record<'a>(
         &'a self,
         answers: &'a [CensusAnswer],
