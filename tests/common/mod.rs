@@ -431,3 +431,15 @@ impl teloxide_retention::Clock for FastClock {
         teloxide_retention::SystemClock.now_ms() + 25 * 60_000
     }
 }
+
+/// Adopts user 42 idle for 30 days less 10 minutes by the real clock (the store's), for the
+/// tests of a fast host clock under a 30-day threshold; returns when they were last active.
+pub async fn adopt_nearly_inactive(retention: &teloxide_retention::Retention) -> i64 {
+    use teloxide_retention::Clock;
+    let idle_since =
+        teloxide_retention::SystemClock.now_ms() - (30 * DAY).as_millis() as i64 + 600_000;
+    let at = chrono::DateTime::from_timestamp_millis(idle_since);
+    let adoption = teloxide_retention::Adoption::new();
+    retention.adopt([(teloxide::types::UserId(42), at)], &adoption).await.unwrap();
+    idle_since
+}

@@ -206,10 +206,7 @@ async fn no_claim_runs_on_a_clock_that_was_never_measured() {
         .without_commands()
         .build()
         .unwrap();
-    let idle_since =
-        teloxide_retention::SystemClock.now_ms() - (30 * DAY).as_millis() as i64 + 600_000;
-    let at = chrono::DateTime::from_timestamp_millis(idle_since);
-    seeder.adopt([(UserId(42), at)], &teloxide_retention::Adoption::new()).await.unwrap();
+    let idle_since = crate::common::adopt_nearly_inactive(&seeder).await;
 
     let fast = fast_bot(&proxy).await;
     assert!(FastClock.now_ms() > idle_since + (30 * DAY).as_millis() as i64 + 60_000);

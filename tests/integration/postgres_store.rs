@@ -295,10 +295,7 @@ async fn a_fast_host_clock_neither_stores_a_future_time_nor_erases_early() {
         .without_commands()
         .build()
         .unwrap();
-    let idle_since =
-        teloxide_retention::SystemClock.now_ms() - (30 * DAY).as_millis() as i64 + 600_000;
-    let at = chrono::DateTime::from_timestamp_millis(idle_since);
-    real.adopt([(UserId(42), at)], &teloxide_retention::Adoption::new()).await.unwrap();
+    crate::common::adopt_nearly_inactive(&real).await;
 
     let fast = Retention::builder(open().await)
         .inactive_after(30 * DAY)
