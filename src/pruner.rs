@@ -65,8 +65,12 @@ pub struct PassReport {
     pub census_walked: u64,
     /// Users the census probed.
     pub census_probed: u64,
-    /// Users the census found gone (and marked).
+    /// Users the census found gone (and marked); by reason:
+    /// [`PassReport::census_found_gone_for`].
     pub census_found_gone: u64,
+    census_found_gone_by_reason: PerReason,
+    /// Users the census found reachable.
+    pub census_found_reachable: u64,
     /// Census rounds completed (the walk reached the last idle user).
     pub census_rounds: u64,
     /// Census entries removed of users a replica of an older version erased.
@@ -94,6 +98,12 @@ impl PassReport {
         self.erased_by_reason.get(reason)
     }
 
+    /// Users the census found gone for `reason` in this pass.
+    #[must_use]
+    pub fn census_found_gone_for(&self, reason: ErasureReason) -> u64 {
+        self.census_found_gone_by_reason.get(reason)
+    }
+
     /// Adds the report of one part (shard) of a pass.
     fn absorb(&mut self, part: Self) {
         self.claimed += part.claimed;
@@ -109,6 +119,11 @@ impl PassReport {
         self.census_walked += part.census_walked;
         self.census_probed += part.census_probed;
         self.census_found_gone += part.census_found_gone;
+        self.census_found_reachable += part.census_found_reachable;
+        for reason in ErasureReason::ALL {
+            let found = part.census_found_gone_by_reason.get(reason);
+            self.census_found_gone_by_reason.add(reason, found);
+        }
         self.census_rounds += part.census_rounds;
         self.census_swept += part.census_swept;
         self.leases_lost += part.leases_lost;
@@ -626,12 +641,21 @@ impl Pruner {
             parts.counters.probed(found);
             report.census_probed += 1;
             match found {
-                Reachability::Reachable => answers.push(CensusAnswer { user, reachable: true }),
+                Reachability::Reachable => {
+                    report.census_found_reachable += 1;
+                    metrics::counter!("teloxide_retention_census_found_total", "answer" => "reachable")
+                        .increment(1);
+                    answers.push(CensusAnswer { user, reachable: true });
+                }
                 Reachability::Gone(reason) => {
                     tracing::info!(user, %reason, "the census found a user gone");
                     match parts.tracker.mark_gone(UserId(user), reason).await {
                         Ok(_) => {
                             report.census_found_gone += 1;
+                            report.census_found_gone_by_reason.add(reason.into(), 1);
+                            let answer = crate::ErasureReason::from(reason).as_str();
+                            metrics::counter!("teloxide_retention_census_found_total", "answer" => answer)
+                                .increment(1);
                             answers.push(CensusAnswer { user, reachable: false });
                         }
                         // Not recorded: the next round asks again.

@@ -326,6 +326,31 @@ every_store! {
         let (code, _, err) = run(cli(&db).arg("census"));
         assert_eq!(code, 2, "{err}");
         bot.shutdown().await.unwrap();
+
+        // Once a bot's census has run, `check`, `stats` and the estimate show it.
+        let api = teloxide_retention::testing::FakeBotApi::start().await;
+        let probes = teloxide_retention::Probes::new().one_every(Duration::from_millis(1));
+        let census = teloxide_retention::Census::new().idle_for(7 * DAY);
+        let prober = db
+            .builder()
+            .await
+            .namespace("shop")
+            .inactive_after(90 * DAY)
+            .without_commands()
+            .probe_with(api.bot(), probes)
+            .census(census)
+            .build()
+            .unwrap();
+        let pass = prober.prune_once().await.unwrap();
+        assert!(pass.census_probed > 0, "{pass:?}");
+        assert_eq!(pass.census_found_reachable, pass.census_probed, "{pass:?}");
+        prober.shutdown().await.unwrap();
+        let (code, text, _) = run(cli(&db).arg("check"));
+        assert_eq!(code, 0, "{text}");
+        let line = format!("{} users probed", pass.census_probed);
+        assert!(text.contains(&line), "{line:?} missing from:\n{text}");
+        let (_, text, _) = run(cli(&db).arg("stats"));
+        assert!(text.contains(&format!("census: {line}")), "{text}");
     }
 }
 

@@ -309,6 +309,9 @@ every_store! {
         let elapsed = started.elapsed();
         assert_eq!(report.census_probed, USERS, "{report:?}");
         assert_eq!(report.census_found_gone, 1_500, "{report:?}");
+        assert_eq!(report.census_found_gone_for(ErasureReason::Deactivated), 1_000);
+        assert_eq!(report.census_found_gone_for(ErasureReason::Blocked), 500);
+        assert_eq!(report.census_found_reachable, USERS - 1_500, "{report:?}");
         assert_eq!((report.census_rounds, report.erased), (rounds, 0), "{report:?}");
         let by_chat = probes_by_chat(&api);
         assert_eq!(by_chat.len() as u64, USERS);

@@ -334,5 +334,22 @@ async fn usage_findings(
         Ok(n) => push(findings, "tracking", Level::Ok, format!("{} users tracked", thousands(n))),
         Err(e) => push(findings, "tracking", Level::Problem, e.to_string()),
     }
+    // The census, once it has run (a bot's `RetentionBuilder::census`).
+    let estimate =
+        retention.census_estimate(&teloxide_retention::Census::new(), Duration::from_secs(1)).await;
+    match estimate {
+        Ok(c) if c.probed_users > 0 || c.round_walked > 0 => push(
+            findings,
+            "census",
+            Level::Ok,
+            format!(
+                "{} users probed; the current round walked {} idle users",
+                thousands(c.probed_users),
+                thousands(c.round_walked)
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => push(findings, "census", Level::Warning, e.to_string()),
+    }
     Ok(())
 }
