@@ -665,7 +665,7 @@ impl Pruner {
                 Reachability::Unknown => {}
             }
         }
-        part.call(|b| b.census_record(&answers, now)).await?;
+        part.call(|b| b.census_record(&answers, now, parts.clock.claim_now())).await?;
         Ok(page)
     }
 
@@ -750,7 +750,10 @@ impl Pruner {
                             if parts.config.census.is_some() {
                                 // The census need not ask again within its interval.
                                 let answer = [CensusAnswer { user, reachable: true }];
-                                part.call(|b| b.census_record(&answer, now)).await?;
+                                part.call(|b| {
+                                    b.census_record(&answer, now, parts.clock.claim_now())
+                                })
+                                .await?;
                             }
                         } else {
                             // The mark changed meanwhile (an opt-out, a claim): not ours.

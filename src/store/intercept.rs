@@ -259,8 +259,9 @@ impl<H: Hook> Backend for Forward<H> {
         &'a self,
         answers: &'a [CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> BoxFuture<'a, Result<()>> {
-        forward!(self, CensusRecord, self.inner.census_record(answers, at))
+        forward!(self, CensusRecord, self.inner.census_record(answers, at, now))
     }
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {
         forward!(self, RecordAudit, self.inner.record_audit(summary))

@@ -672,11 +672,13 @@ pub(crate) trait Backend: Send + Sync {
     /// Records the census's answers at `at` (ms): when each user was probed, and for a
     /// reachable one when they were last reachable. Users no longer tracked (erased
     /// meanwhile) get nothing: the census keeps no state of a user the store does not
-    /// track, and an erasure removes what it kept.
+    /// track, and an erasure removes what it kept. No time later than now: `now` is the
+    /// writer's claim clock when it has one, else the store's own (as for interactions).
     fn census_record<'a>(
         &'a self,
         answers: &'a [CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> BoxFuture<'a, Result<()>>;
 
     /// Removes what the census keeps of up to about `limit` users the store neither tracks

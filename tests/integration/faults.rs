@@ -251,6 +251,41 @@ async fn an_unmeasured_fast_clock_never_stores_a_future_time() {
     assert_eq!(fast.stats().clock_skew_warnings, 0, "the clock was never measured");
 }
 
+/// The census stores no probe time later than Redis's now either (invariant 11): a bot on
+/// a host 25 minutes fast whose `TIME` requests fail records its answers at Redis's now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmeasured_fast_clock_never_stores_a_future_probe_time() {
+    use teloxide_retention::Clock;
+    let env = Env::redis();
+    let server = env.redis.as_ref().unwrap();
+    let proxy = time_failing_proxy(server);
+    let seeder = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .build()
+        .unwrap();
+    let idle = crate::common::adopt_nearly_inactive(&seeder).await;
+    let api = crate::common::FakeBotApi::start().await;
+    let probes = teloxide_retention::Probes::new().one_every(Duration::from_millis(1));
+    let fast = Retention::builder(RedisStore::open(&proxy.url()).await.unwrap())
+        .inactive_after(90 * DAY)
+        .without_commands()
+        .clock(FastClock)
+        .probe_with(api.bot(), probes)
+        .census(teloxide_retention::Census::new().idle_for(DAY))
+        .build()
+        .unwrap();
+    assert!(idle > 0);
+    assert_eq!(fast.prune_once().await.unwrap().census_probed, 1);
+    let real_now = teloxide_retention::SystemClock.now_ms();
+    let probed = seeder.status(UserId(42)).await.unwrap().last_probed.expect("probed");
+    assert!(
+        probed.timestamp_millis() <= real_now + 5_000,
+        "probed at {probed}, {} s after the store's now",
+        (probed.timestamp_millis() - real_now) / 1000
+    );
+}
+
 /// An update waits for a hung store once, not once per store call the crate makes for it:
 /// an unblock (cancelling the mark and recording the interaction) and `/mydata` (the
 /// interaction, the key naming the user, the rate limit) each answer within the store

@@ -706,8 +706,9 @@ impl Backend for MemoryNamespace {
         &'a self,
         answers: &'a [CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> BoxFuture<'a, Result<()>> {
-        self.ready(move |s| s.census_record(answers, at))
+        self.ready(move |s| s.census_record(answers, now.map_or(at, |now| at.min(now))))
     }
 
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {

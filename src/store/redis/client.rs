@@ -669,11 +669,17 @@ impl Backend for RedisNamespace {
         &'a self,
         answers: &'a [CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             for chunk in answers.chunks(500) {
                 let mut inv = self.invocation(&CENSUS_RECORD);
-                inv.arg(at);
+                // No time later than now: this process's clock when it gives one, else the
+                // script caps at Redis's (as for interactions).
+                match now {
+                    Some(now) => inv.arg(crate::store::no_later_than(at, now)).arg(""),
+                    None => inv.arg(at).arg("1"),
+                };
                 for a in chunk {
                     inv.arg(a.user).arg(u8::from(a.reachable));
                 }

@@ -22,6 +22,38 @@ use crate::store::{
     Unschedule, WriterWindow,
 };
 
+/// `items` by their user's shard (of `count`), with each one's position in `items`: the
+/// shards answer for their users, and [`in_order`] puts the answers back.
+fn by_shard<T: Copy>(
+    items: &[T],
+    user: impl Fn(&T) -> u64,
+    count: usize,
+) -> (Vec<Vec<usize>>, Vec<Vec<T>>) {
+    let (mut positions, mut parts) = (vec![Vec::new(); count], vec![Vec::new(); count]);
+    for (i, item) in items.iter().enumerate() {
+        let shard = shard_of(user(item), count);
+        positions[shard].push(i);
+        parts[shard].push(*item);
+    }
+    (positions, parts)
+}
+
+/// The shards' answers (one list per shard, in the order of [`by_shard`]'s parts) in the
+/// callers' order.
+fn in_order<A: Default + Clone>(
+    positions: &[Vec<usize>],
+    answers: Vec<Vec<A>>,
+    len: usize,
+) -> Vec<A> {
+    let mut out = vec![A::default(); len];
+    for (at, answers) in positions.iter().zip(answers) {
+        for (&i, answer) in at.iter().zip(answers) {
+            out[i] = answer;
+        }
+    }
+    out
+}
+
 /// Redis Cluster's number of hash slots.
 const SLOTS: usize = 16_384;
 
@@ -94,10 +126,7 @@ async fn write_interactions(
     if shards.len() == 1 {
         return shards[0].record_interactions(seen, now).await;
     }
-    let mut split = vec![Vec::new(); shards.len()];
-    for &i in seen {
-        split[shard_of(i.user, shards.len())].push(i);
-    }
+    let (_, split) = by_shard(seen, |i| i.user, shards.len());
     let writes = split
         .iter()
         .zip(shards)
@@ -366,24 +395,11 @@ impl Backend for Sharded {
     ) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move {
             self.ready().await?;
-            let count = self.shards.len();
-            // Each shard answers for its users; the answers go back in the callers' order.
-            let mut split: Vec<Vec<(usize, Unschedule)>> = vec![Vec::new(); count];
-            for (i, r) in requests.iter().enumerate() {
-                split[shard_of(r.user, count)].push((i, *r));
-            }
-            let parts: Vec<Vec<Unschedule>> =
-                split.iter().map(|p| p.iter().map(|&(_, r)| r).collect()).collect();
+            let (positions, parts) = by_shard(requests, |r| r.user, self.shards.len());
             let asked =
                 parts.iter().zip(&self.shards).map(|(part, shard)| shard.unschedule_gone(part));
             let answers = self.fenced(try_join_all(asked).await).await?;
-            let mut done = vec![false; requests.len()];
-            for (part, answers) in split.iter().zip(answers) {
-                for (&(i, _), answer) in part.iter().zip(answers) {
-                    done[i] = answer;
-                }
-            }
-            Ok(done)
+            Ok(in_order(&positions, answers, requests.len()))
         })
     }
 
@@ -500,16 +516,15 @@ impl Backend for Sharded {
         &'a self,
         answers: &'a [CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.ready().await?;
-            let count = self.shards.len();
-            let mut split: Vec<Vec<CensusAnswer>> = vec![Vec::new(); count];
-            for a in answers {
-                split[shard_of(a.user, count)].push(*a);
-            }
-            let writes =
-                split.iter().zip(&self.shards).map(|(part, shard)| shard.census_record(part, at));
+            let (_, split) = by_shard(answers, |a| a.user, self.shards.len());
+            let writes = split
+                .iter()
+                .zip(&self.shards)
+                .map(|(part, shard)| shard.census_record(part, at, now));
             self.fenced(try_join_all(writes).await.map(drop)).await
         })
     }
@@ -555,11 +570,7 @@ impl Backend for Sharded {
     ) -> BoxFuture<'a, Result<AdoptCounts>> {
         Box::pin(async move {
             self.ready().await?;
-            let count = self.shards.len();
-            let mut split = vec![Vec::new(); count];
-            for adoptee in users {
-                split[shard_of(adoptee.user, count)].push(*adoptee);
-            }
+            let (_, split) = by_shard(users, |a| a.user, self.shards.len());
             let adopted = split
                 .iter()
                 .zip(&self.shards)
@@ -576,22 +587,9 @@ impl Backend for Sharded {
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move {
             self.ready().await?;
-            let count = self.shards.len();
-            // Each shard answers for its users; the answers go back in the callers' order.
-            let mut split: Vec<Vec<(usize, u64)>> = vec![Vec::new(); count];
-            for (i, &user) in users.iter().enumerate() {
-                split[shard_of(user, count)].push((i, user));
-            }
-            let parts: Vec<Vec<u64>> =
-                split.iter().map(|p| p.iter().map(|&(_, u)| u).collect()).collect();
+            let (positions, parts) = by_shard(users, |u| *u, self.shards.len());
             let asked = parts.iter().zip(&self.shards).map(|(part, shard)| shard.known(part));
-            let mut known = vec![false; users.len()];
-            for (part, answers) in split.iter().zip(try_join_all(asked).await?) {
-                for (&(i, _), answer) in part.iter().zip(answers) {
-                    known[i] = answer;
-                }
-            }
-            Ok(known)
+            Ok(in_order(&positions, try_join_all(asked).await?, users.len()))
         })
     }
 

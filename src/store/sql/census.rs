@@ -76,7 +76,10 @@ impl<D: Dialect> SqlNamespace<D> {
         tx: &mut Tx<D>,
         answers: &[CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> Result<()> {
+        // Never later than now (invariant 11): the writer's claim clock, else the store's.
+        let at = crate::store::no_later_than(at, now.unwrap_or(tx.wall));
         for reachable in [true, false] {
             let users: Vec<u64> =
                 answers.iter().filter(|a| a.reachable == reachable).map(|a| a.user).collect();

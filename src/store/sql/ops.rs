@@ -524,8 +524,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         &'a self,
         answers: &'a [CensusAnswer],
         at: i64,
+        now: Option<i64>,
     ) -> BoxFuture<'a, Result<()>> {
-        in_tx!(self, |s, tx| { s.census_record_in(tx, answers, at).await })
+        in_tx!(self, |s, tx| { s.census_record_in(tx, answers, at, now).await })
     }
 
     fn record_audit<'a>(&'a self, summary: &'a str) -> BoxFuture<'a, Result<()>> {

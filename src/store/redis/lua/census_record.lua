@@ -5,14 +5,20 @@
 -- what the census kept of the users it erases.
 --
 -- KEYS: 1 seen, 8 meta, 12 probes
--- ARGV: 1 time (ms), then per answer: user, 1 if reachable (0: gone)
+-- ARGV: 1 time (ms), 2 '1' to cap it at Redis's clock ('' when the writer's clock decides
+--       and capped it itself), then per answer: user, 1 if reachable (0: gone)
 
 local refused = fence()
 if refused then
   return refused
 end
 local at = tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do
+if ARGV[2] ~= '' then
+  -- Never later than Redis's now (invariant 11: a writer's clock may run ahead).
+  local t = redis.call('TIME')
+  at = math.min(at, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+for i = 3, #ARGV, 2 do
   local user, reachable = ARGV[i], ARGV[i + 1]
   if redis.call('ZSCORE', KEYS[1], user) then
     local probed, seen = at, 0
