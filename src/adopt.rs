@@ -3,10 +3,9 @@
 use chrono::{DateTime, Utc};
 use teloxide::types::UserId;
 
-use crate::clock::duration_ms;
 use crate::error::Result;
 use crate::parts::Parts;
-use crate::store::Adoptee;
+use crate::store::{Adoptee, Notice};
 
 /// Users per store call while adopting: the same bound as interactions (`INTERACTION_CHUNK`).
 const CHUNK: usize = 500;
@@ -48,7 +47,8 @@ const CHUNK: usize = 500;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Adoption {
-    /// No adopted user is erased for inactivity before this time.
+    /// No adopted user is erased for inactivity before this time (see
+    /// [`not_before`](Self::not_before)).
     pub not_before: Option<DateTime<Utc>>,
 }
 
@@ -60,17 +60,22 @@ impl Adoption {
     }
 
     /// No adopted user is erased for inactivity before `date`, so that the bot can announce
-    /// its policy first: each adopted user's time is moved forward (never back) to
-    /// `date - inactive_after` where it is earlier, which makes them due at `date` at the
-    /// earliest. Their status and `/mydata` show that time as their last interaction.
+    /// its policy first. The notice is a rule of its own, kept in the store beside the
+    /// users: until `date`, no user last seen at or before the adoption is erased for
+    /// inactivity (the adopted users, and anyone quiet since before it). Adopted users keep
+    /// the last activity given, so their status and `/mydata` show what is true, and no
+    /// stored time is ever later than now.
     ///
-    /// No stored time is ever later than now (a time in the future would read as an
-    /// interaction that has not happened: a block during the notice would be taken for a
-    /// return), so a notice can last at most one inactivity threshold from the adoption:
-    /// [`Retention::adopt`](crate::Retention::adopt) refuses a later `date` with
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), writing nothing. For a
-    /// longer notice, adopt with the longest one now and adopt again before it ends (times
-    /// only move forward), or raise the threshold.
+    /// Other erasures go on during the notice: an opt-out, a gone user after the grace (a
+    /// block during the notice is no return), a user who interacts after the adoption and
+    /// then stays away for the threshold. Once `date` passes, the users it held and idle
+    /// past the threshold are due at once ([`Retention::preview`](crate::Retention::preview)
+    /// shows them then).
+    ///
+    /// A date in the past gives no notice. A date more than a year ahead is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), writing nothing: a notice
+    /// that long keeps data no longer needed (and is often milliseconds read as seconds).
+    /// Up to 64 notices run at once in a namespace.
     #[must_use]
     pub fn not_before(mut self, date: DateTime<Utc>) -> Self {
         self.not_before = Some(date);
@@ -117,10 +122,15 @@ where
 {
     // A tool on another machine: its clock is corrected by the store's, as the bots' are.
     let now = parts.store_now_ms().await;
-    let floor = match options.not_before {
-        Some(date) => Some(notice_floor(date, parts.config.inactive_after, now)?),
-        None => None,
-    };
+    if let Some(date) = options.not_before {
+        let until = notice_until(date, now)?;
+        if until > now {
+            // Before any user is written: a claim that sees an adopted user sees the notice.
+            let notice = Notice { seen_by: now, until };
+            let clock = parts.clock.claim_now();
+            parts.door.call(|b| b.add_notice(notice, clock)).await?;
+        }
+    }
     let mut adopted = Adopted::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     for (user, last_active) in users {
@@ -139,11 +149,7 @@ where
         // A time in the future (within a day: clocks differ) counts as now; none starts
         // the clock now, for a user not tracked yet only (adopting again never restarts a
         // clock). No stored time is later than now.
-        let mut ms = last_active.map_or(now, |t| t.timestamp_millis().min(now));
-        if let Some(floor) = floor {
-            ms = ms.max(floor);
-        }
-        let ms = ms.min(now);
+        let ms = last_active.map_or(now, |t| t.timestamp_millis().min(now));
         chunk.push(Adoptee { user: user.0, ms, if_new: last_active.is_none() });
         if chunk.len() == CHUNK {
             write(parts, &chunk, &mut adopted).await?;
@@ -165,22 +171,21 @@ pub(crate) fn plausible(ms: i64, now: i64) -> bool {
     (TELEGRAM_LAUNCH_MS..=now.saturating_add(AHEAD_MS)).contains(&ms)
 }
 
-/// The earliest time (ms) adopted users get under a notice until `date`: `date -
-/// inactive_after`, which must not be after `now` (see [`Adoption::not_before`]).
-fn notice_floor(date: DateTime<Utc>, inactive_after: std::time::Duration, now: i64) -> Result<i64> {
-    let threshold = duration_ms(inactive_after);
-    let floor = date.timestamp_millis().saturating_sub(threshold);
-    if floor > now {
-        let latest = crate::clock::to_datetime(now.saturating_add(threshold));
+/// How far ahead a notice date may lie: a year (a day more for clocks that differ).
+const NOTICE_MAX_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// The end (ms) of a notice until `date`, refused if `date` is more than a year after
+/// `now` (see [`Adoption::not_before`]).
+fn notice_until(date: DateTime<Utc>, now: i64) -> Result<i64> {
+    let until = date.timestamp_millis();
+    if until > now.saturating_add(NOTICE_MAX_MS) {
         return Err(crate::Error::InvalidArgument(format!(
-            "Adoption::not_before({date}) gives more notice than the inactivity threshold \
-             ({} days) allows: no stored time may be later than now, so the latest notice \
-             date now is {latest}; adopt with that date and again before it, or raise \
-             inactive_after",
-            threshold / 86_400_000
+            "Adoption::not_before({date}) is more than a year ahead: a notice that long keeps \
+             data no longer needed (a time in milliseconds read as seconds?); give users at \
+             most a year of notice"
         )));
     }
-    Ok(floor)
+    Ok(until)
 }
 
 async fn write(parts: &Parts, chunk: &[Adoptee], adopted: &mut Adopted) -> Result<()> {

@@ -88,6 +88,12 @@ impl AuditReport {
         self.erasers.iter().map(|e| e.residue).sum()
     }
 
+    /// Deferred untracked users over every eraser (see [`EraserAudit::deferred`]).
+    #[must_use]
+    pub fn deferred(&self) -> u64 {
+        self.erasers.iter().map(|e| e.deferred).sum()
+    }
+
     /// The erasers that cannot list, by name: the audit does not cover their data.
     #[must_use]
     pub fn not_covered(&self) -> Vec<&str> {
@@ -116,6 +122,12 @@ pub struct EraserAudit {
     /// eraser still lists, with no activity after that erasure: their erasure is scheduled
     /// again (not under [`UntrackedUsers::Report`]).
     pub residue: u64,
+    /// Of the untracked, users not adopted by this audit because an erasure finished
+    /// while their page was read: without receipts the audit cannot tell a user that
+    /// erasure just removed (whose data the page still showed) from one never tracked, and
+    /// it never tracks an erased user again. A later audit adopts them if an eraser still
+    /// lists them. (With receipts, a receipt tells them apart and nobody is deferred.)
+    pub deferred: u64,
     /// Why listing stopped early, if it did (the counts cover the pages read).
     pub error: Option<String>,
 }
@@ -230,6 +242,14 @@ pub(crate) async fn audit(parts: &Parts, untracked: UntrackedUsers) -> Result<Au
             // Taken before the page is read: an erasure confirmed after it may have removed
             // what the page shows.
             let listed_at = parts.now_ms();
+            // Without receipts, whether any erasure finished while the page was read (see
+            // `audit_page`): the count before the page, compared after the lookup.
+            let finished_before =
+                if parts.config.receipts.is_none() && untracked != UntrackedUsers::Report {
+                    Some(parts.door.call(|b| b.erasures_finished()).await?)
+                } else {
+                    None
+                };
             let page = match listing.next(&**eraser).await {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
@@ -240,7 +260,8 @@ pub(crate) async fn audit(parts: &Parts, untracked: UntrackedUsers) -> Result<Au
             };
             part.can_list = true;
             let users = &page.users;
-            audit_page(parts, users, untracked, listed_at, now, &mut part).await?;
+            let read = PageRead { listed_at, finished_before };
+            audit_page(parts, users, untracked, read, now, &mut part).await?;
             if page.next.is_none() {
                 break;
             }
@@ -327,6 +348,14 @@ impl Listing {
     }
 }
 
+/// When a page was read: the time taken before listing it, and (without receipts) the
+/// store's count of finished erasures then.
+#[derive(Debug, Clone, Copy)]
+struct PageRead {
+    listed_at: i64,
+    finished_before: Option<u64>,
+}
+
 /// Compares one listed page with the store, and acts on what it finds:
 ///
 /// 1. users the store knows (tracked, or an erasure scheduled or running) are fine;
@@ -338,17 +367,22 @@ impl Listing {
 ///    interaction since cancels it, and writers' heartbeats hold it as they hold every
 ///    erasure for inactivity);
 /// 4. every other user is **untracked**: a user to adopt, also one erased before whom the
-///    eraser lists with activity after that erasure (new data, a user again).
+///    eraser lists with activity after that erasure (new data, a user again);
+/// 5. without receipts, if an erasure finished while the page was read (the store's count
+///    of finished erasures moved between before the listing and after the lookup), the
+///    untracked are **deferred**, not adopted: one of them may be a user that erasure just
+///    removed.
 ///
 /// Under [`UntrackedUsers::Report`] nothing is written.
 async fn audit_page(
     parts: &Parts,
     users: &[(UserId, Option<DateTime<Utc>>)],
     untracked: UntrackedUsers,
-    listed_at: i64,
+    read: PageRead,
     now: i64,
     part: &mut EraserAudit,
 ) -> Result<()> {
+    let PageRead { listed_at, finished_before } = read;
     // Service accounts and invalid ids are never users: not counted, never adopted.
     let users: Vec<(UserId, Option<DateTime<Utc>>)> =
         users.iter().copied().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
@@ -367,6 +401,12 @@ async fn audit_page(
         _ => vec![None; unknown.len()],
     };
     let writes = untracked != UntrackedUsers::Report;
+    let raced = match finished_before {
+        Some(before) if !unknown.is_empty() => {
+            parts.door.call(|b| b.erasures_finished()).await? != before
+        }
+        _ => false,
+    };
     let mut adopt_now = Vec::new();
     for ((user, last_active), erased) in unknown.into_iter().zip(erased) {
         // An activity time that cannot be true (a sentinel, milliseconds read as seconds)
@@ -402,6 +442,10 @@ async fn audit_page(
             _ => {}
         }
         part.untracked += 1;
+        if raced {
+            part.deferred += 1;
+            continue;
+        }
         match untracked {
             UntrackedUsers::Adopt => adopt_now.push((user, last_active)),
             UntrackedUsers::AdoptNow => adopt_now.push((user, None)),

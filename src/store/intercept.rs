@@ -12,8 +12,8 @@ use crate::store::sealed::{Bound, Token};
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
     ClaimTimes, ClaimUser, DynBackend, FeedPage, Finish, FinishRequest, Hashed, Health,
-    Interaction, LastErasure, Marked, Queued, RawPreview, RawStatus, RawSurvey, ScheduleRequest,
-    SeenRange, Store, Unschedule, WriterWindow,
+    Interaction, LastErasure, Marked, Notice, Queued, RawPreview, RawStatus, RawSurvey,
+    ScheduleRequest, SeenRange, Store, Unschedule, WriterWindow,
 };
 
 /// The operations of [`Backend`], by name.
@@ -51,6 +51,8 @@ pub(crate) enum Op {
     ErasedAs,
     Adopt,
     Known,
+    ErasuresFinished,
+    AddNotice,
     Secret,
     Tracked,
     Survey,
@@ -289,6 +291,12 @@ impl<H: Hook> Backend for Forward<H> {
     }
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>> {
         forward!(self, Known, self.inner.known(users))
+    }
+    fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
+        forward!(self, ErasuresFinished, self.inner.erasures_finished())
+    }
+    fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
+        forward!(self, AddNotice, self.inner.add_notice(notice, now))
     }
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
         forward!(self, Secret, self.inner.secret(candidate))

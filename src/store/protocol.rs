@@ -55,6 +55,64 @@ pub(crate) const EXPIRED_BATCHES_PER_CLAIM: usize = 16;
 /// the pruner (`pruner.rs`) preview as many.
 pub(crate) const DUE_SCAN_SLACK: usize = 64;
 
+/// A notice given by an adoption ([`Adoption::not_before`](crate::Adoption::not_before)):
+/// until `until`, no user last seen at or before `seen_by` is erased for inactivity (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Notice {
+    pub(crate) seen_by: i64,
+    pub(crate) until: i64,
+}
+
+/// How many notices may run at once in a namespace (each adoption with a notice adds one;
+/// one ends when its date passes).
+pub(crate) const MAX_NOTICES: usize = 64;
+
+impl Notice {
+    /// The notices stored as text (`seen_by:until,...`, as `notice.lua` and the SQL stores'
+    /// `meta` keep them); parts that cannot be read are skipped.
+    pub(crate) fn parse_all(text: &str) -> Vec<Self> {
+        text.split(',')
+            .filter_map(|part| {
+                let (seen_by, until) = part.split_once(':')?;
+                Some(Self { seen_by: seen_by.parse().ok()?, until: until.parse().ok()? })
+            })
+            .collect()
+    }
+
+    /// The stored text of `notices` (see [`parse_all`](Self::parse_all)).
+    pub(crate) fn format_all(notices: &[Self]) -> String {
+        let parts: Vec<String> =
+            notices.iter().map(|n| format!("{}:{}", n.seen_by, n.until)).collect();
+        parts.join(",")
+    }
+
+    /// The notices running at `now` with `self` added, or `None` if `MAX_NOTICES` already
+    /// run (`notice.lua` decides alike).
+    pub(crate) fn added_to(self, stored: &[Self], now: i64) -> Option<Vec<Self>> {
+        let mut running: Vec<Self> = stored.iter().copied().filter(|n| n.until > now).collect();
+        if running.len() >= MAX_NOTICES {
+            return None;
+        }
+        running.push(self);
+        Some(running)
+    }
+}
+
+/// The error of an adoption whose notice would be one more than [`MAX_NOTICES`].
+pub(crate) fn too_many_notices() -> crate::error::Error {
+    crate::error::Error::InvalidArgument(format!(
+        "{MAX_NOTICES} adoption notices are running: wait until one ends, or adopt with the \
+         date of a running one"
+    ))
+}
+
+/// The latest last-seen time a running notice holds at `now`: users last seen at or before
+/// it are not erased for inactivity yet (`None`: no notice runs). Claims and previews read
+/// inactive users above it only; `notices.lua` decides alike.
+pub(crate) fn held_through(notices: &[Notice], now: i64) -> Option<i64> {
+    notices.iter().filter(|n| n.until > now).map(|n| n.seen_by).max()
+}
+
 /// The key of a privacy command's rate-limit counter: `action` by the user of `tag` in the
 /// window numbered `window`.
 pub(crate) fn rate_key(action: &str, tag: &str, window: i64) -> String {
@@ -721,6 +779,18 @@ pub(crate) trait Backend: Send + Sync {
     /// scheduled or running. Read-only.
     fn known<'a>(&'a self, users: &'a [u64]) -> BoxFuture<'a, Result<Vec<bool>>>;
 
+    /// How many finished batches erased at least one user, ever: a count that only grows
+    /// (per layout; a sharded store sums its shards). Read-only. The audit reads it around
+    /// a page: if it moved, an erasure finished while the page was read, and a user the
+    /// page lists may be unknown only because that erasure just removed them.
+    fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>>;
+
+    /// Adds a notice ([`Notice`]), in every shard, before the users it is for are adopted:
+    /// a claim reads the notices running at its own "now" in the same step as the users.
+    /// Notices that ended are dropped; `Error::InvalidArgument` if `MAX_NOTICES` run.
+    /// `now` is the caller's claim clock, or the store's own if `None`.
+    fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>>;
+
     /// The namespace's secret for naming users in keys when no receipt key is set (hex of
     /// 32 random bytes), created on first use; `candidate` is stored if there is none yet.
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>>;
@@ -739,6 +809,24 @@ pub(crate) trait Backend: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_hold_the_quiet_users_of_the_latest_running_one() {
+        let n = |seen_by, until| Notice { seen_by, until };
+        let stored = Notice::parse_all("100:500,200:300,bad,7:x");
+        assert_eq!(stored, [n(100, 500), n(200, 300)], "unreadable parts are skipped");
+        assert_eq!(Notice::parse_all(&Notice::format_all(&stored)), stored);
+        // (now) -> held through
+        assert_eq!(held_through(&stored, 250), Some(200));
+        assert_eq!(held_through(&stored, 300), Some(100), "the later one ended");
+        assert_eq!(held_through(&stored, 500), None);
+        assert_eq!(held_through(&[], 0), None);
+        // Adding drops the ended ones, and refuses past MAX_NOTICES running.
+        assert_eq!(n(400, 900).added_to(&stored, 300), Some(vec![n(100, 500), n(400, 900)]));
+        let full = vec![n(1, 1_000); MAX_NOTICES];
+        assert_eq!(n(2, 2_000).added_to(&full, 10), None);
+        assert_eq!(n(2, 2_000).added_to(&full, 1_000).map(|v| v.len()), Some(1));
+    }
 
     #[test]
     fn claims_take_drop_or_hold() {

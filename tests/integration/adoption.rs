@@ -237,22 +237,24 @@ every_store! {
         assert_eq!((report.untracked(), report.residue()), (0, 0), "{report:?}");
     }
 
-    /// No stored time is ever later than now. A notice longer than the threshold allows is
-    /// refused before anything is written (before the fix a 60-day notice on a 30-day
-    /// threshold stored a last interaction 30 days in the future, and a block during the
-    /// notice was taken for a return); a last activity a little ahead (another host's
-    /// clock) is stored as now, and one that cannot be true (0 for "unknown", milliseconds
-    /// read as seconds) is refused and counted. Fails if adoption stops clamping to now.
+    /// No stored time is ever later than now, whatever the notice: a notice is a rule of its
+    /// own, and adopted users keep their last activity (capped at now). Before the fix a
+    /// 60-day notice on a 30-day threshold stored a last interaction 30 days in the future,
+    /// and a block during the notice was taken for a return; the step after it refused such
+    /// a notice. A last activity a little ahead (another host's clock) is stored as now, one
+    /// that cannot be true (0 for "unknown", milliseconds read as seconds) is refused and
+    /// counted, and so is a notice date more than a year ahead. Fails if adoption stops
+    /// clamping to now.
     #[stores(memory, redis, redis_sharded, redis_tls, sqlite, postgres)]
     async fn no_adopted_time_is_ever_later_than_now(env) {
         let bot = env.builder().await.build().unwrap();
         let now = DateTime::from_timestamp_millis(T0).unwrap();
         let err = bot
-            .adopt([(UserId(1), None)], &Adoption::new().not_before(now + chrono::Duration::days(60)))
+            .adopt([(UserId(1), None)], &Adoption::new().not_before(now + chrono::Duration::days(400)))
             .await
             .unwrap_err();
         assert!(matches!(err, teloxide_retention::Error::InvalidArgument(_)), "{err:?}");
-        assert!(err.to_string().contains("threshold (30 days)"), "{err}");
+        assert!(err.to_string().contains("more than a year ahead"), "{err}");
         assert_eq!(bot.tracked_users().await.unwrap(), 0, "nothing was written");
 
         let soon = now + chrono::Duration::hours(3);
@@ -264,7 +266,8 @@ every_store! {
             (UserId(3), Some(impossible)),
             (UserId(4), Some(unknown)),
         ];
-        let notice = Adoption::new().not_before(now + chrono::Duration::days(30));
+        // Twice the 30-day threshold.
+        let notice = Adoption::new().not_before(now + chrono::Duration::days(60));
         let adopted = bot.adopt(users, &notice).await.unwrap();
         assert_eq!((adopted.newly_tracked, adopted.refused_implausible_times), (2, 2), "{adopted:?}");
         for user in [1, 2] {
@@ -276,6 +279,51 @@ every_store! {
         env.clock.advance(DAY);
         assert!(bot.mark_gone(UserId(2), teloxide_retention::GoneReason::Blocked).await.unwrap());
         assert!(!bot.is_reachable(UserId(2)).await.unwrap());
+    }
+
+    /// A notice longer than the threshold: until its date nobody quiet since the adoption
+    /// is erased for inactivity, on every store, while every other erasure goes on (an
+    /// opt-out, a user who interacted after the adoption and stayed away for the
+    /// threshold); once the date passes, the held users idle past the threshold go. Before
+    /// the fix such a notice was refused (and before that it stored a future time).
+    async fn a_notice_longer_than_the_threshold_holds_quiet_users_until_its_date(env) {
+        let table = existing_bot_table();
+        let bot = env
+            .bare_builder()
+            .await
+            .inactive_after(30 * DAY)
+            .without_commands()
+            .erase_with(table.eraser("users"))
+            .build()
+            .unwrap();
+        let notice = DateTime::from_timestamp_millis(T0).unwrap() + chrono::Duration::days(100);
+        let adopted = bot.adopt(table.rows(), &Adoption::new().not_before(notice)).await.unwrap();
+        assert_eq!(adopted.newly_tracked, 2_000, "{adopted:?}");
+        // Every adopted user keeps the activity the table gives.
+        let first = bot.status(UserId(1_000_001)).await.unwrap().last_seen.unwrap();
+        assert_eq!(Some(first.timestamp_millis()), table.at(1_000_001));
+        assert_eq!(bot.preview(10).await.unwrap().inactive, 0, "held by the notice");
+
+        // A day later user 1,000,002 opts out, and a user never seen before writes.
+        env.clock.advance(DAY);
+        bot.erase_user(UserId(1_000_002)).await.unwrap();
+        assert!(!table.contains(1_000_002), "an opt-out is carried out during the notice");
+        assert!(bot.note_interaction(UserId(5)).await.is_stored());
+        bot.flush().await.unwrap();
+        table.insert(5, T0 + 86_400_000);
+        // 60 days on: user 5 has been away for 59 days, past the 30-day threshold.
+        env.clock.advance(59 * DAY);
+        assert_eq!(bot.preview(10).await.unwrap().inactive, 1);
+        assert_eq!(crate::support::prune_until_done(&bot).await, 1, "user 5 only");
+        assert!(!table.contains(5));
+        assert_eq!(table.len(), 1_999, "every adopted user but the opt-out is kept");
+
+        // Past the notice date (plus the cache's resolution): every adopted user idle past
+        // the threshold goes, which is all of them here (the most recent was seen 89 days
+        // before the adoption).
+        env.clock.set_unix_ms(T0 + 101 * 86_400_000);
+        assert_eq!(crate::support::prune_until_done(&bot).await, 1_999);
+        assert_eq!(table.len(), 0);
     }
 }
 

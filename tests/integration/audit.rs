@@ -64,6 +64,47 @@ async fn customers(bot: &Retention, orders: &Table, items: &Table, users: &[u64]
     bot.flush().await.unwrap();
 }
 
+/// A bot whose eraser deletes and lists `orders` (user 9 has an order and is tracked), and
+/// whose first listing call finishes user 9's erasure after reading the page, before the
+/// audit looks the page's users up; with or without receipts.
+async fn racing_bot(env: &Env, orders: &Table, receipts: bool) -> Retention {
+    let bot_cell: Arc<OnceLock<Retention>> = Arc::default();
+    let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let eraser = {
+        let erase = orders.clone();
+        let list = orders.clone();
+        let (bot_cell, clock) = (Arc::clone(&bot_cell), env.clock.clone());
+        erase_fn("orders", move |e: Erasure| {
+            erase.remove(e.user.0);
+            async { Ok::<_, BoxError>(()) }
+        })
+        .list_with(move |_cursor: Option<String>| {
+            let page = list.rows();
+            let (bot_cell, clock, raced) =
+                (Arc::clone(&bot_cell), clock.clone(), Arc::clone(&raced));
+            async move {
+                if !raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    clock.advance(Duration::from_secs(1));
+                    let bot: &Retention = bot_cell.get().unwrap();
+                    bot.erase_user(UserId(9)).await.unwrap();
+                }
+                Ok::<_, BoxError>(Listing::page_with_activity(page, None))
+            }
+        })
+    };
+    let mut builder =
+        env.bare_builder().await.inactive_after(90 * DAY).without_commands().erase_with(eraser);
+    if receipts {
+        builder = builder.receipts(key(), 60 * DAY);
+    }
+    let bot = builder.build().unwrap();
+    assert!(bot.note_interaction(UserId(9)).await.is_stored());
+    bot.flush().await.unwrap();
+    orders.insert(9, T0);
+    let _ = bot_cell.set(bot.clone());
+    bot
+}
+
 every_store! {
     #![with_tls]
     #![on_cluster]
@@ -137,46 +178,38 @@ every_store! {
     /// every receipt first, found none for the user, and adopted the user just erased.)
     async fn an_audit_racing_an_erasure_neither_adopts_nor_erases_again(env) {
         let orders = Table::default();
-        let bot_cell: Arc<OnceLock<Retention>> = Arc::default();
-        let eraser = {
-            let erase = orders.clone();
-            let list = orders.clone();
-            let (bot_cell, clock) = (Arc::clone(&bot_cell), env.clock.clone());
-            erase_fn("orders", move |e: Erasure| {
-                erase.remove(e.user.0);
-                async { Ok::<_, BoxError>(()) }
-            })
-            .list_with(move |_cursor: Option<String>| {
-                // The page is read, then user 9's erasure finishes before the audit looks
-                // the page's users up.
-                let page = list.rows();
-                let (bot_cell, clock) = (Arc::clone(&bot_cell), clock.clone());
-                async move {
-                    clock.advance(Duration::from_secs(1));
-                    let bot: &Retention = bot_cell.get().unwrap();
-                    bot.erase_user(UserId(9)).await.unwrap();
-                    Ok::<_, BoxError>(Listing::page_with_activity(page, None))
-                }
-            })
-        };
-        let bot = env
-            .bare_builder()
-            .await
-            .inactive_after(90 * DAY)
-            .without_commands()
-            .erase_with(eraser)
-            .receipts(key(), 60 * DAY)
-            .build()
-            .unwrap();
-        assert!(bot.note_interaction(UserId(9)).await.is_stored());
-        bot.flush().await.unwrap();
-        orders.insert(9, T0);
-        let _ = bot_cell.set(bot.clone());
+        let bot = racing_bot(&env, &orders, true).await;
         let report = bot.audit(UntrackedUsers::Adopt).await.unwrap();
         let part = &report.erasers[0];
         assert_eq!((part.listed, part.untracked, part.residue), (1, 0, 0), "{part:?}");
         let nine = bot.status(UserId(9)).await.unwrap();
         assert_eq!((nine.last_seen, nine.erasure), (None, None), "user 9 stays erased");
+    }
+
+    /// Without receipts nothing records an erasure, so the audit cannot tell a user an
+    /// erasure removed while it read their page from one never tracked: it defers the
+    /// page's untracked users to a later audit, which adopts those an eraser still lists.
+    /// (Before the fix the audit adopted user 9 just after their erasure finished: an
+    /// erased user tracked again.)
+    async fn without_receipts_an_audit_racing_an_erasure_never_adopts_the_erased_user(env) {
+        let orders = Table::default();
+        let bot = racing_bot(&env, &orders, false).await;
+        // User 10's order was written outside the layer: a user to adopt.
+        orders.insert(10, T0);
+        let report = bot.audit(UntrackedUsers::Adopt).await.unwrap();
+        let part = &report.erasers[0];
+        assert_eq!((part.listed, part.untracked, part.adopted), (2, 2, 0), "{part:?}");
+        assert_eq!((part.deferred, report.deferred()), (2, 2), "{part:?}");
+        let nine = bot.status(UserId(9)).await.unwrap();
+        assert_eq!((nine.last_seen, nine.erasure), (None, None), "user 9 stays erased");
+        assert_eq!(bot.status(UserId(10)).await.unwrap().last_seen, None, "deferred");
+
+        // The next audit, with no erasure finishing during it, adopts user 10 only.
+        let report = bot.audit(UntrackedUsers::Adopt).await.unwrap();
+        let part = &report.erasers[0];
+        assert_eq!((part.listed, part.adopted, part.deferred), (1, 1, 0), "{part:?}");
+        assert!(bot.status(UserId(10)).await.unwrap().last_seen.is_some());
+        assert_eq!(bot.status(UserId(9)).await.unwrap().last_seen, None);
     }
 
     /// A user whose erasure for inactivity is running (a batch keeps no job for them) is

@@ -154,6 +154,41 @@ async fn reshard_moves_every_user_and_scheduled_erasure() {
     assert_eq!(bot.tracked_users().await.unwrap(), 0);
 }
 
+/// A notice an adoption gave (a rule in each shard's `meta`) goes with a reshard: the new
+/// layout's pruner holds the quiet users until its date, then erases them. Fails if
+/// `reshard` leaves the notices behind (every user erased at once on the new layout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reshard_keeps_the_notices_of_adoptions() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let two = bot(&server, 2, &clock).await;
+    let old = chrono::DateTime::from_timestamp_millis(T0 - 200 * 86_400_000);
+    let users: Vec<_> = (1..=50).map(|u| (UserId(u), old)).collect();
+    let until = chrono::DateTime::from_timestamp_millis(T0 + 90 * 86_400_000).unwrap();
+    let notice = teloxide_retention::Adoption::new().not_before(until);
+    assert_eq!(two.adopt(users, &notice).await.unwrap().newly_tracked, 50);
+    two.shutdown().await.unwrap();
+
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    assert_eq!(store.reshard("shop", 3).await.unwrap().users, 50);
+    let eraser = Recorder::new("profiles");
+    let three = bot_erasing(&server, 3, &clock, eraser.clone()).await;
+    clock.advance(60 * DAY);
+    assert_eq!(three.preview(10).await.unwrap().inactive, 0, "held on the new layout");
+    assert_eq!(three.prune_once().await.unwrap().erased, 0);
+    clock.set_unix_ms(T0 + 91 * 86_400_000);
+    let mut erased = 0;
+    loop {
+        let pass = three.prune_once().await.unwrap();
+        erased += pass.erased;
+        if pass.erased == 0 {
+            break;
+        }
+    }
+    assert_eq!(erased, 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_of_an_earlier_version_is_sharded_by_reshard() {
     crate::common::init_tracing();

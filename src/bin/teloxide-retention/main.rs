@@ -143,8 +143,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         from_file: PathBuf,
         /// No adopted user is erased for inactivity before this date (RFC 3339, such as
-        /// 2027-01-31T00:00:00Z), so that the bot can announce its policy first (needs
-        /// --inactive-after).
+        /// 2027-01-31T00:00:00Z; at most a year ahead), so that the bot can announce its
+        /// policy first: a notice kept in the store, holding every user quiet since the
+        /// adoption until then.
         #[arg(long, value_parser = parse_date)]
         not_before: Option<DateTime<Utc>>,
         /// Write nothing; say what the first pass after the adoption would erase, by age

@@ -237,14 +237,10 @@ pub(super) async fn adopt(
     if dry_run {
         return adopt_dry_run(cli, &users, not_before, &bad_json);
     }
-    // With a notice date, adopted times depend on the bot's threshold: it must be given.
-    let threshold = match not_before {
-        Some(_) => Some(threshold(cli, "adopt --not-before")?),
-        None => None,
-    };
     let print = fingerprint(file)?;
     let skip = read_progress(file, users.len())?;
-    let retention = retention(cli, threshold).await?;
+    // A notice is a rule of its own in the store: the threshold plays no part.
+    let retention = retention(cli, None).await?;
     let options = match not_before {
         Some(date) => Adoption::new().not_before(date),
         None => Adoption::new(),

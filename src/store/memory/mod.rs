@@ -14,9 +14,10 @@ mod census;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
     ClaimTimes, ClaimUser, Claimed, Confirmed, Decision, Failing, FeedPage, Finish, FinishRequest,
-    Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, PreviewEntry,
-    Queued, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange, Store, Unschedule,
-    WriterWindow, came_back, follow_up, postponed, sealed, take_or_drop,
+    Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked, Notice,
+    PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
+    Store, Unschedule, WriterWindow, came_back, follow_up, held_through, postponed, sealed,
+    take_or_drop, too_many_notices,
 };
 
 /// An in-process store with the same behaviour as [`RedisStore`](crate::RedisStore).
@@ -92,6 +93,19 @@ impl ZSet {
     fn count_up_to(&self, max: i64) -> u64 {
         self.order.iter().take_while(|(s, _)| *s <= max).count() as u64
     }
+
+    /// Members with a score above `above` (if any) and at or below `max`, lowest first.
+    fn between(&self, above: Option<i64>, max: i64, limit: usize) -> Vec<(u64, i64)> {
+        let Some(above) = above else { return self.up_to(max, limit) };
+        let Some(start) = above.checked_add(1) else { return Vec::new() };
+        let range = self.order.range((start, 0)..);
+        range.take_while(|(s, _)| *s <= max).take(limit).map(|&(s, u)| (u, s)).collect()
+    }
+
+    fn count_between(&self, above: Option<i64>, max: i64) -> u64 {
+        let below = above.map_or(0, |a| self.count_up_to(a.min(max)));
+        self.count_up_to(max) - below
+    }
 }
 
 /// One namespace.
@@ -122,6 +136,10 @@ struct Space {
     probes: HashMap<u64, (i64, i64)>,
     /// Where the census's walk stands (see `census_cursor`).
     census: Option<String>,
+    /// See `Backend::erasures_finished`.
+    erasures_finished: u64,
+    /// See `Backend::add_notice`.
+    notices: Vec<Notice>,
 }
 
 impl Space {
@@ -315,9 +333,11 @@ impl Backend for MemoryNamespace {
                     }
                 }
             }
-            // 3. Inactive users, unless a writer may hold unwritten interactions.
+            // 3. Inactive users, unless a writer may hold unwritten interactions; above what
+            // a running notice holds.
             if held.is_none() {
-                for (user, _) in s.seen.up_to(cutoff, limit.saturating_sub(users.len())) {
+                let above = held_through(&s.notices, now);
+                for (user, _) in s.seen.between(above, cutoff, limit.saturating_sub(users.len())) {
                     let job =
                         if s.queue.remove(user).is_some() { s.job_of(user) } else { Job::INACTIVE };
                     s.seen.remove(user);
@@ -397,6 +417,9 @@ impl Backend for MemoryNamespace {
         self.ready(|s| {
             if s.lease.score(batch.id) != Some(batch.deadline) {
                 return None;
+            }
+            if !done.is_empty() {
+                s.erasures_finished += 1;
             }
             if let Some(receipts) = receipts {
                 while s.receipts.front().is_some_and(|(_, r)| r.at < now - receipts.keep_ms) {
@@ -519,7 +542,8 @@ impl Backend for MemoryNamespace {
                 }
             }
             let room = limit.saturating_sub(entries.len());
-            for (user, seen) in s.seen.up_to(cutoff, room) {
+            let above = held_through(&s.notices, now);
+            for (user, seen) in s.seen.between(above, cutoff, room) {
                 let job = match s.queue.score(user) {
                     None => Job::INACTIVE,
                     Some(due) if due > now => s.job_of(user),
@@ -528,7 +552,7 @@ impl Backend for MemoryNamespace {
                 entries.push(PreviewEntry::new(user, job, Some(seen), false));
             }
             RawPreview {
-                inactive_total: s.seen.count_up_to(cutoff),
+                inactive_total: s.seen.count_between(above, cutoff),
                 due_total: s.queue.count_up_to(now),
                 expired_leases: s.lease.count_up_to(now),
                 entries,
@@ -607,6 +631,21 @@ impl Backend for MemoryNamespace {
                 .map(|u| s.seen.score(*u).is_some() || s.job.contains_key(u) || running.contains(u))
                 .collect()
         })
+    }
+
+    fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
+        self.ready(|s| s.erasures_finished)
+    }
+
+    fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
+        let result = self
+            .with(|s| {
+                let now = now.unwrap_or_else(|| SystemClock.now_ms());
+                s.notices = notice.added_to(&s.notices, now).ok_or_else(too_many_notices)?;
+                Ok(())
+            })
+            .and_then(std::convert::identity);
+        Box::pin(async move { result })
     }
 
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {

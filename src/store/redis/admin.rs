@@ -525,6 +525,32 @@ impl RedisNamespace {
                 None => &new[0],
             })
         };
+        // The notices running here hold users in every target shard too (a union: targets
+        // get the notices of every old shard).
+        let notices: Option<String> =
+            redis::cmd("HGET").arg(&self.keys.meta).arg("notices").query_async(&mut conn).await?;
+        let notices = Notice::parse_all(notices.as_deref().unwrap_or_default());
+        if !notices.is_empty() {
+            for target in new {
+                let theirs: Option<String> = redis::cmd("HGET")
+                    .arg(&target.keys.meta)
+                    .arg("notices")
+                    .query_async(&mut conn)
+                    .await?;
+                let mut all = Notice::parse_all(theirs.as_deref().unwrap_or_default());
+                for notice in &notices {
+                    if !all.contains(notice) {
+                        all.push(*notice);
+                    }
+                }
+                redis::cmd("HSET")
+                    .arg(&target.keys.meta)
+                    .arg("notices")
+                    .arg(Notice::format_all(&all))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+        }
         let (mut users, mut scheduled) = (0, 0);
         for (key, kind) in [
             (&self.keys.seen, "ZSCAN"),

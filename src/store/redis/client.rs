@@ -4,7 +4,8 @@
 use super::decode::*;
 use super::scripts::{
     ADOPT, CENSUS_LEASE, CENSUS_RECORD, CENSUS_SWEEP, CENSUS_WALK, CLAIM, CLAIM_USER, COUNT_USE,
-    FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNSCHEDULE_GONE,
+    FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, NOTICE, PREVIEW, SCHEDULE, STATUS,
+    UNSCHEDULE_GONE,
 };
 use super::*;
 
@@ -476,6 +477,27 @@ impl Backend for RedisNamespace {
                     s.is_some() || j.is_some() || running.contains(u.to_string().as_str())
                 })
                 .collect())
+        })
+    }
+
+    fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut inv = self.invocation(&NOTICE);
+            inv.arg(notice.seen_by).arg(notice.until);
+            inv.arg(now.map_or(String::new(), |ms| ms.to_string())).arg(MAX_NOTICES);
+            let added: i64 = self.run(&inv).await?;
+            if added == 1 { Ok(()) } else { Err(too_many_notices()) }
+        })
+    }
+
+    fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let finished: Option<u64> = redis::cmd("HGET")
+                .arg(&self.keys.meta)
+                .arg("erasures_finished")
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(finished.unwrap_or(0))
         })
     }
 

@@ -35,10 +35,10 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
     ClaimTimes, ClaimUser, Claimed, Confirmed, FEED_KEEP_MS, FEED_READ, Failing, FeedPage, Finish,
-    FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure, Marked,
-    PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry, ScheduleRequest, SeenRange,
-    Store, Unschedule, WriterWindow, census_cursor, check_version, decode_job, parse_version,
-    sealed,
+    FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job, LastErasure,
+    MAX_NOTICES, Marked, Notice, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry,
+    ScheduleRequest, SeenRange, Store, Unschedule, WriterWindow, census_cursor, check_version,
+    decode_job, parse_version, sealed, too_many_notices,
 };
 
 /// The production store: Redis 7.0 or newer, a single server (plain or `rediss://`), a

@@ -25,6 +25,7 @@ pub(crate) static CLAIM: LazyLock<Script> = script!(
     "lua/ids.lua",
     "lua/writers.lua",
     "lua/batches.lua",
+    "lua/notices.lua",
     "lua/claim.lua"
 );
 pub(crate) static CLAIM_USER: LazyLock<Script> =
@@ -36,8 +37,15 @@ pub(crate) static STATUS: LazyLock<Script> =
 pub(crate) static FINISH: LazyLock<Script> = script!("#!lua", "lua/fence.lua", "lua/finish.lua");
 pub(crate) static UNSCHEDULE_GONE: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/unschedule_gone.lua");
-pub(crate) static PREVIEW: LazyLock<Script> =
-    script!("#!lua flags=no-writes", "lua/ids.lua", "lua/writers.lua", "lua/preview.lua");
+pub(crate) static PREVIEW: LazyLock<Script> = script!(
+    "#!lua flags=no-writes",
+    "lua/ids.lua",
+    "lua/writers.lua",
+    "lua/notices.lua",
+    "lua/preview.lua"
+);
+pub(crate) static NOTICE: LazyLock<Script> =
+    script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/notice.lua");
 pub(crate) static COUNT_USE: LazyLock<Script> = script!("#!lua", "lua/count_use.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> =
     script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");
@@ -59,7 +67,7 @@ pub(crate) static CENSUS_SWEEP: LazyLock<Script> =
 
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
-pub(crate) static ALL: [(&str, &LazyLock<Script>); 18] = [
+pub(crate) static ALL: [(&str, &LazyLock<Script>); 19] = [
     ("claim", &CLAIM),
     ("claim_user", &CLAIM_USER),
     ("schedule", &SCHEDULE),
@@ -78,4 +86,5 @@ pub(crate) static ALL: [(&str, &LazyLock<Script>); 18] = [
     ("census_record", &CENSUS_RECORD),
     ("census_lease", &CENSUS_LEASE),
     ("census_sweep", &CENSUS_SWEEP),
+    ("notice", &NOTICE),
 ];

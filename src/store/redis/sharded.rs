@@ -18,8 +18,8 @@ use crate::receipts::RawReceipt;
 use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
     ClaimTimes, ClaimUser, FeedPage, Finish, FinishRequest, Hashed, Health, Interaction,
-    LastErasure, Marked, Queued, RawPreview, RawStatus, RawSurvey, ScheduleRequest, SeenRange,
-    Unschedule, WriterWindow,
+    LastErasure, Marked, Notice, Queued, RawPreview, RawStatus, RawSurvey, ScheduleRequest,
+    SeenRange, Unschedule, WriterWindow,
 };
 
 /// `items` by their user's shard (of `count`), with each one's position in `items`: the
@@ -590,6 +590,24 @@ impl Backend for Sharded {
             let (positions, parts) = by_shard(users, |u| *u, self.shards.len());
             let asked = parts.iter().zip(&self.shards).map(|(part, shard)| shard.known(part));
             Ok(in_order(&positions, try_join_all(asked).await?, users.len()))
+        })
+    }
+
+    fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.ready().await?;
+            // Every shard's claim reads its own copy; one that runs MAX_NOTICES refuses.
+            let added = self.shards.iter().map(|s| s.add_notice(notice, now));
+            self.fenced(try_join_all(added).await).await?;
+            Ok(())
+        })
+    }
+
+    fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            self.ready().await?;
+            let counts = try_join_all(self.shards.iter().map(|s| s.erasures_finished())).await?;
+            Ok(counts.into_iter().sum())
         })
     }
 

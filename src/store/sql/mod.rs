@@ -24,9 +24,9 @@ use crate::store::{
     AdoptCounts, Adoptee, Backend, Batch, CensusAnswer, CensusPage, CensusWalk, ClaimRequest,
     ClaimTimes, ClaimUser, Claimed, Confirmed, Decision, FEED_KEEP_MS, FEED_READ, Failing,
     FeedPage, Finish, FinishRequest, Hashed, Health, Heartbeat, Interaction, Invalidation, Job,
-    LastErasure, Marked, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry,
+    LastErasure, Marked, Notice, PreviewEntry, Queued, RawPreview, RawStatus, RawSurvey, Retry,
     ScheduleRequest, SeenRange, Unschedule, WriterWindow, came_back, census_cursor, follow_up,
-    postponed, take_or_drop,
+    held_through, postponed, take_or_drop, too_many_notices,
 };
 
 mod adoption;
@@ -473,17 +473,19 @@ impl<D: Dialect> SqlNamespace<D> {
         &self,
         tx: &mut Tx<D>,
         table: &str,
+        above: Option<i64>,
         max: i64,
         limit: usize,
     ) -> Result<Vec<(u64, i64)>> {
         let (column, what) = if table == self.t.seen { ("at", "seen") } else { ("due", "queue") };
         let select = format!("SELECT uid, {column} FROM {table}");
-        let rows = self.range(tx, what, &select, column, max, limit).await?;
+        let rows = self.range(tx, what, &select, column, (above, max), limit).await?;
         rows.iter().map(|r| Ok((r[0].user()?, r[1].i()?))).collect()
     }
 
     /// Up to `limit` rows of `select` (see [`range_sql`]; its id is the `uid` column
-    /// beside `order`, `s.at` and `s.uid`) with `order <= max`, in (`order`, id) order, of
+    /// beside `order`, `s.at` and `s.uid`) with `above < order <= max` (`bounds`; no lower
+    /// bound if `above` is `None`), in (`order`, id) order, of
     /// user ids only: a row this crate did not write (0, negative, past `MAX_USER_ID`) is
     /// skipped, never claimed, so never erased as someone, and stays in place, reported as
     /// a `what` member (`seen`, `queue`). The range is read by key from where the last read
@@ -495,14 +497,16 @@ impl<D: Dialect> SqlNamespace<D> {
         what: &str,
         select: &str,
         order: &str,
-        max: i64,
+        bounds: (Option<i64>, i64),
         limit: usize,
     ) -> Result<Vec<Vec<Val>>> {
+        let (above, max) = bounds;
         let uid =
             order.rsplit_once('.').map_or("uid".to_owned(), |(alias, _)| format!("{alias}.uid"));
         let uid = uid.as_str();
         let mut out = Vec::new();
-        let mut after: Option<(i64, i64)> = None;
+        // Above `above`: after its last possible id.
+        let mut after: Option<(i64, i64)> = above.map(|a| (a, i64::MAX));
         while out.len() < limit {
             let want = limit - out.len();
             let sql = range_sql(select, order, uid, after.is_some());
@@ -539,6 +543,26 @@ impl<D: Dialect> SqlNamespace<D> {
     ) -> Result<u64> {
         let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} <= ?");
         self.count(tx, &sql, vec![max.into()]).await
+    }
+
+    /// The rows of `table` with `above < column <= max` (no lower bound if `above` is
+    /// `None`).
+    async fn count_between(
+        &self,
+        tx: &mut Tx<D>,
+        table: &str,
+        column: &str,
+        above: Option<i64>,
+        max: i64,
+    ) -> Result<u64> {
+        let Some(above) = above else { return self.count_up_to(tx, table, column, max).await };
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} <= ? AND {column} > ?");
+        self.count(tx, &sql, vec![max.into(), above.into()]).await
+    }
+
+    /// The notices stored in `meta` (see `Backend::add_notice`).
+    async fn notices(&self, tx: &mut Tx<D>) -> Result<Vec<Notice>> {
+        Ok(self.meta(tx, "notices").await?.map_or_else(Vec::new, |t| Notice::parse_all(&t)))
     }
 
     /// The batch holding `user`, and its deadline (0 if its lease is gone).

@@ -86,7 +86,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             let room = limit.saturating_sub(users.len());
             let later = postponed(now, writers);
             for (user, _) in
-                s.up_to(tx, &s.t.queue, now, room + crate::store::DUE_SCAN_SLACK).await?
+                s.up_to(tx, &s.t.queue, None, now, room + crate::store::DUE_SCAN_SLACK).await?
             {
                 if users.len() >= limit {
                     break;
@@ -109,7 +109,9 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                      BIGINT) FROM {} s LEFT JOIN {} q ON q.uid = s.uid",
                     s.t.seen, s.t.queue
                 );
-                let inactive = s.range(tx, "seen", &select, "s.at", cutoff, room).await?;
+                // Above what a running notice holds.
+                let above = held_through(&s.notices(tx).await?, now);
+                let inactive = s.range(tx, "seen", &select, "s.at", (above, cutoff), room).await?;
                 let mut taken = Vec::with_capacity(inactive.len());
                 for row in &inactive {
                     let user = row[0].user()?;
@@ -214,6 +216,11 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 return Ok(None);
             }
             let ids: Vec<u64> = done.iter().map(|c| c.user).collect();
+            if !ids.is_empty() {
+                let finished = s.meta(tx, "erasures_finished").await?;
+                let finished = finished.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                s.set_meta(tx, "erasures_finished", &(finished + 1).to_string()).await?;
+            }
             let mut jobs = s.jobs(tx, &ids).await?;
             if let Some(receipts) = receipts {
                 let sql = format!("DELETE FROM {} WHERE at < ?", s.t.receipt);
@@ -386,7 +393,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
             let cutoff = now.saturating_sub(times.inactive_ms);
             let mut entries = Vec::new();
             // Rows a claim cannot read are left out, as the claim leaves them in place.
-            for (user, _) in s.up_to(tx, &s.t.queue, now, limit).await? {
+            for (user, _) in s.up_to(tx, &s.t.queue, None, now, limit).await? {
                 let Some(job) = s.readable_job(tx, user).await? else { continue };
                 if !s.came_back(tx, user, job).await? {
                     let last_seen = s.score(tx, &s.t.seen, user).await?;
@@ -394,7 +401,8 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 }
             }
             let room = limit.saturating_sub(entries.len());
-            for (user, seen) in s.up_to(tx, &s.t.seen, cutoff, room).await? {
+            let above = held_through(&s.notices(tx).await?, now);
+            for (user, seen) in s.up_to(tx, &s.t.seen, above, cutoff, room).await? {
                 let job = match s.score(tx, &s.t.queue, user).await? {
                     None => Job::INACTIVE,
                     Some(due) if due > now => {
@@ -406,7 +414,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 entries.push(PreviewEntry::new(user, job, Some(seen), false));
             }
             Ok(RawPreview {
-                inactive_total: s.count_up_to(tx, &s.t.seen, "at", cutoff).await?,
+                inactive_total: s.count_between(tx, &s.t.seen, "at", above, cutoff).await?,
                 due_total: s.count_up_to(tx, &s.t.queue, "due", now).await?,
                 expired_leases: s.count_up_to(tx, &s.t.lease, "deadline", now).await?,
                 entries,
@@ -607,6 +615,22 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                 known.extend(s.known_chunk(tx, chunk).await?);
             }
             Ok(known)
+        })
+    }
+
+    fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
+        in_tx!(self, |s, tx| {
+            let now = now.unwrap_or(tx.wall);
+            let notices =
+                notice.added_to(&s.notices(tx).await?, now).ok_or_else(too_many_notices)?;
+            s.set_meta(tx, "notices", &Notice::format_all(&notices)).await
+        })
+    }
+
+    fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
+        in_tx!(read self, |s, tx| {
+            let finished = s.meta(tx, "erasures_finished").await?;
+            Ok(finished.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
         })
     }
 

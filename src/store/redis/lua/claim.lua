@@ -29,7 +29,11 @@
 --
 -- A user "came back" when they interacted after being marked for erasure; for a claim
 -- for inactivity (marked_at 0) any `seen` entry counts, because the claim removed the old
--- one. Opt-outs are never cancelled. (writers.lua, batches.lua and ids.lua are prepended.)
+-- one. Opt-outs are never cancelled. (writers.lua, batches.lua, ids.lua and notices.lua are
+-- prepended.)
+--
+-- A running notice (notices.lua) holds users last seen at or before its seen_by: step 3
+-- reads `seen` above that score only.
 --
 -- Only canonical ids are users (ids.lua): anything else in `seen`, the queue or a batch is
 -- reported in `unreadable` and left in place. Step 3 reads on past such members (up to
@@ -176,11 +180,20 @@ end
 local MAX_EXAMINED = 16384
 local MAX_REPORTED = 100
 local not_users = 0
--- The users of step 3 taken as a run from rank 0 of `seen` (its lowest scores): while
--- nothing in that run is skipped, they leave `seen` in one ZREMRANGEBYRANK, not one ZREM
--- each. `prefix` stays true only while every member read so far was taken into the run.
-local prefix, run = true, 0
-if #members < limit and not hold then
+-- The users of step 3 taken as a run from the first rank it reads (`base`: 0, or the
+-- first above a notice's hold): while nothing in that run is skipped, they leave `seen`
+-- in one ZREMRANGEBYRANK, not one ZREM each. `prefix` stays true only while every member
+-- read so far was taken into the run.
+local prefix, run, base = true, 0, 0
+local low = '-inf'
+local noticed = held_through(now)
+if noticed then
+  low = '(' .. fmt(noticed)
+end
+if #members < limit and not hold and (not noticed or noticed < cutoff) then
+  if noticed then
+    base = redis.call('ZCOUNT', KEYS[1], '-inf', fmt(noticed))
+  end
   local page = limit - #members + 16 + n_handled
   local offset = 0
   -- Nothing scheduled at all (the usual case of a pass over inactive users): no member
@@ -189,7 +202,7 @@ if #members < limit and not hold then
   -- Steps 1 and 2 took or left nobody (the usual case): no member needs looking up.
   local any_handled = n_handled > 0
   repeat
-    local users = redis.call('ZRANGE', KEYS[1], '-inf', fmt(cutoff), 'BYSCORE', 'LIMIT', offset, page)
+    local users = redis.call('ZRANGE', KEYS[1], low, fmt(cutoff), 'BYSCORE', 'LIMIT', offset, page)
     offset = offset + #users
     local queued = {}
     if any_queued then
@@ -255,7 +268,7 @@ each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[4], ...) end)
 each_chunk(drop_jobs, function(...) redis.call('HDEL', KEYS[9], ...) end)
 -- The run first: its ranks are those read, before any other removal moves them.
 if run > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, run - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], base, base + run - 1)
 end
 each_chunk(rem_seen, function(...) redis.call('ZREM', KEYS[1], ...) end)
 each_chunk(rem_queue, function(...) redis.call('ZREM', KEYS[3], ...) end)

@@ -40,6 +40,11 @@ local lease = redis.call('ZSCORE', KEYS[2], batch)
 if not lease or tonumber(lease) ~= tonumber(ARGV[5]) then
   return {-1}
 end
+-- `erasures_finished` in meta: a count of finished batches that erased someone, which
+-- the audit compares around a page (`Backend::erasures_finished`).
+if tonumber(ARGV[6]) > 0 then
+  redis.call('HINCRBY', KEYS[8], 'erasures_finished', 1)
+end
 
 -- Lua's `unpack` fails past about 8000 values ("too many results to unpack"): long lists
 -- go to Redis in chunks.
