@@ -81,5 +81,5 @@ pub use store::{
 pub use store::{PostgresDiagnosis, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteDiagnosis, SqliteStore};
-pub use survey::{CensusProgress, InactivityBucket, Survey, WriterHeartbeat};
+pub use survey::{CensusProgress, InactivityBucket, NoticeStatus, Survey, WriterHeartbeat};
 pub use tracker::Noted;

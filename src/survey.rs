@@ -31,7 +31,13 @@ pub struct Survey {
     pub inactivity: Vec<InactivityBucket>,
     /// Users past the threshold, whom the next passes erase for inactivity (the pruner's
     /// cutoff adds the resolution; a writer's heartbeat may hold inactivity erasures back).
+    /// Users a running notice holds are not counted here but in `held_by_notices`.
     pub due_now: u64,
+    /// Users past the threshold whom a running adoption notice holds (see
+    /// [`Adoption::not_before`](crate::Adoption::not_before)): erased once it ends.
+    pub held_by_notices: u64,
+    /// The adoption notices running now, earliest end first.
+    pub notices: Vec<NoticeStatus>,
     /// Users who cross the threshold within a day from now (not counting `due_now`).
     pub due_within_day: u64,
     /// Users who cross the threshold within a week from now (not counting `due_now`).
@@ -54,6 +60,17 @@ pub struct Survey {
     pub writers: Vec<WriterHeartbeat>,
     /// Where the census stands (see [`Census`](crate::Census)).
     pub census: CensusProgress,
+}
+
+/// An adoption notice that runs (see [`Adoption::not_before`](crate::Adoption::not_before)):
+/// until `until`, no user last seen at or before `quiet_since` is erased for inactivity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NoticeStatus {
+    /// Users last seen at or before this time (the adoption) are held.
+    pub quiet_since: DateTime<Utc>,
+    /// The notice's date.
+    pub until: DateTime<Utc>,
 }
 
 /// Where the census stands, in a [`Survey`] or from
@@ -177,7 +194,16 @@ pub(crate) async fn survey_with(
     if let Some((idle_for, _)) = census {
         ranges.push(range(i64::MIN, now.saturating_sub(duration_ms(idle_for))));
     }
+    // Users past the threshold that a running notice holds: seen at or before its hold.
+    let mut notices = parts.door.call(|b| b.notices()).await?;
+    notices.retain(|n| n.until > now);
+    notices.sort_by_key(|n| (n.until, n.seen_by));
+    let held = crate::store::held_through(&notices, now);
+    if let Some(held) = held {
+        ranges.push(range(i64::MIN, held.min(past)));
+    }
     let raw = parts.door.call(|b| b.survey(now, &ranges)).await?;
+    let held_by_notices = held.and_then(|_| raw.seen.last().copied()).unwrap_or(0);
     let idle_users = census.and_then(|_| raw.seen.get(edges.len() + 2).copied());
     let pace = |users: u64| {
         census
@@ -205,7 +231,15 @@ pub(crate) async fn survey_with(
         taken_at: to_datetime(now),
         inactive_after: threshold,
         tracked: inactivity.iter().map(|b| b.users).sum(),
-        due_now: buckets.last().copied().unwrap_or(0),
+        due_now: buckets.last().copied().unwrap_or(0).saturating_sub(held_by_notices),
+        held_by_notices,
+        notices: notices
+            .iter()
+            .map(|n| NoticeStatus {
+                quiet_since: to_datetime(n.seen_by),
+                until: to_datetime(n.until),
+            })
+            .collect(),
         due_within_day: due.first().copied().unwrap_or(0),
         due_within_week: due.get(1).copied().unwrap_or(0),
         inactivity,

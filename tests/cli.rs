@@ -809,6 +809,18 @@ every_store! {
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("more than a year ahead"), "{err}");
         assert!(!dir.path().join("users.csv.progress").exists(), "nothing was adopted");
+        // A notice 120 days ahead (longer than the 90-day threshold): a rule in the store,
+        // which `stats` shows with the users it holds instead of users due now.
+        let later = chrono::DateTime::from_timestamp(now_s + 120 * day, 0).unwrap().to_rfc3339();
+        let noticed =
+            json(cli(&db).args(["adopt", "--not-before", &later, "--from-file"]).arg(&file));
+        assert_eq!(noticed["kept"], 5, "{noticed}");
+        let stats = json(cli(&db).arg("stats"));
+        let due = &stats["due"];
+        assert_eq!((due["now"].as_u64(), due["held_by_notices"].as_u64()), (Some(0), Some(3)), "{stats}");
+        assert_eq!(stats["notices"].as_array().unwrap().len(), 1, "{stats}");
+        let (_, text, _) = run(cli(&db).arg("stats"));
+        assert!(text.contains("held by adoption notices: 3 users past the threshold"), "{text}");
         // A file whose times are milliseconds: each such line is a bad line, never a user
         // whose clock would run from the year 57,970.
         let ms_file = dir.path().join("ms.csv");

@@ -53,6 +53,7 @@ pub(crate) enum Op {
     Known,
     ErasuresFinished,
     AddNotice,
+    Notices,
     Secret,
     Tracked,
     Survey,
@@ -297,6 +298,9 @@ impl<H: Hook> Backend for Forward<H> {
     }
     fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
         forward!(self, AddNotice, self.inner.add_notice(notice, now))
+    }
+    fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
+        forward!(self, Notices, self.inner.notices())
     }
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
         forward!(self, Secret, self.inner.secret(candidate))

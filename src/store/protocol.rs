@@ -791,6 +791,9 @@ pub(crate) trait Backend: Send + Sync {
     /// `now` is the caller's claim clock, or the store's own if `None`.
     fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>>;
 
+    /// The notices stored, running or ended (every shard's, once each). Read-only.
+    fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>>;
+
     /// The namespace's secret for naming users in keys when no receipt key is set (hex of
     /// 32 random bytes), created on first use; `candidate` is stored if there is none yet.
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>>;

@@ -303,6 +303,12 @@ every_store! {
         let first = bot.status(UserId(1_000_001)).await.unwrap().last_seen.unwrap();
         assert_eq!(Some(first.timestamp_millis()), table.at(1_000_001));
         assert_eq!(bot.preview(10).await.unwrap().inactive, 0, "held by the notice");
+        // Operators see the notice, and whom it holds, rather than users "due now".
+        let survey = bot.survey().await.unwrap();
+        let past = table.rows().iter().filter(|(_, at)| at.unwrap().timestamp_millis() < T0 - 30 * 86_400_000).count();
+        assert_eq!((survey.due_now, survey.held_by_notices), (0, past as u64), "{survey:?}");
+        assert_eq!(survey.notices.len(), 1);
+        assert_eq!(survey.notices[0].until, notice);
 
         // A day later user 1,000,002 opts out, and a user never seen before writes.
         env.clock.advance(DAY);

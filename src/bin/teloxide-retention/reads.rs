@@ -14,7 +14,12 @@ pub(super) fn survey_json(cli: &Cli, s: &Survey) -> Value {
             "to_seconds": b.to.map(|t| t.as_secs()),
             "users": b.users,
         })).collect::<Vec<_>>(),
-        "due": { "now": s.due_now, "within_1d": s.due_within_day, "within_7d": s.due_within_week },
+        "due": { "now": s.due_now, "within_1d": s.due_within_day, "within_7d": s.due_within_week,
+                 "held_by_notices": s.held_by_notices },
+        "notices": s.notices.iter().map(|n| json!({
+            "quiet_since": n.quiet_since.to_rfc3339(),
+            "until": n.until.to_rfc3339(),
+        })).collect::<Vec<_>>(),
         "scheduled": {
             "total": s.scheduled.iter().map(|(_, n)| n).sum::<u64>(),
             "due_now": s.scheduled_due,
@@ -73,6 +78,15 @@ pub(super) fn survey_text(cli: &Cli, s: &Survey) -> String {
         thousands(s.due_within_day),
         thousands(s.due_within_week)
     );
+    if let Some(last) = s.notices.last() {
+        let _ = writeln!(
+            out,
+            "held by adoption notices: {} users past the threshold ({} running, the last until {})",
+            thousands(s.held_by_notices),
+            s.notices.len(),
+            last.until.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
     let total: u64 = s.scheduled.iter().map(|(_, n)| n).sum();
     let by_reason: Vec<String> = s
         .scheduled

@@ -633,6 +633,10 @@ impl Backend for MemoryNamespace {
         })
     }
 
+    fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
+        self.ready(|s| s.notices.clone())
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         self.ready(|s| s.erasures_finished)
     }

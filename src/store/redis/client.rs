@@ -490,6 +490,17 @@ impl Backend for RedisNamespace {
         })
     }
 
+    fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
+        Box::pin(async move {
+            let text: Option<String> = redis::cmd("HGET")
+                .arg(&self.keys.meta)
+                .arg("notices")
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(Notice::parse_all(text.as_deref().unwrap_or_default()))
+        })
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
             let finished: Option<u64> = redis::cmd("HGET")

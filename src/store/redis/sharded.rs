@@ -603,6 +603,21 @@ impl Backend for Sharded {
         })
     }
 
+    fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
+        Box::pin(async move {
+            self.ready().await?;
+            let mut all: Vec<Notice> = Vec::new();
+            for part in try_join_all(self.shards.iter().map(|s| s.notices())).await? {
+                for notice in part {
+                    if !all.contains(&notice) {
+                        all.push(notice);
+                    }
+                }
+            }
+            Ok(all)
+        })
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
             self.ready().await?;

@@ -627,6 +627,10 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         })
     }
 
+    fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
+        in_tx!(read self, |s, tx| { s.notices(tx).await })
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         in_tx!(read self, |s, tx| {
             let finished = s.meta(tx, "erasures_finished").await?;
