@@ -154,6 +154,49 @@ async fn reshard_moves_every_user_and_scheduled_erasure() {
     assert_eq!(bot.tracked_users().await.unwrap(), 0);
 }
 
+/// A process that missed a reshard reads the erasure feed of the layout the namespace has
+/// now, where its interactions go: another replica's opt-out drops the user from its cache,
+/// and the user's next interaction is written (a user again), not served from a cache the
+/// erasure made stale. (Before the fix its feed reads were refused: it kept serving the user
+/// from its cache, so a user who came back after opting out stayed untracked while the
+/// bot's handler could write their data again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_missed_a_reshard_reads_the_feed_of_the_new_layout() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    seed_2000(&server, &clock).await;
+    let stale = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
+        .namespace("shop")
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(stale.status(UserId(1)).await.unwrap().last_seen.is_some());
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    assert_eq!(store.reshard("shop", 4).await.unwrap().users, 2000);
+
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(stale.note_interaction(UserId(5)).await, Noted::Written);
+    assert_eq!(stale.stats().cached_users, 1);
+
+    let current = bot(&server, 4, &clock).await;
+    current.erase_user(UserId(5)).await.unwrap();
+    crate::support::eventually("the stale process drops the opted-out user", || async {
+        stale.stats().cached_users == 0
+    })
+    .await;
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(stale.note_interaction(UserId(5)).await, Noted::Written);
+    stale.flush().await.unwrap();
+    assert!(current.status(UserId(5)).await.unwrap().last_seen.is_some(), "tracked again");
+    tokio::time::timeout(Duration::from_secs(60), stale.shutdown())
+        .await
+        .expect("the stale process shuts down")
+        .unwrap();
+}
+
 /// A notice an adoption gave (a rule in each shard's `meta`) goes with a reshard: the new
 /// layout's pruner holds the quiet users until its date, then erases them. Fails if
 /// `reshard` leaves the notices behind (every user erased at once on the new layout).

@@ -202,6 +202,20 @@ impl Sharded {
     }
 
     /// Runs `call` on every shard concurrently; all results, or the first error.
+    /// The shards whose erasure feeds this process reads: its own, or, when it was opened
+    /// with another count than the namespace records (it missed a reshard), the recorded
+    /// layout's, where the other replicas announce their erasures (as its interactions are
+    /// written there). During a resharding there is no layout to read: the error.
+    async fn feed_layout(&self) -> Result<Vec<Arc<RedisNamespace>>> {
+        match self.ready().await {
+            Ok(()) => Ok(self.shards.clone()),
+            Err(Error::ShardCount { recorded, .. }) if (1..=MAX_SHARDS).contains(&recorded) => {
+                Ok(self.layout(recorded))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn every<'a, T, F>(&'a self, call: F) -> Result<Vec<T>>
     where
         F: Fn(&'a RedisNamespace) -> BoxFuture<'a, Result<T>>,
@@ -440,16 +454,27 @@ impl Backend for Sharded {
     }
 
     fn feed_head(&self) -> BoxFuture<'_, Result<String>> {
-        Box::pin(async move { Ok(self.every(Backend::feed_head).await?.join(",")) })
+        Box::pin(async move {
+            let shards = self.feed_layout().await?;
+            let heads = try_join_all(shards.iter().map(|s| s.feed_head())).await?;
+            Ok(heads.join(","))
+        })
     }
 
     fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
         Box::pin(async move {
-            self.ready().await?;
-            let cursors = split_cursor(cursor, self.shards.len())?;
-            let reads = self.shards.iter().zip(cursors).map(|(s, c)| s.feed_read(c));
+            let shards = self.feed_layout().await?;
+            let cursors = match split_cursor(cursor, shards.len()) {
+                Ok(cursors) => cursors,
+                // A position in another layout (this process read the feed before a reshard
+                // it then missed): the new layout's feeds hold only what was announced
+                // since the reshard (it moves none), so they are read from their start.
+                Err(_) if shards.len() != self.shards.len() => vec!["0-0"; shards.len()],
+                Err(e) => return Err(e),
+            };
+            let reads = shards.iter().zip(cursors).map(|(s, c)| s.feed_read(c));
             let mut all = Vec::new();
-            let mut next = Vec::with_capacity(self.shards.len());
+            let mut next = Vec::with_capacity(shards.len());
             for page in try_join_all(reads).await? {
                 all.extend(page.entries);
                 next.push(page.cursor);
