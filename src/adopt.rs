@@ -122,15 +122,13 @@ where
 {
     // A tool on another machine: its clock is corrected by the store's, as the bots' are.
     let now = parts.store_now_ms().await;
-    if let Some(date) = options.not_before {
-        let until = notice_until(date, now)?;
-        if until > now {
-            // Before any user is written: a claim that sees an adopted user sees the notice.
-            let notice = Notice { seen_by: now, until };
-            let clock = parts.clock.claim_now();
-            parts.door.call(|b| b.add_notice(notice, clock)).await?;
-        }
+    // Added before the first user is written (a claim that sees an adopted user sees the
+    // notice), and only once there is one.
+    let mut notice = match options.not_before {
+        Some(date) => Some(notice_until(date, now)?).filter(|until| *until > now),
+        None => None,
     }
+    .map(|until| Notice { seen_by: now, until });
     let mut adopted = Adopted::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     for (user, last_active) in users {
@@ -152,11 +150,11 @@ where
         let ms = last_active.map_or(now, |t| t.timestamp_millis().min(now));
         chunk.push(Adoptee { user: user.0, ms, if_new: last_active.is_none() });
         if chunk.len() == CHUNK {
-            write(parts, &chunk, &mut adopted).await?;
+            write(parts, &chunk, &mut notice, &mut adopted).await?;
             chunk.clear();
         }
     }
-    write(parts, &chunk, &mut adopted).await?;
+    write(parts, &chunk, &mut notice, &mut adopted).await?;
     Ok(adopted)
 }
 
@@ -188,11 +186,20 @@ fn notice_until(date: DateTime<Utc>, now: i64) -> Result<i64> {
     Ok(until)
 }
 
-async fn write(parts: &Parts, chunk: &[Adoptee], adopted: &mut Adopted) -> Result<()> {
+async fn write(
+    parts: &Parts,
+    chunk: &[Adoptee],
+    notice: &mut Option<Notice>,
+    adopted: &mut Adopted,
+) -> Result<()> {
     if chunk.is_empty() {
         return Ok(());
     }
     let now = parts.clock.claim_now();
+    if let Some(pending) = *notice {
+        parts.door.call(|b| b.add_notice(pending, now)).await?;
+        *notice = None;
+    }
     let counts = parts.door.call(|b| b.adopt(chunk, now)).await?;
     adopted.newly_tracked += counts.new;
     adopted.moved_forward += counts.moved;

@@ -148,6 +148,8 @@ pub struct AuditSummary {
     pub adopted: u64,
     /// Erased users an eraser still held, erased again.
     pub residue: u64,
+    /// Untracked users left for a later audit (see [`EraserAudit::deferred`]).
+    pub deferred: u64,
     /// The erasers that cannot list, by name.
     pub not_covered: Vec<String>,
 }
@@ -161,6 +163,7 @@ impl AuditSummary {
             untracked: sum(|e| e.untracked),
             adopted: sum(|e| e.adopted),
             residue: sum(|e| e.residue),
+            deferred: sum(|e| e.deferred),
             not_covered: report.not_covered().into_iter().map(str::to_owned).collect(),
         }
     }
@@ -172,6 +175,7 @@ impl AuditSummary {
             "untracked": self.untracked,
             "adopted": self.adopted,
             "residue": self.residue,
+            "deferred": self.deferred,
             "not_covered": self.not_covered,
         })
         .to_string()
@@ -186,6 +190,8 @@ impl AuditSummary {
             untracked: count("untracked")?,
             adopted: count("adopted")?,
             residue: count("residue")?,
+            // An older summary has none.
+            deferred: count("deferred").unwrap_or(0),
             not_covered: v
                 .get("not_covered")?
                 .as_array()?
@@ -277,8 +283,10 @@ pub(crate) async fn audit(parts: &Parts, untracked: UntrackedUsers) -> Result<Au
             .increment(part.listed);
         metrics::counter!("teloxide_retention_audit_untracked_total", "eraser" => eraser.clone())
             .increment(part.untracked);
-        metrics::counter!("teloxide_retention_audit_residue_total", "eraser" => eraser)
+        metrics::counter!("teloxide_retention_audit_residue_total", "eraser" => eraser.clone())
             .increment(part.residue);
+        metrics::counter!("teloxide_retention_audit_deferred_total", "eraser" => eraser)
+            .increment(part.deferred);
         report.erasers.push(part);
     }
     report.elapsed = started.elapsed();
@@ -287,6 +295,7 @@ pub(crate) async fn audit(parts: &Parts, untracked: UntrackedUsers) -> Result<Au
     tracing::info!(
         untracked = report.untracked(),
         residue = report.residue(),
+        deferred = report.deferred(),
         not_covered = report.not_covered().len(),
         elapsed_ms = report.elapsed.as_millis() as u64,
         "audit done"
@@ -407,6 +416,14 @@ async fn audit_page(
         }
         _ => false,
     };
+    if raced {
+        tracing::info!(
+            eraser = %part.eraser,
+            users = unknown.len(),
+            "an erasure finished while a page was read: its untracked users wait for a later \
+             audit"
+        );
+    }
     let mut adopt_now = Vec::new();
     for ((user, last_active), erased) in unknown.into_iter().zip(erased) {
         // An activity time that cannot be true (a sentinel, milliseconds read as seconds)

@@ -295,9 +295,9 @@ impl Retention {
     /// [`Error::Redis`] or [`Error::Timeout`] if the store fails; the chunks written before
     /// stay written (run it again: it is idempotent). [`Error::ShardCount`] /
     /// [`Error::Resharding`] for a store opened with the wrong shard count.
-    /// [`Error::InvalidArgument`] for a notice date later than one inactivity threshold from
-    /// now (see [`Adoption::not_before`](crate::Adoption::not_before)), before anything is
-    /// written.
+    /// [`Error::InvalidArgument`] for a notice date more than a year ahead (see
+    /// [`Adoption::not_before`](crate::Adoption::not_before)), before anything is written, or
+    /// when 64 other notices run.
     ///
     /// # Cancellation safety
     ///
@@ -308,6 +308,20 @@ impl Retention {
         I: IntoIterator<Item = (UserId, Option<chrono::DateTime<chrono::Utc>>)>,
     {
         crate::adopt::adopt(&self.inner.parts, users, options).await
+    }
+
+    /// Ends every running adoption notice now (see
+    /// [`Adoption::not_before`](crate::Adoption::not_before)): the users they held that are
+    /// idle past the threshold are due at the next pass. For a notice given by mistake (a
+    /// wrong date); [`Survey::notices`](crate::Survey::notices) lists the running ones.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Timeout`] if the store fails (run it again).
+    /// [`Error::ShardCount`] / [`Error::Resharding`] for a store opened with the wrong shard
+    /// count.
+    pub async fn end_notices(&self) -> Result<()> {
+        self.inner.parts.door.call(|b| b.end_notices()).await
     }
 
     /// Audits every registered eraser that can list what its storage holds

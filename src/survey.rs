@@ -38,9 +38,11 @@ pub struct Survey {
     pub held_by_notices: u64,
     /// The adoption notices running now, earliest end first.
     pub notices: Vec<NoticeStatus>,
-    /// Users who cross the threshold within a day from now (not counting `due_now`).
+    /// Users who become due within a day from now (not counting `due_now`): they cross the
+    /// threshold, or a notice that holds them ends.
     pub due_within_day: u64,
-    /// Users who cross the threshold within a week from now (not counting `due_now`).
+    /// Users who become due within a week from now (not counting `due_now`), as
+    /// `due_within_day`.
     pub due_within_week: u64,
     /// Scheduled erasures (gone marks, opt-outs, retries) by reason, due or not, with any
     /// that is running now.
@@ -188,23 +190,22 @@ pub(crate) async fn survey_with(
         })
         .collect();
     ranges.push(range(i64::MIN, now - t));
-    let past = now - t;
-    ranges.push(range(past, past + duration_ms(DAY)));
-    ranges.push(range(past, past + duration_ms(7 * DAY)));
-    if let Some((idle_for, _)) = census {
-        ranges.push(range(i64::MIN, now.saturating_sub(duration_ms(idle_for))));
-    }
-    // Users past the threshold that a running notice holds: seen at or before its hold.
+    // Users due at a time: past the threshold then, above what the notices running then
+    // hold (a notice only ends, so a user due at the end of a window stays due).
     let mut notices = parts.door.call(|b| b.notices()).await?;
     notices.retain(|n| n.until > now);
     notices.sort_by_key(|n| (n.until, n.seen_by));
-    let held = crate::store::held_through(&notices, now);
-    if let Some(held) = held {
-        ranges.push(range(i64::MIN, held.min(past)));
+    let past = now - t;
+    let due_at = |later: i64| {
+        let held = crate::store::held_through(&notices, now + later);
+        range(held.unwrap_or(i64::MIN), past + later)
+    };
+    ranges.extend([due_at(0), due_at(duration_ms(DAY)), due_at(duration_ms(7 * DAY))]);
+    if let Some((idle_for, _)) = census {
+        ranges.push(range(i64::MIN, now.saturating_sub(duration_ms(idle_for))));
     }
     let raw = parts.door.call(|b| b.survey(now, &ranges)).await?;
-    let held_by_notices = held.and_then(|_| raw.seen.last().copied()).unwrap_or(0);
-    let idle_users = census.and_then(|_| raw.seen.get(edges.len() + 2).copied());
+    let idle_users = census.and_then(|_| raw.seen.get(edges.len() + 3).copied());
     let pace = |users: u64| {
         census
             .map(|(_, interval)| interval.saturating_mul(u32::try_from(users).unwrap_or(u32::MAX)))
@@ -218,6 +219,9 @@ pub(crate) async fn survey_with(
     };
     let stuck_ms = duration_ms(parts.config.stuck_after);
     let (buckets, due) = raw.seen.split_at(edges.len());
+    let past_threshold = buckets.last().copied().unwrap_or(0);
+    let due_now = due.first().copied().unwrap_or(0);
+    let due_by = |i: usize| due.get(i).copied().unwrap_or(0).saturating_sub(due_now);
     let inactivity: Vec<InactivityBucket> = buckets
         .iter()
         .enumerate()
@@ -231,8 +235,8 @@ pub(crate) async fn survey_with(
         taken_at: to_datetime(now),
         inactive_after: threshold,
         tracked: inactivity.iter().map(|b| b.users).sum(),
-        due_now: buckets.last().copied().unwrap_or(0).saturating_sub(held_by_notices),
-        held_by_notices,
+        due_now,
+        held_by_notices: past_threshold.saturating_sub(due_now),
         notices: notices
             .iter()
             .map(|n| NoticeStatus {
@@ -240,8 +244,8 @@ pub(crate) async fn survey_with(
                 until: to_datetime(n.until),
             })
             .collect(),
-        due_within_day: due.first().copied().unwrap_or(0),
-        due_within_week: due.get(1).copied().unwrap_or(0),
+        due_within_day: due_by(1),
+        due_within_week: due_by(2),
         inactivity,
         scheduled: ErasureReason::ALL.iter().map(|r| (*r, raw.scheduled[r.index()])).collect(),
         scheduled_due: raw.scheduled_due,

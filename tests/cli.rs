@@ -821,6 +821,13 @@ every_store! {
         assert_eq!(stats["notices"].as_array().unwrap().len(), 1, "{stats}");
         let (_, text, _) = run(cli(&db).arg("stats"));
         assert!(text.contains("held by adoption notices: 3 users past the threshold"), "{text}");
+        // A notice given by mistake is ended.
+        let ended = json(cli(&db).arg("end-notices"));
+        assert_eq!(ended["ended"], 1, "{ended}");
+        let stats = json(cli(&db).arg("stats"));
+        let due = &stats["due"];
+        assert_eq!((due["now"].as_u64(), due["held_by_notices"].as_u64()), (Some(3), Some(0)), "{stats}");
+        assert_eq!(stats["notices"].as_array().unwrap().len(), 0, "{stats}");
         // A file whose times are milliseconds: each such line is a bad line, never a user
         // whose clock would run from the year 57,970.
         let ms_file = dir.path().join("ms.csv");

@@ -54,6 +54,7 @@ pub(crate) enum Op {
     ErasuresFinished,
     AddNotice,
     Notices,
+    EndNotices,
     Secret,
     Tracked,
     Survey,
@@ -301,6 +302,9 @@ impl<H: Hook> Backend for Forward<H> {
     }
     fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
         forward!(self, Notices, self.inner.notices())
+    }
+    fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
+        forward!(self, EndNotices, self.inner.end_notices())
     }
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {
         forward!(self, Secret, self.inner.secret(candidate))

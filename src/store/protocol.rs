@@ -86,10 +86,20 @@ impl Notice {
         parts.join(",")
     }
 
-    /// The notices running at `now` with `self` added, or `None` if `MAX_NOTICES` already
-    /// run (`notice.lua` decides alike).
+    /// Whether `self` holds at least every user `other` holds, for at least as long.
+    fn covers(self, other: Self) -> bool {
+        self.seen_by >= other.seen_by && self.until >= other.until
+    }
+
+    /// The notices running at `now` with `self` added: a running notice that `self` covers
+    /// goes, and `self` is not added if one covers it (an adoption in chunks, or run again,
+    /// keeps one notice). `None` if `MAX_NOTICES` others run (`notice.lua` decides alike).
     pub(crate) fn added_to(self, stored: &[Self], now: i64) -> Option<Vec<Self>> {
         let mut running: Vec<Self> = stored.iter().copied().filter(|n| n.until > now).collect();
+        if running.iter().any(|n| n.covers(self)) {
+            return Some(running);
+        }
+        running.retain(|n| !self.covers(*n));
         if running.len() >= MAX_NOTICES {
             return None;
         }
@@ -794,6 +804,9 @@ pub(crate) trait Backend: Send + Sync {
     /// The notices stored, running or ended (every shard's, once each). Read-only.
     fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>>;
 
+    /// Ends every notice now, in every shard.
+    fn end_notices(&self) -> BoxFuture<'_, Result<()>>;
+
     /// The namespace's secret for naming users in keys when no receipt key is set (hex of
     /// 32 random bytes), created on first use; `candidate` is stored if there is none yet.
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>>;
@@ -824,11 +837,20 @@ mod tests {
         assert_eq!(held_through(&stored, 300), Some(100), "the later one ended");
         assert_eq!(held_through(&stored, 500), None);
         assert_eq!(held_through(&[], 0), None);
-        // Adding drops the ended ones, and refuses past MAX_NOTICES running.
-        assert_eq!(n(400, 900).added_to(&stored, 300), Some(vec![n(100, 500), n(400, 900)]));
-        let full = vec![n(1, 1_000); MAX_NOTICES];
-        assert_eq!(n(2, 2_000).added_to(&full, 10), None);
-        assert_eq!(n(2, 2_000).added_to(&full, 1_000).map(|v| v.len()), Some(1));
+        // Adding drops the ended ones and those it covers, adds nothing a running one
+        // covers, and refuses past MAX_NOTICES others running.
+        assert_eq!(n(400, 450).added_to(&stored, 300), Some(vec![n(100, 500), n(400, 450)]));
+        assert_eq!(n(400, 900).added_to(&stored, 300), Some(vec![n(400, 900)]));
+        assert_eq!(n(50, 400).added_to(&stored, 250), Some(stored.clone()));
+        // An adoption in 1,000 chunks, each with the same date a little later: one notice.
+        let mut kept = Vec::new();
+        for chunk in 0..1_000 {
+            kept = n(1_000 + chunk, 9_000).added_to(&kept, 1_000 + chunk).unwrap();
+        }
+        assert_eq!(kept, [n(1_999, 9_000)]);
+        let full: Vec<Notice> = (0..MAX_NOTICES as i64).map(|i| n(100 - i, 1_000 + i)).collect();
+        assert_eq!(n(200, 500).added_to(&full, 10), None);
+        assert_eq!(n(200, 500).added_to(&full, 1_000).map(|v| v.len()), Some(MAX_NOTICES));
     }
 
     #[test]

@@ -305,10 +305,22 @@ every_store! {
         assert_eq!(bot.preview(10).await.unwrap().inactive, 0, "held by the notice");
         // Operators see the notice, and whom it holds, rather than users "due now".
         let survey = bot.survey().await.unwrap();
-        let past = table.rows().iter().filter(|(_, at)| at.unwrap().timestamp_millis() < T0 - 30 * 86_400_000).count();
+        let past = table.rows();
+        let past = past.iter().filter(|(_, at)| at.unwrap().timestamp_millis() < T0 - 30 * 86_400_000);
+        let past = past.count();
         assert_eq!((survey.due_now, survey.held_by_notices), (0, past as u64), "{survey:?}");
         assert_eq!(survey.notices.len(), 1);
         assert_eq!(survey.notices[0].until, notice);
+        // 70 users adopted one call at a time (as the CLI adopts chunk by chunk), each call
+        // with the same notice a second later, without a known activity: stored at the
+        // adoption's own time, the notice's bound, and held. One notice holds them all (it
+        // was one per call, and the 65th call was refused).
+        let each = Adoption::new().not_before(notice);
+        for user in 10..80u64 {
+            env.clock.advance(Duration::from_secs(1));
+            assert_eq!(bot.adopt([(UserId(user), None)], &each).await.unwrap().newly_tracked, 1);
+        }
+        assert_eq!(bot.survey().await.unwrap().notices.len(), 1, "one notice, not 70");
 
         // A day later user 1,000,002 opts out, and a user never seen before writes.
         env.clock.advance(DAY);
@@ -324,11 +336,17 @@ every_store! {
         assert!(!table.contains(5));
         assert_eq!(table.len(), 1_999, "every adopted user but the opt-out is kept");
 
+        // Half a day before the notice date, every held user is due within a day.
+        env.clock.set_unix_ms(T0 + 99 * 86_400_000 + 43_200_000);
+        let survey = bot.survey().await.unwrap();
+        let held = 1_999 + 70;
+        assert_eq!((survey.due_now, survey.held_by_notices), (0, held), "{survey:?}");
+        assert_eq!((survey.due_within_day, survey.due_within_week), (held, held), "{survey:?}");
         // Past the notice date (plus the cache's resolution): every adopted user idle past
         // the threshold goes, which is all of them here (the most recent was seen 89 days
         // before the adoption).
         env.clock.set_unix_ms(T0 + 101 * 86_400_000);
-        assert_eq!(crate::support::prune_until_done(&bot).await, 1_999);
+        assert_eq!(crate::support::prune_until_done(&bot).await, held);
         assert_eq!(table.len(), 0);
     }
 }

@@ -257,6 +257,7 @@ async fn the_grafana_dashboard_queries_only_metrics_the_crate_emits() {
         "audit_listed_total",
         "audit_untracked_total",
         "audit_residue_total",
+        "audit_deferred_total",
     ] {
         assert!(queried.contains(&format!("{PREFIX}{metric}")), "no panel shows {metric}");
     }

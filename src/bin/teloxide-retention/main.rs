@@ -27,7 +27,7 @@ mod writes;
 use check::check;
 use reads::{census, export, preview, receipt, stats, status};
 use stores::{Target, retention};
-use writes::{adopt, forget};
+use writes::{adopt, end_notices, forget};
 
 /// See and steer a teloxide bot's data retention (teloxide-retention) from a shell.
 ///
@@ -156,6 +156,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rate: u32,
     },
+    /// End every running adoption notice now (one given by mistake): the users they held and
+    /// idle past the threshold are due at the bot's next pass. `stats` lists the notices.
+    EndNotices,
     /// Estimate a census round over the current base: users idle long enough, users probed
     /// so far, where the current round stands, and at most how long a round takes at the
     /// pace. The census itself runs in the bot's pruner (RetentionBuilder::census).
@@ -267,6 +270,7 @@ async fn run(cli: &Cli) -> Outcome {
             adopt(cli, from_file, *not_before, *dry_run, *rate).await
         }
         Command::Check => check(cli).await,
+        Command::EndNotices => end_notices(cli).await,
         Command::Census { dry_run: _, idle_for, interval_ms } => {
             census(cli, *idle_for, Duration::from_millis(*interval_ms)).await
         }

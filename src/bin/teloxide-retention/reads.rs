@@ -156,7 +156,8 @@ pub(super) async fn stats(cli: &Cli) -> Outcome {
         let mut doc = survey_json(cli, &survey);
         doc["last_audit"] = audit.as_ref().map_or(Value::Null, |a| {
             json!({ "at": a.at.to_rfc3339(), "listed": a.listed, "untracked": a.untracked,
-                    "adopted": a.adopted, "residue": a.residue, "not_covered": a.not_covered })
+                    "adopted": a.adopted, "residue": a.residue, "deferred": a.deferred,
+                    "not_covered": a.not_covered })
         });
         println!("{doc}");
     } else {

@@ -224,6 +224,19 @@ pub(super) fn parse_adoption(line: &str) -> Result<(UserId, Option<DateTime<Utc>
     Ok((UserId(parse_id(id)?), time.map(parse_date).transpose()?))
 }
 
+/// `end-notices`: ends every running adoption notice.
+pub(super) async fn end_notices(cli: &Cli) -> Outcome {
+    let retention = retention(cli, None).await?;
+    let running = retention.survey().await?.notices.len();
+    retention.end_notices().await?;
+    if cli.json {
+        println!("{}", json!({ "ended": running }));
+    } else {
+        println!("ended {running} running adoption notices");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) async fn adopt(
     cli: &Cli,
     file: &Path,
@@ -364,7 +377,8 @@ pub(super) fn adopt_dry_run(
         println!("dry run: nothing written; {} users in the file", thousands(users.len() as u64));
         if held_back {
             println!(
-                "the first pass erases nobody for inactivity before {}",
+                "the first pass erases nobody for inactivity before {} (the notice also holds \
+                 every tracked user quiet since the adoption)",
                 not_before.unwrap_or(now)
             );
         } else if due == 0 {

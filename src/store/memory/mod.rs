@@ -637,6 +637,10 @@ impl Backend for MemoryNamespace {
         self.ready(|s| s.notices.clone())
     }
 
+    fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
+        self.ready(|s| s.notices.clear())
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         self.ready(|s| s.erasures_finished)
     }

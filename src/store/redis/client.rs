@@ -501,6 +501,17 @@ impl Backend for RedisNamespace {
         })
     }
 
+    fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("HDEL")
+                .arg(&self.keys.meta)
+                .arg("notices")
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
             let finished: Option<u64> = redis::cmd("HGET")

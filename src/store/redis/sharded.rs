@@ -643,6 +643,10 @@ impl Backend for Sharded {
         })
     }
 
+    fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.every(|s| s.end_notices()).await.map(drop) })
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
             self.ready().await?;

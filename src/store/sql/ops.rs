@@ -631,6 +631,10 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
         in_tx!(read self, |s, tx| { s.notices(tx).await })
     }
 
+    fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
+        in_tx!(self, |s, tx| { s.set_meta(tx, "notices", "").await })
+    }
+
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
         in_tx!(read self, |s, tx| {
             let finished = s.meta(tx, "erasures_finished").await?;
