@@ -4,7 +4,9 @@
 use teloxide::types::UserId;
 use teloxide_retention::{Error, Noted, OptOutOutcome};
 
-use crate::common::{DAY, Env};
+use std::time::Duration;
+
+use crate::common::{DAY, Env, T0};
 use crate::every_store;
 use crate::support::Recorder;
 
@@ -96,6 +98,51 @@ async fn more_odd_members_than_a_batch_never_hide_the_due_users_behind_them() {
     let first = retention.prune_once().await.unwrap();
     assert_eq!(first.erased, 60, "1,000 odd members ahead of them hide no one: {first:?}");
     assert!(first.unreadable.len() <= 101, "reports are bounded: {}", first.unreadable.len());
+}
+
+/// A running notice moves where the claim's run of inactive users starts in `seen` (the
+/// first rank above the notice's bound): with odd members and held users below it and odd
+/// members among the due users above it, the claim takes exactly the due users, removes
+/// exactly them, and leaves the held users and the odd members in place. Fails if the run's
+/// removal starts at rank 0 (it would remove held users instead of due ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_moves_the_claims_run_past_the_held_users_and_odd_members() {
+    let env = Env::redis();
+    let eraser = Recorder::new("orders");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    // Held: users 1..=20, adopted at T0 under a 90-day notice.
+    let users = (1..=20u64).map(|u| (UserId(u), None));
+    let until = chrono::DateTime::from_timestamp_millis(T0 + 90 * 86_400_000).unwrap();
+    retention.adopt(users, &teloxide_retention::Adoption::new().not_before(until)).await.unwrap();
+    // Due later: users 21..=30, seen an hour after the adoption.
+    env.clock.advance(Duration::from_secs(3600));
+    for user in 21..=30u64 {
+        retention.note_interaction(UserId(user)).await;
+    }
+    retention.flush().await.unwrap();
+    let mut conn = env.redis_connection();
+    for (member, score) in [("below", T0 - 1), ("0013", T0 + 3_600_002), ("x", T0 + 3_600_001)] {
+        let _: () = redis::cmd("ZADD")
+            .arg("{retention}:seen")
+            .arg(score)
+            .arg(member)
+            .query(&mut conn)
+            .unwrap();
+    }
+    env.clock.advance(31 * DAY);
+    let pass = retention.prune_once().await.unwrap();
+    assert_eq!(pass.erased, 10, "{pass:?}");
+    let erased: Vec<u64> = eraser.calls().iter().map(|e| e.user.0).collect();
+    assert!(erased.iter().all(|u| (21..=30).contains(u)), "{erased:?}");
+    let left: Vec<String> =
+        redis::cmd("ZRANGE").arg("{retention}:seen").arg(0).arg(-1).query(&mut conn).unwrap();
+    let mut expected: Vec<String> = (1..=20).map(|u: u64| u.to_string()).collect();
+    // (`marker`: the namespace's own marker of `seen`.)
+    expected.extend(["below", "0013", "x", "marker"].map(str::to_owned));
+    let (mut left, mut expected) = (left, expected);
+    left.sort();
+    expected.sort();
+    assert_eq!(left, expected);
 }
 
 every_store! {
