@@ -428,6 +428,7 @@ async fn write_throughput(
     let n = args.users;
     flush(raw).await?;
     // The ceiling: single-member ZADDs, pipelined 1,000 per round trip, 4 pipelines in flight.
+    let cpu = redis_cpu_us(raw).await?;
     let started = Instant::now();
     futures_util::stream::iter(
         (0..n).collect::<Vec<_>>().chunks(1000).map(<[u64]>::to_vec).collect::<Vec<_>>(),
@@ -446,7 +447,9 @@ async fn write_throughput(
     .for_each(|r| async move { r.expect("pipeline") })
     .await;
     let ceiling = n as f64 / started.elapsed().as_secs_f64();
+    let raw_cpu = (redis_cpu_us(raw).await? - cpu) / n as f64;
     report.add("raw pipelined ZADD (same client)", ceiling, "members/s", None);
+    report.add("raw pipelined ZADD: Redis CPU per member", raw_cpu, "µs", None);
     let benchmark = redis_benchmark(server, n);
     if let Some(rps) = benchmark {
         report.add("redis-benchmark ZADD -P 64", rps, "members/s", None);
@@ -456,6 +459,9 @@ async fn write_throughput(
     flush(raw).await?;
     let clock = ManualClock::at_unix_ms(NOW);
     let retention = builder(RedisStore::open(url).await?, &clock).build()?;
+    let cpu = redis_cpu_us(raw).await?;
+    let own = own_cpu_us();
+    let calls = zadd_calls(raw).await?;
     let started = Instant::now();
     futures_util::stream::iter(0..n)
         .map(|user| {
@@ -466,6 +472,12 @@ async fn write_throughput(
         .for_each(|_| async {})
         .await;
     let ours = n as f64 / started.elapsed().as_secs_f64();
+    let layer_cpu = (redis_cpu_us(raw).await? - cpu) / n as f64;
+    let own = (own_cpu_us() - own) / n as f64;
+    let calls = zadd_calls(raw).await? - calls;
+    report.add("layer writes: members per ZADD", n as f64 / calls.max(1) as f64, "members", None);
+    report.add("layer writes: Redis CPU per member", layer_cpu, "µs", None);
+    report.add("layer writes: the bot process's CPU per member", own, "µs", None);
     let share = ours / ceiling * 100.0;
     report.add("layer writes of distinct users (1,024 concurrent)", ours, "members/s", None);
     report.add("layer writes / Redis ceiling", share, "%", Some(("≥ 50 %", share >= 50.0)));
@@ -655,6 +667,29 @@ fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
+}
+
+/// The CPU time this process has used so far (user and system, every thread), in µs.
+fn own_cpu_us() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: utime and stime are fields 14 and 15.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Clock ticks of 10 ms (USER_HZ is 100 on Linux).
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
+/// The CPU time Redis has used so far (user and system, its main thread included), in µs.
+async fn redis_cpu_us(raw: &mut redis::aio::MultiplexedConnection) -> Result<f64, BoxError> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(raw).await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((field("used_cpu_user:") + field("used_cpu_sys:")) * 1e6)
 }
 
 async fn used_memory(raw: &mut redis::aio::MultiplexedConnection) -> Result<u64, BoxError> {

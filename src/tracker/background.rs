@@ -67,16 +67,14 @@ impl Tracker {
     pub(super) fn recover_in_flight(&self) {
         let mut st = self.lock();
         let st = &mut *st;
-        if st.in_flight.is_empty() {
-            return;
+        // Callers that waited for them wait until the store timeout (completing their slots
+        // would tell them their write failed); later ones join the next commit.
+        for commit in std::mem::take(&mut st.in_flight) {
+            for (user, ms) in commit.users {
+                let score = st.next_commit.entry(user).or_insert(ms);
+                *score = (*score).max(ms);
+            }
         }
-        for (user, ms) in st.in_flight.drain() {
-            let score = st.next_commit.entry(user).or_insert(ms);
-            *score = (*score).max(ms);
-        }
-        // Callers that waited for it wait for the next write instead (never past the store
-        // timeout): completing the old slot would tell them their write failed.
-        st.in_flight_slot = Arc::clone(&st.slot);
     }
 
     /// The background writer: flushes batches, retries the backlog, reads the feed and
@@ -270,22 +268,36 @@ impl Tracker {
         }
     }
 
-    /// Writes the next commit and completes its waiters.
+    /// Writes the next commit and completes its waiters. The writer and each caller of
+    /// `settle` or `flush` may each have one in flight.
     pub(super) async fn write_next_commit(&self) {
-        let (seen, slot) = {
-            let mut st = self.lock();
-            if st.next_commit.is_empty() {
-                return;
-            }
-            let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
-            st.in_flight = std::mem::take(&mut st.next_commit);
-            st.in_flight_slot = Arc::clone(&slot);
-            (interactions(&st.in_flight), slot)
-        };
+        if let Some(commit) = self.take_commit() {
+            self.write_commit(commit).await;
+        }
+    }
+
+    /// Takes the next commit, if it holds anyone, and puts it in flight beside any other.
+    fn take_commit(&self) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
+        let mut st = self.lock();
+        if st.next_commit.is_empty() {
+            return None;
+        }
+        let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
+        let users = std::mem::take(&mut st.next_commit);
+        let seen = interactions(&users);
+        st.commits += 1;
+        let id = st.commits;
+        st.in_flight.push(InFlight { id, users, slot: Arc::clone(&slot) });
+        Some((id, seen, slot))
+    }
+
+    /// Writes one commit taken by `take_commit` and completes its waiters.
+    async fn write_commit(&self, commit: (u64, Vec<Interaction>, Arc<SetOnce<bool>>)) {
+        let (id, seen, slot) = commit;
         let result = self.write(&seen).await;
         {
             let mut st = self.lock();
-            st.in_flight.clear();
+            st.in_flight.retain(|c| c.id != id);
             match &result {
                 Ok(()) => self.written(&mut st, &seen),
                 Err(e) => {

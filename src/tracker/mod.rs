@@ -106,15 +106,34 @@ struct State {
     next_commit: UserMap<i64>,
     /// Completes when `next_commit` has been written (`true`) or failed (`false`).
     slot: Arc<SetOnce<bool>>,
-    /// The batch being written right now, and its completion.
-    in_flight: UserMap<i64>,
-    in_flight_slot: Arc<SetOnce<bool>>,
+    /// The commits being written right now, oldest first: the writer's, and one of each
+    /// caller of `settle` or `flush` (each is a write in flight for `apply` and for sharing).
+    in_flight: Vec<InFlight>,
+    /// The id of the last commit taken.
+    commits: u64,
     backlog: UserMap<i64>,
     /// Gone marks the store could not take.
     marks: UserMap<KeptMark>,
     healthy: bool,
     /// Users with an erasure running in this process: never served from the cache.
     erasing: UserMap<RunningErasure>,
+}
+
+/// A commit being written: its interactions and its completion.
+struct InFlight {
+    id: u64,
+    users: UserMap<i64>,
+    slot: Arc<SetOnce<bool>>,
+}
+
+impl State {
+    /// The completion of a write in flight that holds `user` at a time within `resolution`
+    /// of `now` (the newest such write), to share.
+    fn sharable_write(&self, user: u64, now: i64, resolution: i64) -> Option<Arc<SetOnce<bool>>> {
+        self.in_flight.iter().rev().find_map(|c| {
+            c.users.get(&user).filter(|&&s| now - s < resolution).map(|_| Arc::clone(&c.slot))
+        })
+    }
 }
 
 /// An erasure of one user running in this process.
@@ -178,8 +197,8 @@ impl Tracker {
                 cache: UserMap::default(),
                 next_commit: UserMap::default(),
                 slot: Arc::new(SetOnce::new()),
-                in_flight: UserMap::default(),
-                in_flight_slot: Arc::new(SetOnce::new()),
+                in_flight: Vec::new(),
+                commits: 0,
                 backlog: UserMap::default(),
                 marks: UserMap::default(),
                 healthy: true,
@@ -257,10 +276,10 @@ impl Tracker {
                 *score = (*score).max(now);
                 Arc::clone(&st.slot)
             } else if !st.erasing.contains_key(&user)
-                && st.in_flight.get(&user).is_some_and(|s| now - s < self.resolution_ms)
+                && let Some(slot) = st.sharable_write(user, now, self.resolution_ms)
             {
                 // Being written right now, recently enough: share that write.
-                Arc::clone(&st.in_flight_slot)
+                slot
             } else if !st.healthy && !must_store {
                 return self.buffer(&mut st, [(user, now)]);
             } else {
@@ -436,7 +455,10 @@ impl Tracker {
                         None => {}
                     }
                 }
-                in_window |= st.in_flight.get(&inv.user).is_some_and(|&ms| within(ms));
+                in_window |= st
+                    .in_flight
+                    .iter()
+                    .any(|c| c.users.get(&inv.user).is_some_and(|&ms| within(ms)));
             }
             (write, in_window)
         };
@@ -452,12 +474,11 @@ impl Tracker {
     /// does). Bounded by the store timeout.
     pub(crate) async fn settle(&self) {
         self.write_next_commit().await;
-        let in_flight = {
-            let st = self.lock();
-            (!st.in_flight.is_empty()).then(|| Arc::clone(&st.in_flight_slot))
-        };
-        if let Some(slot) = in_flight {
-            let _ = timeout(self.door.timeout(), slot.wait()).await;
+        let slots: Vec<Arc<SetOnce<bool>>> =
+            self.lock().in_flight.iter().map(|c| Arc::clone(&c.slot)).collect();
+        if !slots.is_empty() {
+            let all = futures_util::future::join_all(slots.iter().map(|s| s.wait()));
+            let _ = timeout(self.door.timeout(), all).await;
         }
     }
 
@@ -741,6 +762,51 @@ mod tests {
             let status = tracker.door.call(|b| b.status(user)).await.unwrap();
             assert!(status.job.is_some(), "user {user}'s follow-up is scheduled: {status:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_commit_in_flight_counts_for_an_opt_outs_window() {
+        use crate::store::intercept::{Hold, Intercepted, Op};
+
+        // A `flush` writes the next commit beside the writer's own commit in flight. Before
+        // the fix the second commit replaced the first as "the write in flight": an opt-out
+        // announced meanwhile missed the first one's interaction, inside its erasure window,
+        // and called for no follow-up (that update's handler may write after the erasers).
+        let hook = Arc::new(Hold::new(Op::RecordInteractions, true));
+        let store = Intercepted { store: MemoryStore::new(), hook: Arc::clone(&hook) };
+        let config = crate::config::Config::for_tests();
+        let tracker = Arc::new(Tracker::new(
+            &config,
+            Door::new(store.bind("t", crate::store::sealed::Token).0, Duration::from_secs(30)),
+            Arc::new(SyncedClock::new(Arc::new(ManualClock::at_unix_ms(1_000)))),
+            Arc::default(),
+            Arc::default(),
+            CancellationToken::new(),
+        ));
+        // User 1: the writer's commit, held in the store.
+        let writer = Arc::clone(&tracker);
+        let first = tokio::spawn(async move { writer.note_interaction(1, false).await });
+        hook.held.notified().await;
+        // User 2: waits in the next commit, which a flush writes beside it (held too).
+        let waiter = Arc::clone(&tracker);
+        let second = tokio::spawn(async move { waiter.note_interaction(2, false).await });
+        while tracker.lock().next_commit.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let flusher = Arc::clone(&tracker);
+        let flush = tokio::spawn(async move { flusher.flush().await });
+        hook.held.notified().await;
+        assert_eq!(tracker.lock().in_flight.len(), 2);
+
+        let opt_out = Invalidation { user: 1, since: 0, until: 5_000, opt_out: true };
+        assert!(tracker.apply(opt_out).follow_up, "user 1's write in flight is in the window");
+
+        hook.on.store(false, Ordering::SeqCst);
+        hook.released.notify_waiters();
+        assert_eq!(first.await.unwrap(), Noted::Written);
+        assert_eq!(second.await.unwrap(), Noted::Written);
+        flush.await.unwrap().unwrap();
+        assert!(tracker.lock().in_flight.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
