@@ -357,6 +357,10 @@ impl Listing {
     }
 }
 
+/// Users looked up per store call by the audit (the bound of adoption's and interactions'
+/// calls too).
+const LOOKUP_CHUNK: usize = 500;
+
 /// When a page was read: the time taken before listing it, and (without receipts) the
 /// store's count of finished erasures then.
 #[derive(Debug, Clone, Copy)]
@@ -397,7 +401,12 @@ async fn audit_page(
         users.iter().copied().filter(|(u, _)| crate::humans::is_trackable_id(*u)).collect();
     let ids: Vec<u64> = users.iter().map(|(u, _)| u.0).collect();
     part.listed += users.len() as u64;
-    let known = parts.door.call(|b| b.known(&ids)).await?;
+    // Looked up a bounded chunk per store call, whatever the size of the eraser's pages: no
+    // call keeps Redis busy for long (README guarantee 16).
+    let mut known = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        known.extend(parts.door.call(|b| b.known(chunk)).await?);
+    }
     let unknown: Vec<(UserId, Option<DateTime<Utc>>)> =
         users.into_iter().zip(known).filter(|(_, known)| !known).map(|(u, _)| u).collect();
     part.tracked += ids.len() as u64 - unknown.len() as u64;
@@ -405,7 +414,11 @@ async fn audit_page(
         Some(config) if !unknown.is_empty() => {
             let tags: Vec<String> = unknown.iter().map(|(u, _)| config.key.tag(*u)).collect();
             let keep = duration_ms(config.keep);
-            parts.door.call(|b| b.erased_as(&tags, now, keep)).await?
+            let mut erased = Vec::with_capacity(tags.len());
+            for chunk in tags.chunks(LOOKUP_CHUNK) {
+                erased.extend(parts.door.call(|b| b.erased_as(chunk, now, keep)).await?);
+            }
+            erased
         }
         _ => vec![None; unknown.len()],
     };
