@@ -57,6 +57,9 @@ enum Op {
     Advance(u64),
     /// A member that is not a user appears in Redis's `seen` (an index into `NOT_USERS`).
     Plant(usize),
+    /// `Retention::adopt` of a user (with a last activity this many minutes ago, or none)
+    /// under a notice of this many minutes (0: none), or `end_notices` for `None`.
+    Adopt(Option<(u64, Option<u64>, u64)>),
 }
 
 /// Members that are not users: aliases of the model's users among them.
@@ -71,13 +74,20 @@ fn op() -> impl Strategy<Value = Op> {
         2 => user.clone().prop_map(Op::Block),
         1 => user.clone().prop_map(Op::Unblock),
         2 => user.clone().prop_map(Op::OptOut),
-        1 => (user, any::<bool>()).prop_map(|(u, f)| Op::Failing(u, f)),
+        1 => (user.clone(), any::<bool>()).prop_map(|(u, f)| Op::Failing(u, f)),
         3 => Just(Op::Prune),
         1 => Just(Op::Crash),
         // From seconds (within the cache's resolution) to past the 1-day threshold.
         3 => prop_oneof![Just(0u64), Just(1), Just(2), Just(30), Just(61), Just(1441)]
             .prop_map(Op::Advance),
         1 => (0..NOT_USERS.len()).prop_map(Op::Plant),
+        // A notice longer than the 1-day threshold, or none.
+        1 => prop_oneof![
+            4 => (user.clone(), prop::option::of(prop_oneof![Just(5u64), Just(2000)]),
+                  prop_oneof![Just(0u64), Just(60), Just(3000)])
+                .prop_map(|(u, ago, notice)| Op::Adopt(Some((u, ago, notice)))),
+            1 => Just(Op::Adopt(None)),
+        ],
     ]
 }
 
@@ -247,6 +257,21 @@ impl Side {
                 self.eraser.crash.store(false, Ordering::SeqCst);
                 outcome
             }
+            Op::Adopt(None) => format!("{:?}", self.retention.end_notices().await),
+            Op::Adopt(Some((u, ago, notice))) => {
+                let now = teloxide_retention::Clock::now_ms(&self.clock);
+                let at = |minutes_ago: u64| {
+                    chrono::DateTime::from_timestamp_millis(now - minutes_ago as i64 * 60_000)
+                };
+                let mut options = teloxide_retention::Adoption::new();
+                if *notice > 0 {
+                    let until = chrono::DateTime::from_timestamp_millis(now).unwrap()
+                        + chrono::Duration::minutes(*notice as i64);
+                    options = options.not_before(until);
+                }
+                let adopted = self.retention.adopt([(id(*u), ago.and_then(at))], &options).await;
+                format!("{adopted:?}")
+            }
             Op::Plant(i) => {
                 if let Some((conn, seen)) = &self.redis {
                     let member = NOT_USERS[*i];
@@ -280,15 +305,22 @@ impl Side {
             out += &format!("{u}: {:?} {:?}\n", s.last_seen, s.erasure);
         }
         let preview = self.retention.preview(100).await.expect("preview");
-        // The counts of `seen` include its planted members (score 0: always inactive); they
-        // are no users, and no entry of the dry run names one.
+        // The counts of `seen` include its planted members (score 0: always inactive, unless
+        // a running notice holds them, as it holds every time before it); they are no users,
+        // and no entry of the dry run names one.
         let planted = self.planted.lock().unwrap().len() as u64;
+        let planted_inactive =
+            if planted == 0 || !self.retention.survey().await.expect("survey").notices.is_empty() {
+                0
+            } else {
+                planted
+            };
         out += &format!(
             "tracked {} | due: {:?} | inactive {} expired leases {}",
             self.retention.tracked_users().await.expect("tracked") - planted,
             preview.users.iter().map(|e| (e.user, e.reason)).collect::<Vec<_>>(),
-            preview.inactive - planted,
-            preview.expired_leases
+            preview.inactive - planted_inactive,
+            preview.expired_leases,
         );
         out
     }
