@@ -4,8 +4,7 @@
 use super::decode::*;
 use super::scripts::{
     ADOPT, CENSUS_LEASE, CENSUS_RECORD, CENSUS_SWEEP, CENSUS_WALK, CLAIM, CLAIM_USER, COUNT_USE,
-    FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, NOTICE, PREVIEW, SCHEDULE, STATUS,
-    UNSCHEDULE_GONE,
+    FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNSCHEDULE_GONE,
 };
 use super::*;
 
@@ -481,46 +480,19 @@ impl Backend for RedisNamespace {
     }
 
     fn add_notice(&self, notice: Notice, now: Option<i64>) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let mut inv = self.invocation(&NOTICE);
-            inv.arg(notice.seen_by).arg(notice.until);
-            inv.arg(now.map_or(String::new(), |ms| ms.to_string())).arg(MAX_NOTICES);
-            let added: i64 = self.run(&inv).await?;
-            if added == 1 { Ok(()) } else { Err(too_many_notices()) }
-        })
+        Box::pin(self.write_notice(notice, now))
     }
 
     fn notices(&self) -> BoxFuture<'_, Result<Vec<Notice>>> {
-        Box::pin(async move {
-            let text: Option<String> = redis::cmd("HGET")
-                .arg(&self.keys.meta)
-                .arg("notices")
-                .query_async(&mut self.conn.clone())
-                .await?;
-            Ok(Notice::parse_all(text.as_deref().unwrap_or_default()))
-        })
+        Box::pin(self.read_notices())
     }
 
     fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            redis::cmd("HDEL")
-                .arg(&self.keys.meta)
-                .arg("notices")
-                .query_async::<()>(&mut self.conn.clone())
-                .await?;
-            Ok(())
-        })
+        Box::pin(self.drop_notices())
     }
 
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(async move {
-            let finished: Option<u64> = redis::cmd("HGET")
-                .arg(&self.keys.meta)
-                .arg("erasures_finished")
-                .query_async(&mut self.conn.clone())
-                .await?;
-            Ok(finished.unwrap_or(0))
-        })
+        Box::pin(self.finished_count())
     }
 
     fn secret<'a>(&'a self, candidate: &'a str) -> BoxFuture<'a, Result<String>> {

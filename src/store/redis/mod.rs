@@ -7,6 +7,7 @@ mod admin;
 mod client;
 pub(crate) mod connect;
 mod decode;
+mod meta;
 mod scripts;
 pub(crate) mod sharded;
 
