@@ -430,7 +430,7 @@ async fn audit_page(
         _ => false,
     };
     if raced {
-        tracing::info!(
+        tracing::debug!(
             eraser = %part.eraser,
             users = unknown.len(),
             "an erasure finished while a page was read: its untracked users wait for a later \

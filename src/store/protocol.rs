@@ -545,6 +545,10 @@ pub(crate) struct Invalidation {
 pub(crate) struct FeedPage {
     pub(crate) entries: Vec<Invalidation>,
     pub(crate) cursor: String,
+    /// The cursor named another layout than the one read (a reshard under the reader): the
+    /// feeds were read from their start, and what the old ones held since the last read may
+    /// be lost.
+    pub(crate) restarted: bool,
 }
 
 /// The latest erasure that a user's receipts record (see [`Backend::erased_as`]).

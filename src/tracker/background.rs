@@ -201,7 +201,8 @@ impl Tracker {
     pub(super) async fn beat(&self) {
         let backlog = {
             let st = self.lock();
-            let unwritten = if st.healthy { 0 } else { st.next_commit.len() };
+            let in_flight: usize = st.in_flight.iter().map(|c| c.users.len()).sum();
+            let unwritten = if st.healthy { 0 } else { st.next_commit.len() + in_flight };
             (st.backlog.len() + unwritten) as u64
         };
         if let Err(e) = self.door.call(|b| b.heartbeat(self.writer_id, backlog)).await {
@@ -292,9 +293,16 @@ impl Tracker {
     }
 
     /// Writes one commit taken by `take_commit` and completes its waiters.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel-safe: dropped during the write (a cancelled `flush` or `settle`), the commit
+    /// goes back into the next one (see [`Unfinished`]).
     async fn write_commit(&self, commit: (u64, Vec<Interaction>, Arc<SetOnce<bool>>)) {
         let (id, seen, slot) = commit;
+        let mut unfinished = Unfinished { tracker: self, id, done: false };
         let result = self.write(&seen).await;
+        unfinished.done = true;
         {
             let mut st = self.lock();
             st.in_flight.retain(|c| c.id != id);
@@ -443,4 +451,33 @@ impl Tracker {
 /// The interactions of a user → time map, to write.
 fn interactions<'a>(times: impl IntoIterator<Item = (&'a u64, &'a i64)>) -> Vec<Interaction> {
     times.into_iter().map(|(&user, &at)| Interaction { user, at }).collect()
+}
+
+/// A commit in flight whose write may be dropped midway (its caller, a `flush` or `settle`,
+/// cancelled): then it goes back into the next commit, since it may or may not have reached
+/// the store and writing it again never moves a user back, and the writer is woken. Its
+/// waiters wait until the store timeout, as after a writer that is gone.
+struct Unfinished<'a> {
+    tracker: &'a Tracker,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        {
+            let mut st = self.tracker.lock();
+            let st = &mut *st;
+            if let Some(i) = st.in_flight.iter().position(|c| c.id == self.id) {
+                for (user, ms) in st.in_flight.remove(i).users {
+                    let score = st.next_commit.entry(user).or_insert(ms);
+                    *score = (*score).max(ms);
+                }
+            }
+        }
+        self.tracker.wake.notify_one();
+    }
 }

@@ -627,14 +627,14 @@ impl FeedReader {
         self.schedule_follow_ups(tracker).await;
         loop {
             let read = match &self.cursor {
-                None => tracker
-                    .door
-                    .call(|b| b.feed_head())
-                    .await
-                    .map(|cursor| FeedPage { entries: Vec::new(), cursor }),
+                None => tracker.door.call(|b| b.feed_head()).await.map(|cursor| FeedPage {
+                    entries: Vec::new(),
+                    cursor,
+                    restarted: false,
+                }),
                 Some(cursor) => tracker.door.call(|b| b.feed_read(cursor)).await,
             };
-            let FeedPage { entries: invalidations, cursor: next } = match read {
+            let FeedPage { entries: invalidations, cursor: next, restarted } = match read {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::debug!(error = %e, "could not read the erasure feed");
@@ -644,9 +644,10 @@ impl FeedReader {
             let gap = self.last_ok.is_some_and(|at| {
                 at.elapsed() > Duration::from_millis(FEED_KEEP_MS.unsigned_abs() / 2)
             });
-            if gap || self.cursor.is_none() {
-                // Announcements may have expired unseen, or users were written before the
-                // feed's position was known (it could not be read then): forget the cache
+            if gap || self.cursor.is_none() || restarted {
+                // Announcements may have expired unseen (or gone with a layout resharded
+                // under this process), or users were written before the feed's position was
+                // known (it could not be read then): forget the cache
                 // instead, but first send what it skipped to the store, so that no
                 // interaction served from it is lost.
                 tracker.forget_cache();
@@ -807,6 +808,53 @@ mod tests {
         assert_eq!(second.await.unwrap(), Noted::Written);
         flush.await.unwrap().unwrap();
         assert!(tracker.lock().in_flight.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_flush_puts_its_commit_back() {
+        use crate::store::intercept::{Hold, Intercepted, Op};
+
+        // A caller may cancel `flush` (it is documented cancel-safe). Dropped during its
+        // write, its commit went nowhere: its users were neither written nor buffered, and
+        // it stayed "in flight" for good (every later `settle` waited on it).
+        let hook = Arc::new(Hold::new(Op::RecordInteractions, true));
+        let memory = MemoryStore::new();
+        let store = Intercepted { store: memory.clone(), hook: Arc::clone(&hook) };
+        let config = crate::config::Config::for_tests();
+        let tracker = Arc::new(Tracker::new(
+            &config,
+            Door::new(store.bind("t", crate::store::sealed::Token).0, Duration::from_secs(30)),
+            Arc::new(SyncedClock::new(Arc::new(ManualClock::at_unix_ms(1_000)))),
+            Arc::default(),
+            Arc::default(),
+            CancellationToken::new(),
+        ));
+        let writer = Arc::clone(&tracker);
+        let first = tokio::spawn(async move { writer.note_interaction(1, false).await });
+        hook.held.notified().await;
+        let waiter = Arc::clone(&tracker);
+        let _second = tokio::spawn(async move { waiter.note_interaction(2, false).await });
+        while tracker.lock().next_commit.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let flush = timeout(Duration::from_millis(100), tracker.flush()).await;
+        assert!(flush.is_err(), "the flush's write was held, and cancelled");
+        {
+            let st = tracker.lock();
+            assert_eq!(st.in_flight.len(), 1, "only the writer's commit is in flight");
+            assert!(st.next_commit.contains_key(&2), "user 2 waits for the next commit again");
+        }
+        hook.on.store(false, Ordering::SeqCst);
+        hook.released.notify_waiters();
+        assert_eq!(first.await.unwrap(), Noted::Written);
+        let backend = memory.bind("t", crate::store::sealed::Token).0;
+        for _ in 0..500 {
+            if backend.status(2).await.unwrap().last_seen.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("user 2 was never written");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

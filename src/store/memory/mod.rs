@@ -569,7 +569,7 @@ impl Backend for MemoryNamespace {
             let after: u64 = cursor.parse().unwrap_or(0);
             let entries =
                 s.feed.iter().filter(|(seq, _, _)| *seq > after).map(|(_, _, inv)| *inv).collect();
-            FeedPage { entries, cursor: s.feed_seq.to_string() }
+            FeedPage { entries, cursor: s.feed_seq.to_string(), restarted: false }
         })
     }
 

@@ -550,6 +550,12 @@ impl RedisNamespace {
                     .query_async::<()>(&mut conn)
                     .await?;
             }
+            // Moved, not copied: a later reshard back must not bring notices ended since.
+            redis::cmd("HDEL")
+                .arg(&self.keys.meta)
+                .arg("notices")
+                .query_async::<()>(&mut conn)
+                .await?;
         }
         let (mut users, mut scheduled) = (0, 0);
         for (key, kind) in [

@@ -361,7 +361,7 @@ impl Backend for RedisNamespace {
             let mut out = Vec::new();
             let mut next = cursor.to_owned();
             let Value::Array(entries) = reply else {
-                return Ok(FeedPage { entries: out, cursor: next });
+                return Ok(FeedPage { entries: out, cursor: next, restarted: false });
             };
             for entry in entries {
                 let Value::Array(parts) = entry else { continue };
@@ -378,7 +378,7 @@ impl Backend for RedisNamespace {
                     None => tracing::warn!(entry = %next, "skipped an unreadable feed entry"),
                 }
             }
-            Ok(FeedPage { entries: out, cursor: next })
+            Ok(FeedPage { entries: out, cursor: next, restarted: false })
         })
     }
 

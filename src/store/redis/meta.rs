@@ -34,6 +34,20 @@ impl RedisNamespace {
         Ok(())
     }
 
+    /// Whether the layout fence refuses writes here now (as `fence.lua` decides; `home`: the
+    /// namespace's own tag, one shard).
+    pub(super) async fn layout_fenced(&self, home: bool) -> Result<bool> {
+        let (moved, resharding, shards): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(&self.keys.meta)
+                .arg("moved")
+                .arg("resharding")
+                .arg("shards")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        Ok(moved.is_some() || (home && (resharding.is_some() || shards.is_some_and(|s| s != "1"))))
+    }
+
     /// See `Backend::erasures_finished` (`finish.lua` counts).
     pub(super) async fn finished_count(&self) -> Result<u64> {
         let finished: Option<u64> = redis::cmd("HGET")

@@ -201,12 +201,19 @@ impl Sharded {
         &self.shards[shard_of(user, self.shards.len())]
     }
 
-    /// Runs `call` on every shard concurrently; all results, or the first error.
     /// The shards whose erasure feeds this process reads: its own, or, when it was opened
     /// with another count than the namespace records (it missed a reshard), the recorded
     /// layout's, where the other replicas announce their erasures (as its interactions are
     /// written there). During a resharding there is no layout to read: the error.
     async fn feed_layout(&self) -> Result<Vec<Arc<RedisNamespace>>> {
+        // A reshard under this process deletes its layout's feeds. A process that has not
+        // written since (a write meets the fence and reads the layout again) must not read
+        // them empty for good: each read looks at the fence first (one `HMGET`).
+        if self.checked.load(Ordering::Acquire)
+            && self.shards[0].layout_fenced(self.shards.len() == 1).await?
+        {
+            self.checked.store(false, Ordering::Release);
+        }
         match self.ready().await {
             Ok(()) => Ok(self.shards.clone()),
             Err(Error::ShardCount { recorded, .. }) if (1..=MAX_SHARDS).contains(&recorded) => {
@@ -216,6 +223,7 @@ impl Sharded {
         }
     }
 
+    /// Runs `call` on every shard concurrently; all results, or the first error.
     async fn every<'a, T, F>(&'a self, call: F) -> Result<Vec<T>>
     where
         F: Fn(&'a RedisNamespace) -> BoxFuture<'a, Result<T>>,
@@ -464,13 +472,13 @@ impl Backend for Sharded {
     fn feed_read<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<FeedPage>> {
         Box::pin(async move {
             let shards = self.feed_layout().await?;
-            let cursors = match split_cursor(cursor, shards.len()) {
-                Ok(cursors) => cursors,
-                // A position in another layout (this process read the feed before a reshard
-                // it then missed): the new layout's feeds hold only what was announced
-                // since the reshard (it moves none), so they are read from their start.
-                Err(_) if shards.len() != self.shards.len() => vec!["0-0"; shards.len()],
-                Err(e) => return Err(e),
+            let (cursors, restarted) = match split_cursor(cursor, shards.len()) {
+                Ok(cursors) => (cursors, false),
+                // A position in another layout (a reshard under this process, or one it
+                // missed): the layout's feeds hold only what was announced since the reshard
+                // (it moves none), so they are read from their start, and the reader learns
+                // that what the old ones held since its last read may be lost.
+                Err(_) => (vec!["0-0"; shards.len()], true),
             };
             let reads = shards.iter().zip(cursors).map(|(s, c)| s.feed_read(c));
             let mut all = Vec::new();
@@ -479,7 +487,7 @@ impl Backend for Sharded {
                 all.extend(page.entries);
                 next.push(page.cursor);
             }
-            Ok(FeedPage { entries: all, cursor: next.join(",") })
+            Ok(FeedPage { entries: all, cursor: next.join(","), restarted })
         })
     }
 
@@ -644,7 +652,11 @@ impl Backend for Sharded {
     }
 
     fn end_notices(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.every(|s| s.end_notices()).await.map(drop) })
+        // The home's too: a later reshard copies the notices of the layout it moves from.
+        Box::pin(async move {
+            self.every(|s| s.end_notices()).await?;
+            self.home.end_notices().await
+        })
     }
 
     fn erasures_finished(&self) -> BoxFuture<'_, Result<u64>> {

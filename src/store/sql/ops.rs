@@ -451,7 +451,7 @@ impl<D: Dialect> Backend for SqlNamespace<D> {
                     })
                 })
                 .collect::<Result<_>>()?;
-            Ok(FeedPage { entries, cursor: next.to_string() })
+            Ok(FeedPage { entries, cursor: next.to_string(), restarted: false })
         })
     }
 
