@@ -154,6 +154,23 @@ async fn reshard_moves_every_user_and_scheduled_erasure() {
     assert_eq!(bot.tracked_users().await.unwrap(), 0);
 }
 
+/// 2,000 users on one shard, a process that checked that layout and has sent no heartbeat
+/// yet (the race that no heartbeat check can close), and a reshard to 4 it does not see.
+async fn missed_a_reshard(server: &RedisServer, clock: &ManualClock) -> Retention {
+    seed_2000(server, clock).await;
+    let stale = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
+        .namespace("shop")
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(stale.status(UserId(1)).await.unwrap().last_seen.is_some());
+    let store = RedisStore::open(&server.url()).await.unwrap();
+    assert_eq!(store.reshard("shop", 4).await.unwrap().users, 2000);
+    stale
+}
+
 /// A process that missed a reshard reads the erasure feed of the layout the namespace has
 /// now, where its interactions go: another replica's opt-out drops the user from its cache,
 /// and the user's next interaction is written (a user again), not served from a cache the
@@ -165,17 +182,7 @@ async fn a_process_that_missed_a_reshard_reads_the_feed_of_the_new_layout() {
     crate::common::init_tracing();
     let server = RedisServer::start();
     let clock = ManualClock::at_unix_ms(T0);
-    seed_2000(&server, &clock).await;
-    let stale = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
-        .namespace("shop")
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    assert!(stale.status(UserId(1)).await.unwrap().last_seen.is_some());
-    let store = RedisStore::open(&server.url()).await.unwrap();
-    assert_eq!(store.reshard("shop", 4).await.unwrap().users, 2000);
+    let stale = missed_a_reshard(&server, &clock).await;
 
     clock.advance(Duration::from_secs(60));
     assert_eq!(stale.note_interaction(UserId(5)).await, Noted::Written);
@@ -407,20 +414,7 @@ async fn a_process_that_missed_a_reshard_writes_into_the_new_layout() {
     crate::common::init_tracing();
     let server = RedisServer::start();
     let clock = ManualClock::at_unix_ms(T0);
-    seed_2000(&server, &clock).await;
-    // A process that checked the layout (one shard) and has sent no heartbeat yet: the
-    // race that no heartbeat check can close.
-    let stale = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
-        .namespace("shop")
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    assert!(stale.status(UserId(1)).await.unwrap().last_seen.is_some());
-
-    let store = RedisStore::open(&server.url()).await.unwrap();
-    assert_eq!(store.reshard("shop", 4).await.unwrap().users, 2000);
+    let stale = missed_a_reshard(&server, &clock).await;
 
     // Past the threshold of the seeded times, the users interact through the stale process.
     clock.advance(31 * DAY);
