@@ -765,16 +765,17 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_commit_in_flight_counts_for_an_opt_outs_window() {
+    type Noting = tokio::task::JoinHandle<Noted>;
+
+    /// A tracker on a memory store whose interaction writes are held: user 1's commit is in
+    /// flight (the writer's, held), user 2 waits in the next commit.
+    async fn user_1_in_flight_user_2_waiting()
+    -> (Arc<crate::store::intercept::Hold>, MemoryStore, Arc<Tracker>, Noting, Noting) {
         use crate::store::intercept::{Hold, Intercepted, Op};
 
-        // A `flush` writes the next commit beside the writer's own commit in flight. Before
-        // the fix the second commit replaced the first as "the write in flight": an opt-out
-        // announced meanwhile missed the first one's interaction, inside its erasure window,
-        // and called for no follow-up (that update's handler may write after the erasers).
         let hook = Arc::new(Hold::new(Op::RecordInteractions, true));
-        let store = Intercepted { store: MemoryStore::new(), hook: Arc::clone(&hook) };
+        let memory = MemoryStore::new();
+        let store = Intercepted { store: memory.clone(), hook: Arc::clone(&hook) };
         let config = crate::config::Config::for_tests();
         let tracker = Arc::new(Tracker::new(
             &config,
@@ -784,16 +785,25 @@ mod tests {
             Arc::default(),
             CancellationToken::new(),
         ));
-        // User 1: the writer's commit, held in the store.
         let writer = Arc::clone(&tracker);
         let first = tokio::spawn(async move { writer.note_interaction(1, false).await });
         hook.held.notified().await;
-        // User 2: waits in the next commit, which a flush writes beside it (held too).
         let waiter = Arc::clone(&tracker);
         let second = tokio::spawn(async move { waiter.note_interaction(2, false).await });
         while tracker.lock().next_commit.is_empty() {
             tokio::task::yield_now().await;
         }
+        (hook, memory, tracker, first, second)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_commit_in_flight_counts_for_an_opt_outs_window() {
+        // A `flush` writes the next commit beside the writer's own commit in flight. Before
+        // the fix the second commit replaced the first as "the write in flight": an opt-out
+        // announced meanwhile missed the first one's interaction, inside its erasure window,
+        // and called for no follow-up (that update's handler may write after the erasers).
+        let (hook, _, tracker, first, second) = user_1_in_flight_user_2_waiting().await;
+        // A flush writes user 2's commit beside the writer's (held too).
         let flusher = Arc::clone(&tracker);
         let flush = tokio::spawn(async move { flusher.flush().await });
         hook.held.notified().await;
@@ -812,31 +822,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancelled_flush_puts_its_commit_back() {
-        use crate::store::intercept::{Hold, Intercepted, Op};
-
         // A caller may cancel `flush` (it is documented cancel-safe). Dropped during its
         // write, its commit went nowhere: its users were neither written nor buffered, and
         // it stayed "in flight" for good (every later `settle` waited on it).
-        let hook = Arc::new(Hold::new(Op::RecordInteractions, true));
-        let memory = MemoryStore::new();
-        let store = Intercepted { store: memory.clone(), hook: Arc::clone(&hook) };
-        let config = crate::config::Config::for_tests();
-        let tracker = Arc::new(Tracker::new(
-            &config,
-            Door::new(store.bind("t", crate::store::sealed::Token).0, Duration::from_secs(30)),
-            Arc::new(SyncedClock::new(Arc::new(ManualClock::at_unix_ms(1_000)))),
-            Arc::default(),
-            Arc::default(),
-            CancellationToken::new(),
-        ));
-        let writer = Arc::clone(&tracker);
-        let first = tokio::spawn(async move { writer.note_interaction(1, false).await });
-        hook.held.notified().await;
-        let waiter = Arc::clone(&tracker);
-        let _second = tokio::spawn(async move { waiter.note_interaction(2, false).await });
-        while tracker.lock().next_commit.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        let (hook, memory, tracker, first, _second) = user_1_in_flight_user_2_waiting().await;
         let flush = timeout(Duration::from_millis(100), tracker.flush()).await;
         assert!(flush.is_err(), "the flush's write was held, and cancelled");
         {
