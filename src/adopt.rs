@@ -75,7 +75,9 @@ impl Adoption {
     /// A date in the past gives no notice. A date more than a year ahead is refused with
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), writing nothing: a notice
     /// that long keeps data no longer needed (and is often milliseconds read as seconds).
-    /// Up to 64 notices run at once in a namespace.
+    /// Up to 64 notices run at once in a namespace; a stored notice this version cannot read
+    /// holds every inactivity erasure until
+    /// [`Retention::end_notices`](crate::Retention::end_notices).
     #[must_use]
     pub fn not_before(mut self, date: DateTime<Utc>) -> Self {
         self.not_before = Some(date);

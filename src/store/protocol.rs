@@ -68,14 +68,21 @@ pub(crate) struct Notice {
 pub(crate) const MAX_NOTICES: usize = 64;
 
 impl Notice {
+    /// What a part of the stored notices this version cannot read counts as: a notice that
+    /// holds every user (2^53 ms, beyond any time) until the notices are ended, so that a
+    /// value the crate did not write never lets an erasure through (`notices.lua` alike).
+    pub(crate) const UNREADABLE: Self = Self { seen_by: 1 << 53, until: 1 << 53 };
+
     /// The notices stored as text (`seen_by:until,...`, as `notice.lua` and the SQL stores'
-    /// `meta` keep them); parts that cannot be read are skipped.
+    /// `meta` keep them); a part that cannot be read is [`UNREADABLE`](Self::UNREADABLE).
     pub(crate) fn parse_all(text: &str) -> Vec<Self> {
+        let parse = |part: &str| {
+            let (seen_by, until) = part.split_once(':')?;
+            Some(Self { seen_by: seen_by.parse().ok()?, until: until.parse().ok()? })
+        };
         text.split(',')
-            .filter_map(|part| {
-                let (seen_by, until) = part.split_once(':')?;
-                Some(Self { seen_by: seen_by.parse().ok()?, until: until.parse().ok()? })
-            })
+            .filter(|part| !part.is_empty())
+            .map(|part| parse(part).unwrap_or(Self::UNREADABLE))
             .collect()
     }
 
@@ -833,9 +840,14 @@ mod tests {
     #[test]
     fn notices_hold_the_quiet_users_of_the_latest_running_one() {
         let n = |seen_by, until| Notice { seen_by, until };
-        let stored = Notice::parse_all("100:500,200:300,bad,7:x");
-        assert_eq!(stored, [n(100, 500), n(200, 300)], "unreadable parts are skipped");
+        let stored = Notice::parse_all("100:500,200:300");
+        assert_eq!(stored, [n(100, 500), n(200, 300)]);
         assert_eq!(Notice::parse_all(&Notice::format_all(&stored)), stored);
+        assert_eq!(Notice::parse_all(""), []);
+        // A part this version cannot read holds everyone until the notices are ended.
+        let odd = Notice::parse_all("100:500,bad,7:x");
+        assert_eq!(odd, [n(100, 500), Notice::UNREADABLE, Notice::UNREADABLE]);
+        assert_eq!(held_through(&odd, 10_000), Some(1 << 53));
         // (now) -> held through
         assert_eq!(held_through(&stored, 250), Some(200));
         assert_eq!(held_through(&stored, 300), Some(100), "the later one ended");

@@ -145,6 +145,32 @@ async fn a_notice_moves_the_claims_run_past_the_held_users_and_odd_members() {
     assert_eq!(left, expected);
 }
 
+/// A `notices` value this version cannot read (written by hand, or by another version)
+/// holds every inactivity erasure, as an unreadable heartbeat does, until the notices are
+/// ended: it is never read as "no notice". Fails if `notices.lua` skips what it cannot
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_this_version_cannot_read_holds_inactivity_erasures() {
+    let env = Env::redis();
+    let eraser = Recorder::new("orders");
+    let retention = env.builder().await.erase_with(eraser.clone()).build().unwrap();
+    retention.note_interaction(UserId(1)).await;
+    retention.flush().await.unwrap();
+    let mut conn = env.redis_connection();
+    let _: () = redis::cmd("HSET")
+        .arg("{retention}:meta")
+        .arg("notices")
+        .arg("until-2027")
+        .query(&mut conn)
+        .unwrap();
+    env.clock.advance(31 * DAY);
+    assert_eq!(retention.preview(10).await.unwrap().inactive, 0);
+    assert_eq!(retention.prune_once().await.unwrap().erased, 0, "held");
+    assert_eq!(retention.survey().await.unwrap().held_by_notices, 1);
+    retention.end_notices().await.unwrap();
+    assert_eq!(retention.prune_once().await.unwrap().erased, 1);
+}
+
 every_store! {
     async fn ids_outside_the_user_range_are_refused_everywhere(env) {
         let retention = env.builder().await.build().unwrap();

@@ -45,7 +45,7 @@ pub(crate) static PREVIEW: LazyLock<Script> = script!(
     "lua/preview.lua"
 );
 pub(crate) static NOTICE: LazyLock<Script> =
-    script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/notice.lua");
+    script!("#!lua", "lua/fence.lua", "lua/writers.lua", "lua/notices.lua", "lua/notice.lua");
 pub(crate) static COUNT_USE: LazyLock<Script> = script!("#!lua", "lua/count_use.lua");
 pub(crate) static HEARTBEAT: LazyLock<Script> =
     script!("#!lua flags=allow-oom", "lua/writers.lua", "lua/heartbeat.lua");

@@ -7,7 +7,8 @@
 -- ARGV: 1 seen_by (ms), 2 until (ms), 3 now (ms), or '' for Redis's own clock, 4 the most
 --       notices that may run at once
 -- Returns 1, or 0 when that many others run already (nothing written); a `LAYOUT` error if
--- the layout of these keys is no longer read (fence.lua and writers.lua are prepended).
+-- the layout of these keys is no longer read (fence.lua, writers.lua and notices.lua are
+-- prepended).
 
 local refused = fence()
 if refused then
@@ -16,14 +17,14 @@ end
 local now = now_or_redis(ARGV[3])
 local new_seen, new_until = tonumber(ARGV[1]), tonumber(ARGV[2])
 local running = {}
-for seen_by, till in string.gmatch(redis.call('HGET', KEYS[8], 'notices') or '', '(%-?%d+):(%-?%d+)') do
-  local s, u = tonumber(seen_by), tonumber(till)
+for _, n in ipairs(read_notices()) do
+  local s, u = n[1], n[2]
   if u > now then
     if s >= new_seen and u >= new_until then
       return 1
     end
     if not (new_seen >= s and new_until >= u) then
-      running[#running + 1] = seen_by .. ':' .. till
+      running[#running + 1] = string.format('%d:%d', s, u)
     end
   end
 end
