@@ -3,6 +3,7 @@
 //! follow the runtime they run on.
 
 use super::*;
+use futures_util::StreamExt as _;
 
 impl Tracker {
     /// Starts the writer and the heartbeat now if the caller runs on a tokio runtime (the
@@ -80,6 +81,11 @@ impl Tracker {
     /// The background writer: flushes batches, retries the backlog, reads the feed and
     /// keeps the cache small.
     pub(super) async fn run(self: Arc<Self>) {
+        // The writer's commits in flight: a second one goes out beside the first once it is
+        // large enough, so that the store has the next commit at hand while this process
+        // completes the first's waiters (see `take_commit_beside`). Dropped with the writer
+        // (its runtime shut down), each puts its users back into the next commit.
+        let mut writing = futures_util::stream::FuturesUnordered::new();
         let mut backoff = MIN_BACKOFF;
         let mut retry_at: Option<Instant> = None;
         let mut next_poll = Instant::now();
@@ -92,13 +98,16 @@ impl Tracker {
             }
             tokio::select! {
                 () = self.cancel.cancelled() => {
-                    // Last chance for buffered interactions; bounded by the store timeout.
+                    // The commits in flight finish first (each bounded by the store timeout,
+                    // as every write is); then the last chance for buffered interactions.
+                    while writing.next().await.is_some() {}
                     let flushed = self.flush().await;
                     let _ = self.flushed.set(flushed.is_ok());
                     return;
                 }
                 () = self.wake.notified() => {}
                 () = sleep_until(wake_at) => {}
+                Some(()) = writing.next(), if !writing.is_empty() => {}
             }
             // Times are corrected by the offset to the store's clock before the first write
             // (later measurements are the pulse's).
@@ -113,7 +122,18 @@ impl Tracker {
                 let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
-            self.write_next_commit().await;
+            let before = writing.len();
+            while let Some(commit) = self.take_commit_beside(writing.len()) {
+                writing.push(self.write_commit(commit));
+            }
+            if writing.len() > before {
+                // Send them now, not after the backlog and the feed below.
+                std::future::poll_fn(|cx| {
+                    let _ = writing.poll_next_unpin(cx);
+                    std::task::Poll::Ready(())
+                })
+                .await;
+            }
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
             }
@@ -277,14 +297,40 @@ impl Tracker {
         }
     }
 
+    /// The writer's next commit, if it holds anyone and `writing` (the writer's commits in
+    /// flight) leaves room: the first always, a second one once it holds
+    /// [`SECOND_COMMIT_AT`] users (fewer would cost the store a call for little).
+    fn take_commit_beside(
+        &self,
+        writing: usize,
+    ) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
+        let at = match writing {
+            0 => 1,
+            w if w < COMMITS_IN_FLIGHT => SECOND_COMMIT_AT,
+            _ => return None,
+        };
+        let mut st = self.lock();
+        if st.next_commit.len() < at {
+            return None;
+        }
+        Self::take(&mut st)
+    }
+
     /// Takes the next commit, if it holds anyone, and puts it in flight beside any other.
     fn take_commit(&self) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
         let mut st = self.lock();
         if st.next_commit.is_empty() {
             return None;
         }
+        Self::take(&mut st)
+    }
+
+    fn take(st: &mut State) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
         let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
-        let users = std::mem::take(&mut st.next_commit);
+        // The next commit starts at this one's size: it fills under the lock every caller
+        // takes, which growing it step by step would hold longer.
+        let room = UserMap::with_capacity_and_hasher(st.next_commit.len(), Default::default());
+        let users = std::mem::replace(&mut st.next_commit, room);
         let seen = interactions(&users);
         st.commits += 1;
         let id = st.commits;

@@ -3,8 +3,9 @@
 //! - **Cache.** A user written less than the resolution ago is not written again: an active
 //!   user costs one hash-map lookup.
 //! - **Group commit.** Users not in the cache join the next commit; one background writer
-//!   sends the whole batch as one `ZADD GT` while the next batch fills. Concurrent first
-//!   interactions of one user share the same write.
+//!   sends the whole batch as one `ZADD GT` while the next batch fills, and once it holds
+//!   [`SECOND_COMMIT_AT`] users, sends it beside the first. Concurrent first interactions
+//!   of one user share the same write.
 //! - **Outages.** A failed write moves its users to a bounded backlog that the writer
 //!   retries with backoff; while the store is failing, interactions go straight to the backlog
 //!   instead of waiting. Gone marks the store could not take (a block, a failed send) wait
@@ -53,6 +54,12 @@ mod marks;
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FEED_POLL: Duration = Duration::from_secs(1);
+/// The writer's commits in flight at most: the next goes out while one is being written, so
+/// that the store has it at hand once done, while this process wakes the first's callers.
+const COMMITS_IN_FLIGHT: usize = 2;
+/// The users a commit waits for before it goes out beside another in flight: fewer would
+/// cost the store a call for little.
+const SECOND_COMMIT_AT: usize = 256;
 /// How often the offset between this process's clock and the store's is measured.
 pub(crate) const CLOCK_SYNC: Duration = Duration::from_secs(60);
 
@@ -818,6 +825,50 @@ mod tests {
         assert_eq!(second.await.unwrap(), Noted::Written);
         flush.await.unwrap().unwrap();
         assert!(tracker.lock().in_flight.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_next_commit_goes_out_beside_the_one_in_flight() {
+        // The writer keeps two commits in flight, so that the store has the next at hand
+        // while this process wakes the first one's callers (bench section 2); the second goes
+        // out once it holds SECOND_COMMIT_AT users, not before (a call for a few users would
+        // cost the store more than it saves).
+        let (hook, _, tracker, first, second) = user_1_in_flight_user_2_waiting().await;
+        let join = |users: std::ops::Range<u64>| -> Vec<Noting> {
+            users
+                .map(|user| {
+                    let tracker = Arc::clone(&tracker);
+                    tokio::spawn(async move { tracker.note_interaction(user, false).await })
+                })
+                .collect()
+        };
+        // User 2 and the rest of a second commit.
+        let mut waiting = join(10..10 + SECOND_COMMIT_AT as u64 - 1);
+        let sent = timeout(Duration::from_secs(60), async {
+            while tracker.lock().in_flight.len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        });
+        sent.await.expect("a second commit went out beside the first");
+        {
+            let st = tracker.lock();
+            assert_eq!(st.in_flight[1].users.len(), SECOND_COMMIT_AT, "it went out when full");
+            assert!(st.in_flight[1].users.contains_key(&2));
+        }
+        // Later users wait for a commit to come back.
+        waiting.extend(join(1_000..1_300));
+        while tracker.lock().next_commit.len() < 300 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(tracker.lock().in_flight.len(), 2, "two at most");
+
+        hook.on.store(false, Ordering::SeqCst);
+        hook.released.notify_waiters();
+        assert_eq!(first.await.unwrap(), Noted::Written);
+        assert_eq!(second.await.unwrap(), Noted::Written);
+        for noting in waiting {
+            assert_eq!(noting.await.unwrap(), Noted::Written);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -439,3 +439,56 @@ async fn a_process_that_missed_a_reshard_writes_into_the_new_layout() {
         .expect("the stale process shuts down")
         .unwrap();
 }
+
+/// A write the layout fence refuses writes nothing, and leaves `seen` exactly as it was:
+/// interactions go as a transaction (the fence's guard, a plain `ZADD GT`, the undoing),
+/// and the guard sets `seen` aside for the moment of the refused `ZADD`. Fails if the guard
+/// lets the `ZADD` through (user 4 and user 1's new time would land in the fenced layout) or
+/// does not put `seen` back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_fence_refuses_leaves_seen_as_it_was() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let bot = bot(&server, 1, &clock).await;
+    for user in 1..=3 {
+        assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
+    }
+    let mut conn = server.sync_connection();
+    let range = |conn: &mut redis::Connection| -> Vec<(String, f64)> {
+        redis::cmd("ZRANGE")
+            .arg("{shop}:seen")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(conn)
+            .unwrap()
+    };
+    let before = range(&mut conn);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // A resharding under way fences the one-shard layout.
+    let () =
+        redis::cmd("HSET").arg("{shop}:meta").arg("resharding").arg(4).query(&mut conn).unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let refused = bot.note_interaction(UserId(4)).await;
+    assert!(!refused.is_stored(), "{refused:?}");
+    assert!(!bot.note_interaction(UserId(1)).await.is_stored());
+    assert_eq!(range(&mut conn), before, "nothing written, nothing lost");
+    let kind: String = redis::cmd("TYPE").arg("{shop}:seen").query(&mut conn).unwrap();
+    assert_eq!(kind, "zset");
+    let keys = keys(&server);
+    assert!(!keys.iter().any(|k| k.contains("aside")), "{keys:?}");
+
+    // The resharding given up: the kept interactions are written.
+    let () = redis::cmd("HDEL").arg("{shop}:meta").arg("resharding").query(&mut conn).unwrap();
+    crate::support::eventually("the kept interactions are written", || async {
+        bot.flush().await.is_ok() && bot.stats().buffered_users == 0
+    })
+    .await;
+    let after = range(&mut conn);
+    assert_eq!(after.len(), 4, "{after:?}");
+    let one = bot.status(UserId(1)).await.unwrap().last_seen.unwrap();
+    assert_eq!(one.timestamp_millis(), T0 + 3_600_000);
+    bot.shutdown().await.unwrap();
+}

@@ -65,6 +65,22 @@ pub(crate) static CENSUS_LEASE: LazyLock<Script> = script!("#!lua", "lua/census_
 pub(crate) static CENSUS_SWEEP: LazyLock<Script> =
     script!("#!lua", "lua/fence.lua", "lua/census_sweep.lua");
 
+/// The source of a script sent with its source (`EVAL`), with its flags and helpers as in
+/// `script!`.
+macro_rules! source {
+    ($flags:literal, $($file:literal),+) => {
+        concat!($flags, "\n", $(include_str!($file)),+)
+    };
+}
+
+/// The guard of a fenced plain write and its undoing (guard.lua), sent with their source:
+/// inside a transaction, a script Redis no longer knows (`NOSCRIPT`, after a restart or a
+/// failover) would fail alone and let the write through unguarded.
+pub(crate) const GUARD: &str =
+    source!("#!lua flags=allow-oom", "lua/fence.lua", "lua/aside.lua", "lua/guard.lua");
+pub(crate) const UNGUARD: &str =
+    source!("#!lua flags=allow-oom", "lua/aside.lua", "lua/unguard.lua");
+
 /// Every script with its name, for tools that report per script.
 #[allow(dead_code)] // used by examples/bench.rs, which includes this file
 pub(crate) static ALL: [(&str, &LazyLock<Script>); 19] = [
