@@ -3,7 +3,6 @@
 //! follow the runtime they run on.
 
 use super::*;
-use futures_util::StreamExt as _;
 
 impl Tracker {
     /// Starts the writer and the heartbeat now if the caller runs on a tokio runtime (the
@@ -83,9 +82,11 @@ impl Tracker {
     pub(super) async fn run(self: Arc<Self>) {
         // The writer's commits in flight: a second one goes out beside the first once it is
         // large enough, so that the store has the next commit at hand while this process
-        // completes the first's waiters (see `take_commit_beside`). Dropped with the writer
-        // (its runtime shut down), each puts its users back into the next commit.
-        let mut writing = futures_util::stream::FuturesUnordered::new();
+        // completes the first's waiters (see `take_commit_beside`). Each is a task of its
+        // own, so that it goes on while this loop reads the feed or retries the backlog;
+        // aborted with the writer (its runtime shut down), each puts its users back into the
+        // next commit.
+        let mut writing = tokio::task::JoinSet::new();
         let mut backoff = MIN_BACKOFF;
         let mut retry_at: Option<Instant> = None;
         let mut next_poll = Instant::now();
@@ -100,14 +101,14 @@ impl Tracker {
                 () = self.cancel.cancelled() => {
                     // The commits in flight finish first (each bounded by the store timeout,
                     // as every write is); then the last chance for buffered interactions.
-                    while writing.next().await.is_some() {}
+                    while writing.join_next().await.is_some() {}
                     let flushed = self.flush().await;
                     let _ = self.flushed.set(flushed.is_ok());
                     return;
                 }
                 () = self.wake.notified() => {}
                 () = sleep_until(wake_at) => {}
-                Some(()) = writing.next(), if !writing.is_empty() => {}
+                Some(_) = writing.join_next(), if !writing.is_empty() => {}
             }
             // Times are corrected by the offset to the store's clock before the first write
             // (later measurements are the pulse's).
@@ -122,17 +123,9 @@ impl Tracker {
                 let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
-            let before = writing.len();
             while let Some(commit) = self.take_commit_beside(writing.len()) {
-                writing.push(self.write_commit(commit));
-            }
-            if writing.len() > before {
-                // Send them now, not after the backlog and the feed below.
-                std::future::poll_fn(|cx| {
-                    let _ = writing.poll_next_unpin(cx);
-                    std::task::Poll::Ready(())
-                })
-                .await;
+                let tracker = Arc::clone(&self);
+                writing.spawn(async move { tracker.write_commit(commit).await });
             }
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
@@ -329,7 +322,8 @@ impl Tracker {
         let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
         // The next commit starts at this one's size: it fills under the lock every caller
         // takes, which growing it step by step would hold longer.
-        let room = UserMap::with_capacity_and_hasher(st.next_commit.len(), Default::default());
+        let size = st.next_commit.len().min(4 * SECOND_COMMIT_AT);
+        let room = UserMap::with_capacity_and_hasher(size, Default::default());
         let users = std::mem::replace(&mut st.next_commit, room);
         let seen = interactions(&users);
         st.commits += 1;

@@ -447,10 +447,43 @@ async fn a_process_that_missed_a_reshard_writes_into_the_new_layout() {
 /// does not put `seen` back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_fence_refuses_leaves_seen_as_it_was() {
-    crate::common::init_tracing();
     let server = RedisServer::start();
+    refused_write_leaves_seen_as_it_was(&server, &server.url(), true).await;
+}
+
+/// The same for a connection whose user may not run `RENAME`: the guard could not set
+/// `seen` aside, so a probe turns the transaction off and the interactions script writes.
+/// Fails if the probe lets the transaction run (the `ZADD` would land, NOPERM stopping the
+/// guard halfway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_the_guard_cannot_work_for_writes_through_the_script_and_is_fenced_alike() {
+    let server = RedisServer::start();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("bot")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-rename")
+        .query(&mut server.sync_connection())
+        .unwrap();
+    let url = format!("{}?user=bot&pass=secret", server.url());
+    refused_write_leaves_seen_as_it_was(&server, &url, false).await;
+}
+
+/// `guarded`: whether the writes go as transactions (else only the probe's does).
+async fn refused_write_leaves_seen_as_it_was(server: &RedisServer, url: &str, guarded: bool) {
+    crate::common::init_tracing();
     let clock = ManualClock::at_unix_ms(T0);
-    let bot = bot(&server, 1, &clock).await;
+    let bot = Retention::builder(RedisStore::open(url).await.unwrap())
+        .namespace("shop")
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     for user in 1..=3 {
         assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
     }
@@ -477,8 +510,8 @@ async fn a_write_the_fence_refuses_leaves_seen_as_it_was() {
     assert_eq!(range(&mut conn), before, "nothing written, nothing lost");
     let kind: String = redis::cmd("TYPE").arg("{shop}:seen").query(&mut conn).unwrap();
     assert_eq!(kind, "zset");
-    let keys = keys(&server);
-    assert!(!keys.iter().any(|k| k.contains("aside")), "{keys:?}");
+    let keys = keys(server);
+    assert!(!keys.iter().any(|k| k.contains("aside") || k.contains("probe")), "{keys:?}");
 
     // The resharding given up: the kept interactions are written.
     let () = redis::cmd("HDEL").arg("{shop}:meta").arg("resharding").query(&mut conn).unwrap();
@@ -488,6 +521,16 @@ async fn a_write_the_fence_refuses_leaves_seen_as_it_was() {
     .await;
     let after = range(&mut conn);
     assert_eq!(after.len(), 4, "{after:?}");
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
+    let transactions: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_exec:calls=")?.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    if guarded {
+        assert!(transactions > 1, "the writes went as transactions: {transactions}");
+    } else {
+        assert_eq!(transactions, 1, "the probe's alone");
+    }
     let one = bot.status(UserId(1)).await.unwrap().last_seen.unwrap();
     assert_eq!(one.timestamp_millis(), T0 + 3_600_000);
     bot.shutdown().await.unwrap();

@@ -5,8 +5,7 @@ use super::decode::*;
 use super::keys::Keys;
 use super::scripts::{
     ADOPT, CENSUS_LEASE, CENSUS_RECORD, CENSUS_SWEEP, CENSUS_WALK, CLAIM, CLAIM_USER, COUNT_USE,
-    FINISH, GUARD, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNGUARD,
-    UNSCHEDULE_GONE,
+    FINISH, HEARTBEAT, HOLDING, INTERACTIONS, MARKER, PREVIEW, SCHEDULE, STATUS, UNSCHEDULE_GONE,
 };
 use super::*;
 
@@ -18,11 +17,13 @@ const INTERACTION_CHUNK: usize = 500;
 pub(crate) struct RedisNamespace {
     pub(super) conn: Conn,
     pub(super) keys: Keys,
+    /// Whether interactions go as a guarded transaction here (see `guarded.rs`).
+    pub(super) guard: super::guarded::GuardState,
 }
 
 impl RedisNamespace {
     pub(super) fn new(conn: Conn, tag: &str) -> Self {
-        Self { conn, keys: Keys::new(tag) }
+        Self { conn, keys: Keys::new(tag), guard: Default::default() }
     }
 
     /// Another tag of the same store: a shard of another layout of this namespace.
@@ -41,37 +42,6 @@ impl RedisNamespace {
             inv.key(key);
         }
         inv
-    }
-
-    /// Records one chunk of interactions as a transaction: the fence's guard, a plain
-    /// `ZADD GT` and its undoing (see `lua/guard.lua`). Redis spends about a fifth less per
-    /// member than passing the pairs through a script (`examples/bench.rs`, section 2).
-    async fn guarded_zadd(&self, chunk: &[Interaction], now: i64) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
-        self.guard_call(&mut pipe, GUARD);
-        let zadd = pipe.cmd("ZADD").arg(&self.keys.seen).arg("GT");
-        for i in chunk {
-            zadd.arg(crate::store::no_later_than(i.at, now)).arg(i.user);
-        }
-        self.guard_call(&mut pipe, UNGUARD);
-        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
-        // The guard's refusal comes first: the `ZADD` then failed on the string set in the
-        // place of `seen`, and wrote nothing.
-        match replies.into_iter().find(|r| matches!(r, redis::Value::ServerError(_))) {
-            Some(redis::Value::ServerError(e)) => Err(redis::RedisError::from(e).into()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Adds a call of the guard or the unguard to `pipe`, with every key of the namespace
-    /// and the key `seen` is set aside to.
-    fn guard_call(&self, pipe: &mut redis::Pipeline, source: &str) {
-        let call = pipe.cmd("EVAL").arg(source).arg(14);
-        for key in self.keys.scripts() {
-            call.arg(key);
-        }
-        call.arg(&self.keys.aside);
     }
 
     pub(super) async fn run<T: FromRedisValue>(
@@ -96,7 +66,9 @@ impl Backend for RedisNamespace {
             // One fenced `ZADD GT` per chunk; the chunks go out together over the multiplexed
             // connection.
             let writes = seen.chunks(INTERACTION_CHUNK).map(|chunk| async move {
-                if let Some(now) = now.filter(|_| self.conn.has_transactions()) {
+                if let Some(now) = now
+                    && self.guard_holds().await
+                {
                     return self.guarded_zadd(chunk, now).await;
                 }
                 let mut inv = self.invocation(&INTERACTIONS);

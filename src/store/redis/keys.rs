@@ -19,6 +19,10 @@ pub(super) struct Keys {
     /// Where a write refused by the layout fence sets `seen` aside for a moment, inside its
     /// transaction (see `lua/guard.lua`): never seen outside it.
     pub(super) aside: String,
+    /// The stand-ins for `seen`, `meta` and `aside` of the probe that checks, once per
+    /// process, that the guard holds on this server (see `guarded.rs`): they live only
+    /// inside the probe's transaction.
+    pub(super) probe: [String; 3],
     pub(super) failing: String,
     pub(super) receipts: String,
     /// The latest erasure each receipt tag records (a sorted set scored by
@@ -46,6 +50,7 @@ impl Keys {
             writers: format!("{prefix}writers"),
             meta: format!("{prefix}meta"),
             aside: format!("{prefix}seen:aside"),
+            probe: ["seen", "meta", "seen:aside"].map(|key| format!("{prefix}probe:{key}")),
             failing: format!("{prefix}failing"),
             receipts: format!("{prefix}receipts"),
             erased: format!("{prefix}erased"),
@@ -93,7 +98,7 @@ mod tests {
     #[test]
     fn every_key_carries_the_namespace_hash_tag() {
         let keys = Keys::new("mybot");
-        for key in keys.scripts().into_iter().chain([&keys.aside, &keys.audit]) {
+        for key in keys.scripts().into_iter().chain([&keys.aside, &keys.audit]).chain(&keys.probe) {
             assert!(key.starts_with("{mybot}:"), "{key}");
         }
         let who = Hashed { user: 42, tag: "ab12".to_owned() };

@@ -7,6 +7,7 @@ mod admin;
 mod client;
 pub(crate) mod connect;
 mod decode;
+mod guarded;
 mod keys;
 mod meta;
 mod scripts;
@@ -118,14 +119,6 @@ impl LastRuntime {
 
     fn record(&self, here: Option<tokio::runtime::Id>) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = here;
-    }
-}
-
-impl Conn {
-    /// Whether transactions (`MULTI`/`EXEC`) reach one server whole: not through the
-    /// cluster client, which routes each command of a pipeline on its own.
-    fn has_transactions(&self) -> bool {
-        !matches!(self, Self::Cluster(_))
     }
 }
 
