@@ -263,7 +263,7 @@ impl Tracker {
     ///
     /// With `must_store`, waits for the write even while the store is failing (strict mode).
     pub(crate) async fn note_interaction(self: &Arc<Self>, user: u64, must_store: bool) -> Noted {
-        let (now, slot) = {
+        let (now, slot, wake) = {
             let mut st = self.lock();
             // Read under the lock: the first clock measurement shifts stored times with it.
             let now = self.clock.now_ms();
@@ -279,28 +279,34 @@ impl Tracker {
             if self.cached(&mut st, user, now) {
                 return Noted::Cached;
             }
-            let slot = if let Some(score) = st.next_commit.get_mut(&user) {
+            // The writer is woken when the next commit gets its first user, and when it is
+            // large enough to go out beside another in flight: else it would wake for nothing
+            // (a commit returning wakes it too).
+            let (slot, wake) = if let Some(score) = st.next_commit.get_mut(&user) {
                 *score = (*score).max(now);
-                Arc::clone(&st.slot)
+                (Arc::clone(&st.slot), false)
             } else if !st.erasing.contains_key(&user)
                 && let Some(slot) = st.sharable_write(user, now, self.resolution_ms)
             {
                 // Being written right now, recently enough: share that write.
-                slot
+                (slot, false)
             } else if !st.healthy && !must_store {
                 return self.buffer(&mut st, [(user, now)]);
             } else {
                 st.next_commit.insert(user, now);
-                Arc::clone(&st.slot)
+                let users = st.next_commit.len();
+                (Arc::clone(&st.slot), users == 1 || users == SECOND_COMMIT_AT)
             };
-            (now, slot)
+            (now, slot, wake)
         };
         self.ensure_writer();
         if self.retired.get().is_some() {
             // After `shutdown`: nothing writes any more.
             return Noted::Dropped;
         }
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         // The writer may be busy with a slow store (a hung Redis), or still reading where
         // the feed stands before its first write: never wait longer than the store timeout.
         // The interaction is not lost: it moves to the backlog, which the writer retries.
