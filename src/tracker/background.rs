@@ -282,8 +282,8 @@ impl Tracker {
         }
     }
 
-    /// Writes the next commit and completes its waiters. The writer and each caller of
-    /// `settle` or `flush` may each have one in flight.
+    /// Writes the next commit and completes its waiters (for `settle` and `flush`, each of
+    /// whose callers may have one in flight beside the writer's two).
     pub(super) async fn write_next_commit(&self) {
         if let Some(commit) = self.take_commit() {
             self.write_commit(commit).await;

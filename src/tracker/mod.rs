@@ -113,8 +113,9 @@ struct State {
     next_commit: UserMap<i64>,
     /// Completes when `next_commit` has been written (`true`) or failed (`false`).
     slot: Arc<SetOnce<bool>>,
-    /// The commits being written right now, oldest first: the writer's, and one of each
-    /// caller of `settle` or `flush` (each is a write in flight for `apply` and for sharing).
+    /// The commits being written right now, oldest first: the writer's (up to
+    /// [`COMMITS_IN_FLIGHT`]), and one of each caller of `settle` or `flush` (each is a
+    /// write in flight for `apply` and for sharing).
     in_flight: Vec<InFlight>,
     /// The id of the last commit taken.
     commits: u64,

@@ -1,5 +1,6 @@
-//! The protocol client: one namespace (or shard) of a Redis store (its keys in `keys.rs`), and the Lua
-//! scripts of the claim -> erase -> finish protocol behind the `Backend` trait.
+//! The protocol client: one namespace (or shard) of a Redis store (its keys in `keys.rs`),
+//! and the Lua scripts of the claim -> erase -> finish protocol behind the `Backend` trait
+//! (interactions on a single server as a guarded transaction: `guarded.rs`).
 
 use super::decode::*;
 use super::keys::Keys;

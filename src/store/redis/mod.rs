@@ -1,7 +1,8 @@
 //! The Redis store, by role: the connection and its constructors here; [`connect`] for
 //! TLS, Sentinel and Cluster connections; [`sharded`] for a namespace split into shards;
 //! [`client`] for the protocol client of the Lua scripts ([`scripts`]), reading their
-//! replies with [`decode`]; [`admin`] for diagnosis and resharding.
+//! replies with [`decode`], its keys in [`keys`] and its guarded interactions write in
+//! [`guarded`]; [`admin`] for diagnosis and resharding.
 
 mod admin;
 mod client;
