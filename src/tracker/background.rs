@@ -108,7 +108,13 @@ impl Tracker {
                 }
                 () = self.wake.notified() => {}
                 () = sleep_until(wake_at) => {}
-                Some(_) = writing.join_next(), if !writing.is_empty() => {}
+                Some(done) = writing.join_next(), if !writing.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        tracing::error!("a write of interactions panicked; its users were put back");
+                    }
+                }
             }
             // Times are corrected by the offset to the store's clock before the first write
             // (later measurements are the pulse's).

@@ -473,6 +473,61 @@ async fn a_user_the_guard_cannot_work_for_writes_through_the_script_and_is_fence
     refused_write_leaves_seen_as_it_was(&server, &url, false).await;
 }
 
+/// The same for a user who may not run `MULTI`: the probe's commands run one by one on its
+/// stand-in keys, and the interactions script writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_transactions_writes_through_the_script_and_is_fenced_alike() {
+    let server = RedisServer::start();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("bot")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-multi")
+        .query(&mut server.sync_connection())
+        .unwrap();
+    let url = format!("{}?user=bot&pass=secret", server.url());
+    refused_write_leaves_seen_as_it_was(&server, &url, false).await;
+}
+
+/// A guard that cannot read the fence (a `meta` of another type) refuses: a guard that
+/// failed there would let the transaction's `ZADD` through. Fails if the guard calls the
+/// fence unprotected (user 4 lands in `seen`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_the_guard_cannot_read_refuses_the_write() {
+    crate::common::init_tracing();
+    let server = RedisServer::start();
+    let clock = ManualClock::at_unix_ms(T0);
+    let bot = bot(&server, 1, &clock).await;
+    for user in 1..=3 {
+        assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
+    }
+    let mut conn = server.sync_connection();
+    let meta: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg("{shop}:meta").query(&mut conn).unwrap();
+    let () = redis::cmd("DEL").arg("{shop}:meta").query(&mut conn).unwrap();
+    let () = redis::cmd("SET").arg("{shop}:meta").arg("odd").query(&mut conn).unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert!(!bot.note_interaction(UserId(4)).await.is_stored());
+    let four: Option<f64> =
+        redis::cmd("ZSCORE").arg("{shop}:seen").arg(4).query(&mut conn).unwrap();
+    assert_eq!(four, None, "nothing written past an unreadable fence");
+    let kind: String = redis::cmd("TYPE").arg("{shop}:seen").query(&mut conn).unwrap();
+    assert_eq!(kind, "zset");
+
+    let () = redis::cmd("DEL").arg("{shop}:meta").query(&mut conn).unwrap();
+    let () = redis::cmd("HSET").arg("{shop}:meta").arg(&meta).query(&mut conn).unwrap();
+    crate::support::eventually("the kept interaction is written", || async {
+        bot.flush().await.is_ok() && bot.stats().buffered_users == 0
+    })
+    .await;
+    assert!(bot.status(UserId(4)).await.unwrap().last_seen.is_some());
+    bot.shutdown().await.unwrap();
+}
+
 /// `guarded`: whether the writes go as transactions (else only the probe's does).
 async fn refused_write_leaves_seen_as_it_was(server: &RedisServer, url: &str, guarded: bool) {
     crate::common::init_tracing();

@@ -55,8 +55,14 @@ impl RedisNamespace {
                     }
                     holds
                 }
-                Err(e) => {
+                Err(e) if transient(&e) => {
                     tracing::debug!(error = %e, "could not probe the layout fence's guard");
+                    false
+                }
+                Err(e) => {
+                    // Refused by the server (a user without `MULTI`, keys outside its
+                    // patterns): the same answer every time.
+                    self.turn_off(&e.to_string());
                     false
                 }
             },
@@ -66,10 +72,14 @@ impl RedisNamespace {
     /// Runs the guard on stand-in keys whose fence refuses, inside one transaction that
     /// leaves nothing behind: `true` if it refused, the `ZADD` failed, the undoing put the
     /// stand-in `seen` back and nothing was left aside.
-    async fn probe(&self) -> Result<bool> {
+    async fn probe(&self) -> redis::RedisResult<bool> {
         let [seen, meta, aside] = &self.keys.probe;
+        // `MULTI` and `EXEC` as commands of a plain pipeline, not an atomic one: a user who
+        // may not run `MULTI` gets its replies one by one (the client's own transaction
+        // parsing does not expect that).
         let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
+        pipe.ignore_errors();
+        pipe.cmd("MULTI");
         pipe.cmd("HSET").arg(meta).arg("moved").arg(0);
         pipe.cmd("ZADD").arg(seen).arg(0).arg("probe");
         self.guard_call(&mut pipe, GUARD, [seen, meta, aside]);
@@ -78,7 +88,12 @@ impl RedisNamespace {
         pipe.cmd("ZSCORE").arg(seen).arg("probe");
         pipe.cmd("EXISTS").arg(aside);
         pipe.cmd("DEL").arg(seen).arg(meta).arg(aside);
-        let replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        pipe.cmd("EXEC");
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let replies = match replies.pop() {
+            Some(Value::Array(executed)) if replies.first() == Some(&Value::Okay) => executed,
+            _ => return Ok(false),
+        };
         let refused =
             |v: &Value, code: &str| matches!(v, Value::ServerError(e) if e.code() == code);
         let int = |v: &Value, n: i64| matches!(v, Value::Int(i) if *i == n);
@@ -107,7 +122,17 @@ impl RedisNamespace {
             zadd.arg(crate::store::no_later_than(i.at, now)).arg(i.user);
         }
         self.guard_call(&mut pipe, UNGUARD, keys);
-        let replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let replies: Vec<Value> = match pipe.query_async(&mut self.conn.clone()).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                if !transient(&e) {
+                    // Refused as a whole (a permission the probe's keys had): the script
+                    // writes from now on.
+                    self.turn_off(&e.to_string());
+                }
+                return Err(e.into());
+            }
+        };
         match replies.as_slice() {
             [Value::Int(0), Value::Int(_), Value::Int(0)] => Ok(()),
             // Refused: the `ZADD` failed on the string put in the place of `seen`, and the
@@ -118,19 +143,25 @@ impl RedisNamespace {
                 Err(redis::RedisError::from(e.clone()).into())
             }
             _ => {
-                self.guard.0.store(OFF, Ordering::Release);
-                tracing::error!(
-                    namespace = %self.keys.tag,
-                    ?replies,
-                    "the layout fence's guard gave a reply it never gives (the server or the \
-                     connection's permissions changed?): interactions go through the \
-                     interactions script from now on"
-                );
+                self.turn_off(&format!("{replies:?}"));
                 Err(match replies.into_iter().find(|r| matches!(r, Value::ServerError(_))) {
                     Some(Value::ServerError(e)) => redis::RedisError::from(e).into(),
                     _ => Error::Corrupt("an unexpected reply of the guarded write".into()),
                 })
             }
+        }
+    }
+
+    /// Turns the guarded path off for good after `what`, a reply the guard never gives.
+    fn turn_off(&self, what: &str) {
+        if self.guard.0.swap(OFF, Ordering::AcqRel) != OFF {
+            tracing::warn!(
+                namespace = %self.keys.tag,
+                reply = what,
+                "the layout fence's guard does not work for this connection (its user's \
+                 permissions, or the server, changed?): interactions go through the \
+                 interactions script from now on"
+            );
         }
     }
 
@@ -149,4 +180,16 @@ impl RedisNamespace {
         }
         call.arg(aside);
     }
+}
+
+/// An error that may pass: the connection, a timeout, or a server state that changes
+/// (memory pressure, a replica, loading, a busy script). Any other refusal comes again.
+fn transient(e: &redis::RedisError) -> bool {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return true;
+    }
+    let text = e.to_string();
+    ["OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"]
+        .iter()
+        .any(|c| text.contains(c))
 }

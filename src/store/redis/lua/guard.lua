@@ -10,7 +10,12 @@
 -- ARGV: none
 -- Returns 0; the fence's `LAYOUT` error when it refuses (the write is then not made).
 
-local refused = fence()
+-- A fence it cannot read (a `meta` of another type) refuses too: a failing guard would
+-- let the `ZADD` through.
+local ok, refused = pcall(fence)
+if not ok then
+  refused = redis.error_reply('LAYOUT unreadable: ' .. tostring(refused.err or refused))
+end
 if refused then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     redis.call('RENAME', KEYS[1], KEYS[14])
