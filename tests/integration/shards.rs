@@ -458,18 +458,7 @@ async fn a_write_the_fence_refuses_leaves_seen_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_the_guard_cannot_work_for_writes_through_the_script_and_is_fenced_alike() {
     let server = RedisServer::start();
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("bot")
-        .arg("on")
-        .arg(">secret")
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .arg("-rename")
-        .query(&mut server.sync_connection())
-        .unwrap();
-    let url = format!("{}?user=bot&pass=secret", server.url());
+    let url = user_without(&server, "rename");
     refused_write_leaves_seen_as_it_was(&server, &url, false).await;
 }
 
@@ -478,18 +467,7 @@ async fn a_user_the_guard_cannot_work_for_writes_through_the_script_and_is_fence
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_transactions_writes_through_the_script_and_is_fenced_alike() {
     let server = RedisServer::start();
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("bot")
-        .arg("on")
-        .arg(">secret")
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .arg("-multi")
-        .query(&mut server.sync_connection())
-        .unwrap();
-    let url = format!("{}?user=bot&pass=secret", server.url());
+    let url = user_without(&server, "multi");
     refused_write_leaves_seen_as_it_was(&server, &url, false).await;
 }
 
@@ -526,6 +504,22 @@ async fn a_fence_the_guard_cannot_read_refuses_the_write() {
     .await;
     assert!(bot.status(UserId(4)).await.unwrap().last_seen.is_some());
     bot.shutdown().await.unwrap();
+}
+
+/// The URL of a user `bot` who may run everything but `command`.
+fn user_without(server: &RedisServer, command: &str) -> String {
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("bot")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg(format!("-{command}"))
+        .query(&mut server.sync_connection())
+        .unwrap();
+    format!("{}?user=bot&pass=secret", server.url())
 }
 
 /// `guarded`: whether the writes go as transactions (else only the probe's does).

@@ -12,7 +12,7 @@
 
 -- A fence it cannot read (a `meta` of another type) refuses too: a failing guard would
 -- let the `ZADD` through.
-local ok, refused = pcall(fence)
+local ok, refused = pcall(function() return fence() end)
 if not ok then
   refused = redis.error_reply('LAYOUT unreadable: ' .. tostring(refused.err or refused))
 end
