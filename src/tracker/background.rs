@@ -299,32 +299,25 @@ impl Tracker {
     /// The writer's next commit, if it holds anyone and `writing` (the writer's commits in
     /// flight) leaves room: the first always, a second one once it holds
     /// [`SECOND_COMMIT_AT`] users (fewer would cost the store a call for little).
-    fn take_commit_beside(
-        &self,
-        writing: usize,
-    ) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
-        let at = match writing {
-            0 => 1,
-            w if w < COMMITS_IN_FLIGHT => SECOND_COMMIT_AT,
-            _ => return None,
-        };
-        let mut st = self.lock();
-        if st.next_commit.len() < at {
-            return None;
+    fn take_commit_beside(&self, writing: usize) -> Option<Commit> {
+        match writing {
+            0 => self.take_commit_of(1),
+            w if w < COMMITS_IN_FLIGHT => self.take_commit_of(SECOND_COMMIT_AT),
+            _ => None,
         }
-        Self::take(&mut st)
     }
 
     /// Takes the next commit, if it holds anyone, and puts it in flight beside any other.
-    fn take_commit(&self) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
-        let mut st = self.lock();
-        if st.next_commit.is_empty() {
-            return None;
-        }
-        Self::take(&mut st)
+    fn take_commit(&self) -> Option<Commit> {
+        self.take_commit_of(1)
     }
 
-    fn take(st: &mut State) -> Option<(u64, Vec<Interaction>, Arc<SetOnce<bool>>)> {
+    /// Takes the next commit if it holds `at_least` users (one at least).
+    fn take_commit_of(&self, at_least: usize) -> Option<Commit> {
+        let mut st = self.lock();
+        if st.next_commit.is_empty() || st.next_commit.len() < at_least {
+            return None;
+        }
         let slot = std::mem::replace(&mut st.slot, Arc::new(SetOnce::new()));
         // The next commit starts at this one's size: it fills under the lock every caller
         // takes, which growing it step by step would hold longer.
@@ -344,7 +337,7 @@ impl Tracker {
     ///
     /// Cancel-safe: dropped during the write (a cancelled `flush` or `settle`), the commit
     /// goes back into the next one (see [`Unfinished`]).
-    async fn write_commit(&self, commit: (u64, Vec<Interaction>, Arc<SetOnce<bool>>)) {
+    async fn write_commit(&self, commit: Commit) {
         let (id, seen, slot) = commit;
         let mut unfinished = Unfinished { tracker: self, id, done: false };
         let result = self.write(&seen).await;
@@ -493,6 +486,9 @@ impl Tracker {
             .retain(|_, (_, _, at)| at.elapsed() < keep);
     }
 }
+
+/// A commit taken to be written: its id, its interactions and its waiters' completion.
+type Commit = (u64, Vec<Interaction>, Arc<SetOnce<bool>>);
 
 /// The interactions of a user → time map, to write.
 fn interactions<'a>(times: impl IntoIterator<Item = (&'a u64, &'a i64)>) -> Vec<Interaction> {

@@ -36,6 +36,18 @@ async fn bot_erasing(
         .unwrap()
 }
 
+/// A bot of the namespace "shop" on the store at `url`, opened with the default shard
+/// count, without erasers or a gone policy.
+async fn plain_bot(url: &str, clock: &ManualClock) -> Retention {
+    Retention::builder(RedisStore::open(url).await.unwrap())
+        .namespace("shop")
+        .inactive_after(30 * DAY)
+        .without_commands()
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
 fn keys(server: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> =
         redis::cmd("KEYS").arg("*").query(&mut server.sync_connection()).unwrap();
@@ -158,13 +170,7 @@ async fn reshard_moves_every_user_and_scheduled_erasure() {
 /// yet (the race that no heartbeat check can close), and a reshard to 4 it does not see.
 async fn missed_a_reshard(server: &RedisServer, clock: &ManualClock) -> Retention {
     seed_2000(server, clock).await;
-    let stale = Retention::builder(RedisStore::open(&server.url()).await.unwrap())
-        .namespace("shop")
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let stale = plain_bot(&server.url(), clock).await;
     assert!(stale.status(UserId(1)).await.unwrap().last_seen.is_some());
     let store = RedisStore::open(&server.url()).await.unwrap();
     assert_eq!(store.reshard("shop", 4).await.unwrap().users, 2000);
@@ -526,13 +532,7 @@ fn user_without(server: &RedisServer, command: &str) -> String {
 async fn refused_write_leaves_seen_as_it_was(server: &RedisServer, url: &str, guarded: bool) {
     crate::common::init_tracing();
     let clock = ManualClock::at_unix_ms(T0);
-    let bot = Retention::builder(RedisStore::open(url).await.unwrap())
-        .namespace("shop")
-        .inactive_after(30 * DAY)
-        .without_commands()
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let bot = plain_bot(url, &clock).await;
     for user in 1..=3 {
         assert_eq!(bot.note_interaction(UserId(user)).await, Noted::Written);
     }

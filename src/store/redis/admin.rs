@@ -338,12 +338,7 @@ impl RedisNamespace {
     /// Lifts the fence of this layout (it is the target of a resharding, or one was given
     /// up).
     async fn clear_moved(&self) -> Result<()> {
-        redis::cmd("HDEL")
-            .arg(&self.keys.meta)
-            .arg("moved")
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        self.drop_meta("moved").await
     }
 
     /// Writes the marker of a new shard's `seen` (as `marker.lua` does), without the fence:

@@ -26,9 +26,14 @@ impl RedisNamespace {
 
     /// See `Backend::end_notices`.
     pub(super) async fn drop_notices(&self) -> Result<()> {
+        self.drop_meta("notices").await
+    }
+
+    /// Removes one field of `meta`.
+    pub(super) async fn drop_meta(&self, field: &str) -> Result<()> {
         redis::cmd("HDEL")
             .arg(&self.keys.meta)
-            .arg("notices")
+            .arg(field)
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())
