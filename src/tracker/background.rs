@@ -82,7 +82,7 @@ impl Tracker {
     pub(super) async fn run(self: Arc<Self>) {
         // The writer's commits in flight: a second one goes out beside the first once it is
         // large enough, so that the store has the next commit at hand while this process
-        // completes the first's waiters (see `take_commit_beside`). Each is a task of its
+        // completes the first's waiters (see `take_writer_commit`). Each is a task of its
         // own, so that it goes on while this loop reads the feed or retries the backlog;
         // aborted with the writer (its runtime shut down), each puts its users back into the
         // next commit.
@@ -129,9 +129,8 @@ impl Tracker {
                 let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
-            while let Some(commit) = self.take_commit_beside(writing.len()) {
-                let tracker = Arc::clone(&self);
-                writing.spawn(async move { tracker.write_commit(commit).await });
+            while let Some(commit) = self.take_writer_commit() {
+                writing.spawn(Arc::clone(&self).write_commits(commit));
             }
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
@@ -296,25 +295,47 @@ impl Tracker {
         }
     }
 
-    /// The writer's next commit, if it holds anyone and `writing` (the writer's commits in
-    /// flight) leaves room: the first always, a second one once it holds
-    /// [`SECOND_COMMIT_AT`] users (fewer would cost the store a call for little).
-    fn take_commit_beside(&self, writing: usize) -> Option<Commit> {
-        match writing {
-            0 => self.take_commit_of(1),
-            w if w < COMMITS_IN_FLIGHT => self.take_commit_of(SECOND_COMMIT_AT),
-            _ => None,
+    /// Writes `commit`, then the writer's next commit as soon as this one is done, without a
+    /// trip through the writer's loop, while the writes succeed and the writer's loop has
+    /// nothing to do before a write (measure the clock, read where the feed stands). A
+    /// commit task that returns wakes the writer, which takes what is left.
+    async fn write_commits(self: Arc<Self>, mut commit: Commit) {
+        loop {
+            self.write_commit(commit).await;
+            let ready = self.lock().healthy
+                && self.clock.is_synced()
+                && self.feed.try_lock().is_ok_and(|feed| feed.cursor.is_some());
+            if !ready || self.cancel.is_cancelled() {
+                return;
+            }
+            match self.take_writer_commit() {
+                Some(next) => commit = next,
+                None => return,
+            }
         }
+    }
+
+    /// The writer's next commit, if it holds anyone and the writer's commits in flight
+    /// leave room: the first always, a second one once it holds [`SECOND_COMMIT_AT`] users
+    /// (fewer would cost the store a call for little).
+    fn take_writer_commit(&self) -> Option<Commit> {
+        let mut st = self.lock();
+        let at_least = match st.writer_commits() {
+            0 => 1,
+            w if w < COMMITS_IN_FLIGHT => SECOND_COMMIT_AT,
+            _ => return None,
+        };
+        Self::take_commit_of(&mut st, at_least, true)
     }
 
     /// Takes the next commit, if it holds anyone, and puts it in flight beside any other.
     fn take_commit(&self) -> Option<Commit> {
-        self.take_commit_of(1)
+        Self::take_commit_of(&mut self.lock(), 1, false)
     }
 
-    /// Takes the next commit if it holds `at_least` users (one at least).
-    fn take_commit_of(&self, at_least: usize) -> Option<Commit> {
-        let mut st = self.lock();
+    /// Takes the next commit if it holds `at_least` users (one at least), for the writer
+    /// (`by_writer`) or for a caller of `settle` or `flush`.
+    fn take_commit_of(st: &mut State, at_least: usize, by_writer: bool) -> Option<Commit> {
         if st.next_commit.is_empty() || st.next_commit.len() < at_least {
             return None;
         }
@@ -327,7 +348,7 @@ impl Tracker {
         let seen = interactions(&users);
         st.commits += 1;
         let id = st.commits;
-        st.in_flight.push(InFlight { id, users, slot: Arc::clone(&slot) });
+        st.in_flight.push(InFlight { id, users, slot: Arc::clone(&slot), by_writer });
         Some((id, seen, slot))
     }
 

@@ -132,9 +132,16 @@ struct InFlight {
     id: u64,
     users: UserMap<i64>,
     slot: Arc<SetOnce<bool>>,
+    /// One of the writer's commits (not a `settle` or `flush`).
+    by_writer: bool,
 }
 
 impl State {
+    /// The writer's commits in flight.
+    fn writer_commits(&self) -> usize {
+        self.in_flight.iter().filter(|c| c.by_writer).count()
+    }
+
     /// The completion of a write in flight that holds `user` at a time within `resolution`
     /// of `now` (the newest such write), to share.
     fn sharable_write(&self, user: u64, now: i64, resolution: i64) -> Option<Arc<SetOnce<bool>>> {
@@ -280,9 +287,10 @@ impl Tracker {
             if self.cached(&mut st, user, now) {
                 return Noted::Cached;
             }
-            // The writer is woken when the next commit gets its first user, and when it is
-            // large enough to go out beside another in flight: else it would wake for nothing
-            // (a commit returning wakes it too).
+            // The writer is woken when the next commit gets its first user while none of its
+            // commits is in flight, and when it is large enough to go out beside another in
+            // flight: else it would wake for nothing (a commit in flight takes the next one
+            // when it is done, and a commit task that returns wakes the writer).
             let (slot, wake) = if let Some(score) = st.next_commit.get_mut(&user) {
                 *score = (*score).max(now);
                 (Arc::clone(&st.slot), false)
@@ -296,7 +304,8 @@ impl Tracker {
             } else {
                 st.next_commit.insert(user, now);
                 let users = st.next_commit.len();
-                (Arc::clone(&st.slot), users == 1 || users == SECOND_COMMIT_AT)
+                let first = users == 1 && st.writer_commits() == 0;
+                (Arc::clone(&st.slot), first || users == SECOND_COMMIT_AT)
             };
             (now, slot, wake)
         };
