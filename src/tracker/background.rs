@@ -67,6 +67,7 @@ impl Tracker {
     pub(super) fn recover_in_flight(&self) {
         let mut st = self.lock();
         let st = &mut *st;
+        st.generation += 1;
         // Callers that waited for them wait until the store timeout (completing their slots
         // would tell them their write failed); later ones join the next commit.
         for commit in std::mem::take(&mut st.in_flight) {
@@ -82,10 +83,11 @@ impl Tracker {
     pub(super) async fn run(self: Arc<Self>) {
         // The writer's commits in flight: a second one goes out beside the first once it is
         // large enough, so that the store has the next commit at hand while this process
-        // completes the first's waiters (see `take_writer_commit`). Each is a task of its
-        // own, so that it goes on while this loop reads the feed or retries the backlog;
-        // aborted with the writer (its runtime shut down), each puts its users back into the
-        // next commit.
+        // completes the first's waiters (see `take_writer_commit`). Each goes in a task of
+        // its own, so that it goes on while this loop reads the feed or retries the backlog,
+        // and takes the next commit itself when it is done (`write_commits`); aborted with
+        // the writer (its runtime shut down), each puts its users back into the next commit.
+        let generation = self.lock().generation;
         let mut writing = tokio::task::JoinSet::new();
         let mut backoff = MIN_BACKOFF;
         let mut retry_at: Option<Instant> = None;
@@ -129,8 +131,8 @@ impl Tracker {
                 let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
-            while let Some(commit) = self.take_writer_commit() {
-                writing.spawn(Arc::clone(&self).write_commits(commit));
+            while let Some(commit) = self.take_writer_commit(generation) {
+                writing.spawn(Arc::clone(&self).write_commits(commit, generation));
             }
             if retry_at.is_some_and(|at| at <= Instant::now()) {
                 retry_at = None;
@@ -155,7 +157,8 @@ impl Tracker {
                 }
             }
             if next_poll <= Instant::now() {
-                // Bounded: interactions of the next commit wait for this loop.
+                // Bounded: interactions of the next commit wait for this loop unless a commit
+                // in flight takes them when it is done.
                 let _ = timeout(self.door.timeout(), self.poll_feed()).await;
                 next_poll = Instant::now() + FEED_POLL;
             }
@@ -299,27 +302,34 @@ impl Tracker {
     /// trip through the writer's loop, while the writes succeed and the writer's loop has
     /// nothing to do before a write (measure the clock, read where the feed stands). A
     /// commit task that returns wakes the writer, which takes what is left.
-    async fn write_commits(self: Arc<Self>, mut commit: Commit) {
+    async fn write_commits(self: Arc<Self>, mut commit: Commit, generation: u64) {
         loop {
             self.write_commit(commit).await;
-            let ready = self.lock().healthy
-                && self.clock.is_synced()
+            let healthy = self.lock().healthy;
+            // What the writer's loop does before a write: measure the store's clock (a wall
+            // clock only), read where the feed stands.
+            let ready = healthy
+                && (self.clock.is_synced() || !self.clock.is_wall_clock())
                 && self.feed.try_lock().is_ok_and(|feed| feed.cursor.is_some());
             if !ready || self.cancel.is_cancelled() {
                 return;
             }
-            match self.take_writer_commit() {
+            match self.take_writer_commit(generation) {
                 Some(next) => commit = next,
                 None => return,
             }
         }
     }
 
-    /// The writer's next commit, if it holds anyone and the writer's commits in flight
-    /// leave room: the first always, a second one once it holds [`SECOND_COMMIT_AT`] users
-    /// (fewer would cost the store a call for little).
-    fn take_writer_commit(&self) -> Option<Commit> {
+    /// The next commit of the writer of `generation`, if it holds anyone, that writer is
+    /// the current one, and its commits in flight leave room: the first always, a second one
+    /// once it holds [`SECOND_COMMIT_AT`] users (fewer would cost the store a call for
+    /// little).
+    pub(super) fn take_writer_commit(&self, generation: u64) -> Option<Commit> {
         let mut st = self.lock();
+        if st.generation != generation {
+            return None;
+        }
         let at_least = match st.writer_commits() {
             0 => 1,
             w if w < COMMITS_IN_FLIGHT => SECOND_COMMIT_AT,

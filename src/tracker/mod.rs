@@ -119,6 +119,10 @@ struct State {
     in_flight: Vec<InFlight>,
     /// The id of the last commit taken.
     commits: u64,
+    /// The writer's generation, bumped when a writer that is gone is replaced
+    /// ([`Tracker::recover_in_flight`]): a commit task of an earlier writer (on a runtime
+    /// that may never run again) takes no further commit.
+    generation: u64,
     backlog: UserMap<i64>,
     /// Gone marks the store could not take.
     marks: UserMap<KeptMark>,
@@ -214,6 +218,7 @@ impl Tracker {
                 slot: Arc::new(SetOnce::new()),
                 in_flight: Vec::new(),
                 commits: 0,
+                generation: 0,
                 backlog: UserMap::default(),
                 marks: UserMap::default(),
                 healthy: true,
@@ -885,6 +890,32 @@ mod tests {
         for noting in waiting {
             assert_eq!(noting.await.unwrap(), Noted::Written);
         }
+    }
+
+    #[tokio::test]
+    async fn a_commit_task_of_a_replaced_writer_takes_no_further_commit() {
+        // A commit task takes the writer's next commit when it is done. One of a writer that
+        // was replaced (its single-threaded runtime no longer driven, and driven once more
+        // later) must not: its commit would count as the new writer's while it sits on a
+        // runtime that may never run again, and the new writer would wait for it.
+        let config = crate::config::Config::for_tests();
+        let backend = MemoryStore::new().bind("t", crate::store::sealed::Token).0;
+        let tracker = Arc::new(Tracker::new(
+            &config,
+            Door::new(backend, config.store_timeout),
+            Arc::new(SyncedClock::new(Arc::new(ManualClock::at_unix_ms(1_000)))),
+            Arc::default(),
+            Arc::default(),
+            CancellationToken::new(),
+        ));
+        let before = tracker.lock().generation;
+        tracker.lock().next_commit.insert(7, 1_000);
+        tracker.recover_in_flight();
+        assert!(tracker.take_writer_commit(before).is_none(), "the replaced writer's task");
+        let now = tracker.lock().generation;
+        let commit = tracker.take_writer_commit(now).expect("the current writer's");
+        assert_eq!(commit.1, vec![Interaction { user: 7, at: 1_000 }]);
+        assert_eq!(tracker.lock().writer_commits(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
