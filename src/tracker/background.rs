@@ -54,10 +54,13 @@ impl Tracker {
                 tracing::debug!("background writer started again on the current runtime");
             }
         }
+        // Read here, after any recovery, not in the writer's first poll: a replacement of
+        // this writer that ran before that poll must leave it with the older generation.
+        let generation = self.lock().generation;
         *tasks = Some(Tasks {
             runtime: here.id(),
             flavor: here.runtime_flavor(),
-            writer: here.spawn(Arc::clone(self).run()),
+            writer: here.spawn(Arc::clone(self).run(generation)),
             pulse: here.spawn(Arc::clone(self).pulse()),
         });
     }
@@ -79,15 +82,15 @@ impl Tracker {
     }
 
     /// The background writer: flushes batches, retries the backlog, reads the feed and
-    /// keeps the cache small.
-    pub(super) async fn run(self: Arc<Self>) {
+    /// keeps the cache small. `generation` is the writer's (see [`State::generation`]), read
+    /// when it was started.
+    pub(super) async fn run(self: Arc<Self>, generation: u64) {
         // The writer's commits in flight: a second one goes out beside the first once it is
         // large enough, so that the store has the next commit at hand while this process
         // completes the first's waiters (see `take_writer_commit`). Each goes in a task of
         // its own, so that it goes on while this loop reads the feed or retries the backlog,
         // and takes the next commit itself when it is done (`write_commits`); aborted with
         // the writer (its runtime shut down), each puts its users back into the next commit.
-        let generation = self.lock().generation;
         let mut writing = tokio::task::JoinSet::new();
         let mut backoff = MIN_BACKOFF;
         let mut retry_at: Option<Instant> = None;
