@@ -296,7 +296,8 @@ impl Tracker {
     /// Writes the next commit and completes its waiters (for `settle` and `flush`, each of
     /// whose callers may have one in flight beside the writer's two).
     pub(super) async fn write_next_commit(&self) {
-        if let Some(commit) = self.take_commit() {
+        let commit = Self::take_commit_of(&mut self.lock(), 1, false);
+        if let Some(commit) = commit {
             self.write_commit(commit).await;
         }
     }
@@ -341,11 +342,6 @@ impl Tracker {
         Self::take_commit_of(&mut st, at_least, true)
     }
 
-    /// Takes the next commit, if it holds anyone, and puts it in flight beside any other.
-    fn take_commit(&self) -> Option<Commit> {
-        Self::take_commit_of(&mut self.lock(), 1, false)
-    }
-
     /// Takes the next commit if it holds `at_least` users (one at least), for the writer
     /// (`by_writer`) or for a caller of `settle` or `flush`.
     fn take_commit_of(st: &mut State, at_least: usize, by_writer: bool) -> Option<Commit> {
@@ -365,7 +361,7 @@ impl Tracker {
         Some((id, seen, slot))
     }
 
-    /// Writes one commit taken by `take_commit` and completes its waiters.
+    /// Writes one commit taken by `take_commit_of` and completes its waiters.
     ///
     /// # Cancellation safety
     ///

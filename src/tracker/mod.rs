@@ -4,8 +4,8 @@
 //!   user costs one hash-map lookup.
 //! - **Group commit.** Users not in the cache join the next commit; one background writer
 //!   sends the whole batch as one `ZADD GT` while the next batch fills, and once it holds
-//!   [`SECOND_COMMIT_AT`] users, sends it beside the first. Concurrent first interactions
-//!   of one user share the same write.
+//!   [`SECOND_COMMIT_AT`] users, sends it beside the first; a commit that is done takes the
+//!   next one itself. Concurrent first interactions of one user share the same write.
 //! - **Outages.** A failed write moves its users to a bounded backlog that the writer
 //!   retries with backoff; while the store is failing, interactions go straight to the backlog
 //!   instead of waiting. Gone marks the store could not take (a block, a failed send) wait
